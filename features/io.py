@@ -1,0 +1,86 @@
+"""File I/O of the feature pipeline: atomic writes, JSONL and parquet tables, quarantine files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from features.records import QuarantineRecord, StageReport
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling and rename, so readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(path: Path, value: Any) -> None:
+    write_bytes_atomic(path, json.dumps(value, indent=2, default=str, ensure_ascii=False).encode())
+
+
+def save_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in rows)
+    write_bytes_atomic(path, text.encode())
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def save_parquet(path: Path, frame: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_quarantine(quarantine_dir: Path, batch_id: str, report: StageReport) -> Path:
+    """One JSONL file per batch and stage; re-running a stage replaces its file, so nothing is counted twice."""
+    path = quarantine_dir / batch_id / f"{report.stage}.jsonl"
+    save_jsonl(path, (asdict(record) for record in report.quarantined))
+    return path
+
+
+def load_quarantine(quarantine_dir: Path, batch_id: str | None = None) -> list[QuarantineRecord]:
+    pattern = f"{batch_id}/*.jsonl" if batch_id else "*/*.jsonl"
+    records: list[QuarantineRecord] = []
+    for path in sorted(quarantine_dir.glob(pattern)):
+        records.extend(QuarantineRecord(**row) for row in load_jsonl(path))
+    return records
+
+
+def publish_directory(staging: Path, final: Path) -> None:
+    """Move a fully written staging folder into place in one rename (replacing an older copy)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
+        os.replace(final, trash)
+        os.replace(staging, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def make_staging_dir(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".staging-{final.name}-"))

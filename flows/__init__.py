@@ -1,0 +1,1 @@
+"""Orchestration: Prefect flows and tasks, the `flywheel` CLI and settings loading."""

@@ -1,0 +1,31 @@
+"""Process environment the project sets before any library starts: telemetry off, offline hubs.
+
+Called first thing at every entry point (CLI, tests, benchmarks). Values already set by
+the user win, except that nothing here is ever switched *on*.
+"""
+
+from __future__ import annotations
+
+import os
+
+TELEMETRY_OFF: dict[str, str] = {
+    "DO_NOT_TRACK": "1",  # Evidently, MLflow
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "FEAST_USAGE": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def apply_process_environment() -> None:
+    """Switch every library's telemetry off and keep model hubs offline for this process and its children."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    # Quiet, fast Prefect defaults for a local CLI; users can override any of them.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")

@@ -1,0 +1,185 @@
+"""Settings, read once at the entry point: environment (pydantic-settings) plus params.yaml.
+
+Everything below the entry point receives these typed objects; nothing else reads the
+environment or the YAML file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegistryParams(_Strict):
+    model_name: str = "flywheel-imagebind"
+
+
+class DemoParams(_Strict):
+    samples: int = Field(300, gt=0)
+    fault_rate: float = Field(0.02, ge=0, lt=1)
+    label_rate: float = Field(0.2, ge=0, le=1)
+
+
+class CleanParams(_Strict):
+    sample_rate: int = Field(16000, gt=0)
+    max_image_pixels: int = Field(4_000_000, gt=0)
+    max_audio_seconds: float = Field(30.0, gt=0)
+    silence_db: float = Field(40.0, gt=0)
+
+
+class ValidateSettings(_Strict):
+    languages: tuple[str, ...] = ("en", "de", "fr", "es")
+    min_audio_seconds: float = 0.1
+    max_audio_seconds: float = 10.0
+    min_image_side: int = 8
+    min_image_contrast: float = 0.02
+    max_caption_chars: int = 500
+    max_bad_row_share: float = Field(0.2, ge=0, le=1)
+
+
+class TransformParams(_Strict):
+    image_size: int = Field(16, ge=4)
+    n_mels: int = Field(40, ge=8)
+    audio_frames: int = Field(100, ge=10)
+
+
+class TrainParams(_Strict):
+    seed: int = 0
+    batch_size: int = Field(64, ge=2)
+    epochs_stage1: int = Field(25, ge=0)
+    epochs_stage2: int = Field(25, ge=0)
+    lr: float = Field(0.002, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    label_aware: bool = True
+    embed_dim: int = Field(64, ge=2)
+
+
+class Threshold(_Strict):
+    min: float | None = None  # value bound: the metric must be at least this
+    max: float | None = None  # value bound: the metric must be at most this
+    max_drop: float | None = Field(None, ge=0)  # allowed absolute regression against the champion
+
+
+class GateParams(_Strict):
+    golden_samples: int = Field(200, ge=20)
+    golden_seed: int = 1000
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+
+
+class MonitorParams(_Strict):
+    drift_share: float = Field(0.5, gt=0, le=1)
+
+
+class Params(_Strict):
+    registry: RegistryParams = RegistryParams()
+    demo: DemoParams = DemoParams()
+    clean: CleanParams = CleanParams()
+    validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
+    transform: TransformParams = TransformParams()
+    train: TrainParams = TrainParams()
+    gate: GateParams = GateParams()
+    monitor: MonitorParams = MonitorParams()
+
+
+class EnvSettings(BaseSettings):
+    """What the environment may set: where state lives and which params file to read."""
+
+    model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
+    home: Path = Path(".flywheel")
+    params: Path = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """The layout of FLYWHEEL_HOME; every store of the embedded stack lives under it."""
+
+    home: Path
+
+    @property
+    def lake_raw(self) -> Path:
+        return self.home / "lake" / "raw"
+
+    @property
+    def lake_clean(self) -> Path:
+        return self.home / "lake" / "clean"
+
+    @property
+    def model_inputs(self) -> Path:
+        return self.home / "lake" / "inputs"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def gx(self) -> Path:
+        return self.home / "gx"
+
+    @property
+    def feast(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def evidently(self) -> Path:
+        return self.home / "evidently"
+
+    @property
+    def prefect(self) -> Path:
+        return self.home / "prefect"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def golden(self) -> Path:
+        return self.home / "golden"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db.resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    params: Params
+    paths: StatePaths
+    tracking_uri: str  # MLflow; the embedded SQLite store unless MLFLOW_TRACKING_URI says otherwise
+
+
+def load_params(path: Path) -> Params:
+    """Parse params.yaml; a wrong key or value stops here with the offending entry named."""
+    if not path.exists():
+        raise FileNotFoundError(f"params file {path} not found (set FLYWHEEL_PARAMS or run from the project root)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ValueError(f"invalid {path}:\n{err}") from err
+
+
+def load_settings(home: Path | None = None, params_path: Path | None = None) -> Settings:
+    """Build the settings once, at the entry point."""
+    import os
+
+    env = EnvSettings()
+    paths = StatePaths((home or env.home).absolute())
+    params = load_params(params_path or env.params)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
+    return Settings(params=params, paths=paths, tracking_uri=tracking_uri)

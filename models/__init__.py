@@ -1,0 +1,1 @@
+"""The training pipeline: ImageBind-style model, training, evaluation, registry and gate."""

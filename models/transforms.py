@@ -1,0 +1,45 @@
+"""Model input transforms: decoded image and waveform arrays to the tensors the towers take.
+
+Shared by the transform stage (training inputs) and by evaluation/serving, so a model
+always sees inputs prepared the same way.
+"""
+
+from __future__ import annotations
+
+import kaldi_native_fbank as knf
+import numpy as np
+from PIL import Image
+
+
+def image_to_input(image: np.ndarray, size: int) -> np.ndarray:
+    """Grayscale image (H, W) uint8 → (1, size, size) float32 in [0, 1], ink bright on dark."""
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
+    return (np.asarray(resized, dtype=np.float32) / 255.0)[None]
+
+
+def waveform_to_log_mel(wave: np.ndarray, sample_rate: int, n_mels: int, frames: int) -> np.ndarray:
+    """Mono waveform → Kaldi-compatible log-mel filterbank (frames, n_mels), cropped or padded.
+
+    10 ms hop, 25 ms window, no dither (deterministic). Short clips are padded with the
+    filterbank's floor value, long ones centre-cropped, so every clip has `frames` frames.
+    """
+    if wave.ndim != 1:
+        raise ValueError(f"expected a 1-D mono waveform, got shape {wave.shape}")
+    opts = knf.FbankOptions()
+    opts.frame_opts.dither = 0.0
+    opts.frame_opts.samp_freq = sample_rate
+    opts.mel_opts.num_bins = n_mels
+    fbank = knf.OnlineFbank(opts)
+    fbank.accept_waveform(sample_rate, np.ascontiguousarray(wave, dtype=np.float32))
+    fbank.input_finished()
+    n = fbank.num_frames_ready
+    feats = np.array([fbank.get_frame(i) for i in range(n)], dtype=np.float32).reshape(n, n_mels)
+    floor = float(np.log(np.finfo(np.float32).eps))
+    if n >= frames:
+        start = (n - frames) // 2
+        return feats[start : start + frames]
+    out = np.full((frames, n_mels), floor, dtype=np.float32)
+    out[:n] = feats
+    return out

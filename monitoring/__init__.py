@@ -1,0 +1,1 @@
+"""Drift and data-quality checks after deployment (Evidently)."""
