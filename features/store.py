@@ -6,7 +6,9 @@ same repo serves any FLYWHEEL_HOME and the `feast` CLI works on it too.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import sys
 from datetime import datetime, timezone
@@ -56,14 +58,21 @@ def _definitions():
     return importlib.reload(module) if module else importlib.import_module("definitions")
 
 
-def apply_and_materialize(feast_dir: Path, end: datetime | None = None) -> dict[str, int]:
-    """`feast apply` through the Python API, then incremental materialization into the online store."""
+def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None = None) -> dict[str, int]:
+    """`feast apply` through the Python API, then materialize [start, end] into the online store.
+
+    An explicit window, not `materialize_incremental`: a late batch carries event times older
+    than the last materialization, and incremental mode would skip them.
+    """
     store = open_store(feast_dir)
     defs = _definitions()
     views = [defs.image_stats, defs.audio_stats, defs.caption_stats, defs.labels]
+    present = [view for view in views if (feast_dir / "data" / f"{view.name}.parquet").exists()]
     store.apply([defs.sample, *views, defs.training])
-    store.materialize_incremental(end_date=end or datetime.now(timezone.utc))
-    return {view.name: len(pd.read_parquet(feast_dir / "data" / f"{view.name}.parquet")) for view in views}
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a coloured line per view
+        store.materialize(start_date=start, end_date=end or datetime.now(timezone.utc),
+                          feature_views=[view.name for view in present])
+    return {view.name: len(pd.read_parquet(feast_dir / "data" / f"{view.name}.parquet")) for view in present}
 
 
 def get_training_frame(feast_dir: Path, entity_rows: pd.DataFrame) -> pd.DataFrame:
@@ -77,3 +86,15 @@ def get_online_features(feast_dir: Path, sample_ids: list[str], features: list[s
     store = open_store(feast_dir)
     rows = [{"sample_id": sid} for sid in sample_ids]
     return store.get_online_features(features=features, entity_rows=rows).to_df()
+
+
+def load_feature_frame(feast_dir: Path, batch_ids: list[str]) -> pd.DataFrame:
+    """The stats tables of some batches joined on sample_id, straight from the offline parquet files."""
+    frames = []
+    for table in ("image_stats", "audio_stats", "caption_stats"):
+        path = feast_dir / "data" / f"{table}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"feature table {path} does not exist; run the transform stage first")
+        frame = pd.read_parquet(path)
+        frames.append(frame[frame["batch_id"].isin(batch_ids)].set_index("sample_id")[list(TABLE_COLUMNS[table])])
+    return pd.concat(frames, axis=1).reset_index()

@@ -1,0 +1,172 @@
+"""`flywheel`: the command line. Settings are read here, once, and passed down."""
+
+from __future__ import annotations
+
+from flows.env import apply_process_environment
+
+apply_process_environment()  # before any library import below can start telemetry
+
+import json  # noqa: E402
+import shlex  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from flows.settings import Settings, load_settings  # noqa: E402
+
+app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
+console = Console()
+
+
+def _settings(home: Optional[Path], params: Optional[Path]) -> Settings:
+    try:
+        return load_settings(home, params)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]configuration error:[/red] {err}")
+        raise typer.Exit(2) from err
+
+
+HOME_OPTION = typer.Option(None, "--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
+PARAMS_OPTION = typer.Option(None, "--params", help="params file (default: $FLYWHEEL_PARAMS or params.yaml)")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Option(..., "--out", help="folder to write the landing batch into (must not hold one yet)"),
+    samples: Optional[int] = typer.Option(None, "--samples", help="rows (default: params.yaml demo.samples)"),
+    seed: int = typer.Option(0, "--seed", help="same seed, same bytes"),
+    drift: Optional[str] = typer.Option(None, "--drift", help="accent, noise, rotation, class_prior, language or gain"),
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Generate a "written and spoken digits" landing batch (PNG digits, espeak-ng speech, captions)."""
+    from features.demo import DRIFT_KINDS, generate_demo_batch
+
+    if drift is not None and drift not in DRIFT_KINDS:
+        console.print(f"[red]unknown drift kind {drift!r}[/red]; choose one of: {', '.join(DRIFT_KINDS)}")
+        raise typer.Exit(2)
+    demo = _settings(None, params).params.demo
+    total = samples or demo.samples
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        job = bar.add_task("generating samples", total=total)
+        try:
+            batch = generate_demo_batch(out, samples=total, seed=seed, drift=drift, fault_rate=demo.fault_rate,
+                                        label_rate=demo.label_rate, progress=lambda done, _: bar.update(job, completed=done))
+        except (FileExistsError, ValueError) as err:
+            console.print(f"[red]{err}[/red]")
+            raise typer.Exit(2) from err
+    faults = ", ".join(f"{k}: {len(v)}" for k, v in batch.faults.items() if v) or "none"
+    console.print(f"wrote {batch.rows} rows to {batch.out} ({batch.labelled} labelled; faults: {faults})")
+
+
+def ui_commands(settings: Settings) -> dict[str, str]:
+    """Commands that open each tool's UI on the embedded stores."""
+    p = settings.paths
+    docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    return {
+        "MLflow UI": f"mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
+        "Prefect UI": f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start",
+        "Evidently UI": f"evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
+        "GX Data Docs": f"python -m webbrowser file://{docs}",
+    }
+
+
+def print_summary(summary: dict, path: Path, settings: Settings) -> None:
+    table = Table(title=f"run {summary['run_id']} — {summary['status']}", title_justify="left")
+    for column in ("stage", "rows in", "rows out", "quarantined", "reasons", "seconds"):
+        table.add_column(column, justify="right" if column not in ("stage", "reasons") else "left")
+    for name, stage in summary["stages"].items():
+        reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("skipped" if stage.get("skipped") else "")
+        table.add_row(name, str(stage["rows_in"]), str(stage["rows_out"]), str(stage["rows_quarantined"]), reasons,
+                      f"{summary['seconds'].get(name, 0):.1f}")
+    for name in ("train", "register", "gate", "monitor"):
+        if name in summary["seconds"]:
+            table.add_row(name, "", "", "", _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
+    console.print(table)
+    if summary.get("error"):
+        console.print(f"[red]error:[/red] {summary['error']}")
+    console.print(f"summary: {path}")
+    console.print("open the UIs:")
+    for name, command in ui_commands(settings).items():
+        console.print(f"  {name:13s} {command}", soft_wrap=True)
+
+
+def _model_note(stage: str, summary: dict) -> str:
+    model, gate, train, monitor = summary["model"], summary["gate"], summary["train"], summary["monitor"]
+    metrics = lambda d: ", ".join(f"{k}={v:.3f}" for k, v in d.items())  # noqa: E731
+    notes = {
+        "train": f"{train.get('rows', 0)} rows, batches {len(train.get('training_batches', []))}; {metrics(train.get('metrics', {}))}",
+        "register": f"{model.get('name')} v{model.get('version')} @challenger",
+        "gate": (f"{'PASS' if gate.get('passed') else 'REJECT'} vs champion v{(gate.get('lineage') or {}).get('champion_version')}"
+                 f": {gate.get('reason', '')}; @champion = v{model.get('champion')}") if gate else "",
+        "monitor": (f"{monitor.get('status')}" + (f": drifted share {monitor['drifted_share']:.2f} {monitor.get('drifted_columns')}"
+                                                   if "drifted_share" in monitor else f" ({monitor.get('detail', '')})")),
+    }
+    return notes[stage]
+
+
+@app.command()
+def run(
+    source: Path = typer.Option(Path("data/landing/batch-001"), "--source", help="landing batch folder (manifest.jsonl + files)"),
+    plain: bool = typer.Option(False, "--plain", help="call the stage functions directly, without Prefect"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Run the whole lifecycle on one landing batch and print the run summary."""
+    settings = _settings(home, params)
+    if not (source / "manifest.jsonl").is_file():
+        console.print(f"[red]{source} is not a landing batch[/red] (no manifest.jsonl); make one with `flywheel demo-data --out {source}`")
+        raise typer.Exit(2)
+    from flows.pipeline import new_run_id, run_stages
+
+    run_id = new_run_id()
+    started = time.perf_counter()
+    try:
+        with console.status(f"running the lifecycle on {source} …"):
+            if plain:
+                run_stages(settings, source, run_id=run_id)
+            else:
+                from flows.prefect_runtime import run_lifecycle
+
+                run_lifecycle(settings, source, run_id)
+        failed = False
+    except Exception:  # the summary holds the error; the traceback goes to the log
+        console.print_exception(max_frames=5)
+        failed = True
+    path = settings.paths.runs / run_id / "summary.json"
+    if path.exists():
+        print_summary(json.loads(path.read_text()), path, settings)
+    console.print(f"wall time {time.perf_counter() - started:.1f} s")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def ui(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
+    """Print the commands that open the MLflow, Prefect and Evidently UIs and the GX Data Docs."""
+    for name, command in ui_commands(_settings(home, params)).items():
+        console.print(f"{name:13s} {command}", soft_wrap=True)
+
+
+@app.command()
+def summary(
+    run_id: Optional[str] = typer.Argument(None, help="run id (default: the latest run)"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Print a run's summary table again."""
+    settings = _settings(home, params)
+    runs = sorted(settings.paths.runs.glob("*/summary.json")) if settings.paths.runs.exists() else []
+    chosen = [p for p in runs if p.parent.name == run_id] if run_id else runs[-1:]
+    if not chosen:
+        console.print(f"[red]no run {'named ' + run_id if run_id else 'yet'}[/red] under {settings.paths.runs}")
+        raise typer.Exit(2)
+    print_summary(json.loads(chosen[0].read_text()), chosen[0], settings)
+
+
+if __name__ == "__main__":
+    app()

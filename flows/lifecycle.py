@@ -1,0 +1,43 @@
+"""The lifecycle as one Prefect flow: every stage of `flows.pipeline.run_stages` runs as a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from flows.pipeline import RunRecord, run_stages
+from flows.settings import Settings
+
+# Stages that talk to a store or tracking server may hit a transient error; data stages are
+# deterministic and must not be retried (a validation failure stays a failure).
+RETRIED_STAGES: dict[str, int] = {"register": 2, "gate": 1}
+
+
+def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    stage = task(fn, name=name, cache_policy=NO_CACHE, retries=RETRIED_STAGES.get(name, 0), retry_delay_seconds=2)
+    return stage(*args)
+
+
+def gate_markdown(record: RunRecord) -> str:
+    gate = record.gate
+    lines = [f"# Gate decision for {record.model.get('name')} v{record.model.get('version')}",
+             f"**{'PASSED' if gate.get('passed') else 'REJECTED'}**: {gate.get('reason', '')}", "",
+             "| metric | check | observed | bound | result |", "|---|---|---|---|---|"]
+    for check in gate.get("checks", []):
+        lines.append(f"| {check['metric']} | {check['kind']} | {check['observed']:.4f} | {check['bound']:.4f} | "
+                     f"{'pass' if check['passed'] else 'FAIL'} |")
+    lines += ["", "```json", json.dumps(gate.get("lineage", {}), indent=2), "```"]
+    return "\n".join(lines)
+
+
+@flow(name="flywheel-lifecycle", validate_parameters=False, log_prints=True)
+def lifecycle_flow(settings: Settings, source: Path, run_id: str | None = None) -> RunRecord:
+    record = run_stages(settings, source, call=call_as_task, run_id=run_id)
+    if record.gate:
+        create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")
+    return record

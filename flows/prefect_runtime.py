@@ -1,0 +1,20 @@
+"""Starting the Prefect flow from the CLI with the embedded state folder and fast local settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flows.settings import Settings
+
+
+def run_lifecycle(settings: Settings, source: Path, run_id: str):
+    # Prefect's own SQLite lives in FLYWHEEL_HOME unless the user points elsewhere.
+    os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.lifecycle import lifecycle_flow
+
+    # The heartbeat thread costs ~1 s at the end of every flow run (STACK_NOTES); a local run needs none.
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return lifecycle_flow(settings, source, run_id)

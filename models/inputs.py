@@ -1,0 +1,92 @@
+"""Model inputs per batch: the clean files turned into the arrays the towers take, stored as `.npz`.
+
+Written by the transform stage (I/O module: it reads clean files and writes the archive),
+read by training, the golden-set evaluation and monitoring.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from PIL import Image
+
+from models.transforms import image_to_input, waveform_to_log_mel
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    image_size: int = 16  # side of the square image input
+    n_mels: int = 40  # log-mel bins
+    audio_frames: int = 100  # 10 ms frames per clip
+
+
+@dataclass
+class ModelInputs:
+    sample_id: np.ndarray  # (N,) str
+    image: np.ndarray  # (N, 1, S, S) float32; zeros where has_image is False
+    audio: np.ndarray  # (N, T, M) float32 log-mel; floor where has_audio is False
+    caption: np.ndarray  # (N,) str; "" where has_caption is False
+    voice: np.ndarray  # (N,) str; "" when unknown (for per-voice slices)
+    has_image: np.ndarray  # (N,) bool
+    has_audio: np.ndarray  # (N,) bool
+    has_caption: np.ndarray  # (N,) bool
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+    def take(self, index: np.ndarray) -> "ModelInputs":
+        return ModelInputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: list["ModelInputs"]) -> "ModelInputs":
+        if not parts:
+            raise ValueError("no model inputs to concatenate")
+        return ModelInputs(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(ModelInputs)})
+
+
+def build_model_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> ModelInputs:
+    """Arrays for every clean row, in table order; missing modalities are masked, not dropped."""
+    n = len(rows)
+    image = np.zeros((n, 1, spec.image_size, spec.image_size), dtype=np.float32)
+    floor = float(np.log(np.finfo(np.float32).eps))
+    audio = np.full((n, spec.audio_frames, spec.n_mels), floor, dtype=np.float32)
+    has_image, has_audio = np.zeros(n, bool), np.zeros(n, bool)
+    for i, row in enumerate(rows.itertuples(index=False)):
+        if row.image:
+            with Image.open(clean_dir / row.image) as handle:
+                image[i] = image_to_input(np.asarray(handle.convert("L")), spec.image_size)
+            has_image[i] = True
+        if row.audio:
+            wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
+            audio[i] = waveform_to_log_mel(wave, rate, spec.n_mels, spec.audio_frames)
+            has_audio[i] = True
+    captions = np.array([c if isinstance(c, str) else "" for c in rows["caption"]], dtype=str)
+    voices = np.array([v if isinstance(v, str) else "" for v in rows["voice"]], dtype=str)
+    return ModelInputs(
+        sample_id=np.array(rows["sample_id"], dtype=str), image=image, audio=audio, caption=captions,
+        voice=voices, has_image=has_image, has_audio=has_audio, has_caption=captions != "",
+    )
+
+
+def save_model_inputs(path: Path, inputs: ModelInputs) -> None:
+    """Atomic write of a compressed archive without pickled objects."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model_inputs(path: Path) -> ModelInputs:
+    with np.load(path, allow_pickle=False) as archive:
+        return ModelInputs(**{f.name: archive[f.name] for f in fields(ModelInputs)})

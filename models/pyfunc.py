@@ -1,0 +1,65 @@
+"""The logged model: an MLflow pyfunc around ImageBind, so any MLflow client can load and call it.
+
+`predict` takes a DataFrame with any of the columns `text`, `image_path`, `audio_path`
+(one row per item) and returns one embedding column per modality present.
+"""
+
+from __future__ import annotations
+
+import json
+from math import gcd
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+
+class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from models.artifacts import load_model
+
+        directory = Path(context.artifacts["imagebind"])
+        self.model = load_model(directory)
+        self.spec = json.loads((directory / "input_spec.json").read_text())
+
+    def _image(self, path: str) -> np.ndarray:
+        from PIL import Image
+
+        from models.transforms import image_to_input
+
+        with Image.open(path) as handle:
+            return image_to_input(np.asarray(handle.convert("L")), self.spec["image_size"])
+
+    def _audio(self, path: str) -> np.ndarray:
+        import soundfile as sf
+        from scipy.signal import resample_poly
+
+        from models.transforms import waveform_to_log_mel
+
+        wave, rate = sf.read(path, dtype="float32", always_2d=True)
+        mono, target = wave.mean(axis=1), self.spec["sample_rate"]
+        if rate != target:
+            factor = gcd(rate, target)
+            mono = resample_poly(mono, target // factor, rate // factor).astype(np.float32)
+        mono = mono / max(float(np.abs(mono).max()), 1e-9)
+        return waveform_to_log_mel(mono, target, self.spec["n_mels"], self.spec["audio_frames"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        import torch
+
+        from models.text import encode_texts
+
+        loaders = {
+            "text": ("text", lambda col: torch.from_numpy(encode_texts(list(col)))),
+            "image_path": ("vision", lambda col: torch.from_numpy(np.stack([self._image(p) for p in col]))),
+            "audio_path": ("audio", lambda col: torch.from_numpy(np.stack([self._audio(p) for p in col]))),
+        }
+        unknown = set(model_input.columns) - set(loaders)
+        if unknown:
+            raise ValueError(f"unknown input columns {sorted(unknown)}; accepted: {sorted(loaders)}")
+        inputs = {loaders[c][0]: loaders[c][1](model_input[c]) for c in model_input.columns}
+        self.model.eval()
+        with torch.no_grad():
+            embeddings = self.model(inputs)
+        return pd.DataFrame({f"{m}_embedding": list(e.numpy()) for m, e in embeddings.items()})
