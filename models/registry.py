@@ -49,7 +49,7 @@ class Registry:
 
     def alias_version(self, alias: str) -> str | None:
         try:
-            return self.client().get_model_version_by_alias(self.model_name, alias).version
+            return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
         except MlflowException:
             return None
 

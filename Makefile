@@ -1,0 +1,61 @@
+# flywheel: `make run` (install + the whole lifecycle on demo data) and `make test` (install + tests).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := espeak-ng
+
+# Telemetry off for every process make starts (see flows/env.py for the full list).
+export DO_NOT_TRACK=1
+export MLFLOW_DISABLE_TELEMETRY=true
+export DVC_NO_ANALYTICS=1
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+export GX_ANALYTICS_ENABLED=false
+export FEAST_USAGE=False
+
+.PHONY: install system-deps run test demo-data ui lint clean-state
+
+install: system-deps $(VENV)/.installed
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  $(SUDO) apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $$missing >/dev/null; }; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, exactly pinned: the CPU build on this machine's disk, so no dependency pulls a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+data/landing/batch-001/manifest.jsonl: | install
+	$(BIN)/flywheel demo-data --out data/landing/batch-001 --seed 1
+
+data/landing/batch-002/manifest.jsonl: | install
+	$(BIN)/flywheel demo-data --out data/landing/batch-002 --seed 2
+
+demo-data: data/landing/batch-001/manifest.jsonl data/landing/batch-002/manifest.jsonl
+
+# Two lifecycle runs: the first trains and deploys a champion, the second trains a challenger
+# on both batches, gates it against that champion and checks the new batch for drift.
+run: install demo-data
+	$(BIN)/flywheel run --source data/landing/batch-001
+	$(BIN)/flywheel run --source data/landing/batch-002
+
+test: install
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q
+
+ui: install
+	$(BIN)/flywheel ui
+
+clean-state:
+	rm -rf .flywheel data/landing

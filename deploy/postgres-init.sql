@@ -1,0 +1,4 @@
+-- One database per service of the compose stack.
+CREATE DATABASE mlflow;
+CREATE DATABASE prefect;
+CREATE DATABASE feast;

@@ -1,0 +1,48 @@
+"""Shared fixtures: telemetry off before anything imports a library, small demo batches, fast params."""
+
+from __future__ import annotations
+
+from flows.env import apply_process_environment
+
+apply_process_environment()
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from features.demo import generate_demo_batch  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_batch_factory(tmp_path_factory):
+    """Demo batches generated once per session and shared (read-only) by tests."""
+    cache: dict[tuple, Path] = {}
+
+    def make(samples: int = 60, seed: int = 1, **kwargs) -> Path:
+        key = (samples, seed, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("landing") / f"batch-s{seed}"
+            generate_demo_batch(out, samples=samples, seed=seed, **kwargs)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def fast_params(tmp_path) -> Path:
+    """params.yaml with few epochs and a small golden set: the same code path, seconds not minutes."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["train"].update(epochs_stage1=4, epochs_stage2=4)
+    params["gate"]["golden_samples"] = 40
+    params["gate"]["thresholds"] = {
+        "zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
+        "zero_shot_audio_acc": {"min": 0.0, "max_drop": 1.0},
+        "audio_to_image_r1": {"min": 0.0, "max_drop": 1.0},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path

@@ -1,0 +1,94 @@
+"""The whole lifecycle flow under Prefect's test harness: two runs, the second gated against the first."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.lifecycle import lifecycle_flow
+from flows.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+DATA_STAGES = ("ingest", "clean", "validate", "transform", "label")
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def two_runs(harness, demo_batch_factory, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    params = tmp_path_factory.mktemp("params") / "params.yaml"
+    import yaml
+
+    from tests.conftest import PROJECT
+
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw["train"].update(epochs_stage1=4, epochs_stage2=4)
+    raw["gate"]["golden_samples"] = 40
+    raw["gate"]["thresholds"] = {name: {"min": 0.0, "max_drop": 1.0} for name in raw["gate"]["thresholds"]}
+    params.write_text(yaml.safe_dump(raw))
+    settings = load_settings(home, params)
+    first = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=11), "run-1")
+    second = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "run-2")
+    return settings, first, second
+
+
+def test_every_data_stage_conserves_rows(two_runs):
+    settings, first, second = two_runs
+    for record in (first, second):
+        summary = json.loads((settings.paths.runs / record.run_id / "summary.json").read_text())
+        assert summary["status"] == "succeeded"
+        for stage in DATA_STAGES:
+            s = summary["stages"][stage]
+            assert s["rows_in"] == s["rows_out"] + s["rows_quarantined"], stage
+            assert sum(s["reasons"].values()) == s["rows_quarantined"]
+        # Demo faults (≈2 %) end in the clean stage's quarantine, each with a reason file entry.
+        assert summary["stages"]["clean"]["rows_quarantined"] >= 1
+        assert (settings.paths.quarantine / record.batch_id / "clean.jsonl").exists()
+        # Stages chain: each stage's input is the previous stage's output.
+        outs = [summary["stages"][s]["rows_out"] for s in DATA_STAGES[:-1]]
+        ins = [summary["stages"][s]["rows_in"] for s in DATA_STAGES[1:]]
+        assert outs == ins
+
+
+def test_first_run_deploys_a_champion_and_the_second_is_gated_against_it(two_runs):
+    settings, first, second = two_runs
+    assert first.model["version"] == "1" and first.gate["lineage"]["champion_version"] is None
+    assert first.gate["passed"] and first.model["champion"] == "1"
+    assert second.model["version"] == "2"
+    assert second.gate["lineage"]["champion_version"] == "1"
+    assert any(check["kind"] == "change" for check in second.gate["checks"])
+    assert second.train["training_batches"] == [first.batch_id, second.batch_id]
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    name = settings.params.registry.model_name
+    assert str(client.get_model_version_by_alias(name, "champion").version) == second.model["champion"]
+    assert client.get_model_version(name, "2").tags["gate.passed"] == "true"
+    assert client.get_model_version(name, "2").tags["data_version"] == second.batch_id
+    runs = client.search_runs([client.get_experiment_by_name("flywheel-lifecycle").experiment_id])
+    assert len(runs) == 2 and all("zero_shot_image_acc" in r.data.metrics for r in runs)
+
+
+def test_monitor_compares_the_new_batch_with_the_champions_training_window(two_runs):
+    settings, first, second = two_runs
+    assert first.monitor["status"] == "no_reference"  # the first champion saw only the current batch
+    assert second.monitor["status"] in {"drift", "no_drift"}
+    assert second.monitor["reference_batches"] == [first.batch_id]
+    assert (settings.paths.runs / second.run_id / "drift_report.html").stat().st_size > 10_000
+    assert any(settings.paths.evidently.iterdir())
+
+
+def test_re_ingesting_a_batch_is_skipped_not_duplicated(two_runs, demo_batch_factory):
+    settings, first, _ = two_runs
+    from features.ingest import ingest_batch
+
+    again = ingest_batch(demo_batch_factory(samples=80, seed=11), settings.paths.lake_raw)
+    assert again.batch_id == first.batch_id and again.report.skipped
+    assert len([p for p in settings.paths.lake_raw.iterdir() if not p.name.startswith(".")]) == 2

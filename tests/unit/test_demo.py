@@ -1,0 +1,292 @@
+"""Behaviour of the demo data source: determinism, faults, labels, variety, drift and splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from features.demo import (
+    DIGIT_WORDS,
+    DRIFT_KINDS,
+    ENGLISH_VOICES,
+    FAULT_KINDS,
+    DemoBatch,
+    generate_demo_batch,
+    source_image_indices,
+)
+
+SAMPLES = 60
+SEED = 3
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def read_wave(path: Path) -> np.ndarray:
+    wave, _ = sf.read(path, dtype="float64")
+    return wave
+
+
+def word_in(word: str, caption: str) -> bool:
+    return word.lower() in re.findall(r"\w+", caption.lower())
+
+
+def image_decodes(path: Path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.load()
+        return True
+    except Exception:
+        return False
+
+
+def audio_decodes(path: Path) -> bool:
+    try:
+        return len(read_wave(path)) > 0
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory: pytest.TempPathFactory) -> dict[str | None, DemoBatch]:
+    """One clean batch per drift kind (and None), all from the same seed, made once."""
+    root = tmp_path_factory.mktemp("drift")
+    return {
+        drift: generate_demo_batch(root / str(drift), samples=SAMPLES, seed=SEED, drift=drift, fault_rate=0.0)
+        for drift in (None, *DRIFT_KINDS)
+    }
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> DemoBatch:
+    return generate_demo_batch(tmp_path_factory.mktemp("faulty") / "batch", samples=SAMPLES, seed=SEED)
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory) -> DemoBatch:
+    folder = tmp_path_factory.mktemp("large") / "batch"
+    return generate_demo_batch(folder, samples=200, seed=11, fault_rate=0.0)
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+def test_same_arguments_give_identical_bytes(tmp_path: Path, faulty: DemoBatch) -> None:
+    again = generate_demo_batch(tmp_path / "again", samples=SAMPLES, seed=SEED)
+    assert file_hashes(again.out) == file_hashes(faulty.out)
+    assert again.faults == faulty.faults
+
+
+def test_different_seed_gives_different_files(tmp_path: Path, faulty: DemoBatch) -> None:
+    other = generate_demo_batch(tmp_path / "other", samples=SAMPLES, seed=SEED + 1)
+    first, second = file_hashes(faulty.out), file_hashes(other.out)
+    assert first["manifest.jsonl"] != second["manifest.jsonl"]
+    shared = set(first.values()) & set(second.values())  # a digit image may recur by chance
+    assert len(shared) < 0.1 * len(first)
+
+
+def test_captured_at_comes_from_seed_not_clock(batches: dict[str | None, DemoBatch]) -> None:
+    rows = read_jsonl(batches[None].out / "manifest.jsonl")
+    assert rows[0]["captured_at"] == "2026-01-04T00:00:00Z"  # 2026-01-01 + SEED days
+    assert rows[59]["captured_at"] == "2026-01-04T00:00:59Z"  # + row number seconds
+
+
+# --- manifest and faults ---------------------------------------------------------------------
+
+
+def test_manifest_rows_carry_every_field(faulty: DemoBatch) -> None:
+    rows = read_jsonl(faulty.out / "manifest.jsonl")
+    assert len(rows) == faulty.rows
+    for row in rows:
+        assert row["image"] == f"images/{row['sample_id']}.png"
+        assert row["audio"] == f"audio/{row['sample_id']}.wav"
+        assert row["source"] == "demo"
+        assert row["label"] is None or row["label"] in range(10)
+        assert 120 <= row["speed"] <= 200 and 30 <= row["pitch"] <= 70
+        assert row["voice"] and row["language"] and row["caption"]
+
+
+def test_faults_are_present_listed_and_real(faulty: DemoBatch) -> None:
+    out = faulty.out
+    rows = read_jsonl(out / "manifest.jsonl")
+    by_id = {row["sample_id"]: row for row in rows}
+    assert json.loads((out / "_faults.json").read_text()) == faulty.faults
+    assert set(faulty.faults) == set(FAULT_KINDS)
+    assert all(faulty.faults[kind] for kind in FAULT_KINDS)
+
+    assert all(not image_decodes(out / by_id[s]["image"]) for s in faulty.faults["corrupt_image"])
+    assert all(not audio_decodes(out / by_id[s]["audio"]) for s in faulty.faults["corrupt_audio"])
+    for sample_id in faulty.faults["missing_file"]:
+        row = by_id[sample_id]
+        assert not (out / row["image"]).exists() or not (out / row["audio"]).exists()
+
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    repeated = {json.loads(line)["sample_id"] for line, n in Counter(lines).items() if n > 1}
+    assert repeated == set(faulty.faults["duplicate_sample"])
+    assert faulty.rows == SAMPLES + len(faulty.faults["duplicate_sample"])
+
+    broken = {s for kind in ("corrupt_image", "corrupt_audio", "missing_file") for s in faulty.faults[kind]}
+    for row in rows:
+        if row["sample_id"] not in broken:
+            assert image_decodes(out / row["image"]) and audio_decodes(out / row["audio"])
+
+
+def test_zero_fault_rate_gives_a_clean_batch(batches: dict[str | None, DemoBatch]) -> None:
+    clean = batches[None]
+    rows = read_jsonl(clean.out / "manifest.jsonl")
+    assert clean.faults == {kind: [] for kind in FAULT_KINDS}
+    assert clean.rows == SAMPLES == len({row["sample_id"] for row in rows})
+    assert all(image_decodes(clean.out / row["image"]) for row in rows)
+    assert all(audio_decodes(clean.out / row["audio"]) for row in rows)
+
+
+def test_images_are_32px_grayscale_white_ink_on_black(batches: dict[str | None, DemoBatch]) -> None:
+    stack = []
+    for path in sorted((batches[None].out / "images").glob("*.png")):
+        with Image.open(path) as image:
+            assert image.mode == "L" and image.size == (32, 32)
+            stack.append(np.asarray(image))
+    pixels = np.stack(stack)  # (N, 32, 32)
+    assert pixels[:, [0, 0, -1, -1], [0, -1, 0, -1]].mean() < 20  # black background
+    assert pixels.mean() < 100 and pixels.max(axis=(1, 2)).min() > 200  # bright strokes on it
+
+
+# --- labels, captions, variety ---------------------------------------------------------------
+
+
+def test_about_label_rate_rows_are_labelled_with_the_true_digit(large: DemoBatch) -> None:
+    rows = read_jsonl(large.out / "manifest.jsonl")
+    truth = {t["sample_id"]: t["digit"] for t in read_jsonl(large.out / "_truth.jsonl")}
+    labelled = [row for row in rows if row["label"] is not None]
+    assert large.labelled == len(labelled)
+    assert 0.12 <= len(labelled) / len(rows) <= 0.28
+    assert all(row["label"] == truth[row["sample_id"]] for row in labelled)
+
+
+def test_captions_name_the_digit_except_a_few_generic_ones(large: DemoBatch) -> None:
+    rows = read_jsonl(large.out / "manifest.jsonl")
+    truth = {t["sample_id"]: t["digit"] for t in read_jsonl(large.out / "_truth.jsonl")}
+    named = [
+        word_in(DIGIT_WORDS[row["language"]][truth[row["sample_id"]]], row["caption"])
+        for row in rows
+    ]
+    assert 0.8 <= sum(named) / len(rows) < 1.0
+
+
+def test_voices_and_languages_vary(large: DemoBatch) -> None:
+    rows = read_jsonl(large.out / "manifest.jsonl")
+    voices = {row["voice"] for row in rows}
+    assert len(voices) >= 8 and voices <= set(ENGLISH_VOICES)
+    assert len({row["language"] for row in rows}) >= 3
+
+
+def test_progress_reports_every_sample(tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    generate_demo_batch(tmp_path / "b", samples=5, fault_rate=0.0, progress=lambda *call: calls.append(call))
+    assert calls == [(n, 5) for n in range(1, 6)]
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+def manifest_column(batch: DemoBatch, field: str) -> list:
+    return [row[field] for row in read_jsonl(batch.out / "manifest.jsonl")]
+
+
+def test_accent_drift_uses_only_unseen_voices(batches: dict[str | None, DemoBatch]) -> None:
+    drifted = set(manifest_column(batches["accent"], "voice"))
+    assert drifted and not drifted & set(ENGLISH_VOICES)
+
+
+def test_language_drift_uses_only_unseen_languages(batches: dict[str | None, DemoBatch]) -> None:
+    drifted = set(manifest_column(batches["language"], "language"))
+    assert drifted and not drifted & set(manifest_column(batches[None], "language"))
+
+
+def test_class_prior_drift_skews_towards_zero_and_one(batches: dict[str | None, DemoBatch]) -> None:
+    def share_of_zeros_and_ones(batch: DemoBatch) -> float:
+        digits = [t["digit"] for t in read_jsonl(batch.out / "_truth.jsonl")]
+        return sum(d in (0, 1) for d in digits) / len(digits)
+
+    assert share_of_zeros_and_ones(batches["class_prior"]) >= 0.45
+    assert share_of_zeros_and_ones(batches[None]) <= 0.35
+
+
+def test_rotation_drift_changes_every_image_and_no_audio(batches: dict[str | None, DemoBatch]) -> None:
+    plain, rotated = file_hashes(batches[None].out), file_hashes(batches["rotation"].out)
+    images = [name for name in plain if name.startswith("images/")]
+    audio = [name for name in plain if name.startswith("audio/")]
+    assert all(plain[name] != rotated[name] for name in images)
+    assert all(plain[name] == rotated[name] for name in audio)
+
+
+def test_noise_drift_adds_strong_noise(batches: dict[str | None, DemoBatch]) -> None:
+    ratios = []
+    for row in read_jsonl(batches[None].out / "manifest.jsonl"):
+        clean = read_wave(batches[None].out / row["audio"])
+        noisy = read_wave(batches["noise"].out / row["audio"])
+        ratios.append(np.std(noisy - clean) / np.std(clean))
+    assert min(ratios) > 0.3  # at most ~10 dB signal-to-noise on every clip
+
+
+def test_gain_drift_makes_clips_quiet_or_clipped(batches: dict[str | None, DemoBatch]) -> None:
+    kinds = Counter()
+    for row in read_jsonl(batches["gain"].out / "manifest.jsonl"):
+        wave = read_wave(batches["gain"].out / row["audio"])
+        quiet = np.abs(wave).max() < 0.05
+        clipped = np.mean(np.abs(wave) > 0.99) > 0.01
+        assert quiet or clipped
+        kinds[quiet] += 1
+    assert kinds[True] and kinds[False]
+
+
+def test_unknown_drift_names_the_accepted_kinds(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rotation"):
+        generate_demo_batch(tmp_path / "b", samples=5, drift="sideways")
+    assert not (tmp_path / "b").exists()
+
+
+# --- splits and safety -----------------------------------------------------------------------
+
+
+def test_golden_and_train_never_share_a_source_image(
+    tmp_path: Path, batches: dict[str | None, DemoBatch]
+) -> None:
+    assert not set(source_image_indices("golden")) & set(source_image_indices("train"))
+    golden = generate_demo_batch(tmp_path / "g", samples=SAMPLES, seed=SEED, split="golden", fault_rate=0.0)
+    used = {
+        split: {truth["image_index"] for truth in read_jsonl(batch.out / "_truth.jsonl")}
+        for split, batch in (("train", batches[None]), ("golden", golden))
+    }
+    assert used["golden"] <= set(source_image_indices("golden"))
+    assert used["train"] <= set(source_image_indices("train"))
+    assert not used["golden"] & used["train"]
+
+
+def test_unknown_split_raises(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="golden"):
+        generate_demo_batch(tmp_path / "b", samples=5, split="test")
+
+
+def test_refuses_to_overwrite_an_existing_batch(tmp_path: Path) -> None:
+    (tmp_path / "manifest.jsonl").write_text("keep me\n")
+    with pytest.raises(FileExistsError, match="manifest.jsonl"):
+        generate_demo_batch(tmp_path, samples=5)
+    assert (tmp_path / "manifest.jsonl").read_text() == "keep me\n"

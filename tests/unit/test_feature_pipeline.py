@@ -1,0 +1,142 @@
+"""Ingest, clean, label and the manifest: rows are never lost, bad rows carry a reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from features.clean import CleanParams, clean_batch
+from features.ingest import compute_batch_id, ingest_batch
+from features.label import build_labels, caption_label
+from features.manifest import parse_manifest
+from features.records import QuarantineRecord, StageReport
+
+
+def _write_batch(folder: Path, rows: list[dict], files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _png(seed: int) -> bytes:
+    from io import BytesIO
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (16, 16), dtype=np.uint8)
+    buffer = BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_manifest_quarantines_unsafe_and_malformed_rows(tmp_path):
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"x")
+    (batch / "link.png").symlink_to(outside)
+    lines = [
+        '{"sample_id": "a", "captured_at": "2026-01-01T00:00:00Z", "image": "../secret.png"}',
+        '{"sample_id": "b", "captured_at": "2026-01-01T00:00:00Z", "image": "/etc/passwd"}',
+        '{"sample_id": "c", "captured_at": "2026-01-01T00:00:00Z", "image": "link.png"}',
+        "not json",
+        '{"captured_at": "2026-01-01T00:00:00Z"}',
+        '{"sample_id": "d", "captured_at": "yesterday"}',
+        '{"sample_id": "e", "captured_at": "2026-01-01T00:00:00Z", "caption": "a seven"}',
+    ]
+    rows, rejected = parse_manifest("\n".join(lines), batch)
+    assert [r["sample_id"] for r in rows] == ["e"]
+    assert [q.reason for q in rejected] == ["unsafe_path"] * 3 + ["bad_json", "missing_field", "bad_timestamp"]
+    assert all(q.detail for q in rejected)
+
+
+def test_stage_report_refuses_to_lose_rows():
+    with pytest.raises(ValueError, match="lost rows"):
+        StageReport("clean", rows_in=3, rows_out=1, quarantined=[QuarantineRecord("a", "clean", "missing_file", "x")])
+    with pytest.raises(ValueError, match="unknown quarantine reason"):
+        StageReport("clean", 1, 0, [QuarantineRecord("a", "clean", "bad_vibes", "x")])
+
+
+def test_ingest_same_bytes_is_skipped_and_a_changed_file_is_a_new_batch(tmp_path):
+    rows = [{"sample_id": "s1", "captured_at": "2026-01-01T00:00:00Z", "image": "img/s1.png"}]
+    source = _write_batch(tmp_path / "landing", rows, {"img/s1.png": _png(1)})
+    lake = tmp_path / "lake"
+    first = ingest_batch(source, lake)
+    again = ingest_batch(source, lake)
+    assert again.batch_id == first.batch_id and again.report.skipped and not first.report.skipped
+    assert len([p for p in lake.iterdir() if not p.name.startswith(".")]) == 1
+    (source / "img/s1.png").write_bytes(_png(2))
+    assert compute_batch_id(source) != first.batch_id
+    assert not ingest_batch(source, lake).report.skipped
+
+
+def test_clean_quarantines_every_demo_fault_with_its_reason(demo_batch_factory, tmp_path):
+    source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
+    faults = json.loads((source / "_faults.json").read_text())
+    ingested = ingest_batch(source, tmp_path / "raw")
+    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams())
+    by_reason: dict[str, set[str]] = {}
+    for record in result.report.quarantined:
+        by_reason.setdefault(record.reason, set()).add(record.sample_id)
+    for kind in ("corrupt_image", "corrupt_audio", "missing_file", "duplicate_sample"):
+        assert set(faults[kind]) <= by_reason.get(kind, set()), kind
+    report = result.report
+    assert report.rows_in == report.rows_out + report.rows_quarantined == ingested.report.rows_out
+    assert result.rows["sample_id"].is_unique
+    # Audio is resampled to 16 kHz mono, peak-normalised; images are grayscale.
+    first = result.rows.iloc[0]
+    import soundfile as sf
+
+    wave, rate = sf.read(str(result.batch_dir / first["audio"]))
+    assert rate == 16000 and wave.ndim == 1 and np.isclose(np.abs(wave).max(), 1.0, atol=1e-3)
+    assert Image.open(result.batch_dir / first["image"]).mode == "L"
+
+
+def test_clean_rejects_oversized_images_before_decoding(tmp_path):
+    big = Image.new("L", (3000, 3000))
+    from io import BytesIO
+
+    buffer = BytesIO()
+    big.save(buffer, format="PNG")
+    rows = [{"sample_id": "big", "captured_at": "2026-01-01T00:00:00Z", "image": "big.png"}]
+    ingested = ingest_batch(_write_batch(tmp_path / "landing", rows, {"big.png": buffer.getvalue()}), tmp_path / "raw")
+    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(max_image_pixels=1_000_000))
+    assert [(q.reason, "exceeds the limit" in q.detail) for q in result.report.quarantined] == [("corrupt_image", True)]
+
+
+@pytest.mark.parametrize(
+    ("caption", "language", "expected"),
+    [
+        ("a handwritten seven", "en", 7),
+        ("eine handgeschriebene Sieben", "de", 7),
+        ("un sept écrit à la main", "fr", 7),
+        ("un siete escrito a mano", "es", 7),
+        ("une huit", "fr", 8),
+        ("a scanned digit", "en", None),
+        ("two or three", "en", None),
+        (None, "en", None),
+    ],
+)
+def test_caption_labelling_function(caption, language, expected):
+    assert caption_label(caption, language) == expected
+
+
+def test_labels_prefer_humans_and_agree_with_demo_truth(demo_batch_factory, tmp_path):
+    source = demo_batch_factory(samples=80, seed=4, fault_rate=0.0)
+    ingested = ingest_batch(source, tmp_path / "raw")
+    rows = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams()).rows
+    labels, stats = build_labels(rows)
+    truth = {json.loads(l)["sample_id"]: json.loads(l)["digit"] for l in (source / "_truth.jsonl").read_text().splitlines()}
+    labelled = labels.dropna(subset=["label"])
+    accuracy = np.mean([truth[s] == int(l) for s, l in zip(labelled["sample_id"], labelled["label"])])
+    assert accuracy > 0.95
+    assert stats.human == int(rows["label"].notna().sum())
+    assert stats.human + stats.caption + stats.unlabelled == len(rows)
+    assert (labels.loc[rows["label"].notna().to_numpy(), "label_source"] == "human").all()
