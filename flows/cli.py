@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flows.env import apply_process_environment
+from flows.env import apply_process_environment, quiet_library_output
 
-apply_process_environment()  # before any library import below can start telemetry
+apply_process_environment()
+quiet_library_output()  # before any library import below can start telemetry
 
 import json  # noqa: E402
 import shlex  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional  # noqa: E402
@@ -20,7 +22,7 @@ from rich.table import Table  # noqa: E402
 from flows.settings import Settings, load_settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _settings(home: Optional[Path], params: Optional[Path]) -> Settings:
@@ -77,17 +79,22 @@ def ui_commands(settings: Settings) -> dict[str, str]:
 
 
 def print_summary(summary: dict, path: Path, settings: Settings) -> None:
-    table = Table(title=f"run {summary['run_id']} — {summary['status']}", title_justify="left")
+    data = Table(title=f"run {summary['run_id']}: {summary['status']} (batch {summary.get('batch_id')})", title_justify="left")
     for column in ("stage", "rows in", "rows out", "quarantined", "reasons", "seconds"):
-        table.add_column(column, justify="right" if column not in ("stage", "reasons") else "left")
+        data.add_column(column, justify="left" if column in ("stage", "reasons") else "right")
     for name, stage in summary["stages"].items():
-        reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("skipped" if stage.get("skipped") else "")
-        table.add_row(name, str(stage["rows_in"]), str(stage["rows_out"]), str(stage["rows_quarantined"]), reasons,
-                      f"{summary['seconds'].get(name, 0):.1f}")
+        reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("already ingested" if stage.get("skipped") else "")
+        data.add_row(name, str(stage["rows_in"]), str(stage["rows_out"]), str(stage["rows_quarantined"]), reasons,
+                     f"{summary['seconds'].get(name, 0):.1f}")
+    console.print(data)
+    model = Table(show_header=True, title="model", title_justify="left")
+    model.add_column("stage")
+    model.add_column("result", overflow="fold")
+    model.add_column("seconds", justify="right")
     for name in ("train", "register", "gate", "monitor"):
         if name in summary["seconds"]:
-            table.add_row(name, "", "", "", _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
-    console.print(table)
+            model.add_row(name, _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
+    console.print(model)
     if summary.get("error"):
         console.print(f"[red]error:[/red] {summary['error']}")
     console.print(f"summary: {path}")
@@ -98,14 +105,19 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
 
 def _model_note(stage: str, summary: dict) -> str:
     model, gate, train, monitor = summary["model"], summary["gate"], summary["train"], summary["monitor"]
-    metrics = lambda d: ", ".join(f"{k}={v:.3f}" for k, v in d.items())  # noqa: E731
+    metrics = ", ".join(f"{k}={v:.3f}" for k, v in train.get("metrics", {}).items() if not k.startswith("n_"))
+    lineage = gate.get("lineage") or {}
+    champion_before = lineage.get("champion_version")
     notes = {
-        "train": f"{train.get('rows', 0)} rows, batches {len(train.get('training_batches', []))}; {metrics(train.get('metrics', {}))}",
-        "register": f"{model.get('name')} v{model.get('version')} @challenger",
-        "gate": (f"{'PASS' if gate.get('passed') else 'REJECT'} vs champion v{(gate.get('lineage') or {}).get('champion_version')}"
-                 f": {gate.get('reason', '')}; @champion = v{model.get('champion')}") if gate else "",
-        "monitor": (f"{monitor.get('status')}" + (f": drifted share {monitor['drifted_share']:.2f} {monitor.get('drifted_columns')}"
-                                                   if "drifted_share" in monitor else f" ({monitor.get('detail', '')})")),
+        "train": f"{train.get('rows', 0)} rows ({train.get('labelled_rows', 0)} labelled) from "
+                 f"{len(train.get('training_batches', []))} batch(es) in {train.get('seconds', 0):.0f} s; golden set: {metrics}",
+        "register": f"{model.get('name')} version {model.get('version')} @challenger",
+        "gate": (f"{'PASSED' if gate.get('passed') else 'REJECTED'} against "
+                 f"{'champion v' + champion_before if champion_before else 'value thresholds (no champion yet)'}: "
+                 f"{gate.get('reason', '')}; @champion is now v{model.get('champion')}") if gate else "",
+        "monitor": (f"{monitor.get('status')}: drifted share {monitor['drifted_share']:.2f} "
+                    f"{monitor.get('drifted_columns') or ''} vs batches {monitor.get('reference_batches')}"
+                    if "drifted_share" in monitor else f"{monitor.get('status')} ({monitor.get('detail', '')})"),
     }
     return notes[stage]
 

@@ -19,6 +19,7 @@ TELEMETRY_OFF: dict[str, str] = {
     "GX_ANALYTICS_ENABLED": "false",
     "FEAST_USAGE": "False",
     "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
 
 
@@ -29,3 +30,18 @@ def apply_process_environment() -> None:
     # Quiet, fast Prefect defaults for a local CLI; users can override any of them.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def quiet_library_output() -> None:
+    """Keep a CLI run readable: library deprecation noise and INFO chatter off, real warnings kept."""
+    import logging
+    import warnings
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message=".*LitestarDeprecation.*")
+    for name in ("mlflow", "alembic", "feast", "great_expectations", "evidently"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # The pyfunc logger warns on every log_model that the model is cloudpickled and has no signature:
+    # both are by design here (the model class lives in models/pyfunc.py and takes a DataFrame).
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)

@@ -11,6 +11,8 @@ from flows.settings import Settings
 def run_lifecycle(settings: Settings, source: Path, run_id: str):
     # Prefect's own SQLite lives in FLYWHEEL_HOME unless the user points elsewhere.
     os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
+    # Prefect's server creates its SQLite file but not missing parent folders.
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.lifecycle import lifecycle_flow

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig
@@ -40,6 +41,7 @@ class TrainConfig:
     warmup_fraction: float = 0.05  # share of each stage's steps spent warming up linearly
     weight_decay: float = 0.05  # AdamW decay on matrices only (not norms, biases, tokens, scales)
     label_aware: bool = True  # known shared labels count as extra positives (10 classes!)
+    image_shift: int = 1  # stage-1 augmentation: random translation of up to this many pixels
     # Intra-op CPU threads while training (restored after). The matrices are tiny, so one thread
     # is fastest; with two, OpenMP stalls ~10× whenever another process holds a core. None: leave.
     num_threads: int | None = 1
@@ -51,6 +53,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be ≥ 0, got {self.epochs_stage1} and {self.epochs_stage2}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.image_shift < 0:
+            raise ValueError(f"image_shift must be ≥ 0 pixels, got {self.image_shift}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be ≥ 1 or None, got {self.num_threads}")
 
@@ -103,6 +107,23 @@ class TrainResult:
     seconds: float = 0.0  # wall-clock time of both stages
 
 
+def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each (1, S, S) image by up to `max_shift` pixels, zero (background) filled.
+
+    A ViT on ~1,400 tiny digits memorises them (99.5 % train vs ~94 % held-out top-1 without
+    this); a pixel of jitter is the cheapest regulariser that keeps the digit intact.
+    """
+    if max_shift == 0:
+        return images
+    b, _, h, w = images.shape
+    padded = F.pad(images, (max_shift,) * 4)  # (B, 1, S + 2k, S + 2k)
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)  # (B, 2): dy, dx
+    rows = (offsets[:, 0, None] + torch.arange(h))[:, :, None]  # (B, S, 1)
+    cols = (offsets[:, 1, None] + torch.arange(w))[:, None, :]  # (B, 1, S)
+    batch = torch.arange(b)[:, None, None]  # (B, 1, 1)
+    return padded[:, 0][batch, rows, cols].unsqueeze(1)  # (B, 1, S, S)
+
+
 @contextmanager
 def torch_threads(num_threads: int | None) -> Iterator[None]:
     """Set torch's intra-op thread count for a block and restore it (process-wide while inside)."""
@@ -151,6 +172,10 @@ def freeze(modules: list[nn.Module]) -> None:
             p.requires_grad_(False)
 
 
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
 @torch.no_grad()
 def embed_frozen(model: ImageBind, modality: str, values: Tensor, batch_size: int = 512) -> Tensor:
     """(N, ...) → (N, D) embeddings of a frozen tower, computed once instead of every step."""
@@ -164,6 +189,7 @@ def _run_stage(
     pair: tuple[str, str],
     tensors: dict[str, Tensor],
     labels: Tensor | None,
+    augment: dict[str, Callable[[Tensor], Tensor]],
     params: list[nn.Parameter],
     epochs: int,
     config: TrainConfig,
@@ -171,7 +197,11 @@ def _run_stage(
     history: list[dict[str, float | int | str]],
     on_epoch: EpochCallback | None,
 ) -> None:
-    """Train `params` on symmetric InfoNCE between the two modalities of `pair`."""
+    """Train `params` on symmetric InfoNCE between the two modalities of `pair`.
+
+    `augment[m]` transforms modality m's batch before the forward pass; frozen towers are
+    embedded once, un-augmented, since they are the fixed anchor.
+    """
     if epochs == 0:
         return
     # A frozen tower (eval mode, no grad) embeds a row identically every epoch: embed it once.
@@ -191,7 +221,8 @@ def _run_stage(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, config.lr, config.warmup_fraction, config.min_lr_ratio)
             idx = torch.from_numpy(batch)
-            out = model({m: tensors[m][idx] for m in pair if m not in cached})  # each (B, D)
+            batch_inputs = {m: augment.get(m, _identity)(tensors[m][idx]) for m in pair if m not in cached}
+            out = model(batch_inputs)  # each (B, D)
             out.update({m: cached[m][idx] for m in cached})
             loss = pair_loss(out[pair[0]], out[pair[1]], None if labels is None else labels[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -233,6 +264,8 @@ def train_imagebind(
         TEXT: torch.from_numpy(np.ascontiguousarray(data.text_emb, dtype=np.float32)),
     }
     labels = torch.from_numpy(data.label.astype(np.int64)) if train_config.label_aware else None
+    generator = torch.Generator().manual_seed(train_config.seed)
+    augment = {VISION: lambda images: random_shift(images, train_config.image_shift, generator)}
     history: list[dict[str, float | int | str]] = []
 
     # (stage, the two modalities paired, towers trained, epochs); audio never meets text.
@@ -252,6 +285,7 @@ def train_imagebind(
                 pair=pair,
                 tensors={m: tensors[m] for m in pair},
                 labels=labels,
+                augment=augment,
                 params=params,
                 epochs=epochs,
                 config=train_config,
