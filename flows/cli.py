@@ -68,11 +68,15 @@ def demo_data(
 
 def ui_commands(settings: Settings) -> dict[str, str]:
     """Commands that open each tool's UI on the embedded stores."""
+    from flows.prefect_server import find_running_server
+
     p = settings.paths
     docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    server = find_running_server(p.prefect)
     return {
         "MLflow UI": f"mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
-        "Prefect UI": f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start",
+        "Prefect UI": f"open {server.removesuffix('/api')}  (running; `flywheel server stop` stops it)" if server
+        else f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start   (or `flywheel server start`)",
         "Evidently UI": f"evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
         "GX Data Docs": f"python -m webbrowser file://{docs}",
     }
@@ -178,6 +182,41 @@ def summary(
         console.print(f"[red]no run {'named ' + run_id if run_id else 'yet'}[/red] under {settings.paths.runs}")
         raise typer.Exit(2)
     print_summary(json.loads(chosen[0].read_text()), chosen[0], settings)
+
+
+server_app = typer.Typer(help="A local Prefect server flywheel reuses across runs (and its UI).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(port: int = typer.Option(4200, help="preferred port (a free one is chosen if taken)"),
+                 home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
+    """Start (or find) the local Prefect server; later `flywheel run`s use it automatically."""
+    from flows.prefect_server import start_server
+
+    settings = _settings(home, params)
+    with console.status("starting the Prefect server …"):
+        url = start_server(settings.paths.prefect, port)
+    console.print(f"Prefect API {url}; UI {url.removesuffix('/api')}")
+
+
+@server_app.command("stop")
+def server_stop(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
+    """Stop the local Prefect server started by `flywheel server start`."""
+    from flows.prefect_server import stop_server
+
+    stopped = stop_server(_settings(home, params).paths.prefect)
+    console.print("stopped" if stopped else "no server was running")
+
+
+@server_app.command("status")
+def server_status(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
+    """Say whether the local Prefect server is up, and where."""
+    from flows.prefect_server import find_running_server
+
+    url = find_running_server(_settings(home, params).paths.prefect)
+    console.print(f"running: {url}" if url else "not running (runs start an ephemeral API)")
+    raise typer.Exit(0 if url else 1)
 
 
 if __name__ == "__main__":

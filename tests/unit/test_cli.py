@@ -1,0 +1,38 @@
+"""The CLI's contract with users: clear errors and exit code 2 for bad input or configuration."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+
+
+def test_unknown_drift_kind_names_the_accepted_ones(tmp_path):
+    result = runner.invoke(app, ["demo-data", "--out", str(tmp_path / "b"), "--drift", "sunspots"])
+    assert result.exit_code == 2
+    assert "accent" in result.output and "rotation" in result.output
+
+
+def test_demo_data_refuses_to_overwrite_a_batch(tmp_path):
+    out = tmp_path / "b"
+    assert runner.invoke(app, ["demo-data", "--out", str(out), "--samples", "5"]).exit_code == 0
+    again = runner.invoke(app, ["demo-data", "--out", str(out), "--samples", "5"])
+    assert again.exit_code == 2 and "manifest" in again.output
+
+
+def test_run_on_a_folder_without_manifest_says_how_to_make_one(tmp_path):
+    result = runner.invoke(app, ["run", "--source", str(tmp_path), "--home", str(tmp_path / "home")])
+    assert result.exit_code == 2
+    assert "flywheel demo-data" in result.output
+
+
+def test_bad_params_stop_at_start_up_naming_the_entry(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  lr: -1\n")
+    result = runner.invoke(app, ["run", "--source", str(tmp_path), "--params", str(params)])
+    assert result.exit_code == 2
+    assert "lr" in result.output
+    params.write_text("trian:\n  lr: 0.1\n")
+    assert "trian" in runner.invoke(app, ["ui", "--params", str(params)]).output
