@@ -119,9 +119,10 @@ def _model_note(stage: str, summary: dict) -> str:
         "gate": (f"{'PASSED' if gate.get('passed') else 'REJECTED'} against "
                  f"{'champion v' + champion_before if champion_before else 'value thresholds (no champion yet)'}: "
                  f"{gate.get('reason', '')}; @champion is now v{model.get('champion')}") if gate else "",
-        "monitor": (f"{monitor.get('status')}: drifted share {monitor['drifted_share']:.2f} "
+        "monitor": "no champion yet: nothing to compare against" if monitor.get("status") == "no_champion" else
+                   (f"{monitor.get('status')}: drifted share {monitor['drifted_share']:.2f} "
                     f"{monitor.get('drifted_columns') or ''} vs batches {monitor.get('reference_batches')}"
-                    if "drifted_share" in monitor else f"{monitor.get('status')} ({monitor.get('detail', '')})"),
+                    if "drifted_share" in monitor else f"{monitor.get('status')} ({monitor.get('detail', '')})")),
     }
     return notes[stage]
 
@@ -130,10 +131,16 @@ def _model_note(stage: str, summary: dict) -> str:
 def run(
     source: Path = typer.Option(Path("data/landing/batch-001"), "--source", help="landing batch folder (manifest.jsonl + files)"),
     plain: bool = typer.Option(False, "--plain", help="call the stage functions directly, without Prefect"),
+    server: bool = typer.Option(True, "--server/--ephemeral",
+                                help="reuse (or start once) a local Prefect server, or use a per-run ephemeral API"),
     home: Optional[Path] = HOME_OPTION,
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Run the whole lifecycle on one landing batch and print the run summary."""
+    """Run the whole lifecycle on one landing batch and print the run summary.
+
+    Without PREFECT_API_URL the first run starts a local Prefect server in the background and
+    later runs reuse it (its UI shows every run; `flywheel server stop` stops it).
+    """
     settings = _settings(home, params)
     if not (source / "manifest.jsonl").is_file():
         console.print(f"[red]{source} is not a landing batch[/red] (no manifest.jsonl); make one with `flywheel demo-data --out {source}`")
@@ -149,7 +156,7 @@ def run(
             else:
                 from flows.prefect_runtime import run_lifecycle
 
-                run_lifecycle(settings, source, run_id)
+                run_lifecycle(settings, source, run_id, server=server)
         failed = False
     except Exception:  # the summary holds the error; the traceback goes to the log
         console.print_exception(max_frames=5)

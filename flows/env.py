@@ -23,13 +23,22 @@ TELEMETRY_OFF: dict[str, str] = {
 }
 
 
+# Readable output by default (a user's own setting wins): library INFO chatter and weight-loading bars off.
+QUIET_DEFAULTS: dict[str, str] = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",  # a fresh SQLite migrates slowly on 2 busy cores
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
 def apply_process_environment() -> None:
     """Switch every library's telemetry off and keep model hubs offline for this process and its children."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
-    # Quiet, fast Prefect defaults for a local CLI; users can override any of them.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    for key, value in QUIET_DEFAULTS.items():
+        os.environ.setdefault(key, value)
 
 
 def quiet_library_output() -> None:

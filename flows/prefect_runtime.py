@@ -4,21 +4,47 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from flows.settings import Settings
 
 
-def run_lifecycle(settings: Settings, source: Path, run_id: str):
-    # Prefect's own SQLite lives in FLYWHEEL_HOME unless the user points elsewhere.
-    os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
-    # Prefect's server creates its SQLite file but not missing parent folders.
-    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
-    if "PREFECT_API_URL" not in os.environ:
-        from flows.prefect_server import find_running_server
+def prepare_prefect(settings: Settings, server: bool) -> Callable[[], None]:
+    """Point Prefect at FLYWHEEL_HOME and, with `server`, spawn (or find) the reusable local server.
 
-        url = find_running_server(Path(os.environ["PREFECT_HOME"]).expanduser())
-        if url:  # reuse the local server (`flywheel server start`): no ephemeral start-up per run
-            os.environ["PREFECT_API_URL"] = url
+    Returns a function to call once the rest of start-up is done: it waits for the server,
+    so its boot overlaps with importing the pipeline's libraries instead of adding to it.
+    """
+    os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
+    home = Path(os.environ["PREFECT_HOME"]).expanduser()
+    # Prefect's server creates its SQLite file but not missing parent folders.
+    home.mkdir(parents=True, exist_ok=True)
+    if "PREFECT_API_URL" in os.environ or not server:
+        return lambda: None
+    from flows.prefect_server import spawn_server
+
+    launch = spawn_server(home)
+
+    def ready() -> None:
+        os.environ["PREFECT_API_URL"] = launch.wait()
+
+    return ready
+
+
+def preload_libraries() -> None:
+    """Import what the stages import (torch, MLflow, GX, Feast, Evidently) while the server boots."""
+    import feast  # noqa: F401
+
+    import flows.lifecycle  # noqa: F401
+    import models.registry  # noqa: F401
+    import models.train  # noqa: F401
+    import monitoring.drift  # noqa: F401
+
+
+def run_lifecycle(settings: Settings, source: Path, run_id: str, server: bool = True):
+    ready = prepare_prefect(settings, server)
+    preload_libraries()
+    ready()
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.lifecycle import lifecycle_flow

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 STATE_FILE = "server.json"
@@ -58,11 +59,38 @@ def _free_port(preferred: int) -> int:
     raise RuntimeError("no free TCP port on 127.0.0.1")
 
 
-def start_server(prefect_home: Path, port: int = 4200, timeout: float = 90.0) -> str:
-    """Start `prefect server start` in the background (its own session, so it outlives this process)."""
+@dataclass
+class ServerLaunch:
+    """A server process that has been spawned but may not answer yet."""
+
+    process: subprocess.Popen | None  # None when an already-running server was found
+    api_url: str
+    prefect_home: Path
+
+    def wait(self, timeout: float = 90.0) -> str:
+        """Block until the API answers; record it in `server.json` for later runs."""
+        if self.process is None:
+            return self.api_url
+        log = self.prefect_home / "server.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefect server exited with code {self.process.returncode}; see {log}")
+            if _healthy(self.api_url):
+                state = {"pid": self.process.pid, "api_url": self.api_url}
+                (self.prefect_home / STATE_FILE).write_text(json.dumps(state))
+                return self.api_url
+            time.sleep(0.2)
+        self.process.terminate()
+        raise RuntimeError(f"prefect server did not answer within {timeout:.0f} s; see {log}")
+
+
+def spawn_server(prefect_home: Path, port: int = 4200) -> ServerLaunch:
+    """Start `prefect server start` in the background (own session: it outlives this process) and
+    return at once, so the caller can do other start-up work while the server boots."""
     running = find_running_server(prefect_home)
     if running:
-        return running
+        return ServerLaunch(None, running, prefect_home)
     prefect_home.mkdir(parents=True, exist_ok=True)
     port = _free_port(port)
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -73,17 +101,11 @@ def start_server(prefect_home: Path, port: int = 4200, timeout: float = 90.0) ->
         [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
-    api_url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {process.returncode}; see {prefect_home / 'server.log'}")
-        if _healthy(api_url):
-            (prefect_home / STATE_FILE).write_text(json.dumps({"pid": process.pid, "api_url": api_url}))
-            return api_url
-        time.sleep(0.3)
-    process.terminate()
-    raise RuntimeError(f"prefect server did not answer within {timeout:.0f} s; see {prefect_home / 'server.log'}")
+    return ServerLaunch(process, f"http://127.0.0.1:{port}/api", prefect_home)
+
+
+def start_server(prefect_home: Path, port: int = 4200, timeout: float = 90.0) -> str:
+    return spawn_server(prefect_home, port).wait(timeout)
 
 
 def stop_server(prefect_home: Path) -> bool:
