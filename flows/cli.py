@@ -107,24 +107,42 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
         console.print(f"  {name:13s} {command}", soft_wrap=True)
 
 
-def _model_note(stage: str, summary: dict) -> str:
-    model, gate, train, monitor = summary["model"], summary["gate"], summary["train"], summary["monitor"]
+def _train_note(summary: dict) -> str:
+    train = summary["train"]
     metrics = ", ".join(f"{k}={v:.3f}" for k, v in train.get("metrics", {}).items() if not k.startswith("n_"))
-    lineage = gate.get("lineage") or {}
-    champion_before = lineage.get("champion_version")
+    return (f"{train.get('rows', 0)} rows ({train.get('labelled_rows', 0)} labelled) from "
+            f"{len(train.get('training_batches', []))} batch(es) in {train.get('seconds', 0):.0f} s; golden set: {metrics}")
+
+
+def _gate_note(summary: dict) -> str:
+    gate, model = summary["gate"], summary["model"]
+    if not gate:
+        return ""
+    before = (gate.get("lineage") or {}).get("champion_version")
+    against = f"champion v{before}" if before else "value thresholds (no champion yet)"
+    verdict = "PASSED" if gate.get("passed") else "REJECTED"
+    return f"{verdict} against {against}: {gate.get('reason', '')}; @champion is now v{model.get('champion')}"
+
+
+def _monitor_note(summary: dict) -> str:
+    monitor = summary["monitor"]
+    if monitor.get("status") == "no_champion":
+        return "no champion yet: nothing to compare against"
+    if "drifted_share" not in monitor:
+        return f"{monitor.get('status')} ({monitor.get('detail', '')})"
+    drifted = monitor.get("drifted_columns") or ""
+    return (f"{monitor['status']}: drifted share {monitor['drifted_share']:.2f} {drifted} "
+            f"vs batches {monitor.get('reference_batches')}; report {monitor.get('report')}")
+
+
+def _model_note(stage: str, summary: dict) -> str:
     notes = {
-        "train": f"{train.get('rows', 0)} rows ({train.get('labelled_rows', 0)} labelled) from "
-                 f"{len(train.get('training_batches', []))} batch(es) in {train.get('seconds', 0):.0f} s; golden set: {metrics}",
-        "register": f"{model.get('name')} version {model.get('version')} @challenger",
-        "gate": (f"{'PASSED' if gate.get('passed') else 'REJECTED'} against "
-                 f"{'champion v' + champion_before if champion_before else 'value thresholds (no champion yet)'}: "
-                 f"{gate.get('reason', '')}; @champion is now v{model.get('champion')}") if gate else "",
-        "monitor": "no champion yet: nothing to compare against" if monitor.get("status") == "no_champion" else
-                   (f"{monitor.get('status')}: drifted share {monitor['drifted_share']:.2f} "
-                    f"{monitor.get('drifted_columns') or ''} vs batches {monitor.get('reference_batches')}"
-                    if "drifted_share" in monitor else f"{monitor.get('status')} ({monitor.get('detail', '')})")),
+        "train": _train_note,
+        "register": lambda s: f"{s['model'].get('name')} version {s['model'].get('version')} @challenger",
+        "gate": _gate_note,
+        "monitor": _monitor_note,
     }
-    return notes[stage]
+    return notes[stage](summary)
 
 
 @app.command()
