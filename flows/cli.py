@@ -121,7 +121,7 @@ def _gate_note(summary: dict) -> str:
     before = (gate.get("lineage") or {}).get("champion_version")
     against = f"champion v{before}" if before else "value thresholds (no champion yet)"
     verdict = "PASSED" if gate.get("passed") else "REJECTED"
-    return f"{verdict} against {against}: {gate.get('reason', '')}; @champion is now v{model.get('champion')}"
+    return f"{verdict} against {against}: {gate.get('reason', '')}; @champion is now " + (f"v{model['champion']}" if model.get('champion') else "unset")
 
 
 def _monitor_note(summary: dict) -> str:
