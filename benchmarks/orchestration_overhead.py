@@ -3,9 +3,10 @@
 Each mode runs the whole `flywheel run` process on the same landing batch with a fresh
 FLYWHEEL_HOME, interleaved over repeats so machine noise hits every mode alike:
 
-  plain      `flywheel run --plain`   stage functions called directly, no Prefect
-  ephemeral  `flywheel run`           Prefect flow + tasks, ephemeral API started by the process
-  server     `flywheel run`           Prefect flow + tasks, local server already up (`flywheel server start`)
+  plain      `flywheel run --plain`       stage functions called directly, no Prefect
+  ephemeral  `flywheel run --ephemeral`   Prefect flow + tasks, Prefect's per-process ephemeral API
+  cold       `flywheel run`               no server yet: flywheel spawns its local server (kept for later runs)
+  warm       `flywheel run`               the local server is already up (`flywheel server start`)
 
 Overhead = median wall(mode) - median wall(plain); also reported as a share of the plain lifecycle.
 Usage: python benchmarks/orchestration_overhead.py [--samples 300] [--repeats 2] [--out FILE]
@@ -26,21 +27,26 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
-MODES = ("plain", "ephemeral", "server")
+MODES = ("plain", "ephemeral", "cold", "warm")
+FLAGS = {"plain": ["--plain"], "ephemeral": ["--ephemeral"], "cold": [], "warm": []}
 
 
 def run_once(mode: str, batch: Path, home: Path, env: dict[str, str]) -> dict[str, float]:
     """Wall time of one whole `flywheel run` process, plus the stage seconds it recorded."""
     if home.exists():
         shutil.rmtree(home)
-    args = [FLYWHEEL, "run", "--source", str(batch), "--home", str(home)] + (["--plain"] if mode == "plain" else [])
+    args = [FLYWHEEL, "run", "--source", str(batch), "--home", str(home), *FLAGS[mode]]
     run_env = dict(env)
-    if mode == "server":
+    if mode == "warm":
         run_env["PREFECT_API_URL"] = env["_SERVER_URL"]
     run_env.pop("_SERVER_URL", None)
     started = time.perf_counter()
     done = subprocess.run(args, env=run_env, cwd=PROJECT, capture_output=True, text=True)
     wall = time.perf_counter() - started
+    if mode == "cold":  # the run left its server up for later runs; stop it, untimed
+        from flows.prefect_server import stop_server
+
+        stop_server(home / "prefect")
     if done.returncode != 0:
         raise RuntimeError(f"{mode} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     [summary] = list((home / "runs").glob("*/summary.json"))
