@@ -53,11 +53,11 @@ class TransformParams(_Strict):
 
 class TrainParams(_Strict):
     seed: int = 0
-    batch_size: int = Field(64, ge=2)
-    epochs_stage1: int = Field(25, ge=0)
-    epochs_stage2: int = Field(25, ge=0)
-    lr: float = Field(0.002, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(128, ge=2)
+    epochs_stage1: int = Field(40, ge=0)
+    epochs_stage2: int = Field(30, ge=0)
+    lr: float = Field(0.005, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
     label_aware: bool = True
     embed_dim: int = Field(64, ge=2)
 

@@ -69,6 +69,8 @@ class ImageBindConfig:
                 f"audio input {self.audio_frames}×{self.audio_n_mels} (frames×mels) must be tiled "
                 f"exactly by patches of {self.audio_patch_frames}×{self.audio_patch_mels}"
             )
+        if self.audio_std <= 0:
+            raise ValueError(f"audio_std must be > 0, got {self.audio_std}")
         for name, width, heads in (
             ("vision", self.vision_width, self.vision_heads),
             ("audio", self.audio_width, self.audio_heads),
@@ -273,6 +275,15 @@ class ImageBind(nn.Module):
             value = self.modality_heads[modality](value)
             outputs[modality] = self.modality_postprocessors[modality](value)
         return outputs
+
+    def logit_scale(self, modality: str) -> float:
+        """The factor `modality`'s postprocessor multiplies unit embeddings by (1.0 if none)."""
+        if modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; accepted: {list(MODALITIES)}")
+        for module in self.modality_postprocessors[modality].modules():
+            if isinstance(module, LearnableLogitScaling):
+                return float(module.log_logit_scale.detach().exp().clamp(max=module.max_logit_scale))
+        return 1.0
 
     def tower_modules(self, modality: str) -> list[nn.Module]:
         """The preprocessor, trunk, head and postprocessor of one modality, in forward order."""

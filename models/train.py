@@ -110,8 +110,9 @@ class TrainResult:
 def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     """Translate each (1, S, S) image by up to `max_shift` pixels, zero (background) filled.
 
-    A ViT on ~1,400 tiny digits memorises them (99.5 % train vs ~94 % held-out top-1 without
-    this); a pixel of jitter is the cheapest regulariser that keeps the digit intact.
+    A ViT on ~1,400 tiny digits memorises them (measured: 99.8 % train, 93 % held-out zero-shot
+    without it; 98 % held-out with one pixel); jitter is the cheapest regulariser that keeps
+    the digit intact.
     """
     if max_shift == 0:
         return images
@@ -232,7 +233,7 @@ def _run_stage(
             step += 1
         metrics = {"loss": float(np.mean(losses))}
         if stage == STAGE_IMAGE_TEXT:
-            metrics["text_logit_scale"] = float(model.modality_postprocessors[TEXT][1].log_logit_scale.detach().exp())
+            metrics["text_logit_scale"] = model.logit_scale(TEXT)
         history.append({"stage": stage, "epoch": epoch, **metrics})
         if on_epoch is not None:
             on_epoch(stage, epoch, metrics)

@@ -93,6 +93,8 @@ def test_modality_keyed_structure_matches_meta_layout() -> None:
     learnable = {n for n, _ in model.named_parameters()}
     assert "modality_postprocessors.text.1.log_logit_scale" in learnable
     assert "modality_postprocessors.audio.1.log_logit_scale" not in learnable
+    assert model.logit_scale("vision") == 1.0
+    assert model.logit_scale("audio") == pytest.approx(CONFIG.audio_logit_scale)
 
 
 def test_config_round_trips_and_rejects_bad_values() -> None:
