@@ -23,7 +23,7 @@ class RegistryParams(_Strict):
 
 
 class DemoParams(_Strict):
-    samples: int = Field(300, gt=0)
+    samples: int = Field(600, gt=0)
     fault_rate: float = Field(0.02, ge=0, lt=1)
     label_rate: float = Field(0.2, ge=0, le=1)
 
