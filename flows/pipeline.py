@@ -20,7 +20,7 @@ import pandas as pd
 
 from features.clean import CleanParams, clean_batch, load_clean_rows
 from features.demo import generate_demo_batch
-from features.ingest import IngestResult, ingest_batch
+from features.ingest import IngestResult, ingest_batch, list_ingested_batches
 from features.io import save_json, save_quarantine
 from features.label import build_labels
 from features.records import QuarantineRecord, StageReport
@@ -188,8 +188,9 @@ def build_golden_set(settings: Settings):
 
 
 def _training_batches(settings: Settings) -> list[str]:
-    files = sorted(settings.paths.model_inputs.glob("*.npz"), key=lambda p: p.stat().st_mtime)
-    return [p.stem for p in files]
+    """The training window: every ingested batch with model inputs, in ingestion order."""
+    return [b for b in list_ingested_batches(settings.paths.lake_raw)
+            if (settings.paths.model_inputs / f"{b}.npz").exists()]
 
 
 def stage_train(settings: Settings, run_name: str) -> TrainOutcome:
