@@ -170,6 +170,9 @@ def run(
     try:
         with console.status(f"running the lifecycle on {source} …"):
             if plain:
+                from flows.prefect_runtime import preload_libraries
+
+                preload_libraries(with_prefect=False)
                 run_stages(settings, source, run_id=run_id)
             else:
                 from flows.prefect_runtime import run_lifecycle

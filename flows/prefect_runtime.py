@@ -31,14 +31,21 @@ def prepare_prefect(settings: Settings, server: bool) -> Callable[[], None]:
     return ready
 
 
-def preload_libraries() -> None:
-    """Import what the stages import (torch, MLflow, GX, Feast, Evidently) while the server boots."""
+def preload_libraries(with_prefect: bool = True) -> None:
+    """Import what the stages import (torch, MLflow, GX, Feast, Evidently), e.g. while the server boots.
+
+    Feast resets the DeprecationWarning filter on import, so output is quietened again after.
+    """
     import feast  # noqa: F401
 
-    import flows.lifecycle  # noqa: F401
     import models.registry  # noqa: F401
     import models.train  # noqa: F401
     import monitoring.drift  # noqa: F401
+    from flows.env import quiet_library_output
+
+    if with_prefect:
+        import flows.lifecycle  # noqa: F401
+    quiet_library_output()
 
 
 def run_lifecycle(settings: Settings, source: Path, run_id: str, server: bool = True):
