@@ -96,11 +96,12 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
     model.add_column("result", overflow="fold")
     model.add_column("seconds", justify="right")
     for name in ("train", "register", "gate", "monitor"):
-        if name in summary["seconds"]:
+        if name in summary["seconds"] and name != summary.get("failed_stage"):
             model.add_row(name, _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
-    console.print(model)
+    if model.row_count:
+        console.print(model)
     if summary.get("error"):
-        console.print(f"[red]error:[/red] {summary['error']}")
+        console.print(f"[red]stage {summary.get('failed_stage')} failed:[/red] {summary['error']}")
     console.print(f"summary: {path}")
     console.print("open the UIs:")
     for name, command in ui_commands(settings).items():
@@ -151,6 +152,7 @@ def run(
     plain: bool = typer.Option(False, "--plain", help="call the stage functions directly, without Prefect"),
     server: bool = typer.Option(True, "--server/--ephemeral",
                                 help="reuse (or start once) a local Prefect server, or use a per-run ephemeral API"),
+    debug: bool = typer.Option(False, "--debug", help="print the full traceback when a stage fails"),
     home: Optional[Path] = HOME_OPTION,
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
@@ -179,8 +181,11 @@ def run(
 
                 run_lifecycle(settings, source, run_id, server=server)
         failed = False
-    except Exception:  # the summary holds the error; the traceback goes to the log
-        console.print_exception(max_frames=5)
+    except Exception as err:  # the summary records the failing stage and the error
+        if debug:
+            console.print_exception(max_frames=10)
+        else:
+            console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}\n(--debug shows the traceback)")
         failed = True
     path = settings.paths.runs / run_id / "summary.json"
     if path.exists():

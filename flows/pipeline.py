@@ -63,6 +63,7 @@ class RunRecord:
     monitor: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    failed_stage: str | None = None
     finished_at: str | None = None
 
 
@@ -324,6 +325,9 @@ def run_stages(settings: Settings, source: Path, call: StageCall = call_directly
         started = time.perf_counter()
         try:
             return call(name, fn, *args)
+        except BaseException:
+            record.failed_stage = name
+            raise
         finally:
             record.seconds[name] = round(time.perf_counter() - started, 3)
 
