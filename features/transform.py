@@ -14,7 +14,7 @@ from PIL import Image
 
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
 IMAGE_FEATURES = ("img_mean", "img_ink_ratio", "img_center_col", "img_center_row", "img_sharpness", "img_contrast")
-AUDIO_FEATURES = ("aud_seconds", "aud_rms_db", "aud_peak", "aud_silence_ratio", "aud_centroid_hz")
+AUDIO_FEATURES = ("aud_seconds", "aud_rms_db", "aud_peak", "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")
 CAPTION_FEATURES = ("cap_chars", "cap_words")
 NUMERIC_FEATURES: tuple[str, ...] = IMAGE_FEATURES + AUDIO_FEATURES + CAPTION_FEATURES
 CATEGORICAL_FEATURES: tuple[str, ...] = ("language",)
@@ -48,7 +48,29 @@ def audio_stats(wave: np.ndarray, sample_rate: int) -> dict[str, float]:
     spectrum = np.abs(np.fft.rfft(wave))
     freqs = np.fft.rfftfreq(len(wave), 1.0 / sample_rate)
     centroid = float((spectrum * freqs).sum() / spectrum.sum()) if spectrum.sum() else 0.0
-    return {"aud_silence_ratio": silence, "aud_centroid_hz": centroid}
+    return {"aud_silence_ratio": silence, "aud_centroid_hz": centroid, "aud_pitch_hz": estimate_pitch(wave, sample_rate)}
+
+
+def estimate_pitch(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax: float = 400.0) -> float:
+    """Median fundamental frequency over voiced 40 ms frames, by normalised autocorrelation; NaN if unvoiced.
+
+    A frame counts as voiced when it is within 30 dB of the clip's peak energy and its
+    autocorrelation peak in the [fmin, fmax] lag range reaches 0.3 of the zero-lag value.
+    """
+    frame, hop = int(0.04 * sample_rate), int(0.02 * sample_rate)
+    if len(wave) < frame:
+        return float("nan")
+    starts = range(0, len(wave) - frame + 1, hop)
+    frames = np.stack([wave[i : i + frame] for i in starts]) * np.hanning(frame)
+    energy = (frames**2).sum(axis=1)
+    voiced = frames[energy >= energy.max() * 10 ** (-30 / 10)]
+    spectrum = np.fft.rfft(voiced, n=2 * frame, axis=1)
+    autocorr = np.fft.irfft(np.abs(spectrum) ** 2, axis=1)[:, :frame]
+    lo, hi = int(sample_rate / fmax), min(int(sample_rate / fmin), frame - 1)
+    lags = lo + autocorr[:, lo:hi].argmax(axis=1)
+    strength = autocorr[np.arange(len(lags)), lags] / np.maximum(autocorr[:, 0], 1e-12)
+    f0 = sample_rate / lags[strength >= 0.3]
+    return float(np.median(f0)) if f0.size else float("nan")
 
 
 def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:

@@ -26,8 +26,8 @@ image_stats = _view(
 )
 audio_stats = _view(
     "audio_stats",
-    [Field(name=n, dtype=Float32) for n in ("aud_seconds", "aud_rms_db", "aud_peak", "aud_silence_ratio", "aud_centroid_hz")],
-    "per-clip duration, level, silence share, spectral centroid",
+    [Field(name=n, dtype=Float32) for n in ("aud_seconds", "aud_rms_db", "aud_peak", "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")],
+    "per-clip duration, level, silence share, spectral centroid, pitch",
 )
 caption_stats = _view(
     "caption_stats",

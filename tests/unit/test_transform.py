@@ -1,0 +1,39 @@
+"""Per-sample statistics that drift monitoring watches: they must respond to what they claim to measure."""
+
+import numpy as np
+import pytest
+
+from features.transform import audio_stats, estimate_pitch, image_stats
+
+SR = 16000
+
+
+@pytest.mark.parametrize("f0", [90.0, 140.0, 250.0])
+def test_pitch_of_a_harmonic_tone_is_its_fundamental(f0):
+    t = np.arange(SR) / SR
+    wave = np.sin(2 * np.pi * f0 * t) + 0.4 * np.sin(2 * np.pi * 2 * f0 * t)
+    assert estimate_pitch(wave, SR) == pytest.approx(f0, rel=0.03)
+
+
+def test_noise_and_silence_have_no_pitch():
+    assert np.isnan(estimate_pitch(np.random.default_rng(0).normal(size=SR) * 0.1, SR))
+    assert np.isnan(estimate_pitch(np.zeros(100), SR))
+
+
+def test_silence_ratio_and_centroid_follow_the_signal():
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 440 * t)
+    half_silent = np.concatenate([tone[: SR // 2], np.zeros(SR // 2)])
+    assert audio_stats(tone, SR)["aud_silence_ratio"] == pytest.approx(0.0)
+    assert audio_stats(half_silent, SR)["aud_silence_ratio"] == pytest.approx(0.5, abs=0.03)
+    high = np.sin(2 * np.pi * 3000 * t)
+    assert audio_stats(high, SR)["aud_centroid_hz"] > audio_stats(tone, SR)["aud_centroid_hz"]
+
+
+def test_image_centre_of_mass_and_ink_follow_the_strokes():
+    image = np.zeros((10, 10), dtype=np.uint8)
+    image[:, 8:] = 255  # a bar on the right
+    stats = image_stats(image)
+    assert stats["img_center_col"] > 0.8 and stats["img_center_row"] == pytest.approx(0.5)
+    assert stats["img_ink_ratio"] == pytest.approx(0.2)
+    assert image_stats(np.zeros((10, 10), np.uint8))["img_center_col"] == 0.5  # blank: centred by convention
