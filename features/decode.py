@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import struct
 import warnings
 from dataclasses import dataclass
 from math import gcd
@@ -30,41 +30,68 @@ class DecodedAudio:
 
 
 SENSOR_NDIM: dict[str, int] = {"depth": 2, "thermal": 2, "imu": 2}
+# Sample rates outside this range are broken headers, not recordings; they would also make
+# the polyphase resampler build filters of millions of taps.
+AUDIO_RATE_RANGE = (1_000, 384_000)
 
 
 def decode_image(path: Path, max_pixels: int) -> np.ndarray:
     """PNG/JPEG → (H, W) uint8 grayscale; the header is checked against `max_pixels` before decoding."""
     try:
-        data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as probe:
+        with Image.open(path) as probe:  # reads the header only
             width, height = probe.size
             if width * height > max_pixels:
-                raise DecodeError("corrupt_image", f"{width}x{height} exceeds the limit of {max_pixels} pixels")
+                raise DecodeError("too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels")
             probe.verify()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(path) as image:
                 return np.asarray(image.convert("L"), dtype=np.uint8)
     except DecodeError:
         raise
+    except Image.DecompressionBombError as err:  # Pillow's own ceiling, reached before ours when ours is higher
+        raise DecodeError("too_large", f"{err} (limit: {max_pixels} pixels)") from err
     except Exception as err:  # Pillow raises many types for broken files
         raise DecodeError("corrupt_image", f"cannot decode image: {type(err).__name__}: {err}") from err
 
 
-def _trim_silence(wave: np.ndarray, silence_db: float) -> np.ndarray:
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak == 0.0:
-        return wave
-    loud = np.flatnonzero(np.abs(wave) >= peak * 10 ** (-silence_db / 20))
-    return wave[loud[0] : loud[-1] + 1]
+def find_wav_truncation(path: Path) -> str | None:
+    """For a RIFF/WAVE file, why its data chunk is shorter than its header says; None when it is whole.
+
+    libsndfile reads a truncated WAV without complaint, silently returning fewer samples.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if handle.read(12)[:4] != b"RIFF":
+            return None
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            header = handle.read(8)
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                available = size - offset - 8
+                streamed = length in (0, 0xFFFFFFFF)  # written before the length was known
+                if not streamed and length > available:
+                    return f"truncated: the header declares {length} bytes of audio, the file holds {available}"
+                return None
+            offset += 8 + length + (length & 1)  # chunks are padded to an even size
+    return None
 
 
 def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: float) -> DecodedAudio:
     """WAV/FLAC → mono float32 at `sample_rate`, silence-trimmed and peak-normalised."""
     try:
+        truncation = find_wav_truncation(path)
+        if truncation:
+            raise DecodeError("corrupt_audio", truncation)
         info = sf.info(str(path))
+        if not AUDIO_RATE_RANGE[0] <= info.samplerate <= AUDIO_RATE_RANGE[1]:
+            raise DecodeError(
+                "corrupt_audio", f"sample rate {info.samplerate} Hz is outside {AUDIO_RATE_RANGE[0]}..{AUDIO_RATE_RANGE[1]} Hz"
+            )
         if info.duration > max_seconds:
-            raise DecodeError("corrupt_audio", f"{info.duration:.1f} s exceeds the limit of {max_seconds} s")
+            raise DecodeError("too_large", f"{info.duration:.1f} s exceeds the limit of {max_seconds} s")
         wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except DecodeError:
         raise
@@ -84,15 +111,25 @@ def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: f
     return DecodedAudio((trimmed / peak).astype(np.float32), sample_rate, min(peak, 1.0), rms_db)
 
 
-def decode_sensor(path: Path, kind: str) -> np.ndarray:
-    """`.npy` sensor array, loaded without pickle; shape and finiteness checked per kind."""
+def decode_sensor(path: Path, kind: str, max_values: int) -> np.ndarray:
+    """`.npy` sensor array → float32; never unpickles, and checks the header (shape, dtype, size) before reading.
+
+    The file is memory-mapped, so a header claiming a huge array costs nothing until it is refused.
+    """
     try:
-        array = np.load(path, allow_pickle=False)
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # object arrays cannot be mapped: refused here
     except Exception as err:
         raise DecodeError("corrupt_sensor", f"cannot load {kind} array: {type(err).__name__}: {err}") from err
-    if array.ndim != SENSOR_NDIM[kind] or (kind == "imu" and array.shape[0] != 6):
+    if not isinstance(mapped, np.ndarray):  # np.load also opens .npz archives
+        raise DecodeError("corrupt_sensor", f"{kind} must be a single .npy array, got {type(mapped).__name__}")
+    if mapped.ndim != SENSOR_NDIM[kind] or (kind == "imu" and mapped.shape[0] != 6):
         expected = "(6, T)" if kind == "imu" else "a 2-D array"
-        raise DecodeError("corrupt_sensor", f"{kind} has shape {array.shape}; expected {expected}")
-    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
-        raise DecodeError("corrupt_sensor", f"{kind} must hold finite numbers (dtype {array.dtype})")
-    return array.astype(np.float32)
+        raise DecodeError("corrupt_sensor", f"{kind} has shape {mapped.shape}; expected {expected}")
+    if mapped.size > max_values:
+        raise DecodeError("too_large", f"{kind} holds {mapped.size} values, more than the limit of {max_values}")
+    if mapped.dtype.kind not in "iuf":
+        raise DecodeError("corrupt_sensor", f"{kind} has dtype {mapped.dtype}; expected integers or floats")
+    array = np.array(mapped, dtype=np.float32)
+    if not np.all(np.isfinite(array)):
+        raise DecodeError("corrupt_sensor", f"{kind} must hold finite numbers within float32 range (dtype {mapped.dtype})")
+    return array

@@ -178,7 +178,7 @@ def build_labels(
     confidence = np.where(is_human, 1.0, confidence)
     source = np.where(is_human, "human", np.where(predicted != ABSTAIN, "label_model", None))
 
-    labels = pd.DataFrame({"sample_id": rows["sample_id"].to_numpy(), "event_timestamp": rows["captured_at"].to_numpy()})
+    labels = pd.DataFrame({"sample_id": rows["sample_id"].array, "event_timestamp": rows["captured_at"].array})
     labels["label"] = pd.array(np.where(label == ABSTAIN, None, label).tolist(), dtype="Int64")
     labels["label_source"] = pd.Series(source, dtype=object).where(pd.notna(source), None)
     labels["label_confidence"] = confidence.astype(float)

@@ -1,11 +1,13 @@
 """The landing-batch manifest: one JSON object per line naming files by path relative to the batch.
 
-Parsing is pure: it takes the manifest text and the batch folder and returns accepted rows
-plus quarantine records, each with a reason code.
+Parsing is pure: it takes the manifest bytes and the batch folder and returns accepted rows
+plus quarantine records, each with a reason code. Lines are split and decoded one at a time,
+so one undecodable or malformed line costs that line only.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,14 +18,24 @@ from features.records import QuarantineRecord
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED_FIELDS: tuple[str, ...] = ("sample_id", "captured_at")
 FILE_FIELDS: tuple[str, ...] = ("image", "audio", "depth", "thermal", "imu")
+# Inside the nanosecond range that pandas and parquet timestamp columns hold (1677-09-22 .. 2262-04-11),
+# with a margin so that no UTC offset can push a timestamp out of it.
+EARLIEST_TIMESTAMP = datetime(1678, 1, 1, tzinfo=timezone.utc)
+LATEST_TIMESTAMP = datetime(2262, 1, 1, tzinfo=timezone.utc)
+_QUOTED_TEXT_CHARS = 500  # how much of an unreadable line a quarantine record keeps
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """ISO 8601 → aware UTC datetime; a naive timestamp is taken as UTC."""
+    """ISO 8601 → aware datetime; a naive timestamp is taken as UTC."""
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO 8601 string, got {value!r}")
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if not EARLIEST_TIMESTAMP <= parsed < LATEST_TIMESTAMP:
+        raise ValueError(
+            f"{value!r} is outside the accepted range {EARLIEST_TIMESTAMP:%Y-%m-%d} .. {LATEST_TIMESTAMP:%Y-%m-%d}"
+        )
+    return parsed
 
 
 def resolve_inside(batch_dir: Path, relative: Any) -> Path:
@@ -34,55 +46,120 @@ def resolve_inside(batch_dir: Path, relative: Any) -> Path:
     if candidate.is_absolute():
         raise ValueError(f"absolute path {relative!r} is not allowed; paths are relative to the batch folder")
     root = batch_dir.resolve()
-    resolved = (root / candidate).resolve()  # follows symlinks, so a link pointing out is caught too
+    try:
+        resolved = (root / candidate).resolve()  # follows symlinks, so a link pointing out is caught too
+    except (OSError, RuntimeError, ValueError) as err:  # symlink loop, NUL byte, name too long
+        raise ValueError(f"path {relative!r} cannot be resolved: {err}") from err
     if resolved != root and root not in resolved.parents:
         raise ValueError(f"path {relative!r} escapes the batch folder")
     return resolved
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON; write null or a number")
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise ValueError(f"key {key!r} appears twice; each key may appear once")
+        row[key] = value
+    return row
+
+
+def _loads_strict(text: str) -> Any:
+    """Standard JSON only: NaN, Infinity and repeated keys, which Python's json accepts, are refused."""
+    return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_repeated_keys)
+
+
 def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str) -> QuarantineRecord | None:
     if not isinstance(row, dict):
-        return QuarantineRecord(None, stage, "bad_json", f"line {line_no}: not a JSON object", {"line": line_no})
+        return QuarantineRecord(
+            None, stage, "bad_json", f"line {line_no}: expected a JSON object, got {type(row).__name__}", {"line": line_no}
+        )
     sid = row.get("sample_id")
     for name in REQUIRED_FIELDS:
-        if row.get(name) in (None, ""):
+        value = row.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
             return QuarantineRecord(
                 str(sid) if sid else None, stage, "missing_field", f"line {line_no}: {name!r} is required", row
             )
+    if isinstance(sid, bool) or not isinstance(sid, (str, int)):
+        return QuarantineRecord(
+            None, stage, "bad_field", f"line {line_no}: sample_id must be a string or an integer, got {sid!r}", row
+        )
     try:
         parse_timestamp(row["captured_at"])
     except ValueError as err:
         return QuarantineRecord(str(sid), stage, "bad_timestamp", f"line {line_no}: captured_at: {err}", row)
     for name in FILE_FIELDS:
-        if row.get(name) is None:
+        value = row.get(name)
+        if value is None or value == "":
             continue
+        if not isinstance(value, str):
+            return QuarantineRecord(
+                str(sid), stage, "bad_field", f"line {line_no}: {name} must be a relative path string, got {value!r}", row
+            )
         try:
-            resolve_inside(batch_dir, row[name])
+            resolve_inside(batch_dir, value)
         except ValueError as err:
             return QuarantineRecord(str(sid), stage, "unsafe_path", f"line {line_no}: {name}: {err}", row)
     return None
 
 
-def parse_manifest(text: str, batch_dir: Path, stage: str = "ingest") -> tuple[list[dict[str, Any]], list[QuarantineRecord]]:
-    """Split manifest lines into well-formed rows and quarantined ones; blank lines are ignored."""
+def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str) -> dict[str, Any] | QuarantineRecord:
+    """One manifest line → a well-formed row, or the record saying why it was refused."""
+    quoted = {"line": line_no, "text": raw[:_QUOTED_TEXT_CHARS].decode("utf-8", "backslashreplace")}
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        detail = f"line {line_no}: byte {err.start} ({raw[err.start:err.start + 1]!r}) is not valid UTF-8; manifests must be UTF-8"
+        return QuarantineRecord(None, stage, "bad_encoding", detail, quoted)
+    try:
+        row = _loads_strict(text)
+    except (ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError; deep nesting recurses
+        return QuarantineRecord(None, stage, "bad_json", f"line {line_no}: {type(err).__name__}: {err}", quoted)
+    try:  # "\ud800" is valid JSON but no UTF-8 encoder (jsonl, parquet) can write it back
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        detail = f"line {line_no}: a string holds {err.object[err.start:err.end]!r}, an unpaired surrogate that is not Unicode text"
+        return QuarantineRecord(None, stage, "bad_encoding", detail, quoted)
+    problem = _check_row(row, batch_dir, line_no, stage)
+    if problem:
+        return problem
+    row["sample_id"] = str(row["sample_id"])
+    for name in FILE_FIELDS:
+        if row.get(name) == "":
+            row[name] = None  # an empty path means "no such modality", as in CSV exports
+    return row
+
+
+def manifest_lines(data: bytes | str) -> list[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers; split on bytes, so U+2028 inside a caption splits nothing."""
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    return [(number, line) for number, line in enumerate(raw.splitlines(), start=1) if line.strip()]
+
+
+def parse_manifest(
+    data: bytes | str, batch_dir: Path, stage: str = "ingest"
+) -> tuple[list[dict[str, Any]], list[QuarantineRecord]]:
+    """Split manifest lines into well-formed rows and quarantined ones; blank lines are ignored.
+
+    Every non-blank line ends up in exactly one of the two lists.
+    """
     accepted: list[dict[str, Any]] = []
     rejected: list[QuarantineRecord] = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            rejected.append(QuarantineRecord(None, stage, "bad_json", f"line {line_no}: {err}", {"line": line_no, "text": line[:500]}))
-            continue
-        problem = _check_row(row, batch_dir, line_no, stage)
-        if problem:
-            rejected.append(problem)
+    for line_no, line in manifest_lines(data):
+        outcome = _parse_line(line, line_no, batch_dir, stage)
+        if isinstance(outcome, QuarantineRecord):
+            rejected.append(outcome)
         else:
-            row["sample_id"] = str(row["sample_id"])
-            accepted.append(row)
+            accepted.append(outcome)
     return accepted, rejected
 
 
-def count_manifest_rows(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line.strip())
+def count_manifest_rows(data: bytes | str) -> int:
+    return len(manifest_lines(data))

@@ -92,3 +92,52 @@ def test_re_ingesting_a_batch_is_skipped_not_duplicated(two_runs, demo_batch_fac
     again = ingest_batch(demo_batch_factory(samples=80, seed=11), settings.paths.lake_raw)
     assert again.batch_id == first.batch_id and again.report.skipped
     assert len([p for p in settings.paths.lake_raw.iterdir() if not p.name.startswith(".")]) == 2
+
+
+def test_mlflow_ui_on_the_embedded_store_shows_the_runs_and_the_champion(two_runs):
+    """What a user sees after `mlflow ui --backend-store-uri sqlite:///…/mlflow.db`: asked over its REST API."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    settings, _, second = two_runs
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    server = subprocess.Popen(
+        [mlflow, "ui", "--backend-store-uri", settings.tracking_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow ui did not start within 90 s"
+                time.sleep(0.5)
+        name = settings.params.registry.model_name
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion") as r:
+            assert json.loads(r.read())["model_version"]["version"] == second.model["champion"]
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=flywheel-lifecycle")
+        with urllib.request.urlopen(request) as r:
+            experiment_id = json.loads(r.read())["experiment"]["experiment_id"]
+        body = json.dumps({"experiment_ids": [experiment_id]}).encode()
+        search = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(search) as r:
+            assert len(json.loads(r.read())["runs"]) == 2
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its job-runner consumers may outlive SIGTERM (STACK_NOTES)
+            os.killpg(server.pid, signal.SIGKILL)
