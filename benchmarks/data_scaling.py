@@ -1,0 +1,135 @@
+"""Data steps at growing batch sizes: samples per second per stage and peak memory.
+
+Batches are scaled from the demo source: a base batch of real demo samples (espeak-ng
+speech, scikit-learn digits) is expanded by perturbing each copy (image shift and pixel
+noise, audio gain and noise) so every row is distinct content, not a duplicate.
+Each size runs in its own process so its peak RSS is its own.
+
+Usage: python benchmarks/data_scaling.py [--sizes 1000 10000 100000] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT = Path(__file__).resolve().parents[1]
+BASE_SAMPLES = 400
+
+
+def build_scaled_batch(base: Path, out: Path, rows: int, seed: int = 0) -> None:
+    """`rows` distinct samples from the base batch's clean rows (faulty base rows are skipped)."""
+    import soundfile as sf
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    source = [json.loads(line) for line in (base / "manifest.jsonl").read_text().splitlines()]
+    usable = [r for r in source if (base / r["image"]).exists() and (base / r["audio"]).exists()]
+    images, waves = {}, {}
+    for r in usable:
+        try:
+            images[r["sample_id"]] = np.asarray(Image.open(base / r["image"]).convert("L"), dtype=np.int16)
+            waves[r["sample_id"]] = sf.read(str(base / r["audio"]), dtype="float32")
+        except Exception:  # the demo's deliberately corrupt files
+            continue
+    usable = [r for r in usable if r["sample_id"] in images and r["sample_id"] in waves]
+    (out / "images").mkdir(parents=True)
+    (out / "audio").mkdir()
+    with (out / "manifest.jsonl").open("w") as manifest:
+        for i in range(rows):
+            row = dict(usable[i % len(usable)])
+            sid = f"x{i:07d}"
+            pixels = np.roll(images[row["sample_id"]], rng.integers(-1, 2, size=2), axis=(0, 1))
+            pixels = np.clip(pixels + rng.integers(-12, 13, size=pixels.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(out / "images" / f"{sid}.png")
+            wave, rate = waves[row["sample_id"]]
+            wave = np.clip(wave * rng.uniform(0.5, 1.0) + rng.normal(0, 0.002, wave.shape), -1, 1)
+            sf.write(out / "audio" / f"{sid}.wav", wave.astype(np.float32), rate, subtype="PCM_16")
+            row.update(sample_id=sid, image=f"images/{sid}.png", audio=f"audio/{sid}.wav")
+            manifest.write(json.dumps(row) + "\n")
+
+
+def measure(batch: Path, work: Path) -> dict:
+    """Run the data stages as plain functions; seconds per stage and the process's peak RSS."""
+    sys.path.insert(0, str(PROJECT))
+    from flows.env import apply_process_environment
+
+    apply_process_environment()
+    from features.clean import CleanParams, clean_batch
+    from features.ingest import ingest_batch
+    from features.transform import compute_sample_features
+    from features.validate import ValidateParams, validate_rows
+    from models.inputs import InputSpec, build_model_inputs
+
+    seconds: dict[str, float] = {}
+
+    def timed(name, fn, *args):
+        started = time.perf_counter()
+        result = fn(*args)
+        seconds[name] = time.perf_counter() - started
+        return result
+
+    ingested = timed("ingest", ingest_batch, batch, work / "raw")
+    cleaned = timed("clean", clean_batch, ingested.batch_dir, work / "clean", CleanParams())
+    outcome = timed("validate", validate_rows, cleaned.rows, work / "gx", ValidateParams(), ingested.batch_id)
+    accepted = cleaned.rows[~cleaned.rows["sample_id"].isin(outcome.failed)]
+    timed("transform", compute_sample_features, cleaned.batch_dir, accepted, ingested.batch_id)
+    timed("model_inputs", build_model_inputs, cleaned.batch_dir, accepted, InputSpec())
+    rows = ingested.report.rows_in
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": rows, "seconds": seconds, "rows_per_s": {k: rows / v for k, v in seconds.items()},
+            "total_s": sum(seconds.values()), "peak_rss_mb": peak_mb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "data_scaling.json")
+    parser.add_argument("--measure", type=Path, nargs=2, help=argparse.SUPPRESS)  # child mode: BATCH WORK
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(*args.measure)))
+        return
+
+    sys.path.insert(0, str(PROJECT))
+    from features.demo import generate_demo_batch
+
+    root = Path(tempfile.mkdtemp(prefix="flywheel-scaling-"))
+    results = []
+    try:
+        generate_demo_batch(root / "base", samples=BASE_SAMPLES, seed=3, fault_rate=0.0)
+        for size in args.sizes:
+            batch = root / f"batch-{size}"
+            started = time.perf_counter()
+            build_scaled_batch(root / "base", batch, size)
+            print(f"{size:>7} rows: generated in {time.perf_counter() - started:.0f} s", flush=True)
+            child = subprocess.run([sys.executable, __file__, "--measure", str(batch), str(root / f"work-{size}")],
+                                   capture_output=True, text=True, check=True)
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            results.append(result)
+            per_stage = ", ".join(f"{k} {v:,.0f}/s" for k, v in result["rows_per_s"].items())
+            print(f"{size:>7} rows: {result['total_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MB ({per_stage})", flush=True)
+            shutil.rmtree(batch)
+            shutil.rmtree(root / f"work-{size}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    for small, large in zip(results, results[1:]):
+        growth = large["rows"] / small["rows"]
+        print(f"{small['rows']} → {large['rows']} rows ({growth:.0f}×): time ×{large['total_s'] / small['total_s']:.1f}, "
+              f"peak memory ×{large['peak_rss_mb'] / small['peak_rss_mb']:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
