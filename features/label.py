@@ -85,6 +85,8 @@ class ModelVotes:
     source: str = "champion"  # LF names are f"{source}_{modality}"
 
     def __post_init__(self) -> None:
+        if len(set(self.sample_id)) != len(self.sample_id):
+            raise ValueError(f"sample_id repeats {len(self.sample_id) - len(set(self.sample_id))} ids; one prediction per sample")
         if set(self.predicted) != set(self.confidence):
             raise ValueError(f"predicted has modalities {sorted(self.predicted)}, confidence {sorted(self.confidence)}")
         for modality in self.predicted:
@@ -141,14 +143,16 @@ def model_lf_votes(rows: pd.DataFrame, model_votes: ModelVotes, min_confidence: 
     found = position >= 0
     columns = {}
     for modality, predicted in model_votes.predicted.items():
-        predicted = np.asarray(predicted, dtype=np.int64)
         sure = np.asarray(model_votes.confidence[modality], dtype=float) >= min_confidence
-        vote = np.where(sure, predicted, ABSTAIN)
-        columns[f"{model_votes.source}_{modality}"] = np.where(found, vote[np.where(found, position, 0)], ABSTAIN)
+        vote = np.where(sure, np.asarray(predicted, dtype=np.int64), ABSTAIN)
+        column = np.full(len(rows), ABSTAIN, dtype=np.int64)
+        column[found] = vote[position[found]]
+        columns[f"{model_votes.source}_{modality}"] = column
     return columns
 
 
-def build_votes(rows: pd.DataFrame, model_votes: ModelVotes | None = None, min_model_confidence: float = 0.5) -> Votes:
+def build_votes(rows: pd.DataFrame, model_votes: ModelVotes | None, min_model_confidence: float) -> Votes:
+    """The (N, L) votes matrix: the row LFs, then one column per modality of `model_votes`."""
     columns = {name: lf(rows) for name, lf in ROW_LFS.items()}
     if model_votes is not None:
         columns |= model_lf_votes(rows, model_votes, min_model_confidence)
@@ -176,11 +180,12 @@ def build_labels(
     is_human = human != ABSTAIN
     label = np.where(is_human, human, predicted)
     confidence = np.where(is_human, 1.0, confidence)
-    source = np.where(is_human, "human", np.where(predicted != ABSTAIN, "label_model", None))
 
     labels = pd.DataFrame({"sample_id": rows["sample_id"].array, "event_timestamp": rows["captured_at"].array})
-    labels["label"] = pd.array(np.where(label == ABSTAIN, None, label).tolist(), dtype="Int64")
-    labels["label_source"] = pd.Series(source, dtype=object).where(pd.notna(source), None)
+    labels["label"] = pd.array([None if v == ABSTAIN else int(v) for v in label], dtype="Int64")
+    labels["label_source"] = pd.Series(
+        ["human" if h else "label_model" if p != ABSTAIN else None for h, p in zip(is_human, predicted)], dtype=object
+    )
     labels["label_confidence"] = confidence.astype(float)
     labels["label_votes"] = [json.dumps(dict(zip(votes.names, map(int, row)))) for row in votes.matrix]
 

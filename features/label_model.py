@@ -60,7 +60,7 @@ class LabelModel:
 
     def predict_proba(self, votes: np.ndarray) -> np.ndarray:
         """(N, L) votes -> (N, K) posterior; a row where every LF abstains gets the uniform prior."""
-        _check_votes(votes, len(self.names), self.n_classes)
+        _check_votes(votes, self.names, self.n_classes)
         one_hot = votes[:, :, None] == np.arange(self.n_classes)  # (N, L, K)
         score = np.einsum("nlk,l->nk", one_hot, self.weights)  # (N, K)
         score -= score.max(axis=1, keepdims=True)
@@ -74,13 +74,13 @@ class LabelModel:
         return label, posterior.max(axis=1)
 
 
-def _check_votes(votes: np.ndarray, n_lfs: int, n_classes: int) -> None:
-    if votes.ndim != 2 or votes.shape[1] != n_lfs:
-        raise ValueError(f"votes must have shape (N, {n_lfs}), got {votes.shape}")
+def _check_votes(votes: np.ndarray, names: tuple[str, ...], n_classes: int) -> None:
+    if votes.ndim != 2 or votes.shape[1] != len(names):
+        raise ValueError(f"votes must have shape (N, {len(names)}) for LFs {list(names)}, got {votes.shape}")
     bad = (votes < ABSTAIN) | (votes >= n_classes)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise ValueError(f"vote {votes[row, col]} in row {row}, column {col} is not a class 0..{n_classes - 1} or {ABSTAIN}")
+        raise ValueError(f"LF {names[col]!r} voted {votes[row, col]} in row {row}; accepted: a class 0..{n_classes - 1} or {ABSTAIN}")
 
 
 def fit_label_model(
@@ -90,7 +90,7 @@ def fit_label_model(
 
     `votes` (N, L) must not contain the reference itself: an LF checked against itself is perfect.
     """
-    _check_votes(votes, len(names), params.n_classes)
+    _check_votes(votes, tuple(names), params.n_classes)
     if reference.shape != (len(votes),):
         raise ValueError(f"reference must have shape ({len(votes)},), got {reference.shape}")
     checked_mask = (votes != ABSTAIN) & (reference != ABSTAIN)[:, None]  # (N, L)
@@ -157,9 +157,9 @@ class LabelStats:
     def to_metrics(self) -> dict[str, float]:
         """Flat floats for `mlflow.log_metrics`; statistics that do not exist (no human labels) are left out."""
         metrics: dict[str, float | None] = {
-            "label_rows": self.rows, "label_human": self.human, "label_model": self.label_model,
-            "label_unlabelled": self.unlabelled, "label_coverage": self.coverage,
-            "label_conflict_rate": self.conflict_rate, "label_low_confidence": self.low_confidence,
+            "label_rows": self.rows, "label_human_rows": self.human, "label_model_rows": self.label_model,
+            "label_unlabelled_rows": self.unlabelled, "label_coverage": self.coverage,
+            "label_conflict_rate": self.conflict_rate, "label_low_confidence_rows": self.low_confidence,
             "label_heldout_accuracy": self.heldout_accuracy, "label_heldout_coverage": self.heldout_coverage,
         }
         for name, lf in self.lfs.items():

@@ -24,7 +24,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "image_stats": IMAGE_FEATURES,
     "audio_stats": AUDIO_FEATURES,
     "caption_stats": (*CAPTION_FEATURES, *CATEGORICAL_FEATURES),
-    "labels": ("label", "label_source"),
+    "labels": ("label", "label_source", "label_confidence", "label_votes"),
 }
 KEYS = ("sample_id", "event_timestamp", "batch_id")
 

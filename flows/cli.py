@@ -217,6 +217,45 @@ def summary(
     print_summary(json.loads(chosen[0].read_text()), chosen[0], settings)
 
 
+review_app = typer.Typer(help="The human review queue of low-confidence labels (Label Studio).", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("list")
+def review_list(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
+    """Review queues per batch: where the Label Studio tasks and labelling config are."""
+    settings = _settings(home, params)
+    queues = sorted(settings.paths.review.glob("*/tasks.json")) if settings.paths.review.exists() else []
+    if not queues:
+        console.print("no review queue yet (the label stage writes one per batch)")
+        return
+    table = Table("batch", "tasks", "tasks file", "labelling config")
+    for tasks in queues:
+        table.add_row(tasks.parent.name, str(len(json.loads(tasks.read_text()))), str(tasks), str(tasks.parent / "labeling_config.xml"))
+    console.print(table)
+    console.print("Import tasks.json into a Label Studio project set up with labeling_config.xml; export JSON when done, then "
+                  "`flywheel review import EXPORT.json --batch BATCH`.")
+
+
+@review_app.command("import")
+def review_import(
+    export: Path = typer.Argument(..., help="Label Studio JSON export of completed annotations"),
+    batch: str = typer.Option(..., "--batch", help="the batch whose queue was annotated"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Completed annotations become human labels in the feature store (visible from their annotation time)."""
+    from flows.pipeline import stage_import_review
+
+    settings = _settings(home, params)
+    try:
+        count = stage_import_review(settings, batch, export)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        console.print(f"[red]cannot import {export}:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"imported {count} human label(s) for batch {batch}; the next training run uses them")
+
+
 server_app = typer.Typer(help="A local Prefect server flywheel reuses across runs (and its UI).", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 

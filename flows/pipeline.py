@@ -132,14 +132,65 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
     return StageReport("transform", len(rows), len(features), notes={"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized})
 
 
-def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame) -> StageReport:
-    """Labels into the feature store, then `feast apply` and materialization of every view."""
+def _label_params(settings: Settings):
+    from features.label import LabelParams
+    from features.label_model import LabelModelParams
+
+    p = settings.params.label
+    return LabelParams(p.min_model_confidence, p.review_threshold,
+                       LabelModelParams(p.prior_accuracy, p.prior_strength, p.heldout_folds))
+
+
+def champion_votes(settings: Settings, batch_id: str):
+    """The champion's zero-shot image and audio predictions on this batch; None before the first champion."""
+    from features.label import ModelVotes
+    from models.evaluate import DIGIT_PROMPTS, predict_zero_shot
+    from models.imagebind import AUDIO, VISION
+    from models.registry import CHAMPION, Registry, load_version
+    from models.text import encode_texts
+
+    registry = Registry(settings.tracking_uri, settings.params.registry.model_name, settings.paths.mlflow_artifacts)
+    version = registry.alias_version(CHAMPION)
+    if version is None:
+        return None
+    model = load_version(registry, version)
+    inputs = load_model_inputs(settings.paths.model_inputs / f"{batch_id}.npz")
+    prompts = encode_texts(list(DIGIT_PROMPTS))
+    predicted, confidence = {}, {}
+    for name, modality, values, present in (("image", VISION, inputs.image, inputs.has_image),
+                                            ("audio", AUDIO, inputs.audio, inputs.has_audio)):
+        predicted[name], conf = predict_zero_shot(model, modality, values, prompts)
+        confidence[name] = np.where(present, conf, 0.0)  # a missing file never votes
+    return ModelVotes(list(inputs.sample_id), predicted, confidence)
+
+
+def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir: Path) -> StageReport:
+    """Human labels, caption parsing and the champion's votes combined by the label model; labels into
+    the feature store; low-confidence rows exported as a Label Studio review queue."""
+    from features.review import save_review_queue
     from features.store import apply_and_materialize, upsert_batch_table
 
-    labels, stats = build_labels(rows)
+    params = _label_params(settings)
+    labels, stats = build_labels(rows, champion_votes(settings, batch_id), params)
     upsert_batch_table(settings.paths.feast, "labels", batch_id, labels)
+    queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold)
     materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
-    return StageReport("label", len(rows), len(labels), notes={"labels": asdict(stats), "feature_rows": materialized})
+    return StageReport("label", len(rows), len(labels), notes={
+        "labels": stats.to_summary(), "metrics": stats.to_metrics(), "review_tasks": str(queue.tasks_path),
+        "review_count": queue.tasks, "feature_rows": materialized})
+
+
+def stage_import_review(settings: Settings, batch_id: str, export_path: Path) -> int:
+    """A Label Studio export of a batch's review queue becomes human labels, visible from their annotation time."""
+    from features.review import build_reviewed_labels, import_annotations
+    from features.store import apply_and_materialize, upsert_batch_table
+
+    reviewed = build_reviewed_labels(import_annotations(export_path))
+    if not reviewed.empty:  # exports are cumulative: one table batch per queue re-imports idempotently
+        upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
+        start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
+        apply_and_materialize(settings.paths.feast, start)
+    return len(reviewed)
 
 
 # ---- model stages ------------------------------------------------------------------------
@@ -194,9 +245,9 @@ def _training_batches(settings: Settings) -> list[str]:
             if (settings.paths.model_inputs / f"{b}.npz").exists()]
 
 
-def stage_train(settings: Settings, run_name: str) -> TrainOutcome:
+def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None) -> TrainOutcome:
     """Train on every accepted batch so far (labels from the feature store), evaluate on the golden set,
-    log the run and the model to MLflow."""
+    log the run and the model to MLflow (with this batch's labelling metrics)."""
     import tempfile
 
     from features.store import get_training_frame
@@ -214,7 +265,9 @@ def stage_train(settings: Settings, run_name: str) -> TrainOutcome:
         raise ValueError(f"only {len(inputs)} rows with image, audio and caption: too few to train")
     entity = pd.DataFrame({"sample_id": inputs.sample_id, "event_timestamp": pd.Timestamp.now(tz="UTC")})
     labelled = get_training_frame(settings.paths.feast, entity).drop_duplicates("sample_id").set_index("sample_id")
-    label = labelled["label"].reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)
+    # Labels the label model is unsure of stay unknown to training (they wait in the review queue).
+    trusted = labelled["label"].where(labelled["label_confidence"].fillna(0) >= settings.params.label.review_threshold)
+    label = trusted.reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)
     data = TrainingData(image=inputs.image, audio=inputs.audio, text_emb=encode_texts(list(inputs.caption)), label=label)
     t, tr = settings.params.transform, settings.params.train
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
@@ -232,7 +285,7 @@ def stage_train(settings: Settings, run_name: str) -> TrainOutcome:
         params = {**{f"model.{k}": v for k, v in asdict(model_config).items()},
                   **{f"train.{k}": v for k, v in asdict(train_config).items()},
                   "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum())}
-        logged = log_training_run(registry, model_dir, params, result.history, metrics,
+        logged = log_training_run(registry, model_dir, params, result.history, {**(label_metrics or {}), **metrics},
                                   {"golden_version": golden_version, "flow_run": run_name}, run_name)
     return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds, golden_version)
 
@@ -341,8 +394,8 @@ def run_stages(settings: Settings, source: Path, call: StageCall = call_directly
         _record_report(settings, record, report)
         record.stages["validate"]["expectations"] = statistics
         _record_report(settings, record, timed("transform", stage_transform, settings, ingest.batch_id, clean.batch_dir, accepted))
-        _record_report(settings, record, timed("label", stage_label, settings, ingest.batch_id, accepted))
-        train = timed("train", stage_train, settings, record.run_id)
+        _record_report(settings, record, timed("label", stage_label, settings, ingest.batch_id, accepted, clean.batch_dir))
+        train = timed("train", stage_train, settings, record.run_id, record.stages["label"].get("metrics"))
         record.train = asdict(train)
         lineage = {"data_version": ingest.batch_id, "flow_run": record.run_id,
                    "validation": json.dumps(statistics, default=str)[:5000], "feature_service": "training"}

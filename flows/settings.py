@@ -45,6 +45,14 @@ class ValidateSettings(_Strict):
     max_bad_row_share: float = Field(0.2, ge=0, le=1)
 
 
+class LabelSettings(_Strict):
+    min_model_confidence: float = Field(0.5, ge=0, le=1)  # the champion's zero-shot votes below this abstain
+    review_threshold: float = Field(0.7, ge=0, le=1)  # label-model rows below this go to the review queue
+    prior_accuracy: float = Field(0.7, gt=0, lt=1)  # an LF's accuracy before any human label checks it
+    prior_strength: float = Field(2.0, ge=0)  # pseudo-counts behind that prior
+    heldout_folds: int = Field(5, ge=2)  # k-fold estimate of label accuracy on human labels
+
+
 class TransformParams(_Strict):
     image_size: int = Field(16, ge=4)
     n_mels: int = Field(40, ge=8)
@@ -84,6 +92,7 @@ class Params(_Strict):
     clean: CleanParams = CleanParams()
     validate_: ValidateSettings = Field(ValidateSettings(), alias="validate")
     transform: TransformParams = TransformParams()
+    label: LabelSettings = LabelSettings()
     train: TrainParams = TrainParams()
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()
@@ -118,6 +127,10 @@ class StatePaths:
     @property
     def quarantine(self) -> Path:
         return self.home / "quarantine"
+
+    @property
+    def review(self) -> Path:
+        return self.home / "review"
 
     @property
     def gx(self) -> Path:

@@ -113,3 +113,19 @@ def evaluate_slices(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) ->
             rows = voices == voice
             slices[f"per_voice_audio_acc_{voice}"] = _accuracy(predicted["audio"][rows], data.label[rows])
     return slices
+
+
+@torch.no_grad()
+def predict_zero_shot(model: ImageBind, modality: str, values: np.ndarray, prompt_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-shot class and its softmax confidence per row: `modality` inputs against the class prompts.
+
+    Used as a labelling function (the champion votes on new data); the softmax uses the
+    text tower's learned temperature, the one image↔text training calibrated.
+    """
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    embeddings = embed_modality(model, modality, values)  # (N, D)
+    prompts = embed_modality(model, TEXT, prompt_emb)  # (K, D)
+    probs = (model.logit_scale(TEXT) * embeddings @ prompts.T).softmax(dim=-1)
+    confidence, predicted = probs.max(dim=-1)
+    return predicted.numpy().astype(np.int64), confidence.numpy().astype(np.float32)

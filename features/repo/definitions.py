@@ -36,8 +36,9 @@ caption_stats = _view(
 )
 labels = _view(
     "labels",
-    [Field(name="label", dtype=Int64), Field(name="label_source", dtype=String)],
-    "human labels, else the caption labelling function",
+    [Field(name="label", dtype=Int64), Field(name="label_source", dtype=String),
+     Field(name="label_confidence", dtype=Float32), Field(name="label_votes", dtype=String)],
+    "human labels, else the label model's combination of labelling-function votes",
 )
 
 training = FeatureService(name="training", features=[image_stats, audio_stats, caption_stats, labels])

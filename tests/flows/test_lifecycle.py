@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
@@ -141,3 +142,15 @@ def test_mlflow_ui_on_the_embedded_store_shows_the_runs_and_the_champion(two_run
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:  # its job-runner consumers may outlive SIGTERM (STACK_NOTES)
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_labels_combine_human_caption_and_champion_votes_and_reach_mlflow(two_runs):
+    settings, first, second = two_runs
+    first_lfs = set(first.stages["label"]["labels"]["lfs"])
+    second_lfs = set(second.stages["label"]["labels"]["lfs"])
+    assert {"human", "caption"} <= first_lfs and not any(name.startswith("champion") for name in first_lfs)
+    assert {"champion_image", "champion_audio"} <= second_lfs  # the first champion votes on the second batch
+    assert json.loads(Path(second.stages["label"]["review_tasks"]).read_text()) is not None
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    run = client.get_run(second.train["mlflow_run_id"])
+    assert 0 < run.data.metrics["label_coverage"] <= 1 and "label_conflict_rate" in run.data.metrics

@@ -93,7 +93,7 @@ def test_conflicts_count_rows_whose_voting_lfs_disagree():
 
 
 def test_votes_outside_the_classes_are_refused_with_their_position():
-    with pytest.raises(ValueError, match="vote 12 in row 1, column 0"):
+    with pytest.raises(ValueError, match="LF 'a' voted 12 in row 1"):
         fit_label_model(np.array([[1], [12]]), np.array([1, -1]), ("a",))
 
 
@@ -109,7 +109,7 @@ def test_label_model_beats_the_caption_lf_alone_and_covers_more(demo):
     caption_hits = (caption == truth)[weak_only].mean()  # abstaining on generic captions counts as a miss
     model_hits = (label == truth)[weak_only].mean()
     assert model_hits > caption_hits + 0.05
-    caption_only, caption_stats = build_labels(rows)
+    _, caption_stats = build_labels(rows)
     assert stats.coverage > caption_stats.coverage
     assert caption_stats.coverage == pytest.approx(((caption != ABSTAIN) | ~weak_only).mean())
     assert (label[weak_only & (label != ABSTAIN)] == truth[weak_only & (label != ABSTAIN)]).mean() > 0.95
@@ -130,9 +130,9 @@ def test_lf_accuracy_estimates_are_within_a_tenth_of_the_truth(demo):
 
 def test_human_rows_keep_their_label_and_every_row_carries_its_votes(demo):
     rows, truth, champion = demo
-    flipped = ModelVotes(champion.sample_id, {m: (p + 1) % 10 for m, p in champion.predicted.items()},
-                         {m: np.ones(len(truth)) for m in champion.confidence})
-    labels, stats = build_labels(rows, flipped)
+    always_wrong = ModelVotes(champion.sample_id, {m: (truth + 1) % 10 for m in champion.predicted},
+                              {m: np.ones(len(truth)) for m in champion.confidence})
+    labels, stats = build_labels(rows, always_wrong)
     human = rows["label"].notna().to_numpy()
     assert (labels.loc[human, "label_source"] == "human").all()
     assert (labels.loc[human, "label"].to_numpy() == rows.loc[human, "label"].to_numpy()).all()
