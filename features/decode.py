@@ -55,6 +55,14 @@ def decode_image(path: Path, max_pixels: int) -> np.ndarray:
         raise DecodeError("corrupt_image", f"cannot decode image: {type(err).__name__}: {err}") from err
 
 
+def _trim_silence(wave: np.ndarray, silence_db: float) -> np.ndarray:
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak == 0.0:
+        return wave
+    loud = np.flatnonzero(np.abs(wave) >= peak * 10 ** (-silence_db / 20))
+    return wave[loud[0] : loud[-1] + 1]
+
+
 def find_wav_truncation(path: Path) -> str | None:
     """For a RIFF/WAVE file, why its data chunk is shorter than its header says; None when it is whole.
 
@@ -87,9 +95,8 @@ def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: f
             raise DecodeError("corrupt_audio", truncation)
         info = sf.info(str(path))
         if not AUDIO_RATE_RANGE[0] <= info.samplerate <= AUDIO_RATE_RANGE[1]:
-            raise DecodeError(
-                "corrupt_audio", f"sample rate {info.samplerate} Hz is outside {AUDIO_RATE_RANGE[0]}..{AUDIO_RATE_RANGE[1]} Hz"
-            )
+            low, high = AUDIO_RATE_RANGE
+            raise DecodeError("corrupt_audio", f"sample rate {info.samplerate} Hz is outside {low}..{high} Hz")
         if info.duration > max_seconds:
             raise DecodeError("too_large", f"{info.duration:.1f} s exceeds the limit of {max_seconds} s")
         wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -121,15 +128,19 @@ def decode_sensor(path: Path, kind: str, max_values: int) -> np.ndarray:
     except Exception as err:
         raise DecodeError("corrupt_sensor", f"cannot load {kind} array: {type(err).__name__}: {err}") from err
     if not isinstance(mapped, np.ndarray):  # np.load also opens .npz archives
+        mapped.close()
         raise DecodeError("corrupt_sensor", f"{kind} must be a single .npy array, got {type(mapped).__name__}")
     if mapped.ndim != SENSOR_NDIM[kind] or (kind == "imu" and mapped.shape[0] != 6):
         expected = "(6, T)" if kind == "imu" else "a 2-D array"
         raise DecodeError("corrupt_sensor", f"{kind} has shape {mapped.shape}; expected {expected}")
+    if mapped.size == 0:
+        raise DecodeError("corrupt_sensor", f"{kind} has shape {mapped.shape} and holds no values")
     if mapped.size > max_values:
         raise DecodeError("too_large", f"{kind} holds {mapped.size} values, more than the limit of {max_values}")
     if mapped.dtype.kind not in "iuf":
         raise DecodeError("corrupt_sensor", f"{kind} has dtype {mapped.dtype}; expected integers or floats")
     array = np.array(mapped, dtype=np.float32)
     if not np.all(np.isfinite(array)):
-        raise DecodeError("corrupt_sensor", f"{kind} must hold finite numbers within float32 range (dtype {mapped.dtype})")
+        detail = f"{kind} holds NaN or infinite values, or values beyond float32 (dtype {mapped.dtype})"
+        raise DecodeError("corrupt_sensor", detail)
     return array

@@ -47,7 +47,9 @@ def _hash_if_readable(path: Path) -> str | None:
 def _read_manifest(source: Path) -> bytes:
     manifest = source / MANIFEST_NAME
     if not source.is_dir():
-        raise BatchError(f"{source} is not a folder; a landing batch is a folder holding {MANIFEST_NAME} and the files it names")
+        raise BatchError(
+            f"{source} is not a folder; a landing batch is a folder holding {MANIFEST_NAME} and the files it names"
+        )
     if not manifest.is_file():
         raise BatchError(
             f"{source} is not a landing batch: {MANIFEST_NAME} is missing; expected a UTF-8 JSON Lines file"

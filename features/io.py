@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -54,18 +54,33 @@ def save_parquet(path: Path, frame: pd.DataFrame) -> None:
         raise
 
 
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one line to an append-only log; a single small O_APPEND write is never interleaved with another."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(row, default=str, ensure_ascii=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_quarantine(quarantine_dir: Path, batch_id: str, report: StageReport) -> Path:
     """One JSONL file per batch and stage; re-running a stage replaces its file, so nothing is counted twice."""
     path = quarantine_dir / batch_id / f"{report.stage}.jsonl"
-    save_jsonl(path, (asdict(record) for record in report.quarantined))
+    save_jsonl(path, (asdict(replace(record, batch_id=batch_id)) for record in report.quarantined))
     return path
 
 
 def load_quarantine(quarantine_dir: Path, batch_id: str | None = None) -> list[QuarantineRecord]:
+    """Quarantine records of one batch or of all, each with its batch_id; folders named `_…` or `.…` are not batches."""
     pattern = f"{batch_id}/*.jsonl" if batch_id else "*/*.jsonl"
     records: list[QuarantineRecord] = []
     for path in sorted(quarantine_dir.glob(pattern)):
-        records.extend(QuarantineRecord(**row) for row in load_jsonl(path))
+        if path.parent.name.startswith(("_", ".")) or path.name.startswith(("_", ".")):
+            continue
+        records.extend(QuarantineRecord(**{**row, "batch_id": path.parent.name}) for row in load_jsonl(path))
     return records
 
 

@@ -73,6 +73,13 @@ def _loads_strict(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_refuse_repeated_keys)
 
 
+def _shown_id(sample_id: Any) -> str | None:
+    """The sample_id a quarantine record can carry: a non-blank string or integer, else None."""
+    if isinstance(sample_id, bool) or not isinstance(sample_id, (str, int)):
+        return None
+    return str(sample_id) if str(sample_id).strip() else None
+
+
 def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str) -> QuarantineRecord | None:
     if not isinstance(row, dict):
         return QuarantineRecord(
@@ -82,9 +89,7 @@ def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str) -> Quarantin
     for name in REQUIRED_FIELDS:
         value = row.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            return QuarantineRecord(
-                str(sid) if sid else None, stage, "missing_field", f"line {line_no}: {name!r} is required", row
-            )
+            return QuarantineRecord(_shown_id(sid), stage, "missing_field", f"line {line_no}: {name!r} is required", row)
     if isinstance(sid, bool) or not isinstance(sid, (str, int)):
         return QuarantineRecord(
             None, stage, "bad_field", f"line {line_no}: sample_id must be a string or an integer, got {sid!r}", row
@@ -114,7 +119,8 @@ def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str) -> dict[s
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        detail = f"line {line_no}: byte {err.start} ({raw[err.start:err.start + 1]!r}) is not valid UTF-8; manifests must be UTF-8"
+        bad = raw[err.start : err.start + 1]
+        detail = f"line {line_no}: byte {err.start} ({bad!r}) is not valid UTF-8; manifests must be UTF-8"
         return QuarantineRecord(None, stage, "bad_encoding", detail, quoted)
     try:
         row = _loads_strict(text)
@@ -123,7 +129,8 @@ def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str) -> dict[s
     try:  # "\ud800" is valid JSON but no UTF-8 encoder (jsonl, parquet) can write it back
         json.dumps(row, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as err:
-        detail = f"line {line_no}: a string holds {err.object[err.start:err.end]!r}, an unpaired surrogate that is not Unicode text"
+        surrogate = err.object[err.start : err.end]
+        detail = f"line {line_no}: a string holds {surrogate!r}, an unpaired surrogate that is not Unicode text"
         return QuarantineRecord(None, stage, "bad_encoding", detail, quoted)
     problem = _check_row(row, batch_dir, line_no, stage)
     if problem:

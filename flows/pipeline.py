@@ -92,7 +92,8 @@ def stage_ingest(settings: Settings, source: Path) -> IngestResult:
 
 def _clean_params(settings: Settings) -> CleanParams:
     p = settings.params.clean
-    return CleanParams(p.sample_rate, p.max_image_pixels, p.max_audio_seconds, p.silence_db)
+    return CleanParams(p.sample_rate, p.max_image_pixels, p.max_audio_seconds, p.silence_db,
+                       near_duplicate_bits=p.near_duplicate_bits, max_sensor_values=p.max_sensor_values)
 
 
 def stage_clean(settings: Settings, raw_dir: Path):

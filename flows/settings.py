@@ -33,6 +33,8 @@ class CleanParams(_Strict):
     max_image_pixels: int = Field(4_000_000, gt=0)
     max_audio_seconds: float = Field(30.0, gt=0)
     silence_db: float = Field(40.0, gt=0)
+    near_duplicate_bits: int = Field(4, ge=-1, le=63)
+    max_sensor_values: int = Field(16_000_000, gt=0)
 
 
 class ValidateSettings(_Strict):

@@ -108,7 +108,7 @@ def test_clean_rejects_oversized_images_before_decoding(tmp_path):
     rows = [{"sample_id": "big", "captured_at": "2026-01-01T00:00:00Z", "image": "big.png"}]
     ingested = ingest_batch(_write_batch(tmp_path / "landing", rows, {"big.png": buffer.getvalue()}), tmp_path / "raw")
     result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(max_image_pixels=1_000_000))
-    assert [(q.reason, "exceeds the limit" in q.detail) for q in result.report.quarantined] == [("corrupt_image", True)]
+    assert [(q.reason, "exceeds the limit" in q.detail) for q in result.report.quarantined] == [("too_large", True)]
 
 
 @pytest.mark.parametrize(
@@ -119,8 +119,15 @@ def test_clean_rejects_oversized_images_before_decoding(tmp_path):
         ("un sept écrit à la main", "fr", 7),
         ("un siete escrito a mano", "es", 7),
         ("une huit", "fr", 8),
+        ("la cifra sette", "it", 7),
+        ("het cijfer een", "nl", 1),
+        ("een handgeschreven twee", "nl", 2),
+        ("the digit 7", "en", 7),
         ("a scanned digit", "en", None),
+        ("un chiffre numérisé", "fr", None),  # "un" is the article here, not "one"
+        ("een gescand cijfer", "nl", None),
         ("two or three", "en", None),
+        ("10 digits", "en", None),
         (None, "en", None),
     ],
 )
@@ -137,6 +144,8 @@ def test_labels_prefer_humans_and_agree_with_demo_truth(demo_batch_factory, tmp_
     labelled = labels.dropna(subset=["label"])
     accuracy = np.mean([truth[s] == int(l) for s, l in zip(labelled["sample_id"], labelled["label"])])
     assert accuracy > 0.95
-    assert stats.human == int(rows["label"].notna().sum())
-    assert stats.human + stats.caption + stats.unlabelled == len(rows)
-    assert (labels.loc[rows["label"].notna().to_numpy(), "label_source"] == "human").all()
+    human = rows["label"].notna().to_numpy()
+    assert stats.human == int(human.sum())
+    assert stats.human + stats.label_model + stats.unlabelled == len(rows)
+    assert (labels.loc[human, "label_source"] == "human").all()
+    assert (labels.loc[human, "label_confidence"] == 1.0).all()

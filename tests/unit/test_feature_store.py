@@ -33,6 +33,8 @@ def store_dir(tmp_path):
         "event_timestamp": [captured] * 3 + [pd.Timestamp("2026-02-01T00:00:00Z")] * 3,
         "label": pd.array([1, 2, 3, 4, 5, 6], dtype="Int64"),
         "label_source": "human",
+        "label_confidence": 1.0,
+        "label_votes": "{}",
     })
     upsert_batch_table(feast_dir, "labels", "b1", labels)
     apply_and_materialize(feast_dir, start=datetime(2025, 12, 31, tzinfo=timezone.utc))
