@@ -217,6 +217,79 @@ def summary(
     print_summary(json.loads(chosen[0].read_text()), chosen[0], settings)
 
 
+quarantine_app = typer.Typer(help="Rows rejected by any stage: list, inspect, re-admit once fixed.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    batch: Optional[str] = typer.Option(None, "--batch", help="only this batch"),
+    reason: Optional[str] = typer.Option(None, "--reason", help="only this reason code"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Every quarantined row with its stage, reason and detail."""
+    from features.quarantine import list_quarantine
+
+    frame = list_quarantine(_settings(home, params).paths.quarantine)
+    if batch:
+        frame = frame[frame["batch_id"] == batch]
+    if reason:
+        frame = frame[frame["reason"] == reason]
+    if frame.empty:
+        console.print("nothing quarantined" + (" for that filter" if batch or reason else ""))
+        return
+    table = Table("batch", "stage", "sample", "reason", "detail", "status")
+    for row in frame.itertuples(index=False):
+        table.add_row(str(row.batch_id), row.stage, str(row.sample_id), row.reason, str(row.detail)[:80], str(row.status))
+    console.print(table)
+    console.print(f"{len(frame)} row(s); per reason: " + ", ".join(f"{k}={v}" for k, v in frame["reason"].value_counts().items()))
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    sample_id: str = typer.Argument(..., help="the quarantined sample_id"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="the batch, when the id occurs in several"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """The full quarantine record(s) of one row, including the row as it arrived."""
+    from dataclasses import asdict
+
+    from features.quarantine import show_quarantined
+
+    records = show_quarantined(_settings(home, params).paths.quarantine, sample_id, batch)
+    if not records:
+        console.print(f"[red]no quarantined row {sample_id!r}[/red]")
+        raise typer.Exit(2)
+    for record in records:
+        console.print_json(json.dumps(asdict(record), default=str))
+
+
+@quarantine_app.command("readmit")
+def quarantine_readmit(
+    batch: str = typer.Argument(..., help="batch id the row was quarantined in"),
+    sample_id: str = typer.Argument(..., help="the quarantined sample_id"),
+    set_field: list[str] = typer.Option([], "--set", help="FIELD=JSON value to fix, e.g. --set label=7 (repeatable)"),
+    file: list[str] = typer.Option([], "--file", help="FIELD=PATH of a fixed file, e.g. --file image=fixed.png"),
+    out: Optional[Path] = typer.Option(None, "--out", help="landing folder to write (default: under the quarantine)"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Write the fixed row as a one-row landing batch that re-enters through `flywheel run`."""
+    from features.quarantine import readmit
+
+    settings = _settings(home, params)
+    try:
+        fields = {k: json.loads(v) for k, v in (item.split("=", 1) for item in set_field)}
+        files = {k: Path(v) for k, v in (item.split("=", 1) for item in file)}
+        folder = readmit(settings.paths.quarantine, settings.paths.lake_raw, batch, sample_id, files, fields, out)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        console.print(f"[red]cannot re-admit {sample_id!r}:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"wrote {folder}; run it with: flywheel run --source {folder}")
+
+
 review_app = typer.Typer(help="The human review queue of low-confidence labels (Label Studio).", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
