@@ -241,8 +241,36 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+Outcome = dict[str, Any] | QuarantineRecord
+# Runs `clean_rows_chunk` over chunks of rows and returns the outcomes in chunk order: the
+# default uses local threads; the Prefect flow passes one that maps chunks as tasks on its
+# task runner (threads by default, a Dask cluster when configured).
+ChunkMapper = Callable[[list[list[dict[str, Any]]], Path, Path, CleanParams], list[list[Outcome]]]
+CHUNK_ROWS = 256  # rows per unit of parallel work: large enough to amortise task overhead
+
+
+def clean_rows_chunk(rows: list[dict[str, Any]], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[Outcome]:
+    """Clean one chunk of rows (a top-level function, so process and Dask workers can run it)."""
+    outcomes: list[Outcome] = []
+    for row in rows:
+        try:
+            outcomes.append(clean_row(row, raw_dir, out_dir, params))
+        except DecodeError as err:
+            outcomes.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
+    return outcomes
+
+
+def map_chunks_with_threads(chunks: list[list[dict[str, Any]]], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[list[Outcome]]:
+    with ThreadPoolExecutor(max_workers=params.workers) as pool:
+        return list(pool.map(lambda chunk: clean_rows_chunk(chunk, raw_dir, out_dir, params), chunks))
+
+
 def clean_batch(
-    raw_dir: Path, clean_root: Path, params: CleanParams, progress: Callable[[int, int], None] | None = None
+    raw_dir: Path,
+    clean_root: Path,
+    params: CleanParams,
+    progress: Callable[[int, int], None] | None = None,
+    map_chunks: ChunkMapper | None = None,
 ) -> CleanResult:
     """Decode every row of a raw batch in parallel; returns the clean table and the quarantine.
 
@@ -262,21 +290,18 @@ def clean_batch(
         for sub in ("images", "audio", "sensors"):
             (staging / sub).mkdir()
 
-        def work(row: dict[str, Any]) -> dict[str, Any] | QuarantineRecord:
-            try:
-                return clean_row(row, raw_dir, staging, params)
-            except DecodeError as err:
-                return QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row)
-
+        chunks = [unique[i : i + CHUNK_ROWS] for i in range(0, len(unique), CHUNK_ROWS)]
+        outcomes = [o for chunk in (map_chunks or map_chunks_with_threads)(chunks, raw_dir, staging, params) for o in chunk]
+        if len(outcomes) != len(unique):
+            raise RuntimeError(f"the chunk mapper returned {len(outcomes)} outcomes for {len(unique)} rows")
         decoded: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (raw row, clean row), in manifest order
-        with ThreadPoolExecutor(max_workers=params.workers) as pool:
-            for done, (row, outcome) in enumerate(zip(unique, pool.map(work, unique)), start=1):
-                if isinstance(outcome, QuarantineRecord):
-                    rejected.append(outcome)
-                else:
-                    decoded.append((row, outcome))
-                if progress:
-                    progress(done, len(unique))
+        for done, (row, outcome) in enumerate(zip(unique, outcomes), start=1):
+            if isinstance(outcome, QuarantineRecord):
+                rejected.append(outcome)
+            else:
+                decoded.append((row, outcome))
+            if progress:
+                progress(done, len(unique))
         cleaned = [clean for _, clean in decoded]
         if params.near_duplicate_bits >= 0:
             hashes = [None if c["image_dhash"] is None else int(c["image_dhash"], 16) for c in cleaned]

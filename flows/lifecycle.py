@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from prefect import flow, task
+from prefect import flow, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.pipeline import RunRecord, run_stages
+from features.clean import CleanParams, clean_rows_chunk
+from flows.pipeline import RunRecord, run_stages, stage_clean
 from flows.settings import Settings
 
 # Stages that talk to a store or tracking server may hit a transient error; data stages are
@@ -18,7 +20,28 @@ from flows.settings import Settings
 RETRIED_STAGES: dict[str, int] = {"register": 2, "gate": 1}
 
 
+clean_chunk = task(clean_rows_chunk, name="clean-chunk", cache_policy=NO_CACHE)
+
+
+def map_chunks_as_tasks(chunks: list[list[dict]], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[list]:
+    """One Prefect task per chunk of rows, run in parallel by the subflow's task runner."""
+    futures = clean_chunk.map(chunks, unmapped(raw_dir), unmapped(out_dir), unmapped(params))
+    return [future.result() for future in futures]
+
+
+@flow(name="clean", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def clean_subflow(settings: Settings, raw_dir: Path):
+    """The clean stage as a subflow: decoding fans out over chunks of rows as tasks."""
+    return stage_clean(settings, raw_dir, map_chunks_as_tasks)
+
+
+SUBFLOWS: dict[str, Callable[..., Any]] = {"clean": clean_subflow}
+
+
 def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a stage as a Prefect task, or as its subflow where it fans out."""
+    if name in SUBFLOWS:
+        return SUBFLOWS[name](*args)
     stage = task(fn, name=name, cache_policy=NO_CACHE, retries=RETRIED_STAGES.get(name, 0), retry_delay_seconds=2)
     return stage(*args)
 

@@ -96,8 +96,9 @@ def _clean_params(settings: Settings) -> CleanParams:
                        near_duplicate_bits=p.near_duplicate_bits, max_sensor_values=p.max_sensor_values)
 
 
-def stage_clean(settings: Settings, raw_dir: Path):
-    return clean_batch(raw_dir, settings.paths.lake_clean, _clean_params(settings))
+def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):
+    """Decode and verify every file; `map_chunks` spreads the chunks of rows over workers (default: threads)."""
+    return clean_batch(raw_dir, settings.paths.lake_clean, _clean_params(settings), map_chunks=map_chunks)
 
 
 def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport, dict[str, Any]]:
