@@ -318,7 +318,7 @@ def review_import(
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Completed annotations become human labels in the feature store (visible from their annotation time)."""
-    from flows.pipeline import stage_import_review
+    from flows.data_stages import stage_import_review
 
     settings = _settings(home, params)
     try:

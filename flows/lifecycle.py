@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from features.clean import CleanParams, clean_rows_chunk
-from flows.pipeline import RunRecord, run_stages, stage_clean
+from flows.data_stages import stage_clean
+from flows.pipeline import RunRecord, run_stages
 from flows.settings import Settings
 
 # Stages that talk to a store or tracking server may hit a transient error; data stages are

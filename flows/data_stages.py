@@ -1,0 +1,98 @@
+"""The data stages: ingest, clean, validate, transform, label (plain functions, no Prefect)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.clean import clean_batch
+from features.ingest import IngestResult, ingest_batch
+from features.label import build_labels
+from features.records import QuarantineRecord, StageReport
+from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features
+from features.validate import ValidateParams, validate_rows
+from flows.settings import Settings
+from flows.stage_config import clean_params, input_spec, label_params
+from models.inputs import build_model_inputs, save_model_inputs
+
+
+def _window_start(rows: pd.DataFrame) -> datetime:
+    """Materialization window start: the batch's earliest event (a batch may arrive late)."""
+    if rows.empty:
+        return datetime.now(timezone.utc)
+    return pd.Timestamp(rows["captured_at"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
+
+
+def stage_ingest(settings: Settings, source: Path) -> IngestResult:
+    return ingest_batch(source, settings.paths.lake_raw)
+
+
+def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):
+    """Decode and verify every file; `map_chunks` spreads the chunks of rows over workers (default: threads)."""
+    return clean_batch(raw_dir, settings.paths.lake_clean, clean_params(settings), map_chunks=map_chunks)
+
+
+def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport, dict[str, Any]]:
+    """GX suite on the clean rows; failing rows are quarantined, a bad batch raises BatchRejected."""
+    v = settings.params.validate_
+    params = ValidateParams(
+        languages=tuple(v.languages), min_audio_seconds=v.min_audio_seconds, max_audio_seconds=v.max_audio_seconds,
+        min_image_side=v.min_image_side, min_image_contrast=v.min_image_contrast,
+        max_caption_chars=v.max_caption_chars, max_bad_row_share=v.max_bad_row_share,
+    )
+    outcome = validate_rows(rows, settings.paths.gx, params, batch_id)
+    failed = rows["sample_id"].isin(outcome.failed)
+    quarantined = [
+        QuarantineRecord(sid, "validate", "failed_expectation", "; ".join(outcome.failed[sid]), {"sample_id": sid})
+        for sid in rows.loc[failed, "sample_id"]
+    ]
+    report = StageReport("validate", len(rows), int((~failed).sum()), quarantined,
+                         notes={"data_docs": str(outcome.data_docs) if outcome.data_docs else None})
+    return rows[~failed].reset_index(drop=True), report, outcome.statistics
+
+
+def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd.DataFrame) -> StageReport:
+    """Tabular features into the Feast offline store and model-input arrays into the lake."""
+    from features.store import apply_and_materialize, upsert_batch_table
+
+    features = compute_sample_features(clean_dir, rows, batch_id)
+    for table in ("image_stats", "audio_stats", "caption_stats"):
+        upsert_batch_table(settings.paths.feast, table, batch_id, features)
+    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
+    inputs = build_model_inputs(clean_dir, rows, input_spec(settings))
+    save_model_inputs(settings.paths.model_inputs / f"{batch_id}.npz", inputs)
+    return StageReport("transform", len(rows), len(features), notes={"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized})
+
+
+def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir: Path) -> StageReport:
+    """Human labels, caption parsing and the champion's votes combined by the label model; labels into
+    the feature store; low-confidence rows exported as a Label Studio review queue."""
+    from features.review import save_review_queue
+    from features.store import apply_and_materialize, upsert_batch_table
+
+    params = label_params(settings)
+    from flows.model_stages import champion_votes
+
+    labels, stats = build_labels(rows, champion_votes(settings, batch_id), params)
+    upsert_batch_table(settings.paths.feast, "labels", batch_id, labels)
+    queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold)
+    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
+    return StageReport("label", len(rows), len(labels), notes={
+        "labels": stats.to_summary(), "metrics": stats.to_metrics(), "review_tasks": str(queue.tasks_path),
+        "review_count": queue.tasks, "feature_rows": materialized})
+
+
+def stage_import_review(settings: Settings, batch_id: str, export_path: Path) -> int:
+    """A Label Studio export of a batch's review queue becomes human labels, visible from their annotation time."""
+    from features.review import build_reviewed_labels, import_annotations
+    from features.store import apply_and_materialize, upsert_batch_table
+
+    reviewed = build_reviewed_labels(import_annotations(export_path))
+    if not reviewed.empty:  # exports are cumulative: one table batch per queue re-imports idempotently
+        upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
+        start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
+        apply_and_materialize(settings.paths.feast, start)
+    return len(reviewed)

@@ -1,0 +1,33 @@
+"""Typed parameters of the stages, built from the settings: one converter per library-facing object."""
+
+from __future__ import annotations
+
+from features.clean import CleanParams
+from features.label import LabelParams
+from features.label_model import LabelModelParams
+from flows.settings import Settings
+from models.inputs import InputSpec
+
+
+def clean_params(settings: Settings) -> CleanParams:
+    p = settings.params.clean
+    return CleanParams(p.sample_rate, p.max_image_pixels, p.max_audio_seconds, p.silence_db,
+                       near_duplicate_bits=p.near_duplicate_bits, max_sensor_values=p.max_sensor_values)
+
+
+def input_spec(settings: Settings) -> InputSpec:
+    t = settings.params.transform
+    return InputSpec(t.image_size, t.n_mels, t.audio_frames)
+
+
+def label_params(settings: Settings) -> LabelParams:
+    p = settings.params.label
+    return LabelParams(p.min_model_confidence, p.review_threshold,
+                       LabelModelParams(p.prior_accuracy, p.prior_strength, p.heldout_folds))
+
+
+def registry_for(settings: Settings):
+    """The MLflow registry of this run's model (MLflow is imported only when a stage needs it)."""
+    from models.registry import Registry
+
+    return Registry(settings.tracking_uri, settings.params.registry.model_name, settings.paths.mlflow_artifacts)
