@@ -2,14 +2,24 @@
 
 The batch id is a hash of the manifest bytes and of every file it names, so the same bytes
 are one batch however often they arrive, and a changed file makes a new batch.
+
+A source is a local folder or any fsspec URI (`file://`, `memory://`, `s3://` on MinIO...). A
+remote batch is first copied to a local landing folder, the manifest and only the files it
+names, so it gets the id that the same bytes get from a local folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from features.io import load_jsonl, make_staging_dir, publish_directory, save_json, save_jsonl
 from features.manifest import FILE_FIELDS, MANIFEST_NAME, manifest_lines, parse_manifest, resolve_inside
@@ -64,26 +74,27 @@ def _read_manifest(source: Path) -> bytes:
         raise BatchError(f"cannot read {manifest}: {err}") from err
 
 
-def _refuse_unreadable_manifest(source: Path, rows: list[dict], rejected: list[QuarantineRecord]) -> None:
+def _refuse_unreadable_manifest(origin: str, rows: list[dict], rejected: list[QuarantineRecord]) -> None:
     """A manifest none of whose lines is a JSON object is the wrong file, not a batch of bad rows."""
     if rows or not rejected or any(record.reason not in _UNREADABLE for record in rejected):
         return
     raise BatchError(
-        f"{source / MANIFEST_NAME} is not JSON Lines: none of its {len(rejected)} non-blank lines is a JSON object"
+        f"{origin}/{MANIFEST_NAME} is not JSON Lines: none of its {len(rejected)} non-blank lines is a JSON object"
         f" ({rejected[0].detail}); expected one object per line, e.g."
         ' {"sample_id": "s1", "captured_at": "2026-01-01T00:00:00Z", "image": "images/s1.png"}'
     )
 
 
-def _parse_and_hash(source: Path) -> tuple[bytes, list[dict], list[QuarantineRecord], str]:
+def _parse_and_hash(source: Path, origin: str | None = None) -> tuple[bytes, list[dict], list[QuarantineRecord], str]:
     """Manifest bytes, accepted rows (each with `<field>_sha256` set), rejected rows and the batch id.
 
     The batch id hashes the manifest and every existing file it names (in manifest order).
     `<field>_sha256` keys are the lake's own: a manifest's keys of that name are replaced.
+    `origin` names the batch in error messages when `source` is a local copy of a remote one.
     """
     data = _read_manifest(source)
     rows, rejected = parse_manifest(data, source)
-    _refuse_unreadable_manifest(source, rows, rejected)
+    _refuse_unreadable_manifest(origin or str(source), rows, rejected)
     digest = hashlib.sha256(data)
     for row in rows:
         for field in FILE_FIELDS:
@@ -119,14 +130,95 @@ def _copy_files(source: Path, staging: Path, row: dict) -> None:
         row[field] = relative.as_posix()
 
 
-def ingest_batch(source: Path, lake_raw: Path) -> IngestResult:
+def _inside_prefix(relative: Any) -> str | None:
+    """A manifest path as a key under the batch prefix (posix rules, no links on an object store), or None if it leaves it."""
+    if not isinstance(relative, str) or not relative or relative.startswith("/"):
+        return None
+    key = posixpath.normpath(relative)
+    return None if key in (".", "..") or key.startswith("../") else key
+
+
+def _fetch_manifest(fs: fsspec.AbstractFileSystem, root: str, uri: str) -> bytes:
+    try:
+        return fs.cat_file(f"{root}/{MANIFEST_NAME}")
+    except FileNotFoundError as err:
+        raise BatchError(
+            f"{uri} is not a landing batch: {MANIFEST_NAME} is missing; expected a UTF-8 JSON Lines file"
+            " with one sample object per line beside the files it names"
+        ) from err
+    except Exception as err:  # unreachable endpoint, bad credentials: whatever the filesystem's client raises
+        raise BatchError(f"cannot read {MANIFEST_NAME} of {uri}: {type(err).__name__}: {err}") from err
+
+
+def _fetch_file(fs: fsspec.AbstractFileSystem, root: str, key: str, landing: Path, uri: str) -> None:
+    """Copy `root/key` to `landing/key`; a file that is absent, or that no local folder could hold, is left
+    out for clean to quarantine as missing_file."""
+    target = landing / key
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        local = target.open("xb")
+    except OSError:  # an object store may hold both "a" and "a/b.png", or a name too long for a local disk
+        return
+    try:
+        with local, fs.open(f"{root}/{key}", "rb") as remote:
+            shutil.copyfileobj(remote, local, _CHUNK)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        target.unlink()
+    except Exception as err:  # a transient outage must not become a batch of missing files
+        raise BatchError(f"cannot copy {key} of {uri}: {type(err).__name__}: {err}; nothing was ingested") from err
+
+
+def _download_batch(fs: fsspec.AbstractFileSystem, root: str, uri: str, landing: Path) -> None:
+    """The manifest and every file its well-formed rows name, from `root` on `fs` into the local `landing` folder.
+
+    Paths are checked before anything is read, so nothing outside `root` is opened; rows with
+    unsafe paths are quarantined by the local ingest that follows.
+    """
+    root = root.rstrip("/")
+    data = _fetch_manifest(fs, root, uri)
+    (landing / MANIFEST_NAME).write_bytes(data)
+    rows, _ = parse_manifest(data, landing)  # the same row checks as a local batch, on an empty folder
+    keys = {_inside_prefix(row.get(field)) for row in rows for field in FILE_FIELDS if row.get(field) is not None}
+    for key in sorted(keys - {None}):
+        _fetch_file(fs, root, key, landing, uri)
+
+
+def _open_filesystem(uri: str, storage_options: dict[str, Any] | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    try:
+        return fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    except (ImportError, ValueError, TypeError) as err:  # unknown protocol, its package missing, a bad option
+        raise BatchError(
+            f"cannot open {uri}: {err}; accepted: a local folder or an fsspec URL whose protocol is installed"
+            " (file://, memory://, s3:// with s3fs)"
+        ) from err
+
+
+def ingest_batch(source: Path | str, lake_raw: Path, storage_options: dict[str, Any] | None = None) -> IngestResult:
     """Copy the batch's manifest rows and files into `lake_raw/<batch_id>/`; a known batch is skipped.
 
+    `source` is a local folder (a Path or a plain path string) or an fsspec URI such as
+    `s3://landing/batch-001`; `storage_options` go to its filesystem (for MinIO:
+    `{"endpoint_url": ..., "key": ..., "secret": ...}`). `_SUCCESS.json` records a URI as given.
+
     Rows with unreadable lines, missing fields or unsafe paths are quarantined; a batch with no
-    manifest, or whose manifest holds no JSON object at all, raises BatchError. An empty manifest
-    is an empty batch (0 rows), which validation later rejects as a whole.
+    manifest, or whose manifest holds no JSON object at all, or a URI that cannot be opened or
+    read raises BatchError. An empty manifest is an empty batch (0 rows), which validation later
+    rejects as a whole.
     """
-    data, rows, rejected, batch_id = _parse_and_hash(source)
+    if isinstance(source, Path):
+        return _ingest_folder(source, lake_raw, str(source.resolve()))
+    fs, root = _open_filesystem(source, storage_options)
+    if isinstance(fs, LocalFileSystem):
+        folder = Path(root)
+        return _ingest_folder(folder, lake_raw, source if "://" in source else str(folder.resolve()))
+    lake_raw.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=lake_raw, prefix=".landing-") as landing:
+        _download_batch(fs, root, source, Path(landing))
+        return _ingest_folder(Path(landing), lake_raw, source, origin=source)
+
+
+def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None) -> IngestResult:
+    data, rows, rejected, batch_id = _parse_and_hash(source, origin)
     rows_in = len(manifest_lines(data))
     final = lake_raw / batch_id
     if (final / DONE_NAME).is_file():
@@ -140,7 +232,7 @@ def ingest_batch(source: Path, lake_raw: Path) -> IngestResult:
         for row in rows:
             _copy_files(source, staging, row)
         save_jsonl(staging / ROWS_NAME, rows)
-        save_json(staging / DONE_NAME, {"batch_id": batch_id, "source": str(source.resolve()), "rows": len(rows)})
+        save_json(staging / DONE_NAME, {"batch_id": batch_id, "source": recorded_source, "rows": len(rows)})
         publish_directory(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -96,5 +96,7 @@ def load_feature_frame(feast_dir: Path, batch_ids: list[str]) -> pd.DataFrame:
         if not path.exists():
             raise FileNotFoundError(f"feature table {path} does not exist; run the transform stage first")
         frame = pd.read_parquet(path)
-        frames.append(frame[frame["batch_id"].isin(batch_ids)].set_index("sample_id")[list(TABLE_COLUMNS[table])])
+        # A table written before a feature existed lacks its column: missing values, not an error.
+        frame = frame[frame["batch_id"].isin(batch_ids)].set_index("sample_id").reindex(columns=list(TABLE_COLUMNS[table]))
+        frames.append(frame)
     return pd.concat(frames, axis=1).reset_index()

@@ -1,60 +1,95 @@
-"""Great Expectations validation of the clean rows table: row-level failures to quarantine,
-batch-level rejection when too much of a batch is bad.
+"""Great Expectations validation of the pipeline's tables: row-level failures to quarantine,
+batch-level rejection when a batch as a whole is unfit.
 
-The suite is built in code from `ValidateParams` (a params change is a suite change, saved
-with `add_or_update`), run through a Checkpoint so that every batch leaves a validation
-result and a Data Docs page behind in the file-mode context at `gx_dir`.
+Three suites, each built in code (a params change is a suite change, saved with
+`add_or_update`) and run through a Checkpoint, so that every run leaves its validation result
+and Data Docs behind in the file-mode context at `gx_dir`:
+
+- `clean_rows`: the clean stage's schema (every column, with its dtype) and the per-row rules
+  (required fields, unique ids, value ranges, label and language sets). A failed schema
+  expectation rejects the batch; failing rows are returned for quarantine, unless more than
+  `max_bad_row_share` of the batch fails.
+- `clean_rows_reference`: bounds from the clean rows of earlier accepted batches
+  (`ReferenceProfile`, saved as JSON under `gx_dir/profiles/`): row count, column means and
+  null shares, evaluated on the rows that pass `clean_rows`. Any failure rejects the batch.
+  Skipped while the reference is missing or thinner than `min_reference_rows`.
+- `sample_features`: schema and value ranges of the transform's feature table.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
+import numpy as np
 import pandas as pd
 from great_expectations.checkpoint import UpdateDataDocsAction
-from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+from great_expectations.core.expectation_validation_result import (
+    ExpectationSuiteValidationResult,
+    ExpectationValidationResult,
+)
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
+from features.clean import rows_to_frame
+from features.io import save_json
+from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+
 SUITE_NAME = "clean_rows"
+REFERENCE_SUITE_NAME = "clean_rows_reference"
+FEATURES_SUITE_NAME = "sample_features"
+PROFILES_DIR = "profiles"  # under gx_dir: the reference profile each batch was checked against
 _DATASOURCE_NAME = "flywheel"
-_ASSET_NAME = "clean_rows"
 _BATCH_DEFINITION_NAME = "whole_table"  # the caller hands one in-memory frame per batch
-_CHECKPOINT_NAME = "clean_rows"
 _DOCS_SITE = "local_site"  # the site a file-mode context scaffolds
 _IDS_IN_MESSAGE = 5
+_NEVER_NULL = ("sample_id", "captured_at")  # row-level not-null rules; no null share to bound
+_MAD_TO_STD = 1.4826  # MAD x this estimates the standard deviation of normally distributed values
 
 # COMPLETE lists every failing row; the id column turns row positions into sample_ids.
-_RESULT_FORMAT: dict[str, Any] = {
+_ROW_RESULT_FORMAT: dict[str, Any] = {
     "result_format": "COMPLETE",
     "unexpected_index_column_names": ["sample_id"],
     "return_unexpected_index_query": False,  # a pandas snippet per expectation, unused here
 }
+# Batch-level suites need only a few example rows, not every null of every column.
+_BATCH_RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "SUMMARY",
+    "partial_unexpected_count": _IDS_IN_MESSAGE,
+    "unexpected_index_column_names": ["sample_id"],
+    "return_unexpected_index_query": False,
+}
 
-REQUIRED_COLUMNS: tuple[str, ...] = (
-    "sample_id",
-    "captured_at",
-    "language",
-    "label",
-    "image_width",
-    "image_height",
-    "image_contrast",
-    "audio_seconds",
-    "caption_chars",
-)
+# Ranges the feature definitions guarantee (ratios, positions as a share of the side, the pitch
+# tracker's search band widened); a value outside is a transform bug or a corrupt file.
+FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "img_mean": (0.0, 1.0),
+    "img_ink_ratio": (0.0, 1.0),
+    "img_center_col": (0.0, 1.0),
+    "img_center_row": (0.0, 1.0),
+    "img_sharpness": (0.0, None),
+    "img_contrast": (0.0, 0.5),  # the std of values in [0, 1]
+    "aud_seconds": (0.0, None),
+    "aud_peak": (0.0, None),
+    "aud_silence_ratio": (0.0, 1.0),
+    "aud_centroid_hz": (0.0, None),
+    "aud_pitch_hz": (40.0, 500.0),
+    "cap_chars": (0.0, None),
+    "cap_words": (0.0, None),
+}
 
 
 @dataclass(frozen=True)
 class ValidateParams:
-    """Bounds of the clean rows suite; one object per run, built from params.yaml."""
+    """Bounds of the clean rows suites; one object per run, built from params.yaml."""
 
     languages: tuple[str, ...] = ("en", "de", "fr", "es")  # languages the text encoder is trained for
     labels: tuple[int, ...] = tuple(range(10))  # the digit classes
@@ -64,6 +99,16 @@ class ValidateParams:
     min_image_contrast: float = 0.02  # pixel std / 255; below this the image is blank
     max_caption_chars: int = 500  # longer captions are pasted documents, not captions
     max_bad_row_share: float = 0.2  # batch-level: more failing rows than this stops the run
+    min_batch_rows_factor: float = 0.2  # fewer rows than this x the median reference batch: a partial upload
+    max_batch_rows_factor: float = 5.0  # more than this x the median: a duplicated or mixed-up source
+    tolerance_sigmas: float = 5.0  # standard errors a batch mean or null share may stray from the reference
+    min_mean_tolerance: float = 0.05  # share of the reference mean always allowed: a constant column may still move
+    null_share_tolerance: float = 0.1  # extra share of nulls allowed in a column beyond the reference's
+    distribution_columns: tuple[str, ...] = (  # numeric columns whose batch mean is bounded
+        "image_contrast", "audio_seconds", "audio_peak", "audio_rms_db", "caption_chars",
+    )
+    min_reference_rows: int = 100  # a thinner reference bounds nothing reliably: reference checks skipped
+    reference_batches: int = 10  # the latest accepted batches that make up the reference
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_bad_row_share <= 1.0:
@@ -75,6 +120,21 @@ class ValidateParams:
             )
         if not self.languages or not self.labels:
             raise ValueError(f"languages and labels must not be empty, got {self.languages} and {self.labels}")
+        if not 0.0 <= self.min_batch_rows_factor <= 1.0 <= self.max_batch_rows_factor:
+            raise ValueError(
+                "need 0 <= min_batch_rows_factor <= 1 <= max_batch_rows_factor, got"
+                f" {self.min_batch_rows_factor} and {self.max_batch_rows_factor}"
+            )
+        if min(self.tolerance_sigmas, self.min_mean_tolerance, self.null_share_tolerance) < 0:
+            raise ValueError(
+                "tolerance_sigmas, min_mean_tolerance and null_share_tolerance must be >= 0, got"
+                f" {self.tolerance_sigmas}, {self.min_mean_tolerance} and {self.null_share_tolerance}"
+            )
+        if self.min_reference_rows < 2 or self.reference_batches < 1:
+            raise ValueError(
+                "need min_reference_rows >= 2 and reference_batches >= 1, got"
+                f" {self.min_reference_rows} and {self.reference_batches}"
+            )
 
 
 @dataclass
@@ -85,6 +145,7 @@ class ValidationOutcome:
     statistics: dict[str, Any]  # GX's expectation counts and success percent, plus row counts
     data_docs: Path | None  # local path of the Data Docs index.html
     suite_name: str
+    reference_profile: Path | None = None  # the profile JSON the batch was checked against; None: no reference
 
 
 class BatchRejected(Exception):
@@ -95,8 +156,8 @@ class BatchRejected(Exception):
         message: str,
         *,
         expectation: str,
-        observed: float,
-        bound: float,
+        observed: float | str,
+        bound: float | str,
         sample_ids: list[str],
     ) -> None:
         super().__init__(message)
@@ -106,9 +167,30 @@ class BatchRejected(Exception):
         self.sample_ids = sample_ids
 
 
+@dataclass(frozen=True)
+class ColumnProfile:
+    """What the reference says about one numeric column."""
+
+    center: float  # median of the reference batches' means: one odd batch does not move it
+    std: float  # row-level standard deviation over all reference values
+    between_batch_std: float  # 1.4826 x MAD of the batch means: how much batches differ beyond sampling
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """Statistics of the clean rows of earlier accepted batches, the source of the reference bounds."""
+
+    batch_ids: tuple[str, ...]  # oldest first
+    rows: int
+    median_batch_rows: float
+    columns: dict[str, ColumnProfile]  # distribution columns with at least two reference values
+    null_shares: dict[str, float]  # column -> share of nulls over all reference rows
+
+
 def build_suite(params: ValidateParams) -> gx.ExpectationSuite:
-    """The row-level expectations; nulls pass wherever a column is optional (GX skips them)."""
+    """Schema, then the row-level expectations; nulls pass wherever a column is optional (GX skips them)."""
     expectations = [
+        *_schema_expectations(_clean_dtypes()),
         gxe.ExpectColumnValuesToNotBeNull(column="sample_id"),
         gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
         gxe.ExpectColumnValuesToNotBeNull(column="captured_at"),
@@ -125,6 +207,125 @@ def build_suite(params: ValidateParams) -> gx.ExpectationSuite:
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations)
 
 
+def build_features_suite() -> gx.ExpectationSuite:
+    """Schema of the transform's feature table and the ranges its definitions guarantee."""
+    dtypes = {
+        "sample_id": "object", "event_timestamp": "datetime64[ns, UTC]", "batch_id": "object",
+        **dict.fromkeys(NUMERIC_FEATURES, "float32"), **dict.fromkeys(CATEGORICAL_FEATURES, "object"),
+    }
+    ranges = [
+        gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high)
+        for column, (low, high) in FEATURE_RANGES.items()
+        if column in NUMERIC_FEATURES
+    ]
+    expectations = [
+        *_schema_expectations(dtypes),
+        gxe.ExpectColumnValuesToNotBeNull(column="sample_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="event_timestamp"),
+        *ranges,
+    ]
+    return gx.ExpectationSuite(name=FEATURES_SUITE_NAME, expectations=expectations)
+
+
+def build_reference_profile(reference: pd.DataFrame, params: ValidateParams) -> ReferenceProfile:
+    """Per-batch sizes and means, pooled spread and null shares of the latest `reference_batches`.
+
+    `reference` holds clean rows of accepted batches, oldest first, with a `batch_id` column.
+    """
+    if "batch_id" not in reference.columns:
+        raise ValueError(f"the reference needs a batch_id column; got columns {list(reference.columns)}")
+    batch_ids = tuple(str(b) for b in pd.unique(reference["batch_id"]))[-params.reference_batches :]
+    reference = reference[reference["batch_id"].astype(str).isin(batch_ids)]
+    batches = reference["batch_id"].astype(str)
+    columns = {}
+    for column in params.distribution_columns:
+        if column not in reference.columns:
+            continue
+        values = pd.to_numeric(reference[column], errors="coerce").astype(float)
+        if values.count() < 2:
+            continue
+        batch_means = values.groupby(batches).mean().dropna()
+        center = float(batch_means.median())
+        spread = float((batch_means - center).abs().median()) * _MAD_TO_STD
+        columns[column] = ColumnProfile(center=center, std=float(values.std()), between_batch_std=spread)
+    null_shares = {
+        column: float(reference[column].isna().mean())
+        for column in _clean_dtypes()
+        if column in reference.columns and column not in _NEVER_NULL
+    }
+    return ReferenceProfile(
+        batch_ids=batch_ids,
+        rows=len(reference),
+        median_batch_rows=float(batches.value_counts().median()),
+        columns=columns,
+        null_shares=null_shares,
+    )
+
+
+def mean_bounds(stats: ColumnProfile, values: int, params: ValidateParams) -> tuple[float, float]:
+    """Where the mean of `values` non-null values may lie: centre +- k * sqrt(std^2 / n + between^2).
+
+    The first term is the sampling noise of a batch mean (a small batch's mean is noisier), the
+    second the variation seen between reference batches (one batch: none). Both use spreads of
+    the reference rather than min/max, so a single odd value or batch does not stretch the bound
+    much. The margin never falls below `min_mean_tolerance` x |centre|: a column that was
+    constant in the reference may still move a little.
+    """
+    margin = params.tolerance_sigmas * math.hypot(stats.std / math.sqrt(values), stats.between_batch_std)
+    margin = max(margin, params.min_mean_tolerance * abs(stats.center))
+    return _round(stats.center - margin), _round(stats.center + margin)
+
+
+def null_share_bound(reference_share: float, rows: int, params: ValidateParams) -> float:
+    """Largest null share allowed in a batch of `rows`: the reference share plus sampling noise
+    (k binomial standard errors) plus `null_share_tolerance`. Only an upper bound: a column that
+    fills up (a source adding audio) is not a broken source."""
+    noise = params.tolerance_sigmas * math.sqrt(reference_share * (1.0 - reference_share) / rows)
+    return _round(reference_share + noise + params.null_share_tolerance)
+
+
+def build_reference_suite(profile: ReferenceProfile, rows: pd.DataFrame, params: ValidateParams) -> gx.ExpectationSuite:
+    """The reference bounds for this batch (`rows`: its rows that passed the row-level suite)."""
+    low_rows = math.ceil(params.min_batch_rows_factor * profile.median_batch_rows)
+    high_rows = math.floor(params.max_batch_rows_factor * profile.median_batch_rows)
+    expectations: list[gxe.Expectation] = [
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=low_rows,
+            max_value=high_rows,
+            notes=f"{params.min_batch_rows_factor:g}x to {params.max_batch_rows_factor:g}x the median reference"
+            f" batch of {profile.median_batch_rows:g} rows",
+        )
+    ]
+    for column, stats in profile.columns.items():
+        values = int(rows[column].notna().sum()) if column in rows.columns else 0
+        if values == 0:  # a column that lost all its values fails its null-share bound instead
+            continue
+        low, high = mean_bounds(stats, values, params)
+        expectations.append(
+            gxe.ExpectColumnMeanToBeBetween(
+                column=column,
+                min_value=low,
+                max_value=high,
+                notes=f"reference centre {stats.center:.4g} +- max({params.tolerance_sigmas:g} x sqrt(std"
+                f" {stats.std:.3g}^2 / {values} values + between-batch std {stats.between_batch_std:.3g}^2),"
+                f" {params.min_mean_tolerance:g} x |centre|)",
+            )
+        )
+    for column, share in profile.null_shares.items():
+        bound = null_share_bound(share, len(rows), params)
+        if bound < 1.0:
+            expectations.append(
+                gxe.ExpectColumnValuesToNotBeNull(
+                    column=column,
+                    mostly=_round(1.0 - bound),
+                    notes=f"null share at most {bound:.1%}: reference {share:.1%} + sampling noise"
+                    f" + {params.null_share_tolerance:.0%}",
+                )
+            )
+    return gx.ExpectationSuite(name=REFERENCE_SUITE_NAME, expectations=expectations)
+
+
 def expectation_name(config: ExpectationConfiguration | None) -> str:
     """Stable, readable name used as the quarantine detail, e.g. `expect_..._between(audio_seconds)`."""
     if config is None:  # typed optional by GX, but every result of a suite run carries its config
@@ -133,15 +334,20 @@ def expectation_name(config: ExpectationConfiguration | None) -> str:
     return f"{config.type}({column})" if column else config.type
 
 
-def validate_rows(rows: pd.DataFrame, gx_dir: Path, params: ValidateParams, batch_id: str) -> ValidationOutcome:
+def validate_rows(
+    rows: pd.DataFrame,
+    gx_dir: Path,
+    params: ValidateParams,
+    batch_id: str,
+    *,
+    reference: pd.DataFrame | None = None,
+) -> ValidationOutcome:
     """Validate one batch of clean rows; return the failing ids, or raise BatchRejected.
 
-    Writes the suite, the validation result and Data Docs under `gx_dir` (created if missing).
-    `rows` is not modified.
+    `reference`: clean rows of earlier accepted batches with a `batch_id` column, oldest first
+    (None on the first batch). Writes suites, validation results, the reference profile and
+    Data Docs under `gx_dir` (created if missing). `rows` is not modified.
     """
-    missing = [column for column in REQUIRED_COLUMNS if column not in rows.columns]
-    if missing:
-        raise ValueError(f"clean rows lack columns {missing}; expected at least {list(REQUIRED_COLUMNS)}")
     if rows.empty:
         raise BatchRejected(
             f"batch {batch_id!r} rejected: the clean rows table is empty",
@@ -150,13 +356,9 @@ def validate_rows(rows: pd.DataFrame, gx_dir: Path, params: ValidateParams, batc
             bound=1,
             sample_ids=[],
         )
-
     context = _open_context(gx_dir)
-    checkpoint = _save_checkpoint(context, build_suite(params))
-    checkpoint_result = checkpoint.run(
-        batch_parameters={"dataframe": rows}, run_id=RunIdentifier(run_name=batch_id)
-    )
-    (suite_result,) = checkpoint_result.run_results.values()
+    suite_result = _run_checkpoint(context, SUITE_NAME, build_suite(params), rows, batch_id, _ROW_RESULT_FORMAT)
+    _reject_on_schema_failures(suite_result, batch_id)
     _raise_on_expectation_errors(suite_result)
     null_ids = int(rows["sample_id"].isna().sum())
     if null_ids:
@@ -171,21 +373,82 @@ def validate_rows(rows: pd.DataFrame, gx_dir: Path, params: ValidateParams, batc
             sample_ids=[],
         )
 
+    odd_ids = rows.loc[~rows["sample_id"].map(lambda value: isinstance(value, str)), "sample_id"]
+    if not odd_ids.empty:
+        # Quarantine matches rows by their id as a string; an id of another type would slip through.
+        raise BatchRejected(
+            f"batch {batch_id!r} rejected: expect_column_values_to_be_of_type(sample_id) failed for"
+            f" {len(odd_ids)} of {len(rows)} rows (allowed: 0), e.g. {odd_ids.head(_IDS_IN_MESSAGE).tolist()}",
+            expectation="expect_column_values_to_be_of_type(sample_id)",
+            observed=len(odd_ids),
+            bound=0,
+            sample_ids=odd_ids.head(_IDS_IN_MESSAGE).astype(str).tolist(),
+        )
+
     ids_by_expectation = _failing_ids_by_expectation(suite_result)
     failed = _failed_by_sample(ids_by_expectation)
-    bad_rows = int(rows["sample_id"].isin(failed.keys()).sum())
-    statistics = {
-        **{key: _plain(value) for key, value in suite_result.statistics.items()},
-        "rows": len(rows),
-        "failed_rows": bad_rows,
-    }
+    passed = ~rows["sample_id"].isin(failed.keys())
+    bad_rows = int((~passed).sum())
+    statistics = {**_statistics(suite_result), "rows": len(rows), "failed_rows": bad_rows}
     _reject_if_too_many_bad(bad_rows, len(rows), ids_by_expectation, params, batch_id)
+
+    profile_path = None
+    statistics.update(reference_batches=0, reference_expectations=0)
+    if reference is not None and "batch_id" in reference.columns:
+        reference = reference[reference["batch_id"].astype(str) != batch_id]  # a re-run is not its own reference
+    if reference is not None and len(reference) >= params.min_reference_rows:
+        profile = build_reference_profile(reference, params)
+        profile_path = gx_dir / PROFILES_DIR / f"{batch_id}.json"
+        save_json(profile_path, asdict(profile))
+        accepted = rows[passed]
+        suite = build_reference_suite(profile, accepted, params)
+        result = _run_checkpoint(context, REFERENCE_SUITE_NAME, suite, accepted, batch_id, _BATCH_RESULT_FORMAT)
+        _raise_on_expectation_errors(result)
+        _reject_on_reference_failures(result, accepted, profile, batch_id)
+        statistics.update(
+            reference_batches=len(profile.batch_ids),
+            reference_expectations=_plain(result.statistics["evaluated_expectations"]),
+        )
     return ValidationOutcome(
         failed=failed,
         statistics=statistics,
         data_docs=_data_docs_index(context),
         suite_name=SUITE_NAME,
+        reference_profile=profile_path,
     )
+
+
+def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str) -> ValidationOutcome:
+    """Validate the feature table of one batch; return the rows out of range, or raise
+    BatchRejected when its schema is not the transform's."""
+    context = _open_context(gx_dir)
+    suite_result = _run_checkpoint(
+        context, FEATURES_SUITE_NAME, build_features_suite(), features, batch_id, _ROW_RESULT_FORMAT
+    )
+    _reject_on_schema_failures(suite_result, batch_id)
+    _raise_on_expectation_errors(suite_result)
+    failed = _failed_by_sample(_failing_ids_by_expectation(suite_result))
+    statistics = {**_statistics(suite_result), "rows": len(features), "failed_rows": len(failed)}
+    return ValidationOutcome(
+        failed=failed, statistics=statistics, data_docs=_data_docs_index(context), suite_name=FEATURES_SUITE_NAME
+    )
+
+
+def _clean_dtypes() -> dict[str, str]:
+    """The clean stage's empty table is the schema: every column, with its dtype."""
+    return {column: str(dtype) for column, dtype in rows_to_frame([]).dtypes.items()}
+
+
+def _schema_expectations(dtypes: dict[str, str]) -> list[gxe.Expectation]:
+    """Each column exists with its dtype; text is held as object, so its non-null values must be str."""
+    exists = [gxe.ExpectColumnToExist(column=column) for column in dtypes]
+    types = [
+        gxe.ExpectColumnValuesToBeOfType(column=column, type_="str")
+        if dtype == "object"
+        else gxe.ExpectColumnTypeToBe(column=column, type_=dtype)
+        for column, dtype in dtypes.items()
+    ]
+    return [*exists, *types]
 
 
 def _open_context(gx_dir: Path) -> FileDataContext:
@@ -202,13 +465,24 @@ def _open_context(gx_dir: Path) -> FileDataContext:
     return context
 
 
-def _save_checkpoint(context: FileDataContext, suite: gx.ExpectationSuite) -> gx.Checkpoint:
-    """Find-or-create datasource, asset and batch definition; add-or-update suite and checkpoint."""
-    datasource = context.data_sources.add_or_update_pandas(name=_DATASOURCE_NAME)
+def _run_checkpoint(
+    context: FileDataContext,
+    asset_name: str,
+    suite: gx.ExpectationSuite,
+    frame: pd.DataFrame,
+    batch_id: str,
+    result_format: dict[str, Any],
+) -> ExpectationSuiteValidationResult:
+    """Save the suite, its validation definition and checkpoint (all named after the suite), run it
+    on `frame` and update Data Docs; find-or-create the datasource, one asset per table."""
     try:
-        asset = datasource.get_asset(_ASSET_NAME)
+        datasource = context.data_sources.get(_DATASOURCE_NAME)
+    except KeyError:
+        datasource = context.data_sources.add_pandas(name=_DATASOURCE_NAME)
+    try:
+        asset = datasource.get_asset(asset_name)
     except LookupError:
-        asset = datasource.add_dataframe_asset(name=_ASSET_NAME)
+        asset = datasource.add_dataframe_asset(name=asset_name)
     try:
         batch_definition = asset.get_batch_definition(_BATCH_DEFINITION_NAME)
     except KeyError:
@@ -216,27 +490,112 @@ def _save_checkpoint(context: FileDataContext, suite: gx.ExpectationSuite) -> gx
 
     suite = context.suites.add_or_update(suite)
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=SUITE_NAME, data=batch_definition, suite=suite)
+        gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite)
     )
-    return context.checkpoints.add_or_update(
+    checkpoint = context.checkpoints.add_or_update(
         gx.Checkpoint(
-            name=_CHECKPOINT_NAME,
+            name=suite.name,
             validation_definitions=[definition],
             actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[_DOCS_SITE])],
-            result_format=_RESULT_FORMAT,
+            result_format=result_format,
         )
     )
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=batch_id))
+    (suite_result,) = result.run_results.values()
+    return suite_result
 
 
 def _raise_on_expectation_errors(suite_result: ExpectationSuiteValidationResult) -> None:
     """GX reports an expectation that crashed as merely unsuccessful; that is a bug, not bad data."""
     errors = [
-        f"{expectation_name(result.expectation_config)}: {result.exception_info.get('exception_message')}"
+        f"{expectation_name(result.expectation_config)}: {message}"
         for result in suite_result.results
-        if result.exception_info and result.exception_info.get("raised_exception")
+        for message in _exception_messages(result)
     ]
     if errors:
         raise RuntimeError(f"expectations raised instead of evaluating: {errors}")
+
+
+def _exception_messages(result: ExpectationValidationResult) -> list[str]:
+    """GX puts an expectation's own exception at the top of `exception_info`, a metric's one level down."""
+    info = result.exception_info or {}
+    entries = [info] if "raised_exception" in info else [entry for entry in info.values() if isinstance(entry, dict)]
+    return [str(entry.get("exception_message")) for entry in entries if entry.get("raised_exception")]
+
+
+def _reject_on_schema_failures(suite_result: ExpectationSuiteValidationResult, batch_id: str) -> None:
+    """A failure that names no rows is about the table (a missing column, a wrong dtype)."""
+    failures = [
+        result
+        for result in suite_result.results
+        if not result.success and not _exception_messages(result) and "unexpected_index_list" not in result.result
+    ]
+    if not failures:
+        return
+    failures.sort(key=lambda result: result.expectation_config.type != "expect_column_to_exist")  # the root cause first
+    names = [expectation_name(result.expectation_config) for result in failures]
+    first = failures[0]
+    missing = first.expectation_config.type == "expect_column_to_exist"
+    observed = "absent" if missing else str(first.result.get("observed_value"))
+    bound = "present" if missing else str(first.expectation_config.kwargs.get("type_"))
+    raise BatchRejected(
+        f"batch {batch_id!r} rejected: {names[0]} failed: observed {observed!r}, expected {bound!r};"
+        f" the table does not have the schema its suite expects ({len(names)} schema failures: {names})",
+        expectation=names[0],
+        observed=observed,
+        bound=bound,
+        sample_ids=[],
+    )
+
+
+def _reject_on_reference_failures(
+    suite_result: ExpectationSuiteValidationResult, rows: pd.DataFrame, profile: ReferenceProfile, batch_id: str
+) -> None:
+    """Name the first failure (row count, then means, then null shares) with its evidence, and list the others."""
+    priority = {"expect_table_row_count_to_be_between": 0, "expect_column_mean_to_be_between": 1}
+    failures = sorted(
+        (result for result in suite_result.results if not result.success),
+        key=lambda result: priority.get(result.expectation_config.type, 2),
+    )
+    if not failures:
+        return
+    first, others = failures[0], [expectation_name(result.expectation_config) for result in failures[1:]]
+    config = first.expectation_config
+    column = config.kwargs.get("column")
+    if config.type == "expect_column_values_to_not_be_null":
+        observed = first.result["unexpected_count"] / first.result["element_count"]
+        bound = _round(1.0 - config.kwargs["mostly"])
+        ids = [str(entry["sample_id"]) for entry in first.result.get("partial_unexpected_index_list") or []]
+        evidence = (
+            f"null share {observed:.1%} above the bound {bound:.1%} (reference {profile.null_shares[column]:.1%});"
+            f" e.g. sample_ids {ids[:_IDS_IN_MESSAGE]}"
+        )
+    else:
+        observed = _plain(first.result["observed_value"])
+        low, high = config.kwargs.get("min_value"), config.kwargs.get("max_value")
+        below = low is not None and observed < low
+        bound = low if below else high
+        evidence = f"observed {observed:.4g}, {'below' if below else 'above'} the bound {bound:.4g} [{config.notes}]"
+        ids = []
+        if column is not None:
+            center = profile.columns[column].center
+            ids = _furthest_ids(rows, column, center, toward_low=below)
+            evidence += f"; rows furthest from the reference mean {center:.4g}: sample_ids {ids}"
+    raise BatchRejected(
+        f"batch {batch_id!r} rejected by {REFERENCE_SUITE_NAME} (reference: {len(profile.batch_ids)} batches,"
+        f" {profile.rows} rows): {expectation_name(config)} {evidence}" + (f"; also failed: {others}" if others else ""),
+        expectation=expectation_name(config),
+        observed=float(observed),
+        bound=float(bound),
+        sample_ids=ids,
+    )
+
+
+def _furthest_ids(rows: pd.DataFrame, column: str, center: float, toward_low: bool) -> list[str]:
+    """The rows that pull the mean furthest out of bounds: furthest from `center` on the failing side."""
+    distance = (pd.to_numeric(rows[column], errors="coerce").astype(float) - center) * (-1 if toward_low else 1)
+    furthest = distance.dropna().nlargest(_IDS_IN_MESSAGE).index
+    return rows.loc[furthest, "sample_id"].astype(str).tolist()
 
 
 def _failing_ids_by_expectation(suite_result: ExpectationSuiteValidationResult) -> dict[str, list[str]]:
@@ -291,6 +650,15 @@ def _data_docs_index(context: FileDataContext) -> Path | None:
     return None
 
 
+def _statistics(suite_result: ExpectationSuiteValidationResult) -> dict[str, Any]:
+    return {key: _plain(value) for key, value in suite_result.statistics.items()}
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python scalars, so statistics serialise as JSON."""
-    return value.item() if hasattr(value, "item") else value
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _round(value: float) -> float:
+    """Six significant digits: bounds read cleanly in Data Docs and the suite JSON."""
+    return float(f"{value:.6g}")

@@ -148,7 +148,8 @@ def _model_note(stage: str, summary: dict) -> str:
 
 @app.command()
 def run(
-    source: Path = typer.Option(Path("data/landing/batch-001"), "--source", help="landing batch folder (manifest.jsonl + files)"),
+    source: str = typer.Option("data/landing/batch-001", "--source",
+                               help="landing batch: a folder (manifest.jsonl + files) or an fsspec URI such as s3://bucket/batch"),
     plain: bool = typer.Option(False, "--plain", help="call the stage functions directly, without Prefect"),
     server: bool = typer.Option(True, "--server/--ephemeral",
                                 help="reuse (or start once) a local Prefect server, or use a per-run ephemeral API"),
@@ -162,7 +163,9 @@ def run(
     later runs reuse it (its UI shows every run; `flywheel server stop` stops it).
     """
     settings = _settings(home, params)
-    if not (source / "manifest.jsonl").is_file():
+    is_uri = "://" in source and not source.startswith("file://")
+    batch: Path | str = source if is_uri else Path(source.removeprefix("file://"))
+    if isinstance(batch, Path) and not (batch / "manifest.jsonl").is_file():
         console.print(f"[red]{source} is not a landing batch[/red] (no manifest.jsonl); make one with `flywheel demo-data --out {source}`")
         raise typer.Exit(2)
     from flows.pipeline import new_run_id, run_stages
@@ -175,11 +178,11 @@ def run(
                 from flows.prefect_runtime import preload_libraries
 
                 preload_libraries(with_prefect=False)
-                run_stages(settings, source, run_id=run_id)
+                run_stages(settings, batch, run_id=run_id)
             else:
                 from flows.prefect_runtime import run_lifecycle
 
-                run_lifecycle(settings, source, run_id, server=server)
+                run_lifecycle(settings, batch, run_id, server=server)
         failed = False
     except Exception as err:  # the summary records the failing stage and the error
         if debug:

@@ -26,8 +26,9 @@ def _window_start(rows: pd.DataFrame) -> datetime:
     return pd.Timestamp(rows["captured_at"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
 
 
-def stage_ingest(settings: Settings, source: Path) -> IngestResult:
-    return ingest_batch(source, settings.paths.lake_raw)
+def stage_ingest(settings: Settings, source: Path | str) -> IngestResult:
+    """A local folder, or any fsspec URI (s3://, memory://, …) with options from FLYWHEEL_STORAGE_OPTIONS."""
+    return ingest_batch(source, settings.paths.lake_raw, settings.storage_options or None)
 
 
 def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):
@@ -96,3 +97,19 @@ def stage_import_review(settings: Settings, batch_id: str, export_path: Path) ->
         start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
         apply_and_materialize(settings.paths.feast, start)
     return len(reviewed)
+
+
+def stage_version_data(settings: Settings, batch_id: str) -> dict[str, str]:
+    """DVC-track this run's data outputs in the lake repo at FLYWHEEL_HOME and push them to its remote.
+
+    Whole folders: `lake/inputs` and `feast/data` are exactly what training reads, so their
+    versions are a model's data version. Returns {"raw", "clean", "inputs", "features"} → `path@md5`.
+    """
+    from features.lake_versioning import open_lake
+
+    lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
+    outputs = {"raw": f"lake/raw/{batch_id}", "clean": f"lake/clean/{batch_id}", "inputs": "lake/inputs",
+               "features": "feast/data"}
+    versions = {name: lake.track(path) for name, path in outputs.items()}
+    lake.push(*outputs.values())
+    return {name: version.to_tag() for name, version in versions.items()}

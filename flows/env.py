@@ -49,7 +49,7 @@ def quiet_library_output() -> None:
     for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
     warnings.filterwarnings("ignore", message=".*LitestarDeprecation.*")
-    for name in ("mlflow", "alembic", "feast", "great_expectations", "evidently"):
+    for name in ("mlflow", "alembic", "feast", "great_expectations", "evidently", "dvc"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # The pyfunc logger warns on every log_model that the model is cloudpickled and has no signature:
     # both are by design here (the model class lives in models/pyfunc.py and takes a DataFrame).

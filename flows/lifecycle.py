@@ -60,7 +60,7 @@ def gate_markdown(record: RunRecord) -> str:
 
 
 @flow(name="flywheel-lifecycle", validate_parameters=False, log_prints=True)
-def lifecycle_flow(settings: Settings, source: Path, run_id: str | None = None) -> RunRecord:
+def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = None) -> RunRecord:
     record = run_stages(settings, source, call=call_as_task, run_id=run_id)
     if record.gate:
         create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")

@@ -180,8 +180,10 @@ def stage_monitor(settings: Settings, batch_id: str, run_dir: Path) -> dict[str,
         return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion}
     reference = load_feature_frame(settings.paths.feast, reference_batches)
     current = load_feature_frame(settings.paths.feast, [batch_id])
-    numeric = [c for c in NUMERIC_FEATURES if reference[c].notna().any() and current[c].notna().any()]
-    result = compute_drift(reference, current, numeric, list(CATEGORICAL_FEATURES),
+    # A column with no values on either side (no audio at all, a feature added later) cannot drift.
+    usable = [c for c in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES) if reference[c].notna().any() and current[c].notna().any()]
+    numeric = [c for c in usable if c in NUMERIC_FEATURES]
+    result = compute_drift(reference, current, numeric, [c for c in usable if c in CATEGORICAL_FEATURES],
                            DriftParams(drift_share=settings.params.monitor.drift_share))
     html = run_dir / "drift_report.html"
     snapshot_id = save_drift(settings.paths.evidently, settings.params.registry.model_name, result, html_path=html)

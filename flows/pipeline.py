@@ -18,7 +18,14 @@ from typing import Any, Callable
 
 from features.io import save_json, save_quarantine
 from features.records import StageReport
-from flows.data_stages import stage_clean, stage_ingest, stage_label, stage_transform, stage_validate
+from flows.data_stages import (
+    stage_clean,
+    stage_ingest,
+    stage_label,
+    stage_transform,
+    stage_validate,
+    stage_version_data,
+)
 from flows.model_stages import stage_gate, stage_monitor, stage_register, stage_train
 from flows.settings import Settings
 
@@ -38,6 +45,7 @@ class RunRecord:
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     status: str = "running"
     batch_id: str | None = None
+    data_versions: dict[str, str] = field(default_factory=dict)  # raw/clean/inputs/features → DVC path@md5
     stages: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
@@ -67,7 +75,7 @@ def write_summary(settings: Settings, record: RunRecord) -> Path:
     return path
 
 
-def run_stages(settings: Settings, source: Path, call: StageCall = call_directly, run_id: str | None = None) -> RunRecord:
+def run_stages(settings: Settings, source: Path | str, call: StageCall = call_directly, run_id: str | None = None) -> RunRecord:
     """The lifecycle on one landing batch: data stages, train, register, gate, monitor.
 
     The summary is written whatever happens; a failing stage marks the run failed and re-raises.
@@ -97,9 +105,12 @@ def run_stages(settings: Settings, source: Path, call: StageCall = call_directly
         record.stages["validate"]["expectations"] = statistics
         _record_report(settings, record, timed("transform", stage_transform, settings, ingest.batch_id, clean.batch_dir, accepted))
         _record_report(settings, record, timed("label", stage_label, settings, ingest.batch_id, accepted, clean.batch_dir))
+        record.data_versions = timed("version", stage_version_data, settings, ingest.batch_id)
         train = timed("train", stage_train, settings, record.run_id, record.stages["label"].get("metrics"))
         record.train = asdict(train)
-        lineage = {"data_version": ingest.batch_id, "flow_run": record.run_id,
+        lineage = {"data_version": record.data_versions["inputs"], "batch": ingest.batch_id,
+                   **{f"data.{name}": tag for name, tag in record.data_versions.items()},
+                   "flow_run": record.run_id,
                    "validation": json.dumps(statistics, default=str)[:5000], "feature_service": "training"}
         version = timed("register", stage_register, settings, train, lineage)
         record.model = {"name": settings.params.registry.model_name, "version": version}

@@ -48,7 +48,7 @@ def preload_libraries(with_prefect: bool = True) -> None:
     quiet_library_output()
 
 
-def run_lifecycle(settings: Settings, source: Path, run_id: str, server: bool = True):
+def run_lifecycle(settings: Settings, source: Path | str, run_id: str, server: bool = True):
     ready = prepare_prefect(settings, server)
     preload_libraries()
     ready()

@@ -6,7 +6,8 @@ environment or the YAML file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import yaml
@@ -106,6 +107,10 @@ class EnvSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLYWHEEL_", extra="ignore")
     home: Path = Path(".flywheel")
     params: Path = Path("params.yaml")
+    lake_remote: str | None = None  # DVC remote of the lake, e.g. s3://flywheel-lake (default: FLYWHEEL_HOME/dvc-remote)
+    lake_endpoint: str | None = None  # S3 endpoint for that remote, e.g. http://minio:9000
+    # fsspec options for `--source` URIs, as JSON, e.g. {"endpoint_url": "http://minio:9000", "key": …, "secret": …}
+    storage_options: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,9 @@ class Settings:
     params: Params
     paths: StatePaths
     tracking_uri: str  # MLflow; the embedded SQLite store unless MLFLOW_TRACKING_URI says otherwise
+    lake_remote: str | None = None
+    lake_endpoint: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)  # credentials: from the environment only
 
 
 def load_params(path: Path) -> Params:
@@ -197,4 +205,5 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     paths = StatePaths((home or env.home).absolute())
     params = load_params(params_path or env.params)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
-    return Settings(params=params, paths=paths, tracking_uri=tracking_uri)
+    return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
+                    lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options)

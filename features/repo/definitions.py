@@ -31,8 +31,10 @@ audio_stats = _view(
 )
 caption_stats = _view(
     "caption_stats",
-    [Field(name="cap_chars", dtype=Float32), Field(name="cap_words", dtype=Float32), Field(name="language", dtype=String)],
-    "caption length and language",
+    [Field(name="cap_chars", dtype=Float32), Field(name="cap_words", dtype=Float32),
+     Field(name="cap_number_found", dtype=Float32), Field(name="language", dtype=String),
+     Field(name="cap_language_detected", dtype=String)],
+    "caption length, whether it names one digit, declared language and the language its words show",
 )
 labels = _view(
     "labels",

@@ -72,7 +72,11 @@ def test_first_run_deploys_a_champion_and_the_second_is_gated_against_it(two_run
     name = settings.params.registry.model_name
     assert str(client.get_model_version_by_alias(name, "champion").version) == second.model["champion"]
     assert client.get_model_version(name, "2").tags["gate.passed"] == "true"
-    assert client.get_model_version(name, "2").tags["data_version"] == second.batch_id
+    tags = client.get_model_version(name, "2").tags
+    assert tags["batch"] == second.batch_id
+    assert tags["data_version"] == second.data_versions["inputs"] and tags["data_version"].startswith("lake/inputs@")
+    assert first.data_versions["inputs"] != second.data_versions["inputs"]  # the training window grew
+    assert (settings.paths.home / "dvc-remote").is_dir()
     runs = client.search_runs([client.get_experiment_by_name("flywheel-lifecycle").experiment_id])
     assert len(runs) == 2 and all("zero_shot_image_acc" in r.data.metrics for r in runs)
 
@@ -92,7 +96,7 @@ def test_re_ingesting_a_batch_is_skipped_not_duplicated(two_runs, demo_batch_fac
 
     again = ingest_batch(demo_batch_factory(samples=80, seed=11), settings.paths.lake_raw)
     assert again.batch_id == first.batch_id and again.report.skipped
-    assert len([p for p in settings.paths.lake_raw.iterdir() if not p.name.startswith(".")]) == 2
+    assert len([p for p in settings.paths.lake_raw.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 2
 
 
 def test_mlflow_ui_on_the_embedded_store_shows_the_runs_and_the_champion(two_runs):

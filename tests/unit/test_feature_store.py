@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from features.store import apply_and_materialize, get_online_features, get_training_frame, upsert_batch_table
-from features.transform import NUMERIC_FEATURES
+from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 
 
 def _stats(ids: list[str], ts: pd.Timestamp) -> pd.DataFrame:
-    frame = pd.DataFrame({"sample_id": ids, "event_timestamp": ts, "language": "en"})
+    frame = pd.DataFrame({"sample_id": ids, "event_timestamp": ts, **dict.fromkeys(CATEGORICAL_FEATURES, "en")})
     for column in NUMERIC_FEATURES:
         frame[column] = np.arange(len(ids), dtype="float32")
     return frame

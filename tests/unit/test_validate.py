@@ -1,29 +1,42 @@
-"""Row-level failures and batch-level rejection of the clean rows table by the GX suite."""
+"""The GX suites: schema, row-level failures and batch-level rejection of the clean rows (also against
+the reference of earlier batches), and the feature table's suite."""
 
 import os
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
+from PIL import Image
 
-from features.validate import BatchRejected, ValidateParams, validate_rows
+from features.clean import CLEAN_COLUMNS
+from features.transform import compute_sample_features
+from features.validate import (
+    BatchRejected,
+    ValidateParams,
+    build_reference_profile,
+    validate_features,
+    validate_rows,
+)
 
 PARAMS = ValidateParams()
 
 
-def make_clean_rows(rows: int = 40, seed: int = 0) -> pd.DataFrame:
-    """A table that meets every expectation, with the optional columns partly null."""
+def make_clean_rows(rows: int = 40, seed: int = 0, prefix: str = "s") -> pd.DataFrame:
+    """A table with the clean stage's schema that meets every expectation, the optional columns partly null."""
     rng = np.random.default_rng(seed)
     has_image = np.arange(rows) % 3 != 0
     has_audio = np.arange(rows) % 4 != 0
     captions = [None if i % 5 == 0 else f"the digit {i % 10}" for i in range(rows)]
-    return pd.DataFrame(
+    ids = [f"{prefix}{i:04d}" for i in range(rows)]
+    frame = pd.DataFrame(
         {
-            "sample_id": [f"s{i:04d}" for i in range(rows)],
+            "sample_id": ids,
             "captured_at": pd.date_range("2026-01-01", periods=rows, freq="min", tz="UTC"),
             "caption": captions,
             "language": [None if caption is None else ("en", "de", "fr", "es")[i % 4] for i, caption in enumerate(captions)],
@@ -35,8 +48,16 @@ def make_clean_rows(rows: int = 40, seed: int = 0) -> pd.DataFrame:
             "audio_seconds": np.where(has_audio, rng.uniform(0.3, 2.0, rows), np.nan),
             "audio_peak": rng.uniform(0.1, 1.0, rows),
             "caption_chars": pd.array([None if c is None else len(c) for c in captions], dtype="Int64"),
+            "source": None,
+            "meta": "{}",
+            "image": [f"images/{sid}.png" if image else None for sid, image in zip(ids, has_image)],
+            "image_dhash": [f"{i:016x}" if image else None for i, image in enumerate(has_image)],
+            "audio": [f"audio/{sid}.wav" if audio else None for sid, audio in zip(ids, has_audio)],
+            "audio_rms_db": np.where(has_audio, rng.uniform(-30.0, -10.0, rows), np.nan),
+            **dict.fromkeys(("depth", "thermal", "imu")),
         }
     )
+    return frame[list(CLEAN_COLUMNS)]
 
 
 def test_clean_table_passes_and_writes_data_docs(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
@@ -119,3 +140,182 @@ def test_second_run_on_the_same_context_reuses_it(tmp_path: Path) -> None:
     assert sorted(outcome.failed) == spanish
     assert all(names == ["expect_column_values_to_be_in_set(language)"] for names in outcome.failed.values())
     assert len(list((gx_dir / "expectations").glob("*.json"))) == 1
+
+
+def test_a_column_missing_or_of_the_wrong_dtype_rejects_the_batch(tmp_path: Path) -> None:
+    # Behaviour change: a missing column used to raise ValueError before GX ran; the schema
+    # expectations now name it, and the run leaves a validation result behind.
+    with pytest.raises(BatchRejected, match=r"expect_column_to_exist\(audio_peak\)") as missing:
+        validate_rows(make_clean_rows().drop(columns="audio_peak"), tmp_path / "gx", PARAMS, batch_id="b1")
+    rows = make_clean_rows()
+    rows["label"] = rows["label"].astype(float)  # a nullable integer column read back as float
+
+    with pytest.raises(BatchRejected, match=r"expect_column_type_to_be\(label\)") as wrong_type:
+        validate_rows(rows, tmp_path / "gx", PARAMS, batch_id="b2")
+
+    assert (missing.value.observed, missing.value.bound) == ("absent", "present")
+    assert (wrong_type.value.observed, wrong_type.value.bound) == ("float64", "Int64")
+
+
+def test_text_values_of_another_type_are_quarantined_and_ids_of_another_type_reject(tmp_path: Path) -> None:
+    rows = make_clean_rows()
+    rows.at[3, "caption"] = 42
+
+    outcome = validate_rows(rows, tmp_path / "gx", PARAMS, batch_id="b1")
+
+    assert outcome.failed == {"s0003": ["expect_column_values_to_be_of_type(caption)"]}
+    rows.at[4, "sample_id"] = 4  # quarantine matches ids as strings: this row would slip through
+    with pytest.raises(BatchRejected, match=r"expect_column_values_to_be_of_type\(sample_id\).*allowed: 0"):
+        validate_rows(rows, tmp_path / "gx", PARAMS, batch_id="b2")
+
+
+# ---- reference bounds ----------------------------------------------------------------------------
+
+REFERENCE_BATCH_ROWS = 200
+
+
+def make_reference(batches: int = 3) -> pd.DataFrame:
+    """Clean rows of earlier accepted batches, oldest first, each with its batch_id."""
+    frames = [
+        make_clean_rows(REFERENCE_BATCH_ROWS, seed=100 + b, prefix=f"r{b}-").assign(batch_id=f"r{b}")
+        for b in range(batches)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_a_batch_like_the_reference_passes_and_its_profile_is_saved(tmp_path: Path) -> None:
+    reference = make_reference()
+
+    outcome = validate_rows(make_clean_rows(REFERENCE_BATCH_ROWS, seed=7), tmp_path / "gx", PARAMS, "b1", reference=reference)
+
+    assert outcome.failed == {}
+    assert outcome.statistics["reference_batches"] == 3 and outcome.statistics["reference_expectations"] > 0
+    assert outcome.reference_profile == tmp_path / "gx" / "profiles" / "b1.json"
+    profile = json.loads(outcome.reference_profile.read_text())
+    assert profile["batch_ids"] == ["r0", "r1", "r2"] and profile["median_batch_rows"] == REFERENCE_BATCH_ROWS
+    expected = reference.groupby("batch_id")["audio_seconds"].mean().median()
+    assert profile["columns"]["audio_seconds"]["center"] == pytest.approx(expected)
+    assert profile["null_shares"]["audio_seconds"] == pytest.approx(0.25)
+
+
+def test_a_batch_ten_times_smaller_fails_the_row_count_bound(tmp_path: Path) -> None:
+    rows = make_clean_rows(REFERENCE_BATCH_ROWS // 10, seed=7)
+
+    with pytest.raises(BatchRejected) as caught:
+        validate_rows(rows, tmp_path / "gx", PARAMS, "b1", reference=make_reference())
+
+    message = str(caught.value)
+    assert caught.value.expectation == "expect_table_row_count_to_be_between"
+    assert (caught.value.observed, caught.value.bound) == (20, 40)  # 0.2 x the median reference batch of 200
+    assert "expect_table_row_count_to_be_between observed 20, below the bound 40" in message
+
+
+def test_doubled_audio_durations_fail_the_mean_bound_naming_the_furthest_rows(tmp_path: Path) -> None:
+    rows = make_clean_rows(REFERENCE_BATCH_ROWS, seed=7)
+    rows["audio_seconds"] *= 2  # still within the row-level range: only the distribution gives it away
+
+    with pytest.raises(BatchRejected) as caught:
+        validate_rows(rows, tmp_path / "gx", PARAMS, "b1", reference=make_reference())
+
+    rejected = caught.value
+    longest = rows.nlargest(5, "audio_seconds")["sample_id"].tolist()
+    assert rejected.expectation == "expect_column_mean_to_be_between(audio_seconds)"
+    assert rejected.observed == pytest.approx(rows["audio_seconds"].mean())
+    assert rejected.observed > rejected.bound
+    assert rejected.sample_ids == longest and str(longest) in str(rejected)
+    assert f"above the bound {rejected.bound:.4g}" in str(rejected)
+
+
+def test_a_column_losing_its_values_fails_the_null_share_bound(tmp_path: Path) -> None:
+    rows = make_clean_rows(REFERENCE_BATCH_ROWS, seed=7)
+    rows.loc[: REFERENCE_BATCH_ROWS // 2, ["audio", "audio_seconds", "audio_rms_db", "voice"]] = None
+
+    with pytest.raises(BatchRejected, match=r"null share .* above the bound") as caught:
+        validate_rows(rows, tmp_path / "gx", PARAMS, "b1", reference=make_reference())
+
+    assert caught.value.expectation.startswith("expect_column_values_to_not_be_null(")
+    assert caught.value.sample_ids == ["s0000", "s0001", "s0002", "s0003", "s0004"]
+
+
+def test_quarantined_rows_do_not_count_towards_the_reference_bounds(tmp_path: Path) -> None:
+    rows = make_clean_rows(REFERENCE_BATCH_ROWS, seed=7)
+    rows.loc[rows.index[1:40:4], "audio_seconds"] = 60.0  # 10 rows far out of range: their mean would be a shift
+
+    outcome = validate_rows(rows, tmp_path / "gx", PARAMS, "b1", reference=make_reference())
+
+    assert len(outcome.failed) == 10 and outcome.statistics["reference_batches"] == 3
+
+
+def test_without_enough_reference_the_reference_checks_are_skipped(tmp_path: Path) -> None:
+    rows = make_clean_rows(REFERENCE_BATCH_ROWS // 10, seed=7)  # would fail the row-count bound
+
+    first = validate_rows(rows, tmp_path / "gx", PARAMS, "b1")
+    thin = validate_rows(rows, tmp_path / "gx", PARAMS, "b2", reference=make_reference().iloc[: PARAMS.min_reference_rows - 1])
+    itself = validate_rows(rows, tmp_path / "gx", PARAMS, "b3", reference=rows.assign(batch_id="b3"))
+
+    for outcome in (first, thin, itself):
+        assert outcome.failed == {} and outcome.reference_profile is None
+        assert outcome.statistics["reference_batches"] == outcome.statistics["reference_expectations"] == 0
+    assert not (tmp_path / "gx" / "profiles").exists()
+
+
+def test_the_reference_is_the_latest_batches(tmp_path: Path) -> None:
+    params = ValidateParams(reference_batches=2)
+    profile = build_reference_profile(make_reference(batches=4), params)
+
+    assert profile.batch_ids == ("r2", "r3") and profile.rows == 2 * REFERENCE_BATCH_ROWS
+    with pytest.raises(ValueError, match="batch_id"):
+        build_reference_profile(make_clean_rows(), params)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"min_batch_rows_factor": 1.5}, {"max_batch_rows_factor": 0.5}, {"tolerance_sigmas": -1.0}, {"reference_batches": 0}]
+)
+def test_inconsistent_reference_params_fail_at_start_up(bad: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ValidateParams(**bad)
+
+
+# ---- the feature table ---------------------------------------------------------------------------
+
+
+def make_features(clean_dir: Path) -> pd.DataFrame:
+    """The transform's output for a few clean rows whose image and audio files exist."""
+    rows = make_clean_rows(12)
+    for path in rows["image"].dropna():
+        (clean_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)).save(clean_dir / path)
+    for path in rows["audio"].dropna():
+        (clean_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        tone = 0.5 * np.sin(2 * np.pi * 150 * np.arange(8000) / 16000)
+        sf.write(clean_dir / path, tone.astype(np.float32), 16000, subtype="PCM_16")
+    return compute_sample_features(clean_dir, rows, "b1")
+
+
+def test_feature_suite_passes_the_transform_output_and_catches_an_out_of_range_ink_ratio(tmp_path: Path) -> None:
+    features = make_features(tmp_path / "clean")
+    assert validate_features(features, tmp_path / "gx", "b1").failed == {}
+    broken = features.copy()
+    broken.loc[1, "img_ink_ratio"] = 1.5
+
+    outcome = validate_features(broken, tmp_path / "gx", "b1")
+
+    assert outcome.failed == {"s0001": ["expect_column_values_to_be_between(img_ink_ratio)"]}
+    assert outcome.suite_name == "sample_features" and outcome.statistics["failed_rows"] == 1
+    with pytest.raises(BatchRejected, match=r"expect_column_type_to_be\(img_ink_ratio\)"):
+        validate_features(features.astype({"img_ink_ratio": "float64"}), tmp_path / "gx", "b1")
+
+
+def test_every_suite_has_a_data_docs_page(tmp_path: Path) -> None:
+    gx_dir = tmp_path / "gx"
+    outcome = validate_rows(make_clean_rows(REFERENCE_BATCH_ROWS, seed=7), gx_dir, PARAMS, "b1", reference=make_reference())
+    validate_features(make_features(tmp_path / "clean"), gx_dir, "b1")
+
+    assert outcome.data_docs is not None
+    index = outcome.data_docs.read_text()
+    for suite in ("clean_rows", "clean_rows_reference", "sample_features"):
+        assert f'href="expectations/{suite}.html"' in index  # the suite's page
+        assert f"'validations/{suite}/b1/" in index  # this run's result page
+    assert sorted(p.stem for p in (gx_dir / "expectations").glob("*.json")) == [
+        "clean_rows", "clean_rows_reference", "sample_features"
+    ]

@@ -1,0 +1,193 @@
+"""Lake versioning with DVC: stable versions, push to the remote, restoring an older version, no telemetry."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from features.lake_versioning import REMOTE_NAME, DataVersion, open_lake
+
+BATCH = "lake/raw/batch-1"
+FILES = {"manifest.jsonl": b'{"sample_id": "s1"}\n', "images/s1.png": b"\x89PNG one", "audio/s1.wav": b"RIFF one"}
+
+
+@pytest.fixture(autouse=True)
+def _site_cache(tmp_path, monkeypatch):
+    """DVC's per-machine state (hash cache, remote index) for this test only, not /var/tmp/dvc."""
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _repo_config(home: Path) -> dict:
+    """The repo's `.dvc/config` as written (DVC's own format, read with the parser DVC uses)."""
+    from configobj import ConfigObj
+
+    return ConfigObj(str(home / ".dvc" / "config")).dict()
+
+
+def _cache_objects(home: Path) -> int:
+    return sum(1 for p in (home / ".dvc" / "cache").rglob("*") if p.is_file())
+
+
+def test_open_lake_is_idempotent_and_writes_telemetry_off_config(tmp_path):
+    home = tmp_path / "home"
+    open_lake(home)
+    first = (home / ".dvc" / "config").read_text()
+    open_lake(home)  # a second run finds the repo and leaves it as it was
+
+    assert (home / ".dvc" / "config").read_text() == first
+    config = _repo_config(home)
+    assert config["core"]["analytics"].lower() == "false"
+    assert config["core"]["check_update"].lower() == "false"
+    assert config["core"]["no_scm"].lower() == "true"
+    assert config["core"]["remote"] == REMOTE_NAME
+    # Stored relative to .dvc/, so a moved home still finds its remote.
+    assert config[f'remote "{REMOTE_NAME}"']["url"] == "../dvc-remote"
+
+
+def test_an_s3_remote_is_configured_without_credentials_and_can_be_switched_back(tmp_path):
+    home = tmp_path / "home"
+    open_lake(home, "s3://flywheel/lake", endpoint_url="http://minio:9000")
+
+    remote = _repo_config(home)[f'remote "{REMOTE_NAME}"']
+    assert dict(remote) == {"url": "s3://flywheel/lake", "endpointurl": "http://minio:9000"}
+
+    open_lake(home)  # the entry point's configuration wins on every run
+    assert dict(_repo_config(home)[f'remote "{REMOTE_NAME}"']) == {"url": "../dvc-remote"}
+
+    with pytest.raises(ValueError, match="s3://"):
+        open_lake(home, str(tmp_path / "remote"), endpoint_url="http://minio:9000")
+
+
+def test_same_bytes_give_the_same_version_and_a_changed_file_a_new_one(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    _write(home / BATCH, FILES)
+
+    first = lake.track(BATCH)
+    objects = _cache_objects(home)
+    assert first == DataVersion(BATCH, first.md5, files=3, size=sum(len(b) for b in FILES.values()))
+    assert first.md5.endswith(".dir")
+    assert lake.track(BATCH) == first
+    assert _cache_objects(home) == objects  # re-tracking stores nothing new
+    assert lake.version_of(BATCH) == first
+
+    _write(home / "lake/raw/batch-copy", FILES)  # same bytes elsewhere, written later
+    assert lake.track("lake/raw/batch-copy").md5 == first.md5
+
+    (home / BATCH / "images/s1.png").write_bytes(b"\x89PNG two")
+    assert lake.track(BATCH).md5 != first.md5
+
+
+def test_a_single_file_is_versioned_and_paths_outside_the_home_are_refused(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    (home / "lake/inputs").mkdir(parents=True)
+    (home / "lake/inputs/batch-1.npz").write_bytes(b"arrays")
+
+    version = lake.track("lake/inputs/batch-1.npz")
+    assert (version.files, version.size) == (1, 6)
+    assert not version.md5.endswith(".dir")
+    assert lake.version_of("lake/inputs/batch-2.npz") is None
+    with pytest.raises(ValueError, match="inside"):
+        lake.track("../elsewhere")
+    with pytest.raises(FileNotFoundError, match="lake/clean/none"):
+        lake.track("lake/clean/none")
+
+
+def test_push_copies_the_objects_to_the_local_remote_once(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    _write(home / BATCH, FILES)
+    lake.track(BATCH)
+    _write(home / "lake/raw/batch-2", {"manifest.jsonl": b"other\n"})
+    lake.track("lake/raw/batch-2")
+
+    assert lake.push(BATCH) == len(FILES) + 1  # the files and the folder's listing
+    assert lake.push(BATCH) == 0
+    assert lake.push() == 2  # the other output: its file and its listing
+    remote_files = [p for p in (home / "dvc-remote").rglob("*") if p.is_file()]
+    assert len(remote_files) == len(FILES) + 1 + 2
+
+
+def test_checkout_restores_an_older_version_from_the_cache_or_the_remote(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    folder = _write(home / BATCH, FILES)
+    old = lake.track(BATCH)
+    lake.push()
+
+    (folder / "images/s1.png").write_bytes(b"\x89PNG changed")
+    (folder / "audio/s1.wav").unlink()
+    (folder / "notes.txt").write_bytes(b"new file")
+    new = lake.track(BATCH)
+
+    assert lake.checkout(BATCH, old.md5) == old
+    assert _contents(folder) == FILES
+    assert lake.version_of(BATCH) == old
+
+    assert lake.checkout(BATCH, new.md5) == new  # the newer version stayed in the cache
+    shutil.rmtree(home / ".dvc" / "cache")  # another machine: only the remote has the old one
+    assert lake.checkout(BATCH, old.md5) == old
+    assert _contents(folder) == FILES
+
+
+def test_checkout_of_an_unknown_version_leaves_the_output_untouched(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    folder = _write(home / BATCH, FILES)
+    lake.track(BATCH)
+    dvcfile = (home / f"{BATCH}.dvc").read_text()
+
+    with pytest.raises(LookupError, match="neither in the cache nor on remote"):
+        lake.checkout(BATCH, "0" * 32 + ".dir")
+    assert _contents(folder) == FILES
+    assert (home / f"{BATCH}.dvc").read_text() == dvcfile
+
+
+def test_no_daemon_no_network_and_analytics_off_even_without_the_environment(tmp_path, monkeypatch):
+    """The DVC CLI forks an analytics daemon unless told not to; nothing here may spawn or connect."""
+    import dvc.analytics
+    import dvc.daemon
+
+    monkeypatch.delenv("DVC_NO_ANALYTICS", raising=False)
+    attempts: list[str] = []
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            attempts.append(name)
+            raise AssertionError(f"{name} called with {args!r}")
+        return call
+
+    monkeypatch.setattr(dvc.daemon, "daemon", refuse("dvc daemon"))
+    monkeypatch.setattr(subprocess, "Popen", refuse("subprocess"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket connect"))
+
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    _write(home / BATCH, FILES)
+    version = lake.track(BATCH)
+    lake.push()
+    lake.checkout(BATCH, version.md5)
+    assert attempts == []
+
+    import os
+
+    assert os.environ["DVC_NO_ANALYTICS"] == "1"  # set by the entry point for any later `dvc` command
+    monkeypatch.delenv("DVC_NO_ANALYTICS")
+    monkeypatch.chdir(home)
+    assert dvc.analytics.is_enabled() is False  # the repo config alone keeps a `dvc` command run here quiet
