@@ -99,3 +99,22 @@ def publish_directory(staging: Path, final: Path) -> None:
 def make_staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".staging-{final.name}-"))
+
+
+def load_reference_rows(lake_raw: Path, lake_clean: Path, quarantine_dir: Path, batch_id: str, batches: int) -> pd.DataFrame | None:
+    """Clean rows of the latest `batches` earlier batches that passed validation, minus the rows it quarantined.
+
+    A batch counts as accepted when its `validate.jsonl` quarantine file exists (written, empty or
+    not, only after validation returned).
+    """
+    from features.clean import ROWS_NAME
+    from features.ingest import list_ingested_batches
+
+    accepted = [b for b in list_ingested_batches(lake_raw)
+                if b != batch_id and (quarantine_dir / b / "validate.jsonl").exists() and (lake_clean / b / ROWS_NAME).exists()]
+    frames = []
+    for b in accepted[-batches:]:
+        rows = pd.read_parquet(lake_clean / b / ROWS_NAME)
+        dropped = {r["sample_id"] for r in load_jsonl(quarantine_dir / b / "validate.jsonl")}
+        frames.append(rows[~rows["sample_id"].isin(dropped)].assign(batch_id=b))
+    return pd.concat(frames, ignore_index=True) if frames else None

@@ -13,7 +13,7 @@ from features.ingest import IngestResult, ingest_batch
 from features.label import build_labels
 from features.records import QuarantineRecord, StageReport
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features
-from features.validate import ValidateParams, validate_rows
+from features.validate import ValidateParams, validate_features, validate_rows
 from flows.settings import Settings
 from flows.stage_config import clean_params, input_spec, label_params
 from models.inputs import build_model_inputs, save_model_inputs
@@ -37,35 +37,48 @@ def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):
 
 
 def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport, dict[str, Any]]:
-    """GX suite on the clean rows; failing rows are quarantined, a bad batch raises BatchRejected."""
-    v = settings.params.validate_
-    params = ValidateParams(
-        languages=tuple(v.languages), min_audio_seconds=v.min_audio_seconds, max_audio_seconds=v.max_audio_seconds,
-        min_image_side=v.min_image_side, min_image_contrast=v.min_image_contrast,
-        max_caption_chars=v.max_caption_chars, max_bad_row_share=v.max_bad_row_share,
-    )
-    outcome = validate_rows(rows, settings.paths.gx, params, batch_id)
+    """GX suites on the clean rows, with bounds from the latest accepted batches; failing rows are
+    quarantined, a bad batch raises BatchRejected."""
+    from features.io import load_reference_rows
+
+    params = ValidateParams(**settings.params.validate_.model_dump())
+    paths = settings.paths
+    reference = load_reference_rows(paths.lake_raw, paths.lake_clean, paths.quarantine, batch_id, params.reference_batches)
+    outcome = validate_rows(rows, paths.gx, params, batch_id, reference=reference)
     failed = rows["sample_id"].isin(outcome.failed)
     quarantined = [
         QuarantineRecord(sid, "validate", "failed_expectation", "; ".join(outcome.failed[sid]), {"sample_id": sid})
         for sid in rows.loc[failed, "sample_id"]
     ]
-    report = StageReport("validate", len(rows), int((~failed).sum()), quarantined,
-                         notes={"data_docs": str(outcome.data_docs) if outcome.data_docs else None})
+    notes = {"data_docs": str(outcome.data_docs) if outcome.data_docs else None,
+             "reference_profile": str(outcome.reference_profile) if outcome.reference_profile else None}
+    report = StageReport("validate", len(rows), int((~failed).sum()), quarantined, notes=notes)
     return rows[~failed].reset_index(drop=True), report, outcome.statistics
 
 
-def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd.DataFrame) -> StageReport:
-    """Tabular features into the Feast offline store and model-input arrays into the lake."""
+def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport]:
+    """Tabular features into the Feast offline store and model-input arrays into the lake.
+
+    The feature table has its own GX suite (value ranges); rows it fails are quarantined here.
+    Returns the rows that go on to labelling.
+    """
     from features.store import apply_and_materialize, upsert_batch_table
 
+    rows_in = len(rows)
     features = compute_sample_features(clean_dir, rows, batch_id)
+    checked = validate_features(features, settings.paths.gx, batch_id)  # the feature table's own suite
+    bad = features["sample_id"].isin(checked.failed)
+    quarantined = [QuarantineRecord(sid, "transform", "failed_expectation", "; ".join(checked.failed[sid]), {"sample_id": sid})
+                   for sid in features.loc[bad, "sample_id"]]
+    features = features[~bad].reset_index(drop=True)
+    rows = rows[~rows["sample_id"].isin(checked.failed)].reset_index(drop=True)
     for table in ("image_stats", "audio_stats", "caption_stats"):
         upsert_batch_table(settings.paths.feast, table, batch_id, features)
     materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
     inputs = build_model_inputs(clean_dir, rows, input_spec(settings))
     save_model_inputs(settings.paths.model_inputs / f"{batch_id}.npz", inputs)
-    return StageReport("transform", len(rows), len(features), notes={"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized})
+    notes = {"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized}
+    return rows, StageReport("transform", rows_in, len(features), quarantined, notes=notes)
 
 
 def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir: Path) -> StageReport:

@@ -103,8 +103,9 @@ def run_stages(settings: Settings, source: Path | str, call: StageCall = call_di
         accepted, report, statistics = timed("validate", stage_validate, settings, ingest.batch_id, clean.rows)
         _record_report(settings, record, report)
         record.stages["validate"]["expectations"] = statistics
-        _record_report(settings, record, timed("transform", stage_transform, settings, ingest.batch_id, clean.batch_dir, accepted))
-        _record_report(settings, record, timed("label", stage_label, settings, ingest.batch_id, accepted, clean.batch_dir))
+        transformed, report = timed("transform", stage_transform, settings, ingest.batch_id, clean.batch_dir, accepted)
+        _record_report(settings, record, report)
+        _record_report(settings, record, timed("label", stage_label, settings, ingest.batch_id, transformed, clean.batch_dir))
         record.data_versions = timed("version", stage_version_data, settings, ingest.batch_id)
         train = timed("train", stage_train, settings, record.run_id, record.stages["label"].get("metrics"))
         record.train = asdict(train)

@@ -46,6 +46,15 @@ class ValidateSettings(_Strict):
     min_image_contrast: float = 0.02
     max_caption_chars: int = 500
     max_bad_row_share: float = Field(0.2, ge=0, le=1)
+    min_batch_rows_factor: float = Field(0.2, ge=0, le=1)
+    max_batch_rows_factor: float = Field(5.0, ge=1)
+    max_mean_shift_stds: float = Field(3.0, ge=0)
+    min_mean_shift_share: float = Field(0.05, ge=0)
+    tolerance_sigmas: float = Field(3.0, ge=0)
+    null_share_tolerance: float = Field(0.1, ge=0)
+    distribution_columns: tuple[str, ...] = ("image_contrast", "audio_seconds", "caption_chars")
+    min_reference_rows: int = Field(100, ge=1)
+    reference_batches: int = Field(10, ge=1)
 
 
 class LabelSettings(_Strict):

@@ -45,7 +45,7 @@ def make_clean_rows(rows: int = 40, seed: int = 0, prefix: str = "s") -> pd.Data
             "image_width": pd.array(np.where(has_image, 8, None), dtype="Int64"),
             "image_height": pd.array(np.where(has_image, 8, None), dtype="Int64"),
             "image_contrast": np.where(has_image, rng.uniform(0.1, 0.5, rows), np.nan),
-            "audio_seconds": np.where(has_audio, rng.uniform(0.3, 2.0, rows), np.nan),
+            "audio_seconds": np.where(has_audio, rng.uniform(0.5, 1.1, rows), np.nan),
             "audio_peak": rng.uniform(0.1, 1.0, rows),
             "caption_chars": pd.array([None if c is None else len(c) for c in captions], dtype="Int64"),
             "source": None,
@@ -221,7 +221,7 @@ def test_doubled_audio_durations_fail_the_mean_bound_naming_the_furthest_rows(tm
     longest = rows.nlargest(5, "audio_seconds")["sample_id"].tolist()
     assert rejected.expectation == "expect_column_mean_to_be_between(audio_seconds)"
     assert rejected.observed == pytest.approx(rows["audio_seconds"].mean())
-    assert rejected.observed > rejected.bound
+    assert float(rejected.observed) > float(rejected.bound)
     assert rejected.sample_ids == longest and str(longest) in str(rejected)
     assert f"above the bound {rejected.bound:.4g}" in str(rejected)
 
@@ -269,7 +269,14 @@ def test_the_reference_is_the_latest_batches(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"min_batch_rows_factor": 1.5}, {"max_batch_rows_factor": 0.5}, {"tolerance_sigmas": -1.0}, {"reference_batches": 0}]
+    "bad",
+    [
+        {"min_batch_rows_factor": 1.5},
+        {"max_batch_rows_factor": 0.5},
+        {"max_mean_shift_stds": -1.0},
+        {"reference_batches": 0},
+        {"distribution_columns": ("audio_seconds", "language")},
+    ],
 )
 def test_inconsistent_reference_params_fail_at_start_up(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
