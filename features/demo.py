@@ -28,6 +28,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageFilter
 
+from features.vocabulary import DIGIT_WORDS
+
 ENGLISH_VOICES: tuple[str, ...] = (  # espeak-ng `gmw` accents, plus two female variants
     "en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
     "en-gb-x-gbcwmd", "en-029", "en-us-nyc", "en-us+f2", "en-gb+f4",
@@ -35,14 +37,6 @@ ENGLISH_VOICES: tuple[str, ...] = (  # espeak-ng `gmw` accents, plus two female 
 # Non-English voices reading the English words: accents the default batches never contain.
 UNSEEN_VOICES: tuple[str, ...] = ("de", "fr-fr", "hi", "pl", "it", "es", "nl", "pt")
 
-DIGIT_WORDS: dict[str, tuple[str, ...]] = {
-    "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
-    "de": ("Null", "Eins", "Zwei", "Drei", "Vier", "Fünf", "Sechs", "Sieben", "Acht", "Neun"),
-    "fr": ("zéro", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"),
-    "es": ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"),
-    "it": ("zero", "uno", "due", "tre", "quattro", "cinque", "sei", "sette", "otto", "nove"),
-    "nl": ("nul", "een", "twee", "drie", "vier", "vijf", "zes", "zeven", "acht", "negen"),
-}
 CAPTION_TEMPLATES: dict[str, tuple[str, ...]] = {
     "en": ("a handwritten {word}", "the digit {word}", "a {word} written by hand", "scan of a {word}"),
     "de": ("eine handgeschriebene {word}", "die Ziffer {word}", "eine {word}, von Hand geschrieben"),

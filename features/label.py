@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from features.vocabulary import DIGIT_WORDS, fold
 from features.label_model import (
     ABSTAIN,
     LabelModelParams,
@@ -33,24 +33,12 @@ from features.label_model import (
 )
 
 # Digit words per language (accents stripped, lower case): every language the demo writes.
-NUMBER_WORDS: dict[str, tuple[str, ...]] = {
-    "en": ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
-    "de": ("null", "eins", "zwei", "drei", "vier", "funf", "sechs", "sieben", "acht", "neun"),
-    "fr": ("zero", "un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit", "neuf"),
-    "es": ("cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"),
-    "it": ("zero", "uno", "due", "tre", "quattro", "cinque", "sei", "sette", "otto", "nove"),
-    "nl": ("nul", "een", "twee", "drie", "vier", "vijf", "zes", "zeven", "acht", "negen"),
-}
+NUMBER_WORDS: dict[str, tuple[str, ...]] = {lang: tuple(fold(w) for w in words) for lang, words in DIGIT_WORDS.items()}
 # Indefinite articles that also spell "one" ("un chiffre", "een cijfer"): they name the digit
 # only when nothing else does and they are not the caption's leading article.
 ARTICLES_MEANING_ONE: frozenset[str] = frozenset({"un", "une", "una", "uno", "ein", "eine", "een"})
 HUMAN, CAPTION = "human", "caption"
 LABEL_SOURCES = ("human", "label_model")
-
-
-def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def caption_label(caption: str | None, language: str | None) -> int | None:
@@ -61,7 +49,7 @@ def caption_label(caption: str | None, language: str | None) -> int | None:
     """
     if not caption:
         return None
-    tokens = re.findall(r"[a-z]+|\d+", _fold(caption))
+    tokens = re.findall(r"[a-z]+|\d+", fold(caption))
     if len(tokens) > 1 and tokens[0] in ARTICLES_MEANING_ONE:
         tokens = tokens[1:]  # "un chiffre numérisé" is "a digit", not "one digit"
     tables = [NUMBER_WORDS[language]] if language in NUMBER_WORDS else list(NUMBER_WORDS.values())

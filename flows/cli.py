@@ -9,32 +9,23 @@ quiet_library_output()  # before any library import below can start telemetry
 
 import json  # noqa: E402
 import shlex  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from flows.settings import Settings, load_settings  # noqa: E402
+from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
+from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console  # noqa: E402
+from flows.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
-console = Console(width=None if sys.stdout.isatty() else 140)
+app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(review_app, name="review")
+app.add_typer(server_app, name="server")
 
-
-def _settings(home: Optional[Path], params: Optional[Path]) -> Settings:
-    try:
-        return load_settings(home, params)
-    except (FileNotFoundError, ValueError) as err:
-        console.print(f"[red]configuration error:[/red] {err}")
-        raise typer.Exit(2) from err
-
-
-HOME_OPTION = typer.Option(None, "--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
-PARAMS_OPTION = typer.Option(None, "--params", help="params file (default: $FLYWHEEL_PARAMS or params.yaml)")
 
 
 @app.command("demo-data")
@@ -51,7 +42,7 @@ def demo_data(
     if drift is not None and drift not in DRIFT_KINDS:
         console.print(f"[red]unknown drift kind {drift!r}[/red]; choose one of: {', '.join(DRIFT_KINDS)}")
         raise typer.Exit(2)
-    demo = _settings(None, params).params.demo
+    demo = cli_settings(None, params).params.demo
     total = samples or demo.samples
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
@@ -162,7 +153,7 @@ def run(
     Without PREFECT_API_URL the first run starts a local Prefect server in the background and
     later runs reuse it (its UI shows every run; `flywheel server stop` stops it).
     """
-    settings = _settings(home, params)
+    settings = cli_settings(home, params)
     is_uri = "://" in source and not source.startswith("file://")
     batch: Path | str = source if is_uri else Path(source.removeprefix("file://"))
     if isinstance(batch, Path) and not (batch / "manifest.jsonl").is_file():
@@ -200,7 +191,7 @@ def run(
 @app.command()
 def ui(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
     """Print the commands that open the MLflow, Prefect and Evidently UIs and the GX Data Docs."""
-    for name, command in ui_commands(_settings(home, params)).items():
+    for name, command in ui_commands(cli_settings(home, params)).items():
         console.print(f"{name:13s} {command}", soft_wrap=True)
 
 
@@ -211,160 +202,13 @@ def summary(
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Print a run's summary table again."""
-    settings = _settings(home, params)
+    settings = cli_settings(home, params)
     runs = sorted(settings.paths.runs.glob("*/summary.json")) if settings.paths.runs.exists() else []
     chosen = [p for p in runs if p.parent.name == run_id] if run_id else runs[-1:]
     if not chosen:
         console.print(f"[red]no run {'named ' + run_id if run_id else 'yet'}[/red] under {settings.paths.runs}")
         raise typer.Exit(2)
     print_summary(json.loads(chosen[0].read_text()), chosen[0], settings)
-
-
-quarantine_app = typer.Typer(help="Rows rejected by any stage: list, inspect, re-admit once fixed.", no_args_is_help=True)
-app.add_typer(quarantine_app, name="quarantine")
-
-
-@quarantine_app.command("list")
-def quarantine_list(
-    batch: Optional[str] = typer.Option(None, "--batch", help="only this batch"),
-    reason: Optional[str] = typer.Option(None, "--reason", help="only this reason code"),
-    home: Optional[Path] = HOME_OPTION,
-    params: Optional[Path] = PARAMS_OPTION,
-) -> None:
-    """Every quarantined row with its stage, reason and detail."""
-    from features.quarantine import list_quarantine
-
-    frame = list_quarantine(_settings(home, params).paths.quarantine)
-    if batch:
-        frame = frame[frame["batch_id"] == batch]
-    if reason:
-        frame = frame[frame["reason"] == reason]
-    if frame.empty:
-        console.print("nothing quarantined" + (" for that filter" if batch or reason else ""))
-        return
-    table = Table("batch", "stage", "sample", "reason", "detail", "status")
-    for row in frame.itertuples(index=False):
-        table.add_row(str(row.batch_id), row.stage, str(row.sample_id), row.reason, str(row.detail)[:80], str(row.status))
-    console.print(table)
-    console.print(f"{len(frame)} row(s); per reason: " + ", ".join(f"{k}={v}" for k, v in frame["reason"].value_counts().items()))
-
-
-@quarantine_app.command("show")
-def quarantine_show(
-    sample_id: str = typer.Argument(..., help="the quarantined sample_id"),
-    batch: Optional[str] = typer.Option(None, "--batch", help="the batch, when the id occurs in several"),
-    home: Optional[Path] = HOME_OPTION,
-    params: Optional[Path] = PARAMS_OPTION,
-) -> None:
-    """The full quarantine record(s) of one row, including the row as it arrived."""
-    from dataclasses import asdict
-
-    from features.quarantine import show_quarantined
-
-    records = show_quarantined(_settings(home, params).paths.quarantine, sample_id, batch)
-    if not records:
-        console.print(f"[red]no quarantined row {sample_id!r}[/red]")
-        raise typer.Exit(2)
-    for record in records:
-        console.print_json(json.dumps(asdict(record), default=str))
-
-
-@quarantine_app.command("readmit")
-def quarantine_readmit(
-    batch: str = typer.Argument(..., help="batch id the row was quarantined in"),
-    sample_id: str = typer.Argument(..., help="the quarantined sample_id"),
-    set_field: list[str] = typer.Option([], "--set", help="FIELD=JSON value to fix, e.g. --set label=7 (repeatable)"),
-    file: list[str] = typer.Option([], "--file", help="FIELD=PATH of a fixed file, e.g. --file image=fixed.png"),
-    out: Optional[Path] = typer.Option(None, "--out", help="landing folder to write (default: under the quarantine)"),
-    home: Optional[Path] = HOME_OPTION,
-    params: Optional[Path] = PARAMS_OPTION,
-) -> None:
-    """Write the fixed row as a one-row landing batch that re-enters through `flywheel run`."""
-    from features.quarantine import readmit
-
-    settings = _settings(home, params)
-    try:
-        fields = {k: json.loads(v) for k, v in (item.split("=", 1) for item in set_field)}
-        files = {k: Path(v) for k, v in (item.split("=", 1) for item in file)}
-        folder = readmit(settings.paths.quarantine, settings.paths.lake_raw, batch, sample_id, files, fields, out)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        console.print(f"[red]cannot re-admit {sample_id!r}:[/red] {err}")
-        raise typer.Exit(2) from err
-    console.print(f"wrote {folder}; run it with: flywheel run --source {folder}")
-
-
-review_app = typer.Typer(help="The human review queue of low-confidence labels (Label Studio).", no_args_is_help=True)
-app.add_typer(review_app, name="review")
-
-
-@review_app.command("list")
-def review_list(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Review queues per batch: where the Label Studio tasks and labelling config are."""
-    settings = _settings(home, params)
-    queues = sorted(settings.paths.review.glob("*/tasks.json")) if settings.paths.review.exists() else []
-    if not queues:
-        console.print("no review queue yet (the label stage writes one per batch)")
-        return
-    table = Table("batch", "tasks", "tasks file", "labelling config")
-    for tasks in queues:
-        table.add_row(tasks.parent.name, str(len(json.loads(tasks.read_text()))), str(tasks), str(tasks.parent / "labeling_config.xml"))
-    console.print(table)
-    console.print("Import tasks.json into a Label Studio project set up with labeling_config.xml; export JSON when done, then "
-                  "`flywheel review import EXPORT.json --batch BATCH`.")
-
-
-@review_app.command("import")
-def review_import(
-    export: Path = typer.Argument(..., help="Label Studio JSON export of completed annotations"),
-    batch: str = typer.Option(..., "--batch", help="the batch whose queue was annotated"),
-    home: Optional[Path] = HOME_OPTION,
-    params: Optional[Path] = PARAMS_OPTION,
-) -> None:
-    """Completed annotations become human labels in the feature store (visible from their annotation time)."""
-    from flows.data_stages import stage_import_review
-
-    settings = _settings(home, params)
-    try:
-        count = stage_import_review(settings, batch, export)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        console.print(f"[red]cannot import {export}:[/red] {err}")
-        raise typer.Exit(2) from err
-    console.print(f"imported {count} human label(s) for batch {batch}; the next training run uses them")
-
-
-server_app = typer.Typer(help="A local Prefect server flywheel reuses across runs (and its UI).", no_args_is_help=True)
-app.add_typer(server_app, name="server")
-
-
-@server_app.command("start")
-def server_start(port: int = typer.Option(4200, help="preferred port (a free one is chosen if taken)"),
-                 home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Start (or find) the local Prefect server; later `flywheel run`s use it automatically."""
-    from flows.prefect_server import start_server
-
-    settings = _settings(home, params)
-    with console.status("starting the Prefect server …"):
-        url = start_server(settings.paths.prefect, port)
-    console.print(f"Prefect API {url}; UI {url.removesuffix('/api')}")
-
-
-@server_app.command("stop")
-def server_stop(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Stop the local Prefect server started by `flywheel server start`."""
-    from flows.prefect_server import stop_server
-
-    stopped = stop_server(_settings(home, params).paths.prefect)
-    console.print("stopped" if stopped else "no server was running")
-
-
-@server_app.command("status")
-def server_status(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Say whether the local Prefect server is up, and where."""
-    from flows.prefect_server import find_running_server
-
-    url = find_running_server(_settings(home, params).paths.prefect)
-    console.print(f"running: {url}" if url else "not running (runs start an ephemeral API)")
-    raise typer.Exit(0 if url else 1)
 
 
 if __name__ == "__main__":

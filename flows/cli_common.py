@@ -1,0 +1,26 @@
+"""What every `flywheel` command shares: the console, the settings loader and the common options."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from flows.settings import Settings, load_settings
+
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def cli_settings(home: Optional[Path], params: Optional[Path]) -> Settings:
+    try:
+        return load_settings(home, params)
+    except (FileNotFoundError, ValueError) as err:
+        console.print(f"[red]configuration error:[/red] {err}")
+        raise typer.Exit(2) from err
+
+
+HOME_OPTION = typer.Option(None, "--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
+PARAMS_OPTION = typer.Option(None, "--params", help="params file (default: $FLYWHEEL_PARAMS or params.yaml)")
