@@ -36,7 +36,16 @@ def clean_subflow(settings: Settings, raw_dir: Path):
     return stage_clean(settings, raw_dir, map_chunks_as_tasks)
 
 
-SUBFLOWS: dict[str, Callable[..., Any]] = {"clean": clean_subflow}
+def run_clean_subflow(settings: Settings, raw_dir: Path):
+    """Local threads by default; the Dask cluster at FLYWHEEL_DASK_ADDRESS when one is given."""
+    if settings.dask_address is None:
+        return clean_subflow(settings, raw_dir)
+    from prefect_dask import DaskTaskRunner
+
+    return clean_subflow.with_options(task_runner=DaskTaskRunner(address=settings.dask_address))(settings, raw_dir)
+
+
+SUBFLOWS: dict[str, Callable[..., Any]] = {"clean": run_clean_subflow}
 
 
 def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:

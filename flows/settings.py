@@ -120,6 +120,7 @@ class EnvSettings(BaseSettings):
     lake_endpoint: str | None = None  # S3 endpoint for that remote, e.g. http://minio:9000
     # fsspec options for `--source` URIs, as JSON, e.g. {"endpoint_url": "http://minio:9000", "key": …, "secret": …}
     storage_options: dict[str, Any] = {}
+    dask_address: str | None = None  # a Dask scheduler (tcp://host:8786) for the data steps; None: local threads
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ class Settings:
     lake_remote: str | None = None
     lake_endpoint: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)  # credentials: from the environment only
+    dask_address: str | None = None
 
 
 def load_params(path: Path) -> Params:
@@ -215,4 +217,5 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     params = load_params(params_path or env.params)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
     return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
-                    lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options)
+                    lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
+                    dask_address=env.dask_address)

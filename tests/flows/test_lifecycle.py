@@ -158,3 +158,24 @@ def test_labels_combine_human_caption_and_champion_votes_and_reach_mlflow(two_ru
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     run = client.get_run(second.train["mlflow_run_id"])
     assert 0 < run.data.metrics["label_coverage"] <= 1 and "label_conflict_rate" in run.data.metrics
+
+
+def test_clean_on_a_dask_cluster_matches_local_threads(harness, demo_batch_factory, tmp_path):
+    """FLYWHEEL_DASK_ADDRESS sends clean's chunks to a Dask cluster (2 worker processes): same result."""
+    import dataclasses
+
+    from distributed import LocalCluster
+
+    from features.ingest import ingest_batch
+    from flows.lifecycle import run_clean_subflow
+
+    from tests.conftest import PROJECT
+
+    settings = load_settings(tmp_path / "home", PROJECT / "params.yaml")
+    source = demo_batch_factory(samples=600, seed=13, fault_rate=0.02)  # three 256-row chunks
+    raw = ingest_batch(source, settings.paths.lake_raw)
+    local = run_clean_subflow(settings, raw.batch_dir)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        on_dask = run_clean_subflow(dataclasses.replace(settings, dask_address=cluster.scheduler_address), raw.batch_dir)
+    assert on_dask.rows.equals(local.rows)
+    assert on_dask.report.to_summary() == local.report.to_summary()
