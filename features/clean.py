@@ -246,7 +246,8 @@ Outcome = dict[str, Any] | QuarantineRecord
 # default uses local threads; the Prefect flow passes one that maps chunks as tasks on its
 # task runner (threads by default, a Dask cluster when configured).
 ChunkMapper = Callable[[list[list[dict[str, Any]]], Path, Path, CleanParams], list[list[Outcome]]]
-CHUNK_ROWS = 256  # rows per unit of parallel work: large enough to amortise task overhead
+CHUNK_ROWS = 256  # fewest rows per unit of parallel work: amortises per-task overhead
+CHUNKS_PER_WORKER = 2  # larger batches are cut into this many chunks per worker, not more
 
 
 def clean_rows_chunk(rows: list[dict[str, Any]], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[Outcome]:
@@ -290,7 +291,8 @@ def clean_batch(
         for sub in ("images", "audio", "sensors"):
             (staging / sub).mkdir()
 
-        chunks = [unique[i : i + CHUNK_ROWS] for i in range(0, len(unique), CHUNK_ROWS)]
+        size = max(CHUNK_ROWS, -(-len(unique) // (CHUNKS_PER_WORKER * params.workers)))
+        chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
         outcomes = [o for chunk in (map_chunks or map_chunks_with_threads)(chunks, raw_dir, staging, params) for o in chunk]
         if len(outcomes) != len(unique):
             raise RuntimeError(f"the chunk mapper returned {len(outcomes)} outcomes for {len(unique)} rows")
