@@ -319,7 +319,3 @@ def clean_batch(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return CleanResult(final, frame, StageReport("clean", len(rows), len(cleaned), rejected))
-
-
-def load_clean_rows(clean_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(clean_dir / ROWS_NAME)

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console
+from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error
 
 quarantine_app = typer.Typer(help="Rows rejected by any stage: list, inspect, re-admit once fixed.", no_args_is_help=True)
 
@@ -74,13 +74,10 @@ def quarantine_readmit(
     from features.quarantine import readmit
 
     settings = cli_settings(home, params)
-    try:
+    with exit_on_user_error(f"cannot re-admit {sample_id!r}", ValueError, FileExistsError, FileNotFoundError):
         fields = {k: json.loads(v) for k, v in (item.split("=", 1) for item in set_field)}
         files = {k: Path(v) for k, v in (item.split("=", 1) for item in file)}
         folder = readmit(settings.paths.quarantine, settings.paths.lake_raw, batch, sample_id, files, fields, out)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
-        console.print(f"[red]cannot re-admit {sample_id!r}:[/red] {err}")
-        raise typer.Exit(2) from err
     console.print(f"wrote {folder}; run it with: flywheel run --source {folder}")
 
 
@@ -114,11 +111,8 @@ def review_import(
     from flows.data_stages import stage_import_review
 
     settings = cli_settings(home, params)
-    try:
+    with exit_on_user_error(f"cannot import {export}", ValueError, FileNotFoundError, KeyError):
         count = stage_import_review(settings, batch, export)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        console.print(f"[red]cannot import {export}:[/red] {err}")
-        raise typer.Exit(2) from err
     console.print(f"imported {count} human label(s) for batch {batch}; the next training run uses them")
 
 

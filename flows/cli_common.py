@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -24,3 +25,13 @@ def cli_settings(home: Optional[Path], params: Optional[Path]) -> Settings:
 
 HOME_OPTION = typer.Option(None, "--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
 PARAMS_OPTION = typer.Option(None, "--params", help="params file (default: $FLYWHEEL_PARAMS or params.yaml)")
+
+
+@contextmanager
+def exit_on_user_error(what: str, *errors: type[Exception]) -> Iterator[None]:
+    """Turn a bad-input error into one red line and exit code 2 instead of a traceback."""
+    try:
+        yield
+    except errors as err:
+        console.print(f"[red]{what}:[/red] {err}")
+        raise typer.Exit(2) from err
