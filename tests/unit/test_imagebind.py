@@ -17,7 +17,7 @@ import torch
 
 from models.artifacts import load_model, save_model
 from models.evaluate import DIGIT_PROMPTS, EvalData, evaluate_model, evaluate_slices
-from models.imagebind import MODALITIES, ImageBind, ImageBindConfig
+from models.imagebind import ImageBind, ImageBindConfig
 from models.losses import contrastive_targets, pair_loss, symmetric_info_nce
 from models.train import TrainConfig, TrainingData, lr_at, random_shift, train_imagebind
 from models.transforms import image_to_input, waveform_to_log_mel
@@ -56,7 +56,7 @@ def test_forward_gives_one_embedding_per_modality_with_expected_norms() -> None:
     model = ImageBind(CONFIG).eval()
     with torch.no_grad():
         out = model(make_inputs(5))
-    assert set(out) == set(MODALITIES)
+    assert set(out) == set(CONFIG.modalities)
     for emb in out.values():
         assert emb.shape == (5, CONFIG.embed_dim)
     # Vision is unit-norm; audio and text carry their logit scale, as in Meta's postprocessors.
@@ -86,7 +86,7 @@ def test_forward_rejects_unknown_modality_and_wrong_shape() -> None:
 def test_modality_keyed_structure_matches_meta_layout() -> None:
     model = ImageBind(CONFIG)
     for name in ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors"):
-        assert set(getattr(model, name).keys()) == set(MODALITIES)
+        assert set(getattr(model, name).keys()) == set(CONFIG.modalities)
     keys = model.state_dict().keys()
     assert "modality_postprocessors.text.1.log_logit_scale" in keys
     assert "modality_postprocessors.audio.1.log_logit_scale" in keys  # a buffer: fixed scale
@@ -115,7 +115,7 @@ def test_save_load_round_trip_gives_identical_embeddings(tmp_path: Path) -> None
     inputs = make_inputs(4, model.config)
     with torch.no_grad():
         expected, got = model(inputs), loaded(inputs)
-    for modality in MODALITIES:
+    for modality in CONFIG.modalities:
         assert torch.equal(expected[modality], got[modality])
 
 
