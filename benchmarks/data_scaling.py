@@ -58,8 +58,36 @@ def build_scaled_batch(base: Path, out: Path, rows: int, seed: int = 0) -> None:
             manifest.write(json.dumps(row) + "\n")
 
 
+class RssSampler:
+    """The process's resident memory sampled every 20 ms in a thread; `peak()` since the last `reset()`."""
+
+    def __init__(self) -> None:
+        import os
+        import threading
+
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._max = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._max = max(self._max, self._rss())
+
+    def reset(self) -> None:
+        self._max = self._rss()
+
+    def peak_mb(self) -> float:
+        return max(self._max, self._rss()) / 2**20
+
+
 def measure(batch: Path, work: Path) -> dict:
-    """Run the data stages as plain functions; seconds per stage and the process's peak RSS."""
+    """Run the data stages as plain functions; seconds and peak RSS per stage and for the process."""
     sys.path.insert(0, str(PROJECT))
     from flows.env import apply_process_environment
 
@@ -68,14 +96,18 @@ def measure(batch: Path, work: Path) -> dict:
     from features.ingest import ingest_batch
     from features.transform import compute_sample_features
     from features.validate import ValidateParams, validate_rows
-    from models.inputs import InputSpec, build_model_inputs
+    from models.inputs import InputSpec, save_model_input_shards
 
     seconds: dict[str, float] = {}
+    stage_peak_mb: dict[str, float] = {}
+    sampler = RssSampler()
 
     def timed(name, fn, *args):
+        sampler.reset()
         started = time.perf_counter()
         result = fn(*args)
         seconds[name] = time.perf_counter() - started
+        stage_peak_mb[name] = sampler.peak_mb()
         return result
 
     ingested = timed("ingest", ingest_batch, batch, work / "raw")
@@ -83,11 +115,11 @@ def measure(batch: Path, work: Path) -> dict:
     outcome = timed("validate", validate_rows, cleaned.rows, work / "gx", ValidateParams(), ingested.batch_id)
     accepted = cleaned.rows[~cleaned.rows["sample_id"].isin(outcome.failed)]
     timed("transform", compute_sample_features, cleaned.batch_dir, accepted, ingested.batch_id)
-    timed("model_inputs", build_model_inputs, cleaned.batch_dir, accepted, InputSpec())
+    timed("model_inputs", save_model_input_shards, work / "inputs", cleaned.batch_dir, accepted, InputSpec())
     rows = ingested.report.rows_in
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},
-              "total_s": sum(seconds.values()), "peak_rss_mb": peak_mb}
+              "total_s": sum(seconds.values()), "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb}
     result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
     result["clean_prefect_ratio"] = result["clean_prefect_s"] / seconds["clean"]
     return result
@@ -140,7 +172,8 @@ def main() -> None:
                                    capture_output=True, text=True, check=True)
             result = json.loads(child.stdout.strip().splitlines()[-1])
             results.append(result)
-            per_stage = ", ".join(f"{k} {v:,.0f}/s" for k, v in result["rows_per_s"].items())
+            per_stage = ", ".join(f"{k} {v:,.0f}/s ≤{result['stage_peak_rss_mb'][k]:.0f} MB"
+                                  for k, v in result["rows_per_s"].items())
             print(f"{size:>7} rows: {result['total_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MB ({per_stage}); "
                   f"clean as a Prefect subflow {result['clean_prefect_s']:.1f} s = ×{result['clean_prefect_ratio']:.2f} the plain call",
                   flush=True)

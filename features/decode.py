@@ -5,13 +5,13 @@ from __future__ import annotations
 import struct
 import warnings
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from PIL import Image
-from scipy.signal import resample_poly
+
+from models.transforms import resample_mono, trim_silence
 
 
 class DecodeError(ValueError):
@@ -55,14 +55,6 @@ def decode_image(path: Path, max_pixels: int) -> np.ndarray:
         raise DecodeError("corrupt_image", f"cannot decode image: {type(err).__name__}: {err}") from err
 
 
-def _trim_silence(wave: np.ndarray, silence_db: float) -> np.ndarray:
-    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
-    if peak == 0.0:
-        return wave
-    loud = np.flatnonzero(np.abs(wave) >= peak * 10 ** (-silence_db / 20))
-    return wave[loud[0] : loud[-1] + 1]
-
-
 def find_wav_truncation(path: Path) -> str | None:
     """For a RIFF/WAVE file, why its data chunk is shorter than its header says; None when it is whole.
 
@@ -104,17 +96,14 @@ def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: f
         raise
     except Exception as err:
         raise DecodeError("corrupt_audio", f"cannot decode audio: {type(err).__name__}: {err}") from err
-    mono = wave.mean(axis=1)
-    if mono.size == 0 or not np.all(np.isfinite(mono)):
+    if wave.size == 0 or not np.all(np.isfinite(wave)):
         raise DecodeError("corrupt_audio", "audio is empty or holds non-finite samples")
-    if rate != sample_rate:
-        factor = gcd(rate, sample_rate)
-        mono = resample_poly(mono, sample_rate // factor, rate // factor).astype(np.float32)
+    mono = resample_mono(wave, rate, sample_rate)  # the same steps serving applies (models.transforms)
     peak = float(np.max(np.abs(mono)))
     if peak == 0.0:
         raise DecodeError("corrupt_audio", "audio is pure silence")
     rms_db = float(20 * np.log10(np.sqrt(np.mean(mono**2)) + 1e-12))
-    trimmed = _trim_silence(mono, silence_db)
+    trimmed = trim_silence(mono, silence_db)
     return DecodedAudio((trimmed / peak).astype(np.float32), sample_rate, min(peak, 1.0), rms_db)
 
 

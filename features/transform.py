@@ -154,24 +154,40 @@ def estimate_pitch(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax:
     return float(np.median(f0)) if f0.size else float("nan")
 
 
-def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:
-    """One row per clean sample: entity `sample_id`, `event_timestamp` = captured_at, then the stats."""
-    records = []
-    for row in rows.itertuples(index=False):
-        record: dict[str, object] = dict.fromkeys(NUMERIC_FEATURES, np.nan) | {"cap_language_detected": None}
-        record.update(sample_id=row.sample_id, event_timestamp=row.captured_at, batch_id=batch_id, language=row.language)
-        if row.image:
-            with Image.open(clean_dir / row.image) as image:
-                record.update(image_stats(np.asarray(image)))
-        if row.audio:
-            wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
-            record.update(audio_stats(wave, rate))
-            record.update(aud_seconds=row.audio_seconds, aud_rms_db=row.audio_rms_db, aud_peak=row.audio_peak)
-        if row.caption:
-            record.update(caption_stats(row.caption, row.language))
-        records.append(record)
-    columns = ["sample_id", "event_timestamp", "batch_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES]
-    frame = pd.DataFrame(records, columns=columns)
+FEATURE_COLUMNS: tuple[str, ...] = ("sample_id", "event_timestamp", "batch_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
+_CHUNK_ROWS = 4096  # rows whose per-row dicts exist at once; each chunk becomes a compact float32 frame
+
+
+def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
+    record: dict[str, object] = dict.fromkeys(NUMERIC_FEATURES, np.nan) | {"cap_language_detected": None}
+    record.update(sample_id=row.sample_id, event_timestamp=row.captured_at, batch_id=batch_id, language=row.language)
+    if row.image:
+        with Image.open(clean_dir / row.image) as image:
+            record.update(image_stats(np.asarray(image)))
+    if row.audio:
+        wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
+        record.update(audio_stats(wave, rate))
+        record.update(aud_seconds=row.audio_seconds, aud_rms_db=row.audio_rms_db, aud_peak=row.audio_peak)
+    if row.caption:
+        record.update(caption_stats(row.caption, row.language))
+    return record
+
+
+def _feature_frame(records: list[dict[str, object]]) -> pd.DataFrame:
+    frame = pd.DataFrame(records, columns=list(FEATURE_COLUMNS))
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame[list(NUMERIC_FEATURES)] = frame[list(NUMERIC_FEATURES)].astype("float32")
     return frame
+
+
+def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:
+    """One row per clean sample: entity `sample_id`, `event_timestamp` = captured_at, then the stats.
+
+    Rows are read in chunks, so memory holds the compact feature table and one chunk's records.
+    """
+    frames = [
+        _feature_frame([_sample_record(clean_dir, row, batch_id)
+                        for row in rows.iloc[start : start + _CHUNK_ROWS].itertuples(index=False)])
+        for start in range(0, len(rows), _CHUNK_ROWS)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else _feature_frame([])

@@ -112,8 +112,12 @@ def review_import(
 
     settings = cli_settings(home, params)
     with exit_on_user_error(f"cannot import {export}", ValueError, FileNotFoundError, KeyError):
-        count = stage_import_review(settings, batch, export)
-    console.print(f"imported {count} human label(s) for batch {batch}; the next training run uses them")
+        count, version = stage_import_review(settings, batch, export)
+    if not count:
+        console.print(f"no completed annotation in {export}: nothing imported")
+        return
+    console.print(f"imported {count} human label(s) for batch {batch}, data version {version};"
+                  " the next training run uses them")
 
 
 server_app = typer.Typer(help="A local Prefect server flywheel reuses across runs (and its UI).", no_args_is_help=True)

@@ -16,7 +16,9 @@ from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_s
 from features.validate import ValidateParams, validate_features, validate_rows
 from flows.settings import Settings
 from flows.stage_config import clean_params, input_spec, label_params
-from models.inputs import build_model_inputs, save_model_inputs
+from models.inputs import save_model_input_shards
+
+FEATURES_DATA = "feast/data"  # the feature store's offline tables, relative to FLYWHEEL_HOME: one DVC output
 
 
 def _window_start(rows: pd.DataFrame) -> datetime:
@@ -75,9 +77,9 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
     for table in ("image_stats", "audio_stats", "caption_stats"):
         upsert_batch_table(settings.paths.feast, table, batch_id, features)
     materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
-    inputs = build_model_inputs(clean_dir, rows, input_spec(settings))
-    save_model_inputs(settings.paths.model_inputs / f"{batch_id}.npz", inputs)
-    notes = {"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized}
+    shards = save_model_input_shards(settings.paths.batch_inputs(batch_id), clean_dir, rows, input_spec(settings))
+    notes = {"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized,
+             "input_shards": shards}
     return rows, StageReport("transform", rows_in, len(features), quarantined, notes=notes)
 
 
@@ -99,17 +101,28 @@ def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir
         "review_count": queue.tasks, "feature_rows": materialized})
 
 
-def stage_import_review(settings: Settings, batch_id: str, export_path: Path) -> int:
-    """A Label Studio export of a batch's review queue becomes human labels, visible from their annotation time."""
+def stage_import_review(settings: Settings, batch_id: str, export_path: Path) -> tuple[int, str | None]:
+    """A Label Studio export of a batch's review queue becomes human labels, visible from their annotation time.
+
+    The feature store's tables get a new DVC version at once (pushed to the lake remote), so the
+    labels a later model trains on are versioned even before the next run. Returns the number of
+    imported labels and that version (`feast/data@md5`; None when the export held no annotation).
+    """
+    from features.lake_versioning import open_lake
     from features.review import build_reviewed_labels, import_annotations
     from features.store import apply_and_materialize, upsert_batch_table
 
     reviewed = build_reviewed_labels(import_annotations(export_path))
-    if not reviewed.empty:  # exports are cumulative: one table batch per queue re-imports idempotently
-        upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
-        start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
-        apply_and_materialize(settings.paths.feast, start)
-    return len(reviewed)
+    if reviewed.empty:
+        return 0, None
+    # Exports are cumulative: one table batch per queue re-imports idempotently.
+    upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
+    start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
+    apply_and_materialize(settings.paths.feast, start)
+    lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
+    version = lake.track(FEATURES_DATA)
+    lake.push(FEATURES_DATA)
+    return len(reviewed), version.to_tag()
 
 
 def stage_version_data(settings: Settings, batch_id: str) -> dict[str, str]:
@@ -122,7 +135,7 @@ def stage_version_data(settings: Settings, batch_id: str) -> dict[str, str]:
 
     lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
     outputs = {"raw": f"lake/raw/{batch_id}", "clean": f"lake/clean/{batch_id}", "inputs": "lake/inputs",
-               "features": "feast/data"}
+               "features": FEATURES_DATA}
     versions = {name: lake.track(path) for name, path in outputs.items()}
     lake.push(*outputs.values())
     return {name: version.to_tag() for name, version in versions.items()}

@@ -18,7 +18,7 @@ from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from flows.settings import Settings
 from flows.stage_config import clean_params, input_spec, registry_for
 from models.gate import GateDecision, MetricThreshold, decide
-from models.inputs import ModelInputs, build_model_inputs, load_model_inputs, save_model_inputs
+from models.inputs import ModelInputs, build_model_inputs, has_model_inputs, iter_model_inputs, load_model_inputs, save_model_inputs
 
 
 def champion_votes(settings: Settings, batch_id: str):
@@ -34,14 +34,19 @@ def champion_votes(settings: Settings, batch_id: str):
     if version is None:
         return None
     model = load_version(registry, version)
-    inputs = load_model_inputs(settings.paths.model_inputs / f"{batch_id}.npz")
     prompts = encode_texts(list(DIGIT_PROMPTS))
-    predicted, confidence = {}, {}
-    for name, modality, values, present in (("image", VISION, inputs.image, inputs.has_image),
-                                            ("audio", AUDIO, inputs.audio, inputs.has_audio)):
-        predicted[name], conf = predict_zero_shot(model, modality, values, prompts)
-        confidence[name] = np.where(present, conf, 0.0)  # a missing file never votes
-    return ModelVotes(list(inputs.sample_id), predicted, confidence)
+    sample_ids: list[str] = []
+    predicted: dict[str, list[np.ndarray]] = {"image": [], "audio": []}
+    confidence: dict[str, list[np.ndarray]] = {"image": [], "audio": []}
+    for inputs in iter_model_inputs(settings.paths.batch_inputs(batch_id)):  # one shard in memory at a time
+        sample_ids.extend(inputs.sample_id)
+        for name, modality, values, present in (("image", VISION, inputs.image, inputs.has_image),
+                                                ("audio", AUDIO, inputs.audio, inputs.has_audio)):
+            label, conf = predict_zero_shot(model, modality, values, prompts)
+            predicted[name].append(label)
+            confidence[name].append(np.where(present, conf, 0.0))  # a missing file never votes
+    return ModelVotes(sample_ids, {k: np.concatenate(v) for k, v in predicted.items()},
+                      {k: np.concatenate(v) for k, v in confidence.items()})
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def build_golden_set(settings: Settings):
 def _training_batches(settings: Settings) -> list[str]:
     """The training window: every ingested batch with model inputs, in ingestion order."""
     return [b for b in list_ingested_batches(settings.paths.lake_raw)
-            if (settings.paths.model_inputs / f"{b}.npz").exists()]
+            if has_model_inputs(settings.paths.batch_inputs(b))]
 
 
 def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None) -> TrainOutcome:
@@ -102,7 +107,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     from models.train import TrainConfig, TrainingData, train_imagebind
 
     batches = _training_batches(settings)
-    inputs = ModelInputs.concat([load_model_inputs(settings.paths.model_inputs / f"{b}.npz") for b in batches])
+    inputs = ModelInputs.concat([load_model_inputs(settings.paths.batch_inputs(b)) for b in batches])
     inputs = inputs.take(np.flatnonzero(inputs.has_image & inputs.has_audio & inputs.has_caption))
     if len(inputs) < 2:
         raise ValueError(f"only {len(inputs)} rows with image, audio and caption: too few to train")
@@ -124,7 +129,9 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     registry = registry_for(settings)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = save_model(result.model, Path(tmp) / "imagebind")
-        save_json(model_dir / "input_spec.json", {**asdict(input_spec(settings)), "sample_rate": settings.params.clean.sample_rate})
+        clean = settings.params.clean  # serving prepares raw audio as the clean stage did
+        save_json(model_dir / "input_spec.json",
+                  {**asdict(input_spec(settings)), "sample_rate": clean.sample_rate, "silence_db": clean.silence_db})
         params = {**{f"model.{k}": v for k, v in asdict(model_config).items()},
                   **{f"train.{k}": v for k, v in asdict(train_config).items()},
                   "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum())}

@@ -141,6 +141,10 @@ class StatePaths:
     def model_inputs(self) -> Path:
         return self.home / "lake" / "inputs"
 
+    def batch_inputs(self, batch_id: str) -> Path:
+        """A batch's model-input shards (folder of part-*.npz)."""
+        return self.model_inputs / batch_id
+
     @property
     def quarantine(self) -> Path:
         return self.home / "quarantine"

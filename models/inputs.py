@@ -1,15 +1,19 @@
 """Model inputs per batch: the clean files turned into the arrays the towers take, stored as `.npz`.
 
-Written by the transform stage (I/O module: it reads clean files and writes the archive),
-read by training, the golden-set evaluation and monitoring.
+Written by the transform stage (I/O module: it reads clean files and writes the archives),
+read by training, the champion's votes and the golden-set evaluation. A batch's inputs are a
+folder of shards (`part-00000.npz`, …) of at most SHARD_ROWS rows each, built and written one
+at a time, so the memory the transform stage needs does not grow with the batch.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -17,6 +21,9 @@ import soundfile as sf
 from PIL import Image
 
 from models.transforms import image_to_input, waveform_to_log_mel
+
+SHARD_ROWS = 2048  # rows per shard: 2048 × (16×16 image + 100×40 log-mel) float32 ≈ 35 MB in memory
+_SHARD_GLOB = "part-*.npz"
 
 
 @dataclass(frozen=True)
@@ -74,19 +81,80 @@ def build_model_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> 
     )
 
 
+def _write_archive(path: Path, inputs: ModelInputs) -> None:
+    np.savez_compressed(path, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
+
+
 def save_model_inputs(path: Path, inputs: ModelInputs) -> None:
-    """Atomic write of a compressed archive without pickled objects."""
+    """Atomic write of one compressed archive without pickled objects."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
+        _write_archive(Path(tmp), inputs)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def load_model_inputs(path: Path) -> ModelInputs:
+def save_model_input_shards(
+    folder: Path,
+    clean_dir: Path,
+    rows: pd.DataFrame,
+    spec: InputSpec,
+    shard_rows: int = SHARD_ROWS,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Build and write a batch's inputs shard by shard into `folder` (replaced whole, atomically).
+
+    Only one shard's arrays are in memory at a time. An empty batch still gets one (empty)
+    shard, so a reader can tell "no rows" from "never built". Returns the number of shards.
+    """
+    if shard_rows < 1:
+        raise ValueError(f"shard_rows must be at least 1, got {shard_rows}")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".staging-{folder.name}-"))
+    try:
+        starts = range(0, max(len(rows), 1), shard_rows)
+        for index, start in enumerate(starts):
+            part = rows.iloc[start : start + shard_rows]
+            _write_archive(staging / f"part-{index:05d}.npz", build_model_inputs(clean_dir, part, spec))
+            if progress:
+                progress(min(start + shard_rows, len(rows)), len(rows))
+        trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
+        if folder.exists():
+            os.replace(folder, trash)
+        os.replace(staging, folder)
+        shutil.rmtree(trash, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return len(starts)
+
+
+def _load_archive(path: Path) -> ModelInputs:
     with np.load(path, allow_pickle=False) as archive:
         return ModelInputs(**{f.name: archive[f.name] for f in fields(ModelInputs)})
+
+
+def has_model_inputs(path: Path) -> bool:
+    """Whether `path` is a built archive or shard folder."""
+    return path.is_file() or (path.is_dir() and any(path.glob(_SHARD_GLOB)))
+
+
+def iter_model_inputs(path: Path) -> Iterator[ModelInputs]:
+    """The shards of a batch folder in row order (or the one archive a file is), one at a time."""
+    if path.is_file():
+        yield _load_archive(path)
+        return
+    shards = sorted(path.glob(_SHARD_GLOB))
+    if not shards:
+        raise FileNotFoundError(f"no model inputs at {path}: expected a .npz archive or a folder of {_SHARD_GLOB}")
+    for shard in shards:
+        yield _load_archive(shard)
+
+
+def load_model_inputs(path: Path) -> ModelInputs:
+    """All rows of an archive or of a shard folder, in row order."""
+    return ModelInputs.concat(list(iter_model_inputs(path)))

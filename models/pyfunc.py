@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import json
-from math import gcd
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+
+DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
 
 
 class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
@@ -33,16 +34,15 @@ class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
 
     def _audio(self, path: str) -> np.ndarray:
         import soundfile as sf
-        from scipy.signal import resample_poly
 
-        from models.transforms import waveform_to_log_mel
+        from models.transforms import prepare_waveform, waveform_to_log_mel
 
         wave, rate = sf.read(path, dtype="float32", always_2d=True)
-        mono, target = wave.mean(axis=1), self.spec["sample_rate"]
-        if rate != target:
-            factor = gcd(rate, target)
-            mono = resample_poly(mono, target // factor, rate // factor).astype(np.float32)
-        mono = mono / max(float(np.abs(mono).max()), 1e-9)
+        target = self.spec["sample_rate"]
+        try:
+            mono = prepare_waveform(wave, rate, target, self.spec.get("silence_db", DEFAULT_SILENCE_DB))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
         return waveform_to_log_mel(mono, target, self.spec["n_mels"], self.spec["audio_frames"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

@@ -6,9 +6,12 @@ always sees inputs prepared the same way.
 
 from __future__ import annotations
 
+from math import gcd
+
 import kaldi_native_fbank as knf
 import numpy as np
 from PIL import Image
+from scipy.signal import resample_poly
 
 
 def image_to_input(image: np.ndarray, size: int) -> np.ndarray:
@@ -17,6 +20,34 @@ def image_to_input(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
     return (np.asarray(resized, dtype=np.float32) / 255.0)[None]
+
+
+def resample_mono(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """(T,) or (T, C) samples at `rate` → (T',) float32 mono at `target_rate` (channels averaged, polyphase)."""
+    mono = wave.mean(axis=1) if wave.ndim == 2 else wave
+    if rate != target_rate:
+        factor = gcd(rate, target_rate)
+        mono = resample_poly(mono, target_rate // factor, rate // factor)
+    return np.asarray(mono, dtype=np.float32)
+
+
+def trim_silence(wave: np.ndarray, silence_db: float) -> np.ndarray:
+    """Drop leading and trailing samples quieter than `silence_db` below the peak."""
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak == 0.0:
+        return wave
+    loud = np.flatnonzero(np.abs(wave) >= peak * 10 ** (-silence_db / 20))
+    return wave[loud[0] : loud[-1] + 1]
+
+
+def prepare_waveform(wave: np.ndarray, rate: int, target_rate: int, silence_db: float) -> np.ndarray:
+    """What the clean stage does to every clip, for a file that did not pass through it (serving):
+    mono at `target_rate`, silence trimmed, peak-normalised to 1."""
+    mono = trim_silence(resample_mono(wave, rate, target_rate), silence_db)
+    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+    if peak == 0.0 or not np.all(np.isfinite(mono)):
+        raise ValueError("audio is empty, pure silence or holds non-finite samples")
+    return (mono / peak).astype(np.float32)
 
 
 def waveform_to_log_mel(wave: np.ndarray, sample_rate: int, n_mels: int, frames: int) -> np.ndarray:

@@ -160,6 +160,32 @@ def test_labels_combine_human_caption_and_champion_votes_and_reach_mlflow(two_ru
     assert 0 < run.data.metrics["label_coverage"] <= 1 and "label_conflict_rate" in run.data.metrics
 
 
+def test_imported_review_labels_get_a_data_version_at_once(two_runs, tmp_path):
+    """`flywheel review import` versions the feature tables in the lake at once, not at the next run."""
+    from typer.testing import CliRunner
+
+    from features.lake_versioning import open_lake
+    from flows.cli import app
+
+    settings, _, second = two_runs
+    tasks = json.loads(Path(second.stages["label"]["review_tasks"]).read_text())
+    assert tasks, "the demo batch should leave some rows to review"
+    at = "2026-03-01T10:00:00Z"
+    answer = {"id": 1, "result": [{"id": "r1", "from_name": "label", "to_name": "image", "type": "choices",
+                                   "value": {"choices": ["3"]}}],
+              "was_cancelled": False, "ground_truth": False, "created_at": at, "updated_at": at, "completed_by": 7}
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([{**task, "id": 100 + i, "annotations": [answer]} for i, task in enumerate(tasks[:2])]))
+    from tests.conftest import PROJECT
+
+    result = CliRunner().invoke(app, ["review", "import", str(export), "--batch", second.batch_id,
+                                      "--home", str(settings.paths.home), "--params", str(PROJECT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
+    version = lake.version_of("feast/data").to_tag()
+    assert version in " ".join(result.output.split()) and version != second.data_versions["features"]
+
+
 def test_clean_on_a_dask_cluster_matches_local_threads(harness, demo_batch_factory, tmp_path):
     """FLYWHEEL_DASK_ADDRESS sends clean's chunks to a Dask cluster (2 worker processes): same result."""
     import dataclasses

@@ -37,3 +37,26 @@ def test_image_centre_of_mass_and_ink_follow_the_strokes():
     assert stats["img_center_col"] > 0.8 and stats["img_center_row"] == pytest.approx(0.5)
     assert stats["img_ink_ratio"] == pytest.approx(0.2)
     assert image_stats(np.zeros((10, 10), np.uint8))["img_center_col"] == 0.5  # blank: centred by convention
+
+
+def test_serving_prepares_raw_audio_as_training_saw_it(tmp_path):
+    """A raw clip sent to the logged model gets the clean stage's resampling, trim and normalisation,
+    so serving sees the log-mel that training saw (no train/serve skew)."""
+    import soundfile as sf
+
+    from features.decode import decode_audio
+    from models.pyfunc import ImageBindPyfunc
+    from models.transforms import waveform_to_log_mel
+
+    rate = 22050
+    t = np.arange(int(0.6 * rate)) / rate
+    tone = 0.4 * np.sin(2 * np.pi * 220 * t) * np.hanning(len(t))
+    clip = np.concatenate([np.zeros(int(0.5 * rate)), tone, np.zeros(int(0.2 * rate))])  # leading silence to trim
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.stack([clip, clip], axis=1).astype(np.float32), rate)  # stereo at 22.05 kHz
+    spec = {"sample_rate": 16000, "silence_db": 40.0, "n_mels": 40, "audio_frames": 100}
+
+    trained_on = waveform_to_log_mel(decode_audio(path, 16000, 30.0, 40.0).wave, 16000, 40, 100)
+    served = ImageBindPyfunc()
+    served.spec = spec
+    np.testing.assert_allclose(served._audio(str(path)), trained_on, atol=1e-4)
