@@ -11,18 +11,19 @@ names, so it gets the id that the same bytes get from a local folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from features.io import load_jsonl, make_staging_dir, publish_directory, save_json, save_jsonl
-from features.manifest import FILE_FIELDS, MANIFEST_NAME, manifest_lines, parse_manifest, resolve_inside
+from features.io import make_staging_dir, publish_directory, save_json
+from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, resolve_inside
 from features.records import BatchError, QuarantineRecord, StageReport
 
 ROWS_NAME = "rows.jsonl"
@@ -74,9 +75,9 @@ def _read_manifest(source: Path) -> bytes:
         raise BatchError(f"cannot read {manifest}: {err}") from err
 
 
-def _refuse_unreadable_manifest(origin: str, rows: list[dict], rejected: list[QuarantineRecord]) -> None:
+def _refuse_unreadable_manifest(origin: str, accepted: int, rejected: list[QuarantineRecord]) -> None:
     """A manifest none of whose lines is a JSON object is the wrong file, not a batch of bad rows."""
-    if rows or not rejected or any(record.reason not in _UNREADABLE for record in rejected):
+    if accepted or not rejected or any(record.reason not in _UNREADABLE for record in rejected):
         return
     raise BatchError(
         f"{origin}/{MANIFEST_NAME} is not JSON Lines: none of its {len(rejected)} non-blank lines is a JSON object"
@@ -85,49 +86,94 @@ def _refuse_unreadable_manifest(origin: str, rows: list[dict], rejected: list[Qu
     )
 
 
-def _parse_and_hash(source: Path, origin: str | None = None) -> tuple[bytes, list[dict], list[QuarantineRecord], str]:
-    """Manifest bytes, accepted rows (each with `<field>_sha256` set), rejected rows and the batch id.
+@dataclass(frozen=True)
+class _Scan:
+    """What one pass over a landing batch learns without keeping its rows."""
+
+    batch_id: str
+    rows_in: int  # non-blank manifest lines
+    accepted: int
+    rejected: list[QuarantineRecord]
+
+
+def _file_fields(row: dict) -> Iterator[str]:
+    """The row's file fields, after dropping `<field>_sha256` keys a manifest may carry (they are the lake's own)."""
+    for field in FILE_FIELDS:
+        row.pop(f"{field}_sha256", None)
+        if row.get(field) is not None:
+            yield field
+
+
+def _scan_batch(source: Path, data: bytes, origin: str | None = None) -> _Scan:
+    """Rows are parsed and their files hashed one at a time: memory does not grow with the batch.
 
     The batch id hashes the manifest and every existing file it names (in manifest order).
-    `<field>_sha256` keys are the lake's own: a manifest's keys of that name are replaced.
     `origin` names the batch in error messages when `source` is a local copy of a remote one.
     """
-    data = _read_manifest(source)
-    rows, rejected = parse_manifest(data, source)
-    _refuse_unreadable_manifest(origin or str(source), rows, rejected)
     digest = hashlib.sha256(data)
-    for row in rows:
-        for field in FILE_FIELDS:
-            row.pop(f"{field}_sha256", None)
-            if row.get(field) is None:
-                continue
-            sha = row[f"{field}_sha256"] = _hash_if_readable(resolve_inside(source, row[field]))
+    rows_in, accepted, rejected = 0, 0, []
+    for outcome in iter_manifest(data, source):
+        rows_in += 1
+        if isinstance(outcome, QuarantineRecord):
+            rejected.append(outcome)
+            continue
+        accepted += 1
+        for field in _file_fields(outcome):
+            sha = _hash_if_readable(resolve_inside(source, outcome[field]))
             if sha is not None:
-                digest.update(f"{field}:{row[field]}:{sha}".encode())
-    return data, rows, rejected, digest.hexdigest()[:16]
+                digest.update(f"{field}:{outcome[field]}:{sha}".encode())
+    _refuse_unreadable_manifest(origin or str(source), accepted, rejected)
+    return _Scan(digest.hexdigest()[:16], rows_in, accepted, rejected)
 
 
 def compute_batch_id(source: Path) -> str:
     """Content hash of the manifest and of every existing file it names (in manifest order)."""
-    return _parse_and_hash(source)[3]
+    return _scan_batch(source, _read_manifest(source)).batch_id
 
 
-def _copy_files(source: Path, staging: Path, row: dict) -> None:
-    """Copy the row's files (bytes, never links) to the same place under `staging`, paths normalised."""
+def _copy_and_hash(path: Path, target: Path) -> str:
+    """Copy the bytes of `path` (never a link) to `target`, returning the sha256 of what was copied."""
+    digest = hashlib.sha256()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("rb") as source, target.open("wb") as copy:
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            copy.write(chunk)
+    return digest.hexdigest()
+
+
+def _copy_files(source: Path, staging: Path, row: dict, digest: Any) -> None:
+    """Copy the row's files to the same place under `staging` (paths normalised), setting `<field>_sha256`
+    from the bytes copied and feeding `digest` as the scan did; a missing or unreadable file gets None
+    and clean quarantines it as missing_file."""
     root = source.resolve()
-    for field in FILE_FIELDS:
-        if row.get(field) is None or row.get(f"{field}_sha256") is None:
-            continue  # clean quarantines it as missing_file
+    for field in _file_fields(row):
         path = resolve_inside(source, row[field])
-        relative = path.relative_to(root)
-        target = staging / relative
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-        except OSError:  # vanished or became unreadable since it was hashed
-            row[f"{field}_sha256"] = None
-            continue
-        row[field] = relative.as_posix()
+            sha = _copy_and_hash(path, staging / path.relative_to(root)) if path.is_file() else None
+        except OSError:  # unreadable, or vanished since the scan
+            sha = None
+        row[f"{field}_sha256"] = sha
+        if sha is not None:
+            digest.update(f"{field}:{row[field]}:{sha}".encode())
+            row[field] = path.relative_to(root).as_posix()
+
+
+def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan) -> None:
+    """Manifest, files and `rows.jsonl` into `staging`, row by row; the bytes copied must be the bytes scanned."""
+    (staging / MANIFEST_NAME).write_bytes(data)
+    digest = hashlib.sha256(data)
+    with (staging / ROWS_NAME).open("w", encoding="utf-8") as rows:
+        for outcome in iter_manifest(data, source):
+            if isinstance(outcome, QuarantineRecord):
+                continue
+            _copy_files(source, staging, outcome, digest)
+            rows.write(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
+    if digest.hexdigest()[:16] != scan.batch_id:
+        raise BatchError(
+            f"{source} changed while it was ingested (a file was written, replaced or removed between the hash"
+            " and the copy); nothing was ingested: retry once the upload is complete"
+        )
 
 
 def _inside_prefix(relative: Any) -> str | None:
@@ -177,8 +223,11 @@ def _download_batch(fs: fsspec.AbstractFileSystem, root: str, uri: str, landing:
     root = root.rstrip("/")
     data = _fetch_manifest(fs, root, uri)
     (landing / MANIFEST_NAME).write_bytes(data)
-    rows, _ = parse_manifest(data, landing)  # the same row checks as a local batch, on an empty folder
-    keys = {_inside_prefix(row.get(field)) for row in rows for field in FILE_FIELDS if row.get(field) is not None}
+    keys = {  # the same row checks as a local batch, on an empty folder
+        _inside_prefix(row.get(field))
+        for row in iter_manifest(data, landing) if not isinstance(row, QuarantineRecord)
+        for field in FILE_FIELDS if row.get(field) is not None
+    }
     for key in sorted(keys - {None}):
         _fetch_file(fs, root, key, landing, uri)
 
@@ -218,26 +267,24 @@ def ingest_batch(source: Path | str, lake_raw: Path, storage_options: dict[str, 
 
 
 def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None) -> IngestResult:
-    data, rows, rejected, batch_id = _parse_and_hash(source, origin)
-    rows_in = len(manifest_lines(data))
-    final = lake_raw / batch_id
+    data = _read_manifest(source)
+    scan = _scan_batch(source, data, origin)
+    final = lake_raw / scan.batch_id
     if (final / DONE_NAME).is_file():
-        stored = load_jsonl(final / ROWS_NAME)
-        report = StageReport("ingest", rows_in, len(stored), rejected, skipped=True)
-        return IngestResult(batch_id, final, report)
+        with (final / ROWS_NAME).open("rb") as stored:
+            kept = sum(1 for line in stored if line.strip())
+        report = StageReport("ingest", scan.rows_in, kept, scan.rejected, skipped=True)
+        return IngestResult(scan.batch_id, final, report)
 
     staging = make_staging_dir(final)
     try:
-        (staging / MANIFEST_NAME).write_bytes(data)
-        for row in rows:
-            _copy_files(source, staging, row)
-        save_jsonl(staging / ROWS_NAME, rows)
-        save_json(staging / DONE_NAME, {"batch_id": batch_id, "source": recorded_source, "rows": len(rows)})
+        _write_snapshot(source, data, staging, scan)
+        save_json(staging / DONE_NAME, {"batch_id": scan.batch_id, "source": recorded_source, "rows": scan.accepted})
         publish_directory(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return IngestResult(batch_id, final, StageReport("ingest", rows_in, len(rows), rejected))
+    return IngestResult(scan.batch_id, final, StageReport("ingest", scan.rows_in, scan.accepted, scan.rejected))
 
 
 def list_ingested_batches(lake_raw: Path) -> list[str]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from features.records import QuarantineRecord
 
@@ -23,6 +24,8 @@ FILE_FIELDS: tuple[str, ...] = ("image", "audio", "depth", "thermal", "imu")
 EARLIEST_TIMESTAMP = datetime(1678, 1, 1, tzinfo=timezone.utc)
 LATEST_TIMESTAMP = datetime(2262, 1, 1, tzinfo=timezone.utc)
 _QUOTED_TEXT_CHARS = 500  # how much of an unreadable line a quarantine record keeps
+# A line and its end (\r\n, \r or \n, as bytes.splitlines), or a last line without one.
+_LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n)|([^\r\n]+)\Z")
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -142,12 +145,25 @@ def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str) -> dict[s
     return row
 
 
-def manifest_lines(data: bytes | str) -> list[tuple[int, bytes]]:
-    """Non-blank lines with their 1-based numbers; split on bytes, so U+2028 inside a caption splits nothing."""
+def iter_manifest_lines(data: bytes | str) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers, one at a time; split on bytes, so U+2028 inside a
+    caption splits nothing. Nothing but the current line is copied, however long the manifest."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8) :]
-    return [(number, line) for number, line in enumerate(raw.splitlines(), start=1) if line.strip()]
+    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    for number, match in enumerate(_LINE.finditer(raw, start), start=1):
+        line = match.group(1) if match.group(1) is not None else match.group(2)
+        if line.strip():
+            yield number, line
+
+
+def manifest_lines(data: bytes | str) -> list[tuple[int, bytes]]:
+    return list(iter_manifest_lines(data))
+
+
+def iter_manifest(data: bytes | str, batch_dir: Path, stage: str = "ingest") -> Iterator[dict[str, Any] | QuarantineRecord]:
+    """Each non-blank line as a well-formed row or the record saying why it was refused, in manifest order."""
+    for line_no, line in iter_manifest_lines(data):
+        yield _parse_line(line, line_no, batch_dir, stage)
 
 
 def parse_manifest(
@@ -159,14 +175,6 @@ def parse_manifest(
     """
     accepted: list[dict[str, Any]] = []
     rejected: list[QuarantineRecord] = []
-    for line_no, line in manifest_lines(data):
-        outcome = _parse_line(line, line_no, batch_dir, stage)
-        if isinstance(outcome, QuarantineRecord):
-            rejected.append(outcome)
-        else:
-            accepted.append(outcome)
+    for outcome in iter_manifest(data, batch_dir, stage):
+        (rejected if isinstance(outcome, QuarantineRecord) else accepted).append(outcome)
     return accepted, rejected
-
-
-def count_manifest_rows(data: bytes | str) -> int:
-    return len(manifest_lines(data))
