@@ -77,6 +77,26 @@ def test_ingest_same_bytes_is_skipped_and_a_changed_file_is_a_new_batch(tmp_path
     assert not ingest_batch(source, lake).report.skipped
 
 
+def test_a_file_changed_while_ingesting_is_refused_not_snapshotted(tmp_path, monkeypatch):
+    """The id hashes the bytes scanned; if the bytes copied differ (an upload still running), nothing lands."""
+    import features.ingest as ingest
+    from features.records import BatchError
+
+    rows = [{"sample_id": "s1", "captured_at": "2026-01-01T00:00:00Z", "image": "img/s1.png"}]
+    source = _write_batch(tmp_path / "landing", rows, {"img/s1.png": _png(1)})
+    scan = ingest._scan_batch
+
+    def scan_then_upload_more(*args, **kwargs):
+        result = scan(*args, **kwargs)
+        (source / "img/s1.png").write_bytes(_png(2))  # the uploader rewrites the file between the passes
+        return result
+
+    monkeypatch.setattr(ingest, "_scan_batch", scan_then_upload_more)
+    with pytest.raises(BatchError, match="changed while it was ingested"):
+        ingest_batch(source, tmp_path / "lake")
+    assert not list((tmp_path / "lake").iterdir())  # no snapshot, no staging folder left
+
+
 def test_clean_quarantines_every_demo_fault_with_its_reason(demo_batch_factory, tmp_path):
     source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
     faults = json.loads((source / "_faults.json").read_text())
