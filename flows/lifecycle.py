@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from features.clean import CleanParams, clean_rows_chunk
+from features.clean import Chunk, ChunkOutcome, CleanParams, clean_rows_chunk
 from flows.data_stages import stage_clean
 from flows.pipeline import RunRecord, run_stages
 from flows.settings import Settings
@@ -24,7 +24,7 @@ RETRIED_STAGES: dict[str, int] = {"register": 2, "gate": 1}
 clean_chunk = task(clean_rows_chunk, name="clean-chunk", cache_policy=NO_CACHE)
 
 
-def map_chunks_as_tasks(chunks: list[list[dict]], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[list]:
+def map_chunks_as_tasks(chunks: list[Chunk], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[ChunkOutcome]:
     """One Prefect task per chunk of rows, run in parallel by the subflow's task runner."""
     futures = clean_chunk.map(chunks, unmapped(raw_dir), unmapped(out_dir), unmapped(params))
     return [future.result() for future in futures]

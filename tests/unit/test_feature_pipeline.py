@@ -171,17 +171,21 @@ def test_labels_prefer_humans_and_agree_with_demo_truth(demo_batch_factory, tmp_
     assert (labels.loc[human, "label_confidence"] == 1.0).all()
 
 
-def test_clean_gives_the_same_result_however_chunks_are_mapped(demo_batch_factory, tmp_path):
-    """The Prefect flow maps chunks as tasks; any mapper must give the plain loop's table and quarantine."""
+def test_clean_gives_the_same_result_however_chunks_are_cut_and_mapped(demo_batch_factory, tmp_path, monkeypatch):
+    """The Prefect flow maps chunks as tasks; any chunking and mapper must give the same table and quarantine."""
+    import features.clean
     from features.clean import clean_rows_chunk
+
+    monkeypatch.setattr(features.clean, "CHUNK_ROWS", 16)  # 80 rows: 5 chunks on 4 workers, 2 on one
 
     source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
     ingested = ingest_batch(source, tmp_path / "raw")
     threaded = clean_batch(ingested.batch_dir, tmp_path / "a", CleanParams())
 
-    def serial(chunks, raw_dir, out_dir, params):
-        return [clean_rows_chunk(list(reversed(chunk)), raw_dir, out_dir, params)[::-1] for chunk in chunks]
+    def last_chunk_first(chunks, raw_dir, out_dir, params):
+        return [clean_rows_chunk(chunk, raw_dir, out_dir, params) for chunk in reversed(chunks)][::-1]
 
-    looped = clean_batch(ingested.batch_dir, tmp_path / "b", CleanParams(), map_chunks=serial)
-    assert threaded.rows.equals(looped.rows)
+    looped = clean_batch(ingested.batch_dir, tmp_path / "b", CleanParams(workers=1), map_chunks=last_chunk_first)
+    assert threaded.report.reason_counts().get("duplicate_sample")  # duplicates across chunk boundaries
+    assert threaded.rows.equals(looped.rows) and list(threaded.rows["sample_id"]) == sorted(threaded.rows["sample_id"])
     assert threaded.report.to_summary() == looped.report.to_summary()

@@ -1,0 +1,175 @@
+"""Clean one row: check its values, decode its files, write their normalised versions.
+
+Images become grayscale PNGs, audio 16 kHz mono WAVs (trimmed, peak-normalised), sensors
+`.npy` float32 arrays; `rows_to_frame` gives the clean-rows table its stable schema. The batch
+level (duplicates, chunks, the table) is `features.clean`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from PIL import Image
+
+from features.decode import DecodeError, decode_audio, decode_image, decode_sensor
+from features.manifest import FILE_FIELDS, parse_timestamp, resolve_inside
+from features.phash import compute_dhash
+
+# Manifest fields with a column of their own; everything else is kept as JSON in `meta`.
+KNOWN_FIELDS = ("sample_id", "captured_at", "caption", "label", "language", "voice", "source", *FILE_FIELDS)
+TEXT_FIELDS = ("caption", "language", "voice", "source")
+SENSOR_FIELDS = ("depth", "thermal", "imu")
+# The clean-rows table, in column order; an empty batch has the same columns.
+CLEAN_COLUMNS = (
+    "sample_id", "captured_at", "caption", "label", "language", "voice", "source", "meta",
+    "image", "image_width", "image_height", "image_contrast", "image_dhash",
+    "audio", "audio_seconds", "audio_peak", "audio_rms_db", "caption_chars", *SENSOR_FIELDS,
+)
+INT64_RANGE = (-(2**63), 2**63 - 1)  # the label column is nullable int64
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    sample_rate: int = 16000
+    max_image_pixels: int = 4_000_000
+    max_audio_seconds: float = 30.0
+    silence_db: float = 40.0
+    workers: int = 4  # decoding threads; Pillow, soundfile and numpy release the GIL
+    near_duplicate_bits: int = 4  # images whose 64-bit dHashes differ in at most this many bits match; -1: off
+    max_sensor_values: int = 16_000_000  # values in one .npy sensor array, read from its header before loading
+
+    def __post_init__(self) -> None:
+        if not -1 <= self.near_duplicate_bits < 64:
+            raise ValueError(f"near_duplicate_bits must be -1 (off) or 0..63, got {self.near_duplicate_bits}")
+        if self.workers < 1 or self.max_sensor_values < 1:
+            raise ValueError(
+                f"workers and max_sensor_values must be at least 1, got {self.workers} and {self.max_sensor_values}"
+            )
+
+
+def _label_value(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = type(value).__name__
+        raise DecodeError("bad_label", f"label must be an integer class or null, got {kind} {value!r:.80}")
+    if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+        raise DecodeError("bad_label", "label is outside the int64 range")
+    return value
+
+
+def _check_text_fields(row: dict[str, Any]) -> None:
+    for name in TEXT_FIELDS:
+        value = row.get(name)
+        if value is not None and not isinstance(value, str):
+            raise DecodeError("bad_field", f"{name} must be a string or null, got {type(value).__name__} {value!r:.80}")
+
+
+def _batch_file(raw_dir: Path, row: dict[str, Any], field: str) -> Path:
+    """The row's file for `field`, checked again here: clean reads nothing outside the raw batch."""
+    if row.get(f"{field}_sha256") is None:
+        raise DecodeError("missing_file", f"{field} file {row[field]!r} does not exist in the batch or was unreadable")
+    try:
+        path = resolve_inside(raw_dir, row[field])
+    except ValueError as err:
+        raise DecodeError("unsafe_path", f"{field}: {err}") from err
+    try:
+        regular = path.is_file()  # a FIFO or device would block or never end: it is never opened
+    except OSError:
+        regular = False
+    if not regular:
+        raise DecodeError("missing_file", f"{field} file {row[field]!r} is not a regular file in the batch")
+    return path
+
+
+def output_stem(sample_id: str) -> str:
+    """File name stem for a sample's outputs: the id itself when it is a plain name, else a slug plus a
+    hash of the id, so that distinct ids ("a/b", "a_b") never share a file."""
+    if _PLAIN_NAME.fullmatch(sample_id):
+        return sample_id
+    slug = re.sub(r"[^A-Za-z0-9._-]", "_", sample_id)[:40]
+    return f"{slug}-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
+
+
+def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanParams) -> dict[str, Any]:
+    """Check one row's values and files, decode them, write their normalised versions under `out_dir`;
+    return the clean row, or raise DecodeError with the reason code."""
+    sid = row["sample_id"]
+    _check_text_fields(row)
+    label = _label_value(row.get("label"))
+    caption = row.get("caption")
+    caption = caption if caption and caption.strip() else None
+    if not (caption or any(row.get(f) for f in FILE_FIELDS)):
+        raise DecodeError("no_modality", "the row names no image, audio, caption or sensor")
+    files = {field: _batch_file(raw_dir, row, field) for field in FILE_FIELDS if row.get(field)}
+    clean: dict[str, Any] = {
+        "sample_id": sid,
+        "captured_at": parse_timestamp(row["captured_at"]),
+        "caption": caption,
+        "label": label,
+        "language": row.get("language"),
+        "voice": row.get("voice"),
+        "source": row.get("source"),
+        "meta": json.dumps({k: v for k, v in row.items() if k not in KNOWN_FIELDS and not k.endswith("_sha256")}),
+        "image": None, "image_width": None, "image_height": None, "image_contrast": np.nan, "image_dhash": None,
+        "audio": None, "audio_seconds": np.nan, "audio_peak": np.nan, "audio_rms_db": np.nan,
+        "caption_chars": len(caption) if caption else None,
+        **{kind: None for kind in SENSOR_FIELDS},
+    }
+    try:
+        _decode_files(files, out_dir, output_stem(sid), params, clean)
+    except DecodeError:
+        _remove_outputs(out_dir, clean)  # a row quarantined for its audio leaves no orphan image behind
+        raise
+    return clean
+
+
+def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: CleanParams, clean: dict[str, Any]) -> None:
+    """Decode each file, write its normalised version under `out_dir` and fill its columns in `clean`."""
+    if "image" in files:
+        pixels = decode_image(files["image"], params.max_image_pixels)
+        clean["image"] = f"images/{stem}.png"
+        Image.fromarray(pixels).save(out_dir / clean["image"])
+        clean["image_height"], clean["image_width"] = pixels.shape
+        clean["image_contrast"] = float(pixels.std() / 255.0)
+        clean["image_dhash"] = f"{compute_dhash(pixels):016x}"
+    if "audio" in files:
+        audio = decode_audio(files["audio"], params.sample_rate, params.max_audio_seconds, params.silence_db)
+        clean["audio"] = f"audio/{stem}.wav"
+        sf.write(out_dir / clean["audio"], audio.wave, audio.sample_rate, subtype="PCM_16")
+        clean["audio_seconds"] = len(audio.wave) / audio.sample_rate
+        clean["audio_peak"] = audio.source_peak
+        clean["audio_rms_db"] = audio.source_rms_db
+    for kind in SENSOR_FIELDS:
+        if kind in files:
+            array = decode_sensor(files[kind], kind, params.max_sensor_values)
+            clean[kind] = f"sensors/{stem}.{kind}.npy"
+            np.save(out_dir / clean[kind], array, allow_pickle=False)
+
+
+def _remove_outputs(out_dir: Path, clean: dict[str, Any]) -> None:
+    for field in ("image", "audio", *SENSOR_FIELDS):
+        if clean.get(field):
+            (out_dir / clean[field]).unlink(missing_ok=True)
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The clean-rows table with stable dtypes (nullable integers, UTC timestamps), also when empty."""
+    frame = pd.DataFrame(rows, columns=list(CLEAN_COLUMNS))
+    frame["captured_at"] = pd.to_datetime(frame["captured_at"], utc=True)
+    for column in ("label", "image_width", "image_height", "caption_chars"):
+        frame[column] = pd.array(frame[column], dtype="Int64")
+    for column in ("image_contrast", "audio_seconds", "audio_peak", "audio_rms_db"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
