@@ -20,7 +20,7 @@ def contrastive_targets(batch_size: int, labels: Tensor | None = None) -> Tensor
     Row i's positives are i itself and every j whose label is known and equal to i's.
     Without labels this is the identity, i.e. plain InfoNCE.
     """
-    eye = torch.eye(batch_size)
+    eye = torch.eye(batch_size, device=None if labels is None else labels.device)  # on the labels' device (CUDA)
     if labels is None:
         return eye
     if labels.shape != (batch_size,):

@@ -4,6 +4,11 @@ Stage 1 aligns the vision tower and the text head with symmetric InfoNCE on (ima
 Stage 2 freezes the vision tower and trains only the audio tower on (audio, image). No loss
 ever sees an (audio, text) pair: audio↔text alignment must *emerge* through the images,
 which is the claim of Girdhar et al. (CVPR 2023) that the evaluation then measures.
+
+The loop is resumable and data parallel. The batch order and the augmentation draws of an
+epoch depend only on (seed, stage, epoch), so a run resumed from its last checkpoint, or
+split over several torchrun processes, sees exactly the batches of an uninterrupted
+single-process run.
 """
 
 from __future__ import annotations
@@ -11,28 +16,46 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.checkpoints import (
+    capture_rng_state,
+    check_resumable,
+    load_checkpoint,
+    restore_rng_state,
+    run_fingerprint,
+    save_checkpoint,
+)
+from models.distributed import DataParallel, resolve_device, trainable_only
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig
 from models.losses import UNKNOWN_LABEL, pair_loss
 
 STAGE_IMAGE_TEXT = "image_text"  # stage 1 name in history and callbacks
 STAGE_AUDIO_IMAGE = "audio_image"  # stage 2 name in history and callbacks
+STAGE_AUDIO_TEXT = "audio_text"  # stage 2 of the text-paired baseline (TrainConfig.audio_anchor="text")
+AUDIO_ANCHORS = (VISION, TEXT)  # what stage 2 pulls audio onto
 
 EpochCallback = Callable[[str, int, dict[str, float]], None]
+Augment = Callable[[Tensor, torch.Generator], Tensor]  # (global batch, this epoch's generator) → batch
+# Settings a checkpoint may be resumed under although they differ: they change where and how
+# fast the run goes, not the recipe (another device changes float rounding, so resume there is
+# close to, not bit-equal with, an uninterrupted run).
+RESUMABLE_ACROSS = ("checkpoint_dir", "num_threads", "device")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings; the temperature init lives in `ImageBindConfig` with the weights."""
 
-    seed: int = 0  # seeds torch (initialisation) and the numpy shuffler: same seed, same model
+    seed: int = 0  # seeds the initialisation and, with (stage, epoch), each epoch's order and jitter
     batch_size: int = 128  # pairs per step; also the number of negatives each positive sees
     epochs_stage1: int = 40  # passes over (image, text) pairs; the ViT keeps improving past 30
     epochs_stage2: int = 30  # passes over (audio, image) pairs with vision frozen
@@ -45,6 +68,15 @@ class TrainConfig:
     # Intra-op CPU threads while training (restored after). The matrices are tiny, so one thread
     # is fastest; with two, OpenMP stalls ~10× whenever another process holds a core. None: leave.
     num_threads: int | None = 1
+    # Max global gradient norm per step (None: off). Early norms reach 5–9; at 1.0 held-out audio
+    # zero-shot was 0.978 on seed 0, against 0.953 at 2.0 and 0.919 unclipped.
+    grad_clip: float | None = 1.0
+    device: str = "auto"  # "cpu", "cuda", "cuda:1", …; auto: the current CUDA device when there is one
+    bf16: bool = True  # bf16 autocast of the forward pass on CUDA; the CPU always trains in float32
+    checkpoint_dir: str | None = None  # folder for a checkpoint each epoch, resumed from if present; None: off
+    # Stage-2 partner of audio: "vision" is ImageBind (audio↔text emerges); "text" trains audio on
+    # (audio, caption) pairs directly, the paired baseline of benchmarks/emergent_alignment.py.
+    audio_anchor: str = VISION
 
     def __post_init__(self) -> None:
         if self.batch_size < 2:
@@ -57,6 +89,15 @@ class TrainConfig:
             raise ValueError(f"image_shift must be ≥ 0 pixels, got {self.image_shift}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be ≥ 1 or None, got {self.num_threads}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip}")
+        if self.audio_anchor not in AUDIO_ANCHORS:
+            raise ValueError(f"audio_anchor must be one of {AUDIO_ANCHORS}, got {self.audio_anchor!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as error:
+                raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}") from error
 
 
 @dataclass
@@ -156,6 +197,15 @@ def iterate_batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterat
             yield batch
 
 
+def epoch_generators(seed: int, stage_index: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
+    """(batch-order RNG, augmentation RNG) of one epoch, a function of (seed, stage, epoch) alone.
+
+    Nothing carries over from earlier epochs, so a resumed or sharded run draws the same batches.
+    """
+    order_seed, augment_seed = np.random.SeedSequence([seed, stage_index, epoch]).generate_state(2)
+    return np.random.default_rng(order_seed), torch.Generator().manual_seed(int(augment_seed))
+
+
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
     """AdamW that decays only matrices (≥ 2-D), the usual transformer recipe."""
     trainable = [p for p in params if p.requires_grad]
@@ -163,6 +213,13 @@ def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.op
     no_decay = [p for p in trainable if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """`lr_at` as a torch scheduler (a multiplier of the peak), so its position is checkpointed."""
+    factor = partial(lr_at, total_steps=total_steps, peak=1.0, warmup_fraction=config.warmup_fraction,
+                     min_lr_ratio=config.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def freeze(modules: list[nn.Module]) -> None:
@@ -173,70 +230,102 @@ def freeze(modules: list[nn.Module]) -> None:
             p.requires_grad_(False)
 
 
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
 @torch.no_grad()
-def embed_frozen(model: ImageBind, modality: str, values: Tensor, batch_size: int = 512) -> Tensor:
+def embed_frozen(model: ImageBind, modality: str, values: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
     """(N, ...) → (N, D) embeddings of a frozen tower, computed once instead of every step."""
-    return torch.cat([model({modality: values[i : i + batch_size]})[modality] for i in range(0, len(values), batch_size)])
+    chunks = [model({modality: values[i : i + batch_size].to(device)})[modality] for i in range(0, len(values), batch_size)]
+    return torch.cat(chunks)
 
 
-def _run_stage(
-    *,
-    stage: str,
-    model: ImageBind,
-    pair: tuple[str, str],
-    tensors: dict[str, Tensor],
-    labels: Tensor | None,
-    augment: dict[str, Callable[[Tensor], Tensor]],
-    params: list[nn.Parameter],
-    epochs: int,
-    config: TrainConfig,
-    rng: np.random.Generator,
-    history: list[dict[str, float | int | str]],
-    on_epoch: EpochCallback | None,
-) -> None:
-    """Train `params` on symmetric InfoNCE between the two modalities of `pair`.
+@dataclass
+class _Loop:
+    """The state one training call shares across its stages."""
 
-    `augment[m]` transforms modality m's batch before the forward pass; frozen towers are
-    embedded once, un-augmented, since they are the fixed anchor.
-    """
-    if epochs == 0:
-        return
-    # A frozen tower (eval mode, no grad) embeds a row identically every epoch: embed it once.
-    cached = {
-        m: embed_frozen(model, m, tensors[m])
-        for m in pair
-        if not any(p.requires_grad for p in model.tower_parameters(m))
-    }
-    n = tensors[pair[0]].shape[0]
-    steps_per_epoch = n // config.batch_size + (1 if n % config.batch_size >= 2 else 0)
-    total_steps = max(1, steps_per_epoch * epochs)
-    optimizer = build_optimizer(params, config)
-    step = 0
-    for epoch in range(epochs):
-        losses: list[float] = []
-        for batch in iterate_batches(n, config.batch_size, rng):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, config.lr, config.warmup_fraction, config.min_lr_ratio)
+    model: ImageBind
+    config: TrainConfig
+    device: torch.device
+    parallel: DataParallel
+    tensors: dict[str, Tensor]  # full training set on the CPU, one tensor per modality
+    labels: Tensor | None  # (N,) for label-aware targets, None for plain InfoNCE
+    augment: dict[str, Augment]  # per-modality batch transform, applied to trained towers only
+    history: list[dict[str, float | int | str]]
+    fingerprint: dict[str, Any]
+    on_epoch: EpochCallback | None
+
+    def run_stage(self, index: int, stage: str, pair: tuple[str, str], trained: tuple[str, ...], epochs: int,
+                  resume: dict[str, Any] | None = None) -> None:
+        """Train the towers in `trained` on symmetric InfoNCE between the two modalities of `pair`.
+
+        `resume` is a checkpoint taken inside this stage: optimiser and schedule continue from it.
+        """
+        start = 0 if resume is None else int(resume["epoch"]) + 1
+        if start >= epochs:
+            return
+        params = [p for modality in trained for p in self.model.tower_parameters(modality)]
+        # A frozen tower (eval mode, no grad) embeds a row identically every epoch: embed it once.
+        cached = {m: embed_frozen(self.model, m, self.tensors[m], self.device) for m in pair if m not in trained}
+        if TEXT in cached:  # a unit anchor, as vision is: audio's fixed scale stays the only temperature
+            cached[TEXT] = F.normalize(cached[TEXT], dim=-1)
+        n = self.tensors[pair[0]].shape[0]
+        steps_per_epoch = n // self.config.batch_size + (1 if n % self.config.batch_size >= 2 else 0)
+        optimizer = build_optimizer(params, self.config)
+        scheduler = build_scheduler(optimizer, max(1, steps_per_epoch * epochs), self.config)
+        if resume is not None:
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+        with trainable_only(self.model, params):
+            forward = self.parallel.wrap(self.model, self.device)
+            for epoch in range(start, epochs):
+                metrics = self._epoch(forward, optimizer, scheduler, params, pair, cached, index, epoch)
+                if stage == STAGE_IMAGE_TEXT:
+                    metrics["text_logit_scale"] = self.model.logit_scale(TEXT)
+                self.history.append({"stage": stage, "epoch": epoch, **metrics})
+                if self.parallel.is_main:  # one writer, one logger, whatever the number of processes
+                    if self.config.checkpoint_dir is not None:
+                        save_checkpoint(self.config.checkpoint_dir, {
+                            "stage": stage, "epoch": epoch, "model": self.model.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "rng": capture_rng_state(), "history": self.history, "fingerprint": self.fingerprint,
+                        })
+                    if self.on_epoch is not None:
+                        self.on_epoch(stage, epoch, metrics)
+
+    def _epoch(self, forward: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+               params: list[nn.Parameter], pair: tuple[str, str], cached: dict[str, Tensor], index: int,
+               epoch: int) -> dict[str, float]:
+        """One pass over the data; returns the epoch's mean loss (and mean pre-clip gradient norm)."""
+        order_rng, augment_rng = epoch_generators(self.config.seed, index, epoch)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.config.bf16 and self.device.type == "cuda" else nullcontext())
+        losses: list[Tensor] = []
+        norms: list[Tensor] = []
+        for batch in iterate_batches(len(self.tensors[pair[0]]), self.config.batch_size, order_rng):
             idx = torch.from_numpy(batch)
-            batch_inputs = {m: augment.get(m, _identity)(tensors[m][idx]) for m in pair if m not in cached}
-            out = model(batch_inputs)  # each (B, D)
-            out.update({m: cached[m][idx] for m in cached})
-            loss = pair_loss(out[pair[0]], out[pair[1]], None if labels is None else labels[idx])
+            mine = self.parallel.local_rows(len(batch))
+            inputs = {}
+            for m in pair:
+                if m not in cached:
+                    values = self.tensors[m][idx]  # the global batch: every process draws the same jitter
+                    if m in self.augment:
+                        values = self.augment[m](values, augment_rng)
+                    inputs[m] = values[mine].to(self.device, non_blocking=True)
+            with autocast:
+                out = forward(inputs)  # each (B_local, D)
+            emb = {m: cached[m][idx.to(self.device)] if m in cached
+                   else self.parallel.gather_rows(out[m].float(), len(batch)) for m in pair}  # each (B, D)
+            labels = None if self.labels is None else self.labels[idx].to(self.device)
+            loss = pair_loss(emb[pair[0]], emb[pair[1]], labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.parallel.scale_loss(loss).backward()
+            if self.config.grad_clip is not None:
+                norms.append(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
             optimizer.step()
-            losses.append(loss.item())
-            step += 1
-        metrics = {"loss": float(np.mean(losses))}
-        if stage == STAGE_IMAGE_TEXT:
-            metrics["text_logit_scale"] = model.logit_scale(TEXT)
-        history.append({"stage": stage, "epoch": epoch, **metrics})
-        if on_epoch is not None:
-            on_epoch(stage, epoch, metrics)
+            scheduler.step()
+            losses.append(loss.detach())
+        metrics = {"loss": torch.stack(losses).mean().item()}  # one device sync per epoch, not per step
+        if norms:
+            metrics["grad_norm"] = torch.stack(norms).mean().item()
+        return metrics
 
 
 def train_imagebind(
@@ -249,15 +338,22 @@ def train_imagebind(
 
     Stage 1: vision + text head on (image, text). Stage 2: vision frozen (no grad, eval
     mode), audio tower alone on (audio, image). `on_epoch(stage, epoch, metrics)` is called
-    after every epoch, e.g. to log to a tracker.
+    after every epoch (after its checkpoint), e.g. to log to a tracker. With a
+    `checkpoint_dir` that already holds a checkpoint of this run, training resumes after
+    its epoch. Under torchrun (an initialised process group) each process trains on its
+    share of every batch; only rank 0 writes checkpoints and calls `on_epoch`.
+    The returned model is on the CPU.
     """
     data.validate(model_config)
     if len(data) < 2:
         raise ValueError(f"need at least 2 training rows for a contrastive loss, got {len(data)}")
     started = time.perf_counter()
+    parallel = DataParallel.current()
+    if train_config.batch_size < parallel.world_size:
+        raise ValueError(f"batch_size {train_config.batch_size} leaves some of {parallel.world_size} processes no rows")
+    device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)
-    rng = np.random.default_rng(train_config.seed)
-    model = ImageBind(model_config)
+    model = ImageBind(model_config).to(device)
     model.train()
     tensors = {
         VISION: torch.from_numpy(np.ascontiguousarray(data.image, dtype=np.float32)),
@@ -265,34 +361,40 @@ def train_imagebind(
         TEXT: torch.from_numpy(np.ascontiguousarray(data.text_emb, dtype=np.float32)),
     }
     labels = torch.from_numpy(data.label.astype(np.int64)) if train_config.label_aware else None
-    generator = torch.Generator().manual_seed(train_config.seed)
-    augment = {VISION: lambda images: random_shift(images, train_config.image_shift, generator)}
+    fingerprint: dict[str, Any] = {}  # hashing the data costs ~20 ms: only for runs that checkpoint
+    checkpoint = None
+    if train_config.checkpoint_dir is not None:
+        fingerprint = run_fingerprint(
+            (data.image, data.audio, data.text_emb, data.label),
+            model=model_config.to_dict(),
+            train={k: v for k, v in asdict(train_config).items() if k not in RESUMABLE_ACROSS},
+        )
+        checkpoint = load_checkpoint(train_config.checkpoint_dir)
     history: list[dict[str, float | int | str]] = []
+    if checkpoint is not None:
+        check_resumable(checkpoint["fingerprint"], fingerprint, str(train_config.checkpoint_dir))
+        model.load_state_dict(checkpoint["model"])
+        history = list(checkpoint["history"])
+        restore_rng_state(checkpoint["rng"])
+    def shift(images: Tensor, generator: torch.Generator) -> Tensor:
+        return random_shift(images, train_config.image_shift, generator)
 
-    # (stage, the two modalities paired, towers trained, epochs); audio never meets text.
+    loop = _Loop(model, train_config, device, parallel, tensors, labels, {VISION: shift}, history, fingerprint, on_epoch)
+
+    # (stage, the two modalities paired, towers trained, epochs); audio never meets text,
+    # unless the paired baseline asks for it (audio_anchor="text").
+    stage2 = STAGE_AUDIO_IMAGE if train_config.audio_anchor == VISION else STAGE_AUDIO_TEXT
     stages = (
         (STAGE_IMAGE_TEXT, (VISION, TEXT), (VISION, TEXT), train_config.epochs_stage1),
-        (STAGE_AUDIO_IMAGE, (AUDIO, VISION), (AUDIO,), train_config.epochs_stage2),
+        (stage2, (AUDIO, train_config.audio_anchor), (AUDIO,), train_config.epochs_stage2),
     )
+    resume_index = -1 if checkpoint is None else [s[0] for s in stages].index(checkpoint["stage"])
     with torch_threads(train_config.num_threads):
-        for stage, pair, trained, epochs in stages:
-            if stage == STAGE_AUDIO_IMAGE:
+        for index, (stage, pair, trained, epochs) in enumerate(stages):
+            if stage != STAGE_IMAGE_TEXT:
                 # ImageBind's stage 2: images are the fixed anchor that audio is pulled onto.
                 freeze(model.tower_modules(VISION))
-            params = [p for modality in trained for p in model.tower_parameters(modality)]
-            _run_stage(
-                stage=stage,
-                model=model,
-                pair=pair,
-                tensors={m: tensors[m] for m in pair},
-                labels=labels,
-                augment=augment,
-                params=params,
-                epochs=epochs,
-                config=train_config,
-                rng=rng,
-                history=history,
-                on_epoch=on_epoch,
-            )
-    model.eval()
+            if index >= resume_index:
+                loop.run_stage(index, stage, pair, trained, epochs, checkpoint if index == resume_index else None)
+    model.eval().to("cpu")
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
