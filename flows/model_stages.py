@@ -122,7 +122,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
                                    audio_frames=t.audio_frames)
     train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                                epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                               label_aware=tr.label_aware)
+                               label_aware=tr.label_aware, grad_clip=tr.grad_clip)
     result = train_imagebind(data, model_config, train_config)
     golden, golden_version = build_golden_set(settings)
     metrics = evaluate_model(result.model, golden, encode_texts(list(DIGIT_PROMPTS)))

@@ -80,6 +80,7 @@ class TrainParams(_Strict):
     weight_decay: float = Field(0.05, ge=0)
     label_aware: bool = True
     embed_dim: int = Field(64, ge=2)
+    grad_clip: float | None = Field(1.0, gt=0)
 
 
 class Threshold(_Strict):
