@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    from models.tracking import RunEvaluation, TrainingDataset
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 EXPERIMENT = "flywheel-lifecycle"
@@ -65,22 +71,43 @@ def log_training_run(
     metrics: dict[str, float],
     tags: dict[str, str],
     run_name: str,
+    evaluation: "RunEvaluation | None" = None,
+    dataset: "TrainingDataset | None" = None,
 ) -> "LoggedModel":
-    """One MLflow run: params, per-epoch losses, final metrics and the model as a pyfunc."""
+    """Params, final metrics, the evaluation plots, the dataset input and the model as a pyfunc.
+
+    Inside a run opened by `models.tracking.start_training_run` (which logged the epochs live and
+    samples system metrics), everything goes to that run; otherwise a new run is opened and the
+    per-epoch `history` is logged from the record.
+    """
     from models.pyfunc import ImageBindPyfunc
+    from models.tracking import PYFUNC_INPUT_EXAMPLE, log_evaluation, log_training_dataset, pyfunc_signature
 
     registry.client()
-    with mlflow.start_run(experiment_id=registry.experiment_id(), run_name=run_name, tags=tags) as run:
+    active = mlflow.active_run()
+    opened = nullcontext(active) if active is not None else mlflow.start_run(
+        experiment_id=registry.experiment_id(), run_name=run_name, tags=tags)
+    with opened as run:
+        if active is not None:
+            mlflow.set_tags(tags)
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        for step, record in enumerate(history):
-            mlflow.log_metrics({f"loss_{record['stage']}": float(record["loss"])}, step=step)
+        if active is None:  # no live logger: per-epoch losses from the record, in one request
+            now = int(time.time() * 1000)
+            losses = [Metric(f"loss_{r['stage']}", float(r["loss"]), now, step) for step, r in enumerate(history)]
+            registry.client().log_batch(run.info.run_id, metrics=losses, synchronous=True)
         mlflow.log_metrics(metrics)
+        if dataset is not None:
+            log_training_dataset(dataset.sample_ids, dataset.label, dataset.data_version)
+        if evaluation is not None:
+            log_evaluation(evaluation.model, evaluation.data, evaluation.prompt_emb)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=ImageBindPyfunc(),
             artifacts={"imagebind": str(model_dir)},
             code_paths=[str(MODELS_DIR)],
             pip_requirements=PIP_REQUIREMENTS,
+            signature=pyfunc_signature(),
+            input_example=PYFUNC_INPUT_EXAMPLE,
         )
         return LoggedModel(run.info.run_id, info.model_uri)
 
