@@ -93,9 +93,11 @@ def _training_batches(settings: Settings) -> list[str]:
             if has_model_inputs(settings.paths.batch_inputs(b))]
 
 
-def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None) -> TrainOutcome:
+def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,
+                data_version: str | None = None) -> TrainOutcome:
     """Train on every accepted batch so far (labels from the feature store), evaluate on the golden set,
-    log the run and the model to MLflow (with this batch's labelling metrics)."""
+    log the run and the model to MLflow (with this batch's labelling metrics); `data_version` is the
+    lake's `lake/inputs@md5`, logged as the run's dataset input."""
     import tempfile
 
     from features.store import get_training_frame
@@ -103,6 +105,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     from models.evaluate import DIGIT_PROMPTS, evaluate_model
     from models.imagebind import ImageBindConfig
     from models.registry import log_training_run
+    from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, start_training_run
     from models.text import encode_texts
     from models.train import TrainConfig, TrainingData, train_imagebind
 
@@ -123,11 +126,14 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                                epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
                                label_aware=tr.label_aware, grad_clip=tr.grad_clip)
-    result = train_imagebind(data, model_config, train_config)
-    golden, golden_version = build_golden_set(settings)
-    metrics = evaluate_model(result.model, golden, encode_texts(list(DIGIT_PROMPTS)))
     registry = registry_for(settings)
-    with tempfile.TemporaryDirectory() as tmp:
+    # The run is open while training, so MLflow samples system metrics and the epochs appear live.
+    with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name}) as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        result = train_imagebind(data, model_config, train_config, on_epoch=EpochLogger(run.info.run_id, train_config, len(data)))
+        golden, golden_version = build_golden_set(settings)
+        prompt_emb = encode_texts(list(DIGIT_PROMPTS))
+        metrics = evaluate_model(result.model, golden, prompt_emb)
         model_dir = save_model(result.model, Path(tmp) / "imagebind")
         clean = settings.params.clean  # serving prepares raw audio as the clean stage did
         save_json(model_dir / "input_spec.json",
@@ -136,7 +142,9 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
                   **{f"train.{k}": v for k, v in asdict(train_config).items()},
                   "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum())}
         logged = log_training_run(registry, model_dir, params, result.history, {**(label_metrics or {}), **metrics},
-                                  {"golden_version": golden_version, "flow_run": run_name}, run_name)
+                                  {"golden_version": golden_version, "flow_run": run_name}, run_name,
+                                  evaluation=RunEvaluation(result.model, golden, prompt_emb),
+                                  dataset=TrainingDataset(list(inputs.sample_id), label, data_version))
     return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds, golden_version)
 
 

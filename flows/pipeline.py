@@ -107,7 +107,8 @@ def run_stages(settings: Settings, source: Path | str, call: StageCall = call_di
         _record_report(settings, record, report)
         _record_report(settings, record, timed("label", stage_label, settings, ingest.batch_id, transformed, clean.batch_dir))
         record.data_versions = timed("version", stage_version_data, settings, ingest.batch_id)
-        train = timed("train", stage_train, settings, record.run_id, record.stages["label"].get("metrics"))
+        train = timed("train", stage_train, settings, record.run_id, record.stages["label"].get("metrics"),
+                      record.data_versions.get("inputs"))
         record.train = asdict(train)
         lineage = {"data_version": record.data_versions["inputs"], "batch": ingest.batch_id,
                    **{f"data.{name}": tag for name, tag in record.data_versions.items()},

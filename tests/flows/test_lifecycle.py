@@ -160,6 +160,19 @@ def test_labels_combine_human_caption_and_champion_votes_and_reach_mlflow(two_ru
     assert 0 < run.data.metrics["label_coverage"] <= 1 and "label_conflict_rate" in run.data.metrics
 
 
+def test_the_training_run_shows_its_data_version_plots_and_retrieval_metrics(two_runs):
+    settings, _, second = two_runs
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    run = client.get_run(second.train["mlflow_run_id"])
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert second.data_versions["inputs"].endswith("@" + dataset_input.dataset.digest)  # lake/inputs@md5
+    plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/confusion_audio.png", "plots/recall_at_k.png", "plots/embedding_map.png"} <= plots
+    assert 0 <= run.data.metrics["golden.retrieval_audio_to_text_r1"] <= 1
+    assert any(key.startswith("system/") for key in run.data.metrics)
+    assert len(client.get_metric_history(run.info.run_id, "image_text.loss")) == 4  # epochs_stage1, live
+
+
 def test_imported_review_labels_get_a_data_version_at_once(two_runs, tmp_path):
     """`flywheel review import` versions the feature tables in the lake at once, not at the next run."""
     from typer.testing import CliRunner
