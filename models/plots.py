@@ -63,7 +63,8 @@ def embedding_map_figure(embedding: dict[str, np.ndarray], label: dict[str, np.n
             axis.scatter(chunk[:, 0], chunk[:, 1], c=[colours(int(k) % 10) for k in classes],
                          marker=MODALITY_MARKERS.get(name, "s"), s=160 if name == "text" else 14,
                          edgecolors="black" if name == "text" else "none", linewidths=0.6, alpha=0.8,
-                         label=name, zorder=3 if name == "text" else 2)
+                         zorder=3 if name == "text" else 2)
+            axis.scatter([], [], color="grey", marker=MODALITY_MARKERS.get(name, "s"), label=name)  # legend: shape only
         for k in range(10):
             axis.scatter([], [], color=colours(k), marker="s", label=f"class {k}")
     axis.set(xlabel="PC 1", ylabel="PC 2", title=title)
