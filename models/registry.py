@@ -1,16 +1,20 @@
 """MLflow I/O: training runs, model versions and aliases (`@challenger`, `@champion`, `@previous`).
 
-MLflow aliases have no compare-and-set (the last writer wins), so `promote` re-reads the
-champion right before moving it and refuses when it changed since the gate compared.
+MLflow aliases have no compare-and-set (the last writer wins), so `promote` and `rollback` hold
+the champion lock (`models.registry_lock`) across read → check → set and re-read after: the
+champion moves only if it is still the one the gate compared against, otherwise StaleChampion.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
+import re
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,11 +38,16 @@ class StaleChampion(RuntimeError):
     """The champion moved after the gate compared against it; the comparison must be redone."""
 
 
+class InconsistentAliases(RuntimeError):
+    """The aliases read back after a move are not what was set: a writer bypassed the champion lock."""
+
+
 @dataclass(frozen=True)
 class Registry:
     tracking_uri: str
     model_name: str
     artifact_root: Path | None = None  # local artifact folder for the embedded store; None on a server
+    lock_uri: str | None = None  # what the champion lock locks (models.registry_lock); None: the tracking URI
 
     def client(self) -> MlflowClient:
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -133,32 +142,156 @@ def load_version(registry: Registry, version: str):
     return pyfunc.unwrap_python_model().model
 
 
-def record_decision(registry: Registry, version: str, decision: dict[str, Any]) -> None:
-    """The gate's decision as tags (one per check) and a JSON artifact on the version's run."""
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _tag_key(text: str) -> str:
+    """MLflow tag keys allow alphanumerics, `_ - . / space`; a voice such as `en-us+f2` becomes `en-us_f2`."""
+    return re.sub(r"[^\w\-. /]", "_", text)
+
+
+def record_decision(registry: Registry, version: str, decision: dict[str, Any]) -> str:
+    """The gate's decision on the version: summary and headline checks as tags (failed slice checks
+    too; all checks are in the JSON), the lineage as `lineage.*` tags, the full record as a JSON artifact
+    on the version's run; returns the artifact path."""
     client = registry.client()
-    client.set_model_version_tag(registry.model_name, version, "gate.passed", str(decision["passed"]).lower())
-    client.set_model_version_tag(registry.model_name, version, "gate.reason", decision["reason"][:5000])
-    for check in decision["checks"]:
-        key = f"gate.{check['metric']}.{check['kind']}"
-        value = f"{'pass' if check['passed'] else 'FAIL'} observed={check['observed']:.4f} bound={check['bound']:.4f}"
+    checks = decision["checks"]
+    slice_checks = [c for c in checks if c.get("slice")]
+    tags = {
+        "gate.passed": str(decision["passed"]).lower(),
+        "gate.reason": decision["reason"][:5000],
+        "gate.decided_at": _now(),
+        "gate.champion_version": str(decision.get("lineage", {}).get("champion_version")),
+        "gate.slices": f"{sum(c['passed'] for c in slice_checks)}/{len(slice_checks)} slice checks passed",
+        **{f"gate.metric.{k}": f"{v:.4f}" for k, v in decision["challenger"].items()},
+    }
+    for check in checks:
+        if check.get("slice") and check["passed"]:
+            continue
+        where = f".{check['slice']}" if check.get("slice") else ""
+        interval = check.get("interval")
+        ci = f" ci=[{interval[0]:+.4f},{interval[1]:+.4f}]" if interval else ""
+        tags[_tag_key(f"gate.check.{check['metric']}{where}.{check['kind']}")] = (
+            f"{'pass' if check['passed'] else 'FAIL'} observed={check['observed']:.4f} bound={check['bound']:.4f}{ci}")
+    model_version = client.get_model_version(registry.model_name, version)
+    for key, value in decision.get("lineage", {}).items():
+        if model_version.tags.get(key) != str(value):  # registration already tagged data version, batch, …
+            tags[_tag_key(f"lineage.{key}")] = str(value)[:5000]
+    for key, value in tags.items():
         client.set_model_version_tag(registry.model_name, version, key, value)
-    run_id = client.get_model_version(registry.model_name, version).run_id
+    run_id = model_version.run_id
+    artifact = f"gate/decision-v{version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "gate_decision.json"
+        path = Path(tmp) / Path(artifact).name
         path.write_text(json.dumps(decision, indent=2, default=str))
         client.log_artifact(run_id, str(path), artifact_path="gate")
+    client.set_model_version_tag(registry.model_name, version, "gate.artifact", artifact)
+    return artifact
 
 
-def promote(registry: Registry, version: str, expected_champion: str | None) -> str | None:
+def _champion_lock(registry: Registry):
+    from models.registry_lock import champion_lock
+
+    return champion_lock(registry.lock_uri or registry.tracking_uri, registry.model_name)
+
+
+def _verify(registry: Registry, champion: str | None, previous: str | None) -> None:
+    """Re-read after the move: what was set is what is there, and champion and previous differ."""
+    seen = (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS))
+    if seen != (champion, previous) or (seen[0] is not None and seen[0] == seen[1]):
+        raise InconsistentAliases(
+            f"after the move @champion/@previous read {seen[0]}/{seen[1]}, expected {champion}/{previous}: "
+            "a writer that bypasses the champion lock moved them; check `flywheel models`")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who moved an alias, when and why: written on the versions involved."""
+
+    by: str = field(default_factory=getpass.getuser)
+    at: str = field(default_factory=_now)
+    reason: str = ""
+    flow_run: str | None = None
+
+
+def promote(registry: Registry, version: str, expected_champion: str | None, actor: Actor | None = None,
+            forced: bool = False) -> str | None:
     """Move `@champion` to `version` (the old one becomes `@previous`) if the champion is still the
-    one the gate compared against; returns the replaced version."""
+    one the gate compared against (compare-and-set under the champion lock); returns the replaced version."""
+    actor = actor or Actor()
     client = registry.client()
-    current = registry.alias_version(CHAMPION)
-    if current != expected_champion:
-        raise StaleChampion(
-            f"@champion is version {current}, but the gate compared against {expected_champion}; re-run the gate"
-        )
-    if current is not None:
-        client.set_registered_model_alias(registry.model_name, PREVIOUS, current)
-    client.set_registered_model_alias(registry.model_name, CHAMPION, version)
+    if str(version) not in {str(v.version) for v in client.search_model_versions(f"name='{registry.model_name}'")}:
+        raise ValueError(f"{registry.model_name} has no version {version!r}; `flywheel models` lists them")
+    with _champion_lock(registry):
+        current = registry.alias_version(CHAMPION)
+        if current != expected_champion:
+            raise StaleChampion(
+                f"@champion is version {current}, but the decision for version {version} was taken against "
+                f"{expected_champion}; another promotion got there first: re-run the gate against v{current}")
+        if current == str(version):
+            raise ValueError(f"version {version} is already @champion")
+        previous = current if current is not None else registry.alias_version(PREVIOUS)
+        if current is not None:
+            client.set_registered_model_alias(registry.model_name, PREVIOUS, current)
+        client.set_registered_model_alias(registry.model_name, CHAMPION, str(version))
+        _verify(registry, str(version), previous)
+    tags = {"promotion.at": actor.at, "promotion.by": actor.by, "promotion.replaced": str(current),
+            "promotion.forced": str(forced).lower()}
+    if actor.reason:
+        tags["promotion.reason"] = actor.reason[:5000]
+    if actor.flow_run:
+        tags["promotion.flow_run"] = actor.flow_run
+    for key, value in tags.items():
+        client.set_model_version_tag(registry.model_name, str(version), key, value)
     return current
+
+
+def rollback(registry: Registry, expected_champion: str | None = None, actor: Actor | None = None) -> tuple[str, str]:
+    """`@champion` ← `@previous`; `@previous` is cleared (the rolled-back version is tagged, not kept
+    as a rollback target). Returns (rolled-back version, restored version)."""
+    actor = actor or Actor()
+    client = registry.client()
+    with _champion_lock(registry):
+        current, previous = registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)
+        if expected_champion is not None and current != expected_champion:
+            raise StaleChampion(f"@champion is version {current}, not {expected_champion}: it moved meanwhile")
+        if current is None or previous is None:
+            raise ValueError(f"nothing to roll back to: @champion is {current}, @previous is {previous}")
+        client.set_registered_model_alias(registry.model_name, CHAMPION, previous)
+        client.delete_registered_model_alias(registry.model_name, PREVIOUS)
+        _verify(registry, previous, None)
+    common = {"at": actor.at, "by": actor.by, "reason": actor.reason or "(none given)"}
+    for version, prefix, other in ((current, "rollback.rolled_back", {"to": previous}),
+                                   (previous, "rollback.restored", {"from": current})):
+        for key, value in {**common, **other}.items():
+            client.set_model_version_tag(registry.model_name, version, f"{prefix}.{key}", value[:5000])
+    return current, previous
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    version: str
+    aliases: tuple[str, ...]
+    created_at: str
+    tags: dict[str, str]
+
+    @property
+    def gate(self) -> str:
+        if self.tags.get("promotion.forced") == "true":
+            return "forced"
+        return {"true": "passed", "false": "rejected"}.get(self.tags.get("gate.passed", ""), "not gated")
+
+
+def list_versions(registry: Registry) -> list[VersionSummary]:
+    """Every version of the registered model, newest first, with its aliases and tags."""
+    client = registry.client()
+    found = client.search_model_versions(f"name='{registry.model_name}'")
+    aliases: dict[str, list[str]] = {}
+    if found:  # search results carry no aliases; the registered model has them all
+        for alias, version in client.get_registered_model(registry.model_name).aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+    summaries = [VersionSummary(str(v.version), tuple(sorted(aliases.get(str(v.version), ()))),
+                                datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds"),
+                                dict(v.tags)) for v in found]
+    return sorted(summaries, key=lambda v: int(v.version), reverse=True)
