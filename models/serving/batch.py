@@ -1,0 +1,47 @@
+"""Batch scoring: the champion scores a whole batch's model inputs and returns inference-log records,
+the same fields an API request logs (source "batch", the sample and batch ids added)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from models.inputs import ModelInputs
+from models.serving.payloads import input_summary
+from models.serving.scoring import ServedModel, embed_rows, embedding_summary, prediction_fields, zero_shot
+
+BATCH_ENDPOINT = "batch/classify"
+
+
+def score_model_inputs(served: ServedModel, batch_id: str, shards: Iterable[ModelInputs],
+                       caption_minilm) -> list[dict[str, Any]]:
+    """One record per present image, audio clip and caption of the batch, shard by shard.
+
+    `caption_minilm(captions) -> (N, 384)` encodes captions with the frozen text encoder.
+    """
+    records: list[dict[str, Any]] = []
+    for inputs in shards:
+        present = {"image": inputs.has_image, "audio": inputs.has_audio, "text": inputs.has_caption}
+        for modality, mask in present.items():
+            rows = np.flatnonzero(mask)
+            if not len(rows):
+                continue
+            started = time.perf_counter()
+            values = {"image": lambda: inputs.image[rows], "audio": lambda: inputs.audio[rows],
+                      "text": lambda: caption_minilm(list(inputs.caption[rows]))}[modality]()
+            embeddings, norms = embed_rows(served.model, modality, values)
+            labels, probs = zero_shot(embeddings, served.prompt_emb, served.text_scale)
+            per_row_ms = (time.perf_counter() - started) * 1000 / len(rows)
+            for j, i in enumerate(rows):
+                features = ({"text_chars": len(inputs.caption[i])} if modality == "text"
+                            else input_summary(modality, values[j]))
+                records.append({
+                    "endpoint": BATCH_ENDPOINT, "status": 200, "model_name": served.name, "model_version": served.version,
+                    "modality": modality, "latency_ms": round(per_row_ms, 3), "sample_id": str(inputs.sample_id[i]),
+                    "batch_id": batch_id, **features, **embedding_summary(embeddings[j], float(norms[j])),
+                    **prediction_fields(int(labels[j]), float(probs[j, labels[j]])),
+                })
+    return records

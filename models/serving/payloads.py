@@ -1,0 +1,137 @@
+"""Request payloads → model inputs, prepared exactly as the transform stage prepares lake files.
+
+Every way a payload can be unusable (not base64, not an image, not audio, too large, silent,
+empty text) raises `BadInput` with a message naming what was wrong and what is accepted, so
+the API answers 4xx and never 5xx for bad input.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000  # outside this, resampling costs grow without bound
+_TEXT_ENCODER_LOCK = threading.Lock()  # a fast tokenizer raises "Already borrowed" when threads share it
+
+
+class BadInput(ValueError):
+    """A payload the service cannot use; the message says why (the API answers 422 with it)."""
+
+
+@dataclass(frozen=True)
+class PayloadLimits:
+    max_image_pixels: int  # larger images are refused from their header, before decoding (decompression bombs)
+    max_audio_seconds: float  # longer clips are refused from their header, before decoding
+    max_text_chars: int  # longer texts are refused
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    modality: str  # "image", "audio" or "text"
+    values: np.ndarray  # one item's model input: (1, S, S) image, (T, M) log-mel or (384,) sentence embedding
+    features: dict[str, Any]  # input summary for the inference log
+
+
+def decode_base64(data: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise BadInput(f"data_base64 is not valid base64 ({err}); send the file's bytes base64-encoded") from err
+
+
+def input_summary(modality: str, values: np.ndarray) -> dict[str, float]:
+    """Statistics of the model input itself: the same for API requests and batch scoring of lake inputs."""
+    if modality == "text":
+        return {}
+    return {"input_mean": round(float(values.mean()), 5), "input_std": round(float(values.std()), 5)}
+
+
+def prepare_image(data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> PreparedInput:
+    """Image file bytes (any format Pillow reads) → grayscale (1, S, S) input."""
+    from PIL import Image
+
+    from models.transforms import image_to_input
+
+    try:
+        with Image.open(io.BytesIO(data)) as handle:
+            width, height = handle.size
+            if width * height > limits.max_image_pixels:
+                raise BadInput(f"image is {width}x{height} = {width * height} pixels; at most {limits.max_image_pixels} accepted")
+            gray = np.asarray(handle.convert("L"))
+    except BadInput:
+        raise
+    except Exception as err:  # Pillow raises many types (OSError, SyntaxError, DecompressionBombError, …)
+        raise BadInput(f"payload is not a decodable image ({type(err).__name__}: {err}); send PNG, JPEG, BMP, …") from err
+    values = image_to_input(gray, spec["image_size"])
+    pixels = gray.astype(np.float32) / 255.0
+    features = {"image_width": width, "image_height": height, "img_mean": round(float(pixels.mean()), 5),
+                "img_contrast": round(float(pixels.std()), 5)}
+    return PreparedInput("image", values, {**features, **input_summary("image", values)})
+
+
+def prepare_audio(data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> PreparedInput:
+    """Audio file bytes (WAV, FLAC, OGG, … as libsndfile reads them) → (T, M) log-mel, as the clean and
+    transform stages prepare a clip: mono at the model's rate, silence trimmed, peak-normalised."""
+    import soundfile as sf
+
+    from models.transforms import prepare_waveform, waveform_to_log_mel
+
+    try:
+        info = sf.info(io.BytesIO(data))
+        rate = int(info.samplerate)
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise BadInput(f"audio sample rate {rate} Hz is outside the accepted {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
+        seconds = info.frames / rate
+        if seconds > limits.max_audio_seconds:
+            raise BadInput(f"audio is {seconds:.1f} s long; at most {limits.max_audio_seconds:g} s accepted")
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except BadInput:
+        raise
+    except Exception as err:  # libsndfile errors (LibsndfileError, RuntimeError, TypeError on odd headers)
+        raise BadInput(f"payload is not decodable audio ({type(err).__name__}: {err}); send WAV, FLAC or OGG") from err
+    target = spec["sample_rate"]
+    try:
+        mono = prepare_waveform(wave, rate, target, spec.get("silence_db", DEFAULT_SILENCE_DB))
+    except ValueError as err:
+        raise BadInput(f"audio is unusable: {err}") from err
+    values = waveform_to_log_mel(mono, target, spec["n_mels"], spec["audio_frames"])
+    raw = wave.mean(axis=1)
+    rms = float(np.sqrt(np.mean(raw.astype(np.float64) ** 2)))
+    features = {"aud_seconds": round(len(raw) / rate, 4), "aud_rms_db": round(20 * np.log10(max(rms, 1e-10)), 3),
+                "aud_sample_rate": rate}
+    return PreparedInput("audio", values, {**features, **input_summary("audio", values)})
+
+
+def prepare_text(text: str, limits: PayloadLimits) -> PreparedInput:
+    """Text → the frozen MiniLM sentence embedding the text tower takes."""
+    from models.text import encode_texts
+
+    if not text.strip():
+        raise BadInput("text is empty; send at least one non-space character")
+    if len(text) > limits.max_text_chars:
+        raise BadInput(f"text has {len(text)} characters; at most {limits.max_text_chars} accepted")
+    with _TEXT_ENCODER_LOCK:
+        values = encode_texts([text])[0]
+    return PreparedInput("text", values, {"text_chars": len(text)})
+
+
+def prepare_bytes(modality: str, data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> PreparedInput:
+    """A file's bytes for any modality; text files must be UTF-8."""
+    if modality == "text":
+        try:
+            return prepare_text(data.decode("utf-8"), limits)
+        except UnicodeDecodeError as err:
+            raise BadInput(f"text payload is not UTF-8 ({err})") from err
+    preparers = {"image": prepare_image, "audio": prepare_audio}
+    if modality not in preparers:
+        raise BadInput(f"unknown modality {modality!r}; accepted: image, audio, text")
+    if not data:
+        raise BadInput(f"the {modality} payload is empty")
+    return preparers[modality](data, spec, limits)
