@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table  # noqa: E402
 
 from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
-from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console  # noqa: E402
+from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
@@ -186,6 +186,48 @@ def run(
         print_summary(json.loads(path.read_text()), path, settings)
     console.print(f"wall time {time.perf_counter() - started:.1f} s")
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command("serve-model")
+def serve_model(
+    host: str = typer.Option("127.0.0.1", "--host", help="interface to listen on (0.0.0.0: every interface)"),
+    port: int = typer.Option(8080, "--port", help="TCP port"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Serve @champion over HTTP (OpenAPI at /docs): embed, classify, search; follows promotions and rollbacks."""
+    settings = cli_settings(home, params)
+    from flows.serving import serve_model as run_server
+
+    console.print(f"serving @champion of {settings.params.registry.model_name} on http://{host}:{port} "
+                  f"(API docs: /docs; inference log: {settings.paths.inference})")
+    run_server(settings, host, port)
+
+
+@app.command("score-batch")
+def score_batch(
+    batch_ids: list[str] = typer.Argument(..., help="ingested batch id(s) with model inputs"),
+    plain: bool = typer.Option(False, "--plain", help="call the scoring function directly, without Prefect"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Score whole batches with @champion into the inference log (what monitoring reads)."""
+    settings = cli_settings(home, params)
+    with exit_on_user_error("cannot score", FileNotFoundError, ValueError):
+        if plain:
+            from flows.serving import score_batch as score
+
+            results = [score(settings, b) for b in batch_ids]
+        else:
+            from flows.prefect_runtime import prepare_prefect
+
+            prepare_prefect(settings, server=True)()
+            from flows.batch_scoring import batch_scoring_flow
+
+            results = batch_scoring_flow(settings, batch_ids)
+    for r in results:
+        counts = ", ".join(f"{k}={v}" for k, v in r.per_modality.items())
+        console.print(f"batch {r.batch_id}: {r.records} records with v{r.model_version} ({counts}) → {settings.paths.inference}")
 
 
 @app.command()

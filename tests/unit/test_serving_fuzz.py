@@ -3,6 +3,10 @@ and every response matches the spec (status codes, content type, body schema).""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -25,15 +29,18 @@ def _load(key: ServingKey):
 # Built at import, cheaply: the holder loads its model only when the fixture below starts it.
 # (schemathesis.pytest.from_fixture would be neater but fails on pytest 9: it sets Function._nodeid.)
 HOLDER = ModelHolder(lambda: ServingKey("1"), _load, poll_seconds=60)
-APP = create_app(HOLDER, InferenceLog(__import__("pathlib").Path("/tmp") / "unused", "api"), LIMITS, MAX_BODY)
+LOG = InferenceLog(Path(tempfile.mkdtemp(prefix="serving-fuzz-")), "api")
+APP = create_app(HOLDER, LOG, LIMITS, MAX_BODY)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def loaded_model(tmp_path_factory):
+def loaded_model():
     HOLDER.start()
     yield
     HOLDER.stop()
+    LOG.close()
+    shutil.rmtree(LOG.folder, ignore_errors=True)
 
 
 @schema.parametrize()
