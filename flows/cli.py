@@ -19,12 +19,16 @@ from rich.table import Table  # noqa: E402
 
 from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error  # noqa: E402
+from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(review_app, name="review")
 app.add_typer(server_app, name="server")
+app.command("promote")(promote)
+app.command("rollback")(rollback)
+app.command("models")(models)
 
 
 

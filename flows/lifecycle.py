@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,14 +56,22 @@ def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def gate_markdown(record: RunRecord) -> str:
+    """The decision as a human reads it: verdict, one row per check (interval of the change), lineage."""
     gate = record.gate
+    lineage = gate.get("lineage", {})
+    against = f"champion v{lineage['champion_version']}" if lineage.get("champion_version") else "no champion (value bounds only)"
     lines = [f"# Gate decision for {record.model.get('name')} v{record.model.get('version')}",
-             f"**{'PASSED' if gate.get('passed') else 'REJECTED'}**: {gate.get('reason', '')}", "",
-             "| metric | check | observed | bound | result |", "|---|---|---|---|---|"]
+             f"**{'PASSED' if gate.get('passed') else 'REJECTED'}** against {against} on golden set "
+             f"`{lineage.get('golden_version')}`: {gate.get('reason', '')}", "",
+             "| metric | slice | check | observed | bound | interval | result |", "|---|---|---|---|---|---|---|"]
     for check in gate.get("checks", []):
-        lines.append(f"| {check['metric']} | {check['kind']} | {check['observed']:.4f} | {check['bound']:.4f} | "
-                     f"{'pass' if check['passed'] else 'FAIL'} |")
-    lines += ["", "```json", json.dumps(gate.get("lineage", {}), indent=2), "```"]
+        interval = f"{check['interval'][0]:+.4f} … {check['interval'][1]:+.4f}" if check.get("interval") else ""
+        lines.append(f"| {check['metric']} | {check.get('slice') or 'all'} | {check['kind']} | {check['observed']:.4f} | "
+                     f"{check['bound']:.4f} | {interval} | {'pass' if check['passed'] else '**FAIL**'} |")
+    if gate.get("skipped_slices"):
+        lines += ["", f"Slices too small to judge: {', '.join(gate['skipped_slices'])}"]
+    lines += ["", "| lineage | value |", "|---|---|"]
+    lines += [f"| {key} | `{str(value)[:200]}` |" for key, value in lineage.items()]
     return "\n".join(lines)
 
 

@@ -16,8 +16,8 @@ from features.ingest import ingest_batch, list_ingested_batches
 from features.io import save_json
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from flows.settings import Settings
-from flows.stage_config import clean_params, input_spec, registry_for
-from models.gate import GateDecision, MetricThreshold, decide
+from flows.stage_config import clean_params, gate_policy, input_spec, registry_for
+from models.gate import GateDecision
 from models.inputs import ModelInputs, build_model_inputs, has_model_inputs, iter_model_inputs, load_model_inputs, save_model_inputs
 
 
@@ -63,28 +63,38 @@ class TrainOutcome:
 
 def build_golden_set(settings: Settings):
     """The fixed, fully labelled golden set: generated once from the demo source's held-out images,
-    cleaned like any batch, stored with its content hash as version. Never used in training."""
-    import hashlib
+    cleaned like any batch, never used in training. Its version is its DVC hash in the lake
+    (`golden/<name>@<md5>.dir`, tracked and pushed when first built), so a decision names the exact rows."""
+    from filelock import FileLock
 
+    from features.lake_versioning import open_lake
     from models.evaluate import EvalData
 
     g, spec = settings.params.gate, input_spec(settings)
-    folder = settings.paths.golden / f"seed{g.golden_seed}-n{g.golden_samples}-s{spec.image_size}-m{spec.n_mels}-f{spec.audio_frames}"
+    name = f"seed{g.golden_seed}-n{g.golden_samples}-s{spec.image_size}-m{spec.n_mels}-f{spec.audio_frames}"
+    folder = settings.paths.golden / name
     archive = folder / "inputs.npz"
     labels_path = folder / "labels.json"
-    if not archive.exists():
-        generate_demo_batch(folder / "landing", samples=g.golden_samples, seed=g.golden_seed, fault_rate=0.0,
-                            label_rate=1.0, split="golden")
-        raw = ingest_batch(folder / "landing", folder / "raw")
-        cleaned = clean_batch(raw.batch_dir, folder / "clean", clean_params(settings))
-        rows = cleaned.rows
-        rows = rows[rows["image"].notna() & rows["audio"].notna() & rows["label"].notna()].reset_index(drop=True)
-        save_model_inputs(archive, build_model_inputs(cleaned.batch_dir, rows, spec))
-        save_json(labels_path, [int(x) for x in rows["label"]])
+    relative = folder.relative_to(settings.paths.home).as_posix()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder.with_name(name + ".lock"))):  # two gates at once build it once
+        lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
+        if not labels_path.exists():
+            generate_demo_batch(folder / "landing", samples=g.golden_samples, seed=g.golden_seed, fault_rate=0.0,
+                                label_rate=1.0, split="golden")
+            raw = ingest_batch(folder / "landing", folder / "raw")
+            cleaned = clean_batch(raw.batch_dir, folder / "clean", clean_params(settings))
+            rows = cleaned.rows
+            rows = rows[rows["image"].notna() & rows["audio"].notna() & rows["label"].notna()].reset_index(drop=True)
+            save_model_inputs(archive, build_model_inputs(cleaned.batch_dir, rows, spec))
+            save_json(labels_path, [int(x) for x in rows["label"]])
+        version = lake.version_of(relative)
+        if version is None:
+            version = lake.track(relative)
+            lake.push(relative)
     inputs = load_model_inputs(archive)
     labels = np.array(json.loads(labels_path.read_text()), dtype=np.int64)
-    version = hashlib.sha256(archive.read_bytes()).hexdigest()[:12]
-    return EvalData(image=inputs.image, audio=inputs.audio, label=labels, voice=list(inputs.voice)), version
+    return EvalData(image=inputs.image, audio=inputs.audio, label=labels, voice=list(inputs.voice)), version.to_tag()
 
 
 def _training_batches(settings: Settings) -> list[str]:
@@ -152,28 +162,58 @@ def stage_register(settings: Settings, train: TrainOutcome, lineage: dict[str, s
     from models.registry import LoggedModel, register_candidate
 
     registry = registry_for(settings)
-    tags = {"training_batches": ",".join(train.training_batches), "golden_version": train.golden_version, **lineage}
+    tags = {"training_batches": ",".join(train.training_batches), "golden_version": train.golden_version,
+            "training_run": train.mlflow_run_id, **lineage}
     return register_candidate(registry, LoggedModel(train.mlflow_run_id, train.model_uri), tags)
 
 
-def stage_gate(settings: Settings, version: str) -> GateDecision:
-    """Challenger and champion, both loaded from the registry, on the same golden set."""
-    from models.evaluate import DIGIT_PROMPTS, evaluate_model
-    from models.registry import CHAMPION, load_version, promote, record_decision
+LINEAGE_TAGS = ("data_version", "batch", "feature_service", "flow_run", "training_batches", "validation")
+
+
+def evaluate_gate(settings: Settings, version: str, champion: str | None) -> GateDecision:
+    """Challenger and champion, both loaded from the registry, scored on the same golden set in one
+    process (latency interleaved), judged by params.yaml `gate:`; nothing is written."""
+    from models.evaluate import DIGIT_PROMPTS
+    from models.gate import decide
+    from models.gate_scoring import golden_groups, score_models
+    from models.registry import load_version
     from models.text import encode_texts
 
+    if champion == str(version):
+        raise ValueError(f"version {version} is @champion already: nothing to compare")
     registry = registry_for(settings)
     golden, golden_version = build_golden_set(settings)
-    prompts = encode_texts(list(DIGIT_PROMPTS))
+    models = {"challenger": load_version(registry, version)}
+    if champion is not None:
+        models["champion"] = load_version(registry, champion)
+    scores = score_models(models, golden, encode_texts(list(DIGIT_PROMPTS)), settings.params.gate.latency_items)
+    decision = decide(scores["challenger"], scores.get("champion"), gate_policy(settings), golden_groups(golden))
+    mv = registry.client().get_model_version(registry.model_name, version)
+    tags = dict(mv.tags)
+    decision.lineage = {"challenger_version": str(version), "champion_version": champion, "golden_version": golden_version,
+                        "golden_rows": len(golden.label), "training_run": mv.run_id,
+                        **{k: tags[k] for k in LINEAGE_TAGS if k in tags}}
+    return decision
+
+
+def stage_gate(settings: Settings, version: str, flow_run: str | None = None) -> GateDecision:
+    """Gate `version` against the current champion, record the decision on the version, and promote it
+    if it passed, compare-and-set: StaleChampion if the champion moved meanwhile (the task's retry
+    then gates again against the new champion)."""
+    from models.registry import CHAMPION, Actor, StaleChampion, promote, record_decision
+
+    registry = registry_for(settings)
     champion = registry.alias_version(CHAMPION)
-    challenger_metrics = evaluate_model(load_version(registry, version), golden, prompts)
-    champion_metrics = evaluate_model(load_version(registry, champion), golden, prompts) if champion else None
-    thresholds = {k: MetricThreshold(v.min, v.max, v.max_drop) for k, v in settings.params.gate.thresholds.items()}
-    decision = decide(challenger_metrics, champion_metrics, thresholds)
-    decision.lineage = {"challenger_version": version, "champion_version": champion, "golden_version": golden_version}
-    record_decision(registry, version, decision.to_dict())
+    decision = evaluate_gate(settings, version, champion)
+    decision.lineage["gate_flow_run"] = flow_run
+    decision.lineage["decision_artifact"] = record_decision(registry, version, decision.to_dict())
     if decision.passed:
-        promote(registry, version, expected_champion=champion)
+        try:
+            promote(registry, version, expected_champion=champion,
+                    actor=Actor(reason=f"gate passed: {decision.reason}", flow_run=flow_run))
+        except StaleChampion as err:
+            registry.client().set_model_version_tag(registry.model_name, version, "gate.promotion", f"stale: {err}"[:5000])
+            raise
     decision.lineage["champion_after"] = registry.alias_version(CHAMPION)
     return decision
 

@@ -99,6 +99,13 @@ class MonitorParams(_Strict):
     drift_share: float = Field(0.5, gt=0, le=1)
 
 
+class ServeParams(_Strict):
+    alias_poll_seconds: float = Field(5.0, gt=0)  # how soon a promotion or rollback reaches the API
+    max_body_bytes: int = Field(10_000_000, gt=0)  # larger request bodies get 413
+    max_text_chars: int = Field(2000, gt=0)  # longer texts get 422
+    torch_threads: int = Field(1, ge=1)  # intra-op threads per request; concurrency comes from parallel requests
+
+
 class Params(_Strict):
     registry: RegistryParams = RegistryParams()
     demo: DemoParams = DemoParams()
@@ -109,6 +116,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()
+    serve: ServeParams = ServeParams()
 
 
 class EnvSettings(BaseSettings):
@@ -177,6 +185,11 @@ class StatePaths:
     @property
     def prefect(self) -> Path:
         return self.home / "prefect"
+
+    @property
+    def inference(self) -> Path:
+        """The inference log: API requests and batch scoring, JSON lines per day (read by monitoring)."""
+        return self.home / "inference"
 
     @property
     def runs(self) -> Path:

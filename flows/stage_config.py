@@ -6,6 +6,7 @@ from features.clean import CleanParams
 from features.label import LabelParams
 from features.label_model import LabelModelParams
 from flows.settings import Settings
+from models.gate import GatePolicy, MetricThreshold
 from models.inputs import InputSpec
 
 
@@ -30,4 +31,18 @@ def registry_for(settings: Settings):
     """The MLflow registry of this run's model (MLflow is imported only when a stage needs it)."""
     from models.registry import Registry
 
-    return Registry(settings.tracking_uri, settings.params.registry.model_name, settings.paths.mlflow_artifacts)
+    return Registry(settings.tracking_uri, settings.params.registry.model_name, settings.paths.mlflow_artifacts,
+                    lock_uri=settings.registry_lock_uri)
+
+
+def gate_policy(settings: Settings) -> GatePolicy:
+    from models.bootstrap import BootstrapConfig
+
+    g = settings.params.gate
+
+    def threshold(t) -> MetricThreshold:
+        return MetricThreshold(t.min, t.max, t.max_drop, t.max_drop_rel, t.higher_is_better)
+
+    return GatePolicy({k: threshold(v) for k, v in g.thresholds.items()},
+                      {group: {k: threshold(v) for k, v in metrics.items()} for group, metrics in g.slices.items()},
+                      g.min_slice_rows, BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed))

@@ -99,6 +99,17 @@ def evaluate_model(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> 
     }
 
 
+def correct_per_row(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, np.ndarray]:
+    """Per headline metric, (N,) 1.0 where row i is right, else 0.0: the mean is `evaluate_model`'s
+    value; the gate resamples these rows to put an interval on a change."""
+    predicted = _predictions(model, data, prompt_emb)
+    return {
+        "zero_shot_image_acc": (predicted["image"] == data.label).astype(np.float64),
+        "zero_shot_audio_acc": (predicted["audio"] == data.label).astype(np.float64),
+        "audio_to_image_r1": (predicted["audio_to_image"] == data.label).astype(np.float64),
+    }
+
+
 def evaluate_slices(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, float]:
     """Accuracy per class (`per_class_{image|audio}_acc_{k}`) and per voice (`per_voice_audio_acc_{v}`)."""
     predicted = _predictions(model, data, prompt_emb)

@@ -1,7 +1,15 @@
 """The gate: may the challenger replace the champion? Pure decision logic, explained check by check.
 
-Value bounds always apply; change checks apply once there is a champion and allow at
-most `max_drop` of regression per metric (a small, configured tolerance, not "any").
+Both models are scored on the same golden rows. Per metric (and per slice of the golden set: a
+class, a voice) the policy may set
+- value bounds (`min`, `max`): always checked, also for the first model; budgets such as p95
+  latency and model size are `max` bounds;
+- change bounds against the champion (`max_drop` absolute, `max_drop_rel` relative), which allow
+  a small configured regression. "Worse" follows the metric's direction (lower latency is better).
+  For metrics with per-row scores (accuracies) a change passes only when the lower end of its
+  paired-bootstrap interval is above `-max_drop`: an observed gain that may be noise does not count.
+  Measured metrics without per-row values (latency, size) compare point values.
+The challenger passes only if every check passes.
 """
 
 from __future__ import annotations
@@ -9,21 +17,64 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
+from models.bootstrap import BootstrapConfig, draw_resample_weights, paired_change
+
 
 @dataclass(frozen=True)
 class MetricThreshold:
     min: float | None = None  # the metric must be at least this
-    max: float | None = None  # the metric must be at most this
-    max_drop: float | None = None  # challenger >= champion - max_drop
+    max: float | None = None  # the metric must be at most this (a budget for latency, size)
+    max_drop: float | None = None  # allowed worsening against the champion, in the metric's units
+    max_drop_rel: float | None = None  # allowed worsening as a share of the champion's value (0.1 = 10 %)
+    higher_is_better: bool = True  # False for latency and size: an increase is the worsening
+
+    def __post_init__(self) -> None:
+        for name in ("max_drop", "max_drop_rel"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} is an allowed regression and must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    thresholds: dict[str, MetricThreshold]  # headline metric → threshold
+    slices: dict[str, dict[str, MetricThreshold]] = field(default_factory=dict)  # group → per-row metric → threshold
+    min_slice_rows: int = 5  # smaller slices are reported as skipped: their interval says nothing
+    bootstrap: BootstrapConfig = BootstrapConfig()
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """One model on the golden set."""
+
+    per_row: dict[str, np.ndarray]  # metric → (N,) per-row score (1.0 right, 0.0 wrong); the metric is its mean
+    measured: dict[str, float] = field(default_factory=dict)  # no per-row values: p95 latency, model size
+
+    def metrics(self) -> dict[str, float]:
+        return {**{k: float(np.mean(v)) for k, v in self.per_row.items()}, **self.measured}
 
 
 @dataclass(frozen=True)
 class Check:
     metric: str
-    kind: str  # "min", "max" or "change"
-    observed: float
-    bound: float
+    kind: str  # "min" or "max" (value), "change" (absolute) or "change_rel" (relative) against the champion
+    observed: float  # value checks: the challenger's value; change checks: the improvement (negative: worse)
+    bound: float  # value checks: the bound; change checks: -max_drop or -max_drop_rel
     passed: bool
+    interval: tuple[float, float] | None = None  # bootstrap interval of the improvement; None for point values
+    slice: str | None = None  # "voice=en-us", "class=3"; None for the whole golden set
+    champion: float | None = None  # the champion's value, for change checks
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}[{self.slice}] {self.kind}" if self.slice else f"{self.metric} {self.kind}"
+
+    def explain(self) -> str:
+        interval = f" (CI {self.interval[0]:+.4f}..{self.interval[1]:+.4f})" if self.interval else ""
+        sign = "+" if self.kind.startswith("change") else ""
+        return f"{self.name}: {self.observed:{sign}.4f}{interval} vs bound {self.bound:{sign}.4f}"
 
 
 @dataclass
@@ -34,6 +85,7 @@ class GateDecision:
     champion: dict[str, float] | None
     reason: str = ""
     lineage: dict[str, Any] = field(default_factory=dict)
+    skipped_slices: list[str] = field(default_factory=list)  # slices under min_slice_rows golden rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,28 +94,105 @@ class GateDecision:
         return [c for c in self.checks if not c.passed]
 
 
-def decide(
-    challenger: dict[str, float], champion: dict[str, float] | None, thresholds: dict[str, MetricThreshold]
-) -> GateDecision:
-    """Every threshold becomes one or more checks; the challenger passes only if all pass."""
-    if not thresholds:
+def _value_checks(metric: str, value: float, t: MetricThreshold, slice_: str | None) -> list[Check]:
+    checks = []
+    if t.min is not None:
+        checks.append(Check(metric, "min", value, t.min, bool(value >= t.min), slice=slice_))
+    if t.max is not None:
+        checks.append(Check(metric, "max", value, t.max, bool(value <= t.max), slice=slice_))
+    return checks
+
+
+def _change_checks(metric: str, t: MetricThreshold, challenger: ModelScores, champion: ModelScores,
+                   weights: np.ndarray | None, confidence: float, rows: np.ndarray | None, slice_: str | None) -> list[Check]:
+    """Improvement = ±(challenger − champion), signed so that positive is better; passes when its
+    interval's lower end (or the point value, without per-row scores) is at least -max_drop."""
+    sign = 1.0 if t.higher_is_better else -1.0
+    if metric in challenger.per_row and metric in champion.per_row:
+        assert weights is not None
+        pc = paired_change(challenger.per_row[metric], champion.per_row[metric], weights, confidence, rows)
+        ends = sorted((sign * pc.low, sign * pc.high))
+        rel_ends = sorted((sign * pc.rel_low, sign * pc.rel_high))
+        absolute = (sign * pc.change, (ends[0], ends[1]), pc.champion)
+        relative = (sign * pc.rel_change, (rel_ends[0], rel_ends[1]))
+    elif metric in champion.measured:
+        chal, champ = challenger.metrics()[metric], champion.measured[metric]
+        absolute = (sign * (chal - champ), None, champ)
+        relative = (sign * (chal - champ) / abs(champ) if champ else float("nan"), None)
+    else:
+        return []  # the champion was never measured on this metric (an older gate): nothing to compare
+    checks = []
+    improvement, interval, champ_value = absolute
+    if t.max_drop is not None:
+        lower = interval[0] if interval else improvement
+        checks.append(Check(metric, "change", improvement, -t.max_drop, bool(lower >= -t.max_drop), interval,
+                            slice_, champ_value))
+    rel, rel_interval = relative
+    if t.max_drop_rel is not None and np.isfinite(rel):  # undefined against a champion scoring 0
+        lower = rel_interval[0] if rel_interval and np.isfinite(rel_interval[0]) else rel
+        checks.append(Check(metric, "change_rel", rel, -t.max_drop_rel, bool(lower >= -t.max_drop_rel), rel_interval,
+                            slice_, champ_value))
+    return checks
+
+
+def _validate(challenger: ModelScores, champion: ModelScores | None, policy: GatePolicy,
+              groups: dict[str, np.ndarray]) -> None:
+    if not policy.thresholds:
         raise ValueError("the gate needs at least one metric threshold (params.yaml: gate.thresholds)")
+    evaluated = challenger.metrics()
+    for metric in policy.thresholds:
+        if metric not in evaluated:
+            raise ValueError(f"gate metric {metric!r} was not evaluated; evaluated: {sorted(evaluated)}")
+    n_rows = {len(v) for v in challenger.per_row.values()}
+    if champion is not None:
+        n_rows |= {len(v) for v in champion.per_row.values()}
+    if len(n_rows) > 1:
+        raise ValueError(f"per-row scores cover different numbers of golden rows {sorted(n_rows)}: not the same golden set")
+    for group, metrics in policy.slices.items():
+        if group not in groups:
+            raise ValueError(f"slice group {group!r} is not a column of the golden set; available: {sorted(groups)}")
+        if len(groups[group]) not in n_rows:
+            raise ValueError(f"slice group {group!r} has {len(groups[group])} rows, the scores {sorted(n_rows)}")
+        for metric in metrics:
+            if metric not in challenger.per_row:
+                raise ValueError(f"slice metric {metric!r} needs per-row scores; those exist for {sorted(challenger.per_row)}")
+
+
+def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePolicy,
+           groups: dict[str, np.ndarray] | None = None) -> GateDecision:
+    """Every threshold becomes one or more checks; the challenger passes only if all pass.
+
+    `groups` labels each golden row for the slice checks, e.g. {"class": labels, "voice": voices}.
+    Without a champion only value bounds apply (the first deployment).
+    """
+    groups = groups or {}
+    _validate(challenger, champion, policy, groups)
+    n_rows = len(next(iter(challenger.per_row.values()))) if challenger.per_row else 0
+    weights = draw_resample_weights(n_rows, policy.bootstrap) if champion is not None and n_rows else None
+    confidence = policy.bootstrap.confidence
+    values = challenger.metrics()
     checks: list[Check] = []
-    for metric, threshold in thresholds.items():
-        if metric not in challenger:
-            raise ValueError(f"gate metric {metric!r} was not evaluated; evaluated: {sorted(challenger)}")
-        value = float(challenger[metric])
-        if threshold.min is not None:
-            checks.append(Check(metric, "min", value, threshold.min, value >= threshold.min))
-        if threshold.max is not None:
-            checks.append(Check(metric, "max", value, threshold.max, value <= threshold.max))
-        if champion is not None and threshold.max_drop is not None and metric in champion:
-            bound = float(champion[metric]) - threshold.max_drop
-            checks.append(Check(metric, "change", value, bound, value >= bound))
+    for metric, threshold in policy.thresholds.items():
+        checks += _value_checks(metric, values[metric], threshold, None)
+        if champion is not None:
+            checks += _change_checks(metric, threshold, challenger, champion, weights, confidence, None, None)
+    skipped: list[str] = []
+    for group, metrics in policy.slices.items():
+        column = np.asarray(groups[group])
+        for key in sorted(set(column.tolist()), key=str):
+            rows = column == key
+            slice_ = f"{group}={key}"
+            if rows.sum() < policy.min_slice_rows:
+                skipped.append(f"{slice_} ({int(rows.sum())} rows)")
+                continue
+            for metric, threshold in metrics.items():
+                checks += _value_checks(metric, float(np.mean(challenger.per_row[metric][rows])), threshold, slice_)
+                if champion is not None:
+                    checks += _change_checks(metric, threshold, challenger, champion, weights, confidence, rows, slice_)
     failed = [c for c in checks if not c.passed]
-    reason = (
-        "all checks passed" + ("" if champion is not None else " (first model: value thresholds only)")
-        if not failed
-        else "; ".join(f"{c.metric} {c.kind}: {c.observed:.4f} vs bound {c.bound:.4f}" for c in failed)
-    )
-    return GateDecision(not failed, checks, dict(challenger), dict(champion) if champion else None, reason)
+    if failed:
+        reason = "; ".join(c.explain() for c in failed)
+    else:
+        reason = "all checks passed" + ("" if champion is not None else " (first model: value thresholds only)")
+    return GateDecision(not failed, checks, values, champion.metrics() if champion is not None else None, reason,
+                        skipped_slices=sorted(set(skipped)))

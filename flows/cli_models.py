@@ -1,0 +1,113 @@
+"""`flywheel promote`, `flywheel rollback`, `flywheel models`: the registry by hand.
+
+Registered on the main app in flows/cli.py. Every alias move goes through the same
+compare-and-set as the pipeline's gate (models.registry.promote / rollback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console
+
+KEY_METRICS = ("zero_shot_image_acc", "zero_shot_audio_acc", "audio_to_image_r1", "p95_latency_ms", "model_size_mb")
+
+
+def promote(
+    version: str = typer.Argument(..., help="model version to make @champion"),
+    force: bool = typer.Option(False, "--force", help="skip the gate: a manual override, recorded with --reason"),
+    reason: str = typer.Option("", "--reason", help="why (required with --force); written on the version"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """Gate VERSION against the current @champion and promote it if it passes (or --force it)."""
+    from flows.model_stages import stage_gate
+    from flows.stage_config import registry_for
+    from models.registry import CHAMPION, Actor, InconsistentAliases, StaleChampion
+    from models.registry import promote as move_champion
+
+    settings = cli_settings(home, params)
+    registry = registry_for(settings)
+    if force and not reason.strip():
+        console.print("[red]--force needs --reason[/red]: a manual override is recorded with who, when and why")
+        raise typer.Exit(2)
+    try:
+        if force:
+            champion = registry.alias_version(CHAMPION)
+            move_champion(registry, version, expected_champion=champion, actor=Actor(reason=reason), forced=True)
+            console.print(f"[yellow]forced[/yellow]: v{version} is @champion (was v{champion}); override recorded")
+            return
+        decision = stage_gate(settings, version)
+    except (StaleChampion, InconsistentAliases) as err:
+        console.print(f"[red]not promoted:[/red] {err}")
+        raise typer.Exit(1) from err
+    except ValueError as err:
+        console.print(f"[red]cannot promote:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(gate_table(decision.to_dict()))
+    if not decision.passed:
+        console.print(f"[red]REJECTED[/red]: {decision.reason}\n(override with --force --reason '…')")
+        raise typer.Exit(1)
+    console.print(f"[green]PASSED[/green]: v{version} is @champion (was v{decision.lineage.get('champion_version')})")
+
+
+def rollback(
+    reason: str = typer.Option("", "--reason", help="why; written on both versions"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """@champion ← @previous; the rolled-back version is tagged and @previous cleared."""
+    from flows.stage_config import registry_for
+    from models.registry import Actor, StaleChampion
+    from models.registry import rollback as roll_back
+
+    registry = registry_for(cli_settings(home, params))
+    try:
+        rolled_back, restored = roll_back(registry, actor=Actor(reason=reason))
+    except (StaleChampion, ValueError) as err:
+        console.print(f"[red]cannot roll back:[/red] {err}")
+        raise typer.Exit(2) from err
+    console.print(f"rolled back: v{restored} is @champion again (v{rolled_back} retired; @previous cleared)")
+
+
+def models(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
+    """Versions of the registered model: aliases, gate decision, key metrics, data version."""
+    from flows.stage_config import registry_for
+    from models.registry import list_versions
+
+    settings = cli_settings(home, params)
+    versions = list_versions(registry_for(settings))
+    if not versions:
+        console.print(f"no versions of {settings.params.registry.model_name} yet (`flywheel run` trains one)")
+        return
+    table = Table(title=settings.params.registry.model_name, title_justify="left")
+    for column in ("version", "aliases", "gate", "vs", *(m.removeprefix("zero_shot_") for m in KEY_METRICS),
+                   "data version", "created"):
+        table.add_column(column, overflow="fold")
+    for v in versions:
+        gate_style = {"passed": "green", "rejected": "red", "forced": "yellow"}.get(v.gate, "dim")
+        table.add_row(v.version, ", ".join(f"@{a}" for a in v.aliases), f"[{gate_style}]{v.gate}[/{gate_style}]",
+                      v.tags.get("gate.champion_version", "") if v.tags.get("gate.champion_version") != "None" else "-",
+                      *(v.tags.get(f"gate.metric.{m}", "") for m in KEY_METRICS),
+                      v.tags.get("data_version", ""), v.created_at)
+    console.print(table)
+
+
+def gate_table(decision: dict) -> Table:
+    """One row per check: observed value (or improvement), bound, bootstrap interval, result."""
+    lineage = decision.get("lineage", {})
+    table = Table(title=f"gate: v{lineage.get('challenger_version')} vs "
+                        f"{'v' + str(lineage['champion_version']) if lineage.get('champion_version') else 'no champion'} "
+                        f"on {lineage.get('golden_version')}", title_justify="left")
+    for column in ("check", "observed", "bound", "interval", "result"):
+        table.add_column(column)
+    for c in decision["checks"]:
+        name = f"{c['metric']}[{c['slice']}] {c['kind']}" if c.get("slice") else f"{c['metric']} {c['kind']}"
+        interval = f"{c['interval'][0]:+.4f} … {c['interval'][1]:+.4f}" if c.get("interval") else ""
+        table.add_row(name, f"{c['observed']:.4f}", f"{c['bound']:.4f}", interval,
+                      "pass" if c["passed"] else "[red]FAIL[/red]")
+    return table

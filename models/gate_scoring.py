@@ -1,0 +1,70 @@
+"""What the gate measures on the golden set: per-row scores, p95 latency per item, model size.
+
+Latency is measured for all compared models in the same process, item by item and interleaved
+(challenger, champion, champion, challenger, …), so a busy neighbour on a shared machine slows
+both alike instead of whichever happened to run second.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from models.evaluate import EvalData, correct_per_row
+from models.gate import ModelScores
+from models.imagebind import AUDIO, VISION, ImageBind
+
+LATENCY_METRIC = "p95_latency_ms"  # one golden item (its image and its audio clip) through the model, batch of 1
+SIZE_METRIC = "model_size_mb"  # parameter and buffer bytes / 1e6: what the logged weights.pt holds
+WARMUP_ITEMS = 3  # first calls allocate and pick kernels; not what a warm server sees
+
+
+def model_megabytes(model: torch.nn.Module) -> float:
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+@torch.no_grad()
+def measure_p95_latency_ms(models: dict[str, ImageBind], golden: EvalData, items: int) -> dict[str, float]:
+    """p95 over `items` golden rows of the wall time of one row's image + audio forward pass, per model."""
+    if items < 1:
+        raise ValueError(f"latency needs at least one item, got {items}")
+    names = list(models)
+    for model in models.values():
+        model.eval()
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    n = len(golden.label)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one item is tiny work; with 2 threads OpenMP stalls whenever a neighbour holds a core
+    try:
+        for i in range(WARMUP_ITEMS + items):
+            row = i % n
+            batch = {VISION: torch.from_numpy(np.ascontiguousarray(golden.image[row : row + 1], dtype=np.float32)),
+                     AUDIO: torch.from_numpy(np.ascontiguousarray(golden.audio[row : row + 1], dtype=np.float32))}
+            for name in names if i % 2 == 0 else reversed(names):  # alternate who goes first
+                started = time.perf_counter()
+                models[name](batch)
+                if i >= WARMUP_ITEMS:
+                    timings[name].append((time.perf_counter() - started) * 1000)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: float(np.percentile(values, 95)) for name, values in timings.items()}
+
+
+def score_models(models: dict[str, ImageBind], golden: EvalData, prompt_emb: np.ndarray,
+                 latency_items: int) -> dict[str, ModelScores]:
+    """Every model on the same golden rows: per-row correctness, p95 latency (measured together), size."""
+    latency = measure_p95_latency_ms(models, golden, latency_items)
+    return {name: ModelScores(correct_per_row(model, golden, prompt_emb),
+                              {LATENCY_METRIC: latency[name], SIZE_METRIC: model_megabytes(model)})
+            for name, model in models.items()}
+
+
+def golden_groups(golden: EvalData) -> dict[str, np.ndarray]:
+    """Slice labels of the golden rows: the class, and the voice (accent) of the audio clip."""
+    groups = {"class": np.asarray(golden.label)}
+    if golden.voice is not None:
+        groups["voice"] = np.asarray(golden.voice)
+    return groups
