@@ -7,7 +7,7 @@ environment or the YAML file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from pathlib import Path
 
 import yaml
@@ -85,14 +85,26 @@ class TrainParams(_Strict):
 
 class Threshold(_Strict):
     min: float | None = None  # value bound: the metric must be at least this
-    max: float | None = None  # value bound: the metric must be at most this
-    max_drop: float | None = Field(None, ge=0)  # allowed absolute regression against the champion
+    max: float | None = None  # value bound (a budget for latency and size): at most this
+    max_drop: float | None = Field(None, ge=0)  # allowed regression against the champion, in the metric's units
+    max_drop_rel: float | None = Field(None, ge=0)  # allowed regression as a share of the champion's value
+    higher_is_better: bool = True  # false for latency and size
+
+
+class BootstrapParams(_Strict):
+    resamples: int = Field(1000, ge=100)  # paired resamples of the golden set
+    confidence: float = Field(0.9, ge=0.5, lt=1)  # two-sided interval; a change passes if its lower end >= -max_drop
+    seed: int = 0
 
 
 class GateParams(_Strict):
     golden_samples: int = Field(200, ge=20)
     golden_seed: int = 1000
+    latency_items: int = Field(50, ge=1)  # golden items timed one by one per model for p95 latency
+    bootstrap: BootstrapParams = BootstrapParams()
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
+    min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
 
 
 class MonitorParams(_Strict):
@@ -130,6 +142,9 @@ class EnvSettings(BaseSettings):
     # fsspec options for `--source` URIs, as JSON, e.g. {"endpoint_url": "http://minio:9000", "key": …, "secret": …}
     storage_options: dict[str, Any] = {}
     dask_address: str | None = None  # a Dask scheduler (tcp://host:8786) for the data steps; None: local threads
+    # What the champion lock locks: postgresql://… (the MLflow server's database: an advisory lock) or
+    # file:///shared/folder; None: the tracking URI itself (a file lock beside the embedded SQLite store).
+    registry_lock_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +228,7 @@ class Settings:
     lake_endpoint: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)  # credentials: from the environment only
     dask_address: str | None = None
+    registry_lock_uri: str | None = None
 
 
 def load_params(path: Path) -> Params:
@@ -236,4 +252,4 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
     return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
                     lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
-                    dask_address=env.dask_address)
+                    dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri)
