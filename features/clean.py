@@ -213,10 +213,17 @@ def _quarantine_near_duplicates(
 
 
 def _join_parts(staging: Path, keep: set[str]) -> pd.DataFrame:
+    """The chunks' tables in chunk order, as one Arrow table converted once (no per-part frames to concatenate)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     parts = sorted((staging / PARTS_DIR).glob("part-*.parquet"))
-    frames = [pd.read_parquet(part) for part in parts]
-    frame = pd.concat(frames, ignore_index=True) if frames else rows_to_frame([])
-    frame = frame[frame["sample_id"].isin(keep)].reset_index(drop=True)
+    if not parts:
+        return rows_to_frame([])
+    table = pa.concat_tables([pq.read_table(part) for part in parts], promote_options="default")
+    ids = table["sample_id"].cast(pa.string())  # an empty part's all-null column reads back as type null
+    table = table.filter(pa.compute.is_in(ids, value_set=pa.array(sorted(keep), pa.string())))
+    frame = table.to_pandas()
     return frame if len(frame) else rows_to_frame([])  # an empty table keeps the clean schema's dtypes
 
 
