@@ -74,13 +74,15 @@ def _postgres_advisory_lock(uri: str, model_name: str, timeout_s: float) -> Iter
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.pool import NullPool
 
-    if uri.startswith("postgresql://"):
-        uri = "postgresql+psycopg://" + uri.removeprefix("postgresql://")  # SQLAlchemy 2.1 + psycopg 3 (STACK_NOTES)
+    scheme, rest = uri.split("://", 1)
+    if scheme in ("postgres", "postgresql"):  # no driver named: psycopg 3, pinned (SQLAlchemy has no "postgres" dialect)
+        uri = f"postgresql+psycopg://{rest}"
     engine = sa.create_engine(uri, poolclass=NullPool)
     key = advisory_key(model_name)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text(f"SET lock_timeout = {int(timeout_s * 1000)}"))
+            # At least 1 ms: lock_timeout = 0 would mean "wait forever".
+            conn.execute(sa.text(f"SET lock_timeout = {max(1, int(timeout_s * 1000))}"))
             try:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
             except OperationalError as err:
