@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import tempfile
 import time
@@ -42,6 +43,24 @@ class InconsistentAliases(RuntimeError):
     """The aliases read back after a move are not what was set: a writer bypassed the champion lock."""
 
 
+def _point_fluent_api_at(uri: str) -> None:
+    """Set MLflow's process-wide tracking and registry URIs without leaking them into the environment.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI, which `load_settings` reads as the
+    user's choice: a later settings object in the same process (another FLYWHEEL_HOME, a test)
+    would silently share this store. The fluent API reads its own global first, so the
+    environment is put back as it was.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @dataclass(frozen=True)
 class Registry:
     tracking_uri: str
@@ -50,8 +69,8 @@ class Registry:
     lock_uri: str | None = None  # what the champion lock locks (models.registry_lock); None: the tracking URI
 
     def client(self) -> MlflowClient:
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
+        """A client of this store; MLflow's fluent API (start_run, register_model) is pointed at it too."""
+        _point_fluent_api_at(self.tracking_uri)
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
     def experiment_id(self) -> str:
