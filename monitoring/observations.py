@@ -1,0 +1,43 @@
+"""What the champion makes of a window of data: its embeddings, zero-shot classes and their correctness.
+
+Turns a window's feature table, model inputs and known labels into `MonitorData` for the checks.
+Values in, values out: the caller loads the model and the data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from models.evaluate import embed_modality
+from models.imagebind import AUDIO, TEXT, VISION, ImageBind
+from models.inputs import ModelInputs
+from monitoring.checks import MonitorData
+
+MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO}  # monitored modality -> model key
+
+
+def build_monitor_data(features: pd.DataFrame | None, inputs: ModelInputs | None, model: ImageBind,
+                       prompt_emb: np.ndarray, labels: pd.Series | None = None,
+                       modalities: tuple[str, ...] = tuple(MODALITY_KEYS)) -> MonitorData:
+    """Embeddings and zero-shot classes of every present image / audio clip; `labels` (sample_id ->
+    class, human labels only) give per-row correctness where known."""
+    unknown = [m for m in modalities if m not in MODALITY_KEYS]
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; accepted: {sorted(MODALITY_KEYS)}")
+    data = MonitorData(features=features)
+    if inputs is None or len(inputs) == 0:
+        return data
+    prompts = embed_modality(model, TEXT, prompt_emb).numpy()  # (K, D)
+    known = labels.dropna() if labels is not None else pd.Series(dtype="int64")
+    for modality in modalities:
+        present = {"image": inputs.has_image, "audio": inputs.has_audio}[modality]
+        rows = np.flatnonzero(present)
+        values = inputs.image[rows] if modality == "image" else inputs.audio[rows]
+        embedded = embed_modality(model, MODALITY_KEYS[modality], values).numpy()  # (N, D)
+        predicted = (embedded @ prompts.T).argmax(axis=1) if len(rows) else np.zeros(0, np.int64)
+        data.embeddings[modality], data.predictions[modality] = embedded, predicted
+        label = known.reindex(inputs.sample_id[rows]).to_numpy(dtype=float)
+        has_label = ~np.isnan(label)
+        data.correct[modality] = (predicted[has_label] == label[has_label]).astype(np.float64)
+    return data
