@@ -109,6 +109,19 @@ class GateParams(_Strict):
 
 class MonitorParams(_Strict):
     drift_share: float = Field(0.5, gt=0, le=1)
+    feature_threshold: float = Field(0.1, gt=0)  # normed Wasserstein / Jensen-Shannon distance per feature
+    noise_sigmas: float = Field(2.0, ge=0)  # ... raised to this x sqrt(1/n_ref + 1/n_cur) for small batches
+    fast_path_rows: int = Field(100_000, ge=1001)  # from this many rows per side: exact numpy statistics
+    report_rows: int = Field(20_000, ge=1000)  # rows per side in the Evidently report on the fast path
+    embedding_threshold: float = Field(0.015, gt=0)  # MMD^2 of the champion's embeddings, per modality
+    embedding_max_rows: int = Field(2000, ge=10)  # rows per side sampled for the MMD kernel
+    prediction_threshold: float = Field(0.15, gt=0)  # Jensen-Shannon distance of the predicted class mix
+    min_rows: int = Field(20, ge=2)  # fewer current rows for a modality: its checks are skipped
+    max_missing_increase: float = Field(0.1, gt=0, lt=1)  # extra missing share allowed per feature
+    max_out_of_range_share: float = Field(0.05, gt=0, lt=1)  # share outside the reference's [min, max]
+    max_accuracy_drop: float = Field(0.1, gt=0, lt=1)  # accuracy drop on delayed labels that is drift ...
+    accuracy_p_value: float = Field(0.01, gt=0, lt=1)  # ... when also significant at this level
+    min_labelled_rows: int = Field(20, ge=1)  # fewer labelled rows: performance not judged
 
 
 class ServeParams(_Strict):
@@ -116,6 +129,32 @@ class ServeParams(_Strict):
     max_body_bytes: int = Field(10_000_000, gt=0)  # larger request bodies get 413
     max_text_chars: int = Field(2000, gt=0)  # longer texts get 422
     torch_threads: int = Field(1, ge=1)  # intra-op threads per request; concurrency comes from parallel requests
+
+
+class AlertSink(_Strict):
+    name: str  # names the sink in logs and in the alert state; the key into FLYWHEEL_ALERT_URLS
+    kind: Literal["webhook", "slack", "email"]
+    # An apprise URL (json://host/path, https://hooks.slack.com/services/…, mailto://…) or a plain
+    # http(s) URL for a webhook; None: taken from FLYWHEEL_ALERT_URLS, where credentials belong.
+    url: str | None = None
+
+
+class AlertParams(_Strict):
+    cooldown_hours: float = Field(6.0, gt=0)  # the same drift (model version + drifted columns) alerts once per window
+    sinks: tuple[AlertSink, ...] = ()
+
+
+class RetrainParams(_Strict):
+    on_drift: bool = True  # a drift event (or the monitor flow itself) starts retraining
+    min_interval_hours: float = Field(24.0, ge=0)  # at most one training per window, whatever asks for it
+
+
+class ScheduleParams(_Strict):
+    timezone: str = "UTC"  # the crons below are read in this zone
+    ingest: str = "0 2 * * *"  # data stages + monitor on `ingest_source`
+    retrain: str = "0 3 * * *"  # train on the current window, register, gate
+    monitor: str = "0 * * * *"  # drift of the latest ingested batch against the champion's window
+    ingest_source: str = "data/landing/batch-001"  # the landing batch (folder or fsspec URI) the ingest deployment reads
 
 
 class Params(_Strict):
@@ -129,6 +168,9 @@ class Params(_Strict):
     gate: GateParams = GateParams()
     monitor: MonitorParams = MonitorParams()
     serve: ServeParams = ServeParams()
+    alerts: AlertParams = AlertParams()
+    retrain: RetrainParams = RetrainParams()
+    schedule: ScheduleParams = ScheduleParams()
 
 
 class EnvSettings(BaseSettings):
@@ -145,6 +187,8 @@ class EnvSettings(BaseSettings):
     # What the champion lock locks: postgresql://… (the MLflow server's database: an advisory lock) or
     # file:///shared/folder; None: the tracking URI itself (a file lock beside the embedded SQLite store).
     registry_lock_uri: str | None = None
+    # Alert sink URLs carrying credentials, as JSON {sink name: apprise URL}, for sinks without `url` in params.yaml.
+    alert_urls: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -207,6 +251,11 @@ class StatePaths:
         return self.home / "inference"
 
     @property
+    def loop(self) -> Path:
+        """State of the closed loop: alert deduplication and the retraining rate limit."""
+        return self.home / "loop"
+
+    @property
     def runs(self) -> Path:
         return self.home / "runs"
 
@@ -229,6 +278,17 @@ class Settings:
     storage_options: dict[str, Any] = field(default_factory=dict)  # credentials: from the environment only
     dask_address: str | None = None
     registry_lock_uri: str | None = None
+    alert_urls: dict[str, str] = field(default_factory=dict)  # sink name -> URL, params.yaml's or the environment's
+
+
+def _alert_urls(params: Params, from_env: dict[str, str]) -> dict[str, str]:
+    """Every sink's URL; a sink with no URL anywhere stops start-up, naming the sink."""
+    urls = {sink.name: sink.url or from_env.get(sink.name) for sink in params.alerts.sinks}
+    missing = [name for name, url in urls.items() if not url]
+    if missing:
+        raise ValueError(f"alert sinks {missing} have no url in params.yaml and none in FLYWHEEL_ALERT_URLS "
+                         f"(which names {sorted(from_env)})")
+    return urls  # type: ignore[return-value]
 
 
 def load_params(path: Path) -> Params:
@@ -252,4 +312,5 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
     return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
                     lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
-                    dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri)
+                    dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri,
+                    alert_urls=_alert_urls(params, env.alert_urls))
