@@ -19,6 +19,7 @@ from rich.table import Table  # noqa: E402
 
 from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error  # noqa: E402
+from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 
@@ -29,6 +30,8 @@ app.add_typer(server_app, name="server")
 app.command("promote")(promote)
 app.command("rollback")(rollback)
 app.command("models")(models)
+app.command("schedule")(schedule)
+app.command("retrain")(retrain)
 
 
 
@@ -172,8 +175,10 @@ def run(
             if plain:
                 from flows.prefect_runtime import preload_libraries
 
+                from flows.loop import reaction
+
                 preload_libraries(with_prefect=False)
-                run_stages(settings, batch, run_id=run_id)
+                run_stages(settings, batch, run_id=run_id, react=reaction(signal=None))  # no events: retrains itself
             else:
                 from flows.prefect_runtime import run_lifecycle
 

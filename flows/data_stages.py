@@ -139,3 +139,16 @@ def stage_version_data(settings: Settings, batch_id: str) -> dict[str, str]:
     versions = {name: lake.track(path) for name, path in outputs.items()}
     lake.push(*outputs.values())
     return {name: version.to_tag() for name, version in versions.items()}
+
+
+def stage_data_versions(settings: Settings) -> dict[str, str]:
+    """The lake's current versions of what training reads (no new batch: retraining); a folder never
+    tracked raises, since a model must name its data."""
+    from features.lake_versioning import open_lake
+
+    lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
+    versions = {name: lake.version_of(path) for name, path in (("inputs", "lake/inputs"), ("features", FEATURES_DATA))}
+    untracked = [name for name, version in versions.items() if version is None]
+    if untracked:
+        raise ValueError(f"no DVC version of {untracked} under {settings.paths.home}: ingest a batch before retraining")
+    return {name: version.to_tag() for name, version in versions.items()}
