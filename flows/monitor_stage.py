@@ -1,0 +1,175 @@
+"""The monitor stage: load the champion's reference window and a current window, run every check
+(`monitoring.checks`), save the Evidently snapshot and HTML report, return the summary entry.
+
+Reference: the batches the @champion version was trained on (its `training_batches` tag), so it
+follows the alias when it moves; features from the feature store, inputs from the lake.
+Current, for a batch: its *clean* rows (`lake/clean/<batch>`), features and model inputs computed
+here. Validation is not in the way: a batch that validation rejected (a noisy source whose clips
+grew twice as long) never reached the feature store, yet it is exactly what monitoring must see, so
+the monitor reads what arrived, not what was accepted; quality checks also see the rows validation
+quarantined. Current, for the inference log: the records scored by the champion since the last
+check (predictions and, through sample ids, delayed labels; the log keeps only an embedding's
+leading dimensions, so embedding drift is judged on batches).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from flows.settings import Settings
+from flows.stage_config import input_spec, registry_for
+from monitoring.checks import CheckParams, MonitorData, MonitorResult, run_checks
+from monitoring.drift import DriftParams
+from monitoring.model_drift import ModelDriftParams
+from monitoring.quality import QualityParams
+
+LOG_CHECKPOINT = "monitor/inference_log_checked.json"  # under FLYWHEEL_HOME: when the log was last checked
+
+
+def check_params(settings: Settings) -> CheckParams:
+    m = settings.params.monitor
+    return CheckParams(
+        drift=DriftParams(drift_share=m.drift_share, column_threshold=m.feature_threshold, distance_methods=True,
+                          fast_path_rows=m.fast_path_rows, report_rows=m.report_rows,
+                          noise_sigmas=m.noise_sigmas),
+        model=ModelDriftParams(embedding_threshold=m.embedding_threshold, embedding_max_rows=m.embedding_max_rows,
+                               prediction_threshold=m.prediction_threshold, min_rows=m.min_rows),
+        quality=QualityParams(max_missing_increase=m.max_missing_increase, max_out_of_range_share=m.max_out_of_range_share,
+                              max_accuracy_drop=m.max_accuracy_drop, accuracy_p_value=m.accuracy_p_value,
+                              min_labelled_rows=m.min_labelled_rows))
+
+
+def load_human_labels(settings: Settings, rows: pd.DataFrame) -> pd.Series:
+    """sample_id -> human label: the manifest's labels in the clean rows, then labels imported later
+    from review (the feature store's `labels` table, label_source == "human") on top."""
+    labels = rows.set_index("sample_id")["label"].dropna() if "label" in rows.columns else pd.Series(dtype=float)
+    table = settings.paths.feast / "data" / "labels.parquet"
+    if table.exists():
+        stored = pd.read_parquet(table, columns=["sample_id", "label", "label_source"])
+        stored = stored[(stored["label_source"] == "human") & stored["sample_id"].isin(rows["sample_id"])]
+        labels = pd.concat([labels, stored.set_index("sample_id")["label"]])
+    return labels[~labels.index.duplicated(keep="last")].astype(float)
+
+
+def load_clean_window(settings: Settings, batch_id: str) -> tuple[pd.DataFrame, Any, pd.Series]:
+    """A batch as it arrived (clean rows, before validation): features, model inputs, human labels."""
+    from features.clean import ROWS_NAME
+    from features.transform import compute_sample_features
+    from models.inputs import build_model_inputs
+
+    clean_dir = settings.paths.lake_clean / batch_id
+    if not (clean_dir / ROWS_NAME).exists():
+        raise FileNotFoundError(f"batch {batch_id!r} has no clean rows at {clean_dir / ROWS_NAME}; ingest and clean it first")
+    rows = pd.read_parquet(clean_dir / ROWS_NAME)
+    features = compute_sample_features(clean_dir, rows, batch_id)
+    return features, build_model_inputs(clean_dir, rows, input_spec(settings)), load_human_labels(settings, rows)
+
+
+def load_training_window(settings: Settings, batches: list[str]) -> tuple[pd.DataFrame, Any, pd.Series]:
+    """The champion's training batches: stored features, stored model inputs, human labels."""
+    from features.clean import ROWS_NAME
+    from features.store import load_feature_frame
+    from models.inputs import ModelInputs, load_model_inputs
+
+    features = load_feature_frame(settings.paths.feast, batches)
+    inputs = ModelInputs.concat([load_model_inputs(settings.paths.batch_inputs(b)) for b in batches])
+    rows = pd.concat([pd.read_parquet(settings.paths.lake_clean / b / ROWS_NAME, columns=["sample_id", "label"]) for b in batches])
+    return features, inputs, load_human_labels(settings, rows)
+
+
+def latest_clean_batch(settings: Settings) -> str:
+    from features.clean import ROWS_NAME
+    from features.ingest import list_ingested_batches
+
+    batches = [b for b in list_ingested_batches(settings.paths.lake_raw) if (settings.paths.lake_clean / b / ROWS_NAME).exists()]
+    if not batches:
+        raise FileNotFoundError(f"no cleaned batch under {settings.paths.lake_clean}; run `flywheel run` first")
+    return batches[-1]
+
+
+def monitor_batch(settings: Settings, batch_id: str, run_dir: Path) -> tuple[dict[str, Any], MonitorResult | None]:
+    """Every check for one batch against the champion's training window (this batch excluded): the
+    summary entry, and the result (None when there was nothing to compare against)."""
+    from models.evaluate import DIGIT_PROMPTS
+    from models.registry import CHAMPION, load_version
+    from models.text import encode_texts
+    from monitoring.observations import build_monitor_data
+
+    registry = registry_for(settings)
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return {"status": "no_champion", "batch": batch_id}, None
+    window = registry.version_tags(champion).get("training_batches", "").split(",")
+    reference_batches = [b for b in window if b and b != batch_id]
+    if not reference_batches:
+        return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion}, None
+    model, prompts = load_version(registry, champion), encode_texts(list(DIGIT_PROMPTS))
+    ref_features, ref_inputs, ref_labels = load_training_window(settings, reference_batches)
+    reference = build_monitor_data(ref_features, ref_inputs, model, prompts, ref_labels)
+    features, inputs, labels = load_clean_window(settings, batch_id)
+    current = build_monitor_data(features, inputs, model, prompts, labels)
+    result = run_checks(reference, current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), check_params(settings))
+    return _summarise(settings, result, run_dir, champion, {"batch": batch_id, "reference_batches": reference_batches}), result
+
+
+def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
+    """Prediction and performance drift of the champion's logged predictions since the last check."""
+    from models.evaluate import DIGIT_PROMPTS
+    from models.registry import CHAMPION, load_version
+    from models.serving.inference_log import load_inference_log
+    from models.text import encode_texts
+    from monitoring.observations import build_monitor_data
+
+    registry = registry_for(settings)
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return {"status": "no_champion"}
+    checkpoint = settings.paths.home / LOG_CHECKPOINT
+    since = json.loads(checkpoint.read_text())["checked_until"] if checkpoint.exists() else None
+    checked_until = time.time()
+    log = load_inference_log(settings.paths.inference, since)
+    if not log.empty:
+        log = log[(log["model_version"].astype(str) == str(champion)) & (log["status"] == 200) & log["prediction"].notna()]
+    if log.empty:
+        return {"status": "no_records", "since": since, "champion": champion}
+    batches = [b for b in registry.version_tags(champion).get("training_batches", "").split(",") if b]
+    ref_features, ref_inputs, ref_labels = load_training_window(settings, batches)
+    reference = build_monitor_data(ref_features, ref_inputs, load_version(registry, champion),
+                                   encode_texts(list(DIGIT_PROMPTS)), ref_labels)
+    reference.embeddings, reference.features = {}, None  # the log has neither to compare with
+    labels = load_human_labels(settings, pd.DataFrame({"sample_id": log.get("sample_id", pd.Series(dtype=str)).dropna().unique()}))
+    current = MonitorData()
+    for modality, part in log[log["modality"].isin(["image", "audio"])].groupby("modality"):
+        current.predictions[modality] = part["prediction"].to_numpy(dtype=np.int64)
+        if "sample_id" in part:
+            known = labels.reindex(part["sample_id"]).to_numpy(dtype=float)
+            current.correct[modality] = (current.predictions[modality][~np.isnan(known)] == known[~np.isnan(known)]).astype(float)
+    result = run_checks(reference, current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), check_params(settings))
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_text(json.dumps({"checked_until": checked_until}))
+    return _summarise(settings, result, run_dir, champion, {"inference_records": len(log), "since": since,
+                                                            "reference_batches": batches})
+
+
+def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champion: str, extra: dict[str, Any]) -> dict[str, Any]:
+    from monitoring.workspace import save_drift
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"status": "drift" if result.drift_detected else "no_drift", "champion": champion,
+                               **extra, **result.to_summary()}
+    if result.data_drift is not None:
+        html = run_dir / "drift_report.html"
+        summary["evidently_snapshot"] = save_drift(settings.paths.evidently, settings.params.registry.model_name,
+                                                   result.data_drift, html_path=html)
+        summary.update(report=str(html), drifted_share=result.data_drift.drifted_share,
+                       drifted_columns=result.data_drift.drifted_columns,
+                       reference_rows=result.data_drift.reference_rows, current_rows=result.data_drift.current_rows)
+    (run_dir / "monitor.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
