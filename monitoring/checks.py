@@ -39,7 +39,7 @@ class MonitorData:
 
 @dataclass(frozen=True)
 class CheckParams:
-    drift: DriftParams = DriftParams(distance_methods=True, fast_path_rows=100_000, noise_sigmas=2.0)
+    drift: DriftParams = DriftParams(distance_methods=True, fast_path_rows=100_000, noise_sigmas=3.5)
     model: ModelDriftParams = ModelDriftParams()
     quality: QualityParams = QualityParams()
 
