@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel
 from evidently.ui.workspace import Project, Workspace
 
+from monitoring.dashboard import TabPanel, build_dashboard_panels
 from monitoring.drift import DriftResult
 
+MANAGED_BY = "managed_by"  # a plot_params key marking the panels this code defines (the UI ignores it)
 
-def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, html_path: Path | None = None) -> str:
+
+def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, html_path: Path | None = None,
+               batch_id: str | None = None) -> str:
     """Add the drift snapshot as a run of project `project_name`; return the run id.
 
-    The project is found by name or created once, so runs accumulate in one dashboard.
+    The project is found by name or created once, with its dashboard panels, so runs accumulate
+    in one dashboard. The run is named `batch <batch_id>` when given, which the UI lists.
     With `html_path`, also write the self-contained HTML report (no CDN needed to view it).
     Not safe against two processes creating the same new project at the same moment.
     """
     workspace = Workspace.create(str(workspace_dir))
-    project = _find_or_create_project(workspace, project_name)
-    run = workspace.add_run(project.id, result.snapshot)
+    project = ensure_project(workspace, project_name)
+    run = workspace.add_run(project.id, result.snapshot, name=f"batch {batch_id}" if batch_id else None)
     if html_path is not None:
         html_path.parent.mkdir(parents=True, exist_ok=True)
         # Snapshot.save_html silently writes nothing when given a Path (Evidently 0.7.23).
@@ -26,8 +32,52 @@ def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, html
     return str(run.id)
 
 
+def ensure_project(workspace: Workspace, name: str) -> Project:
+    """The project of registered model `name`, created if missing, its dashboard synced with the code."""
+    project = _find_or_create_project(workspace, name)
+    dashboard = workspace.get_dashboard(project.id)
+    synced = sync_dashboard(dashboard, build_dashboard_panels())
+    if synced != dashboard:
+        workspace.save_dashboard(project.id, synced)
+    return project
+
+
+def sync_dashboard(dashboard: DashboardModel, wanted: list[TabPanel]) -> DashboardModel:
+    """`dashboard` with each wanted panel present exactly once in its tab, matched by (tab, title).
+
+    A matched panel keeps its id and takes the code's definition; a panel the code made earlier
+    but no longer defines (renamed, dropped) goes; panels added by hand in the UI stay. Running
+    it again on its own result changes nothing.
+    """
+    wanted_keys = {(item.tab, item.panel.title) for item in wanted}
+    tabs = [tab.copy(deep=True) for tab in dashboard.tabs]
+    panels = {panel.id: panel for panel in dashboard.panels}
+    for tab in tabs:
+        for pid in [pid for pid in tab.panels if pid in panels and _is_ours(panels[pid])]:
+            if (tab.title, panels[pid].title) not in wanted_keys:
+                tab.panels.remove(pid)
+                del panels[pid]
+    for item in wanted:
+        tab = next((t for t in tabs if t.title == item.tab), None)
+        if tab is None:
+            tab = DashboardTabModel(title=item.tab, panels=[])
+            tabs.append(tab)
+        ours = item.panel.copy(update={"plot_params": {**item.panel.plot_params, MANAGED_BY: "flywheel"}})
+        existing = next((pid for pid in tab.panels if pid in panels and panels[pid].title == ours.title), None)
+        if existing is None:
+            panels[ours.id] = ours
+            tab.panels.append(ours.id)
+        else:
+            panels[existing] = ours.copy(update={"id": existing})
+    return DashboardModel(tabs=tabs, panels=list(panels.values()))
+
+
+def _is_ours(panel: DashboardPanelPlot) -> bool:
+    return panel.plot_params.get(MANAGED_BY) == "flywheel"
+
+
 def _find_or_create_project(workspace: Workspace, name: str) -> Project:
     matches = sorted(workspace.search_project(name), key=lambda project: str(project.id))
     if matches:
         return matches[0]  # sorted, so every caller picks the same one if duplicates exist
-    return workspace.create_project(name, description="flywheel feature drift against the reference data")
+    return workspace.create_project(name, description=f"flywheel monitoring of registered model {name}")

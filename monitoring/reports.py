@@ -1,0 +1,59 @@
+"""Where a drift report goes besides the Evidently workspace: an MLflow monitoring run, a Prefect markdown.
+
+Each monitored batch gets its own run in the `flywheel-monitoring` experiment rather than
+artifacts on the champion's training run: that run stays the immutable record of how the model
+was trained, monitoring runs can be searched and compared by batch and champion version, and
+the training experiment lists training runs only. The champion's model version points at its
+latest monitoring run (tag `monitor.latest_run`), so the registry page leads to the report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric
+
+from models.registry import Registry
+from monitoring.drift import DriftResult
+
+MONITORING_EXPERIMENT = "flywheel-monitoring"
+REPORT_FOLDER = "drift"  # artifact folder of the HTML report in the monitoring run
+
+
+def log_drift_run(registry: Registry, batch_id: str, champion: str, result: DriftResult, html_path: Path,
+                  reference_batches: list[str]) -> str:
+    """A finished MLflow run holding the drift verdict, per-column scores and the HTML report; returns its id."""
+    client = registry.client()
+    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
+        MONITORING_EXPERIMENT, artifact_location=registry.artifact_root.absolute().as_uri() if registry.artifact_root else None)
+    tags = {"batch": batch_id, "model": registry.model_name, "champion_version": champion,
+            "reference_batches": ",".join(reference_batches)[:5000], "drift_detected": str(result.drift_detected).lower()}
+    run_id = client.create_run(experiment_id, run_name=f"drift {batch_id}", tags=tags).info.run_id
+    now = int(time.time() * 1000)
+    scores = {f"drift_score.{column}": value["score"] for column, value in result.per_column.items()}
+    values = {"drifted_share": result.drifted_share, "drifted_columns": len(result.drifted_columns),
+              "reference_rows": result.reference_rows, "current_rows": result.current_rows, **scores}
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in values.items()])
+    client.log_artifact(run_id, str(html_path), artifact_path=REPORT_FOLDER)
+    client.set_terminated(run_id)
+    client.set_model_version_tag(registry.model_name, champion, "monitor.latest_run", run_id)
+    return run_id
+
+
+def drift_markdown(monitor: dict[str, Any]) -> str:
+    """The monitor stage's summary as a Prefect markdown artifact: verdict, evidence, where the reports are."""
+    verdict = "DRIFT" if monitor.get("drift_detected") else "no drift"
+    drifted = ", ".join(f"`{c}`" for c in monitor.get("drifted_columns", [])) or "none"
+    report = Path(monitor["report"])
+    return "\n".join([
+        f"# Drift{' of batch ' + str(monitor['batch']) if monitor.get('batch') else ''} against champion v{monitor.get('champion')}",
+        f"**{verdict}**: drifted share {monitor.get('drifted_share', 0):.2f}; drifted features: {drifted}", "",
+        "| where | what |", "|---|---|",
+        f"| HTML report | [{report.name}]({report.absolute().as_uri()}) |",
+        f"| MLflow | run `{monitor.get('mlflow_run')}` in experiment `{MONITORING_EXPERIMENT}` |",
+        f"| Evidently | project `{monitor.get('evidently_project')}`, snapshot `{monitor.get('evidently_snapshot')}` |",
+        f"| reference | batches {', '.join(monitor.get('reference_batches', []))} |",
+    ])
