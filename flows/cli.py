@@ -72,10 +72,12 @@ def ui_commands(settings: Settings) -> dict[str, str]:
     docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
     server = find_running_server(p.prefect)
     return {
-        "MLflow UI": f"mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
+        # A copied command runs in the user's shell, not under flows/env.py: it carries its own switches.
+        "MLflow UI": f"DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
         "Prefect UI": f"open {server.removesuffix('/api')}  (running; `flywheel server stop` stops it)" if server
         else f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start   (or `flywheel server start`)",
-        "Evidently UI": f"evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
+        # Without DO_NOT_TRACK `evidently ui` spawns a process per API call that sends usage data.
+        "Evidently UI": f"DO_NOT_TRACK=1 evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
         "GX Data Docs": f"python -m webbrowser file://{docs}",
     }
 
