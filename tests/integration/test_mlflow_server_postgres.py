@@ -1,0 +1,77 @@
+"""The lifecycle against a real `mlflow server` as the compose stack runs it: backend store on
+Postgres (postgresql+psycopg://), artifacts proxied by the server (--serve-artifacts) into its
+--artifacts-destination (MinIO in the stack, a local folder here), and the champion lock as a
+Postgres advisory lock on the same database. Two plain runs: the second model becomes @champion
+on the server, and every artifact went through the server into its destination.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flows.env import TELEMETRY_OFF
+from flows.pipeline import run_stages
+from flows.settings import load_settings
+from tests.integration.services import (
+    fresh_database, free_port, postgres_unreachable_reason, start_program, stop_program, wait_healthy, with_database,
+)
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif((reason := postgres_unreachable_reason()) is not None, reason=reason or "")]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on a fresh Postgres database; yields (tracking URL, lock URI, artifact destination)."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    artifacts, log, port = folder / "artifacts", folder / "server.log", free_port()
+    with fresh_database("mlflow") as database:
+        store = with_database(database, database.rsplit("/", 1)[1], driver="psycopg")
+        server = start_program(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", store,
+             "--artifacts-destination", str(artifacts), "--serve-artifacts",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env={**os.environ, **TELEMETRY_OFF}, log=log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(server, f"{url}/health", log, timeout=180)  # migrates the empty database first
+            yield url, database, artifacts
+        finally:
+            stop_program(server)
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_two_runs_register_and_promote_through_the_server(mlflow_server, fast_params, demo_batch_factory,
+                                                          tmp_path, monkeypatch):
+    url, lock_uri, artifacts = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("FLYWHEEL_REGISTRY_LOCK_URI", lock_uri)
+    settings = load_settings(tmp_path / "home", fast_params)
+    assert settings.tracking_uri == url and settings.registry_lock_uri == lock_uri
+
+    first = run_stages(settings, demo_batch_factory(samples=80, seed=11))
+    second = run_stages(settings, demo_batch_factory(samples=80, seed=12))
+
+    assert (first.model["version"], first.model["champion"]) == ("1", "1")
+    assert second.model["version"] == "2" and second.gate["lineage"]["champion_version"] == "1"
+    name = settings.params.registry.model_name
+    alias = _get(f"{url}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")["model_version"]
+    assert alias["version"] == second.model["champion"] == "2"
+    assert {"key": "gate.passed", "value": "true"} in alias["tags"]
+    assert not settings.paths.mlflow_db.exists()  # nothing fell back to the embedded SQLite store
+    # Artifacts travelled through the server (mlflow-artifacts:/) into its destination, not onto this
+    # client's disk, where no other client (API, worker) of the stack could read them.
+    experiment = _get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=flywheel-lifecycle")["experiment"]
+    assert experiment["artifact_location"].startswith("mlflow-artifacts:")
+    assert not settings.paths.mlflow_artifacts.exists()
+    assert any(path.name == "MLmodel" for path in artifacts.rglob("MLmodel"))
