@@ -1,7 +1,11 @@
 """Feature store I/O (Feast): write the per-batch tables, apply definitions, materialize, retrieve.
 
 Feast reads `features/repo/feature_store.yaml`, parameterised by FLYWHEEL_FEAST_DIR, so the
-same repo serves any FLYWHEEL_HOME and the `feast` CLI works on it too.
+same repo serves any FLYWHEEL_HOME and the `feast` CLI works on it too. The embedded stores
+of that file (SQLite online store, file registry) can be swapped for the compose stack's
+services: a Redis online store (`redis://host:port/db`) and a SQL registry on Postgres
+(`postgresql+psycopg://…`), given as `FeastServices`; the offline store stays DuckDB over
+the parquet tables under FLYWHEEL_FEAST_DIR.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import importlib
 import io
 import os
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
@@ -41,13 +47,59 @@ def upsert_batch_table(feast_dir: Path, table: str, batch_id: str, frame: pd.Dat
     return path
 
 
-def open_store(feast_dir: Path):
+REGISTRY_SCHEMES = ("postgresql", "postgresql+psycopg", "sqlite", "mysql", "mysql+pymysql")  # Feast's SQL registry via SQLAlchemy
+
+
+@dataclass(frozen=True)
+class FeastServices:
+    """Where the online store and the registry live; None keeps feature_store.yaml's embedded one."""
+
+    online: str | None = None  # redis://[:password@]host:port/db (rediss:// for TLS)
+    registry: str | None = None  # a SQLAlchemy URL for Feast's SQL registry, e.g. postgresql+psycopg://user@host/db
+
+
+def redis_connection_string(url: str) -> str:
+    """Feast's `host:port,db=N,password=…,ssl=true` form of a redis:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"Feast online store {url!r} is not a redis://host:port/db or rediss:// URL")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"Feast online store {url!r}: the database {db!r} must be a number")
+    options = [f"{parts.hostname}:{parts.port or 6379}", f"db={db}"]
+    if parts.password:
+        options.append(f"password={unquote(parts.password)}")
+    if parts.scheme == "rediss":
+        options.append("ssl=true")
+    return ",".join(options)
+
+
+def build_repo_config(feast_dir: Path, services: FeastServices = FeastServices()):
+    """feature_store.yaml for this state folder, with the online store and registry `services` names."""
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    os.environ["FLYWHEEL_FEAST_DIR"] = str(feast_dir.absolute())  # the yaml (and the feast CLI) read it
+    raw = yaml.safe_load(os.path.expandvars((REPO_DIR / "feature_store.yaml").read_text()))
+    if services.online:
+        raw["online_store"] = {"type": "redis", "connection_string": redis_connection_string(services.online)}
+    if services.registry:
+        scheme = services.registry.split("://", 1)[0]
+        if scheme not in REGISTRY_SCHEMES:
+            raise ValueError(f"Feast registry {services.registry!r}: scheme {scheme!r} is not one of {REGISTRY_SCHEMES}")
+        # cache_ttl 0: every open sees the latest apply, whichever process (worker, API) made it.
+        raw["registry"] = {"registry_type": "sql", "path": services.registry, "cache_ttl_seconds": 0}
+    config = RepoConfig(**raw)
+    config.repo_path = REPO_DIR
+    return config
+
+
+def open_store(feast_dir: Path, services: FeastServices = FeastServices()):
     """A FeatureStore on this state folder (imports Feast lazily: it takes seconds)."""
     from feast import FeatureStore
 
-    os.environ["FLYWHEEL_FEAST_DIR"] = str(feast_dir.absolute())
     (feast_dir / "data").mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(REPO_DIR))
+    return FeatureStore(repo_path=str(REPO_DIR), config=build_repo_config(feast_dir, services))
 
 
 def _definitions():
@@ -58,13 +110,14 @@ def _definitions():
     return importlib.reload(module) if module else importlib.import_module("definitions")
 
 
-def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None = None) -> dict[str, int]:
+def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None = None,
+                          services: FeastServices = FeastServices()) -> dict[str, int]:
     """`feast apply` through the Python API, then materialize [start, end] into the online store.
 
     An explicit window, not `materialize_incremental`: a late batch carries event times older
     than the last materialization, and incremental mode would skip them.
     """
-    store = open_store(feast_dir)
+    store = open_store(feast_dir, services)
     defs = _definitions()
     views = [defs.image_stats, defs.audio_stats, defs.caption_stats, defs.labels]
     present = [view for view in views if (feast_dir / "data" / f"{view.name}.parquet").exists()]
@@ -75,15 +128,17 @@ def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None
     return {view.name: len(pd.read_parquet(feast_dir / "data" / f"{view.name}.parquet")) for view in present}
 
 
-def get_training_frame(feast_dir: Path, entity_rows: pd.DataFrame) -> pd.DataFrame:
+def get_training_frame(feast_dir: Path, entity_rows: pd.DataFrame,
+                       services: FeastServices = FeastServices()) -> pd.DataFrame:
     """Point-in-time correct retrieval of the `training` feature service for (sample_id, event_timestamp) rows."""
-    store = open_store(feast_dir)
+    store = open_store(feast_dir, services)
     service = store.get_feature_service("training")
     return store.get_historical_features(entity_df=entity_rows, features=service).to_df()
 
 
-def get_online_features(feast_dir: Path, sample_ids: list[str], features: list[str]) -> pd.DataFrame:
-    store = open_store(feast_dir)
+def get_online_features(feast_dir: Path, sample_ids: list[str], features: list[str],
+                        services: FeastServices = FeastServices()) -> pd.DataFrame:
+    store = open_store(feast_dir, services)
     rows = [{"sample_id": sid} for sid in sample_ids]
     return store.get_online_features(features=features, entity_rows=rows).to_df()
 
