@@ -1,0 +1,118 @@
+"""What a user sees in a browser after two lifecycle runs: the Evidently dashboard and the MLflow registry.
+
+Headless Chromium (Debian's `chromium` package, `make install` puts it there) driven by Playwright,
+which uses that binary and downloads no browser of its own. Both UIs are single-page apps that
+render after their API calls return, so every check waits for text to appear.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.flows.test_lifecycle import harness, two_runs  # noqa: F401  (fixtures: the same two runs)
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+QUIET = {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # evidently ui phones home without it
+UI_WAIT_MS = 60_000  # a cold SPA on a busy 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def serving(command: list[str], ready_url: str, name: str):
+    """Start a UI server in its own process group, wait until `ready_url` answers, stop it after."""
+    server = subprocess.Popen(command, env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(ready_url, timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, f"{name} exited with {server.returncode}"
+                assert time.monotonic() < deadline, f"{name} did not answer {ready_url} within 90 s"
+                time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # mlflow's job-runner consumers may outlive SIGTERM (STACK_NOTES)
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH: install Debian's chromium package (make install does)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the dev extra: pip install -e '.[dev]'")
+    with playwright.sync_playwright() as p:
+        # Root in a container has no user namespace for Chromium's sandbox.
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(UI_WAIT_MS)
+    yield page
+    page.screenshot(path=str(tmp_path / "last_page.png"), full_page=True)  # left for a failing run's reader
+
+
+def test_evidently_dashboard_shows_the_latest_batchs_drift(two_runs, page):  # noqa: F811
+    from evidently.ui.workspace import Workspace
+
+    settings, _, second = two_runs
+    name = settings.params.registry.model_name
+    workspace = Workspace.create(str(settings.paths.evidently))
+    (project,) = workspace.search_project(name)
+    latest = workspace.get_run(project.id, second.monitor["evidently_snapshot"])
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", str(settings.paths.evidently),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, base, "evidently ui"):
+        page.goto(base)
+        page.get_by_text(name, exact=True).first.click()
+        # The panel's time axis ends at the newest snapshot: the second run's batch.
+        panel = page.locator("[class*=MuiCard-root]", has=page.get_by_text("Drift share over time", exact=True)).first
+        panel.get_by_text(f"{latest.timestamp:%Y-%m-%d %H:%M:%S}").wait_for()
+        assert "drifted share" in panel.inner_text()
+        page.get_by_text("Reports", exact=True).click()
+        page.get_by_text(second.monitor["evidently_snapshot"], exact=True).wait_for()  # newest first
+
+
+def test_mlflow_ui_shows_the_registered_model_at_champion(two_runs, page):  # noqa: F811
+    settings, _, second = two_runs
+    name = settings.params.registry.model_name
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", settings.tracking_uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with serving(command, f"{base}/health", "mlflow ui"):
+        page.goto(f"{base}/#/models/{name}")
+        row = page.get_by_role("row").filter(has_text=re.compile(r"@\s*champion"))  # the chip reads "@ champion"
+        row.first.wait_for()
+        assert row.count() == 1
+        assert re.findall(r"Version \d+", row.first.inner_text()) == [f"Version {second.model['champion']}"]
