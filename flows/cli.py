@@ -21,6 +21,7 @@ from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error  # noqa: E402
 from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
+from flows.cli_monitor import monitor  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
@@ -32,6 +33,7 @@ app.command("rollback")(rollback)
 app.command("models")(models)
 app.command("schedule")(schedule)
 app.command("retrain")(retrain)
+app.command("monitor")(monitor)
 
 
 

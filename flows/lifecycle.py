@@ -12,6 +12,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from features.clean import Chunk, ChunkOutcome, CleanParams, clean_rows_chunk
 from flows.data_stages import stage_clean
+from flows.drift_events import emit_drift_event
+from flows.loop import reaction
 from flows.pipeline import RunRecord, run_stages
 from flows.settings import Settings
 
@@ -77,7 +79,12 @@ def gate_markdown(record: RunRecord) -> str:
 
 @flow(name="flywheel-lifecycle", validate_parameters=False, log_prints=True)
 def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = None) -> RunRecord:
-    record = run_stages(settings, source, call=call_as_task, run_id=run_id)
+    # On drift: alerts, and a drift event that the retraining deployment answers (if served).
+    record = run_stages(settings, source, call=call_as_task, run_id=run_id, react=reaction(emit_drift_event, call_as_task))
     if record.gate:
         create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")
+    if record.monitor.get("report"):
+        from monitoring.reports import drift_markdown  # imports MLflow: only when there is a report
+
+        create_markdown_artifact(drift_markdown(record.monitor), key="drift-report", description="drift of this batch")
     return record

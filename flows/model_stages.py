@@ -14,7 +14,6 @@ from features.clean import clean_batch
 from features.demo import generate_demo_batch
 from features.ingest import ingest_batch, list_ingested_batches
 from features.io import save_json
-from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from flows.settings import Settings
 from flows.stage_config import clean_params, gate_policy, input_spec, registry_for
 from models.gate import GateDecision
@@ -219,38 +218,14 @@ def stage_gate(settings: Settings, version: str, flow_run: str | None = None) ->
 
 
 def stage_monitor(settings: Settings, batch_id: str, run_dir: Path) -> dict[str, Any]:
-    """Drift of this batch's features against the champion's training window (this batch excluded)."""
-    from features.store import load_feature_frame
-    from models.registry import CHAMPION
-    from monitoring.drift import DriftParams, compute_drift
-    from monitoring.workspace import save_drift
+    """Every monitoring check of this batch (as cleaned, so a batch validation rejected is seen too)
+    against the champion's training window, this batch excluded: see flows/monitor_stage.py."""
+    from flows.monitor_stage import monitor_batch
+    from monitoring.reports import log_drift_run
 
-    registry = registry_for(settings)
-    champion = registry.alias_version(CHAMPION)
-    if champion is None:
-        return {"status": "no_champion"}
-    window = registry.version_tags(champion).get("training_batches", "").split(",")
-    reference_batches = [b for b in window if b and b != batch_id]
-    if not reference_batches:
-        return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion}
-    reference = load_feature_frame(settings.paths.feast, reference_batches)
-    current = load_feature_frame(settings.paths.feast, [batch_id])
-    # A column with no values on either side (no audio at all, a feature added later) cannot drift.
-    usable = [c for c in (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES) if reference[c].notna().any() and current[c].notna().any()]
-    numeric = [c for c in usable if c in NUMERIC_FEATURES]
-    result = compute_drift(reference, current, numeric, [c for c in usable if c in CATEGORICAL_FEATURES],
-                           DriftParams(drift_share=settings.params.monitor.drift_share))
-    html = run_dir / "drift_report.html"
-    snapshot_id = save_drift(settings.paths.evidently, settings.params.registry.model_name, result, html_path=html)
-    return {
-        "status": "drift" if result.drift_detected else "no_drift",
-        "drift_detected": result.drift_detected,
-        "drifted_share": result.drifted_share,
-        "drifted_columns": result.drifted_columns,
-        "reference_batches": reference_batches,
-        "reference_rows": result.reference_rows,
-        "current_rows": result.current_rows,
-        "champion": champion,
-        "report": str(html),
-        "evidently_snapshot": snapshot_id,
-    }
+    summary, result = monitor_batch(settings, batch_id, run_dir)
+    if result is not None and result.data_drift is not None:
+        summary["evidently_project"] = settings.params.registry.model_name  # one Evidently project per registered model
+        summary["mlflow_run"] = log_drift_run(registry_for(settings), batch_id, summary["champion"], result.data_drift,
+                                              Path(summary["report"]), summary["reference_batches"])
+    return summary

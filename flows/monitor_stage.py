@@ -167,7 +167,7 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
     if result.data_drift is not None:
         html = run_dir / "drift_report.html"
         summary["evidently_snapshot"] = save_drift(settings.paths.evidently, settings.params.registry.model_name,
-                                                   result.data_drift, html_path=html)
+                                                   result.data_drift, html_path=html, batch_id=extra.get("batch"))
         summary.update(report=str(html), drifted_share=result.data_drift.drifted_share,
                        drifted_columns=result.data_drift.drifted_columns,
                        reference_rows=result.data_drift.reference_rows, current_rows=result.data_drift.current_rows)

@@ -110,7 +110,7 @@ class GateParams(_Strict):
 class MonitorParams(_Strict):
     drift_share: float = Field(0.5, gt=0, le=1)
     feature_threshold: float = Field(0.1, gt=0)  # normed Wasserstein / Jensen-Shannon distance per feature
-    noise_sigmas: float = Field(2.0, ge=0)  # ... raised to this x sqrt(1/n_ref + 1/n_cur) for small batches
+    noise_sigmas: float = Field(3.5, ge=0)  # ... raised to this x sqrt(1/n_ref + 1/n_cur) for small batches
     fast_path_rows: int = Field(100_000, ge=1001)  # from this many rows per side: exact numpy statistics
     report_rows: int = Field(20_000, ge=1000)  # rows per side in the Evidently report on the fast path
     embedding_threshold: float = Field(0.015, gt=0)  # MMD^2 of the champion's embeddings, per modality
@@ -187,6 +187,10 @@ class EnvSettings(BaseSettings):
     # What the champion lock locks: postgresql://… (the MLflow server's database: an advisory lock) or
     # file:///shared/folder; None: the tracking URI itself (a file lock beside the embedded SQLite store).
     registry_lock_uri: str | None = None
+    # Feast's online store and registry on the stack's services: redis://host:6379/0 and a SQLAlchemy URL
+    # (postgresql+psycopg://user@host/feast) for the SQL registry; None: the SQLite/file stores under FLYWHEEL_HOME/feast.
+    feast_online: str | None = None
+    feast_registry: str | None = None
     # Alert sink URLs carrying credentials, as JSON {sink name: apprise URL}, for sinks without `url` in params.yaml.
     alert_urls: dict[str, str] = {}
 
@@ -279,6 +283,8 @@ class Settings:
     dask_address: str | None = None
     registry_lock_uri: str | None = None
     alert_urls: dict[str, str] = field(default_factory=dict)  # sink name -> URL, params.yaml's or the environment's
+    feast_online: str | None = None  # Feast online store (redis://…); None: SQLite under paths.feast
+    feast_registry: str | None = None  # Feast SQL registry (postgresql+psycopg://…); None: file registry under paths.feast
 
 
 def _alert_urls(params: Params, from_env: dict[str, str]) -> dict[str, str]:
@@ -313,4 +319,5 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
                     lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
                     dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri,
-                    alert_urls=_alert_urls(params, env.alert_urls))
+                    alert_urls=_alert_urls(params, env.alert_urls),
+                    feast_online=env.feast_online, feast_registry=env.feast_registry)
