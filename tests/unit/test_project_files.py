@@ -26,7 +26,7 @@ TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFE
 # Names that carry a credential: their values must be ${VAR} references to .env, never literals.
 CREDENTIAL_NAME = re.compile(r"PASSWORD|SECRET|_USER$|USERNAME|ACCESS_KEY|TOKEN|REDISCLI_AUTH")
 REFERENCE = re.compile(r"(?<!\$)\$\{([A-Z_][A-Z0-9_]*)(?::?[-?][^}]*)?\}")
-URL_WITH_PASSWORD = re.compile(r"://([^:/@\s]+):([^@\s]+)@")
+URL_WITH_PASSWORD = re.compile(r"://([^:/@\s]*):([^@\s]+)@")
 # Names stack.env may set besides FLYWHEEL_*: read by flows/settings.py or by the client libraries themselves.
 CLIENT_ENV = {
     "MLFLOW_TRACKING_URI": "flows/settings.py (Settings.tracking_uri)",
@@ -89,7 +89,7 @@ def test_compose_has_no_literal_credentials_and_env_example_declares_every_one()
             if CREDENTIAL_NAME.search(key):
                 assert REFERENCE.fullmatch(str(value)), f"{name}: {key} must be a ${{VAR}} from .env, not {value!r}"
     for user, password in URL_WITH_PASSWORD.findall(text):
-        assert REFERENCE.fullmatch(user) and REFERENCE.fullmatch(password), f"literal credentials in a URL: {user}:…"
+        assert (not user or REFERENCE.fullmatch(user)) and REFERENCE.fullmatch(password), f"literal credentials in a URL: {user}:…"
     assert "--requirepass ${" in text and "--app-name=basic-auth" in text
     used = set(REFERENCE.findall(text))
     assert used <= example, f"{sorted(used - example)} are used by docker-compose.yml but missing from .env.example"
@@ -161,6 +161,8 @@ def test_stack_env_sets_only_names_flywheel_reads_and_points_settings_at_the_sta
     assert settings.lake_remote == "s3://flywheel-dvc/lake" and settings.lake_endpoint == "http://localhost:9000"
     assert settings.storage_options == {"endpoint_url": "http://localhost:9000"}
     assert settings.registry_lock_uri == "postgresql://flywheel:change-me-postgres@localhost:5432/mlflow"
+    assert settings.feast_online == "redis://:change-me-redis@localhost:6379/0"
+    assert settings.feast_registry == "postgresql+psycopg://flywheel:change-me-postgres@localhost:5432/feast"
     assert exported["MLFLOW_TRACKING_PASSWORD"] == "change-me-mlflow"  # from .env, never written in stack.env
     assert "change-me" not in (PROJECT / "stack.env").read_text()
 
