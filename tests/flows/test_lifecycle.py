@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,13 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
+# The browser checks of the dashboards run on this module's two lifecycle runs (its fixtures).
+from tests.flows.browser_ui import (  # noqa: F401
+    browser,
+    page,
+    test_evidently_dashboard_shows_the_latest_batchs_drift,
+    test_mlflow_ui_shows_the_registered_model_at_champion,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +45,17 @@ def two_runs(harness, demo_batch_factory, tmp_path_factory):
     raw["gate"]["thresholds"] = {name: {"min": 0.0, "max_drop": 1.0} for name in raw["gate"]["thresholds"]}
     params.write_text(yaml.safe_dump(raw))
     settings = load_settings(home, params)
-    first = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=11), "run-1")
-    second = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "run-2")
+    # Sample system metrics often: these short test trainings end before MLflow's default first sample.
+    saved = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
+    try:
+        first = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=11), "run-1")
+        second = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "run-2")
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
+        else:
+            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = saved
     return settings, first, second
 
 

@@ -4,6 +4,7 @@ dataset input, the evaluation metrics and plots, and a model with a signature th
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -39,8 +40,8 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory):
     data = TrainingData(image=image, audio=audio, text_emb=text_emb, label=label)
     registry = Registry(f"sqlite:///{tmp}/mlflow.db", "tracking-test", tmp / "artifacts")
     registry.client()
-    previous = tracking.SYSTEM_METRICS_INTERVAL_S
-    tracking.SYSTEM_METRICS_INTERVAL_S = 0.5  # a run of a few seconds still gets samples
+    previous = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"  # a run of a few seconds still gets samples
     try:
         with tracking.start_training_run(registry.experiment_id(), "tracked", {"flow_run": "test"}) as run:
             logger = tracking.EpochLogger(run.info.run_id, train_config, len(data))
@@ -57,7 +58,10 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory):
                 dataset=tracking.TrainingDataset([f"s{i}" for i in range(ROWS)], label, "lake/inputs@0123abcd"),
             )
     finally:
-        tracking.SYSTEM_METRICS_INTERVAL_S = previous
+        if previous is None:
+            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
+        else:
+            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = previous
     client = registry.client()
     return client, client.get_run(logged.run_id), logged, train_config
 

@@ -1,5 +1,8 @@
 """What a user sees in a browser after two lifecycle runs: the Evidently dashboard and the MLflow registry.
 
+Collected from tests/flows/test_lifecycle.py (which imports these tests and fixtures), so they
+reuse that module's two lifecycle runs instead of running the lifecycle twice more.
+
 Headless Chromium (Debian's `chromium` package, `make install` puts it there) driven by Playwright,
 which uses that binary and downloads no browser of its own. Both UIs are single-page apps that
 render after their API calls return, so every check waits for text to appear.
@@ -20,10 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from tests.flows.test_lifecycle import harness, two_runs  # noqa: F401  (fixtures: the same two runs)
-
-pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 QUIET = {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}  # evidently ui phones home without it
