@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_PACKAGES := espeak-ng
+# espeak-ng: demo speech; chromium: the dashboards' browser test (Playwright drives it, downloads none)
+SYSTEM_PACKAGES := espeak-ng chromium
 
 # Telemetry off for every process make starts (see flows/env.py for the full list).
 export DO_NOT_TRACK=1
@@ -16,7 +17,7 @@ export TRANSFORMERS_OFFLINE=1
 export GX_ANALYTICS_ENABLED=false
 export FEAST_USAGE=False
 
-.PHONY: install system-deps run test demo-data ui lint clean-state
+.PHONY: install system-deps run test demo-data ui lint clean-state up down
 
 install: system-deps $(VENV)/.installed
 
@@ -59,3 +60,13 @@ ui: install
 
 clean-state:
 	rm -rf .flywheel data/landing
+
+# The scaled-out stack (docker-compose.yml): returns once every service reports healthy.
+# Then `set -a; . ./stack.env; set +a` points this shell's flywheel at it (README "Scaled-out stack").
+up:
+	@test -f .env || { echo "no .env: cp .env.example .env and set every password in it"; exit 1; }
+	docker compose up -d --build --wait
+
+# Stops the stack; its named volumes (databases, buckets, FLYWHEEL_HOME) stay. `docker compose down -v` removes them.
+down:
+	docker compose down

@@ -15,7 +15,7 @@ from features.records import QuarantineRecord, StageReport
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features
 from features.validate import ValidateParams, validate_features, validate_rows
 from flows.settings import Settings
-from flows.stage_config import clean_params, input_spec, label_params
+from flows.stage_config import clean_params, feast_services, input_spec, label_params
 from models.inputs import save_model_input_shards
 
 FEATURES_DATA = "feast/data"  # the feature store's offline tables, relative to FLYWHEEL_HOME: one DVC output
@@ -76,7 +76,7 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
     rows = rows[~rows["sample_id"].isin(checked.failed)].reset_index(drop=True)
     for table in ("image_stats", "audio_stats", "caption_stats"):
         upsert_batch_table(settings.paths.feast, table, batch_id, features)
-    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
+    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
     shards = save_model_input_shards(settings.paths.batch_inputs(batch_id), clean_dir, rows, input_spec(settings))
     notes = {"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized,
              "input_shards": shards}
@@ -95,7 +95,7 @@ def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir
     labels, stats = build_labels(rows, champion_votes(settings, batch_id), params)
     upsert_batch_table(settings.paths.feast, "labels", batch_id, labels)
     queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold)
-    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows))
+    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
     return StageReport("label", len(rows), len(labels), notes={
         "labels": stats.to_summary(), "metrics": stats.to_metrics(), "review_tasks": str(queue.tasks_path),
         "review_count": queue.tasks, "feature_rows": materialized})
@@ -118,7 +118,7 @@ def stage_import_review(settings: Settings, batch_id: str, export_path: Path) ->
     # Exports are cumulative: one table batch per queue re-imports idempotently.
     upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
     start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
-    apply_and_materialize(settings.paths.feast, start)
+    apply_and_materialize(settings.paths.feast, start, services=feast_services(settings))
     lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
     version = lake.track(FEATURES_DATA)
     lake.push(FEATURES_DATA)

@@ -15,7 +15,7 @@ from features.demo import generate_demo_batch
 from features.ingest import ingest_batch, list_ingested_batches
 from features.io import save_json
 from flows.settings import Settings
-from flows.stage_config import clean_params, gate_policy, input_spec, registry_for
+from flows.stage_config import clean_params, feast_services, gate_policy, input_spec, registry_for
 from models.gate import GateDecision
 from models.inputs import ModelInputs, build_model_inputs, has_model_inputs, iter_model_inputs, load_model_inputs, save_model_inputs
 
@@ -124,7 +124,8 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     if len(inputs) < 2:
         raise ValueError(f"only {len(inputs)} rows with image, audio and caption: too few to train")
     entity = pd.DataFrame({"sample_id": inputs.sample_id, "event_timestamp": pd.Timestamp.now(tz="UTC")})
-    labelled = get_training_frame(settings.paths.feast, entity).drop_duplicates("sample_id").set_index("sample_id")
+    labelled = get_training_frame(settings.paths.feast, entity, services=feast_services(settings))
+    labelled = labelled.drop_duplicates("sample_id").set_index("sample_id")
     # Labels the label model is unsure of stay unknown to training (they wait in the review queue).
     trusted = labelled["label"].where(labelled["label_confidence"].fillna(0) >= settings.params.label.review_threshold)
     label = trusted.reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)

@@ -27,6 +27,13 @@ def label_params(settings: Settings) -> LabelParams:
                        LabelModelParams(p.prior_accuracy, p.prior_strength, p.heldout_folds))
 
 
+def feast_services(settings: Settings):
+    """Feast's online store and registry: the stack's Redis and Postgres when the environment names them."""
+    from features.store import FeastServices
+
+    return FeastServices(online=settings.feast_online, registry=settings.feast_registry)
+
+
 def registry_for(settings: Settings):
     """The MLflow registry of this run's model (MLflow is imported only when a stage needs it)."""
     from models.registry import Registry
