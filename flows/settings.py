@@ -119,7 +119,7 @@ class MonitorParams(_Strict):
     min_rows: int = Field(20, ge=2)  # fewer current rows for a modality: its checks are skipped
     max_missing_increase: float = Field(0.1, gt=0, lt=1)  # extra missing share allowed per feature
     max_out_of_range_share: float = Field(0.05, gt=0, lt=1)  # share outside the reference's [min, max]
-    max_accuracy_drop: float = Field(0.1, gt=0, lt=1)  # accuracy drop on delayed labels that is drift ...
+    max_accuracy_drop: float = Field(0.2, gt=0, lt=1)  # accuracy drop on delayed labels that is drift ...
     accuracy_p_value: float = Field(0.01, gt=0, lt=1)  # ... when also significant at this level
     min_labelled_rows: int = Field(20, ge=1)  # fewer labelled rows: performance not judged
 

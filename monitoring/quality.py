@@ -24,7 +24,7 @@ from scipy.stats import norm
 class QualityParams:
     max_missing_increase: float = 0.1  # extra share of missing values allowed per feature
     max_out_of_range_share: float = 0.05  # share of values outside the reference's [min, max]
-    max_accuracy_drop: float = 0.1  # absolute accuracy drop that counts as performance drift ...
+    max_accuracy_drop: float = 0.2  # absolute accuracy drop that counts as performance drift ...
     accuracy_p_value: float = 0.01  # ... when also significant at this level
     min_labelled_rows: int = 20  # fewer labelled current rows: performance is not judged
 
