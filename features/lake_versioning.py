@@ -35,6 +35,21 @@ def _disable_telemetry() -> None:
     environment covers any `dvc` command a library starts from another folder."""
     if not os.environ.get("DVC_NO_ANALYTICS"):  # DVC reads any non-empty value as "off"
         os.environ["DVC_NO_ANALYTICS"] = "1"
+    _repoint_dvc_log_streams()
+
+
+def _repoint_dvc_log_streams() -> None:
+    """`import dvc` binds its log handlers to sys.stdout/sys.stderr as they are at that moment. When
+    that was inside a CLI runner or a captured test, those streams are closed later, and DVC's
+    handler turns the next warning it logs into an exception: point closed ones at today's stderr."""
+    import logging
+    import sys
+
+    for name in ("dvc", "dvc_data", "dvc_objects"):
+        for handler in logging.getLogger(name).handlers:
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream(): it flushes the closed stream first
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,34 @@ def test_no_daemon_no_network_and_analytics_off_even_without_the_environment(tmp
     monkeypatch.delenv("DVC_NO_ANALYTICS")
     monkeypatch.chdir(home)
     assert dvc.analytics.is_enabled() is False  # the repo config alone keeps a `dvc` command run here quiet
+
+
+def test_dvc_imported_under_a_closed_stream_still_logs(tmp_path):
+    """`import dvc` inside a CLI runner (or a captured test) binds DVC's log handlers to streams that
+    are closed afterwards; the next DVC warning used to raise LoggingException out of a checkout."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import PROJECT
+
+    script = textwrap.dedent(f"""
+        import io, sys
+        from pathlib import Path
+        saved = sys.stderr, sys.stdout
+        sys.stderr, sys.stdout = io.StringIO(), io.StringIO()
+        import dvc  # its handlers now hold these two streams
+        sys.stderr.close(); sys.stdout.close()
+        sys.stderr, sys.stdout = saved
+        from features.lake_versioning import open_lake
+        home = Path({str(tmp_path)!r})
+        lake = open_lake(home)
+        (home / "x").mkdir(); (home / "x" / "a.txt").write_text("a")
+        lake.track("x")
+        try:
+            lake.checkout("x", "0" * 32 + ".dir")
+        except LookupError:
+            print("refused cleanly")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "refused cleanly" in done.stdout, done.stderr[-2000:]
