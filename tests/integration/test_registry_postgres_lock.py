@@ -9,7 +9,6 @@ FLYWHEEL_TEST_POSTGRES_URI to point at another server; the tests skip when none 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import uuid
 from pathlib import Path
@@ -22,22 +21,9 @@ from flows.stage_config import registry_for
 from models.registry import CHAMPION, PREVIOUS, StaleChampion, promote
 from models.registry_lock import LockUnavailable, champion_lock, lock_file_for
 from tests.conftest import PROJECT
+from tests.integration.services import POSTGRES_URI, postgres_unreachable_reason
 
-POSTGRES_URI = os.environ.get("FLYWHEEL_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/test")
 HELD_SECONDS = 2.0  # how long the test holds the lock while both promoters wait on it
-
-
-def postgres_unreachable_reason() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed (pyproject pins psycopg[binary])"
-    try:
-        with psycopg.connect(POSTGRES_URI, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.OperationalError as err:
-        return f"no PostgreSQL at {POSTGRES_URI} ({str(err).strip().splitlines()[0]}); set FLYWHEEL_TEST_POSTGRES_URI"
-    return None
 
 
 pytestmark = pytest.mark.skipif((reason := postgres_unreachable_reason()) is not None, reason=reason or "")
