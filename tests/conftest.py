@@ -6,6 +6,8 @@ from flows.env import apply_process_environment
 
 apply_process_environment()
 
+import os  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -30,6 +32,31 @@ def demo_batch_factory(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def write_fast_lifecycle_params(path: Path) -> Path:
+    """params.yaml for whole-lifecycle tests: few epochs, a small golden set, and a gate every model
+    passes (min 0, any drop), so the second run is always promoted."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["train"].update(epochs_stage1=4, epochs_stage2=4)
+    params["gate"]["golden_samples"] = 40
+    params["gate"]["thresholds"] = {name: {"min": 0.0, "max_drop": 1.0} for name in params["gate"]["thresholds"]}
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@contextmanager
+def frequent_system_metrics():
+    """MLflow samples system metrics every 0.5 s: short test trainings end before its default first sample."""
+    saved = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
+        else:
+            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = saved
 
 
 @pytest.fixture

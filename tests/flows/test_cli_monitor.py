@@ -4,13 +4,13 @@ command checks the second batch against the champion's training window and write
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.settings import load_settings
+from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -18,31 +18,15 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def home(demo_batch_factory, tmp_path_factory):
-    import yaml
-
-    from tests.conftest import PROJECT
-
     home = tmp_path_factory.mktemp("home")
-    params = tmp_path_factory.mktemp("params") / "params.yaml"
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    raw["train"].update(epochs_stage1=4, epochs_stage2=4)
-    raw["gate"]["golden_samples"] = 40
-    raw["gate"]["thresholds"] = {name: {"min": 0.0, "max_drop": 1.0} for name in raw["gate"]["thresholds"]}
-    params.write_text(yaml.safe_dump(raw))
-    saved = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
-    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
-    try:
-        batches = []
+    params = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml")
+    batches = []
+    with frequent_system_metrics():
         for seed in (11, 12):
             result = runner.invoke(app, ["run", "--plain", "--source", str(demo_batch_factory(samples=80, seed=seed)),
                                          "--home", str(home), "--params", str(params)])
             assert result.exit_code == 0, result.output
             batches.append(_latest_summary(home, params)["batch_id"])
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
-        else:
-            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = saved
     return home, params, batches
 
 

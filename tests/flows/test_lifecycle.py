@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
+from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
 # The browser checks of the dashboards run on this module's two lifecycle runs (its fixtures).
 from tests.flows.browser_ui import (  # noqa: F401
     browser,
@@ -34,28 +34,11 @@ def harness():
 @pytest.fixture(scope="module")
 def two_runs(harness, demo_batch_factory, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
-    params = tmp_path_factory.mktemp("params") / "params.yaml"
-    import yaml
-
-    from tests.conftest import PROJECT
-
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
-    raw["train"].update(epochs_stage1=4, epochs_stage2=4)
-    raw["gate"]["golden_samples"] = 40
-    raw["gate"]["thresholds"] = {name: {"min": 0.0, "max_drop": 1.0} for name in raw["gate"]["thresholds"]}
-    params.write_text(yaml.safe_dump(raw))
+    params = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml")
     settings = load_settings(home, params)
-    # Sample system metrics often: these short test trainings end before MLflow's default first sample.
-    saved = os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
-    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "0.5"
-    try:
+    with frequent_system_metrics():
         first = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=11), "run-1")
         second = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "run-2")
-    finally:
-        if saved is None:
-            os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", None)
-        else:
-            os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = saved
     return settings, first, second
 
 
