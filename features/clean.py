@@ -20,7 +20,8 @@ import pandas as pd
 from features.clean_row import CLEAN_COLUMNS, SENSOR_FIELDS, CleanParams, clean_row, output_stem, rows_to_frame
 from features.decode import DecodeError
 from features.ingest import ROWS_NAME as RAW_ROWS_NAME
-from features.io import make_staging_dir, publish_directory, save_parquet
+from features.atomic import make_staging_dir, publish_directory
+from features.io import save_parquet
 from features.manifest import FILE_FIELDS
 from features.phash import NearHashIndex
 from features.records import BatchError, QuarantineRecord, StageReport

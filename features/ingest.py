@@ -22,7 +22,8 @@ from typing import Any, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from features.io import make_staging_dir, publish_directory, save_json
+from features.atomic import make_staging_dir, publish_directory
+from features.io import save_json
 from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, resolve_inside
 from features.records import BatchError, QuarantineRecord, StageReport
 
@@ -289,5 +290,6 @@ def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: s
 
 def list_ingested_batches(lake_raw: Path) -> list[str]:
     """Batch ids in the lake, oldest first."""
-    done = [p for p in lake_raw.glob(f"*/{DONE_NAME}")] if lake_raw.exists() else []
+    # Dot-folders are work in progress (a staging snapshot holds _SUCCESS.json just before its publish).
+    done = [p for p in lake_raw.glob(f"*/{DONE_NAME}") if not p.parent.name.startswith(".")] if lake_raw.exists() else []
     return [p.parent.name for p in sorted(done, key=lambda p: p.stat().st_mtime)]

@@ -1,40 +1,27 @@
-"""File I/O of the feature pipeline: atomic writes, JSONL and parquet tables, quarantine files."""
+"""File I/O of the feature pipeline: JSON, JSONL and parquet tables, quarantine files, all written atomically
+(`features.atomic`)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from features.atomic import atomic_path, atomic_write_bytes
 from features.records import QuarantineRecord, StageReport
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling and rename, so readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_json(path: Path, value: Any) -> None:
-    write_bytes_atomic(path, json.dumps(value, indent=2, default=str, ensure_ascii=False).encode())
+    atomic_write_bytes(path, json.dumps(value, indent=2, default=str, ensure_ascii=False).encode())
 
 
 def save_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     text = "".join(json.dumps(row, default=str, ensure_ascii=False) + "\n" for row in rows)
-    write_bytes_atomic(path, text.encode())
+    atomic_write_bytes(path, text.encode())
 
 
 def load_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -43,15 +30,8 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def save_parquet(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
@@ -82,23 +62,6 @@ def load_quarantine(quarantine_dir: Path, batch_id: str | None = None) -> list[Q
             continue
         records.extend(QuarantineRecord(**{**row, "batch_id": path.parent.name}) for row in load_jsonl(path))
     return records
-
-
-def publish_directory(staging: Path, final: Path) -> None:
-    """Move a fully written staging folder into place in one rename (replacing an older copy)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        trash = final.with_name(f".trash-{final.name}-{os.getpid()}")
-        os.replace(final, trash)
-        os.replace(staging, final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, final)
-
-
-def make_staging_dir(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=final.parent, prefix=f".staging-{final.name}-"))
 
 
 def load_reference_rows(lake_raw: Path, lake_clean: Path, quarantine_dir: Path, batch_id: str, batches: int) -> pd.DataFrame | None:

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 REMOTE_NAME = "lake"
 DEFAULT_REMOTE_DIR = "dvc-remote"  # under FLYWHEEL_HOME, beside the project's own DVC remote
-# Sibling work folders of atomic publishes (`features/io.py`), if a folder holding them is ever tracked.
-DVCIGNORE_LINES = ("# written by flywheel: work folders, never part of a version", ".staging-*/", ".trash-*/")
+# Work names of atomic writes (`features/atomic.py`): staging and trash folders, and the temporary files a
+# writer killed mid-write leaves (`.<name>.pid<N>-<host>.…`), if a folder holding them is ever tracked.
+DVCIGNORE_LINES = ("# written by flywheel: work folders, never part of a version", ".staging-*/", ".trash-*/", ".*.pid[0-9]*")
 
 
 def _disable_telemetry() -> None:

@@ -10,13 +10,13 @@ clean and validation like any other, as new content with its own batch id, carry
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from features.atomic import atomic_copy
 from features.clean import output_stem
 from features.ingest import DONE_NAME, ROWS_NAME
 from features.io import append_jsonl, load_jsonl, load_quarantine, save_jsonl
@@ -156,7 +156,7 @@ def readmit(
     for field, source in sources.items():
         relative = f"{field}/{output_stem(sample_id)}{source.suffix.lower()}"
         (out / field).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, out / relative)
+        atomic_copy(source, out / relative)
         row[field] = relative
     save_jsonl(out / MANIFEST_NAME, [row])  # written last: a folder with a manifest holds a complete batch
     append_jsonl(quarantine_dir / READMITTED_NAME, {

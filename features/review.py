@@ -20,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.io import save_json, write_bytes_atomic
+from features.atomic import atomic_write_bytes
+from features.io import save_json
 from features.label_model import N_CLASSES
 
 MODEL_VERSION = "flywheel-label-model"
@@ -102,7 +103,7 @@ def save_review_queue(
     tasks = build_review_tasks(labels, rows, media_root, threshold)
     tasks_path, config_path = out_dir / TASKS_NAME, out_dir / CONFIG_NAME
     save_json(tasks_path, tasks)
-    write_bytes_atomic(config_path, build_labeling_config().encode())
+    atomic_write_bytes(config_path, build_labeling_config().encode())
     return ReviewQueue(tasks_path, config_path, len(tasks))
 
 

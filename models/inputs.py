@@ -8,9 +8,6 @@ at a time, so the memory the transform stage needs does not grow with the batch.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,6 +17,7 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
+from features.atomic import atomic_path, staged_directory
 from models.transforms import image_to_input, waveform_to_log_mel
 
 SHARD_ROWS = 2048  # rows per shard: 2048 × (16×16 image + 100×40 log-mel) float32 ≈ 35 MB in memory
@@ -87,15 +85,8 @@ def _write_archive(path: Path, inputs: ModelInputs) -> None:
 
 def save_model_inputs(path: Path, inputs: ModelInputs) -> None:
     """Atomic write of one compressed archive without pickled objects."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        _write_archive(Path(tmp), inputs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez would append .npz to any other name
+        _write_archive(tmp, inputs)
 
 
 def save_model_input_shards(
@@ -113,23 +104,13 @@ def save_model_input_shards(
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be at least 1, got {shard_rows}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".staging-{folder.name}-"))
-    try:
-        starts = range(0, max(len(rows), 1), shard_rows)
+    starts = range(0, max(len(rows), 1), shard_rows)
+    with staged_directory(folder) as staging:
         for index, start in enumerate(starts):
             part = rows.iloc[start : start + shard_rows]
             _write_archive(staging / f"part-{index:05d}.npz", build_model_inputs(clean_dir, part, spec))
             if progress:
                 progress(min(start + shard_rows, len(rows)), len(rows))
-        trash = folder.with_name(f".trash-{folder.name}-{os.getpid()}")
-        if folder.exists():
-            os.replace(folder, trash)
-        os.replace(staging, folder)
-        shutil.rmtree(trash, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return len(starts)
 
 
