@@ -4,7 +4,9 @@ What a user finds on a run (names are stable; see README "Evaluation and trackin
 
 - metrics per epoch, logged live at the global optimiser step that ends the epoch:
   `{stage}.loss`, `{stage}.grad_norm`, `image_text.text_logit_scale`, `{stage}.epoch`;
-  per step: `lr`, the scheduled learning rate (`models.train.lr_at`) of every step;
+  per step: `{stage}.step_loss`, the loss of every optimiser step (when the logger's
+  `record_steps` is passed as `on_step_losses`), and `lr`, the scheduled learning rate
+  (`models.train.lr_at`) of every step;
 - `system/*` (CPU, memory, disk, network; GPU when one is there) sampled by MLflow while the
   run is open — training included, because the run opens before training starts;
 - the training window as a dataset input (`training-window`, context `training`): a frame of
@@ -21,7 +23,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
@@ -54,6 +56,11 @@ class EpochLogger:
     run_id: str
     config: TrainConfig
     rows: int  # training rows, for the step count of an epoch
+    pending: dict[tuple[str, int], list[float]] = field(default_factory=dict)  # step losses awaiting their epoch
+
+    def record_steps(self, stage: str, epoch: int, losses: list[float]) -> None:
+        """`train_imagebind(on_step_losses=...)`: kept until the epoch's one request sends them."""
+        self.pending[(stage, epoch)] = list(losses)
 
     def global_step(self, stage: str, epoch: int) -> int:
         """Optimiser steps done when `epoch` of `stage` ends, counted across both stages."""
@@ -75,6 +82,8 @@ class EpochLogger:
                                self.config.min_lr_ratio), now, end - per_epoch + i)
             for i in range(per_epoch)
         )
+        losses = self.pending.pop((stage, epoch), [])
+        batch.extend(Metric(f"{stage}.step_loss", float(v), now, end - len(losses) + i) for i, v in enumerate(losses))
         client = mlflow.MlflowClient()
         for start in range(0, len(batch), MAX_METRICS_PER_REQUEST):
             client.log_batch(self.run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)

@@ -44,6 +44,7 @@ STAGE_AUDIO_TEXT = "audio_text"  # stage 2 of the text-paired baseline (TrainCon
 AUDIO_ANCHORS = (VISION, TEXT)  # what stage 2 pulls audio onto
 
 EpochCallback = Callable[[str, int, dict[str, float]], None]
+StepLossCallback = Callable[[str, int, list[float]], None]  # (stage, epoch, loss of each step of it)
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # (global batch, this epoch's generator) → batch
 # Settings a checkpoint may be resumed under although they differ: they change where and how
 # fast the run goes, not the recipe (another device changes float rounding, so resume there is
@@ -251,6 +252,7 @@ class _Loop:
     history: list[dict[str, float | int | str]]
     fingerprint: dict[str, Any]
     on_epoch: EpochCallback | None
+    on_step_losses: StepLossCallback | None = None
 
     def run_stage(self, index: int, stage: str, pair: tuple[str, str], trained: tuple[str, ...], epochs: int,
                   resume: dict[str, Any] | None = None) -> None:
@@ -276,7 +278,7 @@ class _Loop:
         with trainable_only(self.model, params):
             forward = self.parallel.wrap(self.model, self.device)
             for epoch in range(start, epochs):
-                metrics = self._epoch(forward, optimizer, scheduler, params, pair, cached, index, epoch)
+                metrics, step_losses = self._epoch(forward, optimizer, scheduler, params, pair, cached, index, epoch)
                 if stage == STAGE_IMAGE_TEXT:
                     metrics["text_logit_scale"] = self.model.logit_scale(TEXT)
                 self.history.append({"stage": stage, "epoch": epoch, **metrics})
@@ -287,13 +289,15 @@ class _Loop:
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "rng": capture_rng_state(), "history": self.history, "fingerprint": self.fingerprint,
                         })
+                    if self.on_step_losses is not None:
+                        self.on_step_losses(stage, epoch, step_losses)
                     if self.on_epoch is not None:
                         self.on_epoch(stage, epoch, metrics)
 
     def _epoch(self, forward: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                params: list[nn.Parameter], pair: tuple[str, str], cached: dict[str, Tensor], index: int,
-               epoch: int) -> dict[str, float]:
-        """One pass over the data; returns the epoch's mean loss (and mean pre-clip gradient norm)."""
+               epoch: int) -> tuple[dict[str, float], list[float]]:
+        """One pass over the data: the epoch's mean loss (and mean pre-clip gradient norm), and each step's loss."""
         order_rng, augment_rng = epoch_generators(self.config.seed, index, epoch)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.config.bf16 and self.device.type == "cuda" else nullcontext())
@@ -322,10 +326,12 @@ class _Loop:
             optimizer.step()
             scheduler.step()
             losses.append(loss.detach())
-        metrics = {"loss": torch.stack(losses).mean().item()}  # one device sync per epoch, not per step
+        stacked = torch.stack(losses)
+        step_losses = stacked.tolist()  # one device sync per epoch, not per step
+        metrics = {"loss": stacked.mean().item()}
         if norms:
             metrics["grad_norm"] = torch.stack(norms).mean().item()
-        return metrics
+        return metrics, step_losses
 
 
 def train_imagebind(
@@ -333,12 +339,14 @@ def train_imagebind(
     model_config: ImageBindConfig,
     train_config: TrainConfig,
     on_epoch: EpochCallback | None = None,
+    on_step_losses: StepLossCallback | None = None,
 ) -> TrainResult:
     """Build a model from `model_config` and train it in ImageBind's two stages.
 
     Stage 1: vision + text head on (image, text). Stage 2: vision frozen (no grad, eval
     mode), audio tower alone on (audio, image). `on_epoch(stage, epoch, metrics)` is called
-    after every epoch (after its checkpoint), e.g. to log to a tracker. With a
+    after every epoch (after its checkpoint), e.g. to log to a tracker; `on_step_losses(stage,
+    epoch, losses)` just before it, with the loss of each optimiser step of that epoch. With a
     `checkpoint_dir` that already holds a checkpoint of this run, training resumes after
     its epoch. Under torchrun (an initialised process group) each process trains on its
     share of every batch; only rank 0 writes checkpoints and calls `on_epoch`.
@@ -379,7 +387,8 @@ def train_imagebind(
     def shift(images: Tensor, generator: torch.Generator) -> Tensor:
         return random_shift(images, train_config.image_shift, generator)
 
-    loop = _Loop(model, train_config, device, parallel, tensors, labels, {VISION: shift}, history, fingerprint, on_epoch)
+    loop = _Loop(model, train_config, device, parallel, tensors, labels, {VISION: shift}, history, fingerprint, on_epoch,
+                 on_step_losses)
 
     # (stage, the two modalities paired, towers trained, epochs); audio never meets text,
     # unless the paired baseline asks for it (audio_anchor="text").

@@ -45,7 +45,7 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory):
     try:
         with tracking.start_training_run(registry.experiment_id(), "tracked", {"flow_run": "test"}) as run:
             logger = tracking.EpochLogger(run.info.run_id, train_config, len(data))
-            result = train_imagebind(data, config, train_config, on_epoch=logger)
+            result = train_imagebind(data, config, train_config, on_epoch=logger, on_step_losses=logger.record_steps)
             eval_image, eval_audio, eval_label = random_rows(EVAL_ROWS, config, seed=2)
             golden = EvalData(image=eval_image, audio=eval_audio, label=eval_label)
             prompts = np.random.default_rng(3).normal(size=(CLASSES, config.text_input_dim)).astype(np.float32)
@@ -77,6 +77,18 @@ def test_epoch_metrics_are_logged_at_the_global_step_and_lr_at_every_step(tracke
     assert sorted(m.step for m in lr) == list(range(4 * per_epoch))
     assert max(m.value for m in lr) == pytest.approx(train_config.lr)
     assert run.data.tags["flow_run"] == "test" and run.data.tags["golden_version"] == "abc"
+
+
+def test_every_optimiser_step_has_its_loss_and_each_epoch_loss_is_their_mean(tracked_run) -> None:
+    client, run, _, train_config = tracked_run
+    per_epoch = tracking.steps_per_epoch(ROWS, train_config.batch_size)
+    for stage, first in ((STAGE_IMAGE_TEXT, 0), (STAGE_AUDIO_IMAGE, 2 * per_epoch)):
+        steps = sorted(client.get_metric_history(run.info.run_id, f"{stage}.step_loss"), key=lambda m: m.step)
+        assert [m.step for m in steps] == list(range(first, first + 2 * per_epoch))  # the same steps as `lr`
+        epochs = sorted(client.get_metric_history(run.info.run_id, f"{stage}.loss"), key=lambda m: m.step)
+        for epoch, logged in enumerate(epochs):
+            values = [m.value for m in steps[epoch * per_epoch:(epoch + 1) * per_epoch]]
+            assert logged.value == pytest.approx(float(np.mean(values)), rel=1e-5)
 
 
 def test_system_metrics_are_sampled_while_the_run_is_open(tracked_run) -> None:
