@@ -38,6 +38,22 @@ def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):
     return clean_batch(raw_dir, settings.paths.lake_clean, clean_params(settings), map_chunks=map_chunks)
 
 
+def load_clean_rows(clean_dir: Path) -> pd.DataFrame:
+    """The clean-rows table of a cleaned batch, as `stage_clean` returned it (a cached clean stage)."""
+    from features.clean import ROWS_NAME
+
+    return pd.read_parquet(clean_dir / ROWS_NAME)
+
+
+def without_quarantined(rows: pd.DataFrame, quarantine_dir: Path, batch_id: str, stage: str) -> pd.DataFrame:
+    """`rows` less those `stage` quarantined in this batch, in order: what the stage returned (a cached stage)."""
+    from features.io import load_jsonl
+
+    path = quarantine_dir / batch_id / f"{stage}.jsonl"
+    dropped = {record["sample_id"] for record in load_jsonl(path)} if path.exists() else set()
+    return rows[~rows["sample_id"].isin(dropped)].reset_index(drop=True)
+
+
 def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport, dict[str, Any]]:
     """GX suites on the clean rows, with bounds from the latest accepted batches; failing rows are
     quarantined, a bad batch raises BatchRejected."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from prefect import flow, task, unmapped
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -16,6 +16,7 @@ from flows.drift_events import emit_drift_event
 from flows.loop import reaction
 from flows.pipeline import RunRecord, run_stages
 from flows.settings import Settings
+from flows.stage_cache import is_cached_restore
 
 # Stages that talk to a store or tracking server may hit a transient error; data stages are
 # deterministic and must not be retried (a validation failure stays a failure).
@@ -49,8 +50,21 @@ def run_clean_subflow(settings: Settings, raw_dir: Path):
 SUBFLOWS: dict[str, Callable[..., Any]] = {"clean": run_clean_subflow}
 
 
+def restore_cached(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A cached stage's re-load as a task that says so in its log (its key and the run that computed it)."""
+
+    def restore(*args: Any) -> Any:
+        get_run_logger().info("stage %s cached: key %s; outputs re-loaded, nothing recomputed", name, fn.flywheel_cached_key)
+        return fn(*args)
+
+    return task(restore, name=f"{name} (cached)", cache_policy=NO_CACHE)
+
+
 def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run a stage as a Prefect task, or as its subflow where it fans out."""
+    """Run a stage as a Prefect task, or as its subflow where it fans out; a cached stage (flows/stage_cache.py)
+    as a task named "<stage> (cached)" that only re-loads its recorded outputs."""
+    if is_cached_restore(fn):
+        return restore_cached(name, fn)(*args)
     if name in SUBFLOWS:
         return SUBFLOWS[name](*args)
     stage = task(fn, name=name, cache_policy=NO_CACHE, retries=RETRIED_STAGES.get(name, 0), retry_delay_seconds=2)
@@ -78,9 +92,11 @@ def gate_markdown(record: RunRecord) -> str:
 
 
 @flow(name="flywheel-lifecycle", validate_parameters=False, log_prints=True)
-def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = None) -> RunRecord:
+def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = None, reuse: bool = True) -> RunRecord:
     # On drift: alerts, and a drift event that the retraining deployment answers (if served).
-    record = run_stages(settings, source, call=call_as_task, run_id=run_id, react=reaction(emit_drift_event, call_as_task))
+    # An existing run_id resumes that run; recorded stages are reused unless `reuse` is False.
+    record = run_stages(settings, source, call=call_as_task, run_id=run_id, react=reaction(emit_drift_event, call_as_task),
+                        reuse=reuse)
     if record.gate:
         create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")
     if record.monitor.get("report"):

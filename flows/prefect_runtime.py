@@ -48,7 +48,7 @@ def preload_libraries(with_prefect: bool = True) -> None:
     quiet_library_output()
 
 
-def run_lifecycle(settings: Settings, source: Path | str, run_id: str, server: bool = True):
+def run_lifecycle(settings: Settings, source: Path | str, run_id: str, server: bool = True, reuse: bool = True):
     ready = prepare_prefect(settings, server)
     preload_libraries()
     ready()
@@ -58,4 +58,4 @@ def run_lifecycle(settings: Settings, source: Path | str, run_id: str, server: b
 
     # The heartbeat thread costs ~1 s at the end of every flow run (STACK_NOTES); a local run needs none.
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return lifecycle_flow(settings, source, run_id)
+        return lifecycle_flow(settings, source, run_id, reuse)

@@ -1,0 +1,66 @@
+"""Register and gate so that repeating them after a crash changes nothing that already happened.
+
+A run killed after the registry changed but before the stage's record was written
+(flows/stage_cache.py) computes the stage again on resume. Registering again would add a second
+version of the same training run, and gating a version that is @champion already fails (there is
+nothing to compare). These wrappers look at what the registry holds first.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from flows.model_stages import TrainOutcome, stage_gate, stage_register
+from flows.settings import Settings
+from flows.stage_config import registry_for
+
+
+def registered_version_of(settings: Settings, training_run: str) -> str | None:
+    """The lowest model version registered from `training_run` (an MLflow run id), None if none is."""
+    registry = registry_for(settings)
+    found = registry.client().search_model_versions(f"name='{registry.model_name}' and run_id='{training_run}'")
+    return min((str(v.version) for v in found), key=int, default=None)
+
+
+def register_once(settings: Settings, train: TrainOutcome, lineage: dict[str, str]) -> str:
+    """`stage_register` unless a version of this training run exists (an earlier attempt registered it);
+    then @challenger is set on it again, in case the attempt died before doing so."""
+    from models.registry import CHALLENGER
+
+    version = registered_version_of(settings, train.mlflow_run_id)
+    if version is None:
+        return stage_register(settings, train, lineage)
+    registry = registry_for(settings)
+    registry.client().set_registered_model_alias(registry.model_name, CHALLENGER, version)
+    return version
+
+
+def recorded_decision(settings: Settings, version: str) -> dict[str, Any] | None:
+    """The gate decision recorded on `version` (its `gate.artifact` JSON), None when it has none."""
+    registry = registry_for(settings)
+    client = registry.client()
+    mv = client.get_model_version(registry.model_name, version)
+    artifact = mv.tags.get("gate.artifact")
+    if artifact is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(mv.run_id, artifact, tmp)
+        return json.loads(Path(path).read_text())
+
+
+def gate_once(settings: Settings, version: str, flow_run: str | None = None) -> dict[str, Any]:
+    """`stage_gate` as a dict, unless `version` is @champion already with a recorded decision: an earlier
+    attempt gated and promoted it, and that decision stands (a rejected version is gated again)."""
+    from models.registry import CHAMPION
+
+    if registry_for(settings).alias_version(CHAMPION) == str(version):
+        decision = recorded_decision(settings, version)
+        if decision is not None:
+            lineage = decision.setdefault("lineage", {})
+            lineage.setdefault("decision_artifact", registry_for(settings).version_tags(version).get("gate.artifact"))
+            lineage["champion_after"] = str(version)
+            return decision
+    return stage_gate(settings, version, flow_run).to_dict()
