@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from features.transient import call_with_retries, retry_transient
+
 if TYPE_CHECKING:
     from dvc.repo import Repo
 
@@ -158,11 +160,14 @@ class Lake:
         path = self._output(relative)
         if not path.exists():
             raise FileNotFoundError(f"cannot version {relative!r}: {path} does not exist; run the stage that writes it first")
-        with self._repo() as repo:
-            repo.add([str(path)])
+        call_with_retries("track a lake output (DVC repo lock)", self._add, path)
         version = self.version_of(relative)
         assert version is not None
         return version
+
+    def _add(self, path: Path) -> None:
+        with self._repo() as repo:
+            repo.add([str(path)])
 
     def version_of(self, relative: str) -> DataVersion | None:
         """The version recorded in `<path>.dvc`, or None when the output was never tracked."""
@@ -175,9 +180,11 @@ class Lake:
             path=Path(relative).as_posix(), md5=out.hash_info.value, files=out.meta.nfiles or 1, size=out.meta.size or 0,
         )
 
+    @retry_transient("push the lake to its DVC remote")
     def push(self, *relatives: str) -> int:
         """Copy the cache objects the remote lacks, of the given outputs (default: every tracked one);
-        returns how many were copied. Naming the outputs just tracked keeps the cost flat as the lake grows."""
+        returns how many were copied. Naming the outputs just tracked keeps the cost flat as the lake grows.
+        An unreachable remote is tried again with backoff: a push only copies what is missing."""
         targets = [str(self._dvcfile(relative)) for relative in relatives] or None
         with self._repo() as repo:
             return repo.push(targets=targets, remote=REMOTE_NAME)
