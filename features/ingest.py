@@ -24,6 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from features.atomic import make_staging_dir, publish_directory
 from features.io import save_json
+from features.locks import ingest_lock
 from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, resolve_inside
 from features.records import BatchError, QuarantineRecord, StageReport
 
@@ -271,20 +272,21 @@ def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: s
     data = _read_manifest(source)
     scan = _scan_batch(source, data, origin)
     final = lake_raw / scan.batch_id
-    if (final / DONE_NAME).is_file():
-        with (final / ROWS_NAME).open("rb") as stored:
-            kept = sum(1 for line in stored if line.strip())
-        report = StageReport("ingest", scan.rows_in, kept, scan.rejected, skipped=True)
-        return IngestResult(scan.batch_id, final, report)
+    with ingest_lock(lake_raw, scan.batch_id):  # a concurrent ingest of the same bytes waits, then skips
+        if (final / DONE_NAME).is_file():
+            with (final / ROWS_NAME).open("rb") as stored:
+                kept = sum(1 for line in stored if line.strip())
+            report = StageReport("ingest", scan.rows_in, kept, scan.rejected, skipped=True)
+            return IngestResult(scan.batch_id, final, report)
 
-    staging = make_staging_dir(final)
-    try:
-        _write_snapshot(source, data, staging, scan)
-        save_json(staging / DONE_NAME, {"batch_id": scan.batch_id, "source": recorded_source, "rows": scan.accepted})
-        publish_directory(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging = make_staging_dir(final)
+        try:
+            _write_snapshot(source, data, staging, scan)
+            save_json(staging / DONE_NAME, {"batch_id": scan.batch_id, "source": recorded_source, "rows": scan.accepted})
+            publish_directory(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return IngestResult(scan.batch_id, final, StageReport("ingest", scan.rows_in, scan.accepted, scan.rejected))
 
 

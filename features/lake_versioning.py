@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from features.locks import lake_repo_lock
 from features.transient import call_with_retries, retry_transient
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ class Lake:
         return version
 
     def _add(self, path: Path) -> None:
-        with self._repo() as repo:
+        with lake_repo_lock(self.home), self._repo() as repo:
             repo.add([str(path)])
 
     def version_of(self, relative: str) -> DataVersion | None:
@@ -186,7 +187,7 @@ class Lake:
         returns how many were copied. Naming the outputs just tracked keeps the cost flat as the lake grows.
         An unreachable remote is tried again with backoff: a push only copies what is missing."""
         targets = [str(self._dvcfile(relative)) for relative in relatives] or None
-        with self._repo() as repo:
+        with lake_repo_lock(self.home), self._repo() as repo:
             return repo.push(targets=targets, remote=REMOTE_NAME)
 
     def checkout(self, relative: str, md5: str) -> DataVersion:
@@ -195,12 +196,16 @@ class Lake:
         The current content is tracked first, so it stays in the cache and nothing is lost. A version
         found neither in the cache nor on the remote raises, leaving the output and its `.dvc` file as they were.
         """
-        from dvc_data.hashfile.hash_info import HashInfo
-        from dvc_data.hashfile.meta import Meta
-
         dvcfile = self._dvcfile(relative)
         if not dvcfile.exists():
             raise FileNotFoundError(f"{relative!r} was never tracked ({dvcfile} is missing); nothing to check out")
+        with lake_repo_lock(self.home):
+            return self._checkout(relative, md5, dvcfile)
+
+    def _checkout(self, relative: str, md5: str, dvcfile: Path) -> DataVersion:
+        from dvc_data.hashfile.hash_info import HashInfo
+        from dvc_data.hashfile.meta import Meta
+
         if self._output(relative).exists():
             self.track(relative)
         before = dvcfile.read_text()

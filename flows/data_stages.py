@@ -11,6 +11,7 @@ import pandas as pd
 from features.clean import clean_batch
 from features.ingest import IngestResult, ingest_batch
 from features.label import build_labels
+from features.locks import feature_store_lock
 from features.records import QuarantineRecord, StageReport
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features
 from features.validate import ValidateParams, validate_features, validate_rows
@@ -90,9 +91,10 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
                    for sid in features.loc[bad, "sample_id"]]
     features = features[~bad].reset_index(drop=True)
     rows = rows[~rows["sample_id"].isin(checked.failed)].reset_index(drop=True)
-    for table in ("image_stats", "audio_stats", "caption_stats"):
-        upsert_batch_table(settings.paths.feast, table, batch_id, features)
-    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
+    with feature_store_lock(settings.paths.feast):
+        for table in ("image_stats", "audio_stats", "caption_stats"):
+            upsert_batch_table(settings.paths.feast, table, batch_id, features)
+        materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
     shards = save_model_input_shards(settings.paths.batch_inputs(batch_id), clean_dir, rows, input_spec(settings))
     notes = {"features": len(NUMERIC_FEATURES) + len(CATEGORICAL_FEATURES), "feature_rows": materialized,
              "input_shards": shards}
@@ -109,9 +111,10 @@ def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir
     from flows.model_stages import champion_votes
 
     labels, stats = build_labels(rows, champion_votes(settings, batch_id), params)
-    upsert_batch_table(settings.paths.feast, "labels", batch_id, labels)
     queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold)
-    materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
+    with feature_store_lock(settings.paths.feast):
+        upsert_batch_table(settings.paths.feast, "labels", batch_id, labels)
+        materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
     return StageReport("label", len(rows), len(labels), notes={
         "labels": stats.to_summary(), "metrics": stats.to_metrics(), "review_tasks": str(queue.tasks_path),
         "review_count": queue.tasks, "feature_rows": materialized})
@@ -132,9 +135,10 @@ def stage_import_review(settings: Settings, batch_id: str, export_path: Path) ->
     if reviewed.empty:
         return 0, None
     # Exports are cumulative: one table batch per queue re-imports idempotently.
-    upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
     start = pd.Timestamp(reviewed["event_timestamp"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
-    apply_and_materialize(settings.paths.feast, start, services=feast_services(settings))
+    with feature_store_lock(settings.paths.feast):
+        upsert_batch_table(settings.paths.feast, "labels", f"review-{batch_id}", reviewed)
+        apply_and_materialize(settings.paths.feast, start, services=feast_services(settings))
     lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
     version = lake.track(FEATURES_DATA)
     lake.push(FEATURES_DATA)
@@ -152,7 +156,8 @@ def stage_version_data(settings: Settings, batch_id: str) -> dict[str, str]:
     lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
     outputs = {"raw": f"lake/raw/{batch_id}", "clean": f"lake/clean/{batch_id}", "inputs": "lake/inputs",
                "features": FEATURES_DATA}
-    versions = {name: lake.track(path) for name, path in outputs.items()}
+    with feature_store_lock(settings.paths.feast):  # the tables' version is one whole state, not mid-rewrite
+        versions = {name: lake.track(path) for name, path in outputs.items()}
     lake.push(*outputs.values())
     return {name: version.to_tag() for name, version in versions.items()}
 

@@ -76,7 +76,8 @@ def test_a_batch_has_one_id_from_a_folder_a_file_uri_or_memory(demo_batch_factor
     assert _lake_files(remote.batch_dir) == _lake_files(local.batch_dir)  # rows.jsonl and every copied file
     assert json.loads((remote.batch_dir / DONE_NAME).read_text())["source"] == uri
     assert not any(read.endswith(("_truth.jsonl", "_faults.json")) for read in reads)  # only what the manifest names
-    assert [p.name for p in (tmp_path / "remote").iterdir()] == [remote.batch_id]  # the landing copy is gone
+    # the landing copy is gone (`.locks` holds the ingest lock files, features/locks.py)
+    assert [p.name for p in (tmp_path / "remote").iterdir() if p.name != ".locks"] == [remote.batch_id]
 
     assert ingest_batch(uri, tmp_path / "remote").report.skipped
     for given in (source.as_uri(), str(source)):
