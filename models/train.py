@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from models.checkpoints import (
 from models.distributed import DataParallel, resolve_device, trainable_only
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig
 from models.losses import UNKNOWN_LABEL, pair_loss
+
+if TYPE_CHECKING:
+    from models.lora import LoraSettings
 
 STAGE_IMAGE_TEXT = "image_text"  # stage 1 name in history and callbacks
 STAGE_AUDIO_IMAGE = "audio_image"  # stage 2 name in history and callbacks
@@ -103,11 +106,13 @@ class TrainConfig:
 
 @dataclass
 class TrainingData:
-    """Row i is one example: an image, a spoken clip and a caption embedding of the same item."""
+    """Row i is one example: an image, a spoken clip and a caption of the same item."""
 
-    image: np.ndarray  # (N, 1, S, S) float32 in [0, 1]
+    image: np.ndarray  # (N, C, S, S) float32: C = 1 in the demo, 3 for official weights
     audio: np.ndarray  # (N, T, M) float32 log-mel
-    text_emb: np.ndarray  # (N, 384) float32 frozen-encoder caption embeddings
+    # (N, 384) float32 frozen-encoder caption embeddings (external text tower), or (N, context)
+    # integer token ids when the model's text tower is native (`text_input_dim=None`, official)
+    text_emb: np.ndarray
     label: np.ndarray  # (N,) int64 class id, -1 where unknown
 
     def __len__(self) -> int:
@@ -129,11 +134,14 @@ class TrainingData:
                 raise ValueError(f"{name} must be {ndim}-D with {n} rows (one per label), got shape {array.shape}")
         if config is None:
             return
+        native_text = config.text_input_dim is None
         wanted = {
-            "image": (1, config.image_size, config.image_size),
+            "image": (config.image_channels, config.image_size, config.image_size),
             "audio": (config.audio_frames, config.audio_n_mels),
-            "text_emb": (config.text_input_dim,),
+            "text_emb": (config.text_context_length,) if native_text else (config.text_input_dim,),
         }
+        if native_text and not np.issubdtype(self.text_emb.dtype, np.integer):
+            raise ValueError(f"text_emb must hold integer token ids for a native text tower, got dtype {self.text_emb.dtype}")
         for name, shape in wanted.items():
             got = getattr(self, name).shape[1:]
             if got != shape:
@@ -150,7 +158,7 @@ class TrainResult:
 
 
 def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
-    """Translate each (1, S, S) image by up to `max_shift` pixels, zero (background) filled.
+    """Translate each (C, S, S) image by up to `max_shift` pixels, zero (background) filled.
 
     A ViT on ~1,400 tiny digits memorises them (measured: 99.8 % train, 93 % held-out zero-shot
     without it; 98 % held-out with one pixel); jitter is the cheapest regulariser that keeps
@@ -159,12 +167,13 @@ def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> 
     if max_shift == 0:
         return images
     b, _, h, w = images.shape
-    padded = F.pad(images, (max_shift,) * 4)  # (B, 1, S + 2k, S + 2k)
+    padded = F.pad(images, (max_shift,) * 4)  # (B, C, S + 2k, S + 2k)
     offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator)  # (B, 2): dy, dx
     rows = (offsets[:, 0, None] + torch.arange(h))[:, :, None]  # (B, S, 1)
     cols = (offsets[:, 1, None] + torch.arange(w))[:, None, :]  # (B, 1, S)
     batch = torch.arange(b)[:, None, None]  # (B, 1, 1)
-    return padded[:, 0][batch, rows, cols].unsqueeze(1)  # (B, 1, S, S)
+    picked = padded[batch, :, rows, cols]  # (B, S, S, C): the advanced indices' dims come first
+    return picked.permute(0, 3, 1, 2).contiguous()  # (B, C, S, S)
 
 
 @contextmanager
@@ -253,6 +262,9 @@ class _Loop:
     fingerprint: dict[str, Any]
     on_epoch: EpochCallback | None
     on_step_losses: StepLossCallback | None = None
+    # With LoRA: the parameters peft left trainable (adapters, and heads when asked); a stage
+    # optimises the trained towers' share of them only. None: whole towers train.
+    adapted: set[int] | None = None
 
     def run_stage(self, index: int, stage: str, pair: tuple[str, str], trained: tuple[str, ...], epochs: int,
                   resume: dict[str, Any] | None = None) -> None:
@@ -263,7 +275,11 @@ class _Loop:
         start = 0 if resume is None else int(resume["epoch"]) + 1
         if start >= epochs:
             return
-        params = [p for modality in trained for p in self.model.tower_parameters(modality)]
+        params = [p for modality in trained for p in self.model.tower_parameters(modality)
+                  if self.adapted is None or id(p) in self.adapted]
+        if not params:
+            raise ValueError(f"stage {stage}: nothing to train in towers {list(trained)} (LoRA adapts only native "
+                             "transformer trunks; set train_heads to train the heads of the others)")
         # A frozen tower (eval mode, no grad) embeds a row identically every epoch: embed it once.
         cached = {m: embed_frozen(self.model, m, self.tensors[m], self.device) for m in pair if m not in trained}
         if TEXT in cached:  # a unit anchor, as vision is: audio's fixed scale stays the only temperature
@@ -340,6 +356,8 @@ def train_imagebind(
     train_config: TrainConfig,
     on_epoch: EpochCallback | None = None,
     on_step_losses: StepLossCallback | None = None,
+    init_weights: dict[str, Tensor] | None = None,
+    lora: LoraSettings | None = None,
 ) -> TrainResult:
     """Build a model from `model_config` and train it in ImageBind's two stages.
 
@@ -350,7 +368,12 @@ def train_imagebind(
     `checkpoint_dir` that already holds a checkpoint of this run, training resumes after
     its epoch. Under torchrun (an initialised process group) each process trains on its
     share of every batch; only rank 0 writes checkpoints and calls `on_epoch`.
-    The returned model is on the CPU.
+
+    Fine-tuning: `init_weights` is a state_dict loaded strictly before training (Meta's
+    `imagebind_huge.pth` for `ImageBindConfig.huge()`); with `lora`, peft adapters go on the
+    native trunks of the trained towers, only they (and the heads, if `lora.train_heads`) train,
+    and they are merged into the weights at the end. The returned model is a plain `ImageBind`
+    on the CPU either way.
     """
     data.validate(model_config)
     if len(data) < 2:
@@ -361,12 +384,22 @@ def train_imagebind(
         raise ValueError(f"batch_size {train_config.batch_size} leaves some of {parallel.world_size} processes no rows")
     device = resolve_device(train_config.device)
     torch.manual_seed(train_config.seed)
-    model = ImageBind(model_config).to(device)
-    model.train()
+    model = ImageBind(model_config)
+    if init_weights is not None:
+        model.load_state_dict(init_weights, strict=True)
+    peft_model, adapted = None, None
+    if lora is not None:
+        from models.lora import add_imagebind_lora
+
+        # peft injects the adapters into `model` itself; the loop keeps training that module.
+        peft_model = add_imagebind_lora(model, lora, [m for m in (VISION, TEXT, AUDIO) if _native_trunk(model, m)])
+        adapted = {id(p) for p in model.parameters() if p.requires_grad}
+    model.to(device).train()
+    text_dtype = np.int64 if model_config.text_input_dim is None else np.float32  # token ids or embeddings
     tensors = {
         VISION: torch.from_numpy(np.ascontiguousarray(data.image, dtype=np.float32)),
         AUDIO: torch.from_numpy(np.ascontiguousarray(data.audio, dtype=np.float32)),
-        TEXT: torch.from_numpy(np.ascontiguousarray(data.text_emb, dtype=np.float32)),
+        TEXT: torch.from_numpy(np.ascontiguousarray(data.text_emb, dtype=text_dtype)),
     }
     labels = torch.from_numpy(data.label.astype(np.int64)) if train_config.label_aware else None
     fingerprint: dict[str, Any] = {}  # hashing the data costs ~20 ms: only for runs that checkpoint
@@ -376,6 +409,7 @@ def train_imagebind(
             (data.image, data.audio, data.text_emb, data.label),
             model=model_config.to_dict(),
             train={k: v for k, v in asdict(train_config).items() if k not in RESUMABLE_ACROSS},
+            start={"lora": None if lora is None else asdict(lora), "init_weights": _state_digest(init_weights)},
         )
         checkpoint = load_checkpoint(train_config.checkpoint_dir)
     history: list[dict[str, float | int | str]] = []
@@ -388,7 +422,7 @@ def train_imagebind(
         return random_shift(images, train_config.image_shift, generator)
 
     loop = _Loop(model, train_config, device, parallel, tensors, labels, {VISION: shift}, history, fingerprint, on_epoch,
-                 on_step_losses)
+                 on_step_losses, adapted)
 
     # (stage, the two modalities paired, towers trained, epochs); audio never meets text,
     # unless the paired baseline asks for it (audio_anchor="text").
@@ -405,5 +439,28 @@ def train_imagebind(
                 freeze(model.tower_modules(VISION))
             if index >= resume_index:
                 loop.run_stage(index, stage, pair, trained, epochs, checkpoint if index == resume_index else None)
+    if peft_model is not None:
+        from models.lora import merge_lora
+
+        model = merge_lora(peft_model)  # the base class and keys again, adapters folded in
     model.eval().to("cpu")
     return TrainResult(model=model, history=history, seconds=time.perf_counter() - started)
+
+
+def _native_trunk(model: ImageBind, modality: str) -> bool:
+    from models.imagebind.transformer import Transformer
+
+    return modality in model.config.modalities and isinstance(model.modality_trunks[modality], Transformer)
+
+
+def _state_digest(state: dict[str, Tensor] | None) -> str | None:
+    """A digest of the starting weights, so a checkpoint is never resumed on top of other ones."""
+    if state is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,117 @@
+"""Fine-tuning pretrained ImageBind weights with LoRA through the one training loop.
+
+The user with Meta's `imagebind_huge.pth` calls `train_imagebind(..., init_weights=state,
+lora=LoraSettings(...))`: the weights load strictly, adapters go on the native trunks, only
+they and the heads train, a killed run resumes exactly, and the result is a plain ImageBind
+in the official layout. A tiny configuration with the official kinds of input (RGB images,
+a native text tower on token ids) stands in for the 1.2 B one here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.imagebind import ImageBind, ImageBindConfig
+from models.lora import LoraSettings
+from models.train import STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
+from tests.unit.test_training_loop import Killed, assert_same_weights, kill_after
+
+# Official kinds of input at toy sizes: 3-channel images and token ids for a native text trunk.
+CONFIG = ImageBindConfig(image_channels=3, text_input_dim=None, text_vocab_size=1000, text_context_length=12,
+                         modalities=("vision", "text", "audio"))
+PRETRAIN = TrainConfig(seed=0, batch_size=8, epochs_stage1=1, epochs_stage2=1)
+FINETUNE = TrainConfig(seed=1, batch_size=8, epochs_stage1=2, epochs_stage2=2, lr=1e-2)
+LORA = LoraSettings(r=4, alpha=8.0, dropout=0.0)
+ROWS = 24
+
+
+def official_kind_data(seed: int = 0) -> TrainingData:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(1, CONFIG.text_vocab_size - 1, size=(ROWS, CONFIG.text_context_length))
+    tokens[:, -1] = CONFIG.text_vocab_size - 1  # an end-of-text token, where the native text head pools
+    return TrainingData(
+        image=rng.random((ROWS, 3, CONFIG.image_size, CONFIG.image_size), dtype=np.float32),
+        audio=rng.normal(-13.0, 5.0, (ROWS, CONFIG.audio_frames, CONFIG.audio_n_mels)).astype(np.float32),
+        text_emb=tokens.astype(np.int64),
+        label=np.arange(ROWS) % 4,
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained() -> dict[str, torch.Tensor]:
+    """Stands for a downloaded checkpoint: a state_dict of this architecture."""
+    return train_imagebind(official_kind_data(), CONFIG, PRETRAIN).model.state_dict()
+
+
+@pytest.fixture(scope="module")
+def tuned(pretrained):
+    return train_imagebind(official_kind_data(1), CONFIG, FINETUNE, init_weights=pretrained, lora=LORA)
+
+
+def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_the_result_is_a_plain_imagebind_in_the_pretrained_layout(pretrained, tuned) -> None:
+    assert type(tuned.model) is ImageBind
+    state = tuned.model.state_dict()
+    assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in pretrained.items()}
+    fresh = ImageBind(CONFIG)
+    fresh.load_state_dict(state, strict=True)  # serves and reloads as any model of this config
+
+
+def test_only_attention_and_heads_of_the_trained_towers_change(pretrained, tuned) -> None:
+    moved = changed(pretrained, tuned.model.state_dict())
+    attention = {k for k in moved if ".attn." in k}
+    for modality in ("vision", "text", "audio"):
+        assert f"modality_trunks.{modality}.blocks.0.attn.in_proj_weight" in attention  # adapters merged in
+        assert any(k.startswith(f"modality_heads.{modality}.") for k in moved)  # heads trained (train_heads)
+    frozen = moved - attention - {k for k in moved if k.startswith("modality_heads.")}
+    assert frozen == set(), f"LoRA fine-tuning changed frozen weights: {sorted(frozen)}"
+    assert not any(".mlp." in k or "preprocessors" in k or "postprocessors" in k for k in moved)
+
+
+def test_vision_is_the_fixed_anchor_in_stage_two(pretrained) -> None:
+    """Stage 2 trains audio alone: with stage 1 off, vision and text keep their pretrained weights."""
+    config = dataclasses.replace(FINETUNE, epochs_stage1=0)
+    result = train_imagebind(official_kind_data(1), CONFIG, config, init_weights=pretrained, lora=LORA)
+    moved = changed(pretrained, result.model.state_dict())
+    assert moved and all(k.startswith(("modality_trunks.audio.", "modality_heads.audio.")) for k in moved)
+
+
+def test_a_killed_lora_run_resumes_to_the_same_weights(pretrained, tuned, tmp_path: Path) -> None:
+    config = dataclasses.replace(FINETUNE, checkpoint_dir=str(tmp_path / "ckpt"))
+    with pytest.raises(Killed):
+        train_imagebind(official_kind_data(1), CONFIG, config, init_weights=pretrained, lora=LORA,
+                        on_epoch=kill_after(STAGE_IMAGE_TEXT, 0))
+    resumed = train_imagebind(official_kind_data(1), CONFIG, config, init_weights=pretrained, lora=LORA)
+    assert_same_weights(resumed.model, tuned.model)
+    assert resumed.history == tuned.history
+
+
+def test_a_checkpoint_is_not_resumed_on_other_starting_weights(pretrained, tmp_path: Path) -> None:
+    config = dataclasses.replace(FINETUNE, checkpoint_dir=str(tmp_path / "ckpt"))
+    with pytest.raises(Killed):
+        train_imagebind(official_kind_data(1), CONFIG, config, init_weights=pretrained, lora=LORA,
+                        on_epoch=kill_after(STAGE_IMAGE_TEXT, 0))
+    other = {k: v + 1.0 if v.is_floating_point() else v for k, v in pretrained.items()}
+    with pytest.raises(ValueError, match="init_weights"):
+        train_imagebind(official_kind_data(1), CONFIG, config, init_weights=other, lora=LORA)
+
+
+def test_weights_of_another_architecture_are_refused(pretrained) -> None:
+    wrong = {k: v for k, v in pretrained.items() if not k.startswith("modality_heads.audio.")}
+    with pytest.raises(RuntimeError, match="Missing key"):
+        train_imagebind(official_kind_data(1), CONFIG, FINETUNE, init_weights=wrong, lora=LORA)
+
+
+def test_float_text_for_a_native_text_tower_is_refused() -> None:
+    data = official_kind_data()
+    data.text_emb = data.text_emb.astype(np.float32)
+    with pytest.raises(ValueError, match="integer token ids"):
+        train_imagebind(data, CONFIG, FINETUNE)
