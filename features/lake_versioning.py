@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from features.atomic import atomic_write_text
 from features.locks import lake_repo_lock
 from features.transient import call_with_retries, retry_transient
 
@@ -102,7 +103,7 @@ def _write_dvcignore(home: Path) -> None:
     text = path.read_text() if path.exists() else ""
     missing = [line for line in DVCIGNORE_LINES if line not in text.splitlines()]
     if missing:
-        path.write_text(text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(missing) + "\n")
+        atomic_write_text(path, text + ("" if not text or text.endswith("\n") else "\n") + "\n".join(missing) + "\n")
 
 
 def open_lake(home: Path, remote_url: str | None = None, endpoint_url: str | None = None) -> Lake:
@@ -225,7 +226,7 @@ class Lake:
                     )
                 repo.checkout(targets=[str(dvcfile)], force=True)
             except BaseException:
-                dvcfile.write_text(before)
+                atomic_write_text(dvcfile, before)
                 raise
         return self.track(relative)  # records size and file count of the restored version
 
