@@ -9,7 +9,16 @@ batch. Rank 0 writes `run/checkpoints/last.pt` each epoch, then `run/model/` (se
 `models.artifacts`) and `run/history.json`. Running the command again resumes from the
 checkpoint. The .npz holds `image`, `audio`, `text_emb` and `label` (see `TrainingData`);
 `--model-config` and `--train-config` are JSON files of `ImageBindConfig` / `TrainConfig`
-fields (defaults: the demo's).
+fields (defaults: the demo's); `--model-config huge` is Meta's `imagebind_huge`.
+
+Fine-tuning official weights with LoRA on a GPU, tracked in MLflow (MLFLOW_TRACKING_URI):
+
+    torchrun --standalone --nproc-per-node 8 -m models.train_ddp --data pairs.npz --out run/ \
+        --model-config huge --init-weights imagebind_huge.pth --lora '{"r": 8, "alpha": 16}' \
+        --track imagebind-lora
+
+With `--init-weights` the .npz holds the official inputs: `image` (N, 3, 224, 224), `audio`
+(N, 204, 128) log-mel, `text_emb` (N, 77) int token ids.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ import argparse
 import json
 import os
 from dataclasses import replace
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +38,9 @@ import torch.distributed as dist
 from models.artifacts import save_model
 from models.imagebind import ImageBindConfig
 from models.train import TrainConfig, TrainingData, train_imagebind
+
+if TYPE_CHECKING:
+    from models.lora import LoraSettings
 
 ARRAYS = ("image", "audio", "text_emb", "label")  # keys the .npz must hold, as in TrainingData
 
@@ -50,13 +64,50 @@ def _read_json(path: Path | None) -> dict:
     return {} if path is None else json.loads(path.read_text())
 
 
+def model_config_from(arg: str | None) -> ImageBindConfig:
+    """`huge`, a JSON file of ImageBindConfig fields (over the demo defaults), or None: the demo's."""
+    if arg == "huge":
+        return ImageBindConfig.huge()
+    return ImageBindConfig.from_dict({**ImageBindConfig().to_dict(), **_read_json(None if arg is None else Path(arg))})
+
+
+def lora_from(arg: str | None) -> LoraSettings | None:
+    """LoraSettings from inline JSON or a JSON file; None without the option."""
+    if arg is None:
+        return None
+    from models.lora import LoraSettings
+
+    text = Path(arg).read_text() if not arg.lstrip().startswith("{") else arg
+    fields = json.loads(text)
+    if isinstance(fields.get("target_modules"), list):
+        fields["target_modules"] = tuple(fields["target_modules"])
+    try:
+        return LoraSettings(**fields)
+    except TypeError as err:  # an unknown field name
+        raise SystemExit(f"--lora: {err}; fields are r, alpha, dropout, target_modules, train_heads") from err
+
+
+def load_weights(path: Path | None) -> dict[str, torch.Tensor] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise SystemExit(f"--init-weights {path}: no such file (for the official weights: imagebind_huge.pth)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help=".npz with image, audio, text_emb, label")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints/, model/, history.json")
-    parser.add_argument("--model-config", type=Path, help="JSON of ImageBindConfig fields")
+    parser.add_argument("--model-config", help="JSON file of ImageBindConfig fields, or 'huge' (Meta's imagebind_huge)")
     parser.add_argument("--train-config", type=Path, help="JSON of TrainConfig fields")
+    parser.add_argument("--init-weights", type=Path, help="state_dict to start from (e.g. imagebind_huge.pth), loaded strictly")
+    parser.add_argument("--lora", help='LoRA on the trained towers\' trunks: inline JSON or a file, e.g. \'{"r": 8}\'')
+    parser.add_argument("--track", metavar="EXPERIMENT", help="log params, step and epoch metrics, system metrics "
+                        "and the model to this MLflow experiment (MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
+    lora = lora_from(args.lora)
+    init_weights = load_weights(args.init_weights)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by torchrun
     if distributed:
@@ -65,15 +116,49 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
-        model_config = ImageBindConfig.from_dict({**ImageBindConfig().to_dict(), **_read_json(args.model_config)})
+        model_config = model_config_from(args.model_config)
         train_config = replace(TrainConfig(**_read_json(args.train_config)), checkpoint_dir=str(args.out / "checkpoints"))
-        result = train_imagebind(load_training_data(args.data), model_config, train_config)
-        if not distributed or dist.get_rank() == 0:
-            save_model(result.model, args.out / "model")
-            (args.out / "history.json").write_text(json.dumps(result.history, indent=1))
+        data = load_training_data(args.data)
+        main_process = not distributed or dist.get_rank() == 0
+        with ExitStack() as stack:
+            callbacks = {}
+            if args.track and main_process:
+                callbacks, run_id = _tracked(stack, args, model_config, train_config, lora, len(data))
+            result = train_imagebind(data, model_config, train_config, init_weights=init_weights, lora=lora, **callbacks)
+            if main_process:
+                save_model(result.model, args.out / "model")
+                (args.out / "history.json").write_text(json.dumps(result.history, indent=1))
+                if args.track:
+                    import mlflow
+
+                    mlflow.log_artifacts(str(args.out / "model"), artifact_path="model", run_id=run_id)
+                    mlflow.log_dict(result.history, "history.json", run_id=run_id)
     finally:
         if distributed:
             dist.destroy_process_group()
+
+
+def _tracked(stack: ExitStack, args: argparse.Namespace, model_config: ImageBindConfig, train_config: TrainConfig,
+             lora: LoraSettings | None, rows: int) -> tuple[dict, str]:
+    """Open an MLflow run (system metrics on) for the block; the callbacks that log each step and epoch."""
+    from dataclasses import asdict
+
+    import mlflow
+
+    from flows.env import apply_process_environment
+    from models.tracking import EpochLogger, start_training_run
+
+    apply_process_environment()  # telemetry off, as every process the project starts
+    experiment = mlflow.set_experiment(args.track)
+    run = stack.enter_context(start_training_run(experiment.experiment_id, args.out.name, {"entry": "models.train_ddp"}))
+    params = {**{f"model.{k}": v for k, v in model_config.to_dict().items()},
+              **{f"train.{k}": v for k, v in asdict(train_config).items()},
+              **({} if lora is None else {f"lora.{k}": v for k, v in asdict(lora).items()}),
+              "init_weights": str(args.init_weights) if args.init_weights else "none", "data": str(args.data),
+              "data.rows": rows, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
+    mlflow.log_params({k: str(v)[:6000] for k, v in params.items()}, run_id=run.info.run_id)
+    logger = EpochLogger(run.info.run_id, train_config, rows)
+    return {"on_epoch": logger, "on_step_losses": logger.record_steps}, run.info.run_id
 
 
 if __name__ == "__main__":

@@ -10,15 +10,21 @@ a native text tower on token ids) stands in for the 1.2 B one here.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from models.artifacts import load_model
 from models.imagebind import ImageBind, ImageBindConfig
 from models.lora import LoraSettings
 from models.train import STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
+from models.train_ddp import save_training_data
 from tests.unit.test_training_loop import Killed, assert_same_weights, kill_after
 
 # Official kinds of input at toy sizes: 3-channel images and token ids for a native text trunk.
@@ -28,6 +34,7 @@ PRETRAIN = TrainConfig(seed=0, batch_size=8, epochs_stage1=1, epochs_stage2=1)
 FINETUNE = TrainConfig(seed=1, batch_size=8, epochs_stage1=2, epochs_stage2=2, lr=1e-2)
 LORA = LoraSettings(r=4, alpha=8.0, dropout=0.0)
 ROWS = 24
+PROJECT = Path(__file__).resolve().parents[2]
 
 
 def official_kind_data(seed: int = 0) -> TrainingData:
@@ -115,3 +122,51 @@ def test_float_text_for_a_native_text_tower_is_refused() -> None:
     data.text_emb = data.text_emb.astype(np.float32)
     with pytest.raises(ValueError, match="integer token ids"):
         train_imagebind(data, CONFIG, FINETUNE)
+
+
+def run_entry(args: list[str], env: dict[str, str], nproc: int = 1) -> subprocess.CompletedProcess[str]:
+    """`torchrun -m models.train_ddp ...` as a user types it (one process without torchrun)."""
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+                if nproc > 1 else [sys.executable])
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT), **env}
+    return subprocess.run([*launcher, "-m", "models.train_ddp", *args], env=env, cwd=PROJECT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_entry_point_fine_tunes_official_kind_weights_with_lora_on_two_processes_tracked_in_mlflow(
+        pretrained, tmp_path: Path) -> None:
+    import mlflow
+
+    save_training_data(official_kind_data(1), tmp_path / "pairs.npz")
+    torch.save(pretrained, tmp_path / "pretrained.pth")
+    (tmp_path / "model.json").write_text(json.dumps(CONFIG.to_dict()))
+    (tmp_path / "train.json").write_text(json.dumps(dataclasses.asdict(FINETUNE)))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"),
+                      "--model-config", str(tmp_path / "model.json"), "--train-config", str(tmp_path / "train.json"),
+                      "--init-weights", str(tmp_path / "pretrained.pth"), "--lora", '{"r": 4, "alpha": 8.0, "dropout": 0.0}',
+                      "--track", "imagebind-lora"],
+                     {"MLFLOW_TRACKING_URI": uri, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5"}, nproc=2)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    model = load_model(tmp_path / "run" / "model")  # a plain ImageBind in the pretrained layout
+    assert model.state_dict().keys() == pretrained.keys()
+    moved = changed(pretrained, model.state_dict())
+    assert moved and all(".attn." in k or k.startswith("modality_heads.") for k in moved)
+
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("imagebind-lora").experiment_id])
+    assert run.data.params["lora.r"] == "4" and run.data.params["world_size"] == "2"
+    assert run.data.params["init_weights"].endswith("pretrained.pth")
+    steps = client.get_metric_history(run.info.run_id, f"{STAGE_IMAGE_TEXT}.step_loss")
+    assert len(steps) == FINETUNE.epochs_stage1 * (ROWS // FINETUNE.batch_size)
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {"model/weights.pt", "model/config.json"}
+
+
+def test_the_entry_point_names_a_bad_lora_field_and_a_missing_checkpoint(tmp_path: Path) -> None:
+    save_training_data(official_kind_data(), tmp_path / "pairs.npz")
+    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"), "--lora", '{"rank": 8}'], {})
+    assert done.returncode != 0 and "rank" in done.stderr and "fields are r, alpha" in done.stderr
+    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"),
+                      "--init-weights", str(tmp_path / "imagebind_huge.pth")], {})
+    assert done.returncode != 0 and "imagebind_huge.pth: no such file" in done.stderr
