@@ -118,7 +118,9 @@ def run_variant(anchor: str, train: TrainingData, voices: EvalData, golden: Eval
         last[0] = now
 
     last[0] = time.perf_counter()
+    cpu_before = time.process_time()  # CPU seconds of this process: what a busy shared machine does not inflate
     result = train_imagebind(train, config, TrainConfig(seed=seed, audio_anchor=anchor), on_epoch=on_epoch)
+    cpu_seconds = time.process_time() - cpu_before
     on_voices = evaluate_model(result.model, voices, prompt_emb)
     on_images = evaluate_model(result.model, golden, prompt_emb)
     retrieval = evaluate_retrieval(result.model, voices, prompt_emb)
@@ -128,6 +130,7 @@ def run_variant(anchor: str, train: TrainingData, voices: EvalData, golden: Eval
         "audio_image_r1_held_out_voices": on_voices["audio_to_image_r1"],
         **{f"held_out_voices.{k}": v for k, v in retrieval.items()},
         "train_seconds": result.seconds,
+        "train_cpu_seconds": cpu_seconds,
         **{f"train_seconds.{stage}": s for stage, s in stage_seconds.items()},
     }
 
@@ -144,6 +147,7 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
           f"   {100 * paired['image_text_top1_held_out_images']:11.1f}")
     print(f"Training seconds (both stages)        {emergent['train_seconds']:8.1f}   {paired['train_seconds']:11.1f}"
           f"   (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"Training CPU seconds (one thread)     {emergent['train_cpu_seconds']:8.1f}   {paired['train_cpu_seconds']:11.1f}")
 
 
 def main() -> None:
@@ -172,6 +176,8 @@ def main() -> None:
         "gap_within_3_points": abs(gap) <= TARGETS["max_gap_points"],
         "image_text_top1": emergent["image_text_top1_held_out_images"] >= TARGETS["image_text_top1"],
         "train_seconds": emergent["train_seconds"] <= TARGETS["train_seconds"],
+        # the same target on the process's CPU time, which other work on a shared machine does not inflate
+        "train_cpu_seconds": emergent["train_cpu_seconds"] <= TARGETS["train_seconds"],
     }
     print("targets:", {k: "pass" if v else "MISS" for k, v in checks.items()})
     report = {
