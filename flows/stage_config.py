@@ -45,14 +45,24 @@ def registry_for(settings: Settings):
                     None if on_server else settings.paths.mlflow_artifacts, lock_uri=settings.registry_lock_uri)
 
 
-def gate_policy(settings: Settings) -> GatePolicy:
+def gate_policy(settings: Settings, family: str | None = None) -> GatePolicy:
+    """The gate's thresholds for `family` (default: params.yaml's `train.family`): `gate.thresholds` and
+    `gate.slices` for imagebind, `gate.lora.…` for the lora family; bootstrap and slice size are shared."""
     from models.bootstrap import BootstrapConfig
+    from models.families import FAMILIES, LORA_FAMILY
 
     g = settings.params.gate
+    family = family or settings.params.train.family
+    if family not in FAMILIES:
+        raise ValueError(f"no gate thresholds for family {family!r}; families: {list(FAMILIES)}")
+    judged = g.lora if family == LORA_FAMILY else g  # both carry `thresholds` and `slices`
+    if not judged.thresholds:
+        where = "gate.lora.thresholds" if family == LORA_FAMILY else "gate.thresholds"
+        raise ValueError(f"params.yaml {where} is empty: the {family} family's gate needs at least one metric threshold")
 
     def threshold(t) -> MetricThreshold:
         return MetricThreshold(t.min, t.max, t.max_drop, t.max_drop_rel, t.higher_is_better)
 
-    return GatePolicy({k: threshold(v) for k, v in g.thresholds.items()},
-                      {group: {k: threshold(v) for k, v in metrics.items()} for group, metrics in g.slices.items()},
+    return GatePolicy({k: threshold(v) for k, v in judged.thresholds.items()},
+                      {group: {k: threshold(v) for k, v in metrics.items()} for group, metrics in judged.slices.items()},
                       g.min_slice_rows, BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed))

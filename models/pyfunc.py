@@ -1,17 +1,22 @@
-"""The logged model: an MLflow pyfunc around ImageBind, so any MLflow client can load and call it.
+"""The logged model: an MLflow pyfunc around each family, so any MLflow client can load and call it.
 
-`predict` takes a DataFrame with any of the columns `text`, `image_path`, `audio_path`
-(one row per item) and returns one embedding column per modality present.
+ImageBind: `predict` takes a DataFrame with any of the columns `text`, `image_path`, `audio_path`
+(one row per item) and returns one embedding column per modality present. The `lora` family's
+caption classifier takes `text` and returns the digit, its confidence and the ten scores.
+Both wrappers keep the loaded torch module as `.model` (what `models.registry.load_version` returns).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, Schema
 
 DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
 
@@ -20,7 +25,7 @@ class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         from models.artifacts import load_model
 
-        directory = Path(context.artifacts["imagebind"])
+        directory = Path(context.artifacts[IMAGEBIND_ARTIFACT])
         self.model = load_model(directory)
         self.spec = json.loads((directory / "input_spec.json").read_text())
 
@@ -63,3 +68,52 @@ class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
         with torch.no_grad():
             embeddings = self.model(inputs)
         return pd.DataFrame({f"{m}_embedding": list(e.numpy()) for m, e in embeddings.items()})
+
+
+class CaptionClassifierPyfunc(mlflow.pyfunc.PythonModel):
+    """The `lora` family: a `text` column in; `label` (digit), `confidence` and the ten `scores` out."""
+
+    def load_context(self, context) -> None:
+        from models.artifacts import load_caption_classifier
+
+        directory = Path(context.artifacts[CLASSIFIER_ARTIFACT])
+        self.model = load_caption_classifier(directory)
+        self.spec = {"family": "lora", "modalities": ["text"]}
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        from models.lora_family import classify_captions
+
+        if set(model_input.columns) != {"text"}:
+            raise ValueError(f"input columns {sorted(model_input.columns)}: the lora family classifies text only; "
+                             "send one column `text`")
+        predicted, probs = classify_captions(self.model, [str(t) for t in model_input["text"]])
+        return pd.DataFrame({"label": predicted, "confidence": probs.max(axis=1).astype(np.float64),
+                             "scores": list(probs.astype(np.float64))})
+
+
+IMAGEBIND_ARTIFACT, CLASSIFIER_ARTIFACT = "imagebind", "classifier"  # keys of the model folder in `artifacts`
+
+
+@dataclass(frozen=True)
+class PyfuncFlavour:
+    """How one family is logged as an MLflow pyfunc: the wrapper, its artifact key, signature and example."""
+
+    python_model: mlflow.pyfunc.PythonModel
+    artifact_key: str
+    signature: ModelSignature
+    input_example: pd.DataFrame
+    extra_requirements: tuple[str, ...] = ()  # pip requirements beyond models.registry.PIP_REQUIREMENTS
+
+
+def imagebind_flavour() -> PyfuncFlavour:
+    from models.tracking import PYFUNC_INPUT_EXAMPLE, pyfunc_signature
+
+    return PyfuncFlavour(ImageBindPyfunc(), IMAGEBIND_ARTIFACT, pyfunc_signature(), PYFUNC_INPUT_EXAMPLE)
+
+
+def caption_classifier_flavour() -> PyfuncFlavour:
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]),
+                               outputs=Schema([ColSpec("long", "label"), ColSpec("double", "confidence"),
+                                               ColSpec(Array("double"), "scores")]))
+    return PyfuncFlavour(CaptionClassifierPyfunc(), CLASSIFIER_ARTIFACT, signature,
+                         pd.DataFrame({"text": ["the digit seven"]}), extra_requirements=("peft",))

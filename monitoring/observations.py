@@ -41,3 +41,20 @@ def build_monitor_data(features: pd.DataFrame | None, inputs: ModelInputs | None
         has_label = ~np.isnan(label)
         data.correct[modality] = (predicted[has_label] == label[has_label]).astype(np.float64)
     return data
+
+
+def build_caption_monitor_data(features: pd.DataFrame | None, inputs: ModelInputs | None, classify,
+                               labels: pd.Series | None = None) -> MonitorData:
+    """A lora-family champion's view of a window: its caption classes (`text`) and their correctness
+    where labels are known; it has no embeddings. `classify(captions) -> (N,) classes`."""
+    data = MonitorData(features=features)
+    if inputs is None or len(inputs) == 0:
+        return data
+    rows = np.flatnonzero(inputs.has_caption)
+    predicted = np.asarray(classify([str(c) for c in inputs.caption[rows]]), dtype=np.int64)
+    data.predictions["text"] = predicted
+    known = labels.dropna() if labels is not None else pd.Series(dtype="int64")
+    label = known.reindex(inputs.sample_id[rows]).to_numpy(dtype=float)
+    has_label = ~np.isnan(label)
+    data.correct["text"] = (predicted[has_label] == label[has_label]).astype(np.float64)
+    return data

@@ -105,9 +105,11 @@ class ModelInfo(BaseModel):
     name: str
     alias: str
     version: str = Field(description="the version serving now")
+    family: str = Field(description="imagebind (embed, classify, search any modality) or lora (classify text)")
+    modalities: list[str] = Field(description="the modalities this model takes")
     alias_version: str | None = Field(description="where the alias pointed at the last poll")
     loaded_at: float
-    embed_dim: int
+    embed_dim: int | None = Field(description="width of the shared space; None for a lora-family classifier")
     input_spec: dict[str, Any]
     indexed_items: dict[str, int]
     last_error: str | None
@@ -202,6 +204,10 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
         """Prepare the payload with the model read once for this request, score it, respond and log."""
         started = time.perf_counter()
         served = served_or_503()
+        refusal = served.refusal(endpoint, modality.value)
+        if refusal is not None:
+            log_rejection(endpoint, 422, refusal, started, served, modality.value)
+            raise HTTPException(422, refusal)
         try:
             prepared: PreparedInput = prepare(served)
         except BadInput as err:
@@ -212,19 +218,20 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
         inference_log.write({"endpoint": endpoint, "status": 200, "model_name": served.name,
                              "model_version": served.version, "modality": modality.value,
                              "latency_ms": elapsed_ms(started), **prepared.features,
-                             **embedding_summary(scored.embedding, scored.raw_norm),
+                             **(embedding_summary(scored.embedding, scored.raw_norm) if len(scored.embedding) else {}),
                              **prediction_fields(scored.label, scored.confidence), **extra})
         return response
 
     def from_item(item: Item):
         def prepare(served: ServedModel) -> PreparedInput:
             if item.modality is Modality.text:
-                return prepare_text(item.text, limits)
-            return prepare_bytes(item.modality.value, decode_base64(item.data_base64), served.spec, limits)
+                return prepare_text(item.text, limits, served.family)
+            return prepare_bytes(item.modality.value, decode_base64(item.data_base64), served.spec, limits, served.family)
         return prepare
 
     def from_upload(upload: Upload):
-        return lambda served: prepare_bytes(upload.modality.value, upload.file.file.read(), served.spec, limits)
+        return lambda served: prepare_bytes(upload.modality.value, upload.file.file.read(), served.spec, limits,
+                                            served.family)
 
     def embed_response(modality: Modality):
         def respond(served: ServedModel, scored) -> tuple[Embedding, dict]:
@@ -259,8 +266,9 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
     @app.get("/model", response_model=ModelInfo, responses={503: ERRORS[503]})
     def model_info():
         served = served_or_503()
-        return ModelInfo(name=served.name, alias=alias, version=served.version, alias_version=holder.alias_version,
-                         loaded_at=served.loaded_at, embed_dim=int(served.prompt_emb.shape[1]), input_spec=served.spec,
+        return ModelInfo(name=served.name, alias=alias, version=served.version, family=served.family,
+                         modalities=list(served.modalities), alias_version=holder.alias_version, loaded_at=served.loaded_at,
+                         embed_dim=int(served.prompt_emb.shape[1]) or None, input_spec=served.spec,
                          indexed_items=served.index.counts(), last_error=holder.last_error,
                          poll_seconds=holder.poll_seconds)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from models.families import LORA_FAMILY
 from models.inputs import ModelInputs
 from models.serving.payloads import input_summary
 from models.serving.scoring import ServedModel, embed_rows, embedding_summary, prediction_fields, zero_shot
@@ -27,13 +28,21 @@ def score_model_inputs(served: ServedModel, batch_id: str, shards: Iterable[Mode
         present = {"image": inputs.has_image, "audio": inputs.has_audio, "text": inputs.has_caption}
         for modality, mask in present.items():
             rows = np.flatnonzero(mask)
-            if not len(rows):
+            if not len(rows) or modality not in served.modalities:  # a lora-family model reads captions only
                 continue
             started = time.perf_counter()
-            values = {"image": lambda: inputs.image[rows], "audio": lambda: inputs.audio[rows],
-                      "text": lambda: caption_minilm(list(inputs.caption[rows]))}[modality]()
-            embeddings, norms = embed_rows(served.model, modality, values)
-            labels, probs = zero_shot(embeddings, served.prompt_emb, served.text_scale)
+            if served.family == LORA_FAMILY:
+                from models.lora_family import classify_captions
+
+                values = inputs.caption[rows]
+                labels, probs = classify_captions(served.model, [str(c) for c in values])
+                embedded = [{} for _ in rows]  # a classifier has no embedding to summarise
+            else:
+                values = {"image": lambda: inputs.image[rows], "audio": lambda: inputs.audio[rows],
+                          "text": lambda: caption_minilm(list(inputs.caption[rows]))}[modality]()
+                embeddings, norms = embed_rows(served.model, modality, values)
+                labels, probs = zero_shot(embeddings, served.prompt_emb, served.text_scale)
+                embedded = [embedding_summary(e, float(n)) for e, n in zip(embeddings, norms)]
             per_row_ms = (time.perf_counter() - started) * 1000 / len(rows)
             for j, i in enumerate(rows):
                 features = ({"text_chars": len(inputs.caption[i])} if modality == "text"
@@ -41,7 +50,7 @@ def score_model_inputs(served: ServedModel, batch_id: str, shards: Iterable[Mode
                 records.append({
                     "endpoint": BATCH_ENDPOINT, "status": 200, "model_name": served.name, "model_version": served.version,
                     "modality": modality, "latency_ms": round(per_row_ms, 3), "sample_id": str(inputs.sample_id[i]),
-                    "batch_id": batch_id, **features, **embedding_summary(embeddings[j], float(norms[j])),
+                    "batch_id": batch_id, **features, **embedded[j],
                     **prediction_fields(int(labels[j]), float(probs[j, labels[j]])),
                 })
     return records

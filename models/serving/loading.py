@@ -6,12 +6,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from models.evaluate import DIGIT_PROMPTS
+from models.families import LORA_FAMILY, family_of
 from models.imagebind import TEXT
 from models.inputs import ModelInputs, has_model_inputs, iter_model_inputs
 from models.registry import Registry
 from models.serving.holder import ServingKey
-from models.serving.scoring import ServedModel, build_prompt_embeddings, build_search_index
+from models.serving.scoring import SearchIndex, ServedModel, build_prompt_embeddings, build_search_index
 
 
 def lake_batches(inputs_root: Path) -> list[str]:
@@ -47,6 +50,10 @@ def load_served_model(registry: Registry, key: ServingKey, inputs_root: Path | N
     registry.client()
     python_model = mlflow.pyfunc.load_model(f"models:/{registry.model_name}/{key.version}").unwrap_python_model()
     model = python_model.model.eval()
+    if family_of(model) == LORA_FAMILY:  # a caption classifier: no prompts, no embedding space to search
+        return ServedModel(name=registry.model_name, version=key.version, model=model, spec=dict(python_model.spec),
+                           prompt_emb=np.zeros((len(DIGIT_PROMPTS), 0), np.float32), text_scale=1.0,
+                           index=SearchIndex(), loaded_at=time.time(), family=LORA_FAMILY)
     index = build_search_index(model, iter_lake_inputs(inputs_root) if inputs_root else (), encode_texts)
     return ServedModel(name=registry.model_name, version=key.version, model=model, spec=dict(python_model.spec),
                        prompt_emb=build_prompt_embeddings(model, encode_texts(list(DIGIT_PROMPTS))),

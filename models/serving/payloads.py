@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from models.families import IMAGEBIND_FAMILY, LORA_FAMILY
+
 DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000  # outside this, resampling costs grow without bound
 _TEXT_ENCODER_LOCK = threading.Lock()  # a fast tokenizer raises "Already borrowed" when threads share it
@@ -36,6 +38,7 @@ class PayloadLimits:
 class PreparedInput:
     modality: str  # "image", "audio" or "text"
     values: np.ndarray  # one item's model input: (1, S, S) image, (T, M) log-mel or (384,) sentence embedding
+                        # (the lora family: the text itself, 0-d)
     features: dict[str, Any]  # input summary for the inference log
 
 
@@ -109,24 +112,28 @@ def prepare_audio(data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> P
     return PreparedInput("audio", values, {**features, **input_summary("audio", values)})
 
 
-def prepare_text(text: str, limits: PayloadLimits) -> PreparedInput:
-    """Text → the frozen MiniLM sentence embedding the text tower takes."""
+def prepare_text(text: str, limits: PayloadLimits, family: str = IMAGEBIND_FAMILY) -> PreparedInput:
+    """Text → the frozen MiniLM sentence embedding the text tower takes (the lora family's classifier
+    tokenizes the text itself: it gets the checked string, as a 0-d array)."""
     from models.text import encode_texts
 
     if not text.strip():
         raise BadInput("text is empty; send at least one non-space character")
     if len(text) > limits.max_text_chars:
         raise BadInput(f"text has {len(text)} characters; at most {limits.max_text_chars} accepted")
+    if family == LORA_FAMILY:
+        return PreparedInput("text", np.array(text), {"text_chars": len(text)})
     with _TEXT_ENCODER_LOCK:
         values = encode_texts([text])[0]
     return PreparedInput("text", values, {"text_chars": len(text)})
 
 
-def prepare_bytes(modality: str, data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> PreparedInput:
+def prepare_bytes(modality: str, data: bytes, spec: dict[str, Any], limits: PayloadLimits,
+                  family: str = IMAGEBIND_FAMILY) -> PreparedInput:
     """A file's bytes for any modality; text files must be UTF-8."""
     if modality == "text":
         try:
-            return prepare_text(data.decode("utf-8"), limits)
+            return prepare_text(data.decode("utf-8"), limits, family)
         except UnicodeDecodeError as err:
             raise BadInput(f"text payload is not UTF-8 ({err})") from err
     preparers = {"image": prepare_image, "audio": prepare_audio}

@@ -16,11 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from models.evaluate import DIGIT_PROMPTS, embed_modality
+from models.families import IMAGEBIND_FAMILY, LORA_FAMILY
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind
 from models.inputs import ModelInputs
 
 # API modality names → the model's modality keys (one table, no branches).
 MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO, "text": TEXT}
+FAMILY_MODALITIES: dict[str, tuple[str, ...]] = {IMAGEBIND_FAMILY: tuple(MODALITY_KEYS), LORA_FAMILY: ("text",)}
 EMBEDDING_HEAD_DIMS = 8  # leading embedding dimensions copied into the inference log for drift checks
 
 
@@ -40,12 +42,29 @@ class SearchIndex:
 class ServedModel:
     name: str  # registered model name
     version: str  # registered model version
-    model: ImageBind
+    model: ImageBind  # or, for the lora family, its merged CaptionClassifier
     spec: dict[str, Any]  # input_spec.json: image_size, n_mels, audio_frames, sample_rate, silence_db
     prompt_emb: np.ndarray  # (K, D) unit embeddings of DIGIT_PROMPTS through this model's text tower
     text_scale: float  # the text tower's learned temperature, which calibrates zero-shot softmax
     index: SearchIndex
     loaded_at: float  # unix time the version finished loading
+    family: str = IMAGEBIND_FAMILY  # lora: a caption classifier (text, /classify only; no embeddings)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return FAMILY_MODALITIES[self.family]
+
+    def refusal(self, endpoint: str, modality: str) -> str | None:
+        """Why this model cannot answer `endpoint` for `modality` (the API's 422), or None."""
+        if self.family == IMAGEBIND_FAMILY:
+            return None
+        if modality not in self.modalities:
+            return (f"the serving model ({self.name} v{self.version}) is a {self.family}-family caption classifier: "
+                    f"it takes {', '.join(self.modalities)}, not {modality}")
+        if not endpoint.startswith("/classify"):
+            return (f"the serving model ({self.name} v{self.version}) is a {self.family}-family caption classifier: "
+                    f"it has no embedding space for {endpoint}; use /classify")
+        return None
 
 
 @dataclass(frozen=True)
@@ -74,7 +93,13 @@ def zero_shot(embeddings: np.ndarray, prompt_emb: np.ndarray, text_scale: float)
 
 
 def score_item(served: ServedModel, modality: str, values: np.ndarray) -> Scored:
-    """One prepared item → its embedding and zero-shot class."""
+    """One prepared item → its embedding and zero-shot class (a lora-family model: the caption's class,
+    and no embedding)."""
+    if served.family == LORA_FAMILY:
+        from models.lora_family import classify_captions
+
+        label, probs = classify_captions(served.model, [str(values)])
+        return Scored(np.zeros(0, np.float32), float("nan"), int(label[0]), float(probs[0, label[0]]), probs[0])
     embedding, norm = embed_rows(served.model, modality, values[None])
     label, probs = zero_shot(embedding, served.prompt_emb, served.text_scale)
     return Scored(embedding[0], float(norm[0]), int(label[0]), float(probs[0, label[0]]), probs[0])

@@ -1,0 +1,91 @@
+"""The `lora` family in the lifecycle: caption → digit, trained with adapters and served merged.
+
+`models.lora` holds the model (`CaptionClassifier` over the packaged MiniLM) and the peft
+wiring; this module is what the lifecycle needs around it: train on the window's labelled
+captions and merge, classify captions (with the softmax confidence serving and labelling use),
+score per golden row for the gate, and time one caption the way the API serves it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.lora import (
+    NUM_DIGITS,
+    CaptionClassifier,
+    ClassifierTraining,
+    LoraSettings,
+    build_lora_classifier,
+    count_parameters,
+    merge_lora,
+    tokenize_captions,
+    train_classifier,
+)
+
+CAPTION_METRIC = "caption_acc"  # share of golden captions classified as their digit
+CLASSIFY_BATCH_SIZE = 128  # captions per forward pass; bounds memory, not results
+
+
+@dataclass(frozen=True)
+class CaptionTrainingResult:
+    model: CaptionClassifier  # adapters merged: plain MiniLM + head, eval mode, no grad
+    losses: list[float]  # cross-entropy of each optimiser step
+    trainable_parameters: int  # adapters + head, before merging
+    total_parameters: int
+    seconds: float
+
+
+def train_caption_classifier(captions: Sequence[str], labels: np.ndarray, lora: LoraSettings,
+                             training: ClassifierTraining) -> CaptionTrainingResult:
+    """Fine-tune adapters and head on labelled captions (labels 0..9), then merge the adapters away."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(captions) != len(labels):
+        raise ValueError(f"{len(labels)} labels for {len(captions)} captions")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_DIGITS):
+        raise ValueError(f"caption labels must be digits 0..{NUM_DIGITS - 1}; found {sorted(set(labels.tolist()))}")
+    started = time.perf_counter()
+    model = build_lora_classifier(lora, seed=training.seed)
+    trainable, total = count_parameters(model)
+    losses = train_classifier(model, tokenize_captions(list(captions)), torch.from_numpy(labels), training)
+    return CaptionTrainingResult(merge_lora(model), losses, trainable, total, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def classify_captions(model: CaptionClassifier, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) predicted digit and (N, 10) softmax of each caption; eval mode, batched."""
+    if isinstance(captions, str):
+        raise TypeError("classify_captions takes a list of captions, not a single string")
+    if not len(captions):
+        return np.zeros(0, dtype=np.int64), np.zeros((0, NUM_DIGITS), dtype=np.float32)
+    model.eval()
+    probs = []
+    for start in range(0, len(captions), CLASSIFY_BATCH_SIZE):
+        inputs = tokenize_captions(list(captions[start : start + CLASSIFY_BATCH_SIZE]))
+        probs.append(model(**inputs).softmax(dim=-1))
+    p = torch.cat(probs).numpy().astype(np.float32)
+    return p.argmax(axis=1).astype(np.int64), p
+
+
+def caption_correct_per_row(model: CaptionClassifier, captions: Sequence[str], labels: np.ndarray) -> dict[str, np.ndarray]:
+    """{CAPTION_METRIC: (N,) 1.0 where caption i is classified as labels[i]}: what the gate resamples."""
+    predicted, _ = classify_captions(model, captions)
+    return {CAPTION_METRIC: (predicted == np.asarray(labels)).astype(np.float64)}
+
+
+def evaluate_caption_classifier(model: CaptionClassifier, captions: Sequence[str], labels: np.ndarray) -> dict[str, float]:
+    """Headline metrics of the lora family on a labelled caption set."""
+    correct = caption_correct_per_row(model, captions, labels)[CAPTION_METRIC]
+    return {CAPTION_METRIC: float(correct.mean()) if len(correct) else float("nan"), "n_eval": float(len(correct))}
+
+
+@torch.no_grad()
+def time_one_caption(model: CaptionClassifier, caption: str) -> float:
+    """Milliseconds for one caption as the API serves it: tokenize, forward, softmax."""
+    started = time.perf_counter()
+    model(**tokenize_captions([caption])).softmax(dim=-1)
+    return (time.perf_counter() - started) * 1000

@@ -1,0 +1,106 @@
+"""The `lora` family switch: params.yaml chooses it, the saved model names it, the gate keeps families apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from flows.settings import load_params
+from tests.conftest import PROJECT
+
+CAPTIONS = [template.format(word=word) for word in ("zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                    "eight", "nine")
+            for template in ("the digit {word}", "a handwritten {word}", "scan of a {word}")]
+LABELS = np.repeat(np.arange(10), 3)
+
+
+def write_params(tmp_path, **train):
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["train"].update(train)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_shipped_params_train_imagebind_under_the_old_registered_name():
+    params = load_params(PROJECT / "params.yaml")
+    assert params.train.family == "imagebind" and params.registry.model_name == "flywheel-imagebind"
+
+
+def test_the_lora_family_gets_its_own_registered_model_unless_a_name_is_set(tmp_path):
+    assert load_params(write_params(tmp_path, family="lora")).registry.model_name == "flywheel-lora"
+    params = yaml.safe_load(write_params(tmp_path, family="lora").read_text())
+    params["registry"]["model_name"] = "captions"
+    (tmp_path / "named.yaml").write_text(yaml.safe_dump(params))
+    assert load_params(tmp_path / "named.yaml").registry.model_name == "captions"
+
+
+def test_an_unknown_family_stops_at_load_naming_the_value_and_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"train\.family[\s\S]*'imagebind' or 'lora'[\s\S]*input_value='bert'"):
+        load_params(write_params(tmp_path, family="bert"))
+    with pytest.raises(ValueError, match=r"train\.lora\.r"):
+        load_params(write_params(tmp_path, lora={"r": 0}))
+
+
+def test_each_family_is_gated_on_its_own_metrics(tmp_path):
+    from flows.settings import load_settings
+    from flows.stage_config import gate_policy
+
+    lora = load_settings(tmp_path, write_params(tmp_path, family="lora"))
+    assert set(gate_policy(lora).thresholds) == {"caption_acc", "p95_latency_ms", "model_size_mb"}
+    assert set(gate_policy(lora).slices) == {"class"}
+    imagebind = load_settings(tmp_path, PROJECT / "params.yaml")
+    assert "zero_shot_audio_acc" in gate_policy(imagebind).thresholds
+    assert gate_policy(imagebind, "lora").thresholds == gate_policy(lora).thresholds
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from models.lora import ClassifierTraining, LoraSettings
+    from models.lora_family import train_caption_classifier
+
+    return train_caption_classifier(CAPTIONS, LABELS, LoraSettings(), ClassifierTraining(steps=12, batch_size=10, lr=3e-3))
+
+
+def test_training_merges_the_adapters_and_learns(trained):
+    from models.families import family_of
+    from models.lora_family import evaluate_caption_classifier
+
+    assert family_of(trained.model) == "lora"
+    assert not any("lora_" in name for name, _ in trained.model.named_parameters())  # merged: no adapter left
+    assert trained.trainable_parameters / trained.total_parameters < 0.01
+    assert len(trained.losses) == 12 and trained.losses[-1] < trained.losses[0]
+    assert evaluate_caption_classifier(trained.model, CAPTIONS, LABELS)["caption_acc"] > 0.3  # chance 0.1
+
+
+def test_unlabelled_rows_never_reach_training():
+    from models.lora import ClassifierTraining, LoraSettings
+    from models.lora_family import train_caption_classifier
+
+    with pytest.raises(ValueError, match=r"digits 0\.\.9; found \[-1, 0\]"):
+        train_caption_classifier(["a", "b"], np.array([0, -1]), LoraSettings(), ClassifierTraining(steps=1))
+
+
+def test_a_saved_classifier_loads_back_as_the_lora_family_with_the_same_predictions(trained, tmp_path):
+    from models.artifacts import load_caption_classifier, load_model, save_caption_classifier, saved_family
+    from models.lora_family import classify_captions
+
+    directory = save_caption_classifier(trained.model, tmp_path / "classifier")
+    assert saved_family(directory) == "lora"
+    loaded = load_caption_classifier(directory)
+    before, after = classify_captions(trained.model, CAPTIONS), classify_captions(loaded, CAPTIONS)
+    assert (before[0] == after[0]).all() and np.allclose(before[1], after[1], atol=1e-5)
+    with pytest.raises(ValueError, match="holds a 'lora' model"):
+        load_model(directory)
+
+
+def test_the_gate_refuses_to_compare_two_families(trained):
+    from flows.model_stages import _one_family
+    from models.imagebind import ImageBind, ImageBindConfig
+
+    imagebind = ImageBind(ImageBindConfig(image_size=16, audio_n_mels=40, audio_frames=100))
+    with pytest.raises(ValueError, match=r"challenger v2 \(family lora\) and @champion v1 \(family imagebind\) differ"):
+        _one_family("shared-name", {"challenger": "2", "champion": "1"},
+                    {"challenger": trained.model, "champion": imagebind})
+    assert _one_family("flywheel-lora", {"challenger": "2", "champion": None}, {"challenger": trained.model}) == "lora"
