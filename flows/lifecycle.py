@@ -23,6 +23,17 @@ from flows.stage_cache import is_cached_restore
 RETRIED_STAGES: dict[str, int] = {"register": 2, "gate": 1}
 
 
+def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
+    """A failed stage is tried again only for a transient I/O error (features/transient.py) that outlasted
+    the stage's own retries, or a champion that moved while the gate compared (it gates again against the
+    new one); a bad parameter or a rejected model fails at once."""
+    from features.transient import is_transient
+    from models.registry import StaleChampion
+
+    err = state.result(raise_on_failure=False)  # a Failed state's data is the exception
+    return isinstance(err, BaseException) and (is_transient(err) or isinstance(err, StaleChampion))
+
+
 clean_chunk = task(clean_rows_chunk, name="clean-chunk", cache_policy=NO_CACHE)
 
 
@@ -67,7 +78,8 @@ def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
         return restore_cached(name, fn)(*args)
     if name in SUBFLOWS:
         return SUBFLOWS[name](*args)
-    stage = task(fn, name=name, cache_policy=NO_CACHE, retries=RETRIED_STAGES.get(name, 0), retry_delay_seconds=2)
+    stage = task(fn, name=name, cache_policy=NO_CACHE, retries=RETRIED_STAGES.get(name, 0), retry_delay_seconds=2,
+                 retry_condition_fn=worth_retrying)
     return stage(*args)
 
 
