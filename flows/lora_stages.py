@@ -94,7 +94,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     registry = registry_for(settings)
     with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name, "family": "lora"}) as run, \
             tempfile.TemporaryDirectory() as tmp:
-        result = train_caption_classifier(captions, targets, lora, training)
+        result = train_caption_classifier(captions, targets, lora, training, p.torch_threads)
         _log_losses(run.info.run_id, result.losses, -(-len(targets) // training.batch_size))
         golden, golden_version = build_golden_set(settings)
         golden_text, golden_label = golden_captions(golden)

@@ -26,6 +26,7 @@ from models.lora import (
     tokenize_captions,
     train_classifier,
 )
+from models.train import torch_threads
 
 CAPTION_METRIC = "caption_acc"  # share of golden captions classified as their digit
 CLASSIFY_BATCH_SIZE = 128  # captions per forward pass; bounds memory, not results
@@ -41,8 +42,11 @@ class CaptionTrainingResult:
 
 
 def train_caption_classifier(captions: Sequence[str], labels: np.ndarray, lora: LoraSettings,
-                             training: ClassifierTraining) -> CaptionTrainingResult:
-    """Fine-tune adapters and head on labelled captions (labels 0..9), then merge the adapters away."""
+                             training: ClassifierTraining, num_threads: int | None = 1) -> CaptionTrainingResult:
+    """Fine-tune adapters and head on labelled captions (labels 0..9), then merge the adapters away.
+
+    `num_threads`: torch's intra-op threads while training (restored after; None: leave as is).
+    """
     labels = np.asarray(labels, dtype=np.int64)
     if len(captions) != len(labels):
         raise ValueError(f"{len(labels)} labels for {len(captions)} captions")
@@ -51,7 +55,8 @@ def train_caption_classifier(captions: Sequence[str], labels: np.ndarray, lora: 
     started = time.perf_counter()
     model = build_lora_classifier(lora, seed=training.seed)
     trainable, total = count_parameters(model)
-    losses = train_classifier(model, tokenize_captions(list(captions)), torch.from_numpy(labels), training)
+    with torch_threads(num_threads):
+        losses = train_classifier(model, tokenize_captions(list(captions)), torch.from_numpy(labels), training)
     return CaptionTrainingResult(merge_lora(model), losses, trainable, total, time.perf_counter() - started)
 
 

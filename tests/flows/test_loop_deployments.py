@@ -28,7 +28,11 @@ def test_prefect_yaml_describes_the_scheduled_deployments_of_params_yaml():
     assert by_name["flywheel-ingest"]["parameters"]["source"] == schedule["ingest_source"]
     (trigger,) = by_name["flywheel-retrain"]["triggers"]
     assert trigger["expect"] == ["flywheel.drift.detected"]
-    assert trigger["match"]["prefect.resource.id"] == f"flywheel.model.{params['registry']['model_name']}"
+    # The shipped family's registered model (params.yaml registry.model_name, null: flywheel-<train.family>).
+    from flows.settings import load_params
+
+    model_name = load_params(PROJECT / "params.yaml").registry.model_name
+    assert trigger["match"]["prefect.resource.id"] == f"flywheel.model.{model_name}"
 
 
 @pytest.fixture(scope="module")
