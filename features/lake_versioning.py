@@ -31,8 +31,10 @@ if TYPE_CHECKING:
 REMOTE_NAME = "lake"
 DEFAULT_REMOTE_DIR = "dvc-remote"  # under FLYWHEEL_HOME, beside the project's own DVC remote
 # Work names of atomic writes (`features/atomic.py`): staging and trash folders, and the temporary files a
-# writer killed mid-write leaves (`.<name>.pid<N>-<host>.…`), if a folder holding them is ever tracked.
-DVCIGNORE_LINES = ("# written by flywheel: work folders, never part of a version", ".staging-*/", ".trash-*/", ".*.pid[0-9]*")
+# writer killed mid-write leaves (`.<name>.pid<N>-<host>.…`); lock files (`features/locks.py`). Never part
+# of a version, if a folder holding them is tracked (the golden set's folder holds its own small lake).
+DVCIGNORE_LINES = ("# written by flywheel: work folders, never part of a version", ".staging-*/", ".trash-*/", ".*.pid[0-9]*",
+                   ".locks/")
 
 
 def _disable_telemetry() -> None:
