@@ -38,6 +38,12 @@ def _owner() -> str:
     return f"pid{os.getpid()}-{_HOST}"
 
 
+def work_name(label: str) -> str:
+    """A dot-name prefix for a temporary file or folder of this process, which `remove_orphans` sweeps
+    once the process is gone (for `tempfile.mkdtemp(prefix=...)` and the like)."""
+    return f".{label}.{_owner()}."
+
+
 def _temp_name(path: Path) -> str:
     return f".{path.name}.{_owner()}."
 

@@ -22,11 +22,12 @@ from typing import Any, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from features.atomic import make_staging_dir, publish_directory
+from features.atomic import make_staging_dir, publish_directory, work_name
 from features.io import save_json
 from features.locks import ingest_lock
 from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, resolve_inside
 from features.records import BatchError, QuarantineRecord, StageReport
+from features.transient import retry_transient
 
 ROWS_NAME = "rows.jsonl"
 DONE_NAME = "_SUCCESS.json"
@@ -263,9 +264,16 @@ def ingest_batch(source: Path | str, lake_raw: Path, storage_options: dict[str, 
         folder = Path(root)
         return _ingest_folder(folder, lake_raw, source if "://" in source else str(folder.resolve()))
     lake_raw.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=lake_raw, prefix=".landing-") as landing:
-        _download_batch(fs, root, source, Path(landing))
-        return _ingest_folder(Path(landing), lake_raw, source, origin=source)
+    return _ingest_remote(fs, root, source, lake_raw)
+
+
+@retry_transient("copy a landing batch from its object store")
+def _ingest_remote(fs: fsspec.AbstractFileSystem, root: str, uri: str, lake_raw: Path) -> IngestResult:
+    """Download into a fresh local landing folder and ingest it; an unreachable store (BatchError raised
+    from a connection error) is tried again from scratch, never from a half-downloaded folder."""
+    with tempfile.TemporaryDirectory(dir=lake_raw, prefix=work_name("landing")) as landing:
+        _download_batch(fs, root, uri, Path(landing))
+        return _ingest_folder(Path(landing), lake_raw, uri, origin=uri)
 
 
 def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None) -> IngestResult:

@@ -139,3 +139,18 @@ def test_a_model_whose_artifacts_are_incomplete_is_not_registered(sqlite_registr
         register_candidate(sqlite_registry, failed, {})
     assert sqlite_registry.client().search_model_versions(f"name='{sqlite_registry.model_name}'") == []
     assert sqlite_registry.alias_version(CHALLENGER) is None
+
+
+def test_an_unreachable_object_store_is_retried_then_the_ingest_fails_clearly(closed_port, tmp_path, caplog):
+    """An s3:// landing batch whose endpoint refuses connections: the download is tried again with
+    backoff (each time into a fresh landing folder), then BatchError names the batch; nothing is ingested."""
+    from features.ingest import ingest_batch, list_ingested_batches
+    from features.records import BatchError
+
+    options = {"endpoint_url": f"http://127.0.0.1:{closed_port}", "key": "k", "secret": "s",
+               "config_kwargs": {"retries": {"max_attempts": 1}}}  # botocore's own retries off: ours are tested
+    with caplog.at_level(logging.WARNING, logger="flywheel.retry"), pytest.raises(BatchError, match="s3://landing/b1"):
+        ingest_batch("s3://landing/b1", tmp_path / "raw", options)
+    retries = [r.getMessage() for r in caplog.records if r.name == "flywheel.retry"]
+    assert len(retries) == 4 and all("copy a landing batch from its object store" in m for m in retries)
+    assert list_ingested_batches(tmp_path / "raw") == [] and not list((tmp_path / "raw").iterdir())
