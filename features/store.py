@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import pandas as pd
 
 from features.io import save_parquet
+from features.transient import retry_transient
 from features.transform import AUDIO_FEATURES, CAPTION_FEATURES, CATEGORICAL_FEATURES, IMAGE_FEATURES
 
 REPO_DIR = Path(__file__).parent / "repo"
@@ -110,12 +111,14 @@ def _definitions():
     return importlib.reload(module) if module else importlib.import_module("definitions")
 
 
+@retry_transient("apply and materialize the feature store")
 def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None = None,
                           services: FeastServices = FeastServices()) -> dict[str, int]:
     """`feast apply` through the Python API, then materialize [start, end] into the online store.
 
     An explicit window, not `materialize_incremental`: a late batch carries event times older
-    than the last materialization, and incremental mode would skip them.
+    than the last materialization, and incremental mode would skip them. Both steps are idempotent,
+    so a registry (Postgres) or online store (Redis) connection lost midway is retried whole.
     """
     store = open_store(feast_dir, services)
     defs = _definitions()
@@ -128,6 +131,7 @@ def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None
     return {view.name: len(pd.read_parquet(feast_dir / "data" / f"{view.name}.parquet")) for view in present}
 
 
+@retry_transient("read the training frame from the feature store")
 def get_training_frame(feast_dir: Path, entity_rows: pd.DataFrame,
                        services: FeastServices = FeastServices()) -> pd.DataFrame:
     """Point-in-time correct retrieval of the `training` feature service for (sample_id, event_timestamp) rows."""

@@ -72,6 +72,8 @@ def _is_transient_one(err: BaseException) -> bool:
             return str(getattr(err, "response", {}).get("Error", {}).get("Code")) in _TRANSIENT_S3_CODES
     if module.startswith(("psycopg", "sqlalchemy")) and name in ("OperationalError", "InterfaceError", "DisconnectionError"):
         return True
+    if module.startswith("redis") and name in ("ConnectionError", "TimeoutError", "BusyLoadingError"):  # Feast online store
+        return True
     if module.startswith("dvc"):
         # A failed upload (the remote unreachable) or the repo lock held by another process: a push
         # only copies what the remote lacks, so trying again is safe.

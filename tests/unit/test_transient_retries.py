@@ -40,6 +40,10 @@ def test_connection_failures_of_each_client_are_transient(closed_port, monkeypat
     assert is_transient(_raised(lambda: psycopg.connect(f"postgresql://postgres@127.0.0.1:{closed_port}/x", connect_timeout=3)))
     assert is_transient(RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "server restarting"}))
     assert is_transient(ConnectionResetError(104, "Connection reset by peer"))
+    import redis
+
+    online_down = _raised(lambda: redis.Redis(port=closed_port, socket_connect_timeout=2).ping())
+    assert isinstance(online_down, redis.RedisError) and is_transient(online_down)  # Feast's Redis online store
 
 
 def test_deterministic_failures_are_not_transient():
