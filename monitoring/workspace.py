@@ -7,6 +7,7 @@ from pathlib import Path
 from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel
 from evidently.ui.workspace import Project, Workspace
 
+from features.atomic import atomic_path
 from monitoring.dashboard import TabPanel, build_dashboard_panels
 from monitoring.drift import DriftResult
 
@@ -26,9 +27,9 @@ def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, html
     project = ensure_project(workspace, project_name)
     run = workspace.add_run(project.id, result.snapshot, name=f"batch {batch_id}" if batch_id else None)
     if html_path is not None:
-        html_path.parent.mkdir(parents=True, exist_ok=True)
         # Snapshot.save_html silently writes nothing when given a Path (Evidently 0.7.23).
-        result.snapshot.save_html(str(html_path))
+        with atomic_path(html_path, suffix=".html") as tmp:  # a reader never sees half a report
+            result.snapshot.save_html(str(tmp))
     return str(run.id)
 
 
