@@ -65,6 +65,18 @@ def test_deterministic_failures_are_not_transient():
     assert is_transient(ClientError({"Error": {"Code": "SlowDown"}}, "PutObject"))
     assert is_transient(UploadError(3))  # the lake push: only copies what the remote lacks, safe to repeat
 
+    def wrapped(suppress: bool) -> BaseException:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as err:
+            try:
+                raise (BatchError("bad config") if suppress else BatchError("cannot read manifest.jsonl")) from (None if suppress else err)
+            except BatchError as outer:
+                return outer
+
+    assert is_transient(wrapped(suppress=False))  # raised from a refused connection: worth another try
+    assert not is_transient(wrapped(suppress=True))  # `from None`: the connection error is not its cause
+
 
 def test_a_transient_failure_is_retried_and_logged_a_deterministic_one_is_not(caplog):
     calls = []
