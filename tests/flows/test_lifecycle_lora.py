@@ -131,7 +131,8 @@ def test_the_api_serves_a_lora_champion_for_text_classification_only(lora_runs):
     assert list(served["modality"]) == ["text"] and served["prediction"].notna().all()
 
 
-def test_batch_scoring_with_a_lora_champion_logs_its_caption_classes(lora_runs):
+def test_batch_scoring_with_a_lora_champion_logs_caption_classes_that_monitoring_checks(lora_runs, tmp_path):
+    from flows.monitor_stage import monitor_inference_log
     from flows.serving import score_batch
     from models.serving.inference_log import load_inference_log
 
@@ -141,3 +142,20 @@ def test_batch_scoring_with_a_lora_champion_logs_its_caption_classes(lora_runs):
     log = load_inference_log(settings.paths.inference, None)
     batch = log[log["endpoint"] == "batch/classify"]
     assert len(batch) == scored.records and batch["prediction"].between(0, 9).all()
+    checked = monitor_inference_log(settings, tmp_path)
+    assert checked["status"] in {"drift", "no_drift"}
+    assert list(checked["checks"]["prediction_drift"]["items"]) == ["text"]
+    assert checked["checks"]["embedding_drift"]["status"] == "skipped" and "lora" in checked["checks"]["embedding_drift"]["reason"]
+
+
+def test_too_few_labelled_captions_stop_training_with_the_count_and_the_setting(lora_runs):
+    import dataclasses
+
+    from flows.model_stages import stage_train
+
+    settings, _, _ = lora_runs
+    lora = settings.params.train.lora.model_copy(update={"min_labelled_rows": 10_000})
+    params = settings.params.model_copy(update={"train": settings.params.train.model_copy(update={"lora": lora})})
+    with pytest.raises(ValueError, match=r"has \d+ captions with a trusted label; the lora family needs at least "
+                                         r"train\.lora\.min_labelled_rows=10000"):
+        stage_train(dataclasses.replace(settings, params=params), "too-few-labels")
