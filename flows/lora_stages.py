@@ -140,6 +140,6 @@ def caption_votes(model, shards: Iterable[ModelInputs]):
         sample_ids.extend(inputs.sample_id)
         label, probs = classify_captions(model, [str(c) for c in inputs.caption])
         predicted.append(label)
-        confidence.append(np.where(inputs.has_caption, probs.max(axis=1) if len(label) else 0.0, 0.0))
+        confidence.append(np.where(inputs.has_caption, probs.max(axis=1), 0.0))  # no caption: never votes
     return ModelVotes(sample_ids, {"text": np.concatenate(predicted) if predicted else np.zeros(0, np.int64)},
                       {"text": np.concatenate(confidence) if confidence else np.zeros(0)})

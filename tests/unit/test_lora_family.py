@@ -53,6 +53,11 @@ def test_each_family_is_gated_on_its_own_metrics(tmp_path):
     imagebind = load_settings(tmp_path, PROJECT / "params.yaml")
     assert "zero_shot_audio_acc" in gate_policy(imagebind).thresholds
     assert gate_policy(imagebind, "lora").thresholds == gate_policy(lora).thresholds
+    params = yaml.safe_load(write_params(tmp_path, family="lora").read_text())
+    params["gate"]["lora"]["thresholds"] = {}
+    (tmp_path / "no-gate.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ValueError, match=r"gate\.lora\.thresholds is empty"):
+        gate_policy(load_settings(tmp_path, tmp_path / "no-gate.yaml"))
 
 
 @pytest.fixture(scope="module")
