@@ -25,6 +25,23 @@ def registered_version_of(settings: Settings, training_run: str) -> str | None:
     return min((str(v.version) for v in found), key=int, default=None)
 
 
+def close_abandoned_training_runs(settings: Settings, checkpoint_dir: Path) -> list[str]:
+    """Mark KILLED the MLflow runs an earlier, killed attempt at this training left RUNNING (tagged with
+    the same checkpoint folder); returns their ids."""
+    from models.registry import EXPERIMENT
+
+    registry = registry_for(settings)
+    client = registry.client()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        return []
+    found = client.search_runs([experiment.experiment_id],
+                               f"tags.checkpoint_dir = '{checkpoint_dir}' and attributes.status = 'RUNNING'")
+    for run in found:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in found]
+
+
 def register_once(settings: Settings, train: TrainOutcome, lineage: dict[str, str]) -> str:
     """`stage_register` unless a version of this training run exists (an earlier attempt registered it);
     then @challenger is set on it again, in case the attempt died before doing so."""

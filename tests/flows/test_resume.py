@@ -8,7 +8,8 @@ registry must hold what one uninterrupted run left in another home. Each kill co
 start (the libraries' imports), so the points are the representative ones:
   * `transform:after`: a data stage's side effects done (feature-table upserts, model-input shards,
     quarantine file), its record not written: the next attempt repeats it, and writes must replace;
-  * `train-epoch-6` (of 4 + 4 epochs): training resumes from its last epoch checkpoint;
+  * `train-epoch-6` (of 4 + 4 epochs): training resumes from its last epoch checkpoint, and the
+    MLflow run the killed attempt left RUNNING is closed (KILLED);
   * `register:after`: a version registered but not recorded: the next attempt must find it, not
     register a second one;
   * `gate:after`: the version gated and promoted but not recorded: the next attempt must take the
@@ -90,6 +91,7 @@ def lifecycle_state(home: Path) -> dict:
     uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
     client = MlflowClient(uri, uri)
     versions = client.search_model_versions(f"name='{MODEL}'")
+    experiment = client.get_experiment_by_name("flywheel-lifecycle").experiment_id
     champion = client.get_model_version_by_alias(MODEL, "champion")
     return {
         "batches": batches,
@@ -100,6 +102,7 @@ def lifecycle_state(home: Path) -> dict:
         "feature_duplicates": {name: int(t.duplicated(["sample_id", "batch_id"]).sum()) for name, t in tables.items()},
         "quarantine": {f"{p.parent.name}/{p.name}": _lines(p) for p in sorted((home / "quarantine").glob("*/*.jsonl"))},
         "model_versions": sorted(int(v.version) for v in versions),
+        "open_runs": len(client.search_runs([experiment], "attributes.status = 'RUNNING'")),  # none left RUNNING
         "champion": str(champion.version),
         "metrics": {k: client.get_run(champion.run_id).data.metrics[k] for k in METRICS},
     }
