@@ -44,10 +44,11 @@ def _chain(err: BaseException) -> Iterator[BaseException]:
     """The error and the ones it was raised from or during (MLflow rewraps without `from`), as a traceback
     shows them: `raise … from None` ends the chain."""
     seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    link: BaseException | None = err
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
 
 
 def _is_transient_one(err: BaseException) -> bool:
