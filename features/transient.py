@@ -97,9 +97,9 @@ def _log_retry(what: str, attempts: int) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
+        first_line = (str(err).splitlines() or [""])[0][:300] if err else ""
         logger.warning("%s failed on attempt %d/%d with a transient error (%s: %s); retrying in %.1f s",
-                       what, state.attempt_number, attempts, type(err).__name__, str(err).splitlines()[0][:300] if err else "",
-                       wait)
+                       what, state.attempt_number, attempts, type(err).__name__, first_line, wait)
     return before_sleep
 
 

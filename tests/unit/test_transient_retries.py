@@ -70,7 +70,7 @@ def test_deterministic_failures_are_not_transient():
             raise ConnectionRefusedError(111, "Connection refused")
         except ConnectionRefusedError as err:
             try:
-                raise (BatchError("bad config") if suppress else BatchError("cannot read manifest.jsonl")) from (None if suppress else err)
+                raise BatchError("cannot read manifest.jsonl") from (None if suppress else err)
             except BatchError as outer:
                 return outer
 
