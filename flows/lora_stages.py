@@ -19,6 +19,7 @@ import numpy as np
 from flows.settings import Settings
 from flows.stage_config import registry_for
 from models.evaluate import EvalData
+from models.families import LORA_FAMILY
 from models.inputs import ModelInputs
 
 LOSS_METRIC = "lora.loss"  # cross-entropy per optimiser step
@@ -55,13 +56,6 @@ def _log_losses(run_id: str, losses: list[float], steps_per_epoch: int) -> None:
         client.log_batch(run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)
 
 
-def _per_class_metrics(model, captions: list[str], labels: np.ndarray) -> dict[str, float]:
-    from models.lora_family import CAPTION_METRIC, caption_correct_per_row
-
-    correct = caption_correct_per_row(model, captions, labels)[CAPTION_METRIC]
-    return {f"per_class_{CAPTION_METRIC}_{k}": float(correct[labels == k].mean()) for k in np.unique(labels)}
-
-
 def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,
                      data_version: str | None = None):
     """Train the caption classifier on the window's captions with trusted labels (unlabelled rows are
@@ -74,7 +68,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     from flows.model_stages import TrainOutcome, build_golden_set, training_window
     from models.artifacts import save_caption_classifier
     from models.lora import NUM_DIGITS, ClassifierTraining, LoraSettings
-    from models.lora_family import classify_captions, evaluate_caption_classifier, train_caption_classifier
+    from models.lora_family import caption_metrics, classify_captions, train_caption_classifier
     from models.plots import confusion_matrix_figure
     from models.pyfunc import caption_classifier_flavour
     from models.registry import log_training_run
@@ -92,30 +86,30 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     lora = LoraSettings(r=p.r, alpha=p.alpha, dropout=p.dropout)
     training = ClassifierTraining(steps=p.steps, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, seed=seed)
     registry = registry_for(settings)
-    with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name, "family": "lora"}) as run, \
+    with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name, "family": LORA_FAMILY}) as run, \
             tempfile.TemporaryDirectory() as tmp:
         result = train_caption_classifier(captions, targets, lora, training, p.torch_threads)
         _log_losses(run.info.run_id, result.losses, -(-len(targets) // training.batch_size))
         golden, golden_version = build_golden_set(settings)
         golden_text, golden_label = golden_captions(golden)
-        metrics = evaluate_caption_classifier(result.model, golden_text, golden_label)
-        figure = confusion_matrix_figure(golden_label, classify_captions(result.model, golden_text)[0], NUM_DIGITS,
-                                         "Caption classifier, golden set")
+        predicted, _ = classify_captions(result.model, golden_text)
+        metrics = caption_metrics(predicted, golden_label)
+        figure = confusion_matrix_figure(golden_label, predicted, NUM_DIGITS, "Caption classifier, golden set")
         mlflow.log_figure(figure, "plots/confusion_caption.png")
         plt.close(figure)
         model_dir = save_caption_classifier(result.model, Path(tmp) / "classifier")
         params: dict[str, Any] = {
-            "family": "lora", **{f"lora.{k}": v for k, v in asdict(lora).items()},
-            **{f"train.{k}": v for k, v in asdict(training).items()},
+            "family": LORA_FAMILY, **{f"lora.{k}": v for k, v in asdict(lora).items()},
+            **{f"train.{k}": v for k, v in asdict(training).items()}, "train.torch_threads": p.torch_threads,
             "model.trainable_parameters": result.trainable_parameters, "model.total_parameters": result.total_parameters,
             "data.batches": ",".join(batches), "data.rows": len(inputs), "data.labelled": len(labelled)}
         logged = log_training_run(
             registry, model_dir, params, [],
-            {**(label_metrics or {}), **metrics, **_per_class_metrics(result.model, golden_text, golden_label),
-             "train_seconds": result.seconds, "trainable_share": result.trainable_parameters / result.total_parameters},
-            {"golden_version": golden_version, "flow_run": run_name, "family": "lora"}, run_name,
+            {**(label_metrics or {}), **metrics, "train_seconds": result.seconds, "trainable_share": result.trainable_parameters / result.total_parameters},
+            {"golden_version": golden_version, "flow_run": run_name, "family": LORA_FAMILY}, run_name,
             dataset=TrainingDataset(list(inputs.sample_id), label, data_version), flavour=caption_classifier_flavour())
-    return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(inputs), len(labelled), result.seconds,
+    headline = {k: v for k, v in metrics.items() if not k.startswith("per_class_")}  # per class: in MLflow only
+    return TrainOutcome(logged.run_id, logged.model_uri, headline, batches, len(inputs), len(labelled), result.seconds,
                         golden_version)
 
 

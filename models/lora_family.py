@@ -82,10 +82,18 @@ def caption_correct_per_row(model: CaptionClassifier, captions: Sequence[str], l
     return {CAPTION_METRIC: (predicted == np.asarray(labels)).astype(np.float64)}
 
 
+def caption_metrics(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """`caption_acc`, `n_eval` and the accuracy per class (`per_class_caption_acc_{k}`) of predicted digits."""
+    labels = np.asarray(labels)
+    correct = (np.asarray(predicted) == labels).astype(np.float64)
+    metrics = {CAPTION_METRIC: float(correct.mean()) if len(correct) else float("nan"), "n_eval": float(len(correct))}
+    metrics |= {f"per_class_{CAPTION_METRIC}_{k}": float(correct[labels == k].mean()) for k in np.unique(labels)}
+    return metrics
+
+
 def evaluate_caption_classifier(model: CaptionClassifier, captions: Sequence[str], labels: np.ndarray) -> dict[str, float]:
-    """Headline metrics of the lora family on a labelled caption set."""
-    correct = caption_correct_per_row(model, captions, labels)[CAPTION_METRIC]
-    return {CAPTION_METRIC: float(correct.mean()) if len(correct) else float("nan"), "n_eval": float(len(correct))}
+    """Headline and per-class metrics of the lora family on a labelled caption set."""
+    return caption_metrics(classify_captions(model, captions)[0], labels)
 
 
 @torch.no_grad()

@@ -77,6 +77,9 @@ def test_the_lora_run_logs_its_training_and_a_text_pyfunc(lora_runs):
     run = client.get_run(first.train["mlflow_run_id"])
     assert run.data.params["family"] == "lora" and run.data.params["lora.r"] == "8"
     assert float(run.data.metrics["trainable_share"]) < 0.01
+    assert run.data.metrics["caption_acc"] == first.train["metrics"]["caption_acc"]
+    assert any(name.startswith("per_class_caption_acc_") for name in run.data.metrics)
+    assert "plots/confusion_caption.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     losses = client.get_metric_history(run.info.run_id, "lora.loss")
     assert len(losses) == STEPS and losses[-1].value < losses[0].value
     assert client.get_metric_history(run.info.run_id, "lora.epoch_loss")
@@ -103,6 +106,7 @@ def test_a_lora_champion_votes_on_captions_and_monitoring_skips_embeddings_with_
 
 def test_the_api_serves_a_lora_champion_for_text_classification_only(lora_runs):
     import base64
+    import threading
 
     from fastapi.testclient import TestClient
 
@@ -126,9 +130,21 @@ def test_the_api_serves_a_lora_champion_for_text_classification_only(lora_runs):
         search = client.post("/search", json={"modality": "text", "text": "seven", "target": "text"})
         assert search.status_code == 422
         assert client.post("/classify", json={"modality": "text", "text": "  "}).status_code == 422
+        statuses: list[int] = []  # requests in parallel threads share one tokenizer and one model
+
+        def classify_many(word: str) -> None:
+            statuses.extend(client.post("/classify", json={"modality": "text", "text": f"le chiffre {word}"}).status_code
+                            for _ in range(10))
+
+        threads = [threading.Thread(target=classify_many, args=(word,)) for word in ("trois", "sept", "neuf")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert statuses == [200] * 30
     log = load_inference_log(settings.paths.inference, None)
     served = log[(log["endpoint"] == "/classify") & (log["status"] == 200)]
-    assert list(served["modality"]) == ["text"] and served["prediction"].notna().all()
+    assert set(served["modality"]) == {"text"} and len(served) == 31 and served["prediction"].notna().all()
 
 
 def test_batch_scoring_with_a_lora_champion_logs_caption_classes_that_monitoring_checks(lora_runs, tmp_path):
