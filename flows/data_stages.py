@@ -47,11 +47,11 @@ def load_clean_rows(clean_dir: Path) -> pd.DataFrame:
 
 
 def without_quarantined(rows: pd.DataFrame, quarantine_dir: Path, batch_id: str, stage: str) -> pd.DataFrame:
-    """`rows` less those `stage` quarantined in this batch, in order: what the stage returned (a cached stage)."""
+    """`rows` less those `stage` quarantined in this batch, in order: what the stage returned (a cached stage).
+    The stage always wrote its quarantine file (empty or not): FileNotFoundError when it is gone."""
     from features.io import load_jsonl
 
-    path = quarantine_dir / batch_id / f"{stage}.jsonl"
-    dropped = {record["sample_id"] for record in load_jsonl(path)} if path.exists() else set()
+    dropped = {record["sample_id"] for record in load_jsonl(quarantine_dir / batch_id / f"{stage}.jsonl")}
     return rows[~rows["sample_id"].isin(dropped)].reset_index(drop=True)
 
 

@@ -13,7 +13,7 @@ effect of the stage (lake, feature store, quarantine, registry), so a process ki
 either left a complete record or none; without one the stage is computed again, which every
 stage tolerates (writes replace, registration and promotion look for what an earlier attempt left).
 A stage whose record exists is not recomputed: its outputs are re-loaded from the lake and the
-stores they name (`restore`). `flywheel run --resume RUN_ID` and a plain re-run of the same batch
+stores they name (`restore`); a record whose files are gone (FileNotFoundError) is computed again. `flywheel run --resume RUN_ID` and a plain re-run of the same batch
 both walk the stages in order and so continue from the first one without a record.
 
 Why our own records rather than Prefect's cache policies: `flywheel run --plain` (and the DVC
@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import time
@@ -45,6 +46,7 @@ from typing import Any, Callable, Sequence
 from features.io import save_json
 
 FAULT_ENV = "FLYWHEEL_FAULT_AT"
+log = logging.getLogger(__name__)
 
 # The modules whose source is a stage's code version; editing one recomputes that stage (and,
 # through the chained keys, everything downstream of it). The stage functions themselves live in
@@ -224,9 +226,13 @@ class StageRunner:
                 return restore(outputs)
 
             restore_stage.flywheel_cached_key = key  # type: ignore[attr-defined]
-            value = self.call(stage, restore_stage, found.outputs)
-            self.entries[stage] = {"key": key, "cached": True, "computed_by": found.run_id, "seconds": found.seconds}
-            return value, found.outputs, True
+            try:
+                value = self.call(stage, restore_stage, found.outputs)
+            except FileNotFoundError as err:  # the lake lost what the record names: compute it again
+                log.warning("stage %s: record %s names outputs that are gone (%s); computing it again", stage, key, err)
+            else:
+                self.entries[stage] = {"key": key, "cached": True, "computed_by": found.run_id, "seconds": found.seconds}
+                return value, found.outputs, True
         started = time.perf_counter()
         value, outputs = compute(key)
         outputs = json.loads(json.dumps(outputs, default=str))  # what a reuse will read back

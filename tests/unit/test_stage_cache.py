@@ -81,6 +81,21 @@ def test_a_completed_stage_is_reused_and_not_computed_again(tmp_path):
     assert no_cache.run("label", key, compute, lambda outputs: 0)[2] is False and len(computed) == 2
 
 
+def test_a_record_whose_outputs_are_gone_is_computed_again(tmp_path):
+    store = StageStore(tmp_path / "stages")
+    call = lambda name, fn, *args: fn(*args)  # noqa: E731
+    first = StageRunner(store, project_params(), "run-1", call)
+    key = first.key("clean", ["ingest-x"])
+    first.run("clean", key, lambda _key: (1, {"rows": str(tmp_path / "rows.parquet")}), lambda outputs: None)
+
+    def load_rows(outputs):
+        raise FileNotFoundError(outputs["rows"])  # the lake folder was removed by hand
+
+    second = StageRunner(store, project_params(), "run-2", call)
+    assert second.run("clean", key, lambda _key: (2, {"rows": "again"}), load_rows) == (2, {"rows": "again"}, False)
+    assert store.load(key).run_id == "run-2"
+
+
 def test_the_fault_hook_kills_only_at_its_point():
     script = ("from flows.stage_cache import fault_point\n"
               "fault_point('clean:before')\nprint('alive', flush=True)\nfault_point('clean:after')\nprint('not reached')")
