@@ -10,6 +10,7 @@ a few seconds, and started again, which takes another 10-12 s before it answers.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -98,8 +99,14 @@ def _versions(url: str, name: str) -> list[dict]:
     return _get(f"{url}/api/2.0/mlflow/model-versions/search?filter={query}").get("model_versions", [])
 
 
+def _retries_logged(caplog) -> list[str]:
+    """Retries the run's requests went through: MLflow's per-request ones (urllib3) and the registry's own."""
+    return [r.getMessage() for r in caplog.records
+            if (r.name.startswith("urllib3") and "Retrying" in r.getMessage()) or r.name == "flywheel.retry"]
+
+
 def test_a_lifecycle_run_survives_the_tracking_server_crashing_while_it_trains(server, fast_params, demo_batch_factory,
-                                                                               tmp_path, monkeypatch):
+                                                                               tmp_path, monkeypatch, caplog):
     from flows.pipeline import run_stages
 
     running, lock_uri = server
@@ -115,6 +122,7 @@ def test_a_lifecycle_run_survives_the_tracking_server_crashing_while_it_trains(s
         except BaseException as err:  # reported by the main thread
             outcome["error"] = err
 
+    caplog.set_level(logging.WARNING)
     worker = threading.Thread(target=lifecycle, daemon=True)
     worker.start()
     deadline = time.monotonic() + 600
@@ -136,9 +144,10 @@ def test_a_lifecycle_run_survives_the_tracking_server_crashing_while_it_trains(s
     alias = _get(f"{running.url}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")["model_version"]
     assert alias["version"] == "1" and alias["run_id"] == record.train["mlflow_run_id"]
     assert [r["info"]["status"] for r in _runs(running.url)] == ["FINISHED"]
+    assert _retries_logged(caplog), "no request met the outage: the test proved nothing"
 
 
-def test_registering_while_the_server_is_down_waits_for_it_and_registers_once(server, tmp_path, monkeypatch):
+def test_registering_while_the_server_is_down_waits_for_it_and_registers_once(server, tmp_path, monkeypatch, caplog):
     """The registration itself meets the outage: a logged model is READY, the server dies, register and
     alias calls retry until it is back; one version, @challenger on it."""
     from models.registry import CHALLENGER, LoggedModel, Registry, register_candidate
@@ -153,6 +162,7 @@ def test_registering_while_the_server_is_down_waits_for_it_and_registers_once(se
     crash = threading.Thread(target=running.crash_for, args=(DOWN_S,))
     crash.start()
     time.sleep(0.5)  # the server is dead when registration starts
+    caplog.set_level(logging.WARNING)
     started = time.time()
     version = register_candidate(registry, LoggedModel(run.info.run_id, f"models:/{model.model_id}"),
                                  {"training_run": run.info.run_id})
@@ -161,3 +171,4 @@ def test_registering_while_the_server_is_down_waits_for_it_and_registers_once(se
     assert started < back and version == "1"
     assert [v["version"] for v in _versions(running.url, "outage-register")] == ["1"]
     assert registry.alias_version(CHALLENGER) == "1"
+    assert _retries_logged(caplog)
