@@ -3,7 +3,7 @@
 # server (the same pinned mlflow and Postgres driver as the clients) and the Evidently UI.
 FROM python:3.11-slim-bookworm
 
-# Telemetry off for every process in the image (STACK_NOTES; flows/env.py has the full list).
+# Telemetry off for every process in the image (STACK_NOTES; features/env.py has the full list).
 ENV DO_NOT_TRACK=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     DVC_NO_ANALYTICS=1 \

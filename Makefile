@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # espeak-ng: demo speech; chromium: the dashboards' browser test (Playwright drives it, downloads none)
 SYSTEM_PACKAGES := espeak-ng chromium
 
-# Telemetry off for every process make starts (see flows/env.py for the full list).
+# Telemetry off for every process make starts (see features/env.py for the full list).
 export DO_NOT_TRACK=1
 export MLFLOW_DISABLE_TELEMETRY=true
 export DVC_NO_ANALYTICS=1

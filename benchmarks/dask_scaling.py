@@ -116,7 +116,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(PROJECT))
-    from flows.env import apply_process_environment
+    from features.env import apply_process_environment
 
     apply_process_environment()
     work = Path(tempfile.mkdtemp(prefix="flywheel-dask-"))

@@ -89,7 +89,7 @@ class RssSampler:
 def measure(batch: Path, work: Path) -> dict:
     """Run the data stages as plain functions; seconds and peak RSS per stage and for the process."""
     sys.path.insert(0, str(PROJECT))
-    from flows.env import apply_process_environment
+    from features.env import apply_process_environment
 
     apply_process_environment()
     from features.clean import CleanParams, clean_batch

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flows.env import apply_process_environment
+from features.env import apply_process_environment
 
 apply_process_environment()
 

@@ -37,7 +37,7 @@ import numpy as np
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from flows.env import apply_process_environment  # noqa: E402
+from features.env import apply_process_environment  # noqa: E402
 
 apply_process_environment()
 

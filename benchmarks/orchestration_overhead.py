@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(PROJECT))
-    from flows.env import apply_process_environment
+    from features.env import apply_process_environment
     from flows.prefect_server import start_server, stop_server
 
     apply_process_environment()

@@ -6,7 +6,7 @@ error, a bad parameter, a missing model version fail at once, however often they
 Every retry is logged with what failed and when the next attempt comes.
 
 MLflow's HTTP client retries each request itself (`MLFLOW_HTTP_REQUEST_*`, set in
-flows/env.py); this layer sits around whole operations (register a version, move an alias, push
+features/env.py); this layer sits around whole operations (register a version, move an alias, push
 the lake) and only sees what is left once those per-request retries are spent.
 """
 

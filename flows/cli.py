@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.env import apply_process_environment, quiet_library_output
+from features.env import apply_process_environment, quiet_library_output
 
 apply_process_environment()
 quiet_library_output()  # before any library import below can start telemetry
@@ -74,7 +74,7 @@ def ui_commands(settings: Settings) -> dict[str, str]:
     docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
     server = find_running_server(p.prefect)
     return {
-        # A copied command runs in the user's shell, not under flows/env.py: it carries its own switches.
+        # A copied command runs in the user's shell, not under features/env.py: it carries its own switches.
         "MLflow UI": f"DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
         "Prefect UI": f"open {server.removesuffix('/api')}  (running; `flywheel server stop` stops it)" if server
         else f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start   (or `flywheel server start`)",
@@ -90,6 +90,8 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
         data.add_column(column, justify="left" if column in ("stage", "reasons") else "right")
     for name, stage in summary["stages"].items():
         reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("already ingested" if stage.get("skipped") else "")
+        if summary.get("cache", {}).get(name, {}).get("cached") and name != "ingest":
+            reasons = f"(cached) {reasons}".strip()
         data.add_row(name, str(stage["rows_in"]), str(stage["rows_out"]), str(stage["rows_quarantined"]), reasons,
                      f"{summary['seconds'].get(name, 0):.1f}")
     console.print(data)
@@ -99,7 +101,8 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
     model.add_column("seconds", justify="right")
     for name in ("train", "register", "gate", "monitor"):
         if name in summary["seconds"] and name != summary.get("failed_stage"):
-            model.add_row(name, _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
+            cached = "(cached) " if summary.get("cache", {}).get(name, {}).get("cached") else ""
+            model.add_row(name, cached + _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
     if model.row_count:
         console.print(model)
     if summary.get("error"):
@@ -156,23 +159,34 @@ def run(
     server: bool = typer.Option(True, "--server/--ephemeral",
                                 help="reuse (or start once) a local Prefect server, or use a per-run ephemeral API"),
     debug: bool = typer.Option(False, "--debug", help="print the full traceback when a stage fails"),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
+                                         help="continue a failed or killed run from its first incomplete stage"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="compute every stage again, even those recorded as done"),
     home: Optional[Path] = HOME_OPTION,
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Run the whole lifecycle on one landing batch and print the run summary.
 
+    Stages already done on the same inputs (batch content, stage code, their params.yaml entries)
+    are reused, not recomputed, so a re-run of a killed run continues where it stopped.
     Without PREFECT_API_URL the first run starts a local Prefect server in the background and
     later runs reuse it (its UI shows every run; `flywheel server stop` stops it).
     """
     settings = cli_settings(home, params)
+    from flows.pipeline import NotResumable, load_resumable, new_run_id, run_stages
+
+    if resume is not None:
+        try:
+            source = load_resumable(settings, resume)["source"]
+        except NotResumable as err:
+            console.print(f"[red]cannot resume:[/red] {err}")
+            raise typer.Exit(2) from err
     is_uri = "://" in source and not source.startswith("file://")
-    batch: Path | str = source if is_uri else Path(source.removeprefix("file://"))
+    batch: Path | str = source if is_uri else Path(source.removeprefix("file://")).absolute()  # resumable from any folder
     if isinstance(batch, Path) and not (batch / "manifest.jsonl").is_file():
         console.print(f"[red]{source} is not a landing batch[/red] (no manifest.jsonl); make one with `flywheel demo-data --out {source}`")
         raise typer.Exit(2)
-    from flows.pipeline import new_run_id, run_stages
-
-    run_id = new_run_id()
+    run_id = resume or new_run_id()
     started = time.perf_counter()
     try:
         with console.status(f"running the lifecycle on {source} …"):
@@ -182,11 +196,11 @@ def run(
                 from flows.loop import reaction
 
                 preload_libraries(with_prefect=False)
-                run_stages(settings, batch, run_id=run_id, react=reaction(signal=None))  # no events: retrains itself
+                run_stages(settings, batch, run_id=run_id, react=reaction(signal=None), reuse=not no_cache)  # no events: retrains itself
             else:
                 from flows.prefect_runtime import run_lifecycle
 
-                run_lifecycle(settings, batch, run_id, server=server)
+                run_lifecycle(settings, batch, run_id, server=server, reuse=not no_cache)
         failed = False
     except Exception as err:  # the summary records the failing stage and the error
         if debug:

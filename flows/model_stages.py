@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,18 @@ from features.ingest import ingest_batch, list_ingested_batches
 from features.io import save_json
 from flows.settings import Settings
 from flows.stage_config import clean_params, feast_services, gate_policy, input_spec, registry_for
+from models.families import LORA_FAMILY
 from models.gate import GateDecision
 from models.inputs import ModelInputs, build_model_inputs, has_model_inputs, iter_model_inputs, load_model_inputs, save_model_inputs
 
+log = logging.getLogger(__name__)
+
 
 def champion_votes(settings: Settings, batch_id: str):
-    """The champion's zero-shot image and audio predictions on this batch; None before the first champion."""
+    """The champion's zero-shot image and audio predictions on this batch (a lora champion: its caption
+    classes, a `text` vote); None before the first champion."""
     from features.label import ModelVotes
+    from models.families import family_of
     from models.evaluate import DIGIT_PROMPTS, predict_zero_shot
     from models.imagebind import AUDIO, VISION
     from models.registry import CHAMPION, load_version
@@ -33,6 +39,10 @@ def champion_votes(settings: Settings, batch_id: str):
     if version is None:
         return None
     model = load_version(registry, version)
+    if family_of(model) == LORA_FAMILY:
+        from flows.lora_stages import caption_votes
+
+        return caption_votes(model, iter_model_inputs(settings.paths.batch_inputs(batch_id)))
     prompts = encode_texts(list(DIGIT_PROMPTS))
     sample_ids: list[str] = []
     predicted: dict[str, list[np.ndarray]] = {"image": [], "audio": []}
@@ -93,7 +103,8 @@ def build_golden_set(settings: Settings):
             lake.push(relative)
     inputs = load_model_inputs(archive)
     labels = np.array(json.loads(labels_path.read_text()), dtype=np.int64)
-    return EvalData(image=inputs.image, audio=inputs.audio, label=labels, voice=list(inputs.voice)), version.to_tag()
+    return (EvalData(image=inputs.image, audio=inputs.audio, label=labels, voice=list(inputs.voice),
+                     caption=list(inputs.caption)), version.to_tag())
 
 
 def _training_batches(settings: Settings) -> list[str]:
@@ -102,14 +113,33 @@ def _training_batches(settings: Settings) -> list[str]:
             if has_model_inputs(settings.paths.batch_inputs(b))]
 
 
+def training_window(settings: Settings, captions_only: bool) -> tuple[list[str], ModelInputs, np.ndarray]:
+    """The window's batches, its rows with every modality a family trains on (image, audio and
+    caption; or the caption alone) and their trusted labels from the feature store (-1: unknown)."""
+    from features.store import get_training_frame
+
+    batches = _training_batches(settings)
+    inputs = ModelInputs.concat([load_model_inputs(settings.paths.batch_inputs(b)) for b in batches])
+    keep = inputs.has_caption if captions_only else inputs.has_image & inputs.has_audio & inputs.has_caption
+    inputs = inputs.take(np.flatnonzero(keep))
+    if len(inputs) < 2:
+        needed = "a caption" if captions_only else "image, audio and caption"
+        raise ValueError(f"only {len(inputs)} rows with {needed}: too few to train")
+    entity = pd.DataFrame({"sample_id": inputs.sample_id, "event_timestamp": pd.Timestamp.now(tz="UTC")})
+    labelled = get_training_frame(settings.paths.feast, entity, services=feast_services(settings))
+    labelled = labelled.drop_duplicates("sample_id").set_index("sample_id")
+    # Labels the label model is unsure of stay unknown to training (they wait in the review queue).
+    trusted = labelled["label"].where(labelled["label_confidence"].fillna(0) >= settings.params.label.review_threshold)
+    return batches, inputs, trusted.reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)
+
+
 def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,
-                data_version: str | None = None) -> TrainOutcome:
+                data_version: str | None = None, checkpoint_dir: Path | None = None) -> TrainOutcome:
     """Train on every accepted batch so far (labels from the feature store), evaluate on the golden set,
     log the run and the model to MLflow (with this batch's labelling metrics); `data_version` is the
     lake's `lake/inputs@md5`, logged as the run's dataset input."""
     import tempfile
 
-    from features.store import get_training_frame
     from models.artifacts import save_model
     from models.evaluate import DIGIT_PROMPTS, evaluate_model
     from models.imagebind import ImageBindConfig
@@ -118,29 +148,37 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     from models.text import encode_texts
     from models.train import TrainConfig, TrainingData, train_imagebind
 
-    batches = _training_batches(settings)
-    inputs = ModelInputs.concat([load_model_inputs(settings.paths.batch_inputs(b)) for b in batches])
-    inputs = inputs.take(np.flatnonzero(inputs.has_image & inputs.has_audio & inputs.has_caption))
-    if len(inputs) < 2:
-        raise ValueError(f"only {len(inputs)} rows with image, audio and caption: too few to train")
-    entity = pd.DataFrame({"sample_id": inputs.sample_id, "event_timestamp": pd.Timestamp.now(tz="UTC")})
-    labelled = get_training_frame(settings.paths.feast, entity, services=feast_services(settings))
-    labelled = labelled.drop_duplicates("sample_id").set_index("sample_id")
-    # Labels the label model is unsure of stay unknown to training (they wait in the review queue).
-    trusted = labelled["label"].where(labelled["label_confidence"].fillna(0) >= settings.params.label.review_threshold)
-    label = trusted.reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)
+    if settings.params.train.family == LORA_FAMILY:
+        from flows.lora_stages import stage_train_lora
+
+        return stage_train_lora(settings, run_name, label_metrics, data_version)
+    batches, inputs, label = training_window(settings, captions_only=False)
     data = TrainingData(image=inputs.image, audio=inputs.audio, text_emb=encode_texts(list(inputs.caption)), label=label)
     t, tr = settings.params.transform, settings.params.train
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
                                    audio_frames=t.audio_frames)
     train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                                epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                               label_aware=tr.label_aware, grad_clip=tr.grad_clip)
+                               label_aware=tr.label_aware, grad_clip=tr.grad_clip,
+                               # a checkpoint per epoch, resumed from by a re-run (flows/pipeline.py keys the folder)
+                               checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     registry = registry_for(settings)
+    start = champion_start(settings, model_config)
+    if start is not None:
+        train_config = replace(train_config, epochs_stage1=tr.imagebind_lora.epochs_stage1,
+                               epochs_stage2=tr.imagebind_lora.epochs_stage2, lr=tr.imagebind_lora.lr)
     # The run is open while training, so MLflow samples system metrics and the epochs appear live.
-    with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name}) as run, \
+    # The checkpoint folder names the attempt: a re-run closes the run a killed attempt left open.
+    tags = {"flow_run": run_name, **({"checkpoint_dir": str(checkpoint_dir)} if checkpoint_dir else {})}
+    with start_training_run(registry.experiment_id(), run_name, tags) as run, \
             tempfile.TemporaryDirectory() as tmp:
-        result = train_imagebind(data, model_config, train_config, on_epoch=EpochLogger(run.info.run_id, train_config, len(data)))
+        from flows.stage_cache import epoch_fault_points
+        from models.train import STAGE_IMAGE_TEXT
+
+        logger = EpochLogger(run.info.run_id, train_config, len(data))
+        on_epoch = epoch_fault_points(logger, STAGE_IMAGE_TEXT, tr.epochs_stage1)
+        result = train_imagebind(data, model_config, train_config, on_epoch=on_epoch, on_step_losses=logger.record_steps,
+                                 **({} if start is None else {"init_weights": start.weights, "lora": start.lora}))
         golden, golden_version = build_golden_set(settings)
         prompt_emb = encode_texts(list(DIGIT_PROMPTS))
         metrics = evaluate_model(result.model, golden, prompt_emb)
@@ -150,12 +188,54 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
                   {**asdict(input_spec(settings)), "sample_rate": clean.sample_rate, "silence_db": clean.silence_db})
         params = {**{f"model.{k}": v for k, v in asdict(model_config).items()},
                   **{f"train.{k}": v for k, v in asdict(train_config).items()},
-                  "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum())}
+                  "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum()),
+                  "train.init": "scratch" if start is None else f"champion v{start.version}",
+                  **({} if start is None else {f"lora.{k}": v for k, v in asdict(start.lora).items()})}
+        run_tags = {"golden_version": golden_version, "flow_run": run_name,
+                    **({} if start is None else {"fine_tuned_from": start.version})}
         logged = log_training_run(registry, model_dir, params, result.history, {**(label_metrics or {}), **metrics},
-                                  {"golden_version": golden_version, "flow_run": run_name}, run_name,
+                                  run_tags, run_name,
                                   evaluation=RunEvaluation(result.model, golden, prompt_emb),
                                   dataset=TrainingDataset(list(inputs.sample_id), label, data_version))
     return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds, golden_version)
+
+
+@dataclass(frozen=True)
+class ChampionStart:
+    """Where a LoRA fine-tune of the champion starts: its version, weights and the adapters' settings."""
+
+    version: str
+    weights: dict[str, Any]
+    lora: Any  # models.lora.LoraSettings
+
+
+def champion_start(settings: Settings, model_config: Any) -> ChampionStart | None:
+    """With `train.imagebind_lora.enabled` and an ImageBind @champion of this architecture: its weights
+    and the adapters to fine-tune them with; None (train from scratch) otherwise, saying why."""
+    from models.imagebind import ImageBind
+    from models.lora import LoraSettings
+    from models.registry import CHAMPION, load_version
+
+    options = settings.params.train.imagebind_lora
+    if not options.enabled:
+        return None
+    registry = registry_for(settings)
+    version = registry.alias_version(CHAMPION)
+    if version is None:
+        log.info("train.imagebind_lora: no @champion yet, training from scratch")
+        return None
+    champion = load_version(registry, version)
+    if not isinstance(champion, ImageBind):
+        raise ValueError(f"train.imagebind_lora: @champion v{version} of {registry.model_name} is not an ImageBind "
+                         f"({type(champion).__name__}); fine-tune an ImageBind champion or set enabled: false")
+    if champion.config != model_config:
+        differ = sorted(k for k, v in champion.config.to_dict().items() if model_config.to_dict().get(k) != v)
+        log.warning("train.imagebind_lora: @champion v%s has another architecture (%s), training from scratch",
+                    version, ", ".join(differ))
+        return None
+    lora = LoraSettings(r=options.r, alpha=options.alpha, dropout=options.dropout, train_heads=options.train_heads)
+    log.info("train.imagebind_lora: fine-tuning @champion v%s through LoRA r=%d", version, options.r)
+    return ChampionStart(str(version), champion.state_dict(), lora)
 
 
 def stage_register(settings: Settings, train: TrainOutcome, lineage: dict[str, str]) -> str:
@@ -163,7 +243,7 @@ def stage_register(settings: Settings, train: TrainOutcome, lineage: dict[str, s
 
     registry = registry_for(settings)
     tags = {"training_batches": ",".join(train.training_batches), "golden_version": train.golden_version,
-            "training_run": train.mlflow_run_id, **lineage}
+            "training_run": train.mlflow_run_id, "family": settings.params.train.family, **lineage}
     return register_candidate(registry, LoggedModel(train.mlflow_run_id, train.model_uri), tags)
 
 
@@ -186,14 +266,35 @@ def evaluate_gate(settings: Settings, version: str, champion: str | None) -> Gat
     models = {"challenger": load_version(registry, version)}
     if champion is not None:
         models["champion"] = load_version(registry, champion)
-    scores = score_models(models, golden, encode_texts(list(DIGIT_PROMPTS)), settings.params.gate.latency_items)
-    decision = decide(scores["challenger"], scores.get("champion"), gate_policy(settings), golden_groups(golden))
+    family = _one_family(registry.model_name, {"challenger": version, "champion": champion}, models)
+    if family == LORA_FAMILY:
+        from flows.lora_stages import score_lora_family
+
+        scores, groups, golden_rows = score_lora_family(settings, models, golden)
+    else:
+        scores = score_models(models, golden, encode_texts(list(DIGIT_PROMPTS)), settings.params.gate.latency_items)
+        groups, golden_rows = golden_groups(golden), len(golden.label)
+    decision = decide(scores["challenger"], scores.get("champion"), gate_policy(settings, family), groups)
     mv = registry.client().get_model_version(registry.model_name, version)
     tags = dict(mv.tags)
     decision.lineage = {"challenger_version": str(version), "champion_version": champion, "golden_version": golden_version,
-                        "golden_rows": len(golden.label), "training_run": mv.run_id,
+                        "golden_rows": golden_rows, "family": family, "training_run": mv.run_id,
                         **{k: tags[k] for k in LINEAGE_TAGS if k in tags}}
     return decision
+
+
+def _one_family(model_name: str, versions: dict[str, str | None], models: dict[str, Any]) -> str:
+    """The family challenger and champion share; two families are never compared."""
+    from models.families import family_of
+
+    families = {role: family_of(model) for role, model in models.items()}
+    if len(set(families.values())) > 1:
+        raise ValueError(
+            f"{model_name}: challenger v{versions['challenger']} (family {families['challenger']}) and @champion "
+            f"v{versions['champion']} (family {families['champion']}) differ; the gate compares a champion only with its "
+            "own family. Leave params.yaml registry.model_name null (one registered model per family, "
+            "flywheel-<family>) or promote by hand with `flywheel promote VERSION --force --reason …`")
+    return families["challenger"]
 
 
 def stage_gate(settings: Settings, version: str, flow_run: str | None = None) -> GateDecision:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.io import save_json
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from flows.settings import Settings
 from flows.stage_config import input_spec, registry_for
@@ -97,10 +98,7 @@ def latest_clean_batch(settings: Settings) -> str:
 def monitor_batch(settings: Settings, batch_id: str, run_dir: Path) -> tuple[dict[str, Any], MonitorResult | None]:
     """Every check for one batch against the champion's training window (this batch excluded): the
     summary entry, and the result (None when there was nothing to compare against)."""
-    from models.evaluate import DIGIT_PROMPTS
     from models.registry import CHAMPION, load_version
-    from models.text import encode_texts
-    from monitoring.observations import build_monitor_data
 
     registry = registry_for(settings)
     champion = registry.alias_version(CHAMPION)
@@ -110,22 +108,21 @@ def monitor_batch(settings: Settings, batch_id: str, run_dir: Path) -> tuple[dic
     reference_batches = [b for b in window if b and b != batch_id]
     if not reference_batches:
         return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion}, None
-    model, prompts = load_version(registry, champion), encode_texts(list(DIGIT_PROMPTS))
+    model = load_version(registry, champion)
+    observe = _observer(model)
     ref_features, ref_inputs, ref_labels = load_training_window(settings, reference_batches)
-    reference = build_monitor_data(ref_features, ref_inputs, model, prompts, ref_labels)
+    reference = observe(ref_features, ref_inputs, ref_labels)
     features, inputs, labels = load_clean_window(settings, batch_id)
-    current = build_monitor_data(features, inputs, model, prompts, labels)
-    result = run_checks(reference, current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), check_params(settings))
+    current = observe(features, inputs, labels)
+    result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
+                                                            list(CATEGORICAL_FEATURES), check_params(settings)))
     return _summarise(settings, result, run_dir, champion, {"batch": batch_id, "reference_batches": reference_batches}), result
 
 
 def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
     """Prediction and performance drift of the champion's logged predictions since the last check."""
-    from models.evaluate import DIGIT_PROMPTS
     from models.registry import CHAMPION, load_version
     from models.serving.inference_log import load_inference_log
-    from models.text import encode_texts
-    from monitoring.observations import build_monitor_data
 
     registry = registry_for(settings)
     champion = registry.alias_version(CHAMPION)
@@ -141,21 +138,53 @@ def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
         return {"status": "no_records", "since": since, "champion": champion}
     batches = [b for b in registry.version_tags(champion).get("training_batches", "").split(",") if b]
     ref_features, ref_inputs, ref_labels = load_training_window(settings, batches)
-    reference = build_monitor_data(ref_features, ref_inputs, load_version(registry, champion),
-                                   encode_texts(list(DIGIT_PROMPTS)), ref_labels)
+    model = load_version(registry, champion)
+    reference = _observer(model)(ref_features, ref_inputs, ref_labels)
     reference.embeddings, reference.features = {}, None  # the log has neither to compare with
     labels = load_human_labels(settings, pd.DataFrame({"sample_id": log.get("sample_id", pd.Series(dtype=str)).dropna().unique()}))
     current = MonitorData()
-    for modality, part in log[log["modality"].isin(["image", "audio"])].groupby("modality"):
+    for modality, part in log[log["modality"].isin(list(reference.predictions))].groupby("modality"):
         current.predictions[modality] = part["prediction"].to_numpy(dtype=np.int64)
         if "sample_id" in part:
             known = labels.reindex(part["sample_id"]).to_numpy(dtype=float)
             current.correct[modality] = (current.predictions[modality][~np.isnan(known)] == known[~np.isnan(known)]).astype(float)
-    result = run_checks(reference, current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), check_params(settings))
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_text(json.dumps({"checked_until": checked_until}))
+    result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
+                                                            list(CATEGORICAL_FEATURES), check_params(settings)))
+    save_json(checkpoint, {"checked_until": checked_until})
     return _summarise(settings, result, run_dir, champion, {"inference_records": len(log), "since": since,
                                                             "reference_batches": batches})
+
+
+LORA_HAS_NO_EMBEDDINGS = ("the champion is a lora-family caption classifier: it has no ImageBind embeddings; "
+                          "its caption classes are checked under prediction_drift and performance (modality text)")
+
+
+def _observer(model):
+    """How the champion sees a window, `(features, inputs, labels) -> MonitorData`: ImageBind's embeddings
+    and zero-shot classes of images and audio, or a lora-family champion's classes of the captions."""
+    from models.families import LORA_FAMILY, family_of
+
+    if family_of(model) == LORA_FAMILY:
+        from models.lora_family import classify_captions
+        from monitoring.observations import build_caption_monitor_data
+
+        return lambda features, inputs, labels: build_caption_monitor_data(
+            features, inputs, lambda captions: classify_captions(model, captions)[0], labels)
+    from models.evaluate import DIGIT_PROMPTS
+    from models.text import encode_texts
+    from monitoring.observations import build_monitor_data
+
+    prompts = encode_texts(list(DIGIT_PROMPTS))
+    return lambda features, inputs, labels: build_monitor_data(features, inputs, model, prompts, labels)
+
+
+def _skip_what_the_family_lacks(model, result: MonitorResult) -> MonitorResult:
+    """A lora champion's embedding check is skipped with the reason, not left as 'no data'."""
+    from models.families import LORA_FAMILY, family_of
+
+    if family_of(model) == LORA_FAMILY:
+        result.checks["embedding_drift"] = {"status": "skipped", "reason": LORA_HAS_NO_EMBEDDINGS, "items": {}}
+    return result
 
 
 def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champion: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -171,5 +200,5 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
         summary.update(report=str(html), drifted_share=result.data_drift.drifted_share,
                        drifted_columns=result.data_drift.drifted_columns,
                        reference_rows=result.data_drift.reference_rows, current_rows=result.data_drift.current_rows)
-    (run_dir / "monitor.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    save_json(run_dir / "monitor.json", summary)
     return summary

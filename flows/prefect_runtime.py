@@ -41,7 +41,7 @@ def preload_libraries(with_prefect: bool = True) -> None:
     import models.registry  # noqa: F401
     import models.train  # noqa: F401
     import monitoring.drift  # noqa: F401
-    from flows.env import quiet_library_output
+    from features.env import quiet_library_output
 
     if with_prefect:
         import flows.lifecycle  # noqa: F401

@@ -11,8 +11,10 @@ from typing import Any, Literal
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.families import FAMILIES
 
 
 class _Strict(BaseModel):
@@ -20,7 +22,8 @@ class _Strict(BaseModel):
 
 
 class RegistryParams(_Strict):
-    model_name: str = "flywheel-imagebind"
+    # The MLflow registered model; None: `flywheel-<train.family>`, so each family has its own champion.
+    model_name: str | None = None
 
 
 class DemoParams(_Strict):
@@ -71,7 +74,37 @@ class TransformParams(_Strict):
     audio_frames: int = Field(100, ge=10)
 
 
+class LoraParams(_Strict):
+    """The `lora` family: peft adapters on the frozen MiniLM plus a linear head, caption -> digit."""
+
+    r: int = Field(8, ge=1)  # adapter rank; 8 keeps the trainable share near 0.3 % of MiniLM
+    alpha: float = Field(16.0, gt=0)  # updates scaled by alpha / r
+    dropout: float = Field(0.05, ge=0, lt=1)  # on the adapters' input only
+    steps: int = Field(150, ge=1)  # optimiser steps (epochs follow from the labelled rows and batch_size)
+    batch_size: int = Field(32, ge=1)  # captions per step
+    lr: float = Field(0.002, gt=0)  # AdamW; suits adapters and a fresh head
+    weight_decay: float = Field(0.01, ge=0)
+    min_labelled_rows: int = Field(20, ge=2)  # fewer trusted labels in the window: training stops with an error
+    torch_threads: int | None = Field(1, ge=1)  # intra-op threads while training; None: torch's default
+
+
+class ImageBindLoraParams(_Strict):
+    """The imagebind family's LoRA option: retrain by fine-tuning the champion's towers through adapters."""
+
+    enabled: bool = False  # off: every training starts from scratch
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    train_heads: bool = True  # the heads of the adapted towers train too
+    epochs_stage1: int = Field(10, ge=0)  # a fine-tune needs fewer passes than training from scratch
+    epochs_stage2: int = Field(10, ge=0)
+    lr: float = Field(0.002, gt=0)
+
+
 class TrainParams(_Strict):
+    family: Literal["imagebind", "lora"] = "imagebind"  # imagebind: multimodal binding; lora: caption classifier
+    lora: LoraParams = LoraParams()
+    imagebind_lora: ImageBindLoraParams = ImageBindLoraParams()
     seed: int = 0
     batch_size: int = Field(128, ge=2)
     epochs_stage1: int = Field(40, ge=0)
@@ -97,14 +130,22 @@ class BootstrapParams(_Strict):
     seed: int = 0
 
 
+class FamilyGate(_Strict):
+    """Thresholds of a family whose metrics differ from ImageBind's (the `lora` caption classifier)."""
+
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
+
+
 class GateParams(_Strict):
     golden_samples: int = Field(200, ge=20)
     golden_seed: int = 1000
     latency_items: int = Field(50, ge=1)  # golden items timed one by one per model for p95 latency
     bootstrap: BootstrapParams = BootstrapParams()
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)  # the imagebind family's
     slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
     min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
+    lora: FamilyGate = FamilyGate()  # the lora family's thresholds and slices
 
 
 class MonitorParams(_Strict):
@@ -171,6 +212,20 @@ class Params(_Strict):
     alerts: AlertParams = AlertParams()
     retrain: RetrainParams = RetrainParams()
     schedule: ScheduleParams = ScheduleParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_the_family_registry(cls, raw: Any) -> Any:
+        """`registry.model_name: null` (or absent) becomes `flywheel-<train.family>`: one champion per family."""
+        if not isinstance(raw, dict):
+            return raw
+        registry = raw.get("registry") or {}
+        if isinstance(registry, dict) and registry.get("model_name") is None:
+            train = raw.get("train") or {}
+            family = train.get("family", "imagebind") if isinstance(train, dict) else "imagebind"
+            if family in FAMILIES:  # a wrong family is reported by the field's own check
+                raw = {**raw, "registry": {**registry, "model_name": f"flywheel-{family}"}}
+        return raw
 
 
 class EnvSettings(BaseSettings):

@@ -3,12 +3,20 @@
 MLflow aliases have no compare-and-set (the last writer wins), so `promote` and `rollback` hold
 the champion lock (`models.registry_lock`) across read → check → set and re-read after: the
 champion moves only if it is still the one the gate compared against, otherwise StaleChampion.
+
+Every call to the tracking server goes through `features.transient`: a connection that is
+refused, reset or timed out, or a 5xx answer, is tried again with backoff; a bad parameter or a
+missing version fails at once. Writes are ordered and idempotent so that a retry never leaves a
+second copy: a version is registered only once its logged model is READY (artifacts uploaded),
+registering finds the version an earlier attempt of the same run created before making one, and
+aliases move only after the version exists.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
 import os
 import re
 import tempfile
@@ -24,10 +32,16 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
+from features.transient import call_with_retries, retry_transient
+
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
+    from models.pyfunc import PyfuncFlavour
     from models.tracking import RunEvaluation, TrainingDataset
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
+_NO_ALIAS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")  # alias unset, or the model not registered yet
 EXPERIMENT = "flywheel-lifecycle"
 # Explicit requirements: inferring them costs 3-7 s per log_model (STACK_NOTES).
 PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "Pillow", "soundfile", "scipy", "kaldi-native-fbank",
@@ -37,6 +51,10 @@ MODELS_DIR = Path(__file__).parent
 
 class StaleChampion(RuntimeError):
     """The champion moved after the gate compared against it; the comparison must be redone."""
+
+
+class IncompleteModel(RuntimeError):
+    """The logged model is not READY (its artifacts were not all uploaded): it must not become a version."""
 
 
 class InconsistentAliases(RuntimeError):
@@ -73,6 +91,7 @@ class Registry:
         _point_fluent_api_at(self.tracking_uri)
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
+    @retry_transient("get or create the MLflow experiment")
     def experiment_id(self) -> str:
         client = self.client()
         found = client.get_experiment_by_name(EXPERIMENT)
@@ -81,12 +100,18 @@ class Registry:
         location = self.artifact_root.absolute().as_uri() if self.artifact_root else None
         return client.create_experiment(EXPERIMENT, artifact_location=location)
 
+    @retry_transient("read a registry alias")
     def alias_version(self, alias: str) -> str | None:
+        """The version `alias` points at; None when it is unset. A server that cannot be reached
+        raises (after retries) instead of reading as "no champion"."""
         try:
             return str(self.client().get_model_version_by_alias(self.model_name, alias).version)
-        except MlflowException:
-            return None
+        except MlflowException as err:
+            if getattr(err, "error_code", None) in _NO_ALIAS:
+                return None
+            raise
 
+    @retry_transient("read model version tags")
     def version_tags(self, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(self.model_name, version).tags)
 
@@ -101,41 +126,49 @@ def log_training_run(
     run_name: str,
     evaluation: "RunEvaluation | None" = None,
     dataset: "TrainingDataset | None" = None,
+    flavour: "PyfuncFlavour | None" = None,
 ) -> "LoggedModel":
     """Params, final metrics, the evaluation plots, the dataset input and the model as a pyfunc.
 
     Inside a run opened by `models.tracking.start_training_run` (which logged the epochs live and
     samples system metrics), everything goes to that run; otherwise a new run is opened and the
-    per-epoch `history` is logged from the record.
+    per-epoch `history` is logged from the record. `flavour` is the family's pyfunc wrapper
+    (`models.pyfunc`); None: ImageBind's.
     """
-    from models.pyfunc import ImageBindPyfunc
-    from models.tracking import PYFUNC_INPUT_EXAMPLE, log_evaluation, log_training_dataset, pyfunc_signature
+    from models.pyfunc import imagebind_flavour
+    from models.tracking import log_evaluation, log_training_dataset
+
+    flavour = flavour or imagebind_flavour()
 
     registry.client()
     active = mlflow.active_run()
-    opened = nullcontext(active) if active is not None else mlflow.start_run(
-        experiment_id=registry.experiment_id(), run_name=run_name, tags=tags)
+    opened = nullcontext(active) if active is not None else call_with_retries(
+        "start the MLflow run", mlflow.start_run, experiment_id=registry.experiment_id(), run_name=run_name, tags=tags)
     with opened as run:
         if active is not None:
-            mlflow.set_tags(tags)
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+            call_with_retries("tag the MLflow run", mlflow.set_tags, tags)
+        call_with_retries("log the run's params", mlflow.log_params, {k: str(v)[:500] for k, v in params.items()})
         if active is None:  # no live logger: per-epoch losses from the record, in one request
             now = int(time.time() * 1000)
             losses = [Metric(f"loss_{r['stage']}", float(r["loss"]), now, step) for step, r in enumerate(history)]
-            registry.client().log_batch(run.info.run_id, metrics=losses, synchronous=True)
-        mlflow.log_metrics(metrics)
+            call_with_retries("log the epoch losses", registry.client().log_batch, run.info.run_id, metrics=losses,
+                              synchronous=True)
+        call_with_retries("log the run's metrics", mlflow.log_metrics, metrics)
         if dataset is not None:
-            log_training_dataset(dataset.sample_ids, dataset.label, dataset.data_version)
+            call_with_retries("log the training dataset", log_training_dataset, dataset.sample_ids, dataset.label,
+                              dataset.data_version)
         if evaluation is not None:
-            log_evaluation(evaluation.model, evaluation.data, evaluation.prompt_emb)
-        info = mlflow.pyfunc.log_model(
+            call_with_retries("log the evaluation", log_evaluation, evaluation.model, evaluation.data, evaluation.prompt_emb)
+        # A retry after a failed upload logs a new model (the failed one is left FAILED, never registered).
+        info = call_with_retries(
+            "log the model", mlflow.pyfunc.log_model,
             name="model",
-            python_model=ImageBindPyfunc(),
-            artifacts={"imagebind": str(model_dir)},
+            python_model=flavour.python_model,
+            artifacts={flavour.artifact_key: str(model_dir)},
             code_paths=[str(MODELS_DIR)],
-            pip_requirements=PIP_REQUIREMENTS,
-            signature=pyfunc_signature(),
-            input_example=PYFUNC_INPUT_EXAMPLE,
+            pip_requirements=[*PIP_REQUIREMENTS, *flavour.extra_requirements],
+            signature=flavour.signature,
+            input_example=flavour.input_example,
         )
         return LoggedModel(run.info.run_id, info.model_uri)
 
@@ -146,16 +179,54 @@ class LoggedModel:
     model_uri: str  # MLflow 3 logged-model URI, models:/m-…
 
 
+def _model_id(model_uri: str) -> str:
+    if not model_uri.startswith("models:/m-"):
+        raise ValueError(f"{model_uri!r} is not a logged-model URI; expected models:/m-… as log_model returns")
+    return model_uri.removeprefix("models:/")
+
+
+def _versions_of_run(registry: Registry, run_id: str) -> list[str]:
+    found = registry.client().search_model_versions(f"name='{registry.model_name}' and run_id='{run_id}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+@retry_transient("register the model version")
+def _register_once(registry: Registry, logged: LoggedModel, tags: dict[str, str]) -> str:
+    """The run's version: the one an earlier attempt created (its response lost in a blip), or a new one."""
+    existing = _versions_of_run(registry, logged.run_id)
+    if existing:
+        return existing[0]
+    mlflow.register_model(logged.model_uri, registry.model_name, tags=tags)
+    # MLflow's HTTP client resends a request whose answer was lost, which can create the version twice:
+    # keep the first, drop the copies (nothing points at them yet).
+    first, *copies = _versions_of_run(registry, logged.run_id)
+    for copy in copies:
+        logger.warning("run %s was registered twice (a resent request); deleting the copy, version %s", logged.run_id, copy)
+        registry.client().delete_model_version(registry.model_name, copy)
+    return first
+
+
 def register_candidate(registry: Registry, logged: LoggedModel, tags: dict[str, str]) -> str:
-    """A new model version from the run's logged model, tagged and aliased `@challenger`."""
+    """The run's model version, tagged and aliased `@challenger`; registering again (a retry, a resumed
+    run) returns the same version instead of a second one.
+
+    Registered only if the logged model is READY, i.e. MLflow finished uploading its artifacts:
+    a model whose upload failed or is still under way never becomes a version. The alias moves
+    only after the version exists."""
     client = registry.client()
-    version = mlflow.register_model(logged.model_uri, registry.model_name, tags=tags).version
-    client.set_registered_model_alias(registry.model_name, CHALLENGER, str(version))
-    return str(version)
+    model = call_with_retries("read the logged model", client.get_logged_model, _model_id(logged.model_uri))
+    if str(model.status) != "READY":
+        raise IncompleteModel(f"logged model {logged.model_uri} of run {logged.run_id} is {model.status}, not READY: "
+                              "its artifacts are not complete, so it is not registered; train again")
+    version = _register_once(registry, logged, tags)
+    call_with_retries("set @challenger", client.set_registered_model_alias, registry.model_name, CHALLENGER, version)
+    return version
 
 
+@retry_transient("load a registered model")
 def load_version(registry: Registry, version: str):
-    """The ImageBind module of a registered version, through MLflow's own loader."""
+    """The torch module of a registered version (ImageBind, or the lora family's caption classifier),
+    through MLflow's own loader."""
     registry.client()
     pyfunc = mlflow.pyfunc.load_model(f"models:/{registry.model_name}/{version}")
     return pyfunc.unwrap_python_model().model
@@ -193,19 +264,20 @@ def record_decision(registry: Registry, version: str, decision: dict[str, Any]) 
         ci = f" ci=[{interval[0]:+.4f},{interval[1]:+.4f}]" if interval else ""
         tags[_tag_key(f"gate.check.{check['metric']}{where}.{check['kind']}")] = (
             f"{'pass' if check['passed'] else 'FAIL'} observed={check['observed']:.4f} bound={check['bound']:.4f}{ci}")
-    model_version = client.get_model_version(registry.model_name, version)
+    model_version = call_with_retries("read the model version", client.get_model_version, registry.model_name, version)
     for key, value in decision.get("lineage", {}).items():
         if model_version.tags.get(key) != str(value):  # registration already tagged data version, batch, …
             tags[_tag_key(f"lineage.{key}")] = str(value)[:5000]
     for key, value in tags.items():
-        client.set_model_version_tag(registry.model_name, version, key, value)
+        call_with_retries("tag the model version", client.set_model_version_tag, registry.model_name, version, key, value)
     run_id = model_version.run_id
     artifact = f"gate/decision-v{version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.json"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact).name
         path.write_text(json.dumps(decision, indent=2, default=str))
-        client.log_artifact(run_id, str(path), artifact_path="gate")
-    client.set_model_version_tag(registry.model_name, version, "gate.artifact", artifact)
+        call_with_retries("log the gate decision", client.log_artifact, run_id, str(path), artifact_path="gate")
+    call_with_retries("tag the model version", client.set_model_version_tag, registry.model_name, version,
+                      "gate.artifact", artifact)
     return artifact
 
 
@@ -240,7 +312,8 @@ def promote(registry: Registry, version: str, expected_champion: str | None, act
     one the gate compared against (compare-and-set under the champion lock); returns the replaced version."""
     actor = actor or Actor()
     client = registry.client()
-    if str(version) not in {str(v.version) for v in client.search_model_versions(f"name='{registry.model_name}'")}:
+    known = call_with_retries("list model versions", client.search_model_versions, f"name='{registry.model_name}'")
+    if str(version) not in {str(v.version) for v in known}:
         raise ValueError(f"{registry.model_name} has no version {version!r}; `flywheel models` lists them")
     with _champion_lock(registry):
         current = registry.alias_version(CHAMPION)
@@ -251,9 +324,10 @@ def promote(registry: Registry, version: str, expected_champion: str | None, act
         if current == str(version):
             raise ValueError(f"version {version} is already @champion")
         previous = current if current is not None else registry.alias_version(PREVIOUS)
+        # Setting an alias is idempotent, so a retry inside the lock cannot move it anywhere else.
         if current is not None:
-            client.set_registered_model_alias(registry.model_name, PREVIOUS, current)
-        client.set_registered_model_alias(registry.model_name, CHAMPION, str(version))
+            call_with_retries("set @previous", client.set_registered_model_alias, registry.model_name, PREVIOUS, current)
+        call_with_retries("set @champion", client.set_registered_model_alias, registry.model_name, CHAMPION, str(version))
         _verify(registry, str(version), previous)
     tags = {"promotion.at": actor.at, "promotion.by": actor.by, "promotion.replaced": str(current),
             "promotion.forced": str(forced).lower()}
@@ -262,8 +336,17 @@ def promote(registry: Registry, version: str, expected_champion: str | None, act
     if actor.flow_run:
         tags["promotion.flow_run"] = actor.flow_run
     for key, value in tags.items():
-        client.set_model_version_tag(registry.model_name, str(version), key, value)
+        call_with_retries("tag the model version", client.set_model_version_tag, registry.model_name, str(version), key, value)
     return current
+
+
+def _delete_alias(client: MlflowClient, model_name: str, alias: str) -> None:
+    """Idempotent delete: an alias a lost-response attempt already removed counts as removed."""
+    try:
+        client.delete_registered_model_alias(model_name, alias)
+    except MlflowException as err:
+        if getattr(err, "error_code", None) not in _NO_ALIAS:
+            raise
 
 
 def rollback(registry: Registry, expected_champion: str | None = None, actor: Actor | None = None) -> tuple[str, str]:
@@ -277,14 +360,15 @@ def rollback(registry: Registry, expected_champion: str | None = None, actor: Ac
             raise StaleChampion(f"@champion is version {current}, not {expected_champion}: it moved meanwhile")
         if current is None or previous is None:
             raise ValueError(f"nothing to roll back to: @champion is {current}, @previous is {previous}")
-        client.set_registered_model_alias(registry.model_name, CHAMPION, previous)
-        client.delete_registered_model_alias(registry.model_name, PREVIOUS)
+        call_with_retries("set @champion", client.set_registered_model_alias, registry.model_name, CHAMPION, previous)
+        call_with_retries("clear @previous", _delete_alias, client, registry.model_name, PREVIOUS)
         _verify(registry, previous, None)
     common = {"at": actor.at, "by": actor.by, "reason": actor.reason or "(none given)"}
     for version, prefix, other in ((current, "rollback.rolled_back", {"to": previous}),
                                    (previous, "rollback.restored", {"from": current})):
         for key, value in {**common, **other}.items():
-            client.set_model_version_tag(registry.model_name, version, f"{prefix}.{key}", value[:5000])
+            call_with_retries("tag the model version", client.set_model_version_tag, registry.model_name, version,
+                              f"{prefix}.{key}", value[:5000])
     return current, previous
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from features.env import apply_process_environment
 from models.artifacts import save_model
 from models.imagebind import ImageBindConfig
 from models.train import TrainConfig, TrainingData, train_imagebind
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--track", metavar="EXPERIMENT", help="log params, step and epoch metrics, system metrics "
                         "and the model to this MLflow experiment (MLFLOW_TRACKING_URI)")
     args = parser.parse_args(argv)
+    apply_process_environment()  # telemetry off and hubs offline, as in every process the project starts
     lora = lora_from(args.lora)
     init_weights = load_weights(args.init_weights)
 
@@ -145,10 +147,8 @@ def _tracked(stack: ExitStack, args: argparse.Namespace, model_config: ImageBind
 
     import mlflow
 
-    from flows.env import apply_process_environment
     from models.tracking import EpochLogger, start_training_run
 
-    apply_process_environment()  # telemetry off, as every process the project starts
     experiment = mlflow.set_experiment(args.track)
     run = stack.enter_context(start_training_run(experiment.experiment_id, args.out.name, {"entry": "models.train_ddp"}))
     params = {**{f"model.{k}": v for k, v in model_config.to_dict().items()},

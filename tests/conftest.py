@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flows.env import apply_process_environment
+from features.env import apply_process_environment
 
 apply_process_environment()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.env import TELEMETRY_OFF
+from features.env import TELEMETRY_OFF
 from flows.pipeline import run_stages
 from flows.settings import load_settings
 from tests.integration.services import (

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.env import TELEMETRY_OFF
+from features.env import TELEMETRY_OFF
 from tests.conftest import PROJECT
 from tests.integration.services import (
     fresh_database, free_port, postgres_unreachable_reason, start_program, stop_program, wait_healthy, with_database,

@@ -1,5 +1,5 @@
 """The tracking server goes away in the middle of a lifecycle run and comes back on the same port:
-the run waits for it (MLflow's per-request retries sized in flows/env.py, then the registry's own
+the run waits for it (MLflow's per-request retries sized in features/env.py, then the registry's own
 retries in features/transient.py), finishes, and the registry holds exactly one version of it.
 
 `mlflow server` on a fresh Postgres database, artifacts proxied by the server, as the compose stack
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.env import TELEMETRY_OFF
+from features.env import TELEMETRY_OFF
 from flows.settings import load_settings
 from tests.integration.services import (
     fresh_database, free_port, postgres_unreachable_reason, start_program, stop_program, wait_healthy, with_database,
