@@ -42,6 +42,23 @@ def close_abandoned_training_runs(settings: Settings, checkpoint_dir: Path) -> l
     return [run.info.run_id for run in found]
 
 
+def training_start(settings: Settings, data_versions: dict[str, str]) -> str | None:
+    """The version a LoRA fine-tune of the champion on `data_versions` starts from: @champion, unless
+    @champion was itself trained on these very data versions (this training, promoted before the run
+    was killed or re-run): then the version that one started from, so the training's key stays put."""
+    from models.registry import CHAMPION
+
+    registry = registry_for(settings)
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return None
+    client = registry.client()
+    mv = client.get_model_version(registry.model_name, champion)
+    if all(mv.tags.get(f"data.{name}") == data_versions.get(name) for name in ("inputs", "features")):
+        return client.get_run(mv.run_id).data.tags.get("fine_tuned_from")
+    return champion
+
+
 def register_once(settings: Settings, train: TrainOutcome, lineage: dict[str, str]) -> str:
     """`stage_register` unless a version of this training run exists (an earlier attempt registered it);
     then @challenger is set on it again, in case the attempt died before doing so."""

@@ -57,3 +57,14 @@ def test_the_fine_tuned_version_differs_from_the_champion_in_attention_and_heads
     assert any(k.startswith("modality_trunks.vision.") and ".attn." in k for k in moved)
     assert any(k.startswith("modality_trunks.audio.") and ".attn." in k for k in moved)
     assert moved and all(".attn." in k or k.startswith("modality_heads.") for k in moved), sorted(moved)
+
+
+def test_a_rerun_after_the_fine_tune_was_promoted_reuses_it(lora_retrain, demo_batch_factory) -> None:
+    """@champion is now the fine-tune itself: the re-run must still find the training that started from
+    v1 (its key names the version it started from), not fine-tune the fine-tune into a third version."""
+    settings, _, second = lora_retrain
+    again = run_stages(settings, demo_batch_factory(samples=80, seed=12), run_id="iblora-2-again")
+    assert all(entry["cached"] for entry in again.cache.values()), again.cache
+    assert again.model == second.model and again.train == second.train
+    names = registry_for(settings).client().search_model_versions(f"name='{settings.params.registry.model_name}'")
+    assert sorted(int(v.version) for v in names) == [1, 2]
