@@ -37,7 +37,7 @@ from flows.data_stages import (
     stage_version_data,
     without_quarantined,
 )
-from flows.exactly_once import close_abandoned_training_runs, gate_once, register_once
+from flows.exactly_once import close_abandoned_training_runs, gate_once, register_once, training_start
 from flows.model_stages import TrainOutcome, stage_gate, stage_monitor, stage_register, stage_train
 from flows.settings import Settings
 from flows.stage_cache import StageRunner, StageStore, fault_point
@@ -245,12 +245,10 @@ def _model_stages(settings: Settings, record: RunRecord, timed: StageCall, runne
     store's labels), register by train's key (a re-run never registers a second version), gate by
     register's key. Returns the gate's key.
     """
-    # A LoRA fine-tune of the champion (train.imagebind_lora) also depends on which version is champion.
-    from flows.stage_config import registry_for
-    from models.registry import CHAMPION
-
+    # A LoRA fine-tune of the champion (train.imagebind_lora) also depends on which version it starts from
+    # (not simply @champion: after this training was promoted, @champion is its own result).
     tr = settings.params.train
-    start = ({"start_from": registry_for(settings).alias_version(CHAMPION)}
+    start = ({"start_from": training_start(settings, record.data_versions)}
              if tr.family == "imagebind" and tr.imagebind_lora.enabled else {})
     key = runner.key("train", [], data=record.data_versions, label_metrics=label_metrics, **start)
     checkpoints = settings.paths.home / CHECKPOINTS_DIR / key  # stable across attempts: training resumes there

@@ -59,9 +59,10 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "label": ("features.label", "features.label_model", "features.review", "flows.data_stages"),
     "version": ("features.lake_versioning", "flows.data_stages"),
     "train": ("models.train", "models.imagebind", "models.losses", "models.evaluate", "models.text",
-              "models.artifacts", "flows.model_stages"),
+              "models.artifacts", "models.lora", "models.lora_family", "models.pyfunc", "models.tracking",
+              "flows.model_stages", "flows.lora_stages"),
     "register": ("models.registry", "flows.exactly_once"),
-    "gate": ("models.gate", "models.gate_scoring", "models.bootstrap", "flows.exactly_once"),
+    "gate": ("models.gate", "models.gate_scoring", "models.bootstrap", "models.lora_family", "flows.exactly_once"),
     "monitor": ("flows.monitor_stage", "monitoring"),
     "react": ("flows.loop", "monitoring.alerts", "monitoring.alert_delivery"),
 }
