@@ -173,6 +173,27 @@ def test_the_training_run_shows_its_data_version_plots_and_retrieval_metrics(two
     assert len(client.get_metric_history(run.info.run_id, "image_text.loss")) == 4  # epochs_stage1, live
 
 
+def test_a_rerun_of_the_same_batch_reuses_every_stage_as_a_cached_task(two_runs, demo_batch_factory):
+    """The Prefect driver uses the same stage records as `--plain`: each reused stage is a task named
+    "<stage> (cached)", and nothing is trained, registered or promoted again. (Defined before the review
+    import below: new review labels are new training data, so after it train rightly runs again.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    settings, _, second = two_runs
+    records = sorted(p.name for p in (settings.paths.home / "state" / "stages").iterdir())
+    state = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "run-2-again", return_state=True)
+    again = state.result()
+    assert again.status == "succeeded" and all(entry["cached"] for entry in again.cache.values()), again.cache
+    assert again.model == second.model and again.train == second.train
+    assert sorted(p.name for p in (settings.paths.home / "state" / "stages").iterdir()) == records
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    names = {task.name.rsplit("-", 1)[0] for task in tasks}
+    assert {"clean (cached)", "label (cached)", "train (cached)", "register (cached)", "gate (cached)"} <= names
+    assert "train" not in names and "register" not in names
+
+
 def test_imported_review_labels_get_a_data_version_at_once(two_runs, tmp_path):
     """`flywheel review import` versions the feature tables in the lake at once, not at the next run."""
     from typer.testing import CliRunner
@@ -218,23 +239,3 @@ def test_clean_on_a_dask_cluster_matches_local_threads(harness, demo_batch_facto
         on_dask = run_clean_subflow(dataclasses.replace(settings, dask_address=cluster.scheduler_address), raw.batch_dir)
     assert on_dask.rows.equals(local.rows)
     assert on_dask.report.to_summary() == local.report.to_summary()
-
-
-def test_a_rerun_of_the_same_batch_reuses_every_stage_as_a_cached_task(two_runs, demo_batch_factory):
-    """The Prefect driver uses the same stage records as `--plain`: each reused stage is a task named
-    "<stage> (cached)", and nothing is trained, registered or promoted again."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    settings, _, second = two_runs
-    records = sorted(p.name for p in (settings.paths.home / "state" / "stages").iterdir())
-    state = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "run-2-again", return_state=True)
-    again = state.result()
-    assert again.status == "succeeded" and all(entry["cached"] for entry in again.cache.values()), again.cache
-    assert again.model == second.model and again.train == second.train
-    assert sorted(p.name for p in (settings.paths.home / "state" / "stages").iterdir()) == records
-    with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-    names = {task.name.rsplit("-", 1)[0] for task in tasks}
-    assert {"clean (cached)", "label (cached)", "train (cached)", "register (cached)", "gate (cached)"} <= names
-    assert "train" not in names and "register" not in names
