@@ -33,7 +33,8 @@ _TRANSIENT_MESSAGE = re.compile(
     r"max retries exceeded|connection (?:refused|reset|aborted)|remote ?disconnected|timed? ?out|"
     r"failed with timeout exception|failed with error code 5\d\d|too many 5\d\d error responses|"
     r"temporarily unavailable|database is locked|server closed the connection|could not connect to server|"
-    r"connection to server at .* failed|broken pipe|bad gateway|service unavailable",
+    r"connection to server at .* failed|broken pipe|bad gateway|service unavailable|"
+    r"connection broken|incompleteread",  # a server killed mid-response (urllib3 does not retry a POST's read)
     re.IGNORECASE)
 _TRANSIENT_REST_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED"}
 _TRANSIENT_S3_CODES = {"SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",

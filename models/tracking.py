@@ -32,6 +32,7 @@ from mlflow.entities import Metric
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
+from features.transient import retry_transient
 from models.evaluate import EvalData, predict_zero_shot
 from models.imagebind import AUDIO, VISION, ImageBind
 from models.plots import confusion_matrix_figure, embedding_map_figure, recall_curves_figure
@@ -85,8 +86,11 @@ class EpochLogger:
         losses = self.pending.pop((stage, epoch), [])
         batch.extend(Metric(f"{stage}.step_loss", float(v), now, end - len(losses) + i) for i, v in enumerate(losses))
         client = mlflow.MlflowClient()
+        # A tracking server that restarts mid-training must not end the run: each request is retried on
+        # transient errors (re-sending metrics of the same step and timestamp is harmless).
+        send = retry_transient("log epoch metrics")(client.log_batch)
         for start in range(0, len(batch), MAX_METRICS_PER_REQUEST):
-            client.log_batch(self.run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)
+            send(self.run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)
 
 
 @contextmanager

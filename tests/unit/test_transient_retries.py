@@ -170,3 +170,16 @@ def test_an_unreachable_object_store_is_retried_then_the_ingest_fails_clearly(cl
     retries = [r.getMessage() for r in caplog.records if r.name == "flywheel.retry"]
     assert len(retries) == 4 and all("copy a landing batch from its object store" in m for m in retries)
     assert list_ingested_batches(tmp_path / "raw") == [] and not list((tmp_path / "raw").iterdir())
+
+
+def test_a_server_killed_mid_response_is_transient():
+    """What MLflow's client raised in the outage test when the server died while answering a POST
+    (urllib3 does not retry reads of a non-idempotent request): the epoch's metrics are sent again."""
+    from mlflow.exceptions import MlflowException
+
+    from features.transient import is_transient
+
+    err = MlflowException("API request to http://127.0.0.1:40399/api/2.0/mlflow/runs/log-batch failed with exception "
+                          "('Connection broken: IncompleteRead(0 bytes read, 2 more expected)', "
+                          "IncompleteRead(0 bytes read, 2 more expected))")
+    assert is_transient(err)
