@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 from typing import Callable, Iterator, TypeVar
 
@@ -105,6 +106,24 @@ def _log_retry(what: str, attempts: int) -> Callable[[RetryCallState], None]:
 
 
 T = TypeVar("T")
+WAIT_SCALE_ENV = "FLYWHEEL_RETRY_WAIT_SCALE"  # multiplies every backoff wait (default 1); tests of unreachable
+                                              # endpoints set it small so they do not sleep through the schedule
+
+
+def _wait_scale() -> float:
+    raw = os.environ.get(WAIT_SCALE_ENV, "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = -1.0
+    if not scale >= 0:
+        raise ValueError(f"{WAIT_SCALE_ENV}={raw!r}: expected a number >= 0 (1: the normal backoff)")
+    return scale
+
+
+def _scaled(wait: Callable[[RetryCallState], float]) -> Callable[[RetryCallState], float]:
+    """The backoff `wait`, times FLYWHEEL_RETRY_WAIT_SCALE read when the wait is taken."""
+    return lambda state: wait(state) * _wait_scale()
 
 
 def retry_transient(what: str, attempts: int = ATTEMPTS, first_wait_s: float = FIRST_WAIT_S,
@@ -112,7 +131,7 @@ def retry_transient(what: str, attempts: int = ATTEMPTS, first_wait_s: float = F
     """Decorator: call again with exponential backoff while the failure `is_transient`, at most `attempts`
     times in all; any other failure, or the last transient one, is raised as it was."""
     return retry(retry=retry_if_exception(is_transient), stop=stop_after_attempt(attempts),
-                 wait=wait_exponential_jitter(initial=first_wait_s, max=max_wait_s, jitter=1.0),
+                 wait=_scaled(wait_exponential_jitter(initial=first_wait_s, max=max_wait_s, jitter=1.0)),
                  before_sleep=_log_retry(what, attempts), reraise=True)
 
 

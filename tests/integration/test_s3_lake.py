@@ -61,12 +61,15 @@ def test_an_s3_batch_is_the_same_batch_as_its_local_copy(s3, demo_batch_factory,
     assert ingest_batch("s3://landing/batch-a", tmp_path / "raw", options).batch_id != first.batch_id
 
 
-def test_an_unreachable_or_missing_s3_batch_is_a_clear_error(s3, tmp_path):
+def test_an_unreachable_or_missing_s3_batch_is_a_clear_error(s3, tmp_path, monkeypatch):
     _, options = s3
+    # The retry schedule itself is tested in tests/unit/test_transient_retries.py: here only the error.
+    monkeypatch.setenv("FLYWHEEL_RETRY_WAIT_SCALE", "0")
     with pytest.raises(BatchError, match="manifest.jsonl is missing"):
         ingest_batch("s3://landing/no-such-batch", tmp_path / "raw", options)
     with pytest.raises(BatchError, match="cannot read manifest.jsonl of s3://landing/x"):
-        ingest_batch("s3://landing/x", tmp_path / "raw", {**options, "endpoint_url": "http://127.0.0.1:9"})
+        ingest_batch("s3://landing/x", tmp_path / "raw", {**options, "endpoint_url": "http://127.0.0.1:9",
+                                                           "config_kwargs": {"retries": {"max_attempts": 1}}})
 
 
 def test_lake_versions_push_to_s3_and_come_back_from_it(s3, s3_endpoint, tmp_path):

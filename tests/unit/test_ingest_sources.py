@@ -113,6 +113,7 @@ def test_unsafe_paths_are_quarantined_unread_and_missing_files_reach_clean(memor
 
 def test_sources_that_cannot_be_read_raise_a_batch_error_naming_them(memory_root, monkeypatch, tmp_path):
     fs, root = memory_root
+    monkeypatch.setenv("FLYWHEEL_RETRY_WAIT_SCALE", "0")  # the backoff schedule is tested in test_transient_retries
     with pytest.raises(BatchError, match="nope://bucket/batch-1"):
         ingest_batch("nope://bucket/batch-1", tmp_path / "raw")
     fs.pipe_file(f"{root}/batch-1/images/a.png", _png())

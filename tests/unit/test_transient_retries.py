@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import pytest
 from mlflow import MlflowClient
@@ -15,8 +16,10 @@ from models.registry import CHALLENGER, IncompleteModel, LoggedModel, Registry, 
 
 
 @pytest.fixture
-def closed_port() -> int:
+def closed_port(monkeypatch) -> int:
     """A local port nothing listens on: connections to it are refused at once."""
+    # Waits of 1, 2, 4, 8 s scaled by 0.05: the schedule still runs and is logged, in a second not 15 s.
+    monkeypatch.setenv("FLYWHEEL_RETRY_WAIT_SCALE", "0.05")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -183,3 +186,24 @@ def test_a_server_killed_mid_response_is_transient():
                           "('Connection broken: IncompleteRead(0 bytes read, 2 more expected)', "
                           "IncompleteRead(0 bytes read, 2 more expected))")
     assert is_transient(err)
+
+
+def test_the_wait_scale_shortens_every_backoff_and_a_bad_value_is_named(monkeypatch):
+    from features.transient import retry_transient
+
+    calls: list[float] = []
+
+    @retry_transient("flaky call", attempts=3, first_wait_s=1.0)
+    def flaky() -> str:
+        calls.append(time.perf_counter())
+        if len(calls) < 3:
+            raise ConnectionRefusedError("refused")
+        return "ok"
+
+    monkeypatch.setenv("FLYWHEEL_RETRY_WAIT_SCALE", "0.01")
+    assert flaky() == "ok" and len(calls) == 3
+    assert calls[-1] - calls[0] < 1.0  # unscaled, the two waits are at least 1 + 2 s
+    monkeypatch.setenv("FLYWHEEL_RETRY_WAIT_SCALE", "soon")
+    calls.clear()
+    with pytest.raises(ValueError, match="FLYWHEEL_RETRY_WAIT_SCALE='soon'"):
+        flaky()
