@@ -144,7 +144,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     from models.evaluate import DIGIT_PROMPTS, evaluate_model
     from models.imagebind import ImageBindConfig
     from models.registry import log_training_run
-    from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, start_training_run
+    from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, config_params, start_training_run
     from models.text import encode_texts
     from models.train import TrainConfig, TrainingData, train_imagebind
 
@@ -186,11 +186,9 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
         clean = settings.params.clean  # serving prepares raw audio as the clean stage did
         save_json(model_dir / "input_spec.json",
                   {**asdict(input_spec(settings)), "sample_rate": clean.sample_rate, "silence_db": clean.silence_db})
-        params = {**{f"model.{k}": v for k, v in asdict(model_config).items()},
-                  **{f"train.{k}": v for k, v in asdict(train_config).items()},
+        params = {**config_params(model_config, train_config, None if start is None else start.lora),
                   "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum()),
-                  "train.init": "scratch" if start is None else f"champion v{start.version}",
-                  **({} if start is None else {f"lora.{k}": v for k, v in asdict(start.lora).items()})}
+                  "train.init": "scratch" if start is None else f"champion v{start.version}"}
         run_tags = {"golden_version": golden_version, "flow_run": run_name,
                     **({} if start is None else {"fine_tuned_from": start.version})}
         logged = log_training_run(registry, model_dir, params, result.history, {**(label_metrics or {}), **metrics},

@@ -78,6 +78,17 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def state_digest(state: dict[str, torch.Tensor] | None) -> str | None:
+    """A digest of a state_dict (a fine-tune's starting weights), part of its run's fingerprint; None: none given."""
+    if state is None:
+        return None
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def run_fingerprint(arrays: Iterable[np.ndarray], **configs: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint must come from to be resumed: the configs and a digest of the data arrays."""
     digest = hashlib.sha256()

@@ -23,7 +23,8 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -34,7 +35,7 @@ from mlflow.types.schema import Array, ColSpec, Schema
 
 from features.transient import retry_transient
 from models.evaluate import EvalData, predict_zero_shot
-from models.imagebind import AUDIO, VISION, ImageBind
+from models.imagebind import AUDIO, VISION, ImageBind, ImageBindConfig
 from models.plots import confusion_matrix_figure, embedding_map_figure, recall_curves_figure
 from models.retrieval import RETRIEVAL_PAIRS, arithmetic_metrics, embed_eval_data, recall_curve, retrieval_metrics
 from models.train import STAGE_IMAGE_TEXT, TrainConfig, lr_at
@@ -43,6 +44,15 @@ SYSTEM_METRICS_INTERVAL_S = 2.0  # MLflow's default (10 s) gives a 60 s demo tra
 DATASET_NAME = "training-window"
 PLOTS_DIR = "plots"
 MAX_METRICS_PER_REQUEST = 1000  # MLflow's log_batch limit; an epoch of a large window has more steps
+
+
+def config_params(model_config: ImageBindConfig, train_config: TrainConfig, lora: Any = None) -> dict[str, Any]:
+    """A training's configuration as flat MLflow params: `model.*`, `train.*`, and `lora.*` for a LoRA fine-tune."""
+    params = {**{f"model.{k}": v for k, v in asdict(model_config).items()},
+              **{f"train.{k}": v for k, v in asdict(train_config).items()}}
+    if lora is not None:
+        params.update({f"lora.{k}": v for k, v in asdict(lora).items()})
+    return params
 
 
 def steps_per_epoch(rows: int, batch_size: int) -> int:
@@ -85,12 +95,15 @@ class EpochLogger:
         )
         losses = self.pending.pop((stage, epoch), [])
         batch.extend(Metric(f"{stage}.step_loss", float(v), now, end - len(losses) + i) for i, v in enumerate(losses))
-        client = mlflow.MlflowClient()
-        # A tracking server that restarts mid-training must not end the run: each request is retried on
-        # transient errors (re-sending metrics of the same step and timestamp is harmless).
-        send = retry_transient("log epoch metrics")(client.log_batch)
         for start in range(0, len(batch), MAX_METRICS_PER_REQUEST):
-            send(self.run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)
+            _send_metrics(self.run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)
+
+
+@retry_transient("log epoch metrics")
+def _send_metrics(run_id: str, metrics: list[Metric], synchronous: bool) -> None:
+    """One batched metrics request. A tracking server that restarts mid-training must not end the run, so
+    it is retried on transient errors (re-sending metrics of the same step and timestamp is harmless)."""
+    mlflow.MlflowClient().log_batch(run_id, metrics=metrics, synchronous=synchronous)
 
 
 @contextmanager

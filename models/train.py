@@ -33,6 +33,7 @@ from models.checkpoints import (
     restore_rng_state,
     run_fingerprint,
     save_checkpoint,
+    state_digest,
 )
 from models.distributed import DataParallel, resolve_device, trainable_only
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig
@@ -409,7 +410,7 @@ def train_imagebind(
             (data.image, data.audio, data.text_emb, data.label),
             model=model_config.to_dict(),
             train={k: v for k, v in asdict(train_config).items() if k not in RESUMABLE_ACROSS},
-            start={"lora": None if lora is None else asdict(lora), "init_weights": _state_digest(init_weights)},
+            start={"lora": None if lora is None else asdict(lora), "init_weights": state_digest(init_weights)},
         )
         checkpoint = load_checkpoint(train_config.checkpoint_dir)
     history: list[dict[str, float | int | str]] = []
@@ -451,16 +452,3 @@ def _native_trunk(model: ImageBind, modality: str) -> bool:
     from models.imagebind.transformer import Transformer
 
     return modality in model.config.modalities and isinstance(model.modality_trunks[modality], Transformer)
-
-
-def _state_digest(state: dict[str, Tensor] | None) -> str | None:
-    """A digest of the starting weights, so a checkpoint is never resumed on top of other ones."""
-    if state is None:
-        return None
-    import hashlib
-
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()

@@ -143,17 +143,13 @@ def main(argv: list[str] | None = None) -> None:
 def _tracked(stack: ExitStack, args: argparse.Namespace, model_config: ImageBindConfig, train_config: TrainConfig,
              lora: LoraSettings | None, rows: int) -> tuple[dict, str]:
     """Open an MLflow run (system metrics on) for the block; the callbacks that log each step and epoch."""
-    from dataclasses import asdict
-
     import mlflow
 
-    from models.tracking import EpochLogger, start_training_run
+    from models.tracking import EpochLogger, config_params, start_training_run
 
     experiment = mlflow.set_experiment(args.track)
     run = stack.enter_context(start_training_run(experiment.experiment_id, args.out.name, {"entry": "models.train_ddp"}))
-    params = {**{f"model.{k}": v for k, v in model_config.to_dict().items()},
-              **{f"train.{k}": v for k, v in asdict(train_config).items()},
-              **({} if lora is None else {f"lora.{k}": v for k, v in asdict(lora).items()}),
+    params = {**config_params(model_config, train_config, lora),
               "init_weights": str(args.init_weights) if args.init_weights else "none", "data": str(args.data),
               "data.rows": rows, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}
     mlflow.log_params({k: str(v)[:6000] for k, v in params.items()}, run_id=run.info.run_id)
