@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.families import FAMILIES
+from models.families import FAMILIES, IMAGEBIND_FAMILY, LORA_FAMILY, metric_directions
 
 
 class _Strict(BaseModel):
@@ -121,7 +121,15 @@ class Threshold(_Strict):
     max: float | None = None  # value bound (a budget for latency and size): at most this
     max_drop: float | None = Field(None, ge=0)  # allowed regression against the champion, in the metric's units
     max_drop_rel: float | None = Field(None, ge=0)  # allowed regression as a share of the champion's value
-    higher_is_better: bool = True  # false for latency and size
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_direction(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "higher_is_better" in raw:
+            raise ValueError("higher_is_better is not a threshold setting: which way a metric is better is declared "
+                             "once by the model family that computes it (models/families.py METRIC_DIRECTIONS); "
+                             "remove it from the threshold")
+        return raw
 
 
 class BootstrapParams(_Strict):
@@ -137,6 +145,17 @@ class FamilyGate(_Strict):
     slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
 
 
+def _check_family_metrics(where: str, family: str, thresholds: dict[str, Threshold],
+                           slices: dict[str, dict[str, Threshold]]) -> None:
+    """Every gated metric must be one the family computes: a misspelt name would never be judged."""
+    known = metric_directions(family)
+    named = [(f"{where}.thresholds", m) for m in thresholds]
+    named += [(f"{where}.slices.{group}", m) for group, metrics in slices.items() for m in metrics]
+    for entry, metric in named:
+        if metric not in known:
+            raise ValueError(f"{entry}: {metric!r} is not a metric of the {family} family; it computes {sorted(known)}")
+
+
 class GateParams(_Strict):
     golden_samples: int = Field(200, ge=20)
     golden_seed: int = 1000
@@ -146,6 +165,12 @@ class GateParams(_Strict):
     slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
     min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
     lora: FamilyGate = FamilyGate()  # the lora family's thresholds and slices
+
+    @model_validator(mode="after")
+    def _metrics_of_their_family(self) -> "GateParams":
+        _check_family_metrics("gate", IMAGEBIND_FAMILY, self.thresholds, self.slices)
+        _check_family_metrics("gate.lora", LORA_FAMILY, self.lora.thresholds, self.lora.slices)
+        return self
 
 
 class MonitorParams(_Strict):

@@ -49,7 +49,7 @@ def gate_policy(settings: Settings, family: str | None = None) -> GatePolicy:
     """The gate's thresholds for `family` (default: params.yaml's `train.family`): `gate.thresholds` and
     `gate.slices` for imagebind, `gate.lora.…` for the lora family; bootstrap and slice size are shared."""
     from models.bootstrap import BootstrapConfig
-    from models.families import FAMILIES, LORA_FAMILY
+    from models.families import FAMILIES, LORA_FAMILY, metric_directions
 
     g = settings.params.gate
     family = family or settings.params.train.family
@@ -61,8 +61,9 @@ def gate_policy(settings: Settings, family: str | None = None) -> GatePolicy:
         raise ValueError(f"params.yaml {where} is empty: the {family} family's gate needs at least one metric threshold")
 
     def threshold(t) -> MetricThreshold:
-        return MetricThreshold(t.min, t.max, t.max_drop, t.max_drop_rel, t.higher_is_better)
+        return MetricThreshold(t.min, t.max, t.max_drop, t.max_drop_rel)
 
     return GatePolicy({k: threshold(v) for k, v in judged.thresholds.items()},
                       {group: {k: threshold(v) for k, v in metrics.items()} for group, metrics in judged.slices.items()},
-                      g.min_slice_rows, BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed))
+                      g.min_slice_rows, BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed),
+                      directions=metric_directions(family))

@@ -5,10 +5,33 @@
 
 A saved model names its family (config.json `family`, ImageBind's config has none), so loading a
 registered version gives back the right object, and the gate never compares two families.
+
+Each family also declares the metrics its gate scoring computes and which way each is better
+(`METRIC_DIRECTIONS`): the direction belongs to the metric, so a threshold in params.yaml only says
+how much may change, and a metric no family computes is refused when the parameters are read.
 """
+
+from models.gate import HIGHER, LOWER
 
 IMAGEBIND_FAMILY, LORA_FAMILY = "imagebind", "lora"
 FAMILIES: tuple[str, ...] = (IMAGEBIND_FAMILY, LORA_FAMILY)
+
+# Measured for every family by models/gate_scoring.py (LATENCY_METRIC, SIZE_METRIC): less is better.
+_BUDGETS = {"p95_latency_ms": LOWER, "model_size_mb": LOWER}
+METRIC_DIRECTIONS: dict[str, dict[str, str]] = {
+    # models/evaluate.py::correct_per_row, zero-shot accuracies and audio→image recall@1
+    IMAGEBIND_FAMILY: {"zero_shot_image_acc": HIGHER, "zero_shot_audio_acc": HIGHER, "audio_to_image_r1": HIGHER,
+                       **_BUDGETS},
+    # models/lora_family.py::caption_correct_per_row (CAPTION_METRIC)
+    LORA_FAMILY: {"caption_acc": HIGHER, **_BUDGETS},
+}
+
+
+def metric_directions(family: str) -> dict[str, str]:
+    """metric → HIGHER or LOWER is better, for every metric `family`'s gate scoring computes."""
+    if family not in METRIC_DIRECTIONS:
+        raise ValueError(f"unknown model family {family!r}; families: {list(FAMILIES)}")
+    return METRIC_DIRECTIONS[family]
 
 
 def family_of(model: object) -> str:

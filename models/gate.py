@@ -5,7 +5,9 @@ class, a voice) the policy may set
 - value bounds (`min`, `max`): always checked, also for the first model; budgets such as p95
   latency and model size are `max` bounds;
 - change bounds against the champion (`max_drop` absolute, `max_drop_rel` relative), which allow
-  a small configured regression. "Worse" follows the metric's direction (lower latency is better).
+  a small configured regression. "Worse" follows the metric's direction, which the model family
+  that computes the metric declares (`models/families.py`: lower latency is better), never a
+  threshold entry: a budget written without a direction is still judged the right way round.
   For metrics with per-row scores (accuracies) a change passes only when the lower end of its
   paired-bootstrap interval is above `-max_drop`: an observed gain that may be noise does not count.
   Measured metrics without per-row values (latency, size) compare point values.
@@ -15,7 +17,7 @@ The challenger passes only if every check passes.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -28,7 +30,6 @@ class MetricThreshold:
     max: float | None = None  # the metric must be at most this (a budget for latency, size)
     max_drop: float | None = None  # allowed worsening against the champion, in the metric's units
     max_drop_rel: float | None = None  # allowed worsening as a share of the champion's value (0.1 = 10 %)
-    higher_is_better: bool = True  # False for latency and size: an increase is the worsening
 
     def __post_init__(self) -> None:
         for name in ("max_drop", "max_drop_rel"):
@@ -37,12 +38,30 @@ class MetricThreshold:
                 raise ValueError(f"{name} is an allowed regression and must be >= 0, got {value}")
 
 
+HIGHER, LOWER = "higher", "lower"  # which way a metric is better
+DIRECTIONS = (HIGHER, LOWER)
+
+
 @dataclass(frozen=True)
 class GatePolicy:
     thresholds: dict[str, MetricThreshold]  # headline metric → threshold
     slices: dict[str, dict[str, MetricThreshold]] = field(default_factory=dict)  # group → per-row metric → threshold
     min_slice_rows: int = 5  # smaller slices are reported as skipped: their interval says nothing
     bootstrap: BootstrapConfig = BootstrapConfig()
+    # metric → HIGHER or LOWER is better, from the family that computes it; every judged metric needs one,
+    # since guessing "higher" turns a latency budget upside down (a faster challenger would fail).
+    directions: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        judged = set(self.thresholds) | {m for metrics in self.slices.values() for m in metrics}
+        for metric in sorted(judged):
+            direction = self.directions.get(metric)
+            if direction not in DIRECTIONS:
+                raise ValueError(f"gate metric {metric!r} has no direction ({direction!r}); each judged metric needs "
+                                 f"one of {list(DIRECTIONS)}; declared: {dict(self.directions)}")
+
+    def higher_is_better(self, metric: str) -> bool:
+        return self.directions[metric] == HIGHER
 
 
 @dataclass(frozen=True)
@@ -103,11 +122,12 @@ def _value_checks(metric: str, value: float, t: MetricThreshold, slice_: str | N
     return checks
 
 
-def _change_checks(metric: str, t: MetricThreshold, challenger: ModelScores, champion: ModelScores,
-                   weights: np.ndarray | None, confidence: float, rows: np.ndarray | None, slice_: str | None) -> list[Check]:
+def _change_checks(metric: str, t: MetricThreshold, higher_is_better: bool, challenger: ModelScores,
+                   champion: ModelScores, weights: np.ndarray | None, confidence: float, rows: np.ndarray | None,
+                   slice_: str | None) -> list[Check]:
     """Improvement = ±(challenger − champion), signed so that positive is better; passes when its
     interval's lower end (or the point value, without per-row scores) is at least -max_drop."""
-    sign = 1.0 if t.higher_is_better else -1.0
+    sign = 1.0 if higher_is_better else -1.0
     if metric in challenger.per_row and metric in champion.per_row:
         assert weights is not None
         pc = paired_change(challenger.per_row[metric], champion.per_row[metric], weights, confidence, rows)
@@ -175,7 +195,8 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
     for metric, threshold in policy.thresholds.items():
         checks += _value_checks(metric, values[metric], threshold, None)
         if champion is not None:
-            checks += _change_checks(metric, threshold, challenger, champion, weights, confidence, None, None)
+            checks += _change_checks(metric, threshold, policy.higher_is_better(metric), challenger, champion,
+                                     weights, confidence, None, None)
     skipped: list[str] = []
     for group, metrics in policy.slices.items():
         column = np.asarray(groups[group])
@@ -188,7 +209,8 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
             for metric, threshold in metrics.items():
                 checks += _value_checks(metric, float(np.mean(challenger.per_row[metric][rows])), threshold, slice_)
                 if champion is not None:
-                    checks += _change_checks(metric, threshold, challenger, champion, weights, confidence, rows, slice_)
+                    checks += _change_checks(metric, threshold, policy.higher_is_better(metric), challenger,
+                                             champion, weights, confidence, rows, slice_)
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "; ".join(c.explain() for c in failed)

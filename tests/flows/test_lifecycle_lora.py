@@ -30,8 +30,8 @@ def write_lora_params(path):
     lora_gate = params["gate"]["lora"]
     lora_gate["thresholds"] = {name: {**t, "min": 0.0, "max_drop": 1.0} if "min" in t else t
                                for name, t in lora_gate["thresholds"].items()}
-    lora_gate["thresholds"]["model_size_mb"] = {"max": 120.0, "max_drop_rel": 0.5, "higher_is_better": False}
-    lora_gate["thresholds"]["p95_latency_ms"] = {"max": 1000.0, "max_drop": 1000.0, "higher_is_better": False}
+    lora_gate["thresholds"]["model_size_mb"] = {"max": 120.0, "max_drop_rel": 0.5}
+    lora_gate["thresholds"]["p95_latency_ms"] = {"max": 1000.0, "max_drop": 1000.0}
     lora_gate["slices"] = {"class": {"caption_acc": {"min": 0.0, "max_drop": 1.0}}}
     path.write_text(yaml.safe_dump(params))
     return path

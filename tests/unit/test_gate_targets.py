@@ -115,3 +115,16 @@ def test_better_on_average_but_broken_on_one_accent_is_rejected_by_the_slice_che
     assert not any(c.slice and c.slice.startswith("voice=") and c.slice != "voice=v3" for c in failed)
     assert "zero_shot_audio_acc[voice=v3] change" in broken.reason
     assert better.challenger["zero_shot_audio_acc"] > broken.challenger["zero_shot_audio_acc"]
+
+
+def test_every_metric_the_gate_scores_has_its_familys_direction():
+    """The family's declared metrics are exactly what its scoring computes: a new metric without a
+    direction, or a declared one nobody computes, fails here rather than in a user's gate."""
+    from models.families import IMAGEBIND_FAMILY, LORA_FAMILY, metric_directions
+    from models.gate_scoring import LATENCY_METRIC, SIZE_METRIC
+    from models.lora_family import CAPTION_METRIC
+
+    golden = sample(40, seed=5)
+    [scores] = score_models({"m": CentroidModel(sample(100, seed=6))}, golden, PROMPTS, latency_items=2).values()
+    assert set(scores.metrics()) == set(metric_directions(IMAGEBIND_FAMILY))
+    assert set(metric_directions(LORA_FAMILY)) == {CAPTION_METRIC, LATENCY_METRIC, SIZE_METRIC}
