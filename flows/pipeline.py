@@ -39,6 +39,7 @@ from flows.data_stages import (
 )
 from flows.exactly_once import close_abandoned_training_runs, gate_once, register_once, training_start
 from flows.model_stages import TrainOutcome, stage_gate, stage_monitor, stage_register, stage_train
+from flows.registry_locks import check_registry_lock
 from flows.settings import Settings
 from flows.stage_cache import StageRunner, StageStore, fault_point
 
@@ -325,6 +326,7 @@ def run_stages(settings: Settings, source: Path | str, call: StageCall = call_di
     again); an existing `run_id` resumes that run. The summary is written after every stage and
     whatever happens; a failing stage marks the run failed and re-raises.
     """
+    check_registry_lock(settings)  # the gate's lock must be takeable before any stage runs, not after training
     record = RunRecord(run_id=run_id or new_run_id(), source=str(source))
     timed = _timer(record, call)
     runner = _runner(settings, record, timed, reuse)
@@ -365,6 +367,7 @@ def run_retrain_stages(settings: Settings, reason: str, call: StageCall = call_d
                        run_id: str | None = None) -> RunRecord:
     """Retraining: train on the current window (every accepted batch), register, gate; no new data.
     Always computed: retraining is asked for explicitly (drift, the schedule, `flywheel retrain`)."""
+    check_registry_lock(settings)
     record = RunRecord(run_id=run_id or new_run_id(), source=f"retrain: {reason}")
     timed = _timer(record, call)
     with _recorded(settings, record):

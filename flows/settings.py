@@ -362,6 +362,9 @@ class Settings:
     storage_options: dict[str, Any] = field(default_factory=dict)  # credentials: from the environment only
     dask_address: str | None = None
     registry_lock_uri: str | None = None
+    # The Prefect server this process was started against (PREFECT_API_URL); with an HTTP tracking URI its
+    # global concurrency limits lock the registry across machines (flows/registry_locks.py).
+    prefect_api_url: str | None = None
     alert_urls: dict[str, str] = field(default_factory=dict)  # sink name -> URL, params.yaml's or the environment's
     feast_online: str | None = None  # Feast online store (redis://…); None: SQLite under paths.feast
     feast_registry: str | None = None  # Feast SQL registry (postgresql+psycopg://…); None: file registry under paths.feast
@@ -396,8 +399,13 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     paths = StatePaths((home or env.home).absolute())
     params = load_params(params_path or env.params)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
+    if env.registry_lock_uri:
+        from models.registry_lock import check_lock_uri
+
+        check_lock_uri(env.registry_lock_uri)  # a lock that cannot work stops here, before any stage runs
     return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
                     lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
                     dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri,
+                    prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
                     alert_urls=_alert_urls(params, env.alert_urls),
                     feast_online=env.feast_online, feast_registry=env.feast_registry)

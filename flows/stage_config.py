@@ -36,13 +36,15 @@ def feast_services(settings: Settings):
 
 def registry_for(settings: Settings):
     """The MLflow registry of this run's model (MLflow is imported only when a stage needs it)."""
+    from flows.registry_locks import choose_registry_lock
     from models.registry import Registry
 
     # A tracking server stores artifacts where it is told (--artifacts-destination: MinIO in the stack);
     # a local folder here would put them on this machine's disk, out of reach of every other client.
     on_server = settings.tracking_uri.startswith(("http://", "https://"))
     return Registry(settings.tracking_uri, settings.params.registry.model_name,
-                    None if on_server else settings.paths.mlflow_artifacts, lock_uri=settings.registry_lock_uri)
+                    None if on_server else settings.paths.mlflow_artifacts, lock_uri=settings.registry_lock_uri,
+                    lock=choose_registry_lock(settings))  # one choice for the gate, promote and rollback
 
 
 def gate_policy(settings: Settings, family: str | None = None) -> GatePolicy:

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from models.pyfunc import PyfuncFlavour
+    from models.registry_lock import LockFactory
     from models.tracking import RunEvaluation, TrainingDataset
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
@@ -85,6 +86,8 @@ class Registry:
     model_name: str
     artifact_root: Path | None = None  # local artifact folder for the embedded store; None on a server
     lock_uri: str | None = None  # what the champion lock locks (models.registry_lock); None: the tracking URI
+    # The champion lock chosen at the entry point (flows.registry_locks); None: champion_lock on lock_uri.
+    lock: LockFactory | None = field(default=None, compare=False)
 
     def client(self) -> MlflowClient:
         """A client of this store; MLflow's fluent API (start_run, register_model) is pointed at it too."""
@@ -282,6 +285,8 @@ def record_decision(registry: Registry, version: str, decision: dict[str, Any]) 
 
 
 def _champion_lock(registry: Registry):
+    if registry.lock is not None:
+        return registry.lock(registry.model_name)
     from models.registry_lock import champion_lock
 
     return champion_lock(registry.lock_uri or registry.tracking_uri, registry.model_name)
