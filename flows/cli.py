@@ -107,6 +107,16 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
         console.print(model)
     if summary.get("error"):
         console.print(f"[red]stage {summary.get('failed_stage')} failed:[/red] {summary['error']}")
+    rejected = summary.get("rejection")
+    if rejected:
+        console.print(f"[red]batch rejected by {rejected['stage']}:[/red] {rejected['expectation']} observed "
+                      f"{rejected['observed']}, bound {rejected['bound']}; monitored in this run, never trained on")
+    alerts = (summary.get("loop") or {}).get("alerts")
+    if alerts:
+        sent = ", ".join(alerts.get("sent", [])) or "none"
+        held = f"; within the cooldown already: {', '.join(alerts['suppressed'])}" if alerts.get("suppressed") else ""
+        failed = f"; [red]failed: {', '.join(alerts['failed'])}[/red]" if alerts.get("failed") else ""
+        console.print(f"alert ({'rejection' if summary['loop'].get('rejected') else 'drift'}): sent to {sent}{held}{failed}")
     console.print(f"summary: {path}")
     console.print("open the UIs:")
     for name, command in ui_commands(settings).items():
@@ -134,6 +144,8 @@ def _monitor_note(summary: dict) -> str:
     monitor = summary["monitor"]
     if monitor.get("status") == "no_champion":
         return "no champion yet: nothing to compare against"
+    if monitor.get("status") == "failed":
+        return f"[red]failed[/red]: {monitor.get('error')}"
     if "drifted_share" not in monitor:
         return f"{monitor.get('status')} ({monitor.get('detail', '')})"
     drifted = monitor.get("drifted_columns") or ""
@@ -181,26 +193,89 @@ def run(
         except NotResumable as err:
             console.print(f"[red]cannot resume:[/red] {err}")
             raise typer.Exit(2) from err
+    batch = landing_source(source)
+    run_id = resume or new_run_id()
+
+    def lifecycle() -> None:
+        if plain:
+            from flows.prefect_runtime import preload_libraries
+
+            from flows.loop import reaction
+
+            preload_libraries(with_prefect=False)
+            run_stages(settings, batch, run_id=run_id, react=reaction(signal=None), reuse=not no_cache)  # no events: retrains itself
+        else:
+            from flows.prefect_runtime import run_lifecycle
+
+            run_lifecycle(settings, batch, run_id, server=server, reuse=not no_cache)
+
+    run_and_report(settings, run_id, f"running the lifecycle on {source} …", lifecycle, debug)
+
+
+@app.command()
+def ingest(
+    source: str = typer.Option(..., "--source",
+                               help="landing batch: a folder (manifest.jsonl + files) or an fsspec URI such as s3://bucket/batch"),
+    plain: bool = typer.Option(False, "--plain", help="call the stage functions directly, without Prefect"),
+    debug: bool = typer.Option(False, "--debug", help="print the full traceback when a stage fails"),
+    home: Optional[Path] = HOME_OPTION,
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """The data stages on one landing batch (ingest → clean → validate → transform → label), then its drift
+    check against the champion's window and the alerts; no training (the flywheel-ingest deployment's run).
+
+    A batch a data stage rejects is monitored and alerted all the same, then the command exits 1. Drift
+    emits the drift event where the flywheel-retrain deployment listens; this command never trains itself.
+    """
+    settings = cli_settings(home, params)
+    from flows.pipeline import new_run_id
+
+    batch = landing_source(source)
+    run_id = new_run_id()
+
+    def data_stages() -> None:
+        from flows.prefect_runtime import preload_libraries
+
+        if plain:
+            from flows.loop import reaction
+            from flows.pipeline import run_ingest_stages
+
+            preload_libraries(with_prefect=False)
+            run_ingest_stages(settings, batch, run_id=run_id, react=reaction(signal=None, train_on_drift=False))
+            return
+        from flows.prefect_runtime import prepare_prefect
+
+        ready = prepare_prefect(settings, server=True)
+        preload_libraries()
+        ready()
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        from flows.loop_flows import ingest_flow
+
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):  # as `flywheel run`: no 1 s wait at the end
+            ingest_flow(str(batch), str(settings.paths.home), str(params.absolute()) if params else None, run_id=run_id,
+                        train_on_drift=False)
+
+    run_and_report(settings, run_id, f"ingesting {source} …", data_stages, debug)
+
+
+def landing_source(source: str) -> Path | str:
+    """`--source` as the stages take it: an fsspec URI as given, a folder as an absolute path (resumable from
+    any folder); a folder without a manifest exits 2, naming what would make one."""
     is_uri = "://" in source and not source.startswith("file://")
-    batch: Path | str = source if is_uri else Path(source.removeprefix("file://")).absolute()  # resumable from any folder
+    batch: Path | str = source if is_uri else Path(source.removeprefix("file://")).absolute()
     if isinstance(batch, Path) and not (batch / "manifest.jsonl").is_file():
         console.print(f"[red]{source} is not a landing batch[/red] (no manifest.jsonl); make one with `flywheel demo-data --out {source}`")
         raise typer.Exit(2)
-    run_id = resume or new_run_id()
+    return batch
+
+
+def run_and_report(settings: Settings, run_id: str, status: str, work, debug: bool) -> None:
+    """Run `work`, print the run's summary whatever happened, exit 0 on success and 1 when a stage failed."""
     started = time.perf_counter()
     try:
-        with console.status(f"running the lifecycle on {source} …"):
-            if plain:
-                from flows.prefect_runtime import preload_libraries
-
-                from flows.loop import reaction
-
-                preload_libraries(with_prefect=False)
-                run_stages(settings, batch, run_id=run_id, react=reaction(signal=None), reuse=not no_cache)  # no events: retrains itself
-            else:
-                from flows.prefect_runtime import run_lifecycle
-
-                run_lifecycle(settings, batch, run_id, server=server, reuse=not no_cache)
+        with console.status(status):
+            work()
         failed = False
     except Exception as err:  # the summary records the failing stage and the error
         if debug:

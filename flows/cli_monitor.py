@@ -1,8 +1,14 @@
 """`flywheel monitor`: every drift check for a batch (or the inference log) against the champion's
-training window; the results go into a run summary (`runs/<id>/summary.json`) and a rich table."""
+training window; the results go into a run summary (`runs/<id>/summary.json`) and a rich table.
+
+`--batch` takes a batch id, its lake folder, or the landing folder it came from (found by its content
+hash). A landing folder not ingested yet is not ingested here: monitoring reads and never writes the
+lake, so the command names the one that ingests it (`flywheel ingest --source DIR`) and exits 2.
+"""
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Optional
@@ -14,15 +20,19 @@ from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, 
 
 
 def monitor(
-    batch: Optional[str] = typer.Option(None, "--batch", help="ingested batch id, or its lake folder (default: the latest cleaned batch)"),
+    batch: Optional[str] = typer.Option(None, "--batch", help="ingested batch id, its lake folder or its landing folder (default: the latest cleaned batch)"),
     log: bool = typer.Option(False, "--inference-log", help="check the inference log since the last check instead of a batch"),
     home: Optional[Path] = HOME_OPTION,
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
     """Run the drift checks (data, embeddings, predictions, quality, performance) and print what drifted."""
     settings = cli_settings(home, params)
-    from flows.monitor_stage import latest_clean_batch, monitor_batch, monitor_inference_log
+    from flows.monitor_stage import monitor_batch, monitor_inference_log
     from flows.pipeline import RunRecord, new_run_id, write_summary
+
+    if not log:
+        with exit_on_user_error("cannot monitor", FileNotFoundError, ValueError):
+            batch_id = resolve_batch(settings, batch, home, params)
 
     record = RunRecord(run_id=new_run_id(), source="inference-log" if log else str(batch or "latest"))
     run_dir = settings.paths.runs / record.run_id
@@ -32,13 +42,42 @@ def monitor(
             if log:
                 record.monitor = monitor_inference_log(settings, run_dir)
             else:
-                record.batch_id = Path(batch).name if batch else latest_clean_batch(settings)
+                record.batch_id = batch_id
                 record.monitor, _ = monitor_batch(settings, record.batch_id, run_dir)
     record.seconds["monitor"] = round(time.perf_counter() - started, 3)
     record.status = "succeeded"
     path = write_summary(settings, record)
     print_monitor(record.monitor)
     console.print(f"summary: {path}")
+
+
+def resolve_batch(settings, batch: Optional[str], home: Optional[Path] = None, params: Optional[Path] = None) -> str:
+    """The batch id `--batch` names: an ingested id, a folder named by one (in the lake), or a landing folder
+    whose content hash is one; ValueError for a landing folder not ingested yet (naming the command that
+    ingests it), FileNotFoundError for anything else, with the known batches."""
+    from features.ingest import compute_batch_id, list_ingested_batches
+    from flows.monitor_stage import latest_clean_batch
+
+    if batch is None:
+        return latest_clean_batch(settings)
+    known = list_ingested_batches(settings.paths.lake_raw)
+    folder = Path(batch).expanduser()
+    if folder.is_dir():
+        if (folder / "manifest.jsonl").is_file() and folder.resolve().parent != settings.paths.lake_raw.resolve():
+            batch_id = compute_batch_id(folder)  # a landing folder: its id is its content hash, as ingest computes it
+            if batch_id in known:
+                return batch_id
+            options = "".join(f" {flag} {shlex.quote(str(value))}" for flag, value in (("--home", home), ("--params", params)) if value)
+            raise ValueError(f"{batch} is a landing batch (id {batch_id}) that is not ingested yet; "
+                             f"`flywheel ingest --source {shlex.quote(batch)}{options}` ingests it and runs these checks "
+                             f"(no training), `flywheel run --source {shlex.quote(batch)}{options}` runs the whole lifecycle")
+        if folder.name in known:  # lake/raw/<id>, lake/clean/<id>, lake/inputs/<id>
+            return folder.name
+    elif batch in known:
+        return batch
+    where = f"no landing folder at {folder.absolute()}" if not folder.is_dir() else f"{folder} has no manifest.jsonl"
+    raise FileNotFoundError(f"no batch {batch!r} in the lake ({settings.paths.lake_raw}) and {where}; "
+                            f"ingested batches (newest last): {', '.join(known[-5:]) or 'none'}")
 
 
 def print_monitor(summary: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,7 +15,7 @@ from features.clean import Chunk, ChunkOutcome, CleanParams, clean_rows_chunk
 from flows.data_stages import stage_clean
 from flows.drift_events import emit_drift_event
 from flows.loop import reaction
-from flows.pipeline import RunRecord, run_stages
+from flows.pipeline import RunRecord, new_run_id, run_stages
 from flows.settings import Settings
 from flows.stage_cache import is_cached_restore
 
@@ -107,12 +108,24 @@ def gate_markdown(record: RunRecord) -> str:
 def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = None, reuse: bool = True) -> RunRecord:
     # On drift: alerts, and a drift event that the retraining deployment answers (if served).
     # An existing run_id resumes that run; recorded stages are reused unless `reuse` is False.
-    record = run_stages(settings, source, call=call_as_task, run_id=run_id, react=reaction(emit_drift_event, call_as_task),
-                        reuse=reuse)
+    # A rejected batch fails the flow after its drift check: the artifacts come from the summary either way.
+    run_id = run_id or new_run_id()
+    try:
+        return run_stages(settings, source, call=call_as_task, run_id=run_id,
+                          react=reaction(emit_drift_event, call_as_task), reuse=reuse)
+    finally:
+        publish_artifacts(settings, run_id)
+
+
+def publish_artifacts(settings: Settings, run_id: str) -> None:
+    """The gate decision and the drift report of a run, as markdown artifacts of the current flow run."""
+    path = settings.paths.runs / run_id / "summary.json"
+    if not path.is_file():  # the run stopped before its summary was first written
+        return
+    record = RunRecord(**json.loads(path.read_text()))
     if record.gate:
         create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")
     if record.monitor.get("report"):
         from monitoring.reports import drift_markdown  # imports MLflow: only when there is a report
 
         create_markdown_artifact(drift_markdown(record.monitor), key="drift-report", description="drift of this batch")
-    return record

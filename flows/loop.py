@@ -3,6 +3,11 @@
 Prefect-free, so `flywheel run --plain` closes the loop too: there the reaction retrains
 directly. The Prefect flows (`flows.loop_flows`) pass a `signal` that emits a drift event
 instead, which the retraining deployment's trigger answers.
+
+A batch a data stage rejected is alerted as a rejection (the expectation, observed value and bound,
+with what monitoring found), and neither emits a drift event nor retrains: the batch never enters
+the training window, so a retraining would learn from the same window the champion did and answer
+nothing; a broken or shifted source needs a person, which is what the alert is for.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from flows.pipeline import RunRecord, StageCall, call_directly, run_monitor_stag
 from flows.settings import Settings
 from features.io import save_json
 from monitoring.alert_delivery import Sink, deliver_alert
-from monitoring.alerts import DriftAlert, build_drift_alert
+from monitoring.alerts import Alert, DriftAlert, build_drift_alert, build_rejection_alert
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,13 @@ def alert_sinks(settings: Settings) -> list[Sink]:
     return [Sink(s.name, s.kind, settings.alert_urls[s.name]) for s in settings.params.alerts.sinks]
 
 
-def send_drift_alert(settings: Settings, alert: DriftAlert, now: datetime | None = None) -> dict[str, Any]:
+REJECTED_NO_RETRAIN = ("the batch was rejected: it never enters the training window, so retraining on the window "
+                      "would not answer it; no drift event either")
+NO_TRAINING_HERE = ("this command does not train: `flywheel retrain` does, or the flywheel-retrain deployment "
+                    "(`flywheel schedule`), which answers the drift event")
+
+
+def send_drift_alert(settings: Settings, alert: Alert, now: datetime | None = None) -> dict[str, Any]:
     outcome = deliver_alert(alert, alert_sinks(settings), settings.paths.loop / ALERT_STATE,
                             timedelta(hours=settings.params.alerts.cooldown_hours), now or datetime.now(timezone.utc))
     return outcome.to_dict()
@@ -67,15 +78,22 @@ def retrain(settings: Settings, reason: str, call: StageCall = call_directly, ru
 
 
 def react_to_monitor(settings: Settings, record: RunRecord, signal: DriftSignal | None = None,
-                     call: StageCall = call_directly) -> dict[str, Any]:
-    """After a drift check: alert (deduplicated), then retraining by `signal` or, without one, directly.
+                     call: StageCall = call_directly, train_on_drift: bool = True) -> dict[str, Any]:
+    """After a drift check: alert (deduplicated), then retraining by `signal` or, without one, directly
+    (unless `train_on_drift` is False: `flywheel ingest` never trains). A rejected batch
+    (`record.rejection`) is alerted as a rejection and retrains nothing.
 
     A run that trained a model already counts as this window's training, so the drift it finds
     does not retrain the same data again at once.
     """
     if record.train:
         claim_training(settings, f"lifecycle run {record.run_id}")
-    alert = build_drift_alert(settings.params.registry.model_name, record.monitor, record.batch_id or "")
+    model = settings.params.registry.model_name
+    if record.rejection:
+        rejected = build_rejection_alert(model, record.rejection, record.monitor, record.batch_id or "")
+        return {"drift": bool(record.monitor.get("drift_detected")), "rejected": True,
+                "alerts": send_drift_alert(settings, rejected), "retrain": {"status": "not_started", "reason": REJECTED_NO_RETRAIN}}
+    alert = build_drift_alert(model, record.monitor, record.batch_id or "")
     if alert is None:
         return {"drift": False}
     reaction: dict[str, Any] = {"drift": True, "alerts": send_drift_alert(settings, alert)}
@@ -83,6 +101,8 @@ def react_to_monitor(settings: Settings, record: RunRecord, signal: DriftSignal 
         reaction["retrain"] = {"status": "off", "reason": "retrain.on_drift is false"}
     elif signal is not None and signal(settings, alert):
         reaction["retrain"] = {"status": "event", "reason": "drift event emitted; the retraining deployment answers it"}
+    elif not train_on_drift:
+        reaction["retrain"] = {"status": "not_started", "reason": NO_TRAINING_HERE}
     else:
         reaction["retrain"] = retrain(settings, f"drift on batch {alert.batch_id} ({alert.fingerprint})", call=call)
     return reaction
@@ -105,10 +125,10 @@ def run_monitor(settings: Settings, batch_id: str | None, call: StageCall = call
     return run_monitor_stages(settings, batch_id, call, run_id, react=reaction(signal, call))
 
 
-def reaction(signal: DriftSignal | None, call: StageCall = call_directly) -> StageCall:
+def reaction(signal: DriftSignal | None, call: StageCall = call_directly, train_on_drift: bool = True) -> StageCall:
     """The pipeline's `react` stage: `react_to_monitor` with this driver's signal and stage call."""
 
     def react(settings: Settings, record: RunRecord) -> dict[str, Any]:
-        return react_to_monitor(settings, record, signal, call)
+        return react_to_monitor(settings, record, signal, call, train_on_drift)
 
     return react

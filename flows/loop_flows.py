@@ -43,10 +43,13 @@ def monitor_flow(batch_id: str | None = None, home: str | None = None, params: s
 
 
 @flow(name=INGEST_FLOW, log_prints=True)
-def ingest_flow(source: str, home: str | None = None, params: str | None = None) -> dict[str, Any]:
-    """A landing batch through the data stages, then its drift check (training is the retrain flow's job)."""
-    record = run_ingest_stages(_settings(home, params), source, call=call_as_task,
-                               react=reaction(emit_drift_event, call_as_task))
+def ingest_flow(source: str, home: str | None = None, params: str | None = None, run_id: str | None = None,
+                train_on_drift: bool = True) -> dict[str, Any]:
+    """A landing batch through the data stages, then its drift check (training is the retrain flow's job:
+    the drift event starts it; with no retraining deployment to answer, this flow retrains itself unless
+    `train_on_drift` is False, as for `flywheel ingest`). A rejected batch is monitored, alerted, and fails."""
+    record = run_ingest_stages(_settings(home, params), source, call=call_as_task, run_id=run_id,
+                               react=reaction(emit_drift_event, call_as_task, train_on_drift))
     return {"run_id": record.run_id, "batch_id": record.batch_id, "monitor": record.monitor, "loop": record.loop}
 
 

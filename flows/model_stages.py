@@ -317,15 +317,17 @@ def stage_gate(settings: Settings, version: str, flow_run: str | None = None) ->
     return decision
 
 
-def stage_monitor(settings: Settings, batch_id: str, run_dir: Path) -> dict[str, Any]:
+def stage_monitor(settings: Settings, batch_id: str, run_dir: Path, rejection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every monitoring check of this batch (as cleaned, so a batch validation rejected is seen too)
-    against the champion's training window, this batch excluded: see flows/monitor_stage.py."""
+    against the champion's training window, this batch excluded: see flows/monitor_stage.py.
+    `rejection`: a data stage refused the batch (the run summary's `rejection`); the results say so."""
     from flows.monitor_stage import monitor_batch
     from monitoring.reports import log_drift_run
 
-    summary, result = monitor_batch(settings, batch_id, run_dir)
+    summary, result = monitor_batch(settings, batch_id, run_dir, rejection)
     if result is not None and result.data_drift is not None:
         summary["evidently_project"] = settings.params.registry.model_name  # one Evidently project per registered model
+        rejected = {"batch_rejected": f"{rejection['stage']}: {rejection['expectation']}"} if rejection else {}
         summary["mlflow_run"] = log_drift_run(registry_for(settings), batch_id, summary["champion"], result.data_drift,
-                                              Path(summary["report"]), summary["reference_batches"])
+                                              Path(summary["report"]), summary["reference_batches"], rejected)
     return summary

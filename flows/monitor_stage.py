@@ -7,7 +7,9 @@ Current, for a batch: its *clean* rows (`lake/clean/<batch>`), features and mode
 here. Validation is not in the way: a batch that validation rejected (a noisy source whose clips
 grew twice as long) never reached the feature store, yet it is exactly what monitoring must see, so
 the monitor reads what arrived, not what was accepted; quality checks also see the rows validation
-quarantined. Current, for the inference log: the records scored by the champion since the last
+quarantined. A batch a data stage rejected is monitored in the same run (`flows.pipeline`): its summary
+entry and its Evidently snapshot say so (`batch_rejected`, the snapshot's name and tag).
+Current, for the inference log: the records scored by the champion since the last
 check (predictions and, through sample ids, delayed labels; the log keeps only an embedding's
 leading dimensions, so embedding drift is judged on batches).
 """
@@ -95,19 +97,24 @@ def latest_clean_batch(settings: Settings) -> str:
     return batches[-1]
 
 
-def monitor_batch(settings: Settings, batch_id: str, run_dir: Path) -> tuple[dict[str, Any], MonitorResult | None]:
+def monitor_batch(settings: Settings, batch_id: str, run_dir: Path, rejection: dict[str, Any] | None = None
+                  ) -> tuple[dict[str, Any], MonitorResult | None]:
     """Every check for one batch against the champion's training window (this batch excluded): the
-    summary entry, and the result (None when there was nothing to compare against)."""
+    summary entry, and the result (None when there was nothing to compare against). `rejection`: the
+    batch was refused by a data stage (`RunRecord.rejection`); the entry and the snapshot are marked."""
     from models.registry import CHAMPION, load_version
 
     registry = registry_for(settings)
     champion = registry.alias_version(CHAMPION)
+    marked = {"batch_rejected": _rejection_mark(rejection)} if rejection else {}
     if champion is None:
-        return {"status": "no_champion", "batch": batch_id}, None
+        return {"status": "no_champion", "batch": batch_id, **marked,
+                "detail": "no @champion yet: there is no training window to compare this batch with"}, None
     window = registry.version_tags(champion).get("training_batches", "").split(",")
     reference_batches = [b for b in window if b and b != batch_id]
     if not reference_batches:
-        return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion}, None
+        return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion,
+                **marked}, None
     model = load_version(registry, champion)
     observe = _observer(model)
     ref_features, ref_inputs, ref_labels = load_training_window(settings, reference_batches)
@@ -116,7 +123,12 @@ def monitor_batch(settings: Settings, batch_id: str, run_dir: Path) -> tuple[dic
     current = observe(features, inputs, labels)
     result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
                                                             list(CATEGORICAL_FEATURES), check_params(settings)))
-    return _summarise(settings, result, run_dir, champion, {"batch": batch_id, "reference_batches": reference_batches}), result
+    return _summarise(settings, result, run_dir, champion, {"batch": batch_id, "reference_batches": reference_batches, **marked}), result
+
+
+def _rejection_mark(rejection: dict[str, Any]) -> dict[str, Any]:
+    """What a monitor entry keeps of a rejection: enough to tell it from an accepted batch and why."""
+    return {key: rejection[key] for key in ("stage", "expectation", "observed", "bound") if key in rejection}
 
 
 def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
@@ -195,8 +207,11 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
                                **extra, **result.to_summary()}
     if result.data_drift is not None:
         html = run_dir / "drift_report.html"
-        summary["evidently_snapshot"] = save_drift(settings.paths.evidently, settings.params.registry.model_name,
-                                                   result.data_drift, html_path=html, batch_id=extra.get("batch"))
+        rejected = extra.get("batch_rejected")
+        summary["evidently_snapshot"] = save_drift(
+            settings.paths.evidently, settings.params.registry.model_name, result.data_drift, html_path=html,
+            batch_id=extra.get("batch"),
+            rejected_by=f"{rejected['stage']}: {rejected.get('expectation')}" if rejected else None)
         summary.update(report=str(html), drifted_share=result.data_drift.drifted_share,
                        drifted_columns=result.data_drift.drifted_columns,
                        reference_rows=result.data_drift.reference_rows, current_rows=result.data_drift.current_rows)

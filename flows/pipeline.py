@@ -9,11 +9,17 @@ Each stage runs through `flows.stage_cache.StageRunner`: keyed by its inputs, re
 done, reused (re-loaded, not recomputed) when its record exists, so a re-run or `--resume` of
 a killed run continues from the first stage without a record. The summary is rewritten after
 every stage, so a killed run leaves one saying how far it got (status "running").
+
+A batch that a data stage after clean refuses as a whole (`BatchRejected`: validation's reference
+bounds, too many bad rows) is still monitored, as cleaned, against the champion's window in the same
+run, and the reaction alerts on the rejection itself; then the run fails at that stage as before.
+The batch never reaches the feature store or the model inputs, so no training ever sees it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 import uuid
@@ -23,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from features.expectations import BatchRejected
 from features.io import save_json, save_quarantine
 from features.locks import batch_lock
 from features.records import StageReport
@@ -43,7 +50,11 @@ from flows.registry_locks import check_registry_lock
 from flows.settings import Settings
 from flows.stage_cache import StageRunner, StageStore, fault_point
 
+log = logging.getLogger(__name__)
+
 StageCall = Callable[..., Any]
+# Data stages that may refuse a whole batch once its clean rows exist: monitoring can still read the batch.
+REJECTING_STAGES = ("validate", "transform", "label")
 STAGES_DIR = "state/stages"  # one record per completed stage, under FLYWHEEL_HOME (flows/stage_cache.py)
 CHECKPOINTS_DIR = "state/checkpoints"  # training checkpoints per train key, removed once the model is registered
 
@@ -68,6 +79,7 @@ class RunRecord:
     gate: dict[str, Any] = field(default_factory=dict)
     monitor: dict[str, Any] = field(default_factory=dict)
     loop: dict[str, Any] = field(default_factory=dict)  # alerts sent, drift event or retraining started
+    rejection: dict[str, Any] = field(default_factory=dict)  # a data stage refused the batch: stage, expectation, observed, bound
     seconds: dict[str, float] = field(default_factory=dict)
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stage: key, cached (reused), computed_by
     attempts: int = 1  # 1 + the times it was resumed (`flywheel run --resume`)
@@ -288,6 +300,15 @@ def _model_stages(settings: Settings, record: RunRecord, timed: StageCall, runne
     return key
 
 
+def _monitor_key(settings: Settings, runner: StageRunner, inputs_key: str, rejected_at: str | None) -> str:
+    from models.registry import CHAMPION
+
+    from flows.stage_config import registry_for
+
+    champion = registry_for(settings).alias_version(CHAMPION)
+    return runner.key("monitor", [inputs_key], champion=champion, **({"rejected_at": rejected_at} if rejected_at else {}))
+
+
 def _monitor_and_react(settings: Settings, record: RunRecord, timed: StageCall, runner: StageRunner, inputs_key: str,
                        upstream: str | None, react: StageCall | None) -> None:
     """Drift of the batch against the champion's window, then the loop's reaction (alerts, retraining).
@@ -295,12 +316,7 @@ def _monitor_and_react(settings: Settings, record: RunRecord, timed: StageCall, 
     Monitor is keyed by the batch's inputs and the champion it compares against; the reaction by
     the monitor's key and the model stages' (a re-run sends no alert twice and does not retrain).
     """
-    from models.registry import CHAMPION
-
-    from flows.stage_config import registry_for
-
-    champion = registry_for(settings).alias_version(CHAMPION)
-    key = runner.key("monitor", [inputs_key], champion=champion)
+    key = _monitor_key(settings, runner, inputs_key, None)
 
     def monitor(_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
         summary = timed("monitor", stage_monitor, settings, record.batch_id, settings.paths.runs / record.run_id)
@@ -308,13 +324,60 @@ def _monitor_and_react(settings: Settings, record: RunRecord, timed: StageCall, 
 
     record.monitor, _, _ = runner.run("monitor", key, monitor, lambda o: o)
     write_summary(settings, record)
-    if react is not None:
-        def reaction(_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
-            loop = timed("react", react, settings, record)
-            return loop, loop
+    _react(settings, record, timed, runner, [key, *([upstream] if upstream else [])], react)
 
-        key = runner.key("react", [key, *([upstream] if upstream else [])])
-        record.loop, _, _ = runner.run("react", key, reaction, lambda o: o)
+
+def _react(settings: Settings, record: RunRecord, timed: StageCall, runner: StageRunner, upstream: list[str],
+           react: StageCall | None) -> None:
+    if react is None:
+        return
+
+    def reaction(_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        loop = timed("react", react, settings, record)
+        return loop, loop
+
+    record.loop, _, _ = runner.run("react", runner.key("react", upstream), reaction, lambda o: o)
+    write_summary(settings, record)
+
+
+@contextmanager
+def _monitored_if_rejected(settings: Settings, record: RunRecord, timed: StageCall, runner: StageRunner,
+                           react: StageCall | None) -> Iterator[None]:
+    """A batch that a data stage after clean rejects is monitored and reacted to (the rejection is alerted)
+    in this run; then the rejection is re-raised, so the run still fails at that stage.
+
+    Monitor is keyed by the batch's clean rows, the champion and the rejecting stage, the reaction by the
+    monitor's key: a re-run (or `--resume`) of the rejected batch reuses both and alerts nothing twice. A
+    failing drift check is recorded in the summary and does not hide the rejection; its alert still goes out.
+    """
+    try:
+        yield
+    except BatchRejected as err:
+        stage = record.failed_stage
+        if stage not in REJECTING_STAGES or "clean" not in record.cache:
+            raise
+        record.rejection = {"stage": stage, "expectation": err.expectation, "observed": err.observed,
+                            "bound": err.bound, "sample_ids": list(err.sample_ids), "detail": str(err)}
+        write_summary(settings, record)
+        try:
+            key = _monitor_key(settings, runner, record.cache["clean"]["key"], stage)
+
+            def monitor(_key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+                summary = timed("monitor", stage_monitor, settings, record.batch_id, settings.paths.runs / record.run_id,
+                                record.rejection)
+                return summary, summary
+
+            try:
+                record.monitor, _, _ = runner.run("monitor", key, monitor, lambda o: o)
+            except Exception as failure:  # the drift check broke; the rejection still has to be told
+                log.warning("monitoring the rejected batch %s failed: %s", record.batch_id, failure)
+                record.monitor = {"status": "failed", "batch": record.batch_id,
+                                  "error": f"{type(failure).__name__}: {failure}"}
+            write_summary(settings, record)
+            _react(settings, record, timed, runner, [key], react)
+        finally:
+            record.failed_stage = stage  # the run failed there, whatever monitoring did after
+        raise
 
 
 def run_stages(settings: Settings, source: Path | str, call: StageCall = call_directly, run_id: str | None = None,
@@ -331,7 +394,8 @@ def run_stages(settings: Settings, source: Path | str, call: StageCall = call_di
     timed = _timer(record, call)
     runner = _runner(settings, record, timed, reuse)
     with _recorded(settings, record), ExitStack() as held:
-        statistics, inputs_key = _data_stages(settings, source, record, timed, runner, held)
+        with _monitored_if_rejected(settings, record, timed, runner, react):
+            statistics, inputs_key = _data_stages(settings, source, record, timed, runner, held)
         gate_key = _model_stages(settings, record, timed, runner, record.stages["label"].get("metrics"),
                                  {"batch": record.batch_id or "", "validation": json.dumps(statistics, default=str)[:5000]})
         _monitor_and_react(settings, record, timed, runner, inputs_key, gate_key, react)
@@ -340,12 +404,14 @@ def run_stages(settings: Settings, source: Path | str, call: StageCall = call_di
 
 def run_ingest_stages(settings: Settings, source: Path | str, call: StageCall = call_directly, run_id: str | None = None,
                       react: StageCall | None = None, reuse: bool = True) -> RunRecord:
-    """A new landing batch into the lake and the feature store, then its drift check; no training."""
+    """A new landing batch into the lake and the feature store, then its drift check and `react`; no training.
+    A batch a data stage rejects is monitored and reacted to all the same, then the run fails (`run_stages`)."""
     record = RunRecord(run_id=run_id or new_run_id(), source=str(source))
     timed = _timer(record, call)
     runner = _runner(settings, record, timed, reuse)
     with _recorded(settings, record), ExitStack() as held:
-        _, inputs_key = _data_stages(settings, source, record, timed, runner, held)
+        with _monitored_if_rejected(settings, record, timed, runner, react):
+            _, inputs_key = _data_stages(settings, source, record, timed, runner, held)
         _monitor_and_react(settings, record, timed, runner, inputs_key, None, react)
     return record
 

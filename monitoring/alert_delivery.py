@@ -1,4 +1,4 @@
-"""Sending drift alerts through apprise, once per sink per cooldown window, with the state in a JSON file.
+"""Sending alerts (drift, rejected batches) through apprise, once per sink per cooldown window, with the state in a JSON file.
 
 The read-decide-send-write cycle holds a file lock, so two monitor runs finishing at once
 (the hourly schedule and an ingest) send one alert, not two; the file is replaced atomically,
@@ -16,7 +16,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from features.io import save_json
-from monitoring.alerts import AlertState, DriftAlert, apprise_url, due_sinks, mark_sent
+from monitoring.alerts import Alert, AlertState, apprise_url, due_sinks, mark_sent
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def send_to_sink(sink: Sink, title: str, body: str) -> bool:
     return ok
 
 
-def deliver_alert(alert: DriftAlert, sinks: list[Sink], state_path: Path, cooldown: timedelta,
+def deliver_alert(alert: Alert, sinks: list[Sink], state_path: Path, cooldown: timedelta,
                   now: datetime) -> AlertOutcome:
     """Send `alert` to every sink that has not sent its fingerprint within `cooldown`; record what went out."""
     outcome = AlertOutcome(alert.fingerprint)

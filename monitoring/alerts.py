@@ -1,8 +1,9 @@
-"""Drift alerts: what an alert says, which sinks are due, and how a sink's URL reaches apprise.
+"""Alerts: what a drift alert and a batch-rejection alert say, which sinks are due, and how a sink's URL
+reaches apprise.
 
 A persisting drift must not become an alert storm: an alert is identified by its
-fingerprint (model, model version, the sorted drifted columns), and each sink sends a
-fingerprint at most once per cooldown window. The state is a plain dict
+fingerprint (model, model version, the sorted drifted columns; for a rejected batch: the stage and
+the expectation that refused it), and each sink sends a fingerprint at most once per cooldown window. The state is a plain dict
 {fingerprint: {sink name: last sent, ISO time}}; loading and saving it is
 `monitoring.alert_delivery`'s job. Pure: no I/O, no clock (callers pass `now`).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 AlertState = dict[str, dict[str, str]]
 
@@ -23,6 +24,17 @@ _ACCEPTED_SCHEMES: dict[str, tuple[str, ...]] = {
     "slack": ("slack", "https"),
     "email": ("mailto", "mailtos"),
 }
+
+
+class Alert(Protocol):
+    """What a sink is sent: a title and a body, deduplicated by the fingerprint."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def title(self) -> str: ...
+
+    def body(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,64 @@ def build_drift_alert(model: str, monitor: dict[str, Any], batch_id: str) -> Dri
                       drifted_share=float(monitor.get("drifted_share") or 0.0), report=monitor.get("report"),
                       drifted_checks=tuple(sorted(monitor.get("drifted_checks") or ())),
                       findings=tuple(str(f) for f in monitor.get("findings") or ()))
+
+
+@dataclass(frozen=True)
+class RejectionAlert:
+    """A batch that a data stage refused as a whole (validation's bounds, its share of bad rows): the
+    strongest drift signal there is, alerted whether or not there is a champion to compare it with."""
+
+    model: str
+    batch_id: str
+    stage: str  # the stage that refused it (validate, …)
+    expectation: str  # the expectation that failed, as the stage names it
+    observed: str
+    bound: str
+    detail: str  # the stage's own message (evidence, example ids)
+    model_version: str | None = None  # the champion it was monitored against; None before the first
+    drifted_checks: tuple[str, ...] = ()  # what monitoring found on the batch as it arrived
+    drifted_columns: tuple[str, ...] = ()
+    report: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Same model, stage and expectation: the same broken source, whichever batch shows it, so a source
+        that keeps failing alerts once per cooldown (and a re-run of the batch not again)."""
+        key = "|".join([self.model, "rejected", self.stage, self.expectation])
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def title(self) -> str:
+        return f"flywheel: batch {self.batch_id} rejected by {self.stage} ({self.model})"
+
+    def body(self) -> str:
+        lines = [f"Batch {self.batch_id} was rejected by {self.stage}: {self.expectation} observed {self.observed}, "
+                 f"bound {self.bound}.", self.detail]
+        if self.model_version is None:
+            lines.append("No champion yet: the batch was not compared with a training window.")
+        elif self.drifted_checks:
+            lines.append(f"Against the training window of {self.model} v{self.model_version}, these checks drifted: "
+                         f"{', '.join(self.drifted_checks)}.")
+            if self.drifted_columns:
+                lines.append(f"Drifted columns: {', '.join(self.drifted_columns)}.")
+        else:
+            lines.append(f"Against the training window of {self.model} v{self.model_version}, no check drifted.")
+        lines.append("The batch never enters the training window; the same rejection is not alerted again within "
+                     "the cooldown window.")
+        if self.report:
+            lines.append(f"Report: {self.report}")
+        return "\n".join(lines)
+
+
+def build_rejection_alert(model: str, rejection: dict[str, Any], monitor: dict[str, Any], batch_id: str) -> RejectionAlert:
+    """The alert for a rejected batch (`rejection` as the run summary holds it) and its monitor result."""
+    champion = monitor.get("champion")
+    return RejectionAlert(model=model, batch_id=batch_id, stage=str(rejection["stage"]),
+                          expectation=str(rejection["expectation"]), observed=str(rejection["observed"]),
+                          bound=str(rejection["bound"]), detail=str(rejection.get("detail", "")),
+                          model_version=str(champion) if champion is not None else None,
+                          drifted_checks=tuple(sorted(monitor.get("drifted_checks") or ())),
+                          drifted_columns=tuple(sorted(monitor.get("drifted_columns") or ())),
+                          report=monitor.get("report"))
 
 
 def due_sinks(state: AlertState, fingerprint: str, sinks: list[str], now: datetime, cooldown: timedelta) -> list[str]:

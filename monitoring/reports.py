@@ -23,14 +23,15 @@ REPORT_FOLDER = "drift"  # artifact folder of the HTML report in the monitoring 
 
 
 def log_drift_run(registry: Registry, batch_id: str, champion: str, result: DriftResult, html_path: Path,
-                  reference_batches: list[str]) -> str:
-    """A finished MLflow run holding the drift verdict, per-column scores and the HTML report; returns its id."""
+                  reference_batches: list[str], extra_tags: dict[str, str] | None = None) -> str:
+    """A finished MLflow run holding the drift verdict, per-column scores and the HTML report; returns its id.
+    `extra_tags`: more run tags (`batch_rejected` for a batch a data stage refused)."""
     client = registry.client()
     experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(
         MONITORING_EXPERIMENT, artifact_location=registry.artifact_root.absolute().as_uri() if registry.artifact_root else None)
     tags = {"batch": batch_id, "model": registry.model_name, "champion_version": champion,
-            "reference_batches": ",".join(reference_batches)[:5000], "drift_detected": str(result.drift_detected).lower()}
+            "reference_batches": ",".join(reference_batches)[:5000], "drift_detected": str(result.drift_detected).lower(), **(extra_tags or {})}
     run_id = client.create_run(experiment_id, run_name=f"drift {batch_id}", tags=tags).info.run_id
     now = int(time.time() * 1000)
     scores = {f"drift_score.{column}": value["score"] for column, value in result.per_column.items()}
@@ -48,8 +49,12 @@ def drift_markdown(monitor: dict[str, Any]) -> str:
     verdict = "DRIFT" if monitor.get("drift_detected") else "no drift"
     drifted = ", ".join(f"`{c}`" for c in monitor.get("drifted_columns", [])) or "none"
     report = Path(monitor["report"])
+    rejected = monitor.get("batch_rejected")
+    rejection = ([f"**REJECTED by {rejected.get('stage')}**: {rejected.get('expectation')} observed {rejected.get('observed')}, "
+                  f"bound {rejected.get('bound')}; the batch never enters the training window", ""] if rejected else [])
     return "\n".join([
         f"# Drift{' of batch ' + str(monitor['batch']) if monitor.get('batch') else ''} against champion v{monitor.get('champion')}",
+        *rejection,
         f"**{verdict}**: drifted share {monitor.get('drifted_share', 0):.2f}; drifted features: {drifted}", "",
         "| where | what |", "|---|---|",
         f"| HTML report | [{report.name}]({report.absolute().as_uri()}) |",

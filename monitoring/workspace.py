@@ -14,18 +14,34 @@ from monitoring.drift import DriftResult
 MANAGED_BY = "managed_by"  # a plot_params key marking the panels this code defines (the UI ignores it)
 
 
+REJECTED_TAG = "rejected"  # the tag of a snapshot whose batch a data stage refused
+
+
+def snapshot_name(batch_id: str | None, rejected_by: str | None = None) -> str | None:
+    """What the UI's Reports list shows for a check: `batch <id>`, and why it was rejected when it was."""
+    if batch_id is None:
+        return None
+    return f"batch {batch_id}" + (f" (REJECTED by {rejected_by})" if rejected_by else "")
+
+
 def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, html_path: Path | None = None,
-               batch_id: str | None = None) -> str:
+               batch_id: str | None = None, rejected_by: str | None = None) -> str:
     """Add the drift snapshot as a run of project `project_name`; return the run id.
 
     The project is found by name or created once, with its dashboard panels, so runs accumulate
-    in one dashboard. The run is named `batch <batch_id>` when given, which the UI lists.
-    With `html_path`, also write the self-contained HTML report (no CDN needed to view it).
-    Not safe against two processes creating the same new project at the same moment.
+    in one dashboard. The run is named `batch <batch_id>` when given, which the UI lists;
+    `rejected_by` ("validate: <expectation>") marks a batch a data stage refused, in the name and
+    with the tag `rejected`. With `html_path`, also write the self-contained HTML report (no CDN
+    needed to view it). Not safe against two processes creating the same new project at the same moment.
     """
     workspace = Workspace.create(str(workspace_dir))
     project = ensure_project(workspace, project_name)
-    run = workspace.add_run(project.id, result.snapshot, name=f"batch {batch_id}" if batch_id else None)
+    if rejected_by:
+        # Evidently 0.7.23 takes tags when a report runs; the drift check ran before anyone knew, so they go
+        # on the snapshot it returned (what add_run stores), leaving the report's own tags as they were.
+        result.snapshot._tags = [*result.snapshot._tags, REJECTED_TAG]
+        result.snapshot._metadata = {**result.snapshot._metadata, "rejected_by": rejected_by}
+    run = workspace.add_run(project.id, result.snapshot, name=snapshot_name(batch_id, rejected_by))
     if html_path is not None:
         # Snapshot.save_html silently writes nothing when given a Path (Evidently 0.7.23).
         with atomic_path(html_path, suffix=".html") as tmp:  # a reader never sees half a report

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import apprise
 import pytest
@@ -18,28 +16,14 @@ from flows.pipeline import RunRecord
 from flows.settings import load_settings
 from monitoring.alerts import build_drift_alert
 from tests.conftest import PROJECT
+from tests.integration.sinks import webhook_server
 
 
 @pytest.fixture
 def webhook():
     """A local webhook: every POST body lands in `received`."""
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/flywheel", received
-    server.shutdown()
-    server.server_close()
+    with webhook_server() as hook:
+        yield hook
 
 
 @pytest.fixture
