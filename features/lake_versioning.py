@@ -11,24 +11,40 @@ earlier version back from the cache or the remote, which is how a model's data i
 Without git the `.dvc` files hold only the current version of each output; the versions worth
 keeping are the ones written into run summaries and model-version tags, and the cache and the
 remote keep their content (nothing here runs `dvc gc`).
+
+A run may be killed at any moment, also inside DVC, which writes its files in place: the repo is
+initialised in a staging folder and moved into place whole, `.dvc/config` is rewritten (atomically)
+only when it changes, and what a killed `dvc add` may leave is repaired under the lake's lock before
+the next DVC operation: a truncated `<path>.dvc` (the output is tracked again: the same bytes give
+the same version) or a truncated `.dvc/tmp/rwlock`. A version counts as pushed only once
+`track_and_push` recorded the push, so a kill between the two is completed by the next call.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import re
+import shutil
+import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+from urllib.parse import quote
 
-from features.atomic import atomic_write_text
+from features.atomic import atomic_write_text, remove_orphans, work_name
 from features.locks import lake_repo_lock
 from features.transient import call_with_retries, retry_transient
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
 
+log = logging.getLogger(__name__)
+
 REMOTE_NAME = "lake"
+PUSHED_DIR = ".dvc/tmp/flywheel-pushed"  # one JSON per output whose version `track_and_push` pushed
 DEFAULT_REMOTE_DIR = "dvc-remote"  # under FLYWHEEL_HOME, beside the project's own DVC remote
 # Work names of atomic writes (`features/atomic.py`): staging and trash folders, and the temporary files a
 # writer killed mid-write leaves (`.<name>.pid<N>-<host>.…`); lock files (`features/locks.py`). Never part
@@ -89,15 +105,51 @@ def _remote_config(home: Path, remote_url: str | None, endpoint_url: str | None)
 
 
 def _init_repo(home: Path) -> None:
-    from dvc.exceptions import InitError
+    """`dvc init --no-scm` in a staging folder, its `.dvc` moved into place in one rename: DVC writes its
+    config in place, and a run killed during that write would leave a `.dvc` no later run can read."""
     from dvc.repo import Repo
 
     home.mkdir(parents=True, exist_ok=True)
+    remove_orphans(home)
+    staging = Path(tempfile.mkdtemp(dir=home, prefix=work_name("dvc-init")))
     try:
-        Repo.init(str(home), no_scm=True).close()
-    except InitError:
-        if not (home / ".dvc").is_dir():  # not a concurrent first run: a real failure
-            raise
+        Repo.init(str(staging), no_scm=True).close()
+        try:
+            os.rename(staging / ".dvc", home / ".dvc")
+        except OSError:
+            if not (home / ".dvc").is_dir():  # not a concurrent first run: a real failure
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _configure_repo(home: Path, core: dict[str, Any], remote: dict[str, Any]) -> None:
+    """Bring `.dvc/config` in line: DVC's own editor works on a scratch copy (a sibling of `.dvc`, so a
+    relative remote path comes out the same), and the result replaces the config atomically, only when
+    it differs. A config a killed older writer left unreadable is set aside and written afresh."""
+    from dvc.config import Config, ConfigError
+
+    path = home / ".dvc" / "config"
+    current = path.read_text() if path.exists() else ""
+    scratch = Path(tempfile.mkdtemp(dir=home, prefix=work_name("dvc-config")))
+    try:
+        (scratch / "config").write_text(current)
+        try:
+            config = Config(str(scratch))
+        except ConfigError as err:
+            aside = path.with_name(f"config.unreadable-{os.getpid()}")
+            log.warning("%s is unreadable (%s); keeping it as %s and writing it afresh", path, err, aside.name)
+            shutil.copyfile(path, aside)
+            (scratch / "config").write_text("")
+            config = Config(str(scratch))
+        with config.edit("repo") as conf:
+            conf["core"].update(core)
+            conf["remote"][REMOTE_NAME] = remote
+        wanted = (scratch / "config").read_text()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if wanted != current:
+        atomic_write_text(path, wanted)
 
 
 def _write_dvcignore(home: Path) -> None:
@@ -115,26 +167,56 @@ def open_lake(home: Path, remote_url: str | None = None, endpoint_url: str | Non
     `s3://bucket/lake`, with `endpoint_url` for MinIO. Credentials are never written here: DVC's S3
     remote reads them from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
     """
-    from dvc.config import Config
-
     _disable_telemetry()
     home = Path(home).absolute()
+    remote = _remote_config(home, remote_url, endpoint_url)
     if not (home / ".dvc").is_dir():
         _init_repo(home)
     _write_dvcignore(home)
-    wanted = {"analytics": False, "check_update": False, "no_scm": True, "remote": REMOTE_NAME}
-    remote = _remote_config(home, remote_url, endpoint_url)
-    with Config(str(home / ".dvc")).edit("repo") as conf:
-        conf["core"].update(wanted)
-        conf["remote"][REMOTE_NAME] = remote
-    return Lake(home)
+    _configure_repo(home, {"analytics": False, "check_update": False, "no_scm": True, "remote": REMOTE_NAME}, remote)
+    return Lake(home, {key: str(value) for key, value in remote.items()})
+
+
+_MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
+
+
+def _read_dvcfile(dvcfile: Path) -> dict[str, Any] | None:
+    """The one output entry of a complete `<path>.dvc`; None when the file is not one (DVC writes it in
+    place, so a process killed mid-write leaves a prefix: no newline at its end, the path or the md5 cut)."""
+    import yaml
+
+    text = dvcfile.read_text(encoding="utf-8", errors="replace")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    outs = data.get("outs") if isinstance(data, dict) else None
+    entry = outs[0] if isinstance(outs, list) and len(outs) == 1 and isinstance(outs[0], dict) else {}
+    complete = (text.endswith("\n") and entry.get("path") == dvcfile.name.removesuffix(".dvc")
+                and _MD5.match(str(entry.get("md5", ""))) is not None)
+    return entry if complete else None
+
+
+def _repair_rwlock(home: Path) -> None:
+    """DVC rewrites `.dvc/tmp/rwlock` in place around every add; one a killed process left cut off makes every
+    later add fail. Called under the lake's lock, so no DVC operation of ours is under way: remove it.
+    (Entries of dead processes in a readable one DVC removes itself.)"""
+    path = home / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        log.warning("%s was left cut off by a killed DVC process; removing it", path)
+        path.unlink(missing_ok=True)
 
 
 class Lake:
     """Track, push and restore versions of outputs under one FLYWHEEL_HOME."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, remote: dict[str, str] | None = None) -> None:
         self.home = Path(home).absolute()
+        self.remote = remote or {}  # the remote's settings, which a recorded push names
 
     @contextmanager
     def _repo(self) -> Iterator[Repo]:
@@ -165,24 +247,66 @@ class Lake:
         if not path.exists():
             raise FileNotFoundError(f"cannot version {relative!r}: {path} does not exist; run the stage that writes it first")
         call_with_retries("track a lake output (DVC repo lock)", self._add, path)
-        version = self.version_of(relative)
-        assert version is not None
+        version = self._recorded_version(relative)
+        if version is None:
+            raise RuntimeError(f"`dvc add` of {relative!r} left no readable {self._dvcfile(relative)}")
         return version
 
     def _add(self, path: Path) -> None:
-        with lake_repo_lock(self.home), self._repo() as repo:
-            repo.add([str(path)])
+        with lake_repo_lock(self.home):
+            _repair_rwlock(self.home)
+            dvcfile = path.with_name(path.name + ".dvc")
+            if dvcfile.exists() and _read_dvcfile(dvcfile) is None:
+                log.warning("%s was left cut off by a killed `dvc add`; tracking %s again", dvcfile, path.name)
+                dvcfile.unlink()
+            with self._repo() as repo:
+                repo.add([str(path)])
 
     def version_of(self, relative: str) -> DataVersion | None:
-        """The version recorded in `<path>.dvc`, or None when the output was never tracked."""
+        """The version recorded in `<path>.dvc`, or None when the output was never tracked. A `.dvc` file a
+        killed `dvc add` left cut off is replaced by tracking the output again (the same bytes, the same version)."""
         dvcfile = self._dvcfile(relative)
         if not dvcfile.exists():
             return None
-        with self._repo() as repo:
-            out = repo.stage.load_one(str(dvcfile)).outs[0]
-        return DataVersion(
-            path=Path(relative).as_posix(), md5=out.hash_info.value, files=out.meta.nfiles or 1, size=out.meta.size or 0,
-        )
+        version = self._recorded_version(relative)
+        if version is None:
+            if not self._output(relative).exists():
+                raise FileNotFoundError(f"{dvcfile} is cut off (a killed `dvc add`) and {relative!r} is gone: "
+                                        "its version cannot be known; run the stage that writes it again")
+            return self.track(relative)
+        return version
+
+    def _recorded_version(self, relative: str) -> DataVersion | None:
+        """The version in a complete `<path>.dvc`; None when there is none or it is cut off."""
+        dvcfile = self._dvcfile(relative)
+        entry = _read_dvcfile(dvcfile) if dvcfile.exists() else None
+        if entry is None:
+            return None
+        return DataVersion(path=Path(relative).as_posix(), md5=str(entry["md5"]), files=int(entry.get("nfiles") or 1),
+                           size=int(entry.get("size") or 0))
+
+    def _pushed_record(self, relative: str) -> Path:
+        return self.home / PUSHED_DIR / (quote(Path(relative).as_posix(), safe="") + ".json")
+
+    def pushed_version(self, relative: str) -> DataVersion | None:
+        """The version `track_and_push` pushed of `relative` to this remote, if it is still the tracked one;
+        None otherwise (never tracked, or killed between the track and the push, or another remote)."""
+        record = self._pushed_record(relative)
+        try:
+            pushed = json.loads(record.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        version = self.version_of(relative)
+        if version is None or pushed.get("remote") != self.remote or pushed.get("version") != asdict(version):
+            return None
+        return version
+
+    def track_and_push(self, relative: str) -> DataVersion:
+        """`track`, then `push` that output, then record the push (what `pushed_version` reads)."""
+        version = self.track(relative)
+        self.push(relative)
+        atomic_write_text(self._pushed_record(relative), json.dumps({"version": asdict(version), "remote": self.remote}))
+        return version
 
     @retry_transient("push the lake to its DVC remote")
     def push(self, *relatives: str) -> int:
@@ -190,8 +314,10 @@ class Lake:
         returns how many were copied. Naming the outputs just tracked keeps the cost flat as the lake grows.
         An unreachable remote is tried again with backoff: a push only copies what is missing."""
         targets = [str(self._dvcfile(relative)) for relative in relatives] or None
-        with lake_repo_lock(self.home), self._repo() as repo:
-            return repo.push(targets=targets, remote=REMOTE_NAME)
+        with lake_repo_lock(self.home):
+            _repair_rwlock(self.home)
+            with self._repo() as repo:
+                return repo.push(targets=targets, remote=REMOTE_NAME)
 
     def checkout(self, relative: str, md5: str) -> DataVersion:
         """Make the output hold version `md5` again, fetching it from the remote when the cache lacks it.
@@ -203,6 +329,7 @@ class Lake:
         if not dvcfile.exists():
             raise FileNotFoundError(f"{relative!r} was never tracked ({dvcfile} is missing); nothing to check out")
         with lake_repo_lock(self.home):
+            _repair_rwlock(self.home)
             return self._checkout(relative, md5, dvcfile)
 
     def _checkout(self, relative: str, md5: str, dvcfile: Path) -> DataVersion:

@@ -222,3 +222,55 @@ def test_dvc_imported_under_a_closed_stream_still_logs(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "refused cleanly" in done.stdout, done.stderr[-2000:]
+
+
+# ---- what a run killed inside DVC leaves: DVC writes its files in place ---------------------------
+
+
+def test_a_dvc_file_a_killed_add_cut_off_is_tracked_again_with_the_same_version(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    _write(home / BATCH, FILES)
+    version = lake.track(BATCH)
+    dvcfile = home / f"{BATCH}.dvc"
+    complete = dvcfile.read_text()
+    for cut in (0, 10, len(complete) // 2, len(complete) - 3, len(complete) - 1):  # each once wedged add and reads
+        dvcfile.write_text(complete[:cut])
+        assert lake.version_of(BATCH) == version, cut
+        assert dvcfile.read_text() == complete
+        dvcfile.write_text(complete[:cut])
+        assert lake.track(BATCH) == version, cut
+
+
+def test_a_rwlock_a_killed_dvc_process_cut_off_does_not_stop_the_next_add(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    _write(home / BATCH, FILES)
+    (home / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
+    (home / ".dvc" / "tmp" / "rwlock").write_text('{"write": {"' + str(home / BATCH) + '": {"pid": 12')
+    assert lake.track(BATCH).md5.endswith(".dir")
+    lake.push(BATCH)
+
+
+def test_a_kill_between_track_and_push_is_completed_by_the_next_track_and_push(tmp_path):
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    _write(home / BATCH, FILES)
+    version = lake.track(BATCH)  # ... and killed before its push
+    assert lake.pushed_version(BATCH) is None
+    assert not (home / "dvc-remote").exists()
+    assert lake.track_and_push(BATCH) == version
+    assert lake.pushed_version(BATCH) == version
+    assert len([p for p in (home / "dvc-remote").rglob("*") if p.is_file()]) == len(FILES) + 1
+    assert open_lake(home, str(tmp_path / "elsewhere")).pushed_version(BATCH) is None  # another remote lacks it
+
+
+def test_a_config_a_killed_writer_cut_off_is_written_afresh(tmp_path):
+    home = tmp_path / "home"
+    open_lake(home)
+    config = home / ".dvc" / "config"
+    complete, settings = config.read_text(), _repo_config(home)
+    config.write_text(complete[:complete.index("False") + 3])  # "analytics = Fal": DVC refuses the whole repo
+    open_lake(home)
+    assert _repo_config(home) == settings
+    assert [p.name for p in config.parent.glob("config.unreadable-*")]  # the unreadable one is kept for a human
