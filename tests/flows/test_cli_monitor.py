@@ -1,12 +1,18 @@
 """Monitoring from the CLI on a real home, with a real webhook sink: one plain lifecycle run makes a champion
 (fast params); `flywheel monitor --batch` on a landing folder not ingested yet names `flywheel ingest`,
 which then runs the data stages and the drift check without training; a batch validation rejects is
-monitored and alerted in its own run (Prefect driver), and a re-run (plain driver) alerts nothing twice."""
+monitored and alerted in its own run (killed before its alert, resumed under the Prefect driver), and a
+re-run (plain driver) alerts nothing twice."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -78,17 +84,23 @@ def ingested(home, prefect_api, demo_batch_factory):
 
 @pytest.fixture(scope="module")
 def rejected(ingested, home, prefect_api, demo_batch_factory, webhook):
-    """A noisy batch (clips far longer than the accepted ones'): `flywheel run` (Prefect driver), then the same
-    batch again through `flywheel ingest --plain`."""
+    """A noisy batch (clips far longer than the accepted ones'): `flywheel ingest --plain` killed (SIGKILL) after its
+    drift check, before the reaction; `flywheel run` (Prefect driver) on it; then `flywheel ingest --plain` again."""
     home, params, _ = home
     noisy = str(demo_batch_factory(samples=80, seed=13, drift="noise"))
     options = ("--home", str(home), "--params", str(params))
     posts_before = len(webhook[1])
+    env = {**{k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}, "FLYWHEEL_FAULT_AT": "react:before"}
+    killed = subprocess.run([str(Path(sys.executable).with_name("flywheel")), "ingest", "--plain", "--source", noisy, *options],
+                            env=env, capture_output=True, text=True, timeout=600)
+    killed_summary = _latest_summary(home, params)
+    posts_after_kill = len(webhook[1]) - posts_before
     first = _invoke("run", "--source", noisy, *options)
     first_summary = _latest_summary(home, params)
     posts_after_first = list(webhook[1][posts_before:])
     again = _invoke("ingest", "--plain", "--source", noisy, *options)
-    return first, first_summary, posts_after_first, again, _latest_summary(home, params), list(webhook[1][posts_before:])
+    return (killed, killed_summary, posts_after_kill), first, first_summary, posts_after_first, again, \
+        _latest_summary(home, params), list(webhook[1][posts_before:])
 
 
 def _latest_summary(home, params) -> dict:
@@ -139,7 +151,7 @@ def test_monitor_of_an_unknown_batch_exits_2_naming_the_known_ones(home):
 
 def test_a_rejected_batch_is_monitored_and_alerted_in_its_run_and_still_fails(rejected, home):
     home, params, first = home
-    result, summary, posts, *_ = rejected
+    _, result, summary, posts, *_ = rejected
     assert result.exit_code == 1, result.output
     assert summary["status"] == "failed" and summary["failed_stage"] == "validate"
     rejection = summary["rejection"]
@@ -166,8 +178,17 @@ def test_a_rejected_batch_is_monitored_and_alerted_in_its_run_and_still_fails(re
     assert not summary["train"] and not settings.paths.batch_inputs(summary["batch_id"]).exists()  # never in the window
 
 
+def test_a_rejected_batch_killed_before_its_alert_resumes_from_its_drift_check(rejected):
+    (killed, killed_summary, posts), _, summary, *_ = rejected
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert killed_summary["status"] == "running" and killed_summary["rejection"]["stage"] == "validate"
+    assert killed_summary["monitor"]["status"] == "drift" and posts == 0  # checked, not yet alerted
+    assert summary["cache"]["monitor"] == {**killed_summary["cache"]["monitor"], "cached": True}
+    assert not summary["cache"]["react"]["cached"] and summary["loop"]["alerts"]["sent"] == ["hook"]
+
+
 def test_a_rejected_batch_run_again_alerts_nothing_twice(rejected):
-    first, first_summary, _, again, summary, posts = rejected
+    _, first, first_summary, _, again, summary, posts = rejected
     assert again.exit_code == 1 and summary["run_id"] != first_summary["run_id"]
     assert summary["failed_stage"] == "validate" and summary["rejection"] == first_summary["rejection"]
     assert summary["cache"]["monitor"]["cached"] and summary["cache"]["react"]["cached"]
