@@ -348,7 +348,8 @@ def _monitored_if_rejected(settings: Settings, record: RunRecord, timed: StageCa
 
     Monitor is keyed by the batch's clean rows, the champion and the rejecting stage, the reaction by the
     monitor's key: a re-run (or `--resume`) of the rejected batch reuses both and alerts nothing twice. A
-    failing drift check is recorded in the summary and does not hide the rejection; its alert still goes out.
+    failing drift check or reaction is recorded in the summary and does not hide the rejection (the alert
+    still goes out after a failed check; a failed reaction is tried again by the next run).
     """
     try:
         yield
@@ -374,7 +375,11 @@ def _monitored_if_rejected(settings: Settings, record: RunRecord, timed: StageCa
                 record.monitor = {"status": "failed", "batch": record.batch_id,
                                   "error": f"{type(failure).__name__}: {failure}"}
             write_summary(settings, record)
-            _react(settings, record, timed, runner, [key], react)
+            try:
+                _react(settings, record, timed, runner, [key], react)
+            except Exception as failure:  # the run's error stays the rejection; the next run reacts again
+                log.warning("reacting to the rejected batch %s failed: %s", record.batch_id, failure)
+                record.loop = {"status": "failed", "error": f"{type(failure).__name__}: {failure}"}
         finally:
             record.failed_stage = stage  # the run failed there, whatever monitoring did after
         raise

@@ -97,6 +97,7 @@ class RejectionAlert:
     bound: str
     detail: str  # the stage's own message (evidence, example ids)
     model_version: str | None = None  # the champion it was monitored against; None before the first
+    monitor_error: str | None = None  # the drift check itself failed (the rejection is alerted all the same)
     drifted_checks: tuple[str, ...] = ()  # what monitoring found on the batch as it arrived
     drifted_columns: tuple[str, ...] = ()
     report: str | None = None
@@ -114,7 +115,9 @@ class RejectionAlert:
     def body(self) -> str:
         lines = [f"Batch {self.batch_id} was rejected by {self.stage}: {self.expectation} observed {self.observed}, "
                  f"bound {self.bound}.", self.detail]
-        if self.model_version is None:
+        if self.monitor_error is not None:
+            lines.append(f"The drift check of the batch failed: {self.monitor_error}")
+        elif self.model_version is None:
             lines.append("No champion yet: the batch was not compared with a training window.")
         elif self.drifted_checks:
             lines.append(f"Against the training window of {self.model} v{self.model_version}, these checks drifted: "
@@ -137,6 +140,7 @@ def build_rejection_alert(model: str, rejection: dict[str, Any], monitor: dict[s
                           expectation=str(rejection["expectation"]), observed=str(rejection["observed"]),
                           bound=str(rejection["bound"]), detail=str(rejection.get("detail", "")),
                           model_version=str(champion) if champion is not None else None,
+                          monitor_error=monitor.get("error") if monitor.get("status") == "failed" else None,
                           drifted_checks=tuple(sorted(monitor.get("drifted_checks") or ())),
                           drifted_columns=tuple(sorted(monitor.get("drifted_columns") or ())),
                           report=monitor.get("report"))
