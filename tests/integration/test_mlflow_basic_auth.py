@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT
+from tests.integration.services import mlflow_server_env
 
 ADMIN, PASSWORD = "admin", "change-me-mlflow"  # .env.example's placeholders
 
@@ -54,9 +55,8 @@ def auth_server(tmp_path_factory):
     assert "sqlite:////data/mlflow-auth/basic_auth.db" in config
     (root / "basic_auth.ini").write_text(config.replace("/data/mlflow-auth", str(root)))
     port = free_port()
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(root / "basic_auth.ini"),
-           "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret", "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = mlflow_server_env(MLFLOW_AUTH_CONFIG_PATH=str(root / "basic_auth.ini"), MLFLOW_AUTH_ADMIN_USERNAME=ADMIN,
+                            MLFLOW_AUTH_ADMIN_PASSWORD=PASSWORD, MLFLOW_FLASK_SERVER_SECRET_KEY="test-secret")
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     log = (root / "server.log").open("w")
     server = subprocess.Popen(
@@ -74,7 +74,7 @@ def auth_server(tmp_path_factory):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=40)  # its job runner outlives SIGTERM by up to 30 s (STACK_NOTES)
+            server.wait(timeout=40)  # a job runner would outlive SIGTERM by up to 30 s (STACK_NOTES); none runs here
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()

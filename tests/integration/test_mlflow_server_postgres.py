@@ -1,50 +1,25 @@
-"""The lifecycle against a real `mlflow server` as the compose stack runs it: backend store on
-Postgres (postgresql+psycopg://), artifacts proxied by the server (--serve-artifacts) into its
---artifacts-destination (MinIO in the stack, a local folder here), and the champion lock as a
-Postgres advisory lock on the same database. Two plain runs: the second model becomes @champion
-on the server, and every artifact went through the server into its destination. Then the whole
-stack configuration at once (MLflow server, Feast on Redis + Postgres, the lake remote on S3).
+"""The lifecycle against a real `mlflow server` as the compose stack runs it (the session's server,
+tests/integration/conftest.py): backend store on Postgres (postgresql+psycopg://), artifacts proxied by
+the server (--serve-artifacts) into its --artifacts-destination (MinIO in the stack, a local folder
+here). Two `flywheel run`s with only MLFLOW_TRACKING_URI set: the second model becomes @champion on the
+server, and every artifact went through the server into its destination. Then the whole stack
+configuration at once (MLflow server, Feast on Redis + Postgres, the lake remote on S3, the champion
+lock as a Postgres advisory lock on the server's database).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from features.env import TELEMETRY_OFF
 from flows.pipeline import run_stages
 from flows.settings import load_settings
-from tests.integration.services import (
-    fresh_database, free_port, postgres_unreachable_reason, start_program, stop_program, wait_healthy, with_database,
-)
+from tests.integration.services import fresh_database, free_port, postgres_unreachable_reason, with_database
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif((reason := postgres_unreachable_reason()) is not None, reason=reason or "")]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` on a fresh Postgres database; yields (tracking URL, lock URI, artifact destination)."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    artifacts, log, port = folder / "artifacts", folder / "server.log", free_port()
-    with fresh_database("mlflow") as database:
-        store = with_database(database, database.rsplit("/", 1)[1], driver="psycopg")
-        server = start_program(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", store,
-             "--artifacts-destination", str(artifacts), "--serve-artifacts",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env={**os.environ, **TELEMETRY_OFF}, log=log)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_healthy(server, f"{url}/health", log, timeout=180)  # migrates the empty database first
-            yield url, database, artifacts
-        finally:
-            stop_program(server)
 
 
 def _get(url: str) -> dict:
@@ -52,23 +27,30 @@ def _get(url: str) -> dict:
         return json.loads(response.read())
 
 
-def test_two_runs_register_and_promote_through_the_server(mlflow_server, fast_params, demo_batch_factory,
-                                                          tmp_path, monkeypatch):
-    url, lock_uri, artifacts = mlflow_server
+def test_two_runs_with_only_the_tracking_uri_set_register_and_promote_through_the_server(
+        mlflow_server, fast_params, demo_batch_factory, tmp_path, monkeypatch):
+    """`flywheel run` with MLFLOW_TRACKING_URI=http://… and nothing else (issue 13: the gate refused to lock
+    after training): the champion lock is the file lock under FLYWHEEL_HOME, and both runs promote."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    url, _, artifacts = mlflow_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    monkeypatch.setenv("FLYWHEEL_REGISTRY_LOCK_URI", lock_uri)
-    settings = load_settings(tmp_path / "home", fast_params)
-    assert settings.tracking_uri == url and settings.registry_lock_uri == lock_uri
+    for name in ("FLYWHEEL_REGISTRY_LOCK_URI", "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    for seed in (11, 12):
+        result = CliRunner().invoke(app, ["run", "--plain", "--source", str(demo_batch_factory(samples=80, seed=seed)),
+                                          "--home", str(home), "--params", str(fast_params)])
+        assert result.exit_code == 0, result.output
 
-    first = run_stages(settings, demo_batch_factory(samples=80, seed=11))
-    second = run_stages(settings, demo_batch_factory(samples=80, seed=12))
-
-    assert (first.model["version"], first.model["champion"]) == ("1", "1")
-    assert second.model["version"] == "2" and second.gate["lineage"]["champion_version"] == "1"
+    settings = load_settings(home, fast_params)
     name = settings.params.registry.model_name
     alias = _get(f"{url}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion")["model_version"]
-    assert alias["version"] == second.model["champion"] == "2"
-    assert {"key": "gate.passed", "value": "true"} in alias["tags"]
+    tags = {tag["key"]: tag["value"] for tag in alias["tags"]}
+    assert alias["version"] == "2" and tags["gate.passed"] == "true" and tags["promotion.replaced"] == "1"
+    assert (home / "state" / "locks" / f"{name}.champion.lock").exists()  # the lock it chose: FLYWHEEL_HOME's
     assert not settings.paths.mlflow_db.exists()  # nothing fell back to the embedded SQLite store
     # Artifacts travelled through the server (mlflow-artifacts:/) into its destination, not onto this
     # client's disk, where no other client (API, worker) of the stack could read them.

@@ -11,55 +11,28 @@ server on Postgres has its own test), so a Completed run can be checked in its r
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from features.env import TELEMETRY_OFF
 from tests.conftest import PROJECT
-from tests.integration.services import (
-    fresh_database, free_port, postgres_unreachable_reason, start_program, stop_program, wait_healthy, with_database,
-)
+from tests.integration.conftest import PREFECT, prefect_env
+from tests.integration.services import postgres_unreachable_reason, start_program, stop_program
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif((reason := postgres_unreachable_reason()) is not None, reason=reason or "")]
 
 POOL = "flywheel-it"
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-
-
-def _prefect_env(home: Path, **extra: str) -> dict[str, str]:
-    """This process's environment for a Prefect program: its own PREFECT_HOME, only the API URL `extra` gives."""
-    inherited = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    return {**inherited, **TELEMETRY_OFF, "PREFECT_HOME": str(home), **extra}
-
-
-@pytest.fixture(scope="module")
-def prefect_on_postgres(tmp_path_factory):
-    """`prefect server start` on a fresh Postgres database; yields its API URL."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    log, port = home / "server.log", free_port()
-    with fresh_database("prefect") as database:
-        env = _prefect_env(home, PREFECT_API_DATABASE_CONNECTION_URL=with_database(
-            database, database.rsplit("/", 1)[1], driver="asyncpg"))
-        server = start_program([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
-        try:
-            api = f"http://127.0.0.1:{port}/api"
-            wait_healthy(server, f"{api}/health", log, timeout=180)  # migrates the empty database first
-            yield api
-        finally:
-            stop_program(server)
 
 
 @pytest.fixture(scope="module")
 def worker(prefect_on_postgres, tmp_path_factory):
-    """A process work pool and one worker polling it every second; yields the worker's log."""
+    """A process work pool and one worker polling it every second, on the session's Prefect server
+    (tests/integration/conftest.py); yields the worker's log."""
     import subprocess
 
     home = tmp_path_factory.mktemp("prefect-worker")
-    env = _prefect_env(home, PREFECT_API_URL=prefect_on_postgres, PREFECT_WORKER_QUERY_SECONDS="1")
+    env = prefect_env(home, PREFECT_API_URL=prefect_on_postgres, PREFECT_WORKER_QUERY_SECONDS="1")
     subprocess.run([PREFECT, "work-pool", "create", POOL, "--type", "process"], env=env, check=True,
                    capture_output=True, timeout=120)
     log = home / "worker.log"

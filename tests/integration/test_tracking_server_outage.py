@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from features.env import TELEMETRY_OFF
 from flows.settings import load_settings
 from tests.integration.services import (
-    fresh_database, free_port, postgres_unreachable_reason, start_program, stop_program, wait_healthy, with_database,
+    fresh_database, free_port, mlflow_server_env, postgres_unreachable_reason, start_program, stop_program, wait_healthy,
+    with_database,
 )
 
 pytestmark = [pytest.mark.slow,
@@ -47,7 +47,7 @@ class RestartableServer:
         self.outages: list[tuple[float, float]] = []  # (killed at, answering again at), epoch seconds
 
     def start(self) -> None:
-        self.process = start_program(self.args, env={**os.environ, **TELEMETRY_OFF}, log=self.log)
+        self.process = start_program(self.args, env=mlflow_server_env(), log=self.log)
         wait_healthy(self.process, f"{self.url}/health", self.log, timeout=180)
 
     def crash_for(self, seconds: float) -> None:
