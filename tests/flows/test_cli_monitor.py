@@ -176,6 +176,13 @@ def test_a_rejected_batch_is_monitored_and_alerted_in_its_run_and_still_fails(re
     assert rejection["expectation"] in alert["message"] and f"bound {rejection['bound']}" in alert["message"]
     assert summary["loop"]["rejected"] and summary["loop"]["retrain"]["status"] == "not_started"
     assert not summary["train"] and not settings.paths.batch_inputs(summary["batch_id"]).exists()  # never in the window
+    # The failed flow run still carries its drift report, marked rejected.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        reports = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drift-report"])))
+    assert any(f"REJECTED by validate**: {rejection['expectation']}" in str(report.data) for report in reports)
 
 
 def test_a_rejected_batch_killed_before_its_alert_resumes_from_its_drift_check(rejected):
