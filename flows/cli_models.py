@@ -29,6 +29,7 @@ def promote(
     from flows.stage_config import registry_for
     from models.registry import CHAMPION, Actor, InconsistentAliases, StaleChampion
     from models.registry import promote as move_champion
+    from models.registry_lock import LockUnavailable
 
     settings = cli_settings(home, params)
     registry = registry_for(settings)
@@ -42,7 +43,7 @@ def promote(
             console.print(f"[yellow]forced[/yellow]: v{version} is @champion (was v{champion}); override recorded")
             return
         decision = stage_gate(settings, version)
-    except (StaleChampion, InconsistentAliases) as err:
+    except (StaleChampion, InconsistentAliases, LockUnavailable) as err:
         console.print(f"[red]not promoted:[/red] {err}")
         raise typer.Exit(1) from err
     except ValueError as err:
@@ -64,6 +65,7 @@ def rollback(
     from flows.stage_config import registry_for
     from models.registry import Actor, StaleChampion
     from models.registry import rollback as roll_back
+    from models.registry_lock import LockUnavailable
 
     registry = registry_for(cli_settings(home, params))
     try:
@@ -71,6 +73,9 @@ def rollback(
     except (StaleChampion, ValueError) as err:
         console.print(f"[red]cannot roll back:[/red] {err}")
         raise typer.Exit(2) from err
+    except LockUnavailable as err:  # another promotion holds the champion lock: try again later
+        console.print(f"[red]not rolled back:[/red] {err}")
+        raise typer.Exit(1) from err
     console.print(f"rolled back: v{restored} is @champion again (v{rolled_back} retired; @previous cleared)")
 
 
