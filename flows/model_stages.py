@@ -73,7 +73,11 @@ class TrainOutcome:
 def build_golden_set(settings: Settings):
     """The fixed, fully labelled golden set: generated once from the demo source's held-out images,
     cleaned like any batch, never used in training. Its version is its DVC hash in the lake
-    (`golden/<name>@<md5>.dir`, tracked and pushed when first built), so a decision names the exact rows."""
+    (`golden/<name>@<md5>.dir`, tracked and pushed when first built), so a decision names the exact rows.
+
+    The folder is built whole in a staging sibling and published in one rename, and counts as pushed only
+    once the push is recorded: a kill at any moment leaves no folder (the next call builds it afresh and
+    sweeps the dead build's staging folder) or the finished one, whose tracking and push the next call completes."""
     from filelock import FileLock
 
     from features.lake_versioning import open_lake
@@ -87,24 +91,31 @@ def build_golden_set(settings: Settings):
     relative = folder.relative_to(settings.paths.home).as_posix()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder.with_name(name + ".lock"))):  # two gates at once build it once
+        if not labels_path.exists():  # published with the rest: only a finished folder has it
+            _write_golden_folder(settings, folder)
         lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
-        if not labels_path.exists():
-            generate_demo_batch(folder / "landing", samples=g.golden_samples, seed=g.golden_seed, fault_rate=0.0,
-                                label_rate=1.0, split="golden")
-            raw = ingest_batch(folder / "landing", folder / "raw")
-            cleaned = clean_batch(raw.batch_dir, folder / "clean", clean_params(settings))
-            rows = cleaned.rows
-            rows = rows[rows["image"].notna() & rows["audio"].notna() & rows["label"].notna()].reset_index(drop=True)
-            save_model_inputs(archive, build_model_inputs(cleaned.batch_dir, rows, spec))
-            save_json(labels_path, [int(x) for x in rows["label"]])
-        version = lake.version_of(relative)
-        if version is None:
-            version = lake.track(relative)
-            lake.push(relative)
+        version = lake.pushed_version(relative) or lake.track_and_push(relative)
     inputs = load_model_inputs(archive)
     labels = np.array(json.loads(labels_path.read_text()), dtype=np.int64)
     return (EvalData(image=inputs.image, audio=inputs.audio, label=labels, voice=list(inputs.voice),
                      caption=list(inputs.caption)), version.to_tag())
+
+
+def _write_golden_folder(settings: Settings, folder: Path) -> None:
+    """Landing batch, its lake snapshot and clean rows, model inputs and labels, into a staging sibling of
+    `folder` published over it at the end (an unfinished folder an older version left is replaced)."""
+    from features.atomic import staged_directory
+
+    g, spec = settings.params.gate, input_spec(settings)
+    with staged_directory(folder) as staging:
+        generate_demo_batch(staging / "landing", samples=g.golden_samples, seed=g.golden_seed, fault_rate=0.0,
+                            label_rate=1.0, split="golden")
+        raw = ingest_batch(staging / "landing", staging / "raw")
+        cleaned = clean_batch(raw.batch_dir, staging / "clean", clean_params(settings))
+        rows = cleaned.rows
+        rows = rows[rows["image"].notna() & rows["audio"].notna() & rows["label"].notna()].reset_index(drop=True)
+        save_model_inputs(staging / "inputs.npz", build_model_inputs(cleaned.batch_dir, rows, spec))
+        save_json(staging / "labels.json", [int(x) for x in rows["label"]])
 
 
 def _training_batches(settings: Settings) -> list[str]:

@@ -91,6 +91,9 @@ class Registry:
 
     def client(self) -> MlflowClient:
         """A client of this store; MLflow's fluent API (start_run, register_model) is pointed at it too."""
+        from models.tracking_store import ensure_sqlite_store
+
+        ensure_sqlite_store(self.tracking_uri)  # a new embedded store appears whole (a kill mid-creation wedged it)
         _point_fluent_api_at(self.tracking_uri)
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
