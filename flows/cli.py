@@ -18,7 +18,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table  # noqa: E402
 
 from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
-from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error  # noqa: E402
+from flows.cli_common import (  # noqa: E402
+    HOME_OPTION,
+    PARAMS_OPTION,
+    cli_settings,
+    console,
+    exit_on_user_error,
+    require_registry_lock,
+)
 from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.cli_monitor import monitor  # noqa: E402
@@ -163,6 +170,17 @@ def _model_note(stage: str, summary: dict) -> str:
     return notes[stage](summary)
 
 
+def resumable_source(settings, run_id: str, command: str) -> str:
+    """The landing source of a failed or killed run of `command`, or exit 2 saying why it cannot resume."""
+    from flows.pipeline import NotResumable, load_resumable
+
+    try:
+        return load_resumable(settings, run_id, command)["source"]
+    except NotResumable as err:
+        console.print(f"[red]cannot resume:[/red] {err}")
+        raise typer.Exit(2) from err
+
+
 @app.command()
 def run(
     source: str = typer.Option("data/landing/batch-001", "--source",
@@ -185,14 +203,11 @@ def run(
     later runs reuse it (its UI shows every run; `flywheel server stop` stops it).
     """
     settings = cli_settings(home, params)
-    from flows.pipeline import NotResumable, load_resumable, new_run_id, run_stages
+    from flows.pipeline import new_run_id, run_stages
 
     if resume is not None:
-        try:
-            source = load_resumable(settings, resume)["source"]
-        except NotResumable as err:
-            console.print(f"[red]cannot resume:[/red] {err}")
-            raise typer.Exit(2) from err
+        source = resumable_source(settings, resume, "run")
+    require_registry_lock(settings)
     batch = landing_source(source)
     run_id = resume or new_run_id()
 
@@ -214,10 +229,12 @@ def run(
 
 @app.command()
 def ingest(
-    source: str = typer.Option(..., "--source",
-                               help="landing batch: a folder (manifest.jsonl + files) or an fsspec URI such as s3://bucket/batch"),
+    source: Optional[str] = typer.Option(None, "--source",
+                                         help="landing batch: a folder (manifest.jsonl + files) or an fsspec URI such as s3://bucket/batch"),
     plain: bool = typer.Option(False, "--plain", help="call the stage functions directly, without Prefect"),
     debug: bool = typer.Option(False, "--debug", help="print the full traceback when a stage fails"),
+    resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
+                                         help="continue a failed or killed `flywheel ingest` run"),
     home: Optional[Path] = HOME_OPTION,
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
@@ -230,8 +247,13 @@ def ingest(
     settings = cli_settings(home, params)
     from flows.pipeline import new_run_id
 
+    if resume is not None:
+        source = resumable_source(settings, resume, "ingest")
+    elif source is None:
+        console.print("[red]missing option:[/red] --source DIR (or --resume RUN_ID)")
+        raise typer.Exit(2)
     batch = landing_source(source)
-    run_id = new_run_id()
+    run_id = resume or new_run_id()
 
     def data_stages() -> None:
         from flows.prefect_runtime import preload_libraries

@@ -23,6 +23,18 @@ def cli_settings(home: Optional[Path], params: Optional[Path]) -> Settings:
         raise typer.Exit(2) from err
 
 
+def require_registry_lock(settings: Settings) -> None:
+    """A command that may promote stops before any work when the champion lock it would take is out of
+    reach (the lock database or the Prefect server), with exit code 2: a setting that cannot work."""
+    from flows.registry_locks import RegistryLockUnusable, check_registry_lock
+
+    try:
+        check_registry_lock(settings)
+    except RegistryLockUnusable as err:
+        console.print(f"[red]configuration error:[/red] the champion lock cannot be taken: {err}")
+        raise typer.Exit(2) from err
+
+
 HOME_OPTION = typer.Option(None, "--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
 PARAMS_OPTION = typer.Option(None, "--params", help="params file (default: $FLYWHEEL_PARAMS or params.yaml)")
 

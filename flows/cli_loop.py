@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error
+from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error, require_registry_lock
 
 
 def schedule(
@@ -47,6 +47,7 @@ def retrain(
 ) -> None:
     """Train on the current window → register → gate now (rate-limited by retrain.min_interval_hours)."""
     settings = cli_settings(home, params)
+    require_registry_lock(settings)
     with exit_on_user_error("cannot retrain", ValueError, FileNotFoundError):
         if plain:
             from flows.loop import retrain as run_retrain

@@ -69,6 +69,7 @@ class RunRecord:
 
     run_id: str
     source: str
+    command: str = "run"  # what started it and resumes it: `flywheel run` (the lifecycle) or `flywheel ingest` (data only)
     started_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     status: str = "running"
     batch_id: str | None = None
@@ -92,8 +93,9 @@ class NotResumable(ValueError):
     """`--resume` named a run that does not exist, succeeded already or is not a lifecycle run."""
 
 
-def load_resumable(settings: Settings, run_id: str) -> dict[str, Any]:
-    """The summary of a failed or killed lifecycle run; NotResumable says why another one is not."""
+def load_resumable(settings: Settings, run_id: str, command: str = "run") -> dict[str, Any]:
+    """The summary of a failed or killed run of `command` ("run": the lifecycle, "ingest": the data stages);
+    NotResumable says why another one is not (resuming a data-only run as a lifecycle would train)."""
     path = settings.paths.runs / run_id / "summary.json"
     if not path.is_file():
         known = sorted(p.parent.name for p in settings.paths.runs.glob("*/summary.json")) if settings.paths.runs.exists() else []
@@ -105,6 +107,10 @@ def load_resumable(settings: Settings, run_id: str) -> dict[str, Any]:
     if summary["source"].startswith(("retrain:", "monitor:")):
         raise NotResumable(f"run {run_id} is a {summary['source'].split(':')[0]} run; only lifecycle runs "
                            "(`flywheel run`) resume: start `flywheel {summary['source'].split(':')[0]}` again")
+    started_by = summary.get("command", "run")
+    if started_by != command:
+        raise NotResumable(f"run {run_id} was started by `flywheel {started_by}`: resume it with "
+                           f"`flywheel {started_by} --resume {run_id}`")
     return summary
 
 
@@ -411,7 +417,7 @@ def run_ingest_stages(settings: Settings, source: Path | str, call: StageCall = 
                       react: StageCall | None = None, reuse: bool = True) -> RunRecord:
     """A new landing batch into the lake and the feature store, then its drift check and `react`; no training.
     A batch a data stage rejects is monitored and reacted to all the same, then the run fails (`run_stages`)."""
-    record = RunRecord(run_id=run_id or new_run_id(), source=str(source))
+    record = RunRecord(run_id=run_id or new_run_id(), source=str(source), command="ingest")
     timed = _timer(record, call)
     runner = _runner(settings, record, timed, reuse)
     with _recorded(settings, record), ExitStack() as held:

@@ -201,3 +201,20 @@ def test_a_rejected_batch_run_again_alerts_nothing_twice(rejected):
     assert summary["cache"]["monitor"]["cached"] and summary["cache"]["react"]["cached"]
     assert summary["monitor"] == first_summary["monitor"]
     assert len([post for post in posts if "rejected" in post["title"]]) == 1
+
+
+def test_a_killed_ingest_resumes_as_an_ingest_never_as_a_lifecycle_that_would_train(rejected, home, webhook):
+    """`flywheel run --resume` of a killed `flywheel ingest` is refused (it would train on the batch), naming the
+    command that resumes it; `flywheel ingest --resume` finishes the run, and the batch's alert went out once."""
+    home, params, _ = home
+    (_, killed_summary, _), *_ = rejected
+    options = ("--home", str(home), "--params", str(params))
+    as_lifecycle = _invoke("run", "--plain", "--resume", killed_summary["run_id"], *options)
+    assert as_lifecycle.exit_code == 2, as_lifecycle.output
+    assert f"flywheel ingest --resume {killed_summary['run_id']}" in _flat(as_lifecycle.output)
+    posts = len(webhook[1])
+    resumed = _invoke("ingest", "--plain", "--resume", killed_summary["run_id"], *options)
+    assert resumed.exit_code == 1, resumed.output  # the batch is still rejected
+    summary = json.loads((load_settings(home, params).paths.runs / killed_summary["run_id"] / "summary.json").read_text())
+    assert summary["command"] == "ingest" and summary["attempts"] == 2 and summary["failed_stage"] == "validate"
+    assert not summary["train"] and len(webhook[1]) == posts
