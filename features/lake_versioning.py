@@ -110,7 +110,7 @@ def _init_repo(home: Path) -> None:
     from dvc.repo import Repo
 
     home.mkdir(parents=True, exist_ok=True)
-    remove_orphans(home)
+    remove_orphans(home)  # a staging folder of an init killed here
     staging = Path(tempfile.mkdtemp(dir=home, prefix=work_name("dvc-init")))
     try:
         Repo.init(str(staging), no_scm=True).close()
@@ -131,6 +131,7 @@ def _configure_repo(home: Path, core: dict[str, Any], remote: dict[str, Any]) ->
 
     path = home / ".dvc" / "config"
     current = path.read_text() if path.exists() else ""
+    remove_orphans(home)  # scratch copies (and the like) of runs killed here
     scratch = Path(tempfile.mkdtemp(dir=home, prefix=work_name("dvc-config")))
     try:
         (scratch / "config").write_text(current)

@@ -274,3 +274,16 @@ def test_a_config_a_killed_writer_cut_off_is_written_afresh(tmp_path):
     open_lake(home)
     assert _repo_config(home) == settings
     assert [p.name for p in config.parent.glob("config.unreadable-*")]  # the unreadable one is kept for a human
+
+
+def test_the_work_folders_of_a_killed_open_lake_are_swept_by_the_next(tmp_path):
+    home = tmp_path / "home"
+    open_lake(home)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    from features.atomic import _HOST
+
+    orphan = home / f".dvc-config.pid{dead.pid}-{_HOST}.abc"  # a scratch config of an open_lake killed mid-way
+    orphan.mkdir()
+    open_lake(home)
+    assert not orphan.exists()
