@@ -54,10 +54,12 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
 
     When the block ends normally the file is fsynced and renamed over `path`; when it raises (or
     the process dies) `path` is untouched and the temporary file is removed (or left for
-    `remove_orphans`). `suffix` keeps an extension a writer insists on (np.savez adds `.npz`).
+    `remove_orphans`, which the next write into the same folder runs). `suffix` keeps an extension
+    a writer insists on (np.savez adds `.npz`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(path.parent)  # what writers killed mid-write here left (a listing of one folder)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_name(path), suffix=suffix)
     os.close(fd)
     tmp = Path(name)

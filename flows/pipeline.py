@@ -132,6 +132,16 @@ def write_summary(settings: Settings, record: RunRecord) -> Path:
     return path
 
 
+def _sweep_run_folders(settings: Settings) -> None:
+    """What killed runs left in their run folders (a summary mid-rewrite): a plain re-run writes under a new
+    run id and never writes into a killed run's folder again."""
+    from features.atomic import remove_orphans
+
+    if settings.paths.runs.is_dir():
+        for folder in settings.paths.runs.iterdir():
+            remove_orphans(folder)
+
+
 def _timer(record: RunRecord, call: StageCall) -> Callable[..., Any]:
     """`call` that records each stage's seconds, and its name when it fails."""
 
@@ -154,6 +164,7 @@ def _recorded(settings: Settings, record: RunRecord) -> Iterator[None]:
 
     A run id that has a summary already is a resumed run: it keeps its start time and counts the attempt.
     """
+    _sweep_run_folders(settings)
     previous = settings.paths.runs / record.run_id / "summary.json"
     if previous.is_file():
         earlier = json.loads(previous.read_text())

@@ -165,3 +165,16 @@ def test_orphans_of_another_host_are_left_alone(tmp_path):
     if "." not in socket.gethostname():  # the same name from this host is swept
         local.write_bytes(b"z")
         assert remove_orphans(tmp_path) == [local]
+
+
+def test_the_next_write_into_a_folder_removes_what_killed_writers_left_there(tmp_path):
+    """A run killed mid-write may never write that file again (a stage record, a summary): the next atomic
+    write into the same folder, of any file, sweeps the dead writer's temporary file."""
+    from features.atomic import _HOST
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f".record-a.json.pid{dead.pid}-{_HOST}.x1.tmp"
+    left.write_text('{"half": ')
+    save_json(tmp_path / "record-b.json", {"stage": "b"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record-b.json"]
