@@ -10,13 +10,14 @@ clean and validation like any other, as new content with its own batch id, carry
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from features.atomic import atomic_copy
+from features.atomic import atomic_copy, staged_directory
 from features.clean import output_stem
 from features.ingest import DONE_NAME, ROWS_NAME
 from features.io import append_jsonl, load_jsonl, load_quarantine, save_jsonl
@@ -153,12 +154,15 @@ def readmit(
     out = out_dir or quarantine_dir / READMIT_FOLDER / f"{batch_id}-{output_stem(sample_id)}-{stamp}"
     if (out / MANIFEST_NAME).exists():
         raise FileExistsError(f"{out} already holds a landing batch ({MANIFEST_NAME}); choose an empty folder")
-    for field, source in sources.items():
-        relative = f"{field}/{output_stem(sample_id)}{source.suffix.lower()}"
-        (out / field).mkdir(parents=True, exist_ok=True)
-        atomic_copy(source, out / relative)
-        row[field] = relative
-    save_jsonl(out / MANIFEST_NAME, [row])  # written last: a folder with a manifest holds a complete batch
+    # Our own folder is built in a staging sibling and published whole (a kill leaves none, swept later); in a
+    # folder the user named, the manifest is written last, so a killed readmission is simply repeated there.
+    with staged_directory(out) if out_dir is None else nullcontext(out) as target:
+        for field, source in sources.items():
+            relative = f"{field}/{output_stem(sample_id)}{source.suffix.lower()}"
+            (target / field).mkdir(parents=True, exist_ok=True)
+            atomic_copy(source, target / relative)
+            row[field] = relative
+        save_jsonl(target / MANIFEST_NAME, [row])  # written last: a folder with a manifest holds a complete batch
     append_jsonl(quarantine_dir / READMITTED_NAME, {
         "batch_id": batch_id, "sample_id": sample_id, "landing": str(out),
         "fixed_fields": sorted(fixed_fields), "fixed_files": sorted(fixed_files),

@@ -148,3 +148,22 @@ def test_readmit_refuses_what_it_cannot_do(quarantined, tmp_path):
     with pytest.raises(ValueError, match="is not a file"):
         readmit(home / "quarantine", home / "raw", batch_id, "broken", fixed_files={"image": tmp_path / "missing.png"})
     assert (list_quarantine(home / "quarantine")["status"] == "quarantined").all()  # failed attempts mark nothing
+
+
+def test_a_readmission_that_dies_midway_leaves_no_half_landing_batch(quarantined, monkeypatch):
+    """Its folder is published whole: a failure (or a kill) while files are copied leaves no folder a user
+    could ingest half of, and the readmission can simply be repeated."""
+    import features.quarantine as quarantine
+
+    home, batch_id = quarantined
+
+    def copy_then_fail(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(quarantine, "atomic_copy", copy_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        readmit(home / "quarantine", home / "raw", batch_id, "word", fixed_fields={"label": 7})
+    assert not [p for p in (home / "quarantine" / "_readmit").iterdir() if not p.name.startswith(".")]
+    monkeypatch.undo()
+    landing = readmit(home / "quarantine", home / "raw", batch_id, "word", fixed_fields={"label": 7})
+    assert json.loads((landing / "manifest.jsonl").read_text())["label"] == 7
