@@ -6,14 +6,17 @@ put most random moments inside those imports, where nothing is written. A forked
 them imported and runs the real CLI (`flows.cli.app`) in its own process, which the test SIGKILLs.
 
 Protocol, one JSON object per line: the parent sends {"args": [...], "log": path, "env": {...}}; this
-process answers {"pid": N} once the child runs, then {"pid": N, "returncode": R} when it ended (R is
--9 after SIGKILL, as for subprocess). The child's stdout and stderr go to `log`.
+process answers {"pid": N} once the child runs; the parent then sends {"then": "wait"} or {"then": "kill"}
+(SIGKILL now, sent by this process: the child is not reaped before, so its pid cannot have been reused by
+another process) and gets {"pid": N, "returncode": R} when the child ended (R is -9 after SIGKILL, as for
+subprocess; 0 when it had finished before the kill). The child's stdout and stderr go to `log`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import traceback
 
@@ -73,6 +76,8 @@ def main() -> None:
         if pid == 0:
             _child(request)
         print(json.dumps({"pid": pid}), flush=True)
+        if json.loads(sys.stdin.readline())["then"] == "kill":
+            os.kill(pid, signal.SIGKILL)  # harmless on a child that ended already (a zombie until reaped)
         _, status = os.waitpid(pid, 0)
         print(json.dumps({"pid": pid, "returncode": os.waitstatus_to_exitcode(status)}), flush=True)
 

@@ -82,8 +82,11 @@ class ForkRunner:
         self.process.stdin.flush()
         return self._read()["pid"]
 
-    def wait(self) -> int:
-        """The child's return code: -9 after SIGKILL."""
+    def wait(self, kill: bool = False) -> int:
+        """The child's return code once it ended (-9 after SIGKILL); `kill`: SIGKILL it first (0 if it had
+        finished already). The fork runner sends the signal to its own unreaped child: never another process."""
+        self.process.stdin.write(json.dumps({"then": "kill" if kill else "wait"}) + "\n")
+        self.process.stdin.flush()
         return self._read()["returncode"]
 
     def close(self) -> None:
@@ -226,11 +229,11 @@ def killed_during(home: Path) -> str:
 def wait_for_golden_build(home: Path, pid: int) -> bool:
     """Poll until the run at `home` starts building the golden set (its staging folder appears); False when the
     child ended first."""
+    import psutil
+
     golden = home / "golden"
     while not (golden.is_dir() and any(p.name.startswith(".staging-") for p in golden.iterdir())):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:  # unreaped until the fork runner is told
             return False
         time.sleep(0.005)
     return True
@@ -293,11 +296,7 @@ def test_a_run_killed_at_any_moment_resumes_to_the_uninterrupted_state(tmp_path_
         pid = forks.start(log, run_command(home, params, "--source", str(landing)))
         if not in_golden or wait_for_golden_build(home, pid):
             time.sleep(moment)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:  # it ended before the moment: a completed run
-            pass
-        code = forks.wait()
+        code = forks.wait(kill=True)  # 0: it ended before the moment, a completed run
         if code != -signal.SIGKILL:
             assert code == 0, f"{where}: the run failed before its kill\n{log.read_text()[-4000:]}"
         landed[killed_during(home) if code else "not killed"] += 1
