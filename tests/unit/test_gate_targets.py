@@ -21,7 +21,7 @@ from models.evaluate import EvalData
 from models.gate import decide
 from models.gate_scoring import golden_groups, score_models
 from models.imagebind import AUDIO, TEXT, VISION
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, with_unreachable_latency_bounds
 
 K, VOICES, TEXT_DIM = 10, ("v0", "v1", "v2", "v3"), 384
 WORLD = np.random.default_rng(0)
@@ -78,7 +78,7 @@ class CentroidModel(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def judged():
-    policy = gate_policy(load_settings(None, PROJECT / "params.yaml"))
+    policy = with_unreachable_latency_bounds(gate_policy(load_settings(None, PROJECT / "params.yaml")))
     golden = sample(400, seed=1)
     champion_data, big = sample(20, seed=2, noise=2.4), sample(600, seed=3)  # few noisy pairs vs plenty
     shuffled = EvalData(big.image, big.audio, np.random.default_rng(4).permutation(big.label), big.voice)

@@ -6,7 +6,7 @@ params.yaml policy on the real golden set (`build_golden_set`: 200 rows, DVC-tra
 - better: the same recipe on 600 rows: it must pass every check, slices included.
 
 Training is deterministic (fixed seeds, one thread; the bootstrap is seeded too). Only the p95
-latency varies between runs, and all three models have the same architecture, so it never decides.
+latency varies between runs (with machine load), so it is judged against bounds no load reaches.
 The seed matters for the "better" verdict, not for the sabotaged one. The per-class slices hold
 15-22 golden rows, so a slice change's interval is about +-0.2 wide, and a 300-row champion that
 over-predicts one class has a high recall on it. Seen with the shipped policy (champion seed x
@@ -38,7 +38,7 @@ from models.imagebind import ImageBindConfig
 from models.inputs import build_model_inputs
 from models.text import encode_texts
 from models.train import TrainConfig, TrainingData, train_imagebind
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, with_unreachable_latency_bounds
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def judged(demo_batch_factory, tmp_path_factory):
     models = {name: train_imagebind(rows, model_config, recipe).model for name, rows in training.items()}
     golden, _ = build_golden_set(settings)
     scores = score_models(models, golden, encode_texts(list(DIGIT_PROMPTS)), settings.params.gate.latency_items)
-    policy, groups = gate_policy(settings), golden_groups(golden)
+    policy, groups = with_unreachable_latency_bounds(gate_policy(settings)), golden_groups(golden)
     return {name: decide(scores[name], scores["champion"], policy, groups) for name in ("sabotaged", "better")}
 
 
