@@ -36,7 +36,7 @@ def test_a_waiting_run_names_the_holder_and_gives_up_with_a_clear_message(tmp_pa
         with caplog.at_level(logging.WARNING, logger="flywheel.locks"), pytest.raises(StoreBusy) as busy:
             with batch_lock(tmp_path, "b1", "20260101T000001-def456", wait_s=1.0):
                 pytest.fail("got a lock another process holds")
-        assert 1.0 <= time.monotonic() - started < 10
+        assert time.monotonic() - started >= 1.0  # it waited its wait_s before giving up
         assert "batch b1 is held by run 20260101T000000-abc123" in str(busy.value)
         assert f"pid {holder.pid}" in str(busy.value) and "wait for that run to end" in str(busy.value)
         waiting = [r.getMessage() for r in caplog.records if r.name == "flywheel.locks"]
@@ -52,8 +52,8 @@ def test_a_killed_holder_releases_the_lock_at_once(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     started = time.monotonic()
-    with batch_lock(tmp_path, "b2", "run-b", wait_s=5.0):
-        assert time.monotonic() - started < 1.0  # no stale lock file to time out on
+    with batch_lock(tmp_path, "b2", "run-b", wait_s=120.0):
+        assert time.monotonic() - started < 60.0  # no stale lock file to time out on: a wait would last 120 s
 
 
 def test_the_holder_can_take_its_own_locks_again(tmp_path):
