@@ -10,7 +10,6 @@ server` and Prefect server (tests/integration/conftest.py):
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import signal
@@ -26,9 +25,10 @@ from features.env import TELEMETRY_OFF
 from flows.registry_locks import check_registry_lock, limit_name
 from flows.settings import load_settings
 from flows.stage_config import registry_for
-from models.registry import CHAMPION, PREVIOUS, StaleChampion, promote
+from models.registry import promote
 from models.registry_lock import champion_lock
 from tests.conftest import PROJECT
+from tests.integration.promoters import assert_one_won, start_promoters
 
 pytestmark = pytest.mark.slow
 
@@ -68,40 +68,6 @@ def on_the_server(mlflow_server, tmp_path, monkeypatch):
     return params
 
 
-def promote_in_process(home: str, params: str, version: str, ready, results) -> None:
-    """A separate promoter configured from the environment like `flywheel promote` (spawned: it inherits it)."""
-    registry = registry_for(load_settings(Path(home), Path(params)))
-    ready.put(version)
-    try:
-        promote(registry, version, expected_champion="1")
-        results.put((version, "won"))
-    except StaleChampion as err:
-        results.put((version, f"stale: {err}"))
-
-
-def start_promoters(homes: list[Path], params: Path):
-    context = multiprocessing.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    workers = [context.Process(target=promote_in_process, args=(str(home), str(params), version, ready, results))
-               for home, version in zip(homes, ("2", "3"))]
-    for worker in workers:
-        worker.start()
-    return workers, ready, results
-
-
-def assert_one_won(workers, results, params: Path, home: Path) -> None:
-    outcomes = dict(results.get(timeout=240) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    winners = [v for v, outcome in outcomes.items() if outcome == "won"]
-    assert len(winners) == 1, outcomes
-    [loser] = [v for v in outcomes if v not in winners]
-    assert outcomes[loser].startswith(f"stale: @champion is version {winners[0]}, but the decision for version {loser}")
-    registry = registry_for(load_settings(home, params))
-    assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (winners[0], "1")
-
-
 def hold_and_kill(home: Path, params: Path) -> None:
     """A promoter that takes the lock and is killed (SIGKILL) while it holds it."""
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(home), str(params)], cwd=PROJECT, stdout=subprocess.PIPE,
@@ -127,7 +93,7 @@ def test_file_lock_under_flywheel_home_serialises_promoters_and_a_killed_holder_
             ready.get(timeout=240)
         with pytest.raises(queue.Empty):
             results.get(timeout=HELD_SECONDS)  # neither got past the lock while it was held
-    assert_one_won(workers, results, params, home)
+    assert_one_won(workers, results, registry_for(load_settings(home, params)))
 
 
 def test_prefect_limit_serialises_promoters_of_two_machines_after_a_holder_was_killed(
@@ -154,7 +120,7 @@ def test_prefect_limit_serialises_promoters_of_two_machines_after_a_holder_was_k
     # Each promoter has its own FLYWHEEL_HOME, so only the Prefect limit is shared; both wait on the dead
     # holder's slot until its lease lapses, then exactly one gets it.
     workers, _, results = start_promoters(homes[1:], params)
-    assert_one_won(workers, results, params, homes[1])
+    assert_one_won(workers, results, registry_for(load_settings(homes[1], params)))
     assert active_slots() == 0  # released by the winner and the loser alike
 
 

@@ -8,19 +8,18 @@ FLYWHEEL_TEST_POSTGRES_URI to point at another server; the tests skip when none 
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
 
 from flows.settings import load_settings
 from flows.stage_config import registry_for
-from models.registry import CHAMPION, PREVIOUS, StaleChampion, promote
+from models.registry import promote
 from models.registry_lock import LockUnavailable, champion_lock, lock_file_for
 from tests.conftest import PROJECT
+from tests.integration.promoters import assert_one_won, start_promoters
 from tests.integration.services import POSTGRES_URI, postgres_unreachable_reason
 
 HELD_SECONDS = 2.0  # how long the test holds the lock while both promoters wait on it
@@ -51,45 +50,20 @@ def pg_settings(tmp_path, monkeypatch):
     return settings
 
 
-def promote_in_process(home: str, params: str, version: str, ready, results) -> None:
-    """A separate promoter, configured from the environment like `flywheel promote` (spawned: the
-    child inherits FLYWHEEL_REGISTRY_LOCK_URI)."""
-    registry = registry_for(load_settings(Path(home), Path(params)))
-    ready.put(version)
-    try:
-        promote(registry, version, expected_champion="1")
-        results.put((version, "won"))
-    except StaleChampion as err:
-        results.put((version, f"stale: {err}"))
-
-
 def test_two_processes_promoting_at_once_are_serialised_by_the_advisory_lock(pg_settings, tmp_path):
     registry = registry_for(pg_settings)
-    params = str(tmp_path / "params.yaml")
+    params = tmp_path / "params.yaml"
     assert lock_file_for(registry.lock_uri, registry.model_name) is None  # no file lock: Postgres alone decides
-    context = multiprocessing.get_context("spawn")
-    ready, results = context.Queue(), context.Queue()
-    workers = [context.Process(target=promote_in_process, args=(str(pg_settings.paths.home), params, v, ready, results))
-               for v in ("2", "3")]
     # The test takes the lock first, so both promoters are inside promote() waiting on the same key
     # when it is released: the race the lock exists for, every time rather than by luck of timing.
     with champion_lock(registry.lock_uri, registry.model_name):
-        for worker in workers:
-            worker.start()
+        workers, ready, results = start_promoters([pg_settings.paths.home] * 2, params)
         for _ in workers:
             ready.get(timeout=120)
         with pytest.raises(queue.Empty):
             results.get(timeout=HELD_SECONDS)  # neither got past the lock while it was held
-    outcomes = dict(results.get(timeout=60) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=30)
-        assert worker.exitcode == 0
-    winners = [v for v, outcome in outcomes.items() if outcome == "won"]
-    assert len(winners) == 1, outcomes
-    [loser] = [v for v in outcomes if v not in winners]
-    assert outcomes[loser].startswith(f"stale: @champion is version {winners[0]}, but the decision for version {loser}")
-    assert (registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)) == (winners[0], "1")
-    assert registry.version_tags(winners[0])["promotion.replaced"] == "1"
+    winner, loser = assert_one_won(workers, results, registry)
+    assert registry.version_tags(winner)["promotion.replaced"] == "1"
     assert "promotion.at" not in registry.version_tags(loser)
 
 
