@@ -18,6 +18,9 @@ behind in the file-mode context at `gx_dir`:
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -59,6 +62,7 @@ __all__ = [  # the suites' names and parameters live in features.expectations; v
     "ValidateParams", "ValidationOutcome", "build_reference_profile", "validate_features", "validate_rows",
 ]
 
+logger = logging.getLogger("flywheel.validate")
 PROFILES_DIR = "profiles"  # under gx_dir: the reference profile each batch was checked against
 _DATASOURCE_NAME = "flywheel"
 _BATCH_DEFINITION_NAME = "whole_table"  # the caller hands one in-memory frame per batch
@@ -167,9 +171,36 @@ def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str) -> Va
     )
 
 
+_CONFIG_FOLDERS = ("expectations", "validation_definitions", "checkpoints")  # GX's stores of derived objects
+
+
+def _set_aside_unreadable_configs(gx_dir: Path) -> None:
+    """GX writes its suites, validation definitions and checkpoints in place, so a run killed mid-write
+    can leave a cut-off JSON file, and every later context refuses to open ("Unterminated string").
+    All three are derived from params.yaml and saved again by this run, and the latter two name the
+    suite by id, so when one of a suite's objects is unreadable all three (named after the suite) are
+    renamed aside (`<name>.json.unreadable`, kept for inspection) and logged, never read again."""
+    unreadable: dict[str, str] = {}
+    for folder in _CONFIG_FOLDERS:
+        for path in sorted((gx_dir / folder).glob("*.json")):
+            try:
+                json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as err:
+                unreadable.setdefault(path.stem, f"{folder}/{path.name}: {err}")
+    for name, why in unreadable.items():
+        for folder in _CONFIG_FOLDERS:
+            path = gx_dir / folder / f"{name}.json"
+            if path.exists():
+                os.replace(path, path.with_name(path.name + ".unreadable"))
+        logger.warning("GX config of suite %r was unreadable (%s; probably a run killed mid-write): its suite, "
+                       "validation definition and checkpoint are set aside as *.json.unreadable and saved again "
+                       "from params.yaml", name, why)
+
+
 def _open_context(gx_dir: Path) -> FileDataContext:
     """Open (scaffolding on first use) the file context, with progress bars and analytics off."""
     gx_dir.mkdir(parents=True, exist_ok=True)
+    _set_aside_unreadable_configs(gx_dir)
     context = gx.get_context(mode="file", context_root_dir=gx_dir)
     bars = context.variables.progress_bars
     bars_off = bars is not None and bars.get("globally") is False and bars.get("metric_calculations") is False

@@ -326,3 +326,20 @@ def test_every_suite_has_a_data_docs_page(tmp_path: Path) -> None:
     assert sorted(p.stem for p in (gx_dir / "expectations").glob("*.json")) == [
         "clean_rows", "clean_rows_reference", "sample_features"
     ]
+
+
+def test_a_gx_config_a_killed_run_cut_off_is_set_aside_and_saved_again(tmp_path: Path, caplog) -> None:
+    """GX writes suites, validation definitions and checkpoints in place: a kill mid-write left a cut-off JSON
+    file that every later context refused to open. It is renamed aside, logged, and saved again."""
+    gx_dir = tmp_path / "gx"
+    rows = make_clean_rows()
+    validate_rows(rows, gx_dir, PARAMS, batch_id="b1")
+    suite_file = next((gx_dir / "expectations").glob("*.json"))
+    suite_file.write_text(suite_file.read_text()[: len(suite_file.read_text()) // 2])  # what a kill mid-write leaves
+    with caplog.at_level("WARNING", logger="flywheel.validate"):
+        outcome = validate_rows(rows, gx_dir, PARAMS, batch_id="b2")
+    assert outcome.failed == {}
+    assert json.loads(suite_file.read_text())["expectations"]  # saved whole again
+    assert suite_file.with_name(suite_file.name + ".unreadable").exists()  # the cut-off one kept for inspection
+    assert any("unreadable" in r.getMessage() and suite_file.name in r.getMessage() for r in caplog.records)
+    assert all(list((gx_dir / folder).glob("*.json.unreadable")) for folder in ("validation_definitions", "checkpoints"))
