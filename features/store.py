@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 import sys
 from dataclasses import dataclass
@@ -95,11 +96,33 @@ def build_repo_config(feast_dir: Path, services: FeastServices = FeastServices()
     return config
 
 
+def _set_aside_unreadable_registry(feast_dir: Path) -> None:
+    """Feast's file registry (registry.db) is rewritten in place, so a run killed mid-write can leave a
+    cut-off file that no later apply can parse. It holds only what `apply` declares (the definitions are
+    code) and the materialization marks, which flywheel does not use (explicit windows), so an unreadable
+    one is renamed aside (`registry.db.unreadable`) and logged, and the run's next apply writes it anew."""
+    path = feast_dir / "registry.db"
+    if not path.exists():
+        return
+    from feast.protos.feast.core.Registry_pb2 import Registry
+    from google.protobuf.message import DecodeError
+
+    try:
+        Registry().ParseFromString(path.read_bytes())
+    except DecodeError as err:
+        os.replace(path, path.with_name(path.name + ".unreadable"))
+        logging.getLogger("flywheel.store").warning(
+            "Feast registry %s was unreadable (%s; probably a run killed mid-write): set aside as %s.unreadable, "
+            "written again by the next apply", path, err, path.name)
+
+
 def open_store(feast_dir: Path, services: FeastServices = FeastServices()):
     """A FeatureStore on this state folder (imports Feast lazily: it takes seconds)."""
     from feast import FeatureStore
 
     (feast_dir / "data").mkdir(parents=True, exist_ok=True)
+    if not services.registry:  # the SQL registry (Postgres) writes in transactions
+        _set_aside_unreadable_registry(feast_dir)
     return FeatureStore(repo_path=str(REPO_DIR), config=build_repo_config(feast_dir, services))
 
 

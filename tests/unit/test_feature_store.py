@@ -62,3 +62,17 @@ def test_re_writing_a_batch_replaces_its_rows(store_dir):
     stats = _stats(["s0", "s1"], pd.Timestamp("2026-01-01T00:00:00Z"))
     path = upsert_batch_table(store_dir, "image_stats", "b1", stats)
     assert len(pd.read_parquet(path)) == 2
+
+
+def test_a_registry_a_killed_apply_cut_off_is_set_aside_and_written_again(store_dir, caplog):
+    """Feast rewrites registry.db in place: a kill mid-write left a file no later apply could parse, so every
+    run failed in transform. It is set aside, logged, and the next apply writes it whole again."""
+    registry = store_dir / "registry.db"
+    whole = registry.read_bytes()
+    registry.write_bytes(whole[: len(whole) // 2 + 1])
+    with caplog.at_level("WARNING", logger="flywheel.store"):
+        apply_and_materialize(store_dir, start=datetime(2025, 12, 31, tzinfo=timezone.utc))
+    assert (store_dir / "registry.db.unreadable").exists()
+    assert any("was unreadable" in r.getMessage() for r in caplog.records)
+    cutoff = pd.DataFrame({"sample_id": ["s0"], "event_timestamp": pd.Timestamp("2026-03-01T00:00:00Z")})
+    assert get_training_frame(store_dir, cutoff)["label"].tolist() == [1]  # the store works again
