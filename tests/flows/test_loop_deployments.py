@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.conftest import PROJECT
+from tests.integration.services import free_port
 
 DEPLOYMENTS = {"flywheel-ingest": "ingest", "flywheel-retrain": "retrain", "flywheel-monitor": "monitor"}
 
@@ -43,7 +44,7 @@ def prefect_api(tmp_path_factory):
     from flows.prefect_server import start_server, stop_server
 
     home = tmp_path_factory.mktemp("prefect")
-    url = start_server(home, port=4330, timeout=180)
+    url = start_server(home, port=free_port(), timeout=180)
     try:
         with pytest.MonkeyPatch.context() as env, temporary_settings({PREFECT_API_URL: url}):
             env.setenv("PREFECT_API_URL", url)
