@@ -55,7 +55,7 @@ def measure(work: Path, rows: int, repeats: int) -> dict:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from benchmarks.data_scaling import build_scaled_batch
-    from features.demo import generate_demo_batch
+    from examples.digits.demo import generate_demo_batch
     from features.ingest import ingest_batch
     from flows.settings import load_settings
 

@@ -157,7 +157,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(PROJECT))
-    from features.demo import generate_demo_batch
+    from examples.digits.demo import generate_demo_batch
 
     root = Path(tempfile.mkdtemp(prefix="flywheel-scaling-"))
     results = []

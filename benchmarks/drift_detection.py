@@ -29,7 +29,7 @@ apply_process_environment()
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.demo import DRIFT_KINDS, generate_demo_batch  # noqa: E402
+from examples.digits.demo import DRIFT_KINDS, generate_demo_batch  # noqa: E402
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
 from flows.settings import load_params  # noqa: E402
 from models.inputs import InputSpec  # noqa: E402

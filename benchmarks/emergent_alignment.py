@@ -9,7 +9,7 @@ against 68.6 text-paired). This script measures the same comparison on the demo 
   paired    the same stage 1, then stage 2 on (audio, caption) pairs of the same rows, same
             steps (TrainConfig.audio_anchor="text")
 
-Data: landing batches from `features.demo.generate_demo_batch` (no faults), prepared as
+Data: landing batches from `examples.digits.demo.generate_demo_batch` (no faults), prepared as
 serving prepares a file (mono 16 kHz, silence trimmed, log-mel; images resized). Voices
 HELD_OUT_VOICES never appear in training: every row spoken by one goes to the audio
 evaluation set instead. Image→text is measured on a "golden" batch, whose source images are
@@ -44,7 +44,7 @@ apply_process_environment()
 import soundfile as sf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from features.demo import generate_demo_batch  # noqa: E402
+from examples.digits.demo import generate_demo_batch  # noqa: E402
 from models.evaluate import DIGIT_PROMPTS, EvalData, evaluate_model  # noqa: E402
 from models.imagebind import TEXT, VISION, ImageBindConfig  # noqa: E402
 from models.retrieval import evaluate_retrieval  # noqa: E402

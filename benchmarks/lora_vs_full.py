@@ -1,7 +1,7 @@
 """LoRA against a frozen encoder (head only) and full fine-tuning of the MiniLM text tower.
 
 Task: caption → digit 0..9 (the `lora` family model), on demo captions from
-`features.demo.generate_demo_batch`: a training batch (seed 0), held-out rows in the same
+`examples.digits.demo.generate_demo_batch`: a training batch (seed 0), held-out rows in the same
 languages (seed 1, golden split) and held-out rows in languages never trained on (seed 2,
 `drift="language"`: Italian and Dutch). Captions that name no number are dropped (no label to
 learn). Every method runs the same steps on the same batches, each in its own process so its
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from features.demo import GENERIC_CAPTIONS, generate_demo_batch
+from examples.digits.demo import GENERIC_CAPTIONS, generate_demo_batch
 from models.lora import (
     MINILM,
     ClassifierTraining,

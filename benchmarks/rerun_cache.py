@@ -47,7 +47,7 @@ def main() -> None:
     from features.env import apply_process_environment
 
     apply_process_environment()
-    from features.demo import generate_demo_batch
+    from examples.digits.demo import generate_demo_batch
     from flows.prefect_runtime import preload_libraries
     from flows.settings import load_settings
 

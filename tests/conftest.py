@@ -13,7 +13,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from features.demo import generate_demo_batch  # noqa: E402
+from examples.digits.demo import generate_demo_batch  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -416,7 +416,7 @@ def test_a_golden_set_a_kill_left_half_built_or_unpushed_is_finished_by_the_next
     import shutil
 
     from features.atomic import _HOST, STAGING_PREFIX
-    from features.demo import generate_demo_batch
+    from examples.digits.demo import generate_demo_batch
     from flows.model_stages import build_golden_set
     from flows.settings import load_settings
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.demo import GENERIC_CAPTIONS
+from examples.digits.demo import GENERIC_CAPTIONS
 from features.label import caption_label
 from features.store import TABLE_COLUMNS, apply_and_materialize, get_training_frame, upsert_batch_table
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features, detect_language

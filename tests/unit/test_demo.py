@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from features.demo import (
+from examples.digits.demo import (
     DIGIT_WORDS,
     DRIFT_KINDS,
     ENGLISH_VOICES,

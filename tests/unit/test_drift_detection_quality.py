@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from features.demo import generate_demo_batch
+from examples.digits.demo import generate_demo_batch
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from flows.settings import load_params
 from models.inputs import InputSpec

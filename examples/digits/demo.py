@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageFilter
 
-from features.vocabulary import DIGIT_WORDS
+from examples.digits.vocabulary import DIGIT_WORDS
 
 ENGLISH_VOICES: tuple[str, ...] = (  # espeak-ng `gmw` accents, plus two female variants
     "en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
