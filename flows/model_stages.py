@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from features.clean import clean_batch
-from features.demo import generate_demo_batch
 from features.ingest import ingest_batch, list_ingested_batches
 from features.io import save_json
 from flows.settings import Settings
@@ -25,14 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def champion_votes(settings: Settings, batch_id: str):
-    """The champion's zero-shot image and audio predictions on this batch (a lora champion: its caption
-    classes, a `text` vote); None before the first champion."""
+    """The champion's zero-shot predictions on this batch, one vote per modality it embeds (a lora
+    champion: its caption classes, a `text` vote); None before the first champion."""
     from features.label import ModelVotes
     from models.families import family_of
-    from models.evaluate import DIGIT_PROMPTS, predict_zero_shot
-    from models.imagebind import AUDIO, VISION
+    from models.evaluate import predict_zero_shot
     from models.registry import CHAMPION, load_version
-    from models.text import encode_texts
+    from models.text import encode_class_prompts
+    from monitoring.observations import MODALITY_KEYS, monitored_modalities
 
     registry = registry_for(settings)
     version = registry.alias_version(CHAMPION)
@@ -43,17 +42,17 @@ def champion_votes(settings: Settings, batch_id: str):
         from flows.lora_stages import caption_votes
 
         return caption_votes(model, iter_model_inputs(settings.paths.batch_inputs(batch_id)))
-    prompts = encode_texts(list(DIGIT_PROMPTS))
+    prompts = encode_class_prompts(settings.task.prompts)
+    kinds = monitored_modalities(model)  # each modality the champion embeds votes
     sample_ids: list[str] = []
-    predicted: dict[str, list[np.ndarray]] = {"image": [], "audio": []}
-    confidence: dict[str, list[np.ndarray]] = {"image": [], "audio": []}
+    predicted: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
+    confidence: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
     for inputs in iter_model_inputs(settings.paths.batch_inputs(batch_id)):  # one shard in memory at a time
         sample_ids.extend(inputs.sample_id)
-        for name, modality, values, present in (("image", VISION, inputs.image, inputs.has_image),
-                                                ("audio", AUDIO, inputs.audio, inputs.has_audio)):
-            label, conf = predict_zero_shot(model, modality, values, prompts)
-            predicted[name].append(label)
-            confidence[name].append(np.where(present, conf, 0.0))  # a missing file never votes
+        for kind in kinds:
+            label, conf = predict_zero_shot(model, MODALITY_KEYS[kind], getattr(inputs, kind), prompts)
+            predicted[kind].append(label)
+            confidence[kind].append(np.where(getattr(inputs, f"has_{kind}"), conf, 0.0))  # a missing file never votes
     return ModelVotes(sample_ids, {k: np.concatenate(v) for k, v in predicted.items()},
                       {k: np.concatenate(v) for k, v in confidence.items()})
 
@@ -68,12 +67,27 @@ class TrainOutcome:
     labelled_rows: int
     seconds: float
     golden_version: str
+    golden_excluded: int = 0  # window rows with a golden row's content, kept out of training
+
+
+def golden_name(settings: Settings) -> str:
+    """The golden folder's name: the batch's folder name, a digest of its manifest and files, and the
+    input spec, so an edited golden batch or another input size builds (and versions) a new set."""
+    import hashlib
+
+    task, spec = settings.task, input_spec(settings)
+    digest = hashlib.sha256(task.fingerprint().encode())
+    for path in sorted(p for p in task.golden.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(task.golden).as_posix().encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return (f"{task.golden.name}-{digest.hexdigest()[:12]}-s{spec.image_size}-c{spec.image_channels}"
+            f"-m{spec.n_mels}-f{spec.audio_frames}")
 
 
 def build_golden_set(settings: Settings):
-    """The fixed, fully labelled golden set: generated once from the demo source's held-out images,
-    cleaned like any batch, never used in training. Its version is its DVC hash in the lake
-    (`golden/<name>@<md5>.dir`, tracked and pushed when first built), so a decision names the exact rows.
+    """The fixed, fully labelled golden set: the task's golden batch (`task.golden`), ingested and cleaned
+    like any batch, never trained on. Its version is its DVC hash in the lake (`golden/<name>@<md5>.dir`,
+    tracked and pushed when first built), so a decision names the exact rows.
 
     The folder is built whole in a staging sibling and published in one rename, and counts as pushed only
     once the push is recorded: a kill at any moment leaves no folder (the next call builds it afresh and
@@ -81,41 +95,68 @@ def build_golden_set(settings: Settings):
     from filelock import FileLock
 
     from features.lake_versioning import open_lake
-    from models.evaluate import EvalData
 
-    g, spec = settings.params.gate, input_spec(settings)
-    name = f"seed{g.golden_seed}-n{g.golden_samples}-s{spec.image_size}-m{spec.n_mels}-f{spec.audio_frames}"
+    name = golden_name(settings)
     folder = settings.paths.golden / name
-    archive = folder / "inputs.npz"
-    labels_path = folder / "labels.json"
     relative = folder.relative_to(settings.paths.home).as_posix()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder.with_name(name + ".lock"))):  # two gates at once build it once
-        if not labels_path.exists():  # published with the rest: only a finished folder has it
+        if not (folder / "labels.json").exists():  # published with the rest: only a finished folder has it
             _write_golden_folder(settings, folder)
         lake = open_lake(settings.paths.home, settings.lake_remote, settings.lake_endpoint)
         version = lake.pushed_version(relative) or lake.track_and_push(relative)
-    inputs = load_model_inputs(archive)
-    labels = np.array(json.loads(labels_path.read_text()), dtype=np.int64)
-    return (EvalData(image=inputs.image, audio=inputs.audio, label=labels, voice=list(inputs.voice),
-                     caption=list(inputs.caption)), version.to_tag())
+    return load_golden_folder(folder), version.to_tag()
+
+
+def load_golden_folder(folder: Path):
+    """The golden set a finished folder holds, as the evaluation's `EvalData`."""
+    from models.evaluate import eval_data_from_inputs
+
+    inputs = load_model_inputs(folder / "inputs.npz")
+    labels = np.array(json.loads((folder / "labels.json").read_text()), dtype=np.int64)
+    groups = json.loads((folder / "groups.json").read_text())
+    return eval_data_from_inputs(inputs, labels, groups)
 
 
 def _write_golden_folder(settings: Settings, folder: Path) -> None:
-    """Landing batch, its lake snapshot and clean rows, model inputs and labels, into a staging sibling of
-    `folder` published over it at the end (an unfinished folder an older version left is replaced)."""
+    """The golden batch's lake snapshot, clean rows, model inputs, labels and slice values, into a staging
+    sibling of `folder` published over it at the end (an unfinished folder an older build left is replaced).
+    Rows ingest or clean quarantine are listed in `refused.json` and logged."""
     from features.atomic import staged_directory
+    from features.task import slice_values
 
-    g, spec = settings.params.gate, input_spec(settings)
+    task, spec = settings.task, input_spec(settings)
     with staged_directory(folder) as staging:
-        generate_demo_batch(staging / "landing", samples=g.golden_samples, seed=g.golden_seed, fault_rate=0.0,
-                            label_rate=1.0, split="golden")
-        raw = ingest_batch(staging / "landing", staging / "raw")
+        raw = ingest_batch(task.golden, staging / "raw")
         cleaned = clean_batch(raw.batch_dir, staging / "clean", clean_params(settings))
-        rows = cleaned.rows
-        rows = rows[rows["image"].notna() & rows["audio"].notna() & rows["label"].notna()].reset_index(drop=True)
+        refused = [*raw.report.quarantined, *cleaned.report.quarantined]
+        if refused:  # kept with the set, so a decision shows that its golden set is smaller than the batch
+            log.warning("task.golden: %d row(s) of %s were quarantined (first %r: %s) and are not in the golden set",
+                        len(refused), task.golden, refused[0].sample_id, refused[0].reason)
+        save_json(staging / "refused.json", [{"sample_id": r.sample_id, "stage": r.stage, "reason": r.reason,
+                                              "detail": r.detail} for r in refused])
+        rows = cleaned.rows.reset_index(drop=True)
         save_model_inputs(staging / "inputs.npz", build_model_inputs(cleaned.batch_dir, rows, spec))
         save_json(staging / "labels.json", [int(x) for x in rows["label"]])
+        save_json(staging / "groups.json", {field: slice_values(rows, field) for field in task.slices})
+        save_json(staging / "content.json", sorted(set(row_content_hashes(load_model_inputs(staging / "inputs.npz")))))
+
+
+def row_content_hashes(inputs: ModelInputs) -> list[str]:
+    """Per row, a sha256 of everything the model sees of it (every input array and the caption, not its
+    id): a training row with a golden row's hash is the same example and is kept out of training."""
+    import hashlib
+    from dataclasses import fields
+
+    columns = [f.name for f in fields(inputs) if f.name != "sample_id"]
+    hashes = []
+    for i in range(len(inputs)):
+        digest = hashlib.sha256()
+        for name in columns:
+            value = getattr(inputs, name)[i]
+            digest.update(np.ascontiguousarray(value).tobytes() if isinstance(value, np.ndarray) else str(value).encode())
+        hashes.append(digest.hexdigest())
+    return hashes
 
 
 def _training_batches(settings: Settings) -> list[str]:
@@ -124,24 +165,49 @@ def _training_batches(settings: Settings) -> list[str]:
             if has_model_inputs(settings.paths.batch_inputs(b))]
 
 
-def training_window(settings: Settings, captions_only: bool) -> tuple[list[str], ModelInputs, np.ndarray]:
-    """The window's batches, its rows with every modality a family trains on (image, audio and
-    caption; or the caption alone) and their trusted labels from the feature store (-1: unknown)."""
+@dataclass(frozen=True)
+class TrainingWindow:
+    batches: list[str]  # ingested batches with model inputs, in ingestion order
+    inputs: ModelInputs  # the rows trained on
+    label: np.ndarray  # (N,) trusted class index from the feature store, -1 where unknown
+    modalities: tuple[str, ...]  # the input kinds every kept row carries ("image", "caption", "audio", ...)
+    golden_excluded: int  # rows with a golden row's content, kept out of training
+
+
+def _present(inputs: ModelInputs) -> dict[str, np.ndarray]:
+    """Per input kind (`image`, `audio`, `caption`, and any sensor the inputs hold), the (N,) presence mask."""
+    from dataclasses import fields
+
+    return {f.name[len("has_"):]: getattr(inputs, f.name) for f in fields(inputs) if f.name.startswith("has_")}
+
+
+def training_window(settings: Settings, captions_only: bool) -> TrainingWindow:
+    """The window's batches, its rows with every modality the data carries (a family that reads captions
+    only: the caption), less the golden set's rows, and their trusted labels from the feature store."""
     from features.store import get_training_frame
 
     batches = _training_batches(settings)
     inputs = ModelInputs.concat([load_model_inputs(settings.paths.batch_inputs(b)) for b in batches])
-    keep = inputs.has_caption if captions_only else inputs.has_image & inputs.has_audio & inputs.has_caption
-    inputs = inputs.take(np.flatnonzero(keep))
+    present = _present(inputs)
+    # The data's modalities: the image and caption every binding needs, and each other kind some row has.
+    wanted = ("caption",) if captions_only else tuple(k for k, mask in present.items()
+                                                      if k in ("image", "caption") or mask.any())
+    keep = np.logical_and.reduce([present[k] for k in wanted])
+    golden, _ = build_golden_set(settings)
+    golden_hashes = set(json.loads((settings.paths.golden / golden_name(settings) / "content.json").read_text()))
+    in_golden = np.array([h in golden_hashes for h in row_content_hashes(inputs)], dtype=bool)
+    if in_golden.any():
+        log.warning("%d training row(s) have the content of a golden row and are left out of training", int(in_golden.sum()))
+    inputs = inputs.take(np.flatnonzero(keep & ~in_golden))
     if len(inputs) < 2:
-        needed = "a caption" if captions_only else "image, audio and caption"
-        raise ValueError(f"only {len(inputs)} rows with {needed}: too few to train")
+        raise ValueError(f"only {len(inputs)} rows with {', '.join(wanted)} (outside the golden set): too few to train")
     entity = pd.DataFrame({"sample_id": inputs.sample_id, "event_timestamp": pd.Timestamp.now(tz="UTC")})
     labelled = get_training_frame(settings.paths.feast, entity, services=feast_services(settings))
     labelled = labelled.drop_duplicates("sample_id").set_index("sample_id")
     # Labels the label model is unsure of stay unknown to training (they wait in the review queue).
     trusted = labelled["label"].where(labelled["label_confidence"].fillna(0) >= settings.params.label.review_threshold)
-    return batches, inputs, trusted.reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)
+    label = trusted.reindex(inputs.sample_id).fillna(-1).to_numpy(dtype=np.int64)
+    return TrainingWindow(batches, inputs, label, wanted, int((keep & in_golden).sum()))
 
 
 def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,

@@ -116,7 +116,7 @@ def monitor_batch(settings: Settings, batch_id: str, run_dir: Path, rejection: d
         return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion,
                 **marked}, None
     model = load_version(registry, champion)
-    observe = _observer(model)
+    observe = _observer(model, settings.task)
     ref_features, ref_inputs, ref_labels = load_training_window(settings, reference_batches)
     reference = observe(ref_features, ref_inputs, ref_labels)
     features, inputs, labels = load_clean_window(settings, batch_id)
@@ -151,7 +151,7 @@ def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
     batches = [b for b in registry.version_tags(champion).get("training_batches", "").split(",") if b]
     ref_features, ref_inputs, ref_labels = load_training_window(settings, batches)
     model = load_version(registry, champion)
-    reference = _observer(model)(ref_features, ref_inputs, ref_labels)
+    reference = _observer(model, settings.task)(ref_features, ref_inputs, ref_labels)
     reference.embeddings, reference.features = {}, None  # the log has neither to compare with
     labels = load_human_labels(settings, pd.DataFrame({"sample_id": log.get("sample_id", pd.Series(dtype=str)).dropna().unique()}))
     current = MonitorData()
@@ -171,9 +171,10 @@ LORA_HAS_NO_EMBEDDINGS = ("the champion is a lora-family caption classifier: it 
                           "its caption classes are checked under prediction_drift and performance (modality text)")
 
 
-def _observer(model):
+def _observer(model, task):
     """How the champion sees a window, `(features, inputs, labels) -> MonitorData`: ImageBind's embeddings
-    and zero-shot classes of images and audio, or a lora-family champion's classes of the captions."""
+    and zero-shot classes (the task's prompts) of each modality it has, or a lora-family champion's classes
+    of the captions."""
     from models.families import LORA_FAMILY, family_of
 
     if family_of(model) == LORA_FAMILY:
@@ -182,20 +183,27 @@ def _observer(model):
 
         return lambda features, inputs, labels: build_caption_monitor_data(
             features, inputs, lambda captions: classify_captions(model, captions)[0], labels)
-    from models.evaluate import DIGIT_PROMPTS
-    from models.text import encode_texts
+    from models.text import encode_class_prompts
     from monitoring.observations import build_monitor_data
 
-    prompts = encode_texts(list(DIGIT_PROMPTS))
+    prompts = encode_class_prompts(task.prompts)
     return lambda features, inputs, labels: build_monitor_data(features, inputs, model, prompts, labels)
 
 
 def _skip_what_the_family_lacks(model, result: MonitorResult) -> MonitorResult:
-    """A lora champion's embedding check is skipped with the reason, not left as 'no data'."""
+    """A lora champion's embedding check is skipped with the reason, not left as 'no data'; an ImageBind
+    champion's modalities that the task's data never had are listed as not applicable."""
     from models.families import LORA_FAMILY, family_of
 
     if family_of(model) == LORA_FAMILY:
         result.checks["embedding_drift"] = {"status": "skipped", "reason": LORA_HAS_NO_EMBEDDINGS, "items": {}}
+        return result
+    from monitoring.observations import MODALITY_KEYS, monitored_modalities
+
+    has = set(monitored_modalities(model))
+    result.checks["not_applicable"] = {
+        "status": "skipped", "items": {kind: f"the champion has no {kind} tower: the task's data carries no {kind}"
+                                       for kind in MODALITY_KEYS if kind not in has}}
     return result
 
 

@@ -45,7 +45,7 @@ from flows.data_stages import (
     without_quarantined,
 )
 from flows.exactly_once import close_abandoned_training_runs, gate_once, register_once, training_start
-from flows.model_stages import TrainOutcome, stage_gate, stage_monitor, stage_register, stage_train
+from flows.model_stages import TrainOutcome, golden_name, stage_gate, stage_monitor, stage_register, stage_train
 from flows.registry_locks import check_registry_lock
 from flows.settings import Settings
 from flows.stage_cache import StageRunner, StageStore, fault_point
@@ -280,7 +280,9 @@ def _model_stages(settings: Settings, record: RunRecord, timed: StageCall, runne
     tr = settings.params.train
     start = ({"start_from": training_start(settings, record.data_versions)}
              if tr.family == "imagebind" and tr.imagebind_lora.enabled else {})
-    key = runner.key("train", [], data=record.data_versions, label_metrics=label_metrics, **start)
+    # The golden set by content: an edited golden batch re-scores (and so retrains) the candidate.
+    key = runner.key("train", [], data=record.data_versions, label_metrics=label_metrics,
+                     golden=golden_name(settings), **start)
     checkpoints = settings.paths.home / CHECKPOINTS_DIR / key  # stable across attempts: training resumes there
 
     def train(_key: str) -> tuple[TrainOutcome, dict[str, Any]]:

@@ -70,16 +70,17 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
 # The params.yaml entries a stage reads: a section, or `section.key` for one value of it.
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "ingest": (),
-    "clean": ("clean",),
-    "validate": ("validate",),
-    "transform": ("transform",),
-    "label": ("label",),
+    "clean": ("clean", "task.classes", "task.image_channels"),
+    "validate": ("validate", "task.classes", "task.languages"),
+    "transform": ("transform", "task.image_channels"),
+    "label": ("label", "task.classes"),
     "version": (),
-    "train": ("train", "transform", "label.review_threshold", "gate.golden_samples", "gate.golden_seed",
-              "clean.sample_rate", "clean.silence_db", "registry.model_name"),
+    # The golden batch is keyed by its content (its DVC version, in the training run), its path by the task.
+    "train": ("train", "transform", "task", "label.review_threshold", "clean.sample_rate", "clean.silence_db",
+              "registry.model_name"),
     "register": ("registry",),
-    "gate": ("gate", "registry"),
-    "monitor": ("monitor", "registry"),
+    "gate": ("gate", "registry", "task"),
+    "monitor": ("monitor", "registry", "task"),
     "react": ("alerts", "retrain", "registry"),
 }
 

@@ -10,30 +10,36 @@ import numpy as np
 import pandas as pd
 
 from models.evaluate import embed_modality
-from models.imagebind import AUDIO, TEXT, VISION, ImageBind
+from models.imagebind import AUDIO, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBind
 from models.inputs import ModelInputs
 from monitoring.checks import MonitorData
 
-MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO}  # monitored modality -> model key
+# Monitored input kind (a ModelInputs field) -> the model's modality key; text is the prompts' side.
+MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO, "depth": DEPTH, "thermal": THERMAL, "imu": IMU}
+
+
+def monitored_modalities(model: ImageBind) -> tuple[str, ...]:
+    """The input kinds the model embeds (besides text), in MODALITY_KEYS order."""
+    return tuple(kind for kind, key in MODALITY_KEYS.items() if key in model.config.modalities)
 
 
 def build_monitor_data(features: pd.DataFrame | None, inputs: ModelInputs | None, model: ImageBind,
                        prompt_emb: np.ndarray, labels: pd.Series | None = None,
-                       modalities: tuple[str, ...] = tuple(MODALITY_KEYS)) -> MonitorData:
-    """Embeddings and zero-shot classes of every present image / audio clip; `labels` (sample_id ->
-    class, human labels only) give per-row correctness where known."""
-    unknown = [m for m in modalities if m not in MODALITY_KEYS]
+                       modalities: tuple[str, ...] | None = None) -> MonitorData:
+    """Embeddings and zero-shot classes of every present input of each modality the model has (or of
+    `modalities`); `labels` (sample_id -> class index, human labels only) give per-row correctness."""
+    modalities = monitored_modalities(model) if modalities is None else modalities
+    unknown = [m for m in modalities if m not in MODALITY_KEYS or MODALITY_KEYS[m] not in model.config.modalities]
     if unknown:
-        raise ValueError(f"unknown modalities {unknown}; accepted: {sorted(MODALITY_KEYS)}")
+        raise ValueError(f"modalities {unknown} are not the model's; it embeds {list(monitored_modalities(model))}")
     data = MonitorData(features=features)
     if inputs is None or len(inputs) == 0:
         return data
     prompts = embed_modality(model, TEXT, prompt_emb).numpy()  # (K, D)
     known = labels.dropna() if labels is not None else pd.Series(dtype="int64")
     for modality in modalities:
-        present = {"image": inputs.has_image, "audio": inputs.has_audio}[modality]
-        rows = np.flatnonzero(present)
-        values = inputs.image[rows] if modality == "image" else inputs.audio[rows]
+        rows = np.flatnonzero(getattr(inputs, f"has_{modality}"))
+        values = getattr(inputs, modality)[rows]
         embedded = embed_modality(model, MODALITY_KEYS[modality], values).numpy()  # (N, D)
         predicted = (embedded @ prompts.T).argmax(axis=1) if len(rows) else np.zeros(0, np.int64)
         data.embeddings[modality], data.predictions[modality] = embedded, predicted
