@@ -1,38 +1,46 @@
-"""Zero-shot and cross-modal retrieval metrics for a trained ImageBind.
+"""Zero-shot and cross-modal retrieval metrics for a trained ImageBind, for the modalities the data has.
 
-The headline number is `zero_shot_audio_acc`: audio classified by its nearest class prompt,
-although no (audio, text) pair was ever trained on — ImageBind's emergent alignment.
-Slices (per class, per voice) show where it fails, e.g. one accent the audio tower never heard.
+Every task scores `zero_shot_image_acc` (images against the class prompts, trained directly). Each
+other modality m the evaluation rows carry (audio, depth, thermal, imu) adds `zero_shot_{m}_acc`:
+m classified by its nearest class prompt although no (m, text) pair was ever trained on, ImageBind's
+emergent alignment; and `{m}_to_image_r1`: m's nearest held-out image shares its class. Slices (per
+class, per value of each of the task's slice fields) show where a model fails.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.imagebind import AUDIO, TEXT, VISION, ImageBind
+from models.families import IMAGE_METRIC, to_image_metric, zero_shot_metric
+from models.imagebind import BOUND_MODALITIES, TEXT, VISION, ImageBind
 
-# One English prompt per class id 0–9, worded differently from training captions on purpose.
-DIGIT_PROMPTS: tuple[str, ...] = tuple(
-    f"a handwritten digit {word}"
-    for word in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-)
 EVAL_BATCH_SIZE = 256  # rows per forward pass; bounds memory, not results
+CLASS_GROUP = "class"  # the slice every evaluation has: the row's class index
 
 
 @dataclass
 class EvalData:
-    """Held-out rows: image i and audio clip i both show/say class label[i]."""
+    """Held-out rows, every label known: image i (and clip, map or series i, when given) shows class label[i]."""
 
-    image: np.ndarray  # (N, 1, S, S) float32 in [0, 1]
-    audio: np.ndarray  # (N, T, M) float32 log-mel
-    label: np.ndarray  # (N,) int64, every label known
-    voice: list[str] | None = None  # (N,) speaker of each audio clip, for per-voice slices
+    image: np.ndarray  # (N, C, S, S) float32 in [0, 1]
+    label: np.ndarray  # (N,) int64 class index, every label known
     caption: list[str] | None = None  # (N,) caption of each row ("" when none), for the lora family
+    groups: dict[str, list[str]] = field(default_factory=dict)  # slice field → (N,) value per row ("" unknown)
+    _: KW_ONLY
+    audio: np.ndarray | None = None  # (N, T, M) float32 log-mel
+    depth: np.ndarray | None = None  # (N, 1, Sd, Sd) float32 maps
+    thermal: np.ndarray | None = None  # (N, 1, St, St) float32 maps
+    imu: np.ndarray | None = None  # (N, 6, L) float32 series
+
+    def bound(self) -> dict[str, np.ndarray]:
+        """The modalities given besides images (and the prompts' text), in training order."""
+        return {m: getattr(self, m) for m in BOUND_MODALITIES if getattr(self, m) is not None}
 
     def validate(self) -> None:
         """Raise ValueError naming the bad array when lengths disagree or a label is unknown."""
@@ -41,12 +49,38 @@ class EvalData:
             raise ValueError(f"label must be 1-D (N,), got shape {self.label.shape}")
         if n and self.label.min() < 0:
             raise ValueError(f"evaluation labels must all be known (≥ 0), found {int(self.label.min())}")
-        for name in ("image", "audio"):
-            if getattr(self, name).shape[0] != n:
-                raise ValueError(f"{name} has {getattr(self, name).shape[0]} rows but label has {n}")
-        for name in ("voice", "caption"):
-            if getattr(self, name) is not None and len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries but label has {n}")
+        for name, values in {"image": self.image, **self.bound()}.items():
+            if values.shape[0] != n:
+                raise ValueError(f"{name} has {values.shape[0]} rows but label has {n}")
+        if self.caption is not None and len(self.caption) != n:
+            raise ValueError(f"caption has {len(self.caption)} entries but label has {n}")
+        if CLASS_GROUP in self.groups:
+            raise ValueError(f"groups: the {CLASS_GROUP!r} slice always exists (from label); give metadata fields only")
+        for name, values in self.groups.items():
+            if len(values) != n:
+                raise ValueError(f"groups[{name!r}] has {len(values)} entries but label has {n}")
+
+
+def eval_data_from_inputs(inputs: Any, labels: np.ndarray, groups: dict[str, list[str]] | None = None) -> EvalData:
+    """Golden rows (`models.inputs.ModelInputs`) with their class indices and slice values as `EvalData`,
+    with each modality the rows carry. A modality some rows carry and others lack is refused: every
+    metric is a mean over all golden rows, and the gate compares models row by row."""
+    from models.inputs import KIND_MODALITY
+
+    n = len(inputs)
+    given: dict[str, np.ndarray] = {}
+    for kind in ("image", *BOUND_MODALITIES):
+        mask = getattr(inputs, f"has_{kind}")
+        if kind != "image" and not mask.any():
+            continue
+        if not mask.all():
+            lacking = [str(s) for s in inputs.sample_id[~mask][:3]]
+            raise ValueError(f"{int((~mask).sum())} of {n} evaluation rows lack {kind} (e.g. {lacking}) while "
+                             f"{'the model needs it' if kind == 'image' else 'others carry it'}: give every golden "
+                             f"row each {KIND_MODALITY[kind]} input the set has")
+        given[kind] = getattr(inputs, kind)
+    return EvalData(image=given.pop("image"), label=np.asarray(labels, dtype=np.int64),
+                    caption=[str(c) for c in inputs.caption], groups=dict(groups or {}), **given)
 
 
 @torch.no_grad()
@@ -63,8 +97,14 @@ def embed_modality(model: ImageBind, modality: str, values: np.ndarray) -> Tenso
     return F.normalize(torch.cat(chunks), dim=-1)
 
 
+def evaluated_modalities(model: ImageBind, data: EvalData) -> tuple[str, ...]:
+    """The bound modalities scored: those the rows carry and the model embeds."""
+    return tuple(m for m in data.bound() if m in model.config.modalities)
+
+
 def _predictions(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, np.ndarray]:
-    """Predicted class per row for each task: image→prompt, audio→prompt, audio→nearest image."""
+    """Predicted class per row, per headline metric: image→prompt, and per bound modality m,
+    m→prompt (`zero_shot_{m}_acc`) and the class of m's nearest image (`{m}_to_image_r1`)."""
     data.validate()
     if prompt_emb.ndim != 2 or prompt_emb.shape[1] != model.config.text_input_dim:
         raise ValueError(
@@ -72,13 +112,12 @@ def _predictions(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> di
         )
     prompts = embed_modality(model, TEXT, prompt_emb)  # (K, D)
     images = embed_modality(model, VISION, data.image)  # (N, D)
-    audio = embed_modality(model, AUDIO, data.audio)  # (N, D)
-    nearest_image = (audio @ images.T).argmax(dim=1).numpy()  # (N,)
-    return {
-        "image": (images @ prompts.T).argmax(dim=1).numpy(),
-        "audio": (audio @ prompts.T).argmax(dim=1).numpy(),
-        "audio_to_image": data.label[nearest_image],
-    }
+    predicted = {IMAGE_METRIC: (images @ prompts.T).argmax(dim=1).numpy()}
+    for modality in evaluated_modalities(model, data):
+        embedded = embed_modality(model, modality, data.bound()[modality])  # (N, D)
+        predicted[zero_shot_metric(modality)] = (embedded @ prompts.T).argmax(dim=1).numpy()
+        predicted[to_image_metric(modality)] = data.label[(embedded @ images.T).argmax(dim=1).numpy()]
+    return predicted
 
 
 def _accuracy(predicted: np.ndarray, label: np.ndarray) -> float:
@@ -86,45 +125,35 @@ def _accuracy(predicted: np.ndarray, label: np.ndarray) -> float:
 
 
 def evaluate_model(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, float]:
-    """Headline metrics; prompt_emb row k is the frozen-encoder embedding of class k's prompt.
-
-    - zero_shot_image_acc: image's nearest prompt is its class (trained directly, stage 1)
-    - zero_shot_audio_acc: audio's nearest prompt is its class (emergent, never trained)
-    - audio_to_image_r1: audio's nearest held-out image shares its class (stage 2)
-    """
+    """Headline metrics (see the module docstring) and `n_eval`; prompt_emb row k is the
+    frozen-encoder embedding of class k's prompts (`models.text.encode_class_prompts`)."""
     predicted = _predictions(model, data, prompt_emb)
-    return {
-        "zero_shot_image_acc": _accuracy(predicted["image"], data.label),
-        "zero_shot_audio_acc": _accuracy(predicted["audio"], data.label),
-        "audio_to_image_r1": _accuracy(predicted["audio_to_image"], data.label),
-        "n_eval": float(len(data.label)),
-    }
+    return {**{name: _accuracy(p, data.label) for name, p in predicted.items()}, "n_eval": float(len(data.label))}
 
 
 def correct_per_row(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, np.ndarray]:
     """Per headline metric, (N,) 1.0 where row i is right, else 0.0: the mean is `evaluate_model`'s
     value; the gate resamples these rows to put an interval on a change."""
     predicted = _predictions(model, data, prompt_emb)
-    return {
-        "zero_shot_image_acc": (predicted["image"] == data.label).astype(np.float64),
-        "zero_shot_audio_acc": (predicted["audio"] == data.label).astype(np.float64),
-        "audio_to_image_r1": (predicted["audio_to_image"] == data.label).astype(np.float64),
-    }
+    return {name: (p == data.label).astype(np.float64) for name, p in predicted.items()}
+
+
+def _slice_modality(metric: str) -> str:
+    return "image" if metric == IMAGE_METRIC else metric.removeprefix("zero_shot_").removesuffix("_acc")
 
 
 def evaluate_slices(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, float]:
-    """Accuracy per class (`per_class_{image|audio}_acc_{k}`) and per voice (`per_voice_audio_acc_{v}`)."""
+    """Zero-shot accuracy of images and of each bound modality per class (`per_class_{m}_acc_{k}`,
+    k the class index) and per value of each slice field (`per_{field}_{m}_acc_{value}`)."""
     predicted = _predictions(model, data, prompt_emb)
+    zero_shot = {_slice_modality(name): p for name, p in predicted.items() if name.startswith("zero_shot_")}
+    columns = {CLASS_GROUP: data.label, **{f: np.asarray(v, dtype=str) for f, v in data.groups.items()}}
     slices: dict[str, float] = {}
-    for k in np.unique(data.label):
-        rows = data.label == k
-        slices[f"per_class_image_acc_{k}"] = _accuracy(predicted["image"][rows], data.label[rows])
-        slices[f"per_class_audio_acc_{k}"] = _accuracy(predicted["audio"][rows], data.label[rows])
-    if data.voice is not None:
-        voices = np.asarray(data.voice)
-        for voice in sorted(set(data.voice)):
-            rows = voices == voice
-            slices[f"per_voice_audio_acc_{voice}"] = _accuracy(predicted["audio"][rows], data.label[rows])
+    for group, column in columns.items():
+        for value in sorted(set(column.tolist()), key=str):
+            rows = column == value
+            for modality, p in zero_shot.items():
+                slices[f"per_{group}_{modality}_acc_{value}"] = _accuracy(p[rows], data.label[rows])
     return slices
 
 

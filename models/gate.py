@@ -11,6 +11,8 @@ class, a voice) the policy may set
   For metrics with per-row scores (accuracies) a change passes only when the lower end of its
   paired-bootstrap interval is above `-max_drop`: an observed gain that may be noise does not count.
   Measured metrics without per-row values (latency, size) compare point values.
+A threshold on a metric of a modality the task's data lacks (an audio metric for an image + text
+task) is reported as a `not_applicable` check that names why: it neither fails nor disappears.
 The challenger passes only if every check passes.
 """
 
@@ -39,6 +41,7 @@ class MetricThreshold:
 
 
 HIGHER, LOWER = "higher", "lower"  # which way a metric is better
+NOT_APPLICABLE = "not_applicable"  # the kind of a check whose metric the task's data cannot have
 DIRECTIONS = (HIGHER, LOWER)
 
 
@@ -70,6 +73,8 @@ class ModelScores:
 
     per_row: dict[str, np.ndarray]  # metric → (N,) per-row score (1.0 right, 0.0 wrong); the metric is its mean
     measured: dict[str, float] = field(default_factory=dict)  # no per-row values: p95 latency, model size
+    # metric → why it was not measured and cannot be: its modality is not in the golden set
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         return {**{k: float(np.mean(v)) for k, v in self.per_row.items()}, **self.measured}
@@ -78,19 +83,24 @@ class ModelScores:
 @dataclass(frozen=True)
 class Check:
     metric: str
-    kind: str  # "min" or "max" (value), "change" (absolute) or "change_rel" (relative) against the champion
+    # "min" or "max" (value), "change" (absolute) or "change_rel" (relative) against the champion,
+    # or NOT_APPLICABLE (the metric's modality is not in the task's data; observed and bound are NaN)
+    kind: str
     observed: float  # value checks: the challenger's value; change checks: the improvement (negative: worse)
     bound: float  # value checks: the bound; change checks: -max_drop or -max_drop_rel
     passed: bool
     interval: tuple[float, float] | None = None  # bootstrap interval of the improvement; None for point values
     slice: str | None = None  # "voice=en-us", "class=3"; None for the whole golden set
     champion: float | None = None  # the champion's value, for change checks
+    detail: str = ""  # why a check does not apply
 
     @property
     def name(self) -> str:
         return f"{self.metric}[{self.slice}] {self.kind}" if self.slice else f"{self.metric} {self.kind}"
 
     def explain(self) -> str:
+        if self.kind == NOT_APPLICABLE:
+            return f"{self.name.removesuffix(' ' + NOT_APPLICABLE)}: not applicable ({self.detail})"
         interval = f" (CI {self.interval[0]:+.4f}..{self.interval[1]:+.4f})" if self.interval else ""
         sign = "+" if self.kind.startswith("change") else ""
         return f"{self.name}: {self.observed:{sign}.4f}{interval} vs bound {self.bound:{sign}.4f}"
@@ -120,6 +130,10 @@ def _value_checks(metric: str, value: float, t: MetricThreshold, slice_: str | N
     if t.max is not None:
         checks.append(Check(metric, "max", value, t.max, bool(value <= t.max), slice=slice_))
     return checks
+
+
+def _not_applicable(metric: str, why: str, group: str | None) -> Check:
+    return Check(metric, NOT_APPLICABLE, float("nan"), float("nan"), True, slice=group, detail=why)
 
 
 def _change_checks(metric: str, t: MetricThreshold, higher_is_better: bool, challenger: ModelScores,
@@ -161,7 +175,7 @@ def _validate(challenger: ModelScores, champion: ModelScores | None, policy: Gat
         raise ValueError("the gate needs at least one metric threshold (params.yaml: gate.thresholds)")
     evaluated = challenger.metrics()
     for metric in policy.thresholds:
-        if metric not in evaluated:
+        if metric not in evaluated and metric not in challenger.not_applicable:
             raise ValueError(f"gate metric {metric!r} was not evaluated; evaluated: {sorted(evaluated)}")
     n_rows = {len(v) for v in challenger.per_row.values()}
     if champion is not None:
@@ -174,7 +188,7 @@ def _validate(challenger: ModelScores, champion: ModelScores | None, policy: Gat
         if len(groups[group]) not in n_rows:
             raise ValueError(f"slice group {group!r} has {len(groups[group])} rows, the scores {sorted(n_rows)}")
         for metric in metrics:
-            if metric not in challenger.per_row:
+            if metric not in challenger.per_row and metric not in challenger.not_applicable:
                 raise ValueError(f"slice metric {metric!r} needs per-row scores; those exist for {sorted(challenger.per_row)}")
 
 
@@ -193,12 +207,17 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
     values = challenger.metrics()
     checks: list[Check] = []
     for metric, threshold in policy.thresholds.items():
+        if metric not in values:  # _validate let it through: the task has no such modality
+            checks.append(_not_applicable(metric, challenger.not_applicable[metric], None))
+            continue
         checks += _value_checks(metric, values[metric], threshold, None)
         if champion is not None:
             checks += _change_checks(metric, threshold, policy.higher_is_better(metric), challenger, champion,
                                      weights, confidence, None, None)
     skipped: list[str] = []
     for group, metrics in policy.slices.items():
+        checks += [_not_applicable(m, challenger.not_applicable[m], group) for m in metrics if m not in challenger.per_row]
+        metrics = {m: t for m, t in metrics.items() if m in challenger.per_row}
         column = np.asarray(groups[group])
         for key in sorted(set(column.tolist()), key=str):
             rows = column == key
@@ -216,5 +235,8 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
         reason = "; ".join(c.explain() for c in failed)
     else:
         reason = "all checks passed" + ("" if champion is not None else " (first model: value thresholds only)")
+    not_applicable = [c.explain() for c in checks if c.kind == NOT_APPLICABLE]
+    if not_applicable:
+        reason += "; " + "; ".join(not_applicable)
     return GateDecision(not failed, checks, values, champion.metrics() if champion is not None else None, reason,
                         skipped_slices=sorted(set(skipped)))

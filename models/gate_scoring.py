@@ -12,11 +12,13 @@ import time
 import numpy as np
 import torch
 
-from models.evaluate import EvalData, correct_per_row
+from models.evaluate import CLASS_GROUP, EvalData, correct_per_row, evaluated_modalities
+from models.families import IMAGEBIND_BOUND, to_image_metric, zero_shot_metric
 from models.gate import ModelScores
-from models.imagebind import AUDIO, VISION, ImageBind
+from models.imagebind import VISION, ImageBind
 
-LATENCY_METRIC = "p95_latency_ms"  # one golden item through the model, batch of 1 (ImageBind: image + audio; lora: a caption)
+# One golden item through the model, batch of 1 (ImageBind: the image and each other modality it has; lora: a caption)
+LATENCY_METRIC = "p95_latency_ms"
 SIZE_METRIC = "model_size_mb"  # parameter and buffer bytes / 1e6: what the logged weights.pt holds
 WARMUP_ITEMS = 3  # first calls allocate and pick kernels; not what a warm server sees
 
@@ -28,7 +30,8 @@ def model_megabytes(model: torch.nn.Module) -> float:
 
 @torch.no_grad()
 def measure_p95_latency_ms(models: dict[str, ImageBind], golden: EvalData, items: int) -> dict[str, float]:
-    """p95 over `items` golden rows of the wall time of one row's image + audio forward pass, per model."""
+    """p95 over `items` golden rows of the wall time of one row's forward pass (its image and each other
+    modality the row carries and the model embeds), per model."""
     if items < 1:
         raise ValueError(f"latency needs at least one item, got {items}")
     names = list(models)
@@ -41,9 +44,10 @@ def measure_p95_latency_ms(models: dict[str, ImageBind], golden: EvalData, items
     try:
         for i in range(WARMUP_ITEMS + items):
             row = i % n
-            batch = {VISION: torch.from_numpy(np.ascontiguousarray(golden.image[row : row + 1], dtype=np.float32)),
-                     AUDIO: torch.from_numpy(np.ascontiguousarray(golden.audio[row : row + 1], dtype=np.float32))}
+            item = {VISION: golden.image[row : row + 1], **{m: v[row : row + 1] for m, v in golden.bound().items()}}
+            item = {m: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for m, v in item.items()}
             for name in names if i % 2 == 0 else reversed(names):  # alternate who goes first
+                batch = {m: item[m] for m in (VISION, *evaluated_modalities(models[name], golden))}
                 started = time.perf_counter()
                 models[name](batch)
                 if i >= WARMUP_ITEMS:
@@ -55,19 +59,25 @@ def measure_p95_latency_ms(models: dict[str, ImageBind], golden: EvalData, items
 
 def score_models(models: dict[str, ImageBind], golden: EvalData, prompt_emb: np.ndarray,
                  latency_items: int) -> dict[str, ModelScores]:
-    """Every model on the same golden rows: per-row correctness, p95 latency (measured together), size."""
+    """Every model on the same golden rows: per-row correctness, p95 latency (measured together), size,
+    and the metrics that do not apply because the golden set lacks their modality."""
     latency = measure_p95_latency_ms(models, golden, latency_items)
+    absent = not_applicable_metrics(golden)
     return {name: ModelScores(correct_per_row(model, golden, prompt_emb),
-                              {LATENCY_METRIC: latency[name], SIZE_METRIC: model_megabytes(model)})
+                              {LATENCY_METRIC: latency[name], SIZE_METRIC: model_megabytes(model)}, absent)
             for name, model in models.items()}
 
 
+def not_applicable_metrics(golden: EvalData) -> dict[str, str]:
+    """metric → why it does not apply: the metrics of each modality the golden set (so the task) lacks."""
+    given = golden.bound()
+    return {name(m): f"the golden set has no {m}" for m in IMAGEBIND_BOUND if m not in given
+            for name in (zero_shot_metric, to_image_metric)}
+
+
 def golden_groups(golden: EvalData) -> dict[str, np.ndarray]:
-    """Slice labels of the golden rows: the class, and the voice (accent) of the audio clip."""
-    groups = {"class": np.asarray(golden.label)}
-    if golden.voice is not None:
-        groups["voice"] = np.asarray(golden.voice)
-    return groups
+    """Slice labels of the golden rows: the class index, and each of the task's slice fields."""
+    return {CLASS_GROUP: np.asarray(golden.label), **{f: np.asarray(v, dtype=str) for f, v in golden.groups.items()}}
 
 
 # --- the lora family: caption classification on the golden set's captions -------------------------

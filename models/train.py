@@ -1,9 +1,11 @@
-"""Two-stage ImageBind training: bind text to images, then audio to the frozen images.
+"""ImageBind training: bind text to images, then each other modality to the frozen images.
 
-Stage 1 aligns the vision tower and the text head with symmetric InfoNCE on (image, text).
-Stage 2 freezes the vision tower and trains only the audio tower on (audio, image). No loss
-ever sees an (audio, text) pair: audio↔text alignment must *emerge* through the images,
-which is the claim of Girdhar et al. (CVPR 2023) that the evaluation then measures.
+Stage 1 aligns the vision tower and the text head with symmetric InfoNCE on (image, text). Then
+one stage per other modality the data carries (audio, depth, thermal, imu, in that order) freezes
+the vision tower and trains only that modality's tower on (modality, image). No loss ever sees an
+(audio, text) pair: audio↔text alignment must *emerge* through the images, which is the claim of
+Girdhar et al. (CVPR 2023) that the evaluation then measures. Data of images and text alone
+trains stage 1 only.
 
 The loop is resumable and data parallel. The batch order and the augmentation draws of an
 epoch depend only on (seed, stage, epoch), so a run resumed from its last checkpoint, or
@@ -17,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -36,16 +38,19 @@ from models.checkpoints import (
     state_digest,
 )
 from models.distributed import DataParallel, resolve_device, trainable_only
-from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig
+from models.imagebind import AUDIO, BOUND_MODALITIES, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBind, ImageBindConfig
 from models.losses import UNKNOWN_LABEL, pair_loss
 
 if TYPE_CHECKING:
     from models.lora import LoraSettings
 
 STAGE_IMAGE_TEXT = "image_text"  # stage 1 name in history and callbacks
-STAGE_AUDIO_IMAGE = "audio_image"  # stage 2 name in history and callbacks
+STAGE_AUDIO_IMAGE = "audio_image"  # the audio stage's name in history and callbacks (binding_stage_plan)
 STAGE_AUDIO_TEXT = "audio_text"  # stage 2 of the text-paired baseline (TrainConfig.audio_anchor="text")
-AUDIO_ANCHORS = (VISION, TEXT)  # what stage 2 pulls audio onto
+AUDIO_ANCHORS = (VISION, TEXT)  # what the audio stage pulls audio onto
+
+
+
 
 EpochCallback = Callable[[str, int, dict[str, float]], None]
 StepLossCallback = Callable[[str, int, list[float]], None]  # (stage, epoch, loss of each step of it)
@@ -63,7 +68,7 @@ class TrainConfig:
     seed: int = 0  # seeds the initialisation and, with (stage, epoch), each epoch's order and jitter
     batch_size: int = 128  # pairs per step; also the number of negatives each positive sees
     epochs_stage1: int = 40  # passes over (image, text) pairs; the ViT keeps improving past 30
-    epochs_stage2: int = 30  # passes over (audio, image) pairs with vision frozen
+    epochs_stage2: int = 30  # passes over (modality, image) pairs with vision frozen, in each binding stage
     lr: float = 5e-3  # AdamW peak learning rate after warm-up, then cosine decay (2e-3, 8e-3 worse)
     min_lr_ratio: float = 0.05  # final learning rate as a fraction of the peak
     warmup_fraction: float = 0.05  # share of each stage's steps spent warming up linearly
@@ -105,19 +110,37 @@ class TrainConfig:
                 raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}") from error
 
 
+# Per bound modality: its TrainingData field and the shape of one row for a model config.
+_ROW_SHAPES: dict[str, Callable[[ImageBindConfig], tuple[int, ...]]] = {
+    AUDIO: lambda c: (c.audio_frames, c.audio_n_mels),
+    DEPTH: lambda c: (1, c.depth_image_size, c.depth_image_size),
+    THERMAL: lambda c: (1, c.thermal_image_size, c.thermal_image_size),
+    IMU: lambda c: (c.imu_channels, c.imu_length),
+}
+
+
 @dataclass
 class TrainingData:
-    """Row i is one example: an image, a spoken clip and a caption of the same item."""
+    """Row i is one example: an image, its caption and, when the data has them, its clip, depth map,
+    thermal map or IMU series. Every row carries every modality given; None: the data has none."""
 
-    image: np.ndarray  # (N, C, S, S) float32: C = 1 in the demo, 3 for official weights
-    audio: np.ndarray  # (N, T, M) float32 log-mel
+    image: np.ndarray  # (N, C, S, S) float32: C = 1 (grayscale) or 3 (RGB, and official weights)
     # (N, 384) float32 frozen-encoder caption embeddings (external text tower), or (N, context)
     # integer token ids when the model's text tower is native (`text_input_dim=None`, official)
     text_emb: np.ndarray
-    label: np.ndarray  # (N,) int64 class id, -1 where unknown
+    label: np.ndarray  # (N,) int64 class index, -1 where unknown
+    _: KW_ONLY
+    audio: np.ndarray | None = None  # (N, T, M) float32 log-mel
+    depth: np.ndarray | None = None  # (N, 1, Sd, Sd) float32 maps
+    thermal: np.ndarray | None = None  # (N, 1, St, St) float32 maps
+    imu: np.ndarray | None = None  # (N, 6, L) float32 series
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
+
+    def bound(self) -> dict[str, np.ndarray]:
+        """The modalities given besides image and text, each bound to the images in its own stage, in order."""
+        return {m: getattr(self, m) for m in BOUND_MODALITIES if getattr(self, m) is not None}
 
     def validate(self, config: ImageBindConfig | None = None) -> None:
         """Raise ValueError naming the bad array when shapes or lengths do not fit (together, or `config`)."""
@@ -128,18 +151,22 @@ class TrainingData:
             raise ValueError(f"label must be integer (use {UNKNOWN_LABEL} for unknown), got dtype {self.label.dtype}")
         if n and self.label.min() < UNKNOWN_LABEL:
             raise ValueError(f"labels must be ≥ {UNKNOWN_LABEL}, found {int(self.label.min())}")
-        expected_ndim = {"image": 4, "audio": 3, "text_emb": 2}
+        expected_ndim = {"image": 4, "text_emb": 2, AUDIO: 3, DEPTH: 4, THERMAL: 4, IMU: 3}
         for name, ndim in expected_ndim.items():
             array = getattr(self, name)
-            if array.ndim != ndim or array.shape[0] != n:
+            if array is not None and (array.ndim != ndim or array.shape[0] != n):
                 raise ValueError(f"{name} must be {ndim}-D with {n} rows (one per label), got shape {array.shape}")
         if config is None:
             return
+        missing = [m for m in self.bound() if m not in config.modalities]
+        if missing:
+            raise ValueError(f"the training data has {missing} but the model config's modalities are "
+                             f"{list(config.modalities)}; build it with config_modalities(<the data's modalities>)")
         native_text = config.text_input_dim is None
         wanted = {
             "image": (config.image_channels, config.image_size, config.image_size),
-            "audio": (config.audio_frames, config.audio_n_mels),
             "text_emb": (config.text_context_length,) if native_text else (config.text_input_dim,),
+            **{m: _ROW_SHAPES[m](config) for m in self.bound()},
         }
         if native_text and not np.issubdtype(self.text_emb.dtype, np.integer):
             raise ValueError(f"text_emb must hold integer token ids for a native text tower, got dtype {self.text_emb.dtype}")
@@ -149,13 +176,23 @@ class TrainingData:
                 raise ValueError(f"{name} rows must have shape {shape} for this model config, got {got}")
 
 
+def training_data_from_inputs(inputs: Any, text_emb: np.ndarray, label: np.ndarray) -> TrainingData:
+    """A window's `models.inputs.ModelInputs` as training data: the image, the caption embeddings, the
+    labels, and each other modality some row carries (the caller keeps only rows that carry all of them)."""
+    from models.inputs import modalities_present
+
+    present = modalities_present(inputs)
+    return TrainingData(image=inputs.image, text_emb=text_emb, label=label,
+                        **{m: getattr(inputs, m) for m in BOUND_MODALITIES if m in present})
+
+
 @dataclass
 class TrainResult:
     """The trained model (eval mode, vision tower left frozen), its per-epoch history and wall time."""
 
     model: ImageBind
     history: list[dict[str, float | int | str]] = field(default_factory=list)  # {stage, epoch, loss, ...}
-    seconds: float = 0.0  # wall-clock time of both stages
+    seconds: float = 0.0  # wall-clock time of every stage
 
 
 def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
@@ -351,6 +388,15 @@ class _Loop:
         return metrics, step_losses
 
 
+def binding_stage_plan(modality: str, config: TrainConfig) -> tuple[str, tuple[str, str], tuple[str, ...], int]:
+    """(stage name, the two modalities paired, towers trained, epochs) of the stage binding `modality`:
+    `{modality}_image` on (modality, image), the modality's tower alone. Audio never meets text,
+    unless the paired baseline asks for it (`audio_anchor="text"`: stage `audio_text`)."""
+    if modality == AUDIO and config.audio_anchor == TEXT:
+        return STAGE_AUDIO_TEXT, (AUDIO, TEXT), (AUDIO,), config.epochs_stage2
+    return f"{modality}_image", (modality, VISION), (modality,), config.epochs_stage2
+
+
 def train_imagebind(
     data: TrainingData,
     model_config: ImageBindConfig,
@@ -362,8 +408,9 @@ def train_imagebind(
 ) -> TrainResult:
     """Build a model from `model_config` and train it in ImageBind's two stages.
 
-    Stage 1: vision + text head on (image, text). Stage 2: vision frozen (no grad, eval
-    mode), audio tower alone on (audio, image). `on_epoch(stage, epoch, metrics)` is called
+    Stage 1: vision + text head on (image, text). Then, for each of audio, depth, thermal, imu
+    that `data` carries: vision frozen (no grad, eval mode), that tower alone on (it, image); the
+    model config must hold those modalities (`config_modalities`). `on_epoch(stage, epoch, metrics)` is called
     after every epoch (after its checkpoint), e.g. to log to a tracker; `on_step_losses(stage,
     epoch, losses)` just before it, with the loss of each optimiser step of that epoch. With a
     `checkpoint_dir` that already holds a checkpoint of this run, training resumes after
@@ -377,6 +424,7 @@ def train_imagebind(
     on the CPU either way.
     """
     data.validate(model_config)
+    bound = data.bound()
     if len(data) < 2:
         raise ValueError(f"need at least 2 training rows for a contrastive loss, got {len(data)}")
     started = time.perf_counter()
@@ -393,13 +441,14 @@ def train_imagebind(
         from models.lora import add_imagebind_lora
 
         # peft injects the adapters into `model` itself; the loop keeps training that module.
-        peft_model = add_imagebind_lora(model, lora, [m for m in (VISION, TEXT, AUDIO) if _native_trunk(model, m)])
+        trained_towers = (VISION, TEXT, *bound)
+        peft_model = add_imagebind_lora(model, lora, [m for m in trained_towers if _native_trunk(model, m)])
         adapted = {id(p) for p in model.parameters() if p.requires_grad}
     model.to(device).train()
     text_dtype = np.int64 if model_config.text_input_dim is None else np.float32  # token ids or embeddings
     tensors = {
         VISION: torch.from_numpy(np.ascontiguousarray(data.image, dtype=np.float32)),
-        AUDIO: torch.from_numpy(np.ascontiguousarray(data.audio, dtype=np.float32)),
+        **{m: torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)) for m, values in bound.items()},
         TEXT: torch.from_numpy(np.ascontiguousarray(data.text_emb, dtype=text_dtype)),
     }
     labels = torch.from_numpy(data.label.astype(np.int64)) if train_config.label_aware else None
@@ -407,7 +456,9 @@ def train_imagebind(
     checkpoint = None
     if train_config.checkpoint_dir is not None:
         fingerprint = run_fingerprint(
-            (data.image, data.audio, data.text_emb, data.label),
+            # audio second, as when it was the only other modality: such checkpoints still resume
+            (data.image, *bound.values(), data.text_emb, data.label) if set(bound) == {AUDIO}
+            else (data.image, data.text_emb, data.label, *bound.values()),
             model=model_config.to_dict(),
             train={k: v for k, v in asdict(train_config).items() if k not in RESUMABLE_ACROSS},
             start={"lora": None if lora is None else asdict(lora), "init_weights": state_digest(init_weights)},
@@ -425,18 +476,13 @@ def train_imagebind(
     loop = _Loop(model, train_config, device, parallel, tensors, labels, {VISION: shift}, history, fingerprint, on_epoch,
                  on_step_losses, adapted)
 
-    # (stage, the two modalities paired, towers trained, epochs); audio never meets text,
-    # unless the paired baseline asks for it (audio_anchor="text").
-    stage2 = STAGE_AUDIO_IMAGE if train_config.audio_anchor == VISION else STAGE_AUDIO_TEXT
-    stages = (
-        (STAGE_IMAGE_TEXT, (VISION, TEXT), (VISION, TEXT), train_config.epochs_stage1),
-        (stage2, (AUDIO, train_config.audio_anchor), (AUDIO,), train_config.epochs_stage2),
-    )
+    stages = [(STAGE_IMAGE_TEXT, (VISION, TEXT), (VISION, TEXT), train_config.epochs_stage1),
+              *(binding_stage_plan(m, train_config) for m in bound)]
     resume_index = -1 if checkpoint is None else [s[0] for s in stages].index(checkpoint["stage"])
     with torch_threads(train_config.num_threads):
         for index, (stage, pair, trained, epochs) in enumerate(stages):
             if stage != STAGE_IMAGE_TEXT:
-                # ImageBind's stage 2: images are the fixed anchor that audio is pulled onto.
+                # ImageBind's binding stages: images are the fixed anchor every other modality is pulled onto.
                 freeze(model.tower_modules(VISION))
             if index >= resume_index:
                 loop.run_stage(index, stage, pair, trained, epochs, checkpoint if index == resume_index else None)

@@ -15,11 +15,40 @@ from scipy.signal import resample_poly
 
 
 def image_to_input(image: np.ndarray, size: int) -> np.ndarray:
-    """Grayscale image (H, W) uint8 → (1, size, size) float32 in [0, 1], ink bright on dark."""
-    if image.ndim != 2:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
-    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    return (np.asarray(resized, dtype=np.float32) / 255.0)[None]
+    """Grayscale (H, W) or RGB (H, W, 3) uint8 image → (C, size, size) float32 in [0, 1] (C = 1 or 3)."""
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected a grayscale (H, W) or RGB (H, W, 3) image, got shape {image.shape}")
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    channels_first = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)  # (C, size, size)
+    return channels_first / 255.0
+
+
+def sensor_map_to_input(values: np.ndarray, size: int) -> np.ndarray:
+    """A depth or thermal map (H, W) in the sensor's own units → (1, size, size) float32 in [0, 1].
+
+    Sensors report metres, millimetres or kelvin; each map is scaled by its own range so the tower
+    sees shape, not units (a constant map becomes zeros). Bilinear resizing, as for images.
+    """
+    if values.ndim != 2:
+        raise ValueError(f"expected a 2-D sensor map (H, W), got shape {values.shape}")
+    resized = np.asarray(Image.fromarray(np.asarray(values, dtype=np.float32))  # mode "F"
+                         .resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
+    low, span = float(resized.min()), float(resized.max() - resized.min())
+    return ((resized - low) / span if span > 0 else np.zeros_like(resized))[None]
+
+
+def imu_to_input(series: np.ndarray, length: int) -> np.ndarray:
+    """An IMU series (6, T) (3 accelerometer + 3 gyroscope axes) → (6, length) float32, centre-cropped
+    or zero-padded at the end like a short audio clip (the sample rate is kept, not resampled)."""
+    if series.ndim != 2 or series.shape[0] != 6:
+        raise ValueError(f"expected an IMU series of shape (6, T), got shape {series.shape}")
+    n = series.shape[1]
+    if n >= length:
+        start = (n - length) // 2
+        return np.ascontiguousarray(series[:, start : start + length], dtype=np.float32)
+    out = np.zeros((6, length), dtype=np.float32)
+    out[:, :n] = series
+    return out
 
 
 def resample_mono(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:

@@ -7,7 +7,19 @@ constructor's arguments. With `ImageBindConfig.huge()` the state_dict has the of
 checkpoint's keys and shapes, so `imagebind_huge.pth` loads strictly.
 """
 
-from models.imagebind.config import AUDIO, DEPTH, IMU, MODALITIES, TEXT, THERMAL, VISION, ImageBindConfig
+from models.imagebind.config import (
+    AUDIO,
+    BOUND_MODALITIES,
+    DEPTH,
+    IMU,
+    MODALITIES,
+    TEXT,
+    THERMAL,
+    VISION,
+    ImageBindConfig,
+    config_modalities,
+)
 from models.imagebind.model import ImageBind
 
-__all__ = ["AUDIO", "DEPTH", "IMU", "MODALITIES", "TEXT", "THERMAL", "VISION", "ImageBind", "ImageBindConfig"]
+__all__ = ["AUDIO", "BOUND_MODALITIES", "DEPTH", "IMU", "MODALITIES", "TEXT", "THERMAL", "VISION", "ImageBind",
+           "ImageBindConfig", "config_modalities"]

@@ -8,6 +8,7 @@ between the two are the ones marked "official:" below.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
 from typing import Any
 
 from models.imagebind.official import HUGE_OFFICIAL_KWARGS, official_config_fields
@@ -20,6 +21,24 @@ THERMAL = "thermal"
 IMU = "imu"
 # Every modality the architecture knows, in the official module order; a config picks a subset.
 MODALITIES: tuple[str, ...] = (VISION, TEXT, AUDIO, DEPTH, THERMAL, IMU)
+
+# The modalities bound to the frozen image tower after image↔text, one training stage each, in this order.
+BOUND_MODALITIES: tuple[str, ...] = (AUDIO, DEPTH, THERMAL, IMU)
+
+
+def config_modalities(present: Iterable[str]) -> tuple[str, ...]:
+    """`ImageBindConfig.modalities` for data that carries `present`: vision and text always (every
+    modality binds to images, and classes are text prompts), plus each bound modality present.
+
+    Vision, audio, text keeps the demo's build order, so a model of image, audio and text data is
+    initialised exactly as before; depth, thermal and imu follow.
+    """
+    present = tuple(present)
+    unknown = sorted(set(present) - set(MODALITIES))
+    if unknown:
+        raise ValueError(f"unknown modalities {unknown}; accepted: {list(MODALITIES)}")
+    bound = [m for m in BOUND_MODALITIES if m in present]
+    return (VISION, *bound[:1], TEXT, *bound[1:]) if AUDIO in bound else (VISION, TEXT, *bound)
 
 
 @dataclass(frozen=True)
