@@ -218,22 +218,25 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     import tempfile
 
     from models.artifacts import save_model
-    from models.evaluate import DIGIT_PROMPTS, evaluate_model
-    from models.imagebind import ImageBindConfig
+    from models.evaluate import eval_data_from_inputs, evaluate_model
+    from models.imagebind import ImageBindConfig, config_modalities
+    from models.inputs import modalities_present
     from models.registry import log_training_run
     from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, config_params, start_training_run
-    from models.text import encode_texts
-    from models.train import TrainConfig, TrainingData, train_imagebind
+    from models.text import encode_class_prompts, encode_texts
+    from models.train import TrainConfig, train_imagebind, training_data_from_inputs
 
     if settings.params.train.family == LORA_FAMILY:
         from flows.lora_stages import stage_train_lora
 
         return stage_train_lora(settings, run_name, label_metrics, data_version)
-    batches, inputs, label = training_window(settings, captions_only=False)
-    data = TrainingData(image=inputs.image, audio=inputs.audio, text_emb=encode_texts(list(inputs.caption)), label=label)
-    t, tr = settings.params.transform, settings.params.train
-    model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
-                                   audio_frames=t.audio_frames)
+    window = training_window(settings, captions_only=False)
+    batches, inputs, label = window.batches, window.inputs, window.label
+    data = training_data_from_inputs(inputs, encode_texts(list(inputs.caption)), label)
+    tr = settings.params.train
+    # The towers follow the data: vision and text always, plus each modality the window carries.
+    model_config = ImageBindConfig(embed_dim=tr.embed_dim, modalities=config_modalities(modalities_present(inputs)),
+                                   **input_spec(settings).config_fields())
     train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                                epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
                                label_aware=tr.label_aware, grad_clip=tr.grad_clip,
@@ -257,14 +260,16 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
         result = train_imagebind(data, model_config, train_config, on_epoch=on_epoch, on_step_losses=logger.record_steps,
                                  **({} if start is None else {"init_weights": start.weights, "lora": start.lora}))
         golden, golden_version = build_golden_set(settings)
-        prompt_emb = encode_texts(list(DIGIT_PROMPTS))
+        prompt_emb = encode_class_prompts(settings.task.prompts)
         metrics = evaluate_model(result.model, golden, prompt_emb)
         model_dir = save_model(result.model, Path(tmp) / "imagebind")
+        save_json(model_dir / "task.json", settings.task.to_dict())  # serving reads its classes and prompts here
         clean = settings.params.clean  # serving prepares raw audio as the clean stage did
         save_json(model_dir / "input_spec.json",
                   {**asdict(input_spec(settings)), "sample_rate": clean.sample_rate, "silence_db": clean.silence_db})
         params = {**config_params(model_config, train_config, None if start is None else start.lora),
                   "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum()),
+                  "data.golden_excluded": window.golden_excluded, "data.modalities": ",".join(window.modalities),
                   "train.init": "scratch" if start is None else f"champion v{start.version}"}
         run_tags = {"golden_version": golden_version, "flow_run": run_name,
                     **({} if start is None else {"fine_tuned_from": start.version})}
@@ -272,7 +277,8 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
                                   run_tags, run_name,
                                   evaluation=RunEvaluation(result.model, golden, prompt_emb),
                                   dataset=TrainingDataset(list(inputs.sample_id), label, data_version))
-    return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds, golden_version)
+    return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds,
+                        golden_version, window.golden_excluded)
 
 
 @dataclass(frozen=True)
@@ -328,11 +334,10 @@ LINEAGE_TAGS = ("data_version", "batch", "feature_service", "flow_run", "trainin
 def evaluate_gate(settings: Settings, version: str, champion: str | None) -> GateDecision:
     """Challenger and champion, both loaded from the registry, scored on the same golden set in one
     process (latency interleaved), judged by params.yaml `gate:`; nothing is written."""
-    from models.evaluate import DIGIT_PROMPTS
     from models.gate import decide
     from models.gate_scoring import golden_groups, score_models
     from models.registry import load_version
-    from models.text import encode_texts
+    from models.text import encode_class_prompts
 
     if champion == str(version):
         raise ValueError(f"version {version} is @champion already: nothing to compare")
@@ -347,7 +352,7 @@ def evaluate_gate(settings: Settings, version: str, champion: str | None) -> Gat
 
         scores, groups, golden_rows = score_lora_family(settings, models, golden)
     else:
-        scores = score_models(models, golden, encode_texts(list(DIGIT_PROMPTS)), settings.params.gate.latency_items)
+        scores = score_models(models, golden, encode_class_prompts(settings.task.prompts), settings.params.gate.latency_items)
         groups, golden_rows = golden_groups(golden), len(golden.label)
     decision = decide(scores["challenger"], scores.get("champion"), gate_policy(settings, family), groups)
     mv = registry.client().get_model_version(registry.model_name, version)

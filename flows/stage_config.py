@@ -18,7 +18,7 @@ def clean_params(settings: Settings) -> CleanParams:
 
 def input_spec(settings: Settings) -> InputSpec:
     t = settings.params.transform
-    return InputSpec(t.image_size, t.n_mels, t.audio_frames)
+    return InputSpec(t.image_size, t.n_mels, t.audio_frames, image_channels=settings.task.image_channels)
 
 
 def label_params(settings: Settings) -> LabelParams:
