@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from models.artifacts import load_model, save_model
-from models.evaluate import DIGIT_PROMPTS, EvalData, evaluate_model, evaluate_slices
+from models.evaluate import EvalData, evaluate_model, evaluate_slices
 from models.imagebind import ImageBind, ImageBindConfig
 from models.losses import contrastive_targets, pair_loss, symmetric_info_nce
 from models.train import TrainConfig, TrainingData, lr_at, random_shift, train_imagebind
@@ -258,14 +258,16 @@ def test_evaluate_model_reports_headline_metrics_and_slices() -> None:
     data = make_training_data(12)
     model = ImageBind(CONFIG)
     label = np.arange(12, dtype=np.int64) % 3
-    eval_data = EvalData(image=data.image, audio=data.audio, label=label, voice=["a", "b"] * 6)
+    eval_data = EvalData(image=data.image, label=label, groups={"source": ["a", "b"] * 6}, audio=data.audio)
     prompts = np.random.default_rng(0).standard_normal((3, CONFIG.text_input_dim)).astype(np.float32)
     metrics = evaluate_model(model, eval_data, prompts)
     for key in ("zero_shot_image_acc", "zero_shot_audio_acc", "audio_to_image_r1"):
         assert 0.0 <= metrics[key] <= 1.0
     slices = evaluate_slices(model, eval_data, prompts)
-    assert {"per_class_image_acc_0", "per_class_audio_acc_2", "per_voice_audio_acc_a"} <= set(slices)
-    assert len(DIGIT_PROMPTS) == 10
+    assert {"per_class_image_acc_0", "per_class_audio_acc_2", "per_source_audio_acc_a", "per_source_image_acc_b"} <= set(slices)
+    only_images = EvalData(image=data.image, label=label)
+    assert set(evaluate_model(model, only_images, prompts)) == {"zero_shot_image_acc", "n_eval"}
+    assert not any("audio" in name for name in evaluate_slices(model, only_images, prompts))
 
 
 def test_evaluate_model_scores_a_perfect_model_as_perfect() -> None:
@@ -286,11 +288,11 @@ def test_evaluate_model_scores_a_perfect_model_as_perfect() -> None:
     audio[:, 0, 0] = label
     prompts = np.zeros((3, 384), dtype=np.float32)
     prompts[:, 0] = [0, 1, 2]
-    metrics = evaluate_model(model, EvalData(image=image, audio=audio, label=label), prompts)
+    metrics = evaluate_model(model, EvalData(image=image, label=label, audio=audio), prompts)
     assert metrics["zero_shot_image_acc"] == metrics["zero_shot_audio_acc"] == metrics["audio_to_image_r1"] == 1.0
 
 
 def test_eval_data_rejects_unknown_labels() -> None:
     data = make_training_data(4)
     with pytest.raises(ValueError, match="known"):
-        EvalData(image=data.image, audio=data.audio, label=np.array([0, -1, 1, 2])).validate()
+        EvalData(image=data.image, label=np.array([0, -1, 1, 2]), audio=data.audio).validate()

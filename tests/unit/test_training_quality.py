@@ -25,7 +25,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from models.evaluate import DIGIT_PROMPTS, EvalData, evaluate_model, evaluate_slices
+from models.evaluate import EvalData, evaluate_model, evaluate_slices
 from models.imagebind import ImageBindConfig
 from models.text import encode_texts
 from models.train import TrainConfig, TrainingData, train_imagebind
@@ -39,6 +39,8 @@ TRAIN_ACCENTS = ("en-gb", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en
 VARIANTS = ("", "+f2", "+m3", "+f4", "+m7")
 HELD_OUT_VOICES = ("en-us-nyc", "en-gb-x-gbcwmd")  # accents never heard in training
 SPEEDS = (130, 175, 220)  # espeak words per minute
+# One prompt per class, worded unlike any caption on purpose (the digits example's task.prompts).
+PROMPTS = tuple(f"a handwritten digit {word}" for word in WORDS)
 CAPTION_TEMPLATES = ("a handwritten {}", "the number {}", "a drawing of the digit {}", "{} written by hand")
 SAMPLE_RATE = 16_000
 KNOWN_LABEL_FRACTION = 0.2
@@ -110,11 +112,11 @@ def digits_dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingDa
     eval_audio = [spoken(int(k), HELD_OUT_VOICES) for k in eval_labels]
     held_out = EvalData(
         image=np.stack([image_to_input(images[i], config.image_size) for i in eval_idx]),
-        audio=np.stack([mel for _, mel in eval_audio]),
         label=eval_labels,
-        voice=[voice for voice, _ in eval_audio],
+        groups={"voice": [voice for voice, _ in eval_audio]},  # the slice field the digits example judges
+        audio=np.stack([mel for _, mel in eval_audio]),
     )
-    prompt_emb = encode_texts(list(DIGIT_PROMPTS))
+    prompt_emb = encode_texts(list(PROMPTS))
     return train, held_out, prompt_emb, time.perf_counter() - started
 
 
