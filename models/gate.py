@@ -1,7 +1,7 @@
 """The gate: may the challenger replace the champion? Pure decision logic, explained check by check.
 
 Both models are scored on the same golden rows. Per metric (and per slice of the golden set: a
-class, a voice) the policy may set
+class, a value of one of the task's slice fields) the policy may set
 - value bounds (`min`, `max`): always checked, also for the first model; budgets such as p95
   latency and model size are `max` bounds;
 - change bounds against the champion (`max_drop` absolute, `max_drop_rel` relative), which allow
@@ -90,7 +90,7 @@ class Check:
     bound: float  # value checks: the bound; change checks: -max_drop or -max_drop_rel
     passed: bool
     interval: tuple[float, float] | None = None  # bootstrap interval of the improvement; None for point values
-    slice: str | None = None  # "voice=en-us", "class=3"; None for the whole golden set
+    slice: str | None = None  # "<field>=<value>" ("class=3": class index 3); None for the whole golden set
     champion: float | None = None  # the champion's value, for change checks
     detail: str = ""  # why a check does not apply
 
@@ -196,7 +196,7 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
            groups: dict[str, np.ndarray] | None = None) -> GateDecision:
     """Every threshold becomes one or more checks; the challenger passes only if all pass.
 
-    `groups` labels each golden row for the slice checks, e.g. {"class": labels, "voice": voices}.
+    `groups` labels each golden row for the slice checks: {"class": class indices, field: values, ...}.
     Without a champion only value bounds apply (the first deployment).
     """
     groups = groups or {}

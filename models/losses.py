@@ -1,9 +1,9 @@
 """Contrastive losses for binding two modalities: pure functions of logits and labels.
 
-ImageBind trains every pair with symmetric InfoNCE (CLIP's loss). Our demo has only ten
-classes, so a batch of 128 holds about 13 examples of each digit: plain InfoNCE would push
-apart pairs that share a digit (false negatives). `contrastive_targets` turns the labels we
-know into extra positives; unknown labels (-1) fall back to the diagonal alone.
+ImageBind trains every pair with symmetric InfoNCE (CLIP's loss). A task of few classes puts
+many examples of each class in one batch (10 classes: about 13 per class in 128): plain InfoNCE
+would push apart pairs that share a class (false negatives). `contrastive_targets` turns the
+labels we know into extra positives; unknown labels (-1) fall back to the diagonal alone.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class ImageBindConfig:
     modalities: tuple[str, ...] = (VISION, AUDIO, TEXT)
     # --- vision: (B, C, S, S) images, or (B, C, T, S, S) videos when vision_video_frames is set
     image_size: int = 16  # side S of the square input
-    image_channels: int = 1  # C: grayscale digits in the demo; official: 3 (RGB)
+    image_channels: int = 1  # C: 1 grayscale (the default small model), 3 RGB (the task's image_channels; official)
     patch_size: int = 4  # side of a square image patch; S / patch_size patches per side
     vision_video_frames: int | None = None  # None: 2-D patches of a still image; official: 2-frame clips
     vision_patch_frames: int = 2  # temporal extent of a patch when vision_video_frames is set
