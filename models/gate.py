@@ -90,7 +90,9 @@ class Check:
     bound: float  # value checks: the bound; change checks: -max_drop or -max_drop_rel
     passed: bool
     interval: tuple[float, float] | None = None  # bootstrap interval of the improvement; None for point values
-    slice: str | None = None  # "<field>=<value>" ("class=3": class index 3); None for the whole golden set
+    # "<field>=<value>" ("class=3": class index 3); None for the whole golden set; a not_applicable
+    # slice check names the field alone
+    slice: str | None = None
     champion: float | None = None  # the champion's value, for change checks
     detail: str = ""  # why a check does not apply
 
@@ -218,6 +220,8 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
     for group, metrics in policy.slices.items():
         checks += [_not_applicable(m, challenger.not_applicable[m], group) for m in metrics if m not in challenger.per_row]
         metrics = {m: t for m, t in metrics.items() if m in challenger.per_row}
+        if not metrics:
+            continue
         column = np.asarray(groups[group])
         for key in sorted(set(column.tolist()), key=str):
             rows = column == key
