@@ -49,9 +49,6 @@ STAGE_AUDIO_IMAGE = "audio_image"  # the audio stage's name in history and callb
 STAGE_AUDIO_TEXT = "audio_text"  # the audio stage of the text-paired baseline (TrainConfig.audio_anchor="text")
 AUDIO_ANCHORS = (VISION, TEXT)  # what the audio stage pulls audio onto
 
-
-
-
 EpochCallback = Callable[[str, int, dict[str, float]], None]
 StepLossCallback = Callable[[str, int, list[float]], None]  # (stage, epoch, loss of each step of it)
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # (global batch, this epoch's generator) → batch
