@@ -7,6 +7,7 @@ import pytest
 
 from features.clean import CleanParams, clean_batch
 from features.ingest import ingest_batch
+from features.task import Task, build_prompts
 from models.inputs import (
     InputSpec,
     build_model_inputs,
@@ -21,7 +22,9 @@ from models.inputs import (
 def cleaned(demo_batch_factory, tmp_path_factory):
     work = tmp_path_factory.mktemp("inputs")
     ingested = ingest_batch(demo_batch_factory(samples=30, seed=4), work / "raw")
-    return clean_batch(ingested.batch_dir, work / "clean", CleanParams())
+    classes = tuple(str(k) for k in range(10))  # the demo batch's labels
+    task = Task(classes=classes, prompts=build_prompts(classes, "a picture of {label}"))
+    return clean_batch(ingested.batch_dir, work / "clean", CleanParams(task))
 
 
 def test_shards_read_back_equal_to_one_build(cleaned, tmp_path):
