@@ -1,8 +1,8 @@
 """Clean: decode and normalise every file of a raw batch; quarantine rows with bad values, missing,
 unsafe, oversized or corrupt files, and duplicate or near-duplicate samples.
 
-Output per batch (`lake/clean/<batch_id>/`): grayscale PNGs, 16 kHz mono WAVs, sensor `.npy`
-files and `rows.parquet`, the clean-rows table that validation and transform read.
+Output per batch (`lake/clean/<batch_id>/`): PNGs (grayscale, or RGB for a task with 3 image
+channels), 16 kHz mono WAVs, sensor `.npy` files and `rows.parquet`, the clean-rows table that validation and transform read.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class DecodedRow:
 def find_near_duplicates(decoded: list[DecodedRow], max_bits: int) -> tuple[list[DecodedRow], dict[int, str]]:
     """The rows to keep, and why each other one goes, by line: a row is a near duplicate of an earlier
     kept row when its image's dHash is within `max_bits` and its other content (audio, sensors, caption)
-    is identical. The demo reuses one digit image for samples with different speech: those are all kept."""
+    is identical. Samples sharing one image but differing in speech or caption are all kept."""
     index = NearHashIndex(max_bits)
     kept: list[DecodedRow] = []
     dropped: dict[int, str] = {}

@@ -1,6 +1,6 @@
 """Clean one row: check its values, decode its files, write their normalised versions.
 
-Images become grayscale PNGs, audio 16 kHz mono WAVs (trimmed, peak-normalised), sensors
+Images become PNGs (grayscale, or RGB when the task keeps colour), audio 16 kHz mono WAVs (trimmed, peak-normalised), sensors
 `.npy` float32 arrays; `rows_to_frame` gives the clean-rows table its stable schema. The batch
 level (duplicates, chunks, the table) is `features.clean`.
 """
@@ -19,26 +19,28 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from features.decode import DecodeError, decode_audio, decode_image, decode_sensor
+from features.decode import DecodeError, decode_audio, decode_image, decode_sensor, to_grayscale
 from features.manifest import FILE_FIELDS, parse_timestamp, resolve_inside
 from features.phash import compute_dhash
+from features.task import Task, UnknownClass
 
-# Manifest fields with a column of their own; everything else is kept as JSON in `meta`.
-KNOWN_FIELDS = ("sample_id", "captured_at", "caption", "label", "language", "voice", "source", *FILE_FIELDS)
-TEXT_FIELDS = ("caption", "language", "voice", "source")
+# Manifest fields with a column of their own; everything else (the task's slice fields among them) is
+# kept as JSON in `meta`, where features.task.slice_values reads it.
+KNOWN_FIELDS = ("sample_id", "captured_at", "caption", "label", "language", "source", *FILE_FIELDS)
+TEXT_FIELDS = ("caption", "language", "source")
 SENSOR_FIELDS = ("depth", "thermal", "imu")
 # The clean-rows table, in column order; an empty batch has the same columns.
 CLEAN_COLUMNS = (
-    "sample_id", "captured_at", "caption", "label", "language", "voice", "source", "meta",
+    "sample_id", "captured_at", "caption", "label", "language", "source", "meta",
     "image", "image_width", "image_height", "image_contrast", "image_dhash",
     "audio", "audio_seconds", "audio_peak", "audio_rms_db", "caption_chars", *SENSOR_FIELDS,
 )
-INT64_RANGE = (-(2**63), 2**63 - 1)  # the label column is nullable int64
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass(frozen=True)
 class CleanParams:
+    task: Task  # the classes a manifest label must name, and the image channels kept
     sample_rate: int = 16000
     max_image_pixels: int = 4_000_000
     max_audio_seconds: float = 30.0
@@ -55,18 +57,20 @@ class CleanParams:
                 f"workers and max_sensor_values must be at least 1, got {self.workers} and {self.max_sensor_values}"
             )
 
+    @property
+    def image_channels(self) -> int:
+        """1: images are cleaned to grayscale; 3: to RGB (the task's choice)."""
+        return self.task.image_channels
 
-def _label_value(value: Any) -> int | None:
+
+def _label_index(value: Any, task: Task) -> int | None:
+    """A manifest label (a class name; an integer 7 names class "7") -> its class index; None: unlabelled."""
     if value is None:
         return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        kind = type(value).__name__
-        raise DecodeError("bad_label", f"label must be an integer class or null, got {kind} {value!r:.80}")
-    if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
-        raise DecodeError("bad_label", "label is outside the int64 range")
-    return value
+    try:
+        return task.index_of(value)
+    except UnknownClass as err:
+        raise DecodeError("bad_label", str(err)) from None
 
 
 def _check_text_fields(row: dict[str, Any]) -> None:
@@ -107,7 +111,7 @@ def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanPa
     return the clean row, or raise DecodeError with the reason code."""
     sid = row["sample_id"]
     _check_text_fields(row)
-    label = _label_value(row.get("label"))
+    label = _label_index(row.get("label"), params.task)
     caption = row.get("caption")
     caption = caption if caption and caption.strip() else None
     if not (caption or any(row.get(f) for f in FILE_FIELDS)):
@@ -119,7 +123,6 @@ def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanPa
         "caption": caption,
         "label": label,
         "language": row.get("language"),
-        "voice": row.get("voice"),
         "source": row.get("source"),
         "meta": json.dumps({k: v for k, v in row.items() if k not in KNOWN_FIELDS and not k.endswith("_sha256")}),
         "image": None, "image_width": None, "image_height": None, "image_contrast": np.nan, "image_dhash": None,
@@ -138,12 +141,13 @@ def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanPa
 def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: CleanParams, clean: dict[str, Any]) -> None:
     """Decode each file, write its normalised version under `out_dir` and fill its columns in `clean`."""
     if "image" in files:
-        pixels = decode_image(files["image"], params.max_image_pixels)
+        pixels = decode_image(files["image"], params.max_image_pixels, params.image_channels)  # (H, W) or (H, W, 3)
         clean["image"] = f"images/{stem}.png"
         Image.fromarray(pixels).save(out_dir / clean["image"])
-        clean["image_height"], clean["image_width"] = pixels.shape
-        clean["image_contrast"] = float(pixels.std() / 255.0)
-        clean["image_dhash"] = f"{compute_dhash(pixels):016x}"
+        gray = to_grayscale(pixels)  # contrast and dHash judge brightness, whatever the channels
+        clean["image_height"], clean["image_width"] = gray.shape
+        clean["image_contrast"] = float(gray.std() / 255.0)
+        clean["image_dhash"] = f"{compute_dhash(gray):016x}"
     if "audio" in files:
         audio = decode_audio(files["audio"], params.sample_rate, params.max_audio_seconds, params.silence_db)
         clean["audio"] = f"audio/{stem}.wav"

@@ -35,8 +35,15 @@ SENSOR_NDIM: dict[str, int] = {"depth": 2, "thermal": 2, "imu": 2}
 AUDIO_RATE_RANGE = (1_000, 384_000)
 
 
-def decode_image(path: Path, max_pixels: int) -> np.ndarray:
-    """PNG/JPEG → (H, W) uint8 grayscale; the header is checked against `max_pixels` before decoding."""
+IMAGE_MODES = {1: "L", 3: "RGB"}  # channels kept -> Pillow mode
+
+
+def decode_image(path: Path, max_pixels: int, channels: int) -> np.ndarray:
+    """PNG/JPEG → (H, W) uint8 grayscale (channels 1) or (H, W, 3) uint8 RGB (channels 3; a grayscale
+    file is converted, a transparent one loses its alpha); the header is checked against `max_pixels`
+    before decoding."""
+    if channels not in IMAGE_MODES:
+        raise ValueError(f"channels must be one of {sorted(IMAGE_MODES)}, got {channels!r}")
     try:
         with Image.open(path) as probe:  # reads the header only
             width, height = probe.size
@@ -46,13 +53,19 @@ def decode_image(path: Path, max_pixels: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return np.asarray(image.convert("L"), dtype=np.uint8)
+                return np.asarray(image.convert(IMAGE_MODES[channels]), dtype=np.uint8)
     except DecodeError:
         raise
     except Image.DecompressionBombError as err:  # Pillow's own ceiling, reached before ours when ours is higher
         raise DecodeError("too_large", f"{err} (limit: {max_pixels} pixels)") from err
     except Exception as err:  # Pillow raises many types for broken files
         raise DecodeError("corrupt_image", f"cannot decode image: {type(err).__name__}: {err}") from err
+
+
+def to_grayscale(pixels: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3) uint8 → (H, W) uint8, Pillow's luma (ITU-R 601-2): the same values a
+    grayscale decode of the file gives."""
+    return pixels if pixels.ndim == 2 else np.asarray(Image.fromarray(pixels, "RGB").convert("L"), dtype=np.uint8)
 
 
 def find_wav_truncation(path: Path) -> str | None:

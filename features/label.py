@@ -1,10 +1,12 @@
 """Label: labelling functions vote, the label model combines them, human labels always win.
 
-Labelling functions (LFs) each give one vote per row, a class 0..9 or ABSTAIN (-1):
+Labelling functions (LFs) each give one vote per row, a class index into the task's classes or
+ABSTAIN (-1):
 
 - `human`: the manifest's label (also the reference that the other LFs are checked against);
-- `caption`: the digit the caption names, as a number word of a demo language or a numeral;
-- `champion_image`, `champion_audio`: the champion model's zero-shot predictions, computed in
+- the task's own LFs, listed in params.yaml `label.functions` by import path and loaded by
+  `features.label_functions` (each returns a class name per clean row, or None);
+- `champion_image`, `champion_audio`, …: the champion model's zero-shot predictions, computed in
   `models/` (they need torch) and handed in as `ModelVotes`; a vote below a confidence floor abstains.
 
 The votes form an (N rows x L LFs) matrix; `features.label_model` turns it into a label, a
@@ -14,14 +16,13 @@ confidence and the provenance (every LF's vote) per row.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from examples.digits.vocabulary import DIGIT_WORDS, fold
+from features.label_functions import LabellingFunction, apply_labelling_function, row_dicts
 from features.label_model import (
     ABSTAIN,
     LabelModelParams,
@@ -31,36 +32,16 @@ from features.label_model import (
     evaluate_heldout,
     fit_label_model,
 )
+from features.task import Task
 
-# Digit words per language (accents stripped, lower case): every language the demo writes.
-NUMBER_WORDS: dict[str, tuple[str, ...]] = {lang: tuple(fold(w) for w in words) for lang, words in DIGIT_WORDS.items()}
-# Indefinite articles that also spell "one" ("un chiffre", "een cijfer"): they name the digit
-# only when nothing else does and they are not the caption's leading article.
-ARTICLES_MEANING_ONE: frozenset[str] = frozenset({"un", "une", "una", "uno", "ein", "eine", "een"})
-HUMAN, CAPTION = "human", "caption"
+HUMAN = "human"
+MODEL_SOURCE = "champion"  # ModelVotes' default source: its columns are named f"{MODEL_SOURCE}_{modality}"
 LABEL_SOURCES = ("human", "label_model")
 
 
-def caption_label(caption: str | None, language: str | None) -> int | None:
-    """The digit a caption names, or None when it names none or several.
-
-    Words of the caption's own language are tried first; unknown languages fall back to every
-    table. A numeral 0..9 counts; a larger number ("10") makes the caption ambiguous.
-    """
-    if not caption:
-        return None
-    tokens = re.findall(r"[a-z]+|\d+", fold(caption))
-    if len(tokens) > 1 and tokens[0] in ARTICLES_MEANING_ONE:
-        tokens = tokens[1:]  # "un chiffre numérisé" is "a digit", not "one digit"
-    tables = [NUMBER_WORDS[language]] if language in NUMBER_WORDS else list(NUMBER_WORDS.values())
-    found = {digit for table in tables for digit, word in enumerate(table) for token in tokens if token == word}
-    numerals = {int(token) for token in tokens if token.isdigit()}
-    if any(n > 9 for n in numerals):
-        return None
-    found |= numerals
-    if len(found) > 1 and 1 in found and {t for t in tokens if t in ARTICLES_MEANING_ONE}:
-        found.discard(1)  # "c'est un sept": the article gave the 1
-    return found.pop() if len(found) == 1 else None
+def is_built_in_lf_name(name: str) -> bool:
+    """Names a task's own LF cannot take: the human column's and the champion's vote columns'."""
+    return name == HUMAN or name.startswith(f"{MODEL_SOURCE}_")
 
 
 @dataclass(frozen=True)
@@ -68,9 +49,9 @@ class ModelVotes:
     """A model's zero-shot predictions per modality, computed where torch lives (models/)."""
 
     sample_id: Sequence[str]  # (N,) the rows predicted; rows of the batch missing here abstain
-    predicted: Mapping[str, np.ndarray]  # modality ("image", "audio") -> (N,) predicted class 0..9
+    predicted: Mapping[str, np.ndarray]  # modality ("image", "audio") -> (N,) predicted class index
     confidence: Mapping[str, np.ndarray]  # modality -> (N,) probability the model gave that class
-    source: str = "champion"  # LF names are f"{source}_{modality}"
+    source: str = MODEL_SOURCE  # LF names are f"{source}_{modality}"
 
     def __post_init__(self) -> None:
         if len(set(self.sample_id)) != len(self.sample_id):
@@ -100,7 +81,7 @@ class Votes:
     """The votes matrix: one column per labelling function."""
 
     names: tuple[str, ...]  # (L,) LF names
-    matrix: np.ndarray  # (N, L) class 0..9 or ABSTAIN
+    matrix: np.ndarray  # (N, L) class index or ABSTAIN
 
     def column(self, name: str) -> np.ndarray:
         return self.matrix[:, self.names.index(name)]
@@ -117,14 +98,6 @@ def human_votes(rows: pd.DataFrame) -> np.ndarray:
     return rows["label"].astype("Int64").fillna(ABSTAIN).to_numpy(dtype=np.int64)
 
 
-def caption_votes(rows: pd.DataFrame) -> np.ndarray:
-    found = [caption_label(c, l) for c, l in zip(rows["caption"], rows["language"])]
-    return np.array([ABSTAIN if f is None else f for f in found], dtype=np.int64)
-
-
-ROW_LFS = {HUMAN: human_votes, CAPTION: caption_votes}
-
-
 def model_lf_votes(rows: pd.DataFrame, model_votes: ModelVotes, min_confidence: float) -> dict[str, np.ndarray]:
     """One vote column per modality, aligned to `rows` by sample_id; unsure or missing predictions abstain."""
     position = pd.Index(model_votes.sample_id).get_indexer(rows["sample_id"])  # -1 where not predicted
@@ -139,11 +112,29 @@ def model_lf_votes(rows: pd.DataFrame, model_votes: ModelVotes, min_confidence: 
     return columns
 
 
-def build_votes(rows: pd.DataFrame, model_votes: ModelVotes | None, min_model_confidence: float) -> Votes:
-    """The (N, L) votes matrix: the row LFs, then one column per modality of `model_votes`."""
-    columns = {name: lf(rows) for name, lf in ROW_LFS.items()}
+def build_votes(
+    rows: pd.DataFrame,
+    task: Task,
+    model_votes: ModelVotes | None = None,
+    min_model_confidence: float = 0.5,
+    functions: Sequence[LabellingFunction] = (),
+) -> Votes:
+    """The (N, L) votes matrix: `human`, then the task's LFs in their params.yaml order, then one column
+    per modality of `model_votes`. ValueError when two columns would share a name."""
+    columns = {HUMAN: human_votes(rows)}
+    if functions:
+        records = row_dicts(rows)
+        for lf in functions:
+            if lf.name in columns:
+                raise ValueError(f"labelling function {lf.path!r} is named {lf.name!r}, like another vote column "
+                                 f"({list(columns)}); rename it")
+            columns[lf.name] = apply_labelling_function(lf, records, task)
     if model_votes is not None:
-        columns |= model_lf_votes(rows, model_votes, min_model_confidence)
+        for name, column in model_lf_votes(rows, model_votes, min_model_confidence).items():
+            if name in columns:
+                raise ValueError(f"the model's vote column {name!r} has the name of a labelling function; rename "
+                                 "that function")
+            columns[name] = column
     matrix = np.stack(list(columns.values()), axis=1) if len(rows) else np.empty((0, len(columns)), dtype=np.int64)
     return Votes(tuple(columns), matrix.astype(np.int64))
 
@@ -152,18 +143,22 @@ def build_votes(rows: pd.DataFrame, model_votes: ModelVotes | None, min_model_co
 
 
 def build_labels(
-    rows: pd.DataFrame, model_votes: ModelVotes | None = None, params: LabelParams = LabelParams()
+    rows: pd.DataFrame,
+    task: Task,
+    model_votes: ModelVotes | None = None,
+    params: LabelParams = LabelParams(),
+    functions: Sequence[LabellingFunction] = (),
 ) -> tuple[pd.DataFrame, LabelStats]:
     """Labels table for the feature store and its statistics.
 
-    Columns: sample_id, event_timestamp (captured_at), label (Int64, <NA> when every LF abstained),
+    Columns: sample_id, event_timestamp (captured_at), label (Int64 class index, <NA> when every LF abstained),
     label_source ("human" | "label_model" | None), label_confidence (1.0 for human rows, else the
     label model's max posterior), label_votes (JSON object: LF name -> vote, -1 = abstain).
     """
-    votes = build_votes(rows, model_votes, params.min_model_confidence)
+    votes = build_votes(rows, task, model_votes, params.min_model_confidence, functions)
     human = votes.column(HUMAN)
     weak = votes.without(HUMAN)
-    model = fit_label_model(weak.matrix, human, weak.names, params.model)
+    model = fit_label_model(weak.matrix, human, weak.names, task.n_classes, params.model)
     predicted, confidence = model.predict(weak.matrix)
     is_human = human != ABSTAIN
     label = np.where(is_human, human, predicted)
@@ -177,7 +172,7 @@ def build_labels(
     labels["label_confidence"] = confidence.astype(float)
     labels["label_votes"] = [json.dumps(dict(zip(votes.names, map(int, row)))) for row in votes.matrix]
 
-    heldout_accuracy, heldout_coverage = evaluate_heldout(weak.matrix, human, weak.names, params.model)
+    heldout_accuracy, heldout_coverage = evaluate_heldout(weak.matrix, human, weak.names, task.n_classes, params.model)
     stats = LabelStats(
         rows=len(rows),
         human=int(is_human.sum()),

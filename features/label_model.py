@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 ABSTAIN = -1
-N_CLASSES = 10  # digits 0..9
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,6 @@ class LabelModelParams:
     prior_accuracy: float = 0.7  # accuracy assumed for an LF that never meets a human label (Beta prior mean)
     prior_strength: float = 2.0  # the prior counts as this many checked votes, so 3 of 3 right gives 0.88, not 1.0
     heldout_folds: int = 5  # k of the k-fold held-out check on the human-labelled rows (fewer rows: leave-one-out)
-    n_classes: int = N_CLASSES
 
     def __post_init__(self) -> None:
         if not 0.0 < self.prior_accuracy < 1.0:
@@ -39,8 +37,6 @@ class LabelModelParams:
             raise ValueError(f"prior_strength must be positive, got {self.prior_strength}")
         if self.heldout_folds < 2:
             raise ValueError(f"heldout_folds must be at least 2, got {self.heldout_folds}")
-        if self.n_classes < 2:
-            raise ValueError(f"n_classes must be at least 2, got {self.n_classes}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ class LabelModel:
     names: tuple[str, ...]  # LF names, one per vote column
     accuracy: np.ndarray  # (L,) smoothed accuracy against the human labels
     checked: np.ndarray  # (L,) votes that met a human label
-    n_classes: int
+    n_classes: int  # K, the task's classes
 
     @property
     def weights(self) -> np.ndarray:
@@ -84,13 +80,20 @@ def _check_votes(votes: np.ndarray, names: tuple[str, ...], n_classes: int) -> N
 
 
 def fit_label_model(
-    votes: np.ndarray, reference: np.ndarray, names: tuple[str, ...], params: LabelModelParams = LabelModelParams()
+    votes: np.ndarray,
+    reference: np.ndarray,
+    names: tuple[str, ...],
+    n_classes: int,
+    params: LabelModelParams = LabelModelParams(),
 ) -> LabelModel:
-    """Estimate each LF's accuracy on the rows where `reference` (human labels, ABSTAIN = none) is set.
+    """Estimate each LF's accuracy on the rows where `reference` (human labels, ABSTAIN = none) is set;
+    votes and reference are class indices 0..n_classes-1 (the task's classes).
 
     `votes` (N, L) must not contain the reference itself: an LF checked against itself is perfect.
     """
-    _check_votes(votes, tuple(names), params.n_classes)
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2 (the task's classes), got {n_classes}")
+    _check_votes(votes, tuple(names), n_classes)
     if reference.shape != (len(votes),):
         raise ValueError(f"reference must have shape ({len(votes)},), got {reference.shape}")
     checked_mask = (votes != ABSTAIN) & (reference != ABSTAIN)[:, None]  # (N, L)
@@ -98,11 +101,15 @@ def fit_label_model(
     correct = (checked_mask & (votes == reference[:, None])).sum(axis=0)
     a = params.prior_strength * params.prior_accuracy  # Beta(a, b) prior, mean prior_accuracy
     accuracy = (correct + a) / (checked + params.prior_strength)
-    return LabelModel(tuple(names), accuracy.astype(float), checked.astype(int), params.n_classes)
+    return LabelModel(tuple(names), accuracy.astype(float), checked.astype(int), n_classes)
 
 
 def evaluate_heldout(
-    votes: np.ndarray, reference: np.ndarray, names: tuple[str, ...], params: LabelModelParams = LabelModelParams()
+    votes: np.ndarray,
+    reference: np.ndarray,
+    names: tuple[str, ...],
+    n_classes: int,
+    params: LabelModelParams = LabelModelParams(),
 ) -> tuple[float | None, float | None]:
     """K-fold check on the human-labelled rows: fit without a fold's labels, predict the fold from the
     LF votes alone, compare with its human labels. Returns (accuracy on the rows the model labels,
@@ -117,7 +124,7 @@ def evaluate_heldout(
         held = human_rows[fold_of == fold]
         train_reference = reference.copy()
         train_reference[held] = ABSTAIN
-        model = fit_label_model(votes, train_reference, names, params)
+        model = fit_label_model(votes, train_reference, names, n_classes, params)
         predicted[fold_of == fold] = model.predict(votes[held])[0]
     covered = predicted != ABSTAIN
     if not covered.any():

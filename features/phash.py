@@ -1,7 +1,7 @@
 """Perceptual image hashes, and an index that finds a hash within a few bits of any kept one.
 
-The hash is a 64-bit difference hash (dHash): shrink the grayscale image to 9x8, and let each
-bit say whether a pixel is brighter than its right neighbour. Re-encoding (PNG → JPEG), mild
+The hash is a 64-bit difference hash (dHash): shrink the image's grayscale view to 9x8, and let each bit
+say whether a pixel is brighter than its right neighbour. Re-encoding (PNG → JPEG), mild
 rescaling or brightness changes move it by a few bits at most; a different picture moves
 about half of them.
 """

@@ -17,19 +17,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import pandas as pd
 
 from features.atomic import atomic_write_bytes
 from features.io import save_json
-from features.label_model import N_CLASSES
+from features.task import Task, UnknownClass
 
 MODEL_VERSION = "flywheel-label-model"
 CONTROL = "label"  # the <Choices> tag's name: `from_name` in every result
 TARGET = "image"  # the object tag the choice is attached to: `to_name`
 TASKS_NAME = "tasks.json"
 CONFIG_NAME = "labeling_config.xml"
-CLASSES: tuple[str, ...] = tuple(str(k) for k in range(N_CLASSES))
 ANNOTATION_COLUMNS = ("sample_id", "label", "annotator", "annotated_at")
 
 
@@ -40,8 +40,9 @@ class ReviewQueue:
     tasks: int
 
 
-def build_labeling_config(classes: tuple[str, ...] = CLASSES) -> str:
-    choices = "\n".join(f'    <Choice value="{c}"/>' for c in classes)
+def build_labeling_config(task: Task) -> str:
+    """The Label Studio config: the sample's image, audio and caption, and one choice per class name."""
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in task.classes)
     return (
         "<View>\n"
         f'  <Image name="{TARGET}" value="$image"/>\n'
@@ -64,8 +65,11 @@ def _media(root: str, relative: Any) -> str:
     return f"{root.rstrip('/')}/{relative}" if isinstance(relative, str) and relative else ""
 
 
-def build_review_tasks(labels: pd.DataFrame, rows: pd.DataFrame, media_root: str, threshold: float) -> list[dict]:
-    """Label Studio tasks for the rows to review, least confident first.
+def build_review_tasks(
+    labels: pd.DataFrame, rows: pd.DataFrame, media_root: str, threshold: float, task: Task
+) -> list[dict]:
+    """Label Studio tasks for the rows to review, least confident first; the pre-annotation names the
+    label model's guess by its class name.
 
     `media_root` prefixes the clean rows' relative file paths: the clean batch folder, or the URL
     Label Studio serves it under (e.g. "/data/local-files/?d=lake/clean/<batch>").
@@ -75,7 +79,7 @@ def build_review_tasks(labels: pd.DataFrame, rows: pd.DataFrame, media_root: str
     tasks = []
     for task_id, row in enumerate(queue.itertuples(index=False), start=1):
         source = files.loc[row.sample_id]
-        task: dict[str, Any] = {
+        item: dict[str, Any] = {
             "id": task_id,
             "data": {
                 "image": _media(media_root, source["image"]),
@@ -86,24 +90,24 @@ def build_review_tasks(labels: pd.DataFrame, rows: pd.DataFrame, media_root: str
             "predictions": [],
         }
         if pd.notna(row.label):
-            task["predictions"].append({
+            item["predictions"].append({
                 "model_version": MODEL_VERSION,
                 "score": float(row.label_confidence),
                 "result": [{"from_name": CONTROL, "to_name": TARGET, "type": "choices",
-                            "value": {"choices": [str(int(row.label))]}}],
+                            "value": {"choices": [task.name_of(int(row.label))]}}],
             })
-        tasks.append(task)
+        tasks.append(item)
     return tasks
 
 
 def save_review_queue(
-    out_dir: Path, labels: pd.DataFrame, rows: pd.DataFrame, media_root: str, threshold: float
+    out_dir: Path, labels: pd.DataFrame, rows: pd.DataFrame, media_root: str, threshold: float, task: Task
 ) -> ReviewQueue:
     """Write `tasks.json` and `labeling_config.xml` into `out_dir` (replacing earlier ones)."""
-    tasks = build_review_tasks(labels, rows, media_root, threshold)
+    tasks = build_review_tasks(labels, rows, media_root, threshold, task)
     tasks_path, config_path = out_dir / TASKS_NAME, out_dir / CONFIG_NAME
     save_json(tasks_path, tasks)
-    atomic_write_bytes(config_path, build_labeling_config().encode())
+    atomic_write_bytes(config_path, build_labeling_config(task).encode())
     return ReviewQueue(tasks_path, config_path, len(tasks))
 
 
@@ -117,8 +121,9 @@ def _annotator(completed_by: Any) -> str | None:
     return None if completed_by is None else str(completed_by)
 
 
-def _chosen_class(annotation: dict, where: str) -> int | None:
-    """The class an annotation chose, None when it chose nothing; a choice outside 0..9 is an error."""
+def _chosen_class(annotation: dict, where: str, task: Task) -> int | None:
+    """The index of the class an annotation chose, None when it chose nothing; a choice that is not
+    exactly one of the task's class names is an error."""
     chosen = [
         choice
         for result in annotation.get("result") or []
@@ -127,9 +132,14 @@ def _chosen_class(annotation: dict, where: str) -> int | None:
     ]
     if not chosen:
         return None
-    if len(chosen) != 1 or chosen[0] not in CLASSES:
-        raise ValueError(f"{where} chose {chosen!r}; accepted: exactly one of {list(CLASSES)}")
-    return int(chosen[0])
+    if len(chosen) != 1:
+        raise ValueError(f"{where} chose {chosen!r}; accepted: exactly one of {task.describe_classes()}")
+    if not isinstance(chosen[0], str):  # Label Studio writes choices as the config's strings
+        raise ValueError(f"{where} chose {chosen[0]!r}, not a class name; accepted: {task.describe_classes()}")
+    try:
+        return task.index_of(chosen[0])
+    except UnknownClass as err:
+        raise ValueError(f"{where} {err}") from None
 
 
 def _annotation_time(annotation: dict, where: str) -> pd.Timestamp:
@@ -140,26 +150,27 @@ def _annotation_time(annotation: dict, where: str) -> pd.Timestamp:
     return moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
 
 
-def import_annotations(export_json_path: Path) -> pd.DataFrame:
-    """Completed annotations of a Label Studio JSON export: sample_id, label, annotator, annotated_at.
+def import_annotations(export_json_path: Path, task: Task) -> pd.DataFrame:
+    """Completed annotations of a Label Studio JSON export: sample_id, label (the chosen class's index),
+    annotator, annotated_at.
 
     One row per sample: the latest annotation that chose a class. Cancelled (skipped) annotations
-    and ones submitted without a choice are ignored; a choice that is not one class 0..9 raises,
-    naming the task and the sample.
+    and ones submitted without a choice are ignored; a choice that is not one of the task's class
+    names raises, naming the task, the sample and the accepted classes.
     """
     tasks = json.loads(Path(export_json_path).read_text(encoding="utf-8"))
     if not isinstance(tasks, list):
         raise ValueError(f"{export_json_path} holds a {type(tasks).__name__}; a Label Studio JSON export is a list of tasks")
     found: list[dict[str, Any]] = []
-    for task in tasks:
-        sample_id = (task.get("data") or {}).get("sample_id")
+    for item in tasks:
+        sample_id = (item.get("data") or {}).get("sample_id")
         if sample_id is None:
-            raise ValueError(f"task {task.get('id')!r} has no data.sample_id: it was not exported from a flywheel review queue")
-        for annotation in task.get("annotations") or []:
-            where = f"task {task.get('id')!r} (sample {sample_id!r}), annotation {annotation.get('id')!r},"
+            raise ValueError(f"task {item.get('id')!r} has no data.sample_id: it was not exported from a flywheel review queue")
+        for annotation in item.get("annotations") or []:
+            where = f"task {item.get('id')!r} (sample {sample_id!r}), annotation {annotation.get('id')!r},"
             if annotation.get("was_cancelled"):
                 continue
-            label = _chosen_class(annotation, where)
+            label = _chosen_class(annotation, where, task)
             if label is not None:
                 found.append({"sample_id": sample_id, "label": label, "annotator": _annotator(annotation.get("completed_by")),
                               "annotated_at": _annotation_time(annotation, where)})

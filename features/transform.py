@@ -5,9 +5,8 @@ These are the columns drift monitoring watches and that training sets join by sa
 
 from __future__ import annotations
 
-import math
-import re
 import unicodedata
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,89 +14,36 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from features.label import NUMBER_WORDS, caption_label
-
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
 IMAGE_FEATURES = ("img_mean", "img_ink_ratio", "img_center_col", "img_center_row", "img_sharpness", "img_contrast")
 AUDIO_FEATURES = ("aud_seconds", "aud_rms_db", "aud_peak", "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")
-CAPTION_FEATURES = ("cap_chars", "cap_words", "cap_number_found")
+CAPTION_FEATURES = ("cap_chars", "cap_words", "cap_letter_share")
 NUMERIC_FEATURES: tuple[str, ...] = IMAGE_FEATURES + AUDIO_FEATURES + CAPTION_FEATURES
-# `language` is what the manifest declares, `cap_language_detected` what the caption's words say.
-CATEGORICAL_FEATURES: tuple[str, ...] = ("language", "cap_language_detected")
-UNKNOWN_LANGUAGE = "unknown"
-
-# Frequent function words per language (lower case, accents stripped), plus a few words about
-# digits, writing and scanning, the subject of this project's captions. Number words come
-# from features.label. A word several languages share counts for each, weighted 1/(how many).
-FUNCTION_WORDS: dict[str, frozenset[str]] = {
-    "en": frozenset(
-        "the a an of and or in on at to by with from for is are was this that it not be as has have"
-        " written hand handwritten digit number scan scanned drawn picture image photo".split()
-    ),
-    "de": frozenset(
-        "der die das den dem des ein eine einer einen einem und oder ist sind mit von zu auf fur im in"
-        " nicht auch bei aus nach wie hand geschrieben handgeschrieben handgeschriebene ziffer zahl"
-        " gescannt gescannte bild".split()
-    ),
-    "fr": frozenset(
-        "le la les un une des du de et ou est sont a au aux avec pour par sur dans en ce cette il elle"
-        " pas ne qui que main ecrit ecrite manuscrit manuscrite chiffre nombre numerise numerisee image".split()
-    ),
-    "es": frozenset(
-        "el la los las un una unos unas y o es son de del en con por para al a que no se su esta este"
-        " mano escrito escrita manuscrito manuscrita numero digito escaneado escaneada imagen".split()
-    ),
-    "it": frozenset(
-        "il lo la i gli le un una uno di del della e o ed in con per su da sul sulla al alla che non si"
-        " sono questo questa mano scritto scritta manoscritto manoscritta cifra numero scansionato"
-        " scansionata immagine".split()
-    ),
-    "nl": frozenset(
-        "de het een en van in op met te voor aan is zijn niet dat die er om bij uit ook als hand"
-        " geschreven handgeschreven cijfer getal gescand gescande afbeelding".split()
-    ),
-}
-LANGUAGE_WORDS: dict[str, frozenset[str]] = {
-    language: words | frozenset(NUMBER_WORDS.get(language, ())) for language, words in FUNCTION_WORDS.items()
-}
-
-# How much one occurrence of a word tells: 1 for a word of one language, 1/k for a word k languages share.
-_WORD_WEIGHT: dict[str, float] = {
-    word: 1.0 / sum(word in words for words in LANGUAGE_WORDS.values())
-    for word in frozenset().union(*LANGUAGE_WORDS.values())
-}
+# `language` is what the manifest declares, `cap_script` the writing system the caption's letters are in
+# (it moves when captions arrive in another script, whatever the manifest declares); neither knows the task.
+CATEGORICAL_FEATURES: tuple[str, ...] = ("language", "cap_script")
+NO_SCRIPT = "none"  # a caption without a single letter (digits, punctuation, emoji)
 
 
-def _words(text: str) -> list[str]:
-    """Lower-case letter runs with accents stripped, the spelling of the word tables ("Fünf" -> "funf")."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    return re.findall(r"[a-z]+", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
+def letter_script(ch: str) -> str:
+    """The Unicode script of a letter, as the first word of its character name: LATIN, CYRILLIC, GREEK,
+    ARABIC, HEBREW, DEVANAGARI, HANGUL, HIRAGANA, KATAKANA, CJK (Han ideographs), …"""
+    return unicodedata.name(ch, "UNKNOWN").split(" ", 1)[0]
 
 
-def detect_language(text: str) -> str:
-    """The language (a key of LANGUAGE_WORDS) whose words the text uses most, else UNKNOWN_LANGUAGE.
-
-    Each word of the text scores its weight for every language that has it; a text with no
-    known word, or whose best languages tie ("vier": German or Dutch), is UNKNOWN_LANGUAGE.
-    """
-    scores = dict.fromkeys(LANGUAGE_WORDS, 0.0)
-    for word in _words(text):
-        for language, words in LANGUAGE_WORDS.items():
-            if word in words:
-                scores[language] += _WORD_WEIGHT[word]
-    best = max(scores.values())
-    leaders = [language for language, score in scores.items() if math.isclose(score, best)]
-    return leaders[0] if best > 0 and len(leaders) == 1 else UNKNOWN_LANGUAGE
+def caption_script(caption: str) -> str:
+    """The script most of the caption's letters are written in (the earliest on ties); NO_SCRIPT without letters."""
+    scripts = Counter(letter_script(ch) for ch in caption if ch.isalpha())
+    return scripts.most_common(1)[0][0] if scripts else NO_SCRIPT
 
 
-def caption_stats(caption: str, declared_language: str | None) -> dict[str, object]:
-    """Length, whether the caption names exactly one digit (in its declared language or any), and its language."""
-    names_a_digit = caption_label(caption, declared_language) is not None or caption_label(caption, None) is not None
+def caption_stats(caption: str) -> dict[str, object]:
+    """Length in characters and words, the share of characters that are letters, and the script."""
     return {
         "cap_chars": float(len(caption)),
         "cap_words": float(len(caption.split())),
-        "cap_number_found": float(names_a_digit),
-        "cap_language_detected": detect_language(caption),
+        "cap_letter_share": sum(ch.isalpha() for ch in caption) / len(caption) if caption else 0.0,
+        "cap_script": caption_script(caption),
     }
 
 
@@ -159,17 +105,17 @@ _CHUNK_ROWS = 4096  # rows whose per-row dicts exist at once; each chunk becomes
 
 
 def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
-    record: dict[str, object] = dict.fromkeys(NUMERIC_FEATURES, np.nan) | {"cap_language_detected": None}
+    record: dict[str, object] = dict.fromkeys(NUMERIC_FEATURES, np.nan) | {"cap_script": None}
     record.update(sample_id=row.sample_id, event_timestamp=row.captured_at, batch_id=batch_id, language=row.language)
     if row.image:
-        with Image.open(clean_dir / row.image) as image:
-            record.update(image_stats(np.asarray(image)))
+        with Image.open(clean_dir / row.image) as image:  # an RGB image is judged by its luma
+            record.update(image_stats(np.asarray(image.convert("L"))))
     if row.audio:
         wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
         record.update(audio_stats(wave, rate))
         record.update(aud_seconds=row.audio_seconds, aud_rms_db=row.audio_rms_db, aud_peak=row.audio_peak)
     if row.caption:
-        record.update(caption_stats(row.caption, row.language))
+        record.update(caption_stats(row.caption))
     return record
 
 

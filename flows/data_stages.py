@@ -11,12 +11,20 @@ import pandas as pd
 from features.clean import clean_batch
 from features.ingest import IngestResult, ingest_batch
 from features.label import build_labels
+from features.label_functions import LabellingFunction
 from features.locks import feature_store_lock
 from features.records import QuarantineRecord, StageReport
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features
-from features.validate import ValidateParams, validate_features, validate_rows
+from features.validate import validate_features, validate_rows
 from flows.settings import Settings
-from flows.stage_config import clean_params, feast_services, input_spec, label_params
+from flows.stage_config import (
+    clean_params,
+    feast_services,
+    input_spec,
+    label_params,
+    labelling_functions,
+    validate_params,
+)
 from models.inputs import save_model_input_shards
 
 FEATURES_DATA = "feast/data"  # the feature store's offline tables, relative to FLYWHEEL_HOME: one DVC output
@@ -60,7 +68,7 @@ def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tup
     quarantined, a bad batch raises BatchRejected."""
     from features.io import load_reference_rows
 
-    params = ValidateParams(**settings.params.validate_.model_dump())
+    params = validate_params(settings)
     paths = settings.paths
     reference = load_reference_rows(paths.lake_raw, paths.lake_clean, paths.quarantine, batch_id, params.reference_batches)
     outcome = validate_rows(rows, paths.gx, params, batch_id, reference=reference)
@@ -101,17 +109,22 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
     return rows, StageReport("transform", rows_in, len(features), quarantined, notes=notes)
 
 
-def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir: Path) -> StageReport:
-    """Human labels, caption parsing and the champion's votes combined by the label model; labels into
-    the feature store; low-confidence rows exported as a Label Studio review queue."""
+def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir: Path,
+                functions: list[LabellingFunction] | None = None) -> StageReport:
+    """Human labels, the task's labelling functions and the champion's votes combined by the label model;
+    labels into the feature store; low-confidence rows exported as a Label Studio review queue.
+
+    `functions`: the task's LFs as loaded at start-up (`stage_config.labelling_functions`); None loads them here.
+    """
     from features.review import save_review_queue
     from features.store import apply_and_materialize, upsert_batch_table
-
-    params = label_params(settings)
     from flows.model_stages import champion_votes
 
-    labels, stats = build_labels(rows, champion_votes(settings, batch_id), params)
-    queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold)
+    params = label_params(settings)
+    functions = labelling_functions(settings) if functions is None else functions
+    labels, stats = build_labels(rows, settings.task, champion_votes(settings, batch_id), params, functions)
+    queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold,
+                              settings.task)
     with feature_store_lock(settings.paths.feast):
         upsert_batch_table(settings.paths.feast, "labels", batch_id, labels)
         materialized = apply_and_materialize(settings.paths.feast, _window_start(rows), services=feast_services(settings))
@@ -131,7 +144,7 @@ def stage_import_review(settings: Settings, batch_id: str, export_path: Path) ->
     from features.review import build_reviewed_labels, import_annotations
     from features.store import apply_and_materialize, upsert_batch_table
 
-    reviewed = build_reviewed_labels(import_annotations(export_path))
+    reviewed = build_reviewed_labels(import_annotations(export_path, settings.task))
     if reviewed.empty:
         return 0, None
     # Exports are cumulative: one table batch per queue re-imports idempotently.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from features.clean import CleanParams
-from features.label import LabelParams
+from features.expectations import ValidateParams
+from features.label import LabelParams, is_built_in_lf_name
+from features.label_functions import LabellingFunction, load_labelling_functions
 from features.label_model import LabelModelParams
 from flows.settings import Settings
 from models.gate import GatePolicy, MetricThreshold
@@ -12,7 +14,8 @@ from models.inputs import InputSpec
 
 def clean_params(settings: Settings) -> CleanParams:
     p = settings.params.clean
-    return CleanParams(p.sample_rate, p.max_image_pixels, p.max_audio_seconds, p.silence_db,
+    return CleanParams(settings.task, sample_rate=p.sample_rate, max_image_pixels=p.max_image_pixels,
+                       max_audio_seconds=p.max_audio_seconds, silence_db=p.silence_db,
                        near_duplicate_bits=p.near_duplicate_bits, max_sensor_values=p.max_sensor_values)
 
 
@@ -21,10 +24,22 @@ def input_spec(settings: Settings) -> InputSpec:
     return InputSpec(t.image_size, t.n_mels, t.audio_frames, image_channels=settings.task.image_channels)
 
 
+def validate_params(settings: Settings) -> ValidateParams:
+    """The clean rows suites' bounds: params.yaml's `validate:` with the task's classes and languages."""
+    return ValidateParams(n_classes=settings.task.n_classes, languages=settings.task.languages,
+                          **settings.params.validate_.model_dump())
+
+
 def label_params(settings: Settings) -> LabelParams:
     p = settings.params.label
     return LabelParams(p.min_model_confidence, p.review_threshold,
                        LabelModelParams(p.prior_accuracy, p.prior_strength, p.heldout_folds))
+
+
+def labelling_functions(settings: Settings) -> list[LabellingFunction]:
+    """The task's own LFs from params.yaml `label.functions`, imported (ValueError naming a bad path):
+    called at start-up to fail early, and by the label stage."""
+    return load_labelling_functions(settings.params.label.functions, is_reserved=is_built_in_lf_name)
 
 
 def feast_services(settings: Settings):

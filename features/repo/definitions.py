@@ -32,9 +32,9 @@ audio_stats = _view(
 caption_stats = _view(
     "caption_stats",
     [Field(name="cap_chars", dtype=Float32), Field(name="cap_words", dtype=Float32),
-     Field(name="cap_number_found", dtype=Float32), Field(name="language", dtype=String),
-     Field(name="cap_language_detected", dtype=String)],
-    "caption length, whether it names one digit, declared language and the language its words show",
+     Field(name="cap_letter_share", dtype=Float32), Field(name="language", dtype=String),
+     Field(name="cap_script", dtype=String)],
+    "caption length, share of letters, declared language and the script its letters are written in",
 )
 labels = _view(
     "labels",
