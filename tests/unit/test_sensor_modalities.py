@@ -189,3 +189,18 @@ def test_the_gate_reports_an_audio_threshold_as_not_applicable_to_an_image_text_
     # a metric of a modality the golden set has, but the model never computed, is still an error
     with pytest.raises(ValueError, match="was not evaluated"):
         decide(dataclasses.replace(scores, not_applicable={}), None, policy, golden_groups(golden))
+
+
+def test_depth_and_imu_rows_train_one_stage_each_in_order():
+    train = rows(40, seed=0)
+    depth = train["image"][:, :1] * 0.5  # (N, 1, 8, 8) maps, as the transform stage writes them
+    config = dataclasses.replace(tiny_config(["imu", "depth"]), depth_image_size=8, depth_patch_size=4, depth_width=16,
+                                 depth_heads=2, depth_depth=1)
+    assert config.modalities == ("vision", "text", "depth", "imu")
+    data = TrainingData(train["image"], train["text_emb"], train["label"], depth=depth, imu=train["imu"])
+    result = train_imagebind(data, config, dataclasses.replace(TRAIN, epochs_stage1=2, epochs_stage2=2))
+    assert [h["stage"] for h in result.history] == ["image_text"] * 2 + ["depth_image"] * 2 + ["imu_image"] * 2
+    metrics = evaluate_model(result.model, EvalData(train["image"], train["label"], depth=depth, imu=train["imu"]), CENTRES)
+    assert {"zero_shot_depth_acc", "depth_to_image_r1", "zero_shot_imu_acc", "imu_to_image_r1"} <= set(metrics)
+    with pytest.raises(ValueError, match=r"depth rows must have shape \(1, 8, 8\)"):
+        train_imagebind(dataclasses.replace(data, depth=np.zeros((40, 1, 4, 4), np.float32)), config, TRAIN)
