@@ -138,15 +138,12 @@ def correct_per_row(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) ->
     return {name: (p == data.label).astype(np.float64) for name, p in predicted.items()}
 
 
-def _slice_modality(metric: str) -> str:
-    return "image" if metric == IMAGE_METRIC else metric.removeprefix("zero_shot_").removesuffix("_acc")
-
-
 def evaluate_slices(model: ImageBind, data: EvalData, prompt_emb: np.ndarray) -> dict[str, float]:
     """Zero-shot accuracy of images and of each bound modality per class (`per_class_{m}_acc_{k}`,
     k the class index) and per value of each slice field (`per_{field}_{m}_acc_{value}`)."""
     predicted = _predictions(model, data, prompt_emb)
-    zero_shot = {_slice_modality(name): p for name, p in predicted.items() if name.startswith("zero_shot_")}
+    zero_shot = {"image": predicted[IMAGE_METRIC],
+                 **{m: predicted[zero_shot_metric(m)] for m in evaluated_modalities(model, data)}}
     columns = {CLASS_GROUP: data.label, **{f: np.asarray(v, dtype=str) for f, v in data.groups.items()}}
     slices: dict[str, float] = {}
     for group, column in columns.items():
