@@ -13,9 +13,12 @@ from PIL import Image
 
 from features.clean import CleanParams, clean_batch
 from features.ingest import compute_batch_id, ingest_batch
-from features.label import build_labels, caption_label
+from examples.digits.labelling import caption_digit
+from features.label import build_labels
+from features.label_functions import load_labelling_functions
 from features.manifest import parse_manifest
 from features.records import QuarantineRecord, StageReport
+from tests.unit.task_support import DIGITS
 
 
 def _write_batch(folder: Path, rows: list[dict], files: dict[str, bytes]) -> Path:
@@ -102,7 +105,7 @@ def test_clean_quarantines_every_demo_fault_with_its_reason(demo_batch_factory, 
     source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
     faults = json.loads((source / "_faults.json").read_text())
     ingested = ingest_batch(source, tmp_path / "raw")
-    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams())
+    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(DIGITS))
     by_reason: dict[str, set[str]] = {}
     for record in result.report.quarantined:
         by_reason.setdefault(record.reason, set()).add(record.sample_id)
@@ -128,22 +131,22 @@ def test_clean_rejects_oversized_images_before_decoding(tmp_path):
     big.save(buffer, format="PNG")
     rows = [{"sample_id": "big", "captured_at": "2026-01-01T00:00:00Z", "image": "big.png"}]
     ingested = ingest_batch(_write_batch(tmp_path / "landing", rows, {"big.png": buffer.getvalue()}), tmp_path / "raw")
-    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(max_image_pixels=1_000_000))
+    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(DIGITS, max_image_pixels=1_000_000))
     assert [(q.reason, "exceeds the limit" in q.detail) for q in result.report.quarantined] == [("too_large", True)]
 
 
 @pytest.mark.parametrize(
     ("caption", "language", "expected"),
     [
-        ("a handwritten seven", "en", 7),
-        ("eine handgeschriebene Sieben", "de", 7),
-        ("un sept écrit à la main", "fr", 7),
-        ("un siete escrito a mano", "es", 7),
-        ("une huit", "fr", 8),
-        ("la cifra sette", "it", 7),
-        ("het cijfer een", "nl", 1),
-        ("een handgeschreven twee", "nl", 2),
-        ("the digit 7", "en", 7),
+        ("a handwritten seven", "en", "7"),
+        ("eine handgeschriebene Sieben", "de", "7"),
+        ("un sept écrit à la main", "fr", "7"),
+        ("un siete escrito a mano", "es", "7"),
+        ("une huit", "fr", "8"),
+        ("la cifra sette", "it", "7"),
+        ("het cijfer een", "nl", "1"),
+        ("een handgeschreven twee", "nl", "2"),
+        ("the digit 7", "en", "7"),
         ("a scanned digit", "en", None),
         ("un chiffre numérisé", "fr", None),  # "un" is the article here, not "one"
         ("een gescand cijfer", "nl", None),
@@ -152,15 +155,16 @@ def test_clean_rejects_oversized_images_before_decoding(tmp_path):
         (None, "en", None),
     ],
 )
-def test_caption_labelling_function(caption, language, expected):
-    assert caption_label(caption, language) == expected
+def test_the_digits_example_caption_lf_names_the_class(caption, language, expected):
+    assert caption_digit({"caption": caption, "language": language}) == expected
 
 
 def test_labels_prefer_humans_and_agree_with_demo_truth(demo_batch_factory, tmp_path):
     source = demo_batch_factory(samples=80, seed=4, fault_rate=0.0)
     ingested = ingest_batch(source, tmp_path / "raw")
-    rows = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams()).rows
-    labels, stats = build_labels(rows)
+    rows = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(DIGITS)).rows
+    functions = load_labelling_functions(["examples.digits.labelling:caption_digit"])
+    labels, stats = build_labels(rows, DIGITS, functions=functions)
     truth = {json.loads(l)["sample_id"]: json.loads(l)["digit"] for l in (source / "_truth.jsonl").read_text().splitlines()}
     labelled = labels.dropna(subset=["label"])
     accuracy = np.mean([truth[s] == int(l) for s, l in zip(labelled["sample_id"], labelled["label"])])
@@ -181,12 +185,12 @@ def test_clean_gives_the_same_result_however_chunks_are_cut_and_mapped(demo_batc
 
     source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
     ingested = ingest_batch(source, tmp_path / "raw")
-    threaded = clean_batch(ingested.batch_dir, tmp_path / "a", CleanParams())
+    threaded = clean_batch(ingested.batch_dir, tmp_path / "a", CleanParams(DIGITS))
 
     def last_chunk_first(chunks, raw_dir, out_dir, params):
         return [clean_rows_chunk(chunk, raw_dir, out_dir, params) for chunk in reversed(chunks)][::-1]
 
-    looped = clean_batch(ingested.batch_dir, tmp_path / "b", CleanParams(workers=1), map_chunks=last_chunk_first)
+    looped = clean_batch(ingested.batch_dir, tmp_path / "b", CleanParams(DIGITS, workers=1), map_chunks=last_chunk_first)
     assert threaded.report.reason_counts().get("duplicate_sample")  # duplicates across chunk boundaries
     assert threaded.rows.equals(looped.rows) and list(threaded.rows["sample_id"]) == sorted(threaded.rows["sample_id"])
     assert threaded.report.to_summary() == looped.report.to_summary()

@@ -24,7 +24,7 @@ from features.validate import (
     validate_rows,
 )
 
-PARAMS = ValidateParams()
+PARAMS = ValidateParams(n_classes=10, languages=("en", "de", "fr", "es"))  # the digits example's task
 
 
 def make_clean_rows(rows: int = 40, seed: int = 0, prefix: str = "s") -> pd.DataFrame:
@@ -40,7 +40,6 @@ def make_clean_rows(rows: int = 40, seed: int = 0, prefix: str = "s") -> pd.Data
             "captured_at": pd.date_range("2026-01-01", periods=rows, freq="min", tz="UTC"),
             "caption": captions,
             "language": [None if caption is None else ("en", "de", "fr", "es")[i % 4] for i, caption in enumerate(captions)],
-            "voice": [None if not audio else "en-us" for audio in has_audio],
             "label": pd.array([None if i % 7 == 0 else i % 10 for i in range(rows)], dtype="Int64"),
             "image_width": pd.array(np.where(has_image, 8, None), dtype="Int64"),
             "image_height": pd.array(np.where(has_image, 8, None), dtype="Int64"),
@@ -92,6 +91,23 @@ def test_each_bad_row_is_reported_with_the_expectation_it_failed(tmp_path: Path)
     assert outcome.statistics["unsuccessful_expectations"] == 3
 
 
+def test_labels_are_judged_against_the_tasks_classes_and_languages_only_when_the_task_names_them(tmp_path: Path) -> None:
+    rows = make_clean_rows()
+    rows["label"] = pd.array([None if i % 7 == 0 else i % 4 for i in range(len(rows))], dtype="Int64")  # 0..3
+    rows.loc[2, "language"] = "ja"
+    three_classes = ValidateParams(n_classes=3, languages=None, max_bad_row_share=0.5)
+
+    outcome = validate_rows(rows, tmp_path / "gx", three_classes, batch_id="b1")
+
+    beyond = rows.loc[rows["label"] == 3, "sample_id"].tolist()  # class index 3 of a 3-class task
+    assert beyond and sorted(outcome.failed) == sorted(beyond)
+    assert all(names == ["expect_column_values_to_be_in_set(label)"] for names in outcome.failed.values())
+    assert "s0002" not in outcome.failed  # no languages in the task: no language check at all
+    checked = json.loads(next((tmp_path / "gx" / "expectations").glob("clean_rows.json")).read_text())
+    assert not [e for e in checked["expectations"] if e["kwargs"].get("column") == "language"
+                and e["type"] == "expect_column_values_to_be_in_set"]
+
+
 def test_too_many_bad_rows_rejects_the_batch(tmp_path: Path) -> None:
     rows = make_clean_rows(rows=40)
     rows.loc[:9, "image_contrast"] = 0.0  # 10 of 40 rows: 25 % > 20 %
@@ -132,7 +148,7 @@ def test_second_run_on_the_same_context_reuses_it(tmp_path: Path) -> None:
     gx_dir = tmp_path / "gx"
     rows = make_clean_rows()
     validate_rows(rows, gx_dir, PARAMS, batch_id="b1")
-    without_spanish = ValidateParams(languages=("en", "de", "fr"), max_bad_row_share=0.5)
+    without_spanish = ValidateParams(n_classes=10, languages=("en", "de", "fr"), max_bad_row_share=0.5)
 
     outcome = validate_rows(rows, gx_dir, without_spanish, batch_id="b2")  # updates the saved suite
 
@@ -260,7 +276,7 @@ def test_without_enough_reference_the_reference_checks_are_skipped(tmp_path: Pat
 
 
 def test_the_reference_is_the_latest_batches(tmp_path: Path) -> None:
-    params = ValidateParams(reference_batches=2)
+    params = ValidateParams(n_classes=10, reference_batches=2)
     profile = build_reference_profile(make_reference(batches=4), params)
 
     assert profile.batch_ids == ("r2", "r3") and profile.rows == 2 * REFERENCE_BATCH_ROWS
@@ -276,11 +292,13 @@ def test_the_reference_is_the_latest_batches(tmp_path: Path) -> None:
         {"max_mean_shift_stds": -1.0},
         {"reference_batches": 0},
         {"distribution_columns": ("audio_seconds", "language")},
+        {"n_classes": 1},
+        {"languages": ()},
     ],
 )
 def test_inconsistent_reference_params_fail_at_start_up(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
-        ValidateParams(**bad)
+        ValidateParams(**{"n_classes": 10, **bad})
 
 
 # ---- the feature table ---------------------------------------------------------------------------
