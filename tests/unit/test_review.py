@@ -19,6 +19,7 @@ from features.review import (
     import_annotations,
     save_review_queue,
 )
+from tests.unit.task_support import DIGITS, SHAPES
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,13 @@ def demo_labels(demo_batch_factory, tmp_path_factory):
     """A 150-sample demo batch labelled with a noisy champion (85% right), and its clean folder."""
     source = demo_batch_factory(samples=150, seed=11, label_rate=0.3)
     work = tmp_path_factory.mktemp("review")
-    clean = clean_batch(ingest_batch(source, work / "raw").batch_dir, work / "clean", CleanParams())
+    clean = clean_batch(ingest_batch(source, work / "raw").batch_dir, work / "clean", CleanParams(DIGITS))
     digits = {json.loads(l)["sample_id"]: json.loads(l)["digit"] for l in (source / "_truth.jsonl").read_text().splitlines()}
     truth = np.array([digits[s] for s in clean.rows["sample_id"]])
     rng = np.random.default_rng(0)
     predicted = {m: np.where(rng.random(len(truth)) < 0.85, truth, (truth + 1) % 10) for m in ("image", "audio")}
     confidence = {m: rng.uniform(0.4, 1.0, len(truth)) for m in ("image", "audio")}
-    labels, _ = build_labels(clean.rows, ModelVotes(list(clean.rows["sample_id"]), predicted, confidence))
+    labels, _ = build_labels(clean.rows, DIGITS, ModelVotes(list(clean.rows["sample_id"]), predicted, confidence))
     return clean.rows, labels, clean.batch_dir
 
 
@@ -52,19 +53,21 @@ def _export(tasks: list[dict], annotations: dict[str, list[dict]], path: Path) -
     return path
 
 
-def test_labeling_config_names_the_task_fields_and_offers_the_ten_digits():
-    root = ET.fromstring(build_labeling_config())
+def test_labeling_config_names_the_task_fields_and_offers_the_tasks_classes():
+    root = ET.fromstring(build_labeling_config(DIGITS))
     assert {(t.tag, t.get("name"), t.get("value")) for t in root if t.tag != "Choices"} == {
         ("Image", "image", "$image"), ("Audio", "audio", "$audio"), ("Text", "caption", "$caption")}
     choices = root.find("Choices")
     assert (choices.get("name"), choices.get("toName")) == ("label", "image")
     assert [c.get("value") for c in choices] == [str(k) for k in range(10)]
+    shapes = ET.fromstring(build_labeling_config(SHAPES)).find("Choices")
+    assert [c.get("value") for c in shapes] == ["circle", "square", "triangle"]
 
 
 def test_low_confidence_rows_go_to_the_review_file_with_the_guess_as_prediction(demo_labels, tmp_path):
     rows, labels, clean_dir = demo_labels
     threshold = LabelParams().review_threshold
-    queue = save_review_queue(tmp_path / "review", labels, rows, str(clean_dir), threshold)
+    queue = save_review_queue(tmp_path / "review", labels, rows, str(clean_dir), threshold, DIGITS)
     tasks = json.loads(queue.tasks_path.read_text())
     unsure = labels[(labels["label_source"] != "human") & (labels["label"].isna() | (labels["label_confidence"] < threshold))]
     assert len(unsure) > 0 and queue.tasks == len(tasks)
@@ -84,7 +87,7 @@ def test_low_confidence_rows_go_to_the_review_file_with_the_guess_as_prediction(
 
 def test_label_studio_export_round_trip_gives_timed_human_labels(demo_labels, tmp_path):
     rows, labels, clean_dir = demo_labels
-    everything = save_review_queue(tmp_path / "review", labels, rows, str(clean_dir), threshold=1.01)  # every non-human row
+    everything = save_review_queue(tmp_path / "review", labels, rows, str(clean_dir), 1.01, DIGITS)  # every non-human row
     tasks = json.loads(everything.tasks_path.read_text())
     a, b, c, d = (t["data"]["sample_id"] for t in tasks[:4])
     export = _export(tasks, {
@@ -93,7 +96,7 @@ def test_label_studio_export_round_trip_gives_timed_human_labels(demo_labels, tm
         c: [_annotation(None, "2026-03-01T10:00:00Z", cancelled=True)],  # skipped
         d: [_annotation("6", "2026-03-03T08:00:00Z"), _annotation(None, "2026-03-04T08:00:00Z", cancelled=True)],
     }, tmp_path / "export.json")
-    annotations = import_annotations(export)
+    annotations = import_annotations(export, DIGITS)
     assert list(annotations.columns) == ["sample_id", "label", "annotator", "annotated_at"]
     got = annotations.set_index("sample_id")
     assert sorted(got.index) == sorted([a, b, d])  # the skipped task and the untouched ones bring nothing
@@ -109,20 +112,41 @@ def test_label_studio_export_round_trip_gives_timed_human_labels(demo_labels, tm
     assert (reviewed["event_timestamp"].to_numpy() > captured.loc[reviewed["sample_id"]].to_numpy()).all()
 
 
-@pytest.mark.parametrize("choices", [["11"], ["seven"], ["3", "5"]])
-def test_a_choice_that_is_not_one_digit_is_an_error_naming_the_task(tmp_path, choices):
+@pytest.mark.parametrize("choices", [["11"], ["seven"], ["3", "5"], [3]])
+def test_a_choice_that_is_not_one_class_is_an_error_naming_the_task(tmp_path, choices):
     task = {"id": 42, "data": {"sample_id": "s-1", "image": "", "audio": "", "caption": ""},
             "annotations": [{**_annotation("0", "2026-03-01T10:00:00Z"), "id": 5}]}
     task["annotations"][0]["result"][0]["value"]["choices"] = choices
     path = tmp_path / "export.json"
     path.write_text(json.dumps([task]))
-    with pytest.raises(ValueError, match=r"task 42 \(sample 's-1'\), annotation 5.*accepted"):
-        import_annotations(path)
+    with pytest.raises(ValueError, match=r"task 42 \(sample 's-1'\), annotation 5.*accepted: (exactly one of )?\['0', '1'"):
+        import_annotations(path, DIGITS)
+
+
+def test_a_shapes_queue_speaks_class_names_both_ways(tmp_path):
+    """The pre-annotation names the guessed class; a reviewer's chosen name comes back as its index."""
+    rows = pd.DataFrame({"sample_id": ["a", "b"], "image": ["images/a.png", None], "audio": [None, None],
+                         "caption": ["a shape", None]})
+    labels = pd.DataFrame({"sample_id": ["a", "b"], "label": pd.array([2, None], dtype="Int64"),
+                           "label_source": ["label_model", None], "label_confidence": [0.4, 1 / 3]})
+    queue = save_review_queue(tmp_path / "review", labels, rows, "/media", 0.7, SHAPES)
+    tasks = json.loads(queue.tasks_path.read_text())
+    guess = {t["data"]["sample_id"]: t["predictions"] for t in tasks}
+    assert guess["a"][0]["result"][0]["value"]["choices"] == ["triangle"] and guess["b"] == []
+    assert [c.get("value") for c in ET.fromstring(queue.config_path.read_text()).find("Choices")] == list(SHAPES.classes)
+
+    export = _export(tasks, {"a": [_annotation("square", "2026-03-01T10:00:00Z")],
+                             "b": [_annotation("circle", "2026-03-01T11:00:00Z")]}, tmp_path / "export.json")
+    assert import_annotations(export, SHAPES).set_index("sample_id")["label"].to_dict() == {"a": 1, "b": 0}
+    wrong = _export(tasks, {"a": [_annotation("hexagon", "2026-03-01T10:00:00Z")]}, tmp_path / "wrong.json")
+    with pytest.raises(ValueError, match=r"'hexagon' is not a class of this task; accepted: \['circle', 'square', "
+                                         r"'triangle'\]"):
+        import_annotations(wrong, SHAPES)
 
 
 def test_an_export_with_no_answers_gives_an_empty_typed_frame(tmp_path):
     path = tmp_path / "export.json"
     path.write_text(json.dumps([{"id": 1, "data": {"sample_id": "s-1"}, "annotations": []}]))
-    annotations = import_annotations(path)
+    annotations = import_annotations(path, DIGITS)
     assert annotations.empty and str(annotations["annotated_at"].dtype) == "datetime64[ns, UTC]"
     assert build_reviewed_labels(annotations).empty
