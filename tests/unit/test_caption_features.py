@@ -1,4 +1,5 @@
-"""Caption features: the language a caption is written in, whether it names a digit, and their trip through Feast."""
+"""Caption features know nothing of the task: length, words, the share of letters and the script the
+caption is written in; and their trip through Feast."""
 
 from __future__ import annotations
 
@@ -10,10 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from examples.digits.demo import GENERIC_CAPTIONS
-from features.label import caption_label
 from features.store import TABLE_COLUMNS, apply_and_materialize, get_training_frame, upsert_batch_table
-from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features, detect_language
+from features.transform import (
+    CAPTION_FEATURES,
+    CATEGORICAL_FEATURES,
+    NO_SCRIPT,
+    caption_script,
+    caption_stats,
+    compute_sample_features,
+)
 
 
 def _manifest(source: Path) -> pd.DataFrame:
@@ -34,53 +40,51 @@ def _caption_rows(manifest: pd.DataFrame) -> pd.DataFrame:
     return manifest.assign(image=None, audio=None)[["sample_id", "captured_at", "image", "audio", "caption", "language"]]
 
 
-def test_detected_language_matches_the_declared_one_for_demo_captions_of_every_language(demo_captions):
-    detected = demo_captions["caption"].map(detect_language)
-    accuracy = (detected == demo_captions["language"]).groupby(demo_captions["language"]).mean()
-    assert set(accuracy.index) == {"en", "de", "fr", "es", "it", "nl"}
-    assert (accuracy >= 0.95).all(), accuracy.to_dict()
-
-
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [  # sentences outside the demo's templates: function words carry them
-        ("The cat is on the table", "en"),
-        ("Der Hund ist in dem Haus", "de"),
-        ("Le chat est sur la table", "fr"),
-        ("El perro está en la casa", "es"),
-        ("Il gatto è sulla tavola", "it"),
-        ("De hond is in het huis", "nl"),
-        ("vier", "unknown"),  # German or Dutch: a tie is not a guess
-        ("zero", "unknown"),
-        ("7", "unknown"),
-        ("xyzzy qwerty", "unknown"),
-        ("", "unknown"),
+    ("text", "script"),
+    [
+        ("a red circle", "LATIN"),
+        ("eine handgeschriebene Fünf", "LATIN"),
+        ("красный круг", "CYRILLIC"),
+        ("κόκκινος κύκλος", "GREEK"),
+        ("赤い円", "CJK"),  # two Han ideographs outweigh one hiragana
+        ("دائرة حمراء", "ARABIC"),
+        ("Круг (circle)", "LATIN"),  # the script most letters are in
+        ("7", NO_SCRIPT),
+        ("42 / 7 !", NO_SCRIPT),
+        ("", NO_SCRIPT),
     ],
 )
-def test_language_detector_reads_function_words_and_refuses_to_guess(text, expected):
-    assert detect_language(text) == expected
+def test_the_script_is_the_one_most_letters_are_written_in(text, script):
+    assert caption_script(text) == script
 
 
-def test_features_say_whether_a_caption_names_one_digit(demo_captions):
+def test_caption_stats_count_characters_words_and_letters():
+    stats = caption_stats("a 7 ok")
+    assert stats == {"cap_chars": 6.0, "cap_words": 3.0, "cap_letter_share": pytest.approx(3 / 6), "cap_script": "LATIN"}
+    assert caption_stats("12345")["cap_letter_share"] == 0.0
+
+
+def test_features_of_demo_captions_and_a_missing_caption(demo_captions):
     rows = _caption_rows(demo_captions)
     no_caption = rows.iloc[:1].assign(sample_id="no-caption", caption=None)
     frame = compute_sample_features(Path("unused"), pd.concat([rows, no_caption], ignore_index=True), "b1")
 
-    assert {"cap_number_found", "cap_language_detected"} <= set(frame.columns)
-    assert "cap_number_found" in NUMERIC_FEATURES and "cap_language_detected" in CATEGORICAL_FEATURES
+    assert CAPTION_FEATURES == ("cap_chars", "cap_words", "cap_letter_share")
+    assert CATEGORICAL_FEATURES == ("language", "cap_script")
     captioned = frame.iloc[:-1]
-    names_digit = [caption_label(c, l) is not None for c, l in zip(rows["caption"], rows["language"])]
-    assert captioned["cap_number_found"].tolist() == [float(n) for n in names_digit]
-    generic = [c in GENERIC_CAPTIONS[l] for c, l in zip(rows["caption"], rows["language"])]
-    assert any(generic) and captioned["cap_number_found"].tolist() == [0.0 if g else 1.0 for g in generic]
-    assert (captioned["cap_language_detected"] == rows["language"]).mean() >= 0.95
+    assert captioned["cap_chars"].tolist() == [float(len(c)) for c in rows["caption"]]
+    assert ((captioned["cap_letter_share"] > 0.5) & (captioned["cap_letter_share"] <= 1.0)).all()
+    assert set(captioned["cap_script"]) == {"LATIN"}  # every demo language is written in Latin letters
+    assert captioned["language"].tolist() == rows["language"].tolist()
     missing = frame.iloc[-1]
-    assert np.isnan(missing["cap_number_found"]) and missing["cap_language_detected"] is None
+    assert np.isnan(missing["cap_letter_share"]) and missing["cap_script"] is None
 
 
 def test_caption_stats_round_trip_through_the_feature_store(demo_captions, tmp_path):
     rows = _caption_rows(demo_captions.iloc[::10].reset_index(drop=True))
     rows.loc[0, "caption"] = None  # a missing caption travels as null, not as a string
+    rows.loc[1, "caption"] = "красный круг"
     frame = compute_sample_features(Path("unused"), rows, "b1")
     feast_dir = tmp_path / "feast"
     for table in ("image_stats", "audio_stats", "caption_stats"):
@@ -89,13 +93,13 @@ def test_caption_stats_round_trip_through_the_feature_store(demo_captions, tmp_p
         label=pd.array([1] * len(frame), dtype="Int64"), label_source="human", label_confidence=1.0, label_votes="{}"
     )
     upsert_batch_table(feast_dir, "labels", "b1", labels)
-    assert {"cap_number_found", "cap_language_detected"} <= set(TABLE_COLUMNS["caption_stats"])
+    assert {"cap_letter_share", "cap_script"} <= set(TABLE_COLUMNS["caption_stats"])
     apply_and_materialize(feast_dir, start=datetime(2025, 12, 31, tzinfo=timezone.utc))
 
     entities = frame[["sample_id"]].assign(event_timestamp=pd.Timestamp("2030-01-01T00:00:00Z"))
     served = get_training_frame(feast_dir, entities).set_index("sample_id").loc[frame["sample_id"]]
-    assert served["cap_language_detected"].iloc[1:].tolist() == frame["cap_language_detected"].iloc[1:].tolist()
-    assert served["cap_number_found"].iloc[1:].tolist() == frame["cap_number_found"].iloc[1:].tolist()
-    assert pd.isna(served["cap_language_detected"].iloc[0]) and pd.isna(served["cap_number_found"].iloc[0])
-    assert set(served["cap_language_detected"].iloc[1:]) >= {"en", "it"}
+    assert served["cap_script"].iloc[1:].tolist() == frame["cap_script"].iloc[1:].tolist()
+    assert served["cap_letter_share"].iloc[1:].tolist() == frame["cap_letter_share"].iloc[1:].tolist()
+    assert pd.isna(served["cap_script"].iloc[0]) and pd.isna(served["cap_letter_share"].iloc[0])
+    assert set(served["cap_script"].iloc[1:]) == {"LATIN", "CYRILLIC"}
     assert served["language"].tolist() == frame["language"].tolist()

@@ -60,3 +60,22 @@ def test_serving_prepares_raw_audio_as_training_saw_it(tmp_path):
     served = ImageBindPyfunc()
     served.spec = spec
     np.testing.assert_allclose(served._audio(str(path)), trained_on, atol=1e-4)
+
+
+def test_an_rgb_image_is_described_by_its_brightness(tmp_path):
+    """A 3-channel task's clean PNGs are RGB; the image features are those of its grayscale view."""
+    import pandas as pd
+    from PIL import Image
+
+    from features.transform import compute_sample_features
+
+    rgb = np.zeros((10, 10, 3), dtype=np.uint8)
+    rgb[:, 8:] = (255, 0, 0)  # a red bar on the right
+    (tmp_path / "images").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "images" / "a.png")
+    rows = pd.DataFrame({"sample_id": ["a"], "captured_at": [pd.Timestamp("2026-01-01", tz="UTC")],
+                         "image": ["images/a.png"], "audio": [None], "caption": [None], "language": [None]})
+    features = compute_sample_features(tmp_path, rows, "b1").iloc[0]
+    luma = image_stats(np.asarray(Image.fromarray(rgb).convert("L")))
+    assert features["img_mean"] == pytest.approx(luma["img_mean"]) and features["img_center_col"] > 0.8
+    assert 0 < features["img_mean"] < 0.2 * 76 / 255 + 1e-6  # red is dark in luma (76/255), 20 % of the pixels
