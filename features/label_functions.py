@@ -1,7 +1,7 @@
 """The task's own labelling functions (LFs), found by import path and turned into vote columns.
 
 A user LF is a plain function `fn(row: dict) -> str | None`: it reads one clean row (its columns,
-plus the manifest's other fields from `meta`, e.g. `row["caption"]`, `row["language"]`, `row["voice"]`)
+plus the manifest's other fields from `meta`, e.g. `row["caption"]`, `row["language"]`, `row["camera"]`)
 and returns the name of the class it votes for, or None to abstain. params.yaml lists them as
 `label.functions: ["mypkg.lfs:mentions_shape", ...]`; they are imported once at start-up
 (`load_labelling_functions`), so a bad path stops the run before any batch is read.

@@ -22,7 +22,7 @@ NUMERIC_FEATURES: tuple[str, ...] = IMAGE_FEATURES + AUDIO_FEATURES + CAPTION_FE
 # `language` is what the manifest declares, `cap_script` the writing system the caption's letters are in
 # (it moves when captions arrive in another script, whatever the manifest declares); neither knows the task.
 CATEGORICAL_FEATURES: tuple[str, ...] = ("language", "cap_script")
-NO_SCRIPT = "none"  # a caption without a single letter (digits, punctuation, emoji)
+NO_SCRIPT = "none"  # a caption without a single letter (numerals, punctuation, emoji)
 
 
 def letter_script(ch: str) -> str:
