@@ -43,34 +43,92 @@ app.command("retrain")(retrain)
 app.command("monitor")(monitor)
 
 
+GENERATOR_FORM = "module.path:function"  # how params.yaml names demo.generator
+
+
+def import_generator(path: str | None, params_path: Path):
+    """params.yaml's demo.generator → the function it names; ValueError naming the path when it cannot be used."""
+    import importlib
+
+    if path is None:
+        raise ValueError(f"{params_path}: this project declares no demo generator (demo.generator is null); set it "
+                         f"to a function as {GENERATOR_FORM!r}, e.g. 'examples.digits.demo:generate_demo_batch', or "
+                         "write landing batches yourself (a folder with manifest.jsonl)")
+    module_name, _, attribute = path.partition(":")
+    if not module_name.strip() or not attribute.strip().isidentifier():
+        raise ValueError(f"demo.generator: {path!r} is not an import path; write {GENERATOR_FORM!r}")
+    try:
+        module = importlib.import_module(module_name.strip())
+    except ImportError as err:
+        raise ValueError(f"demo.generator: cannot import module {module_name!r} ({type(err).__name__}: {err}); is the "
+                         "package installed, or its folder on the Python path?") from err
+    generator = getattr(module, attribute.strip(), None)
+    if not callable(generator):
+        raise ValueError(f"demo.generator: module {module_name!r} has no function {attribute!r}")
+    return generator
+
 
 @app.command("demo-data")
 def demo_data(
     out: Path = typer.Option(..., "--out", help="folder to write the landing batch into (must not hold one yet)"),
-    samples: Optional[int] = typer.Option(None, "--samples", help="rows (default: params.yaml demo.samples)"),
-    seed: int = typer.Option(0, "--seed", help="same seed, same bytes"),
-    drift: Optional[str] = typer.Option(None, "--drift", help="accent, noise, rotation, class_prior, language or gain"),
+    samples: Optional[int] = typer.Option(None, "--samples",
+                                          help="rows (default: demo.samples, with --golden demo.golden_samples)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="same seed, same bytes (default: 0, with --golden demo.golden_seed)"),
+    drift: Optional[str] = typer.Option(None, "--drift", help="a drift kind the project's generator knows"),
+    golden: bool = typer.Option(False, "--golden", help="write the golden batch: every row labelled, no faults"),
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
-    """Generate a "written and spoken digits" landing batch (PNG digits, espeak-ng speech, captions)."""
-    from features.demo import DRIFT_KINDS, generate_demo_batch
+    """Generate a landing batch with the project's own generator (params.yaml demo.generator).
 
-    if drift is not None and drift not in DRIFT_KINDS:
-        console.print(f"[red]unknown drift kind {drift!r}[/red]; choose one of: {', '.join(DRIFT_KINDS)}")
+    Reads only params.yaml, not the task's golden batch, so `--golden` can write that batch before it exists.
+    """
+    from flows.settings import EnvSettings, load_params
+
+    params_path = params or EnvSettings().params
+    with exit_on_user_error("configuration error", FileNotFoundError, ValueError):
+        demo = load_params(params_path).demo
+        generator = import_generator(demo.generator, params_path)
+    if golden and drift is not None:
+        console.print("[red]--golden and --drift exclude each other:[/red] the golden batch is the gate's fixed test set")
         raise typer.Exit(2)
-    demo = cli_settings(None, params).params.demo
-    total = samples or demo.samples
+    total = samples or (demo.golden_samples if golden else demo.samples)
+    start = seed if seed is not None else (demo.golden_seed if golden else 0)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
-        job = bar.add_task("generating samples", total=total)
+        job = bar.add_task("generating the golden batch" if golden else "generating samples", total=total)
         try:
-            batch = generate_demo_batch(out, samples=total, seed=seed, drift=drift, fault_rate=demo.fault_rate,
-                                        label_rate=demo.label_rate, progress=lambda done, _: bar.update(job, completed=done))
-        except (FileExistsError, ValueError) as err:
-            console.print(f"[red]{err}[/red]")
+            batch = generator(out, samples=total, seed=start, drift=drift, golden=golden,
+                              progress=lambda done, _: bar.update(job, completed=done), **demo.options)
+        except (FileExistsError, ValueError, TypeError) as err:  # TypeError: demo.options the generator does not take
+            console.print(f"[red]{demo.generator}:[/red] {err}")
             raise typer.Exit(2) from err
-    faults = ", ".join(f"{k}: {len(v)}" for k, v in batch.faults.items() if v) or "none"
-    console.print(f"wrote {batch.rows} rows to {batch.out} ({batch.labelled} labelled; faults: {faults})")
+    console.print(describe_batch(batch, out))
+
+
+def describe_batch(batch, out: Path) -> str:
+    """One line on what a generator wrote: rows, labels and faults when it reports them (the digits demo's DemoBatch)."""
+    rows, labelled, faults = (getattr(batch, name, None) for name in ("rows", "labelled", "faults"))
+    if rows is None:
+        return f"wrote a landing batch to {out}"
+    broken = ", ".join(f"{k}: {len(v)}" for k, v in (faults or {}).items() if v) or "none"
+    return f"wrote {rows} rows to {out} ({labelled} labelled; faults: {broken})"
+
+
+@app.command()
+def init(
+    folder: Path = typer.Argument(..., help="the new project's folder (created; must be empty)"),
+    force: bool = typer.Option(False, "--force", help="write into a non-empty folder, replacing params.yaml and README.md"),
+) -> None:
+    """Start a project of your own: params.yaml with a task section to fill in, data/landing/ and a README."""
+    from flows.scaffold import FolderNotEmpty, write_scaffold
+
+    with exit_on_user_error("cannot init", FolderNotEmpty):
+        made = write_scaffold(folder, force=force)
+    console.print(f"wrote {made.params}, {made.readme} and {made.landing}/\n"
+                  f"next: fill in the task: section of {made.params}, put the golden batch and landing batches under "
+                  f"{made.landing.parent}/, then\n"
+                  f"  flywheel run --params {made.params} --home {folder / '.flywheel'} --source {made.landing / 'batch-001'}",
+                  soft_wrap=True)
 
 
 def ui_commands(settings: Settings) -> dict[str, str]:

@@ -350,14 +350,20 @@ def generate_demo_batch(
     label_rate: float = 0.2,
     split: str = "train",
     progress: Callable[[int, int], None] | None = None,
+    golden: bool = False,
 ) -> DemoBatch:
     """Write a landing batch of `samples` written-and-spoken digits into `out`.
 
     `drift` is None or one of DRIFT_KINDS; `split` is "train" or "golden" (disjoint source
-    images); `progress(done, samples)` is called as rows are rendered. The manifest is written
-    last, so a folder with a manifest holds a complete batch.
+    images); `progress(done, samples)` is called as rows are rendered. `golden=True` writes the
+    task's golden batch: the golden split, every row labelled, no faults, whatever `split`,
+    `label_rate` and `fault_rate` say (`flywheel demo-data --golden` passes params.yaml's
+    demo.options along with it). The manifest is written last, so a folder with a manifest
+    holds a complete batch.
     """
     out = Path(out)
+    if golden:
+        split, label_rate, fault_rate = "golden", 1.0, 0.0
     _check_arguments(out, samples, drift, split, fault_rate, label_rate)
     profile = _DRIFT_PROFILES[drift] if drift is not None else _Profile()
     rng = np.random.default_rng(seed)
