@@ -1,4 +1,5 @@
-"""Shared fixtures: telemetry off before anything imports a library, small demo batches, fast params."""
+"""Shared fixtures: telemetry off before anything imports a library, the digits example's golden batch,
+small demo batches, fast params."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from features.env import apply_process_environment
 apply_process_environment()
 
 import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -16,6 +19,47 @@ import yaml  # noqa: E402
 from examples.digits.demo import generate_demo_batch  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
+SMALL_GOLDEN_SAMPLES = 40  # a golden set for fast tests: every class, few latency items, seconds to score
+
+
+def ensure_example_golden() -> Path:
+    """The digits example's golden batch (task.golden of the root params.yaml), generated as `flywheel demo-data
+    --golden` would when missing: every test that loads the root params.yaml needs it. Written beside the target
+    and renamed into place, so an interrupted session leaves no half batch behind."""
+    from flows.settings import build_task, load_params
+
+    params_path = PROJECT / "params.yaml"
+    params = load_params(params_path)
+    golden = (params_path.resolve().parent / params.task.golden).resolve()
+    if (golden / "manifest.jsonl").is_file():
+        return golden
+    golden.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".golden-", dir=golden.parent))
+    demo = params.demo
+    generate_demo_batch(work / "batch", samples=demo.golden_samples, seed=demo.golden_seed, golden=True,
+                        **demo.options)
+    try:
+        (work / "batch").rename(golden)
+    except OSError:  # another session made it first
+        pass
+    shutil.rmtree(work, ignore_errors=True)
+    build_task(params, params_path)  # the batch must pass the start-up checks every run makes
+    return golden
+
+
+EXAMPLE_GOLDEN = ensure_example_golden()  # at import: test modules load the root params.yaml while being collected
+
+
+@pytest.fixture(scope="session")
+def small_golden_batch(tmp_path_factory) -> Path:
+    """A 40-row golden batch of the digits example (every row labelled, no faults), made once per session:
+    point task.golden at it (write_fast_lifecycle_params(path, golden=small_golden_batch)) for a quick gate."""
+    from flows.settings import load_params
+
+    demo = load_params(PROJECT / "params.yaml").demo
+    out = tmp_path_factory.mktemp("golden") / "golden"
+    generate_demo_batch(out, samples=SMALL_GOLDEN_SAMPLES, seed=demo.golden_seed, golden=True, **demo.options)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -48,17 +92,18 @@ def with_unreachable_latency_bounds(policy):
     return replace(policy, thresholds={**policy.thresholds, "p95_latency_ms": latency})
 
 
-def write_fast_lifecycle_params(path: Path) -> Path:
-    """params.yaml for whole-lifecycle tests: few epochs, a small golden set, and a gate every model
-    passes, so the second run is always promoted: accuracies may fall to 0, and p95 latency (wall
-    clock, so machine load moves it) is judged against bounds no load reaches. Thresholds carry no
-    direction: the family's own (lower latency is better) applies, as for a user."""
+def write_fast_lifecycle_params(path: Path, golden: Path | None = None) -> Path:
+    """params.yaml for whole-lifecycle tests: few epochs, the golden batch `golden` (the small_golden_batch
+    fixture for a quick gate; None: the example's own), and a gate every model passes, so the second run is
+    always promoted: accuracies may fall to 0, and p95 latency (wall clock, so machine load moves it) is
+    judged against bounds no load reaches. Thresholds carry no direction: the family's own (lower latency is
+    better) applies, as for a user. task.golden is written absolute: the file lands outside the example."""
     from models.families import IMAGEBIND_FAMILY, metric_directions
     from models.gate import HIGHER
 
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"].update(epochs_stage1=4, epochs_stage2=4)
-    params["gate"]["golden_samples"] = 40
+    params["task"]["golden"] = str(Path(golden or EXAMPLE_GOLDEN).resolve())
     directions = metric_directions(IMAGEBIND_FAMILY)
     params["gate"]["thresholds"] = {
         name: {"min": 0.0, "max_drop": 1.0} if directions[name] == HIGHER
@@ -83,11 +128,11 @@ def frequent_system_metrics():
 
 
 @pytest.fixture
-def fast_params(tmp_path) -> Path:
+def fast_params(tmp_path, small_golden_batch) -> Path:
     """params.yaml with few epochs and a small golden set: the same code path, seconds not minutes."""
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"].update(epochs_stage1=4, epochs_stage2=4)
-    params["gate"]["golden_samples"] = 40
+    params["task"]["golden"] = str(small_golden_batch)
     params["gate"]["thresholds"] = {
         "zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
         "zero_shot_audio_acc": {"min": 0.0, "max_drop": 1.0},
