@@ -1,4 +1,4 @@
-# flywheel: `make run` (install + the whole lifecycle on demo data) and `make test` (install + tests).
+# flywheel: `make run` (install + the whole lifecycle on the digits example) and `make test` (install + tests).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE=1
 export GX_ANALYTICS_ENABLED=false
 export FEAST_USAGE=False
 
-.PHONY: install system-deps run test demo-data ui lint clean-state up down
+.PHONY: install system-deps run test demo-data golden ui docs clean-state up down
 
 install: system-deps $(VENV)/.installed
 
@@ -37,6 +37,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
+# The digits example's golden batch (params.yaml task.golden): the gate's fixed test set, every row labelled.
+# Every run checks it at start-up, and the tests load the root params.yaml, so it comes first.
+GOLDEN := examples/digits/data/golden
+
+$(GOLDEN)/manifest.jsonl: | install
+	$(BIN)/flywheel demo-data --golden --out $(GOLDEN)
+
+golden: $(GOLDEN)/manifest.jsonl
+
 data/landing/batch-001/manifest.jsonl: | install
 	$(BIN)/flywheel demo-data --out data/landing/batch-001 --seed 1
 
@@ -47,19 +56,23 @@ demo-data: data/landing/batch-001/manifest.jsonl data/landing/batch-002/manifest
 
 # Two lifecycle runs: the first trains and deploys a champion, the second trains a challenger
 # on both batches, gates it against that champion and checks the new batch for drift.
-run: install demo-data
+run: install golden demo-data
 	$(BIN)/flywheel run --source data/landing/batch-001
 	$(BIN)/flywheel run --source data/landing/batch-002
 
-test: install
+test: install golden
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# The documentation site (docs/, mkdocs.yml) into site/; `$(BIN)/mkdocs serve` previews it.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
 
 ui: install
 	$(BIN)/flywheel ui
 
 clean-state:
-	rm -rf .flywheel data/landing
+	rm -rf .flywheel data/landing $(GOLDEN)
 
 # The scaled-out stack (docker-compose.yml): returns once every service reports healthy.
 # Then `set -a; . ./stack.env; set +a` points this shell's flywheel at it (README "Scaled-out stack").

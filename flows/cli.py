@@ -52,7 +52,7 @@ def import_generator(path: str | None, params_path: Path):
 
     if path is None:
         raise ValueError(f"{params_path}: this project declares no demo generator (demo.generator is null); set it "
-                         f"to a function as {GENERATOR_FORM!r}, e.g. 'examples.digits.demo:generate_demo_batch', or "
+                         f"to a function as {GENERATOR_FORM!r}, e.g. 'mypkg.data:make_batch', or "
                          "write landing batches yourself (a folder with manifest.jsonl)")
     module_name, _, attribute = path.partition(":")
     if not module_name.strip() or not attribute.strip().isidentifier():
@@ -106,7 +106,7 @@ def demo_data(
 
 
 def describe_batch(batch, out: Path) -> str:
-    """One line on what a generator wrote: rows, labels and faults when it reports them (the digits demo's DemoBatch)."""
+    """One line on what a generator wrote: its rows, labelled rows and faults when the object it returns has them."""
     rows, labelled, faults = (getattr(batch, name, None) for name in ("rows", "labelled", "faults"))
     if rows is None:
         return f"wrote a landing batch to {out}"
