@@ -290,3 +290,15 @@ def test_refuses_to_overwrite_an_existing_batch(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="manifest.jsonl"):
         generate_demo_batch(tmp_path, samples=5)
     assert (tmp_path / "manifest.jsonl").read_text() == "keep me\n"
+
+
+def test_golden_batch_is_fully_labelled_faultless_and_from_the_golden_images(tmp_path: Path) -> None:
+    """`golden=True` (what `flywheel demo-data --golden` passes along with params.yaml's demo.options)
+    wins over the options' fault and label rates."""
+    golden = generate_demo_batch(tmp_path / "g", samples=SAMPLES, seed=SEED, golden=True, fault_rate=0.5, label_rate=0.0)
+    rows = read_jsonl(golden.out / "manifest.jsonl")
+    assert golden.rows == SAMPLES == len({row["sample_id"] for row in rows})
+    assert golden.labelled == SAMPLES and all(row["label"] is not None for row in rows)
+    assert golden.faults == {kind: [] for kind in FAULT_KINDS}
+    used = {truth["image_index"] for truth in read_jsonl(golden.out / "_truth.jsonl")}
+    assert used <= set(source_image_indices("golden"))
