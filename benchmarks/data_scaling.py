@@ -92,11 +92,15 @@ def measure(batch: Path, work: Path) -> dict:
     from features.env import apply_process_environment
 
     apply_process_environment()
-    from features.clean import CleanParams, clean_batch
+    from features.clean import clean_batch
     from features.ingest import ingest_batch
     from features.transform import compute_sample_features
-    from features.validate import ValidateParams, validate_rows
+    from features.validate import validate_rows
+    from flows.settings import load_settings
+    from flows.stage_config import clean_params, validate_params
     from models.inputs import InputSpec, save_model_input_shards
+
+    settings = load_settings(work / "home", PROJECT / "params.yaml")  # the digits example's task and stage params
 
     seconds: dict[str, float] = {}
     stage_peak_mb: dict[str, float] = {}
@@ -111,8 +115,8 @@ def measure(batch: Path, work: Path) -> dict:
         return result
 
     ingested = timed("ingest", ingest_batch, batch, work / "raw")
-    cleaned = timed("clean", clean_batch, ingested.batch_dir, work / "clean", CleanParams())
-    outcome = timed("validate", validate_rows, cleaned.rows, work / "gx", ValidateParams(), ingested.batch_id)
+    cleaned = timed("clean", clean_batch, ingested.batch_dir, work / "clean", clean_params(settings))
+    outcome = timed("validate", validate_rows, cleaned.rows, work / "gx", validate_params(settings), ingested.batch_id)
     accepted = cleaned.rows[~cleaned.rows["sample_id"].isin(outcome.failed)]
     timed("transform", compute_sample_features, cleaned.batch_dir, accepted, ingested.batch_id)
     timed("model_inputs", save_model_input_shards, work / "inputs", cleaned.batch_dir, accepted, InputSpec())

@@ -96,11 +96,13 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", default=list(DRIFT_KINDS))
     parser.add_argument("--params", type=Path, default=PROJECT / "params.yaml")
     args = parser.parse_args()
-    from models.evaluate import DIGIT_PROMPTS
-    from models.text import encode_texts
+    from features.task import build_prompts
+    from models.text import encode_class_prompts
 
     started = time.perf_counter()
     params, spec = check_params_from(args.params), InputSpec()
+    task = load_params(args.params).task
+    task_prompts = build_prompts(tuple(str(c) for c in task.classes), task.prompts)
     model_config, train_config = champion_recipe(args.params)
     out: dict = {"samples": args.samples, "reference_samples": args.reference_samples,
                  "clean_seed_start": args.clean_seed_start,
@@ -112,7 +114,7 @@ def main() -> None:
         generate_demo_batch(root / "landing-ref", samples=args.reference_samples, seed=1000)
         features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec)
         trained = time.perf_counter()
-        model, prompts = train_reference_model(inputs, labels, model_config, train_config), encode_texts(list(DIGIT_PROMPTS))
+        model, prompts = train_reference_model(inputs, labels, model_config, train_config), encode_class_prompts(task_prompts)
         out["champion"]["train_seconds"] = round(time.perf_counter() - trained, 1)
         out["champion"]["reference_zero_shot_accuracy"] = zero_shot_accuracy(model, inputs, labels, prompts)
         print("champion", out["champion"], flush=True)

@@ -13,7 +13,7 @@ Data: landing batches from `examples.digits.demo.generate_demo_batch` (no faults
 serving prepares a file (mono 16 kHz, silence trimmed, log-mel; images resized). Voices
 HELD_OUT_VOICES never appear in training: every row spoken by one goes to the audio
 evaluation set instead. Image→text is measured on a "golden" batch, whose source images are
-disjoint from training's. Prompts are `models.evaluate.DIGIT_PROMPTS`, worded unlike any caption.
+disjoint from training's. Prompts are the digits example's task.prompts (examples/digits/params.yaml), worded unlike any caption.
 
 Targets (issue 4): emergent audio→text top-1 ≥ 95 % on held-out voices and within 3 points
 of paired; image→text ≥ 95 % on held-out images; both stages ≤ 60 s on 2 CPU cores.
@@ -45,18 +45,27 @@ import soundfile as sf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from examples.digits.demo import generate_demo_batch  # noqa: E402
-from models.evaluate import DIGIT_PROMPTS, EvalData, evaluate_model  # noqa: E402
+from features.task import build_prompts  # noqa: E402
+from flows.settings import load_params  # noqa: E402
+from models.evaluate import EvalData, evaluate_model  # noqa: E402
 from models.imagebind import TEXT, VISION, ImageBindConfig  # noqa: E402
 from models.retrieval import evaluate_retrieval  # noqa: E402
-from models.text import encode_texts  # noqa: E402
+from models.text import encode_class_prompts, encode_texts  # noqa: E402
 from models.train import TrainConfig, TrainingData, train_imagebind  # noqa: E402
 from models.transforms import image_to_input, prepare_waveform, waveform_to_log_mel  # noqa: E402
 
+EXAMPLE_PARAMS = Path(__file__).resolve().parents[1] / "examples" / "digits" / "params.yaml"
 HELD_OUT_VOICES = ("en-us-nyc", "en-gb-x-gbcwmd")  # accents never heard in training (as the quality test)
 SAMPLE_RATE, SILENCE_DB = 16_000, 40.0  # params.yaml clean: the pipeline's own preparation
 KNOWN_LABEL_RATE = 0.2  # share of training rows with a human label (params.yaml demo.label_rate)
 PAPER = {"emergent": 66.9, "paired": 68.6}  # ESC-50 zero-shot top-1, ImageBind Table 2
 TARGETS = {"emergent_audio_text_top1": 0.95, "max_gap_points": 3.0, "image_text_top1": 0.95, "train_seconds": 60.0}
+
+
+def example_prompt_embeddings(params_path: Path = EXAMPLE_PARAMS) -> np.ndarray:
+    """(K, 384) frozen-encoder embeddings of the digits example's task.prompts, one row per class."""
+    task = load_params(params_path).task
+    return encode_class_prompts(build_prompts(tuple(str(c) for c in task.classes), task.prompts))
 
 
 def load_batch(folder: Path, config: ImageBindConfig) -> dict[str, np.ndarray]:
@@ -88,8 +97,7 @@ def build_splits(work: Path, train_samples: int, golden_samples: int, seed: int,
     """(training rows of training voices, held-out-voice rows, held-out-image rows, seconds spent)."""
     started = time.perf_counter()
     generate_demo_batch(work / "train", samples=train_samples, seed=seed, fault_rate=0.0, label_rate=KNOWN_LABEL_RATE)
-    generate_demo_batch(work / "golden", samples=golden_samples, seed=seed + 1, fault_rate=0.0, label_rate=1.0,
-                        split="golden")
+    generate_demo_batch(work / "golden", samples=golden_samples, seed=seed + 1, golden=True)
     generated = time.perf_counter()
     batch, golden = load_batch(work / "train", config), load_batch(work / "golden", config)
     held_out = np.isin(batch["voice"], HELD_OUT_VOICES)
@@ -99,9 +107,9 @@ def build_splits(work: Path, train_samples: int, golden_samples: int, seed: int,
         text_emb=encode_texts(list(batch["caption"][train_rows])), label=batch["human_label"][train_rows],
     )
     voices = EvalData(image=batch["image"][held_out], audio=batch["audio"][held_out], label=batch["digit"][held_out],
-                      voice=list(batch["voice"][held_out]))
+                      groups={"voice": list(batch["voice"][held_out])})
     golden_eval = EvalData(image=golden["image"], audio=golden["audio"], label=golden["digit"],
-                           voice=list(golden["voice"]))
+                           groups={"voice": list(golden["voice"])})
     return train, voices, golden_eval, {"generate_seconds": generated - started,
                                         "prepare_seconds": time.perf_counter() - generated}
 
@@ -162,7 +170,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, voices, golden, data_seconds = build_splits(Path(tmp), args.train_samples, args.golden_samples,
                                                            args.seed, config)
-    prompt_emb = encode_texts(list(DIGIT_PROMPTS))
+    prompt_emb = example_prompt_embeddings()
     print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled), {len(voices.label)} held-out-voice "
           f"rows, {len(golden.label)} held-out-image rows; data {sum(data_seconds.values()):.1f} s")
     results = {anchor_name: run_variant(anchor, train, voices, golden, prompt_emb, config, args.seed)

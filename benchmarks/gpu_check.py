@@ -59,18 +59,16 @@ TOWERS = (VISION, TEXT, AUDIO)  # the towers fine-tuned in the huge check (Image
 def prepare(out: Path, train_samples: int, golden_samples: int, seed: int) -> None:
     import tempfile
 
-    from benchmarks.emergent_alignment import build_splits
-    from models.evaluate import DIGIT_PROMPTS
-    from models.text import encode_texts
+    from benchmarks.emergent_alignment import build_splits, example_prompt_embeddings
 
     with tempfile.TemporaryDirectory() as tmp:
         train, voices, golden, seconds = build_splits(Path(tmp), train_samples, golden_samples, seed, ImageBindConfig())
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         out, train_image=train.image, train_audio=train.audio, train_text_emb=train.text_emb, train_label=train.label,
-        voices_image=voices.image, voices_audio=voices.audio, voices_label=voices.label, voices_voice=np.array(voices.voice),
-        golden_image=golden.image, golden_audio=golden.audio, golden_label=golden.label, golden_voice=np.array(golden.voice),
-        prompt_emb=encode_texts(list(DIGIT_PROMPTS)), seed=np.array(seed),
+        voices_image=voices.image, voices_audio=voices.audio, voices_label=voices.label, voices_voice=np.array(voices.groups["voice"]),
+        golden_image=golden.image, golden_audio=golden.audio, golden_label=golden.label, golden_voice=np.array(golden.groups["voice"]),
+        prompt_emb=example_prompt_embeddings(), seed=np.array(seed),
     )
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(train)} training rows, {len(voices.label)} held-out "
           f"voice rows, {len(golden.label)} held-out image rows; data {sum(seconds.values()):.1f} s")
@@ -211,9 +209,9 @@ def demo_check(arrays: dict[str, np.ndarray], config: ImageBindConfig, train_con
     train = TrainingData(image=arrays["train_image"], audio=arrays["train_audio"], text_emb=arrays["train_text_emb"],
                          label=arrays["train_label"])
     voices = EvalData(image=arrays["voices_image"], audio=arrays["voices_audio"], label=arrays["voices_label"],
-                      voice=list(arrays["voices_voice"]))
+                      groups={"voice": list(arrays["voices_voice"])})
     golden = EvalData(image=arrays["golden_image"], audio=arrays["golden_audio"], label=arrays["golden_label"],
-                      voice=list(arrays["golden_voice"]))
+                      groups={"voice": list(arrays["golden_voice"])})
     results: dict = {"rows": len(train), "train_config": asdict(train_config)}
     for name in devices:
         result = train_imagebind(train, config, TrainConfig(**{**asdict(train_config), "device": name}))
