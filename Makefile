@@ -75,7 +75,7 @@ clean-state:
 	rm -rf .flywheel data/landing $(GOLDEN)
 
 # The scaled-out stack (docker-compose.yml): returns once every service reports healthy.
-# Then `set -a; . ./stack.env; set +a` points this shell's flywheel at it (README "Scaled-out stack").
+# Then `set -a; . ./stack.env; set +a` points this shell's flywheel at it (docs/reference/stack.md).
 up:
 	@test -f .env || { echo "no .env: cp .env.example .env and set every password in it"; exit 1; }
 	docker compose up -d --build --wait
