@@ -22,13 +22,12 @@ PROJECT = Path(__file__).resolve().parents[1]
 SMALL_GOLDEN_SAMPLES = 40  # a golden set for fast tests: every class, few latency items, seconds to score
 
 
-def ensure_example_golden() -> Path:
+def ensure_example_golden(params_path: Path = PROJECT / "params.yaml") -> Path:
     """The digits example's golden batch (task.golden of the root params.yaml), generated as `flywheel demo-data
     --golden` would when missing: every test that loads the root params.yaml needs it. Written beside the target
     and renamed into place, so an interrupted session leaves no half batch behind."""
     from flows.settings import build_task, load_params
 
-    params_path = PROJECT / "params.yaml"
     params = load_params(params_path)
     golden = (params_path.resolve().parent / params.task.golden).resolve()
     if (golden / "manifest.jsonl").is_file():

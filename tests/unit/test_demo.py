@@ -302,3 +302,24 @@ def test_golden_batch_is_fully_labelled_faultless_and_from_the_golden_images(tmp
     assert golden.faults == {kind: [] for kind in FAULT_KINDS}
     used = {truth["image_index"] for truth in read_jsonl(golden.out / "_truth.jsonl")}
     assert used <= set(source_image_indices("golden"))
+
+
+def test_the_tests_golden_batch_is_the_one_flywheel_demo_data_golden_writes(tmp_path: Path) -> None:
+    """conftest makes the example's golden batch when it is missing; it must be the bytes `make test` writes."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.conftest import PROJECT, ensure_example_golden
+
+    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw["task"]["golden"] = "made/golden"
+    raw["demo"]["golden_samples"] = 8
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    made = ensure_example_golden(params)
+    assert made == (tmp_path / "made" / "golden").resolve()
+    assert sorted(p.name for p in made.parent.iterdir()) == ["golden"]  # nothing of the work folder left
+    result = CliRunner().invoke(app, ["demo-data", "--golden", "--out", str(tmp_path / "cli"), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert file_hashes(made) == file_hashes(tmp_path / "cli")
