@@ -152,8 +152,8 @@ def check_golden_batch(task: Task) -> None:
 
 
 def slice_values(rows: Any, field: str) -> list[str]:
-    """Per clean row, the value of manifest field `field` ("" where absent): its own column (voice,
-    language, source) or the row's `meta` JSON, where the other manifest fields are kept."""
+    """Per clean row, the value of manifest field `field` ("" where absent): its own column (language,
+    source) or the row's `meta` JSON, where the other manifest fields are kept."""
     if field in rows.columns and field != "meta":
         return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in rows[field]]
     out = []
