@@ -205,7 +205,7 @@ def main() -> None:
         settings = load_settings(home, params)
         registry = registry_for(settings)
         version = registry.alias_version(CHAMPION)
-        served = load_served_model(registry, ServingKey(version), settings.paths.model_inputs)
+        served = load_served_model(registry, ServingKey(version), settings.paths.model_inputs, settings.task)
         torch.set_num_threads(settings.params.serve.torch_threads)  # as the server does
         call = in_process_call(served, payload_limits(settings))
         items = payloads()

@@ -82,6 +82,17 @@ class Task:
         return json.dumps({"classes": self.classes, "prompts": self.prompts, "slices": self.slices,
                            "languages": self.languages, "image_channels": self.image_channels}, sort_keys=True)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Task":
+        """The task `to_dict` wrote (a model's `task.json`): the classes and prompts a version was trained
+        for, so it answers in its own classes whatever params.yaml says today."""
+        classes = tuple(str(c) for c in data["classes"])
+        languages = data.get("languages")
+        return cls(classes=classes, prompts=build_prompts(classes, data["prompts"]),
+                   golden=None if data.get("golden") is None else Path(data["golden"]),
+                   slices=tuple(data.get("slices", ())), languages=None if languages is None else tuple(languages),
+                   image_channels=int(data.get("image_channels", 1)))
+
     def to_dict(self) -> dict[str, Any]:
         return {"classes": list(self.classes), "prompts": {c: list(p) for c, p in zip(self.classes, self.prompts)},
                 "golden": None if self.golden is None else str(self.golden), "slices": list(self.slices),

@@ -28,7 +28,7 @@ def build_holder(settings: Settings, alias: str | None = None, poll_seconds: flo
     registry, inputs_root = registry_for(settings), settings.paths.model_inputs
     alias = alias or CHAMPION
     return ModelHolder(lambda: resolve_alias(registry, alias, inputs_root),
-                       lambda key: load_served_model(registry, key, inputs_root),
+                       lambda key: load_served_model(registry, key, inputs_root, settings.task),
                        poll_seconds or settings.params.serve.alias_poll_seconds)
 
 
@@ -77,7 +77,7 @@ def score_batch(settings: Settings, batch_id: str) -> BatchScoring:
     version = registry.alias_version(CHAMPION)
     if version is None:
         raise ValueError(f"no @champion in the registry {registry.model_name!r}: nothing to score with")
-    served = load_served_model(registry, ServingKey(version), None)
+    served = load_served_model(registry, ServingKey(version), None, settings.task)
     records = score_model_inputs(served, batch_id, iter_model_inputs(folder), encode_texts)
     log = InferenceLog(settings.paths.inference, "batch")
     try:

@@ -2,8 +2,10 @@
 
 ImageBind: `predict` takes a DataFrame with any of the columns `text`, `image_path`, `audio_path`
 (one row per item) and returns one embedding column per modality present. The `lora` family's
-caption classifier takes `text` and returns the digit, its confidence and the ten scores.
-Both wrappers keep the loaded torch module as `.model` (what `models.registry.load_version` returns).
+caption classifier takes `text` and returns the class name, its index, confidence and the scores.
+Both wrappers keep the loaded torch module as `.model` (what `models.registry.load_version` returns)
+and the task the model was trained for as `.task` (its `task.json`: classes and prompts; None for a
+model logged before models carried it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,13 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
 DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
+TASK_FILE = "task.json"  # features.task.Task.to_dict() of the task the model was trained for
+
+
+def load_saved_task(directory: Path) -> dict | None:
+    """The model folder's task.json, or None when the model predates it."""
+    path = directory / TASK_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
@@ -28,14 +37,16 @@ class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
         directory = Path(context.artifacts[IMAGEBIND_ARTIFACT])
         self.model = load_model(directory)
         self.spec = json.loads((directory / "input_spec.json").read_text())
+        self.task = load_saved_task(directory)
 
     def _image(self, path: str) -> np.ndarray:
         from PIL import Image
 
         from models.transforms import image_to_input
 
+        mode = "RGB" if self.spec.get("image_channels", 1) == 3 else "L"  # as the model was trained
         with Image.open(path) as handle:
-            return image_to_input(np.asarray(handle.convert("L")), self.spec["image_size"])
+            return image_to_input(np.asarray(handle.convert(mode)), self.spec["image_size"])
 
     def _audio(self, path: str) -> np.ndarray:
         import soundfile as sf
@@ -71,7 +82,8 @@ class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
 
 
 class CaptionClassifierPyfunc(mlflow.pyfunc.PythonModel):
-    """The `lora` family: a `text` column in; `label` (digit), `confidence` and the ten `scores` out."""
+    """The `lora` family: a `text` column in; `label` (class name), `class_index`, `confidence` and the
+    per-class `scores` out."""
 
     def load_context(self, context) -> None:
         from models.artifacts import load_caption_classifier
@@ -79,6 +91,7 @@ class CaptionClassifierPyfunc(mlflow.pyfunc.PythonModel):
         directory = Path(context.artifacts[CLASSIFIER_ARTIFACT])
         self.model = load_caption_classifier(directory)
         self.spec = {"family": "lora", "modalities": ["text"]}
+        self.task = load_saved_task(directory)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from models.lora_family import classify_captions
@@ -87,8 +100,9 @@ class CaptionClassifierPyfunc(mlflow.pyfunc.PythonModel):
             raise ValueError(f"input columns {sorted(model_input.columns)}: the lora family classifies text only; "
                              "send one column `text`")
         predicted, probs = classify_captions(self.model, [str(t) for t in model_input["text"]])
-        return pd.DataFrame({"label": predicted, "confidence": probs.max(axis=1).astype(np.float64),
-                             "scores": list(probs.astype(np.float64))})
+        names = self.task["classes"] if self.task else [str(k) for k in range(probs.shape[1])]
+        return pd.DataFrame({"label": [str(names[k]) for k in predicted], "class_index": predicted,
+                             "confidence": probs.max(axis=1).astype(np.float64), "scores": list(probs.astype(np.float64))})
 
 
 IMAGEBIND_ARTIFACT, CLASSIFIER_ARTIFACT = "imagebind", "classifier"  # keys of the model folder in `artifacts`
@@ -113,7 +127,7 @@ def imagebind_flavour() -> PyfuncFlavour:
 
 def caption_classifier_flavour() -> PyfuncFlavour:
     signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]),
-                               outputs=Schema([ColSpec("long", "label"), ColSpec("double", "confidence"),
-                                               ColSpec(Array("double"), "scores")]))
+                               outputs=Schema([ColSpec("string", "label"), ColSpec("long", "class_index"),
+                                               ColSpec("double", "confidence"), ColSpec(Array("double"), "scores")]))
     return PyfuncFlavour(CaptionClassifierPyfunc(), CLASSIFIER_ARTIFACT, signature,
-                         pd.DataFrame({"text": ["the digit seven"]}), extra_requirements=("peft",))
+                         pd.DataFrame({"text": ["an example caption"]}), extra_requirements=("peft",))

@@ -31,15 +31,19 @@ class Modality(str, Enum):
     image = "image"
     audio = "audio"
     text = "text"
+    depth = "depth"
+    thermal = "thermal"
+    imu = "imu"
 
 
 class Item(BaseModel):
-    """One item: `text` for modality text, `data_base64` (the file's bytes) for image and audio."""
+    """One item: `text` for modality text, `data_base64` (the file's bytes) for the others."""
 
     model_config = ConfigDict(extra="forbid")
     modality: Modality
     text: str | None = Field(None, description="the text, for modality text")
-    data_base64: str | None = Field(None, description="base64 of an image (PNG, JPEG, …) or audio (WAV, FLAC, OGG) file")
+    data_base64: str | None = Field(None, description="base64 of an image (PNG, JPEG, …), audio (WAV, FLAC, OGG) "
+                                                      "or, for depth, thermal and imu, a .npy array file")
 
     @model_validator(mode="after")
     def _one_payload_for_the_modality(self) -> "Item":
@@ -51,7 +55,7 @@ class Item(BaseModel):
 
 
 class Upload(BaseModel):
-    """A multipart upload: the file (image, audio, or UTF-8 text) and its modality."""
+    """A multipart upload: the file (image, audio, .npy sensor array, or UTF-8 text) and its modality."""
 
     model_config = ConfigDict(extra="forbid")
     modality: Modality
@@ -59,12 +63,12 @@ class Upload(BaseModel):
 
 
 class SearchUpload(Upload):
-    target: Modality = Field(..., description="which ingested items to rank: image, audio or text (captions)")
+    target: Modality = Field(..., description="which ingested items to rank: image, audio, text (captions), …")
     k: int = Field(5, ge=1, le=MAX_SEARCH_K, description="number of hits")
 
 
 class SearchQuery(Item):
-    target: Modality = Field(..., description="which ingested items to rank: image, audio or text (captions)")
+    target: Modality = Field(..., description="which ingested items to rank: image, audio, text (captions), …")
     k: int = Field(5, ge=1, le=MAX_SEARCH_K, description="number of hits")
 
 
@@ -77,10 +81,10 @@ class Embedding(BaseModel):
 class Classification(BaseModel):
     model_version: str
     modality: Modality
-    label: int = Field(description="zero-shot class: the digit whose prompt is nearest")
-    prompt: str
+    label: str = Field(description="the class whose prompt is nearest (a lora-family model: its predicted class)")
+    prompt: str = Field(description="the prompt text that stands for that class")
     confidence: float
-    scores: list[float] = Field(description="softmax over the ten digit prompts")
+    scores: dict[str, float] = Field(description="softmax over the task's classes, keyed by class name")
 
 
 class Hit(BaseModel):
@@ -106,7 +110,8 @@ class ModelInfo(BaseModel):
     alias: str
     version: str = Field(description="the version serving now")
     family: str = Field(description="imagebind (embed, classify, search any modality) or lora (classify text)")
-    modalities: list[str] = Field(description="the modalities this model takes")
+    modalities: list[str] = Field(description="the modalities this model takes (the towers it was trained with)")
+    classes: list[str] = Field(description="the task's classes this version answers in, in score order")
     alias_version: str | None = Field(description="where the alias pointed at the last poll")
     loaded_at: float
     embed_dim: int | None = Field(description="width of the shared space; None for a lora-family classifier")
@@ -170,8 +175,9 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
             inference_log.close()
 
     app = FastAPI(title="flywheel model API", version="1",
-                  description=f"Serves the `@{alias}` model version: embed, zero-shot classify and search "
-                              "images, audio and text in one embedding space.", lifespan=lifespan)
+                  description=f"Serves the `@{alias}` model version: embed, zero-shot classify (in the task's "
+                              "classes) and search every modality the model was trained on in one embedding space.",
+                  lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes,
                        on_reject=lambda path, size: inference_log.write(
                            {"endpoint": path, "status": 413, "error": f"body of {size} bytes"}))
@@ -219,7 +225,7 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
                              "model_version": served.version, "modality": modality.value,
                              "latency_ms": elapsed_ms(started), **prepared.features,
                              **(embedding_summary(scored.embedding, scored.raw_norm) if len(scored.embedding) else {}),
-                             **prediction_fields(scored.label, scored.confidence), **extra})
+                             **prediction_fields(served.task, scored.label, scored.confidence), **extra})
         return response
 
     def from_item(item: Item):
@@ -241,9 +247,10 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
 
     def classify_response(modality: Modality):
         def respond(served: ServedModel, scored) -> tuple[Classification, dict]:
-            return Classification(model_version=served.version, modality=modality, label=scored.label,
-                                  prompt=prediction_fields(scored.label, scored.confidence)["prediction_prompt"],
-                                  confidence=scored.confidence, scores=[float(p) for p in scored.probs]), {}
+            task = served.task
+            return Classification(model_version=served.version, modality=modality, label=task.name_of(scored.label),
+                                  prompt=task.prompt_of(scored.label), confidence=scored.confidence,
+                                  scores={name: float(p) for name, p in zip(task.classes, scored.probs)}), {}
         return respond
 
     def search_response(modality: Modality, target: Modality, k: int):
@@ -267,29 +274,30 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
     def model_info():
         served = served_or_503()
         return ModelInfo(name=served.name, alias=alias, version=served.version, family=served.family,
-                         modalities=list(served.modalities), alias_version=holder.alias_version, loaded_at=served.loaded_at,
+                         modalities=list(served.modalities), classes=list(served.task.classes),
+                         alias_version=holder.alias_version, loaded_at=served.loaded_at,
                          embed_dim=int(served.prompt_emb.shape[1]) or None, input_spec=served.spec,
                          indexed_items=served.index.counts(), last_error=holder.last_error,
                          poll_seconds=holder.poll_seconds)
 
     @app.post("/embed", response_model=Embedding, responses=ERRORS)
     def embed(item: Item):
-        """Embed one image or audio clip (base64) or text into the shared space."""
+        """Embed one item (text, or a base64 file of any other modality the model takes) into the shared space."""
         return run("/embed", item.modality, from_item(item), embed_response(item.modality))
 
     @app.post("/embed/upload", response_model=Embedding, responses=ERRORS)
     def embed_upload(upload: Annotated[Upload, Form()]):
-        """Embed an uploaded file (multipart): image, audio, or UTF-8 text."""
+        """Embed an uploaded file (multipart): image, audio, .npy sensor array, or UTF-8 text."""
         return run("/embed/upload", upload.modality, from_upload(upload), embed_response(upload.modality))
 
     @app.post("/classify", response_model=Classification, responses=ERRORS)
     def classify(item: Item):
-        """Zero-shot digit class of an image, audio clip or text: its nearest digit prompt."""
+        """Zero-shot class of one item: the class whose prompt is nearest, by name, with every class's score."""
         return run("/classify", item.modality, from_item(item), classify_response(item.modality))
 
     @app.post("/classify/upload", response_model=Classification, responses=ERRORS)
     def classify_upload(upload: Annotated[Upload, Form()]):
-        """Zero-shot digit class of an uploaded file (multipart)."""
+        """Zero-shot class of an uploaded file (multipart)."""
         return run("/classify/upload", upload.modality, from_upload(upload), classify_response(upload.modality))
 
     @app.post("/search", response_model=SearchResult, responses=ERRORS)

@@ -1,8 +1,9 @@
 """Request payloads → model inputs, prepared exactly as the transform stage prepares lake files.
 
-Every way a payload can be unusable (not base64, not an image, not audio, too large, silent,
-empty text) raises `BadInput` with a message naming what was wrong and what is accepted, so
-the API answers 4xx and never 5xx for bad input.
+Every way a payload can be unusable (not base64, not an image, not audio, not a sensor array,
+too large, silent, empty text) raises `BadInput` with a message naming what was wrong and what is
+accepted, so the API answers 4xx and never 5xx for bad input. Depth and thermal maps and IMU series
+arrive as `.npy` files, the format the clean stage keeps them in.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import binascii
 import io
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -36,9 +38,9 @@ class PayloadLimits:
 
 @dataclass(frozen=True)
 class PreparedInput:
-    modality: str  # "image", "audio" or "text"
-    values: np.ndarray  # one item's model input: (1, S, S) image, (T, M) log-mel or (384,) sentence embedding
-                        # (the lora family: the text itself, 0-d)
+    modality: str  # "image", "audio", "text", "depth", "thermal" or "imu"
+    values: np.ndarray  # one item's model input: (C, S, S) image, (T, M) log-mel, (384,) sentence embedding,
+                        # (1, S, S) sensor map or (6, L) IMU series (the lora family: the text itself, 0-d)
     features: dict[str, Any]  # input summary for the inference log
 
 
@@ -57,22 +59,25 @@ def input_summary(modality: str, values: np.ndarray) -> dict[str, float]:
 
 
 def prepare_image(data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> PreparedInput:
-    """Image file bytes (any format Pillow reads) → grayscale (1, S, S) input."""
+    """Image file bytes (any format Pillow reads) → (C, S, S) input, grayscale or RGB as the model was
+    trained (`image_channels`), converted exactly as the transform stage converts lake files."""
     from PIL import Image
 
     from models.transforms import image_to_input
 
+    mode = "RGB" if spec.get("image_channels", 1) == 3 else "L"
     try:
         with Image.open(io.BytesIO(data)) as handle:
             width, height = handle.size
             if width * height > limits.max_image_pixels:
                 raise BadInput(f"image is {width}x{height} = {width * height} pixels; at most {limits.max_image_pixels} accepted")
-            gray = np.asarray(handle.convert("L"))
+            pixels_in_mode = np.asarray(handle.convert(mode))
+            gray = pixels_in_mode if mode == "L" else np.asarray(handle.convert("L"))
     except BadInput:
         raise
     except Exception as err:  # Pillow raises many types (OSError, SyntaxError, DecompressionBombError, …)
         raise BadInput(f"payload is not a decodable image ({type(err).__name__}: {err}); send PNG, JPEG, BMP, …") from err
-    values = image_to_input(gray, spec["image_size"])
+    values = image_to_input(pixels_in_mode, spec["image_size"])
     pixels = gray.astype(np.float32) / 255.0
     features = {"image_width": width, "image_height": height, "img_mean": round(float(pixels.mean()), 5),
                 "img_contrast": round(float(pixels.std()), 5)}
@@ -112,6 +117,33 @@ def prepare_audio(data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> P
     return PreparedInput("audio", values, {**features, **input_summary("audio", values)})
 
 
+SENSOR_SHAPES = {"depth": "(H, W) map", "thermal": "(H, W) map", "imu": "(6, T) series"}
+MAX_SENSOR_BYTES = 64 * 1024 * 1024  # a sensor array larger than this is refused before it is parsed
+
+
+def prepare_sensor(modality: str, data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> PreparedInput:
+    """A depth or thermal map or an IMU series as `.npy` bytes (no pickles) → the model's input, scaled,
+    resized or cropped as the transform stage prepares the lake's arrays."""
+    from models.transforms import imu_to_input, sensor_map_to_input
+
+    if len(data) > MAX_SENSOR_BYTES:
+        raise BadInput(f"the {modality} array is {len(data)} bytes; at most {MAX_SENSOR_BYTES} accepted")
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # not .npy, truncated, or an object array (pickles are refused)
+        raise BadInput(f"the {modality} payload is not a .npy array ({type(err).__name__}: {err}); send "
+                       f"numpy.save's bytes of a numeric {SENSOR_SHAPES[modality]}") from err
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf" or not np.isfinite(array).all():
+        raise BadInput(f"the {modality} array must be finite numbers, got dtype {getattr(array, 'dtype', '?')}")
+    try:
+        values = (imu_to_input(array.astype(np.float32), spec["imu_length"]) if modality == "imu"
+                  else sensor_map_to_input(array.astype(np.float32), spec[f"{modality}_size"]))
+    except ValueError as err:
+        raise BadInput(f"the {modality} array is unusable: {err}") from err
+    return PreparedInput(modality, values, {f"{modality}_shape": "x".join(map(str, array.shape)),
+                                            **input_summary(modality, values)})
+
+
 def prepare_text(text: str, limits: PayloadLimits, family: str = IMAGEBIND_FAMILY) -> PreparedInput:
     """Text → the frozen MiniLM sentence embedding the text tower takes (the lora family's classifier
     tokenizes the text itself: it gets the checked string, as a 0-d array)."""
@@ -136,9 +168,10 @@ def prepare_bytes(modality: str, data: bytes, spec: dict[str, Any], limits: Payl
             return prepare_text(data.decode("utf-8"), limits, family)
         except UnicodeDecodeError as err:
             raise BadInput(f"text payload is not UTF-8 ({err})") from err
-    preparers = {"image": prepare_image, "audio": prepare_audio}
+    preparers = {"image": prepare_image, "audio": prepare_audio,
+                 **{kind: partial(prepare_sensor, kind) for kind in SENSOR_SHAPES}}
     if modality not in preparers:
-        raise BadInput(f"unknown modality {modality!r}; accepted: image, audio, text")
+        raise BadInput(f"unknown modality {modality!r}; accepted: text, {', '.join(preparers)}")
     if not data:
         raise BadInput(f"the {modality} payload is empty")
     return preparers[modality](data, spec, limits)

@@ -1,7 +1,8 @@
 """What the served model computes for one item or a whole batch: embedding, zero-shot class, search.
 
 Pure functions of a loaded model and arrays; `ServedModel` is immutable, so a request that took
-one keeps using it even after the holder swapped in a newer version.
+one keeps using it even after the holder swapped in a newer version. A served version answers in
+the classes of the task it was trained for (its `task.json`), by name.
 """
 
 from __future__ import annotations
@@ -15,14 +16,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.evaluate import DIGIT_PROMPTS, embed_modality
+from features.task import Task
+from models.evaluate import embed_modality
 from models.families import IMAGEBIND_FAMILY, LORA_FAMILY
-from models.imagebind import AUDIO, TEXT, VISION, ImageBind
+from models.imagebind import AUDIO, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBind
 from models.inputs import ModelInputs
 
 # API modality names → the model's modality keys (one table, no branches).
-MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO, "text": TEXT}
-FAMILY_MODALITIES: dict[str, tuple[str, ...]] = {IMAGEBIND_FAMILY: tuple(MODALITY_KEYS), LORA_FAMILY: ("text",)}
+MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO, "text": TEXT, "depth": DEPTH, "thermal": THERMAL,
+                                 "imu": IMU}
+INPUT_FIELDS: dict[str, str] = {"image": "image", "audio": "audio", "text": "caption", "depth": "depth",
+                                "thermal": "thermal", "imu": "imu"}  # API modality → its ModelInputs field
+CAPTION_MODALITIES = ("text",)  # what a lora-family caption classifier takes
 EMBEDDING_HEAD_DIMS = 8  # leading embedding dimensions copied into the inference log for drift checks
 
 
@@ -43,8 +48,9 @@ class ServedModel:
     name: str  # registered model name
     version: str  # registered model version
     model: ImageBind  # or, for the lora family, its merged CaptionClassifier
-    spec: dict[str, Any]  # input_spec.json: image_size, n_mels, audio_frames, sample_rate, silence_db
-    prompt_emb: np.ndarray  # (K, D) unit embeddings of DIGIT_PROMPTS through this model's text tower
+    spec: dict[str, Any]  # input_spec.json: image_size, image_channels, n_mels, audio_frames, sample_rate, ...
+    task: Task  # the classes and prompts this version was trained for (its task.json)
+    prompt_emb: np.ndarray  # (K, D) unit embeddings of the task's class prompts through this model's text tower
     text_scale: float  # the text tower's learned temperature, which calibrates zero-shot softmax
     index: SearchIndex
     loaded_at: float  # unix time the version finished loading
@@ -52,12 +58,18 @@ class ServedModel:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return FAMILY_MODALITIES[self.family]
+        """The API modalities this version takes: the towers it was trained with (a lora classifier: text)."""
+        if self.family == LORA_FAMILY:
+            return CAPTION_MODALITIES
+        return tuple(m for m, key in MODALITY_KEYS.items() if key in self.model.config.modalities)
 
     def refusal(self, endpoint: str, modality: str) -> str | None:
         """Why this model cannot answer `endpoint` for `modality` (the API's 422), or None."""
         if self.family == IMAGEBIND_FAMILY:
-            return None
+            if modality in self.modalities:
+                return None
+            return (f"the serving model ({self.name} v{self.version}) was trained without {modality} data, so it has "
+                    f"no {modality} tower; it takes {', '.join(self.modalities)}")
         if modality not in self.modalities:
             return (f"the serving model ({self.name} v{self.version}) is a {self.family}-family caption classifier: "
                     f"it takes {', '.join(self.modalities)}, not {modality}")
@@ -71,9 +83,9 @@ class ServedModel:
 class Scored:
     embedding: np.ndarray  # (D,) unit
     raw_norm: float  # norm before normalisation (the postprocessor's logit scale for a healthy model)
-    label: int  # zero-shot class
+    label: int  # zero-shot class index into the task's classes
     confidence: float  # its softmax probability
-    probs: np.ndarray  # (K,) over DIGIT_PROMPTS
+    probs: np.ndarray  # (K,) over the task's classes
 
 
 @torch.no_grad()
@@ -116,24 +128,34 @@ def search(index: SearchIndex, embedding: np.ndarray, target: str, k: int) -> li
 
 
 def build_prompt_embeddings(model: ImageBind, prompt_minilm: np.ndarray) -> np.ndarray:
-    """(K, 384) MiniLM embeddings of DIGIT_PROMPTS → (K, D) unit embeddings in the model's space."""
+    """(K, 384) MiniLM embeddings of the class prompts → (K, D) unit embeddings in the model's space."""
     return embed_modality(model, TEXT, prompt_minilm).numpy()
 
 
+def modality_values(inputs: ModelInputs, modality: str, rows: np.ndarray, caption_minilm) -> np.ndarray:
+    """The model's input for `rows` of one API modality (captions through the frozen text encoder)."""
+    values = getattr(inputs, INPUT_FIELDS[modality])[rows]
+    return caption_minilm(list(values)) if modality == "text" else values
+
+
+def present_rows(inputs: ModelInputs, modality: str) -> np.ndarray:
+    """Indices of the rows that carry `modality`."""
+    return np.flatnonzero(getattr(inputs, f"has_{INPUT_FIELDS[modality]}"))
+
+
 def build_search_index(model: ImageBind, batches: Iterable[tuple[str, ModelInputs]], caption_minilm) -> SearchIndex:
-    """Embed every present image, audio clip and caption of the given (batch_id, inputs) parts.
+    """Embed every present item of each modality the model takes, over the given (batch_id, inputs) parts.
 
     `caption_minilm(captions) -> (N, 384)` encodes captions with the frozen text encoder.
     """
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {m: [] for m in MODALITY_KEYS}
+    modalities = [m for m, key in MODALITY_KEYS.items() if key in model.config.modalities]
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {m: [] for m in modalities}
     for batch_id, inputs in batches:
-        present = {"image": inputs.has_image, "audio": inputs.has_audio, "text": inputs.has_caption}
-        for modality, mask in present.items():
-            rows = np.flatnonzero(mask)
+        for modality in modalities:
+            rows = present_rows(inputs, modality)
             if not len(rows):
                 continue
-            values = {"image": lambda: inputs.image[rows], "audio": lambda: inputs.audio[rows],
-                      "text": lambda: caption_minilm(list(inputs.caption[rows]))}[modality]()
+            values = modality_values(inputs, modality, rows, caption_minilm)
             embedded = embed_modality(model, MODALITY_KEYS[modality], values).numpy()
             parts[modality].append((embedded, inputs.sample_id[rows], np.full(len(rows), batch_id)))
     return SearchIndex(
@@ -152,5 +174,8 @@ def embedding_summary(embedding: np.ndarray, raw_norm: float) -> dict[str, Any]:
     }
 
 
-def prediction_fields(label: int, confidence: float) -> dict[str, Any]:
-    return {"prediction": label, "prediction_prompt": DIGIT_PROMPTS[label], "confidence": round(confidence, 5)}
+def prediction_fields(task: Task, label: int, confidence: float) -> dict[str, Any]:
+    """What the inference log keeps of a zero-shot answer: the class index (what monitoring compares),
+    its name and the prompt it matched, and the confidence."""
+    return {"prediction": label, "prediction_class": task.name_of(label), "prediction_prompt": task.prompt_of(label),
+            "confidence": round(confidence, 5)}

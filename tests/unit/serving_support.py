@@ -21,7 +21,8 @@ from sklearn.datasets import load_digits
 from models.inputs import ModelInputs, save_model_inputs
 from models.transforms import image_to_input, prepare_waveform, waveform_to_log_mel
 
-SPEC = {"image_size": 16, "n_mels": 40, "audio_frames": 100, "sample_rate": 16000, "silence_db": 40.0}
+SPEC = {"image_size": 16, "image_channels": 1, "n_mels": 40, "audio_frames": 100, "sample_rate": 16000,
+        "silence_db": 40.0, "depth_size": 16, "thermal_size": 16, "imu_length": 160}
 ITEMS = 24  # indexed demo items
 
 
@@ -53,8 +54,10 @@ def demo_inputs(n: int = ITEMS) -> ModelInputs:
     digits = load_digits().target[:n]
     captions = np.array([f"the number {d}" if i % 3 else "" for i, d in enumerate(digits)], dtype=str)
     return ModelInputs(sample_id=np.array([f"s{i:03d}" for i in range(n)]), image=np.stack(images),
-                       audio=np.stack(audio), caption=captions, voice=np.full(n, "v"),
-                       has_image=np.ones(n, bool), has_audio=np.arange(n) % 4 != 0, has_caption=captions != "")
+                       audio=np.stack(audio), caption=captions, depth=np.zeros((n, 1, 16, 16), np.float32),
+                       thermal=np.zeros((n, 1, 16, 16), np.float32), imu=np.zeros((n, 6, 160), np.float32),
+                       has_image=np.ones(n, bool), has_audio=np.arange(n) % 4 != 0, has_caption=captions != "",
+                       has_depth=np.zeros(n, bool), has_thermal=np.zeros(n, bool), has_imu=np.zeros(n, bool))
 
 
 def random_model(seed: int):
@@ -66,16 +69,17 @@ def random_model(seed: int):
 
 
 def served_model(seed: int, version: str, inputs: ModelInputs | None = None):
-    """A ServedModel without a registry: a random model, its prompts and an index over `inputs`."""
-    from models.evaluate import DIGIT_PROMPTS
+    """A ServedModel without a registry: a random model, the digits example's task and prompts, and an
+    index over `inputs`."""
     from models.imagebind import TEXT
     from models.serving.scoring import ServedModel, build_prompt_embeddings, build_search_index
-    from models.text import encode_texts
+    from models.text import encode_class_prompts, encode_texts
+    from tests.unit.task_support import example_task
 
-    model = random_model(seed)
+    model, task = random_model(seed), example_task()
     parts = [("batch-1", inputs)] if inputs is not None else []
-    return ServedModel("flywheel-imagebind", version, model, dict(SPEC),
-                       build_prompt_embeddings(model, encode_texts(list(DIGIT_PROMPTS))), model.logit_scale(TEXT),
+    return ServedModel("flywheel-imagebind", version, model, dict(SPEC), task,
+                       build_prompt_embeddings(model, encode_class_prompts(task.prompts)), model.logit_scale(TEXT),
                        build_search_index(model, parts, encode_texts), time.time())
 
 

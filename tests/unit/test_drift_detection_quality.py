@@ -16,6 +16,7 @@ from monitoring.checks import run_checks
 from monitoring.drift_quality import prepare_window, train_reference_model, zero_shot_accuracy
 from monitoring.observations import build_monitor_data
 from tests.conftest import PROJECT
+from tests.unit.task_support import example_task
 
 pytestmark = pytest.mark.slow
 
@@ -23,9 +24,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory):
     from flows import monitor_stage
-    from models.evaluate import DIGIT_PROMPTS
     from models.imagebind import ImageBindConfig
-    from models.text import encode_texts
+    from models.text import encode_class_prompts
     from models.train import TrainConfig
 
     params = load_params(PROJECT / "params.yaml")
@@ -44,7 +44,7 @@ def judge(tmp_path_factory):
         ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels, audio_frames=t.audio_frames),
         TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1, epochs_stage2=tr.epochs_stage2,
                     lr=tr.lr, weight_decay=tr.weight_decay, label_aware=tr.label_aware, grad_clip=tr.grad_clip))
-    prompts = encode_texts(list(DIGIT_PROMPTS))
+    prompts = encode_class_prompts(example_task().prompts)
     accuracy = zero_shot_accuracy(model, inputs, labels, prompts)
     reference = build_monitor_data(features, inputs, model, prompts, labels)
 

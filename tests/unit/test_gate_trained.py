@@ -31,12 +31,11 @@ from features.ingest import ingest_batch
 from flows.model_stages import build_golden_set
 from flows.settings import load_settings
 from flows.stage_config import clean_params, gate_policy, input_spec
-from models.evaluate import DIGIT_PROMPTS
 from models.gate import decide
 from models.gate_scoring import golden_groups, score_models
 from models.imagebind import ImageBindConfig
 from models.inputs import build_model_inputs
-from models.text import encode_texts
+from models.text import encode_class_prompts, encode_texts
 from models.train import TrainConfig, TrainingData, train_imagebind
 from tests.conftest import PROJECT, with_unreachable_latency_bounds
 
@@ -82,7 +81,7 @@ def judged(demo_batch_factory, tmp_path_factory):
                 "better": data}
     models = {name: train_imagebind(rows, model_config, recipe).model for name, rows in training.items()}
     golden, _ = build_golden_set(settings)
-    scores = score_models(models, golden, encode_texts(list(DIGIT_PROMPTS)), settings.params.gate.latency_items)
+    scores = score_models(models, golden, encode_class_prompts(settings.task.prompts), settings.params.gate.latency_items)
     policy, groups = with_unreachable_latency_bounds(gate_policy(settings)), golden_groups(golden)
     return {name: decide(scores[name], scores["champion"], policy, groups) for name in ("sabotaged", "better")}
 

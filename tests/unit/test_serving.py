@@ -17,6 +17,7 @@ from models.serving.inference_log import InferenceLog, load_inference_log
 from models.serving.payloads import PayloadLimits
 from tests.unit.serving_support import demo_inputs, digit_png, served_model, tone_wav
 
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")  # the example's prompts
 LIMITS = PayloadLimits(max_image_pixels=250_000, max_audio_seconds=5.0, max_text_chars=200)
 MAX_BODY = 300_000
 
@@ -77,10 +78,10 @@ def test_upload_and_base64_give_the_same_embedding(api):
 
 @pytest.mark.parametrize("modality", ["image", "audio", "text"])
 def test_classify_is_the_models_zero_shot_prediction(api, served, modality):
-    from models.evaluate import DIGIT_PROMPTS, predict_zero_shot
+    from models.evaluate import predict_zero_shot
     from models.serving.payloads import prepare_bytes, prepare_text
     from models.serving.scoring import MODALITY_KEYS
-    from models.text import encode_texts
+    from models.text import encode_class_prompts
 
     result = api.post("/classify", json=ITEMS[modality])
     assert result.status_code == 200, result.text
@@ -88,10 +89,12 @@ def test_classify_is_the_models_zero_shot_prediction(api, served, modality):
     prepared = (prepare_text(ITEMS["text"]["text"], LIMITS) if modality == "text"
                 else prepare_bytes(modality, base64.b64decode(ITEMS[modality]["data_base64"]), served.spec, LIMITS))
     label, confidence = predict_zero_shot(served.model, MODALITY_KEYS[modality], prepared.values[None],
-                                          encode_texts(list(DIGIT_PROMPTS)))
-    assert body["label"] == int(label[0]) and body["prompt"] == DIGIT_PROMPTS[body["label"]]
+                                          encode_class_prompts(served.task.prompts))
+    task = served.task
+    assert body["label"] == task.classes[int(label[0])] and body["prompt"] == task.prompt_of(int(label[0]))
     assert body["confidence"] == pytest.approx(float(confidence[0]), abs=1e-5)
-    assert len(body["scores"]) == 10 and sum(body["scores"]) == pytest.approx(1, abs=1e-4)
+    assert list(body["scores"]) == list(task.classes) and sum(body["scores"].values()) == pytest.approx(1, abs=1e-4)
+    assert body["scores"][body["label"]] == pytest.approx(body["confidence"], abs=1e-5)
 
 
 def test_search_finds_an_ingested_item_from_its_own_image_and_audio(api):
@@ -215,6 +218,8 @@ def test_every_request_lands_in_the_inference_log(api):
     assert image["image_width"] == 8 and 0 < image["img_contrast"] < 1 and image["latency_ms"] > 0
     assert len(image["embedding_head"]) == 8 and len(image["embedding_sha1"]) == 16
     assert 0 <= image["prediction"] <= 9 and 0 < image["confidence"] <= 1
+    assert image["prediction_class"] == str(int(image["prediction"]))  # the digits example names class k "k"
+    assert image["prediction_prompt"] == f"a handwritten digit {DIGIT_WORDS[int(image['prediction'])]}"
     assert audio["aud_seconds"] == pytest.approx(0.5, abs=0.01) and audio["aud_rms_db"] < 0
     assert search["search_target"] == "image" and search["top_sample_id"].startswith("s")
     assert search["text_chars"] == len(ITEMS["text"]["text"])
@@ -262,7 +267,7 @@ def test_batch_scoring_logs_every_present_item_like_the_api(api, served, tmp_pat
     api.post("/classify", json=ITEMS["image"])
     request = load_inference_log(api.log_dir).iloc[-1]
     shared = {"timestamp", "source", "endpoint", "status", "model_version", "modality", "latency_ms", "input_mean",
-              "input_std", "embedding_norm", "embedding_head", "embedding_sha1", "prediction", "confidence"}
+              "input_std", "embedding_norm", "embedding_head", "embedding_sha1", "prediction", "prediction_class", "prediction_prompt", "confidence"}
     assert shared <= set(batch.columns) and shared <= set(request.index)
     first_image = batch[(batch["modality"] == "image") & (batch["sample_id"] == "s003")].iloc[0]
     # The same digit through the API and through its stored model input: same embedding, same prediction.
