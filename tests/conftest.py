@@ -91,6 +91,14 @@ def with_unreachable_latency_bounds(policy):
     return replace(policy, thresholds={**policy.thresholds, "p95_latency_ms": latency})
 
 
+def example_params() -> dict:
+    """The root params.yaml as a dict to edit and write elsewhere: task.golden absolute, so the copy still
+    finds the example's golden batch wherever it is written."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["task"]["golden"] = str(EXAMPLE_GOLDEN)
+    return params
+
+
 def write_fast_lifecycle_params(path: Path, golden: Path | None = None) -> Path:
     """params.yaml for whole-lifecycle tests: few epochs, the golden batch `golden` (the small_golden_batch
     fixture for a quick gate; None: the example's own), and a gate every model passes, so the second run is

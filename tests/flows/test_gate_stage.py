@@ -18,7 +18,7 @@ from flows.model_stages import build_golden_set, stage_gate
 from flows.settings import load_settings
 from flows.stage_config import registry_for
 from models.registry import CHAMPION, PREVIOUS, StaleChampion, log_training_run, promote, register_candidate
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 
 pytestmark = pytest.mark.slow  # three log_model calls and a 40-row golden set: ~30 s on 2 cores
 
@@ -32,7 +32,7 @@ def settings(tmp_path_factory):
     from models.imagebind import ImageBind, ImageBindConfig
 
     home = tmp_path_factory.mktemp("home")
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw = example_params()
     raw["gate"]["golden_samples"] = 40
     raw["gate"]["thresholds"] = {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
                                  "p95_latency_ms": {"max": 1000.0}}

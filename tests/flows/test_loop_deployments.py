@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 from tests.integration.services import free_port
 
 DEPLOYMENTS = {"flywheel-ingest": "ingest", "flywheel-retrain": "retrain", "flywheel-monitor": "monitor"}
@@ -18,7 +18,7 @@ DEPLOYMENTS = {"flywheel-ingest": "ingest", "flywheel-retrain": "retrain", "flyw
 
 def test_prefect_yaml_describes_the_scheduled_deployments_of_params_yaml():
     spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = example_params()
     schedule = params["schedule"]
     by_name = {d["name"]: d for d in spec["deployments"]}
     assert set(by_name) == set(DEPLOYMENTS)
@@ -70,7 +70,7 @@ def test_schedule_once_registers_the_deployments_with_crons_and_the_drift_trigge
     from prefect.client.orchestration import get_client
 
     home, output = registered
-    schedule = yaml.safe_load((PROJECT / "params.yaml").read_text())["schedule"]
+    schedule = example_params()["schedule"]
     with get_client(sync_client=True) as client:
         for name, key in DEPLOYMENTS.items():
             deployment = client.read_deployment_by_name(f"{name}/{name}")

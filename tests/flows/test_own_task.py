@@ -14,7 +14,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
-from tests.conftest import PROJECT, UNREACHABLE_LATENCY_BOUNDS
+from tests.conftest import PROJECT, example_params, UNREACHABLE_LATENCY_BOUNDS
 from tests.flows.shapes_task import COLOURS, SHAPES, TASK, draw_shape, write_shapes_batch
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ ANY_ACCURACY = {"min": 0.0, "max_drop": 1.0}
 
 def shapes_params(path: Path, golden: Path) -> Path:
     """The shipped defaults with the shapes task in place of the digits one."""
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = example_params()
     params["task"] = {**TASK, "golden": str(golden)}
     params["demo"] = {}  # no generator: this project brings its own data
     params["label"]["functions"] = []

@@ -15,7 +15,7 @@ from flows.loop import claim_training, react_to_monitor, send_drift_alert
 from flows.pipeline import RunRecord
 from flows.settings import load_settings
 from monitoring.alerts import build_drift_alert
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 from tests.integration.sinks import webhook_server
 
 
@@ -47,7 +47,7 @@ def smtp_sink():
 
 @pytest.fixture
 def loop_settings(tmp_path, webhook, smtp_sink):
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = example_params()
     params["alerts"] = {"cooldown_hours": 1.0, "sinks": [
         {"name": "hook", "kind": "webhook", "url": webhook[0]},
         {"name": "mail", "kind": "email"},  # URL from the environment, like a real credential
@@ -98,7 +98,7 @@ def test_a_failing_sink_is_retried_on_the_next_batch_while_the_other_stays_quiet
 
 
 def test_a_sink_without_a_url_stops_start_up(tmp_path):
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = example_params()
     params["alerts"] = {"sinks": [{"name": "ml-slack", "kind": "slack"}]}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))

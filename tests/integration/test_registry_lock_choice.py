@@ -27,7 +27,7 @@ from flows.settings import load_settings
 from flows.stage_config import registry_for
 from models.registry import promote
 from models.registry_lock import champion_lock
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 from tests.integration.promoters import assert_one_won, start_promoters
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def on_the_server(mlflow_server, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
     for name in ("FLYWHEEL_REGISTRY_LOCK_URI", "PREFECT_API_URL"):
         monkeypatch.delenv(name, raising=False)
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw = example_params()
     raw["registry"]["model_name"] = f"lock-choice-{uuid.uuid4().hex[:8]}"
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))

@@ -18,7 +18,7 @@ from flows.settings import load_settings
 from flows.stage_config import registry_for
 from models.registry import promote
 from models.registry_lock import LockUnavailable, champion_lock, lock_file_for
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 from tests.integration.promoters import assert_one_won, start_promoters
 from tests.integration.services import POSTGRES_URI, postgres_unreachable_reason
 
@@ -34,7 +34,7 @@ def pg_settings(tmp_path, monkeypatch):
     and v1 as champion. The model name is unique per test so parallel runs never share a lock key."""
     monkeypatch.setenv("FLYWHEEL_REGISTRY_LOCK_URI", POSTGRES_URI)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw = example_params()
     raw["registry"]["model_name"] = f"pg-cas-{uuid.uuid4().hex[:8]}"
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))

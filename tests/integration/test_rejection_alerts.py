@@ -9,7 +9,7 @@ import yaml
 from flows.loop import react_to_monitor
 from flows.pipeline import RunRecord
 from flows.settings import load_settings
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 from tests.integration.sinks import webhook_server
 
 REJECTION = {"stage": "validate", "expectation": "expect_column_mean_to_be_between(audio_seconds)",
@@ -20,7 +20,7 @@ REJECTION = {"stage": "validate", "expectation": "expect_column_mean_to_be_betwe
 @pytest.fixture
 def hook_settings(tmp_path):
     with webhook_server() as (url, posts):
-        params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+        params = example_params()
         params["alerts"] = {"cooldown_hours": 1.0, "sinks": [{"name": "hook", "kind": "webhook", "url": url}]}
         params["retrain"] = {"on_drift": True, "min_interval_hours": 24.0}
         path = tmp_path / "params.yaml"

@@ -310,9 +310,9 @@ def test_the_tests_golden_batch_is_the_one_flywheel_demo_data_golden_writes(tmp_
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from tests.conftest import PROJECT, ensure_example_golden
+    from tests.conftest import PROJECT, example_params, ensure_example_golden
 
-    raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    raw = example_params()
     raw["task"]["golden"] = "made/golden"
     raw["demo"]["golden_samples"] = 8
     params = tmp_path / "params.yaml"
