@@ -2,7 +2,7 @@
 the slice fields, the caption languages and the image channels.
 
 Built once at the entry point from `params.yaml`'s `task:` section (flows/settings.py) and passed
-down; nothing in the core names a class, a prompt, a voice or a language. Inside the lifecycle a
+down; nothing in the core names a class, a prompt, a slice value or a language. Inside the lifecycle a
 class is its index in `classes` (the label column, the model's scores, the label model's votes);
 names appear at the edges: manifests, serving, plots, the review queue, the registry.
 """
@@ -141,7 +141,7 @@ def check_golden_batch(task: Task) -> None:
     manifest = task.golden / MANIFEST_NAME
     if not manifest.is_file():
         raise ValueError(f"task.golden: {task.golden} has no {MANIFEST_NAME}; it must be a landing batch "
-                         "(for the digits example: flywheel demo-data --golden)")
+                         "(a project with a demo generator writes one with flywheel demo-data --golden)")
     rows, refused = parse_manifest(manifest.read_bytes(), task.golden, stage="golden")
     if refused:
         first = refused[0]

@@ -243,7 +243,7 @@ def _now() -> str:
 
 
 def _tag_key(text: str) -> str:
-    """MLflow tag keys allow alphanumerics, `_ - . / space`; a voice such as `en-us+f2` becomes `en-us_f2`."""
+    """MLflow tag keys allow alphanumerics, `_ - . / space`; a slice value such as `en-us+f2` becomes `en-us_f2`."""
     return re.sub(r"[^\w\-. /]", "_", text)
 
 

@@ -195,7 +195,7 @@ class TrainResult:
 def random_shift(images: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     """Translate each (C, S, S) image by up to `max_shift` pixels, zero (background) filled.
 
-    A ViT on ~1,400 tiny 16×16 images memorises them (measured on the digits example: 99.8 % train,
+    A ViT on ~1,400 tiny 16×16 images memorises them (measured on the bundled example project: 99.8 % train,
     93 % held-out zero-shot without it; 98 % held-out with one pixel); jitter is the cheapest
     regulariser that keeps the content intact.
     """
