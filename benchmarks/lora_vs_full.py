@@ -1,6 +1,6 @@
 """LoRA against a frozen encoder (head only) and full fine-tuning of the MiniLM text tower.
 
-Task: caption → digit 0..9 (the `lora` family model), on demo captions from
+Task: caption → class (the `lora` family model; the digits example's ten classes), on demo captions from
 `examples.digits.demo.generate_demo_batch`: a training batch (seed 0), held-out rows in the same
 languages (seed 1, golden split) and held-out rows in languages never trained on (seed 2,
 `drift="language"`: Italian and Dutch). Captions that name no number are dropped (no label to
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from examples.digits.demo import GENERIC_CAPTIONS, generate_demo_batch
+from flows.settings import load_params
 from models.lora import (
     MINILM,
     ClassifierTraining,
@@ -44,12 +45,14 @@ from models.lora import (
     build_caption_classifier,
     count_parameters,
     merge_lora,
-    predict_digits,
+    predict_classes,
     tokenize_captions,
     train_classifier,
 )
 
 RESULTS = Path(__file__).parent / "results" / "lora_vs_full.json"
+EXAMPLE_PARAMS = Path(__file__).resolve().parents[1] / "examples" / "digits" / "params.yaml"
+N_CLASSES = len(load_params(EXAMPLE_PARAMS).task.classes)  # the head's outputs; a digit is its class index
 SPLITS = {  # name -> generate_demo_batch arguments
     "train": {"seed": 0, "split": "train"},
     "heldout": {"seed": 1, "split": "golden"},
@@ -120,7 +123,7 @@ def latency_ratios(adapted: nn.Module, inputs: dict, reps: int) -> dict[str, flo
     Calls alternate between the models being compared, so load from other processes on the
     machine falls on both alike.
     """
-    base = build_caption_classifier().eval()
+    base = build_caption_classifier(seed=0, num_classes=N_CLASSES).eval()
     adapted.eval()
     with torch.no_grad():
         base(**inputs), adapted(**inputs)  # warm-up
@@ -148,7 +151,7 @@ def run_method(method: str, sets: dict, training: ClassifierTraining, latency_re
     prepare, lr = METHODS[method]
     training = replace(training, lr=lr)
     torch.manual_seed(training.seed)
-    model = prepare(build_caption_classifier(seed=training.seed))
+    model = prepare(build_caption_classifier(seed=training.seed, num_classes=N_CLASSES))
     inputs = {name: tokenize_captions(s["captions"]) for name, s in sets.items()}
     labels = {name: torch.tensor(s["digits"]) for name, s in sets.items()}
     trainable, total = count_parameters(model)
@@ -177,7 +180,7 @@ def run_method(method: str, sets: dict, training: ClassifierTraining, latency_re
         "last_loss": round(losses[-1], 4),
     }
     for name in ("train", "heldout", "unseen_languages"):
-        predicted = predict_digits(model, inputs[name])
+        predicted = predict_classes(model, inputs[name])
         result[f"accuracy_{name}"] = round(float((predicted == labels[name]).float().mean()), 4)
     if method == "lora_r8_qv":
         latency_inputs = {k: v[:64] for k, v in inputs["heldout"].items()}

@@ -1,4 +1,4 @@
-"""The `lora` family's side of the model stages (`train.family: lora`): a caption → digit classifier.
+"""The `lora` family's side of the model stages (`train.family: lora`): a caption → class classifier.
 
 `flows.model_stages` dispatches here on the family: training on the window's labelled captions,
 the gate's scores on the golden set's captions, and the champion's caption votes for labelling.
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from features.io import save_json
 from flows.settings import Settings
 from flows.stage_config import registry_for
 from models.evaluate import EvalData
@@ -29,7 +30,7 @@ MAX_METRICS_PER_REQUEST = 1000  # MLflow's log_batch limit
 
 def golden_captions(golden: EvalData) -> tuple[list[str], np.ndarray]:
     """The golden rows that have a caption: (captions, labels). Every caption row is judged, also
-    the ~10 % of demo captions that name no digit (no model can read those; thresholds allow for it)."""
+    captions that do not name their class (no model can read those; the thresholds allow for them)."""
     if golden.caption is None:
         raise ValueError("the golden set carries no captions: rebuild it with flows.model_stages.build_golden_set")
     rows = [i for i, caption in enumerate(golden.caption) if caption]
@@ -59,7 +60,8 @@ def _log_losses(run_id: str, losses: list[float], steps_per_epoch: int) -> None:
 def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,
                      data_version: str | None = None):
     """Train the caption classifier on the window's captions with trusted labels (unlabelled rows are
-    skipped), evaluate it on the golden captions, merge the adapters, log run and pyfunc to MLflow."""
+    skipped), evaluate it on the golden captions, merge the adapters, log run and pyfunc to MLflow. The model
+    has one output per class of `settings.task`, and its folder carries `task.json` for serving."""
     import tempfile
 
     import matplotlib.pyplot as plt
@@ -67,15 +69,16 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
 
     from flows.model_stages import TrainOutcome, build_golden_set, training_window
     from models.artifacts import save_caption_classifier
-    from models.lora import NUM_DIGITS, ClassifierTraining, LoraSettings
+    from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import caption_metrics, classify_captions, train_caption_classifier
     from models.plots import confusion_matrix_figure
     from models.pyfunc import caption_classifier_flavour
     from models.registry import log_training_run
     from models.tracking import TrainingDataset, start_training_run
 
-    p, seed = settings.params.train.lora, settings.params.train.seed
-    batches, inputs, label = training_window(settings, captions_only=True)
+    p, seed, task = settings.params.train.lora, settings.params.train.seed, settings.task
+    window = training_window(settings, captions_only=True)
+    batches, inputs, label = window.batches, window.inputs, window.label
     labelled = np.flatnonzero(label >= 0)
     if len(labelled) < p.min_labelled_rows:
         raise ValueError(
@@ -88,21 +91,23 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     registry = registry_for(settings)
     with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name, "family": LORA_FAMILY}) as run, \
             tempfile.TemporaryDirectory() as tmp:
-        result = train_caption_classifier(captions, targets, lora, training, p.torch_threads)
+        result = train_caption_classifier(captions, targets, lora, training, task.n_classes, p.torch_threads)
         _log_losses(run.info.run_id, result.losses, -(-len(targets) // training.batch_size))
         golden, golden_version = build_golden_set(settings)
         golden_text, golden_label = golden_captions(golden)
         predicted, _ = classify_captions(result.model, golden_text)
         metrics = caption_metrics(predicted, golden_label)
-        figure = confusion_matrix_figure(golden_label, predicted, NUM_DIGITS, "Caption classifier, golden set")
+        figure = confusion_matrix_figure(golden_label, predicted, task.classes, "Caption classifier, golden set")
         mlflow.log_figure(figure, "plots/confusion_caption.png")
         plt.close(figure)
         model_dir = save_caption_classifier(result.model, Path(tmp) / "classifier")
+        save_json(model_dir / "task.json", task.to_dict())  # serving reads its classes and prompts here
         params: dict[str, Any] = {
             "family": LORA_FAMILY, **{f"lora.{k}": v for k, v in asdict(lora).items()},
             **{f"train.{k}": v for k, v in asdict(training).items()}, "train.torch_threads": p.torch_threads,
             "model.trainable_parameters": result.trainable_parameters, "model.total_parameters": result.total_parameters,
-            "data.batches": ",".join(batches), "data.rows": len(inputs), "data.labelled": len(labelled)}
+            "data.batches": ",".join(batches), "data.rows": len(inputs), "data.labelled": len(labelled),
+            "data.golden_excluded": window.golden_excluded}
         logged = log_training_run(
             registry, model_dir, params, [],
             {**(label_metrics or {}), **metrics, "train_seconds": result.seconds, "trainable_share": result.trainable_parameters / result.total_parameters},
@@ -110,7 +115,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
             dataset=TrainingDataset(list(inputs.sample_id), label, data_version), flavour=caption_classifier_flavour())
     headline = {k: v for k, v in metrics.items() if not k.startswith("per_class_")}  # per class: in MLflow only
     return TrainOutcome(logged.run_id, logged.model_uri, headline, batches, len(inputs), len(labelled), result.seconds,
-                        golden_version)
+                        golden_version, window.golden_excluded)
 
 
 def score_lora_family(settings: Settings, models: dict[str, Any], golden: EvalData):

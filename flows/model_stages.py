@@ -275,7 +275,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
                     **({} if start is None else {"fine_tuned_from": start.version})}
         logged = log_training_run(registry, model_dir, params, result.history, {**(label_metrics or {}), **metrics},
                                   run_tags, run_name,
-                                  evaluation=RunEvaluation(result.model, golden, prompt_emb),
+                                  evaluation=RunEvaluation(result.model, golden, prompt_emb, settings.task.classes),
                                   dataset=TrainingDataset(list(inputs.sample_id), label, data_version))
     return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds,
                         golden_version, window.golden_excluded)

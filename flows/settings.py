@@ -93,7 +93,7 @@ class TransformParams(_Strict):
 
 
 class LoraParams(_Strict):
-    """The `lora` family: peft adapters on the frozen MiniLM plus a linear head, caption -> digit."""
+    """The `lora` family: peft adapters on the frozen MiniLM plus a linear head, caption -> task class."""
 
     r: int = Field(8, ge=1)  # adapter rank; 8 keeps the trainable share near 0.3 % of MiniLM
     alpha: float = Field(16.0, gt=0)  # updates scaled by alpha / r

@@ -78,7 +78,7 @@ def load_caption_classifier(directory: str | Path) -> torch.nn.Module:
     if family != LORA_FAMILY:
         raise ValueError(f"model directory {directory} holds a {family!r} model, not the {LORA_FAMILY!r} family's classifier")
     config = json.loads((directory / CONFIG_FILE).read_text())
-    model = build_caption_classifier(num_classes=config["num_classes"])
+    model = build_caption_classifier(seed=0, num_classes=config["num_classes"])  # every weight is then loaded
     state = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     model.requires_grad_(False)

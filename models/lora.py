@@ -13,7 +13,7 @@ zero, scaling = alpha / r):
 the base module structure (and state_dict keys), so it serves at the base's latency.
 
 The `lora` family model is `CaptionClassifier` (mean-pooled MiniLM tokens, linear head:
-caption → digit 0..9) with adapters, trained by `train_classifier`.
+caption → one of the task's classes) with adapters, trained by `train_classifier`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ ATTENTION_TARGETS: dict[str, tuple[str, ...]] = {
     MINILM: ("query", "value"),  # W_q and W_v, as in the LoRA paper and peft's BERT default
     IMAGEBIND: ("attn",),  # the whole nn.MultiheadAttention: packed q/k/v and out_proj
 }
-NUM_DIGITS = 10  # classes of the `lora` family model
-MAX_CAPTION_TOKENS = 64  # demo captions are under 15 word pieces; longer text is truncated
+MAX_CAPTION_TOKENS = 64  # a caption is a sentence or two; longer text is truncated
 
 
 @dataclass(frozen=True)
@@ -96,14 +95,16 @@ class LoraSettings:
         )
 
 
-# --- the `lora` family model: caption → digit ----------------------------------------------------
+# --- the `lora` family model: caption → class ----------------------------------------------------
 
 
 class CaptionClassifier(nn.Module):
     """MiniLM tokens, mean-pooled as all-MiniLM-L6-v2 pools them, then a linear head."""
 
-    def __init__(self, encoder: nn.Module, num_classes: int = NUM_DIGITS) -> None:
+    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes={num_classes!r}: expected an integer >= 2 (the task's number of classes)")
         self.encoder = encoder  # a transformers BertModel
         self.head = nn.Linear(encoder.config.hidden_size, num_classes)
 
@@ -115,16 +116,17 @@ class CaptionClassifier(nn.Module):
         return self.head(pooled)  # (B, num_classes)
 
 
-def build_caption_classifier(seed: int = 0, num_classes: int = NUM_DIGITS) -> CaptionClassifier:
-    """A fresh classifier over a private copy of the packaged MiniLM (the shared one stays frozen)."""
+def build_caption_classifier(seed: int, num_classes: int) -> CaptionClassifier:
+    """A fresh classifier over a private copy of the packaged MiniLM (the shared one stays frozen), with a
+    head of `num_classes` outputs (the task's classes, in order)."""
     encoder = copy.deepcopy(load_text_encoder()[0].auto_model)  # peft edits the model it wraps
     torch.manual_seed(seed)  # the head's initial weights
     return CaptionClassifier(encoder, num_classes)
 
 
-def build_lora_classifier(settings: LoraSettings, seed: int = 0) -> PeftModel:
+def build_lora_classifier(settings: LoraSettings, num_classes: int, seed: int) -> PeftModel:
     """The `lora` family model: a fresh CaptionClassifier with adapters; one seed fixes head and A."""
-    return add_text_lora(build_caption_classifier(seed), settings)  # A's init continues seed's stream
+    return add_text_lora(build_caption_classifier(seed, num_classes), settings)  # A's init continues seed's stream
 
 
 def tokenize_captions(captions: Sequence[str]) -> dict[str, Tensor]:
@@ -281,7 +283,7 @@ def train_classifier(
 
 
 @torch.no_grad()
-def predict_digits(model: nn.Module, inputs: dict[str, Tensor], batch_size: int = 128) -> Tensor:
+def predict_classes(model: nn.Module, inputs: dict[str, Tensor], batch_size: int = 128) -> Tensor:
     """(N,) predicted class of each caption, in eval mode."""
     model.eval()
     rows = len(inputs["input_ids"])

@@ -1,4 +1,4 @@
-"""The `lora` family in the lifecycle: caption → digit, trained with adapters and served merged.
+"""The `lora` family in the lifecycle: caption → class, trained with adapters and served merged.
 
 `models.lora` holds the model (`CaptionClassifier` over the packaged MiniLM) and the peft
 wiring; this module is what the lifecycle needs around it: train on the window's labelled
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from models.lora import (
-    NUM_DIGITS,
     CaptionClassifier,
     ClassifierTraining,
     LoraSettings,
@@ -28,7 +27,7 @@ from models.lora import (
 )
 from models.train import torch_threads
 
-CAPTION_METRIC = "caption_acc"  # share of golden captions classified as their digit
+CAPTION_METRIC = "caption_acc"  # share of golden captions classified as their class
 CLASSIFY_BATCH_SIZE = 128  # captions per forward pass; bounds memory, not results
 
 
@@ -42,18 +41,22 @@ class CaptionTrainingResult:
 
 
 def train_caption_classifier(captions: Sequence[str], labels: np.ndarray, lora: LoraSettings,
-                             training: ClassifierTraining, num_threads: int | None = 1) -> CaptionTrainingResult:
-    """Fine-tune adapters and head on labelled captions (labels 0..9), then merge the adapters away.
+                             training: ClassifierTraining, n_classes: int,
+                             num_threads: int | None = 1) -> CaptionTrainingResult:
+    """Fine-tune adapters and a head of `n_classes` outputs on labelled captions (labels: class indices
+    0..n_classes-1, the task's classes in order), then merge the adapters away.
 
     `num_threads`: torch's intra-op threads while training (restored after; None: leave as is).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if len(captions) != len(labels):
         raise ValueError(f"{len(labels)} labels for {len(captions)} captions")
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_DIGITS):
-        raise ValueError(f"caption labels must be digits 0..{NUM_DIGITS - 1}; found {sorted(set(labels.tolist()))}")
+    outside = np.unique(labels[(labels < 0) | (labels >= n_classes)]).tolist()
+    if outside:
+        raise ValueError(f"caption labels must be class indices 0..{n_classes - 1} (the task's {n_classes} classes); "
+                         f"found {outside} outside that range")
     started = time.perf_counter()
-    model = build_lora_classifier(lora, seed=training.seed)
+    model = build_lora_classifier(lora, n_classes, seed=training.seed)
     trainable, total = count_parameters(model)
     with torch_threads(num_threads):
         losses = train_classifier(model, tokenize_captions(list(captions)), torch.from_numpy(labels), training)
@@ -62,11 +65,11 @@ def train_caption_classifier(captions: Sequence[str], labels: np.ndarray, lora: 
 
 @torch.no_grad()
 def classify_captions(model: CaptionClassifier, captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) predicted digit and (N, 10) softmax of each caption; eval mode, batched."""
+    """(N,) predicted class index and (N, n_classes) softmax of each caption; eval mode, batched."""
     if isinstance(captions, str):
         raise TypeError("classify_captions takes a list of captions, not a single string")
     if not len(captions):
-        return np.zeros(0, dtype=np.int64), np.zeros((0, NUM_DIGITS), dtype=np.float32)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, model.head.out_features), dtype=np.float32)
     model.eval()
     probs = []
     for start in range(0, len(captions), CLASSIFY_BATCH_SIZE):
@@ -83,7 +86,7 @@ def caption_correct_per_row(model: CaptionClassifier, captions: Sequence[str], l
 
 
 def caption_metrics(predicted: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """`caption_acc`, `n_eval` and the accuracy per class (`per_class_caption_acc_{k}`) of predicted digits."""
+    """`caption_acc`, `n_eval` and the accuracy per class index k (`per_class_caption_acc_{k}`) of predicted classes."""
     labels = np.asarray(labels)
     correct = (np.asarray(predicted) == labels).astype(np.float64)
     metrics = {CAPTION_METRIC: float(correct.mean()) if len(correct) else float("nan"), "n_eval": float(len(correct))}

@@ -1,21 +1,24 @@
 """Cross-modal retrieval and embedding arithmetic on held-out data, by class.
 
-The demo has ten classes and no one-to-one ground truth across modalities (any image of a
-seven is a right answer for a spoken "seven"), so retrieval is scored by class:
+There is no one-to-one ground truth across modalities (any image of a class is a right answer
+for a sound of that class), so retrieval is scored by class:
 
 - Recall@k of a query: 1 when at least one of its k nearest gallery items (cosine) has the
   query's class, else 0; `retrieval_{query}_to_{gallery}_r{k}` is its mean over the queries.
-- Galleries: `image` and `audio` are the N evaluation rows; `text` is the prompt set (by
-  default one prompt per class, so image→text r1 equals `zero_shot_image_acc` and r10 is 1
-  by construction with ten classes). text→X uses the prompts as queries: ten queries, so
-  those recalls move in steps of 0.1.
-- audio↔text is the emergent pair: no (audio, text) pair is ever trained on.
+- Modalities: `image`, the prompts as `text`, and each bound modality (audio, depth, thermal,
+  IMU) the evaluation rows carry and the model embeds; a modality the rows lack has no pair.
+- Galleries: `image` and each bound modality m are the N evaluation rows; `text` is the prompt
+  set (by default one prompt per class, so image→text r1 equals `zero_shot_image_acc` and r{K}
+  is 1 by construction with K classes). text→X uses the prompts as queries: K queries, so
+  those recalls move in steps of 1/K.
+- Pairs: image↔text (trained in stage 1), then per bound modality m, m↔image (trained in
+  stage 2) and m↔text, the emergent pair: no (m, text) pair is ever trained on.
 
-Embedding arithmetic (the paper's Fig. 5, image + audio → image): the query is
-normalize(image of class a + audio of class b), a ≠ b, and it succeeds when the k nearest
-held-out images (the query image excluded) include both a class-a and a class-b image.
-`arithmetic_image_audio_r{k}` is the success rate; `arithmetic_image_only_r{k}` scores the
-image embedding alone by the same rule, the baseline the audio must lift.
+Embedding arithmetic (the paper's Fig. 5, image + audio → image), for each bound modality m:
+the query is normalize(image of class a + m of class b), a ≠ b, and it succeeds when the k
+nearest held-out images (the query image excluded) include both a class-a and a class-b image.
+`arithmetic_image_{m}_r{k}` is the success rate; `arithmetic_image_only_r{k}` scores the
+image embedding alone by the same rule, the baseline m must lift.
 """
 
 from __future__ import annotations
@@ -27,44 +30,58 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.evaluate import EvalData, embed_modality
+from models.evaluate import EvalData, embed_modality, evaluated_modalities
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind
 
 RECALL_KS: tuple[int, ...] = (1, 5, 10)  # the k of the logged recall@k metrics
 CURVE_MAX_K = 10  # recall@k curves run k = 1..CURVE_MAX_K
-ARITHMETIC_KS: tuple[int, ...] = (5, 10)  # neighbours an image+audio query may use to find both classes
-ARITHMETIC_PAIRS = 500  # (image, audio) pairs drawn per evaluation; fixed seed, so a stable number
+ARITHMETIC_KS: tuple[int, ...] = (5, 10)  # neighbours an image + bound-modality query may use to find both classes
+ARITHMETIC_PAIRS = 500  # (image row, bound-modality row) pairs drawn per evaluation; fixed seed, so a stable number
 ARITHMETIC_SEED = 0
-# (query, gallery) pairs reported, image↔text trained in stage 1, audio↔image in stage 2,
-# audio↔text emergent.
-RETRIEVAL_PAIRS: tuple[tuple[str, str], ...] = (
-    ("image", "text"), ("text", "image"),
-    ("audio", "image"), ("image", "audio"),
-    ("audio", "text"), ("text", "audio"),
-)
-_MODALITY = {"image": VISION, "audio": AUDIO, "text": TEXT}
+IMAGE_TEXT_PAIRS: tuple[tuple[str, str], ...] = (("image", "text"), ("text", "image"))  # trained in stage 1
+
+
+def bound_pairs(modality: str) -> tuple[tuple[str, str], ...]:
+    """The (query, gallery) pairs of one bound modality: with images (stage 2), with text (emergent)."""
+    return ((modality, "image"), ("image", modality), (modality, "text"), ("text", modality))
+
+
+# The pairs reported when the rows carry audio and no other bound modality (the common case).
+RETRIEVAL_PAIRS: tuple[tuple[str, str], ...] = IMAGE_TEXT_PAIRS + bound_pairs(AUDIO)
 
 
 @dataclass
 class JointEmbeddings:
     """Unit-norm embeddings of the evaluation rows and the prompts, with each row's class."""
 
-    embedding: dict[str, Tensor]  # "image" (N, D), "audio" (N, D), "text" (P, D)
+    embedding: dict[str, Tensor]  # "image" (N, D), "text" (P, D), and each bound modality given, e.g. "audio" (N, D)
     label: dict[str, np.ndarray]  # same keys: class per row
+
+    def bound(self) -> tuple[str, ...]:
+        """The bound modalities embedded (neither image nor text), in the order given."""
+        return tuple(m for m in self.embedding if m not in ("image", "text"))
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """The (query, gallery) pairs these embeddings support: image↔text, then each bound modality's."""
+        return IMAGE_TEXT_PAIRS + tuple(pair for m in self.bound() for pair in bound_pairs(m))
 
 
 def embed_eval_data(model: ImageBind, data: EvalData, prompt_emb: np.ndarray,
                     prompt_label: np.ndarray | None = None) -> JointEmbeddings:
-    """Embed images, audio and prompts once; `prompt_label` defaults to row k → class k."""
+    """Embed images, prompts and each bound modality the rows carry and the model embeds, once;
+    `prompt_label` defaults to row k → class k."""
     data.validate()
     if prompt_label is None:
         prompt_label = np.arange(len(prompt_emb))
     if len(prompt_label) != len(prompt_emb):
         raise ValueError(f"prompt_label has {len(prompt_label)} entries but prompt_emb has {len(prompt_emb)} rows")
+    bound = evaluated_modalities(model, data)
+    given = data.bound()
     return JointEmbeddings(
-        embedding={"image": embed_modality(model, VISION, data.image), "audio": embed_modality(model, AUDIO, data.audio),
+        embedding={"image": embed_modality(model, VISION, data.image),
+                   **{m: embed_modality(model, m, given[m]) for m in bound},
                    "text": embed_modality(model, TEXT, prompt_emb)},
-        label={"image": data.label, "audio": data.label, "text": np.asarray(prompt_label)},
+        label={"image": data.label, **{m: data.label for m in bound}, "text": np.asarray(prompt_label)},
     )
 
 
@@ -93,9 +110,9 @@ def recall_curve(joint: JointEmbeddings, query: str, gallery: str, max_k: int = 
 
 
 def retrieval_metrics(joint: JointEmbeddings) -> dict[str, float]:
-    """`retrieval_{query}_to_{gallery}_r{k}` for every pair in RETRIEVAL_PAIRS and k in RECALL_KS."""
+    """`retrieval_{query}_to_{gallery}_r{k}` for every pair the embeddings support and k in RECALL_KS."""
     metrics = {}
-    for query, gallery in RETRIEVAL_PAIRS:
+    for query, gallery in joint.pairs():
         curve = recall_curve(joint, query, gallery, max(RECALL_KS))
         metrics.update({f"retrieval_{query}_to_{gallery}_r{k}": float(curve[k - 1]) for k in RECALL_KS})
     return metrics
@@ -113,16 +130,20 @@ def arithmetic_pairs(label: np.ndarray, n_pairs: int = ARITHMETIC_PAIRS, seed: i
 
 
 def arithmetic_metrics(joint: JointEmbeddings, ks: tuple[int, ...] = ARITHMETIC_KS) -> dict[str, float]:
-    """Success rate of image(a) + audio(b) queries finding both classes among the k nearest images."""
+    """Per bound modality m, the success rate of image(a) + m(b) queries finding both classes among the
+    k nearest images (`arithmetic_image_{m}_r{k}`), and the image-only baseline (`arithmetic_image_only_r{k}`).
+    No bound modality: no arithmetic, no metric."""
+    if not joint.bound():
+        return {}
     images, label = joint.embedding["image"], joint.label["image"]
+    names = [*(f"arithmetic_image_{m}" for m in joint.bound()), "arithmetic_image_only"]
     pairs = arithmetic_pairs(label)
     if len(pairs) == 0:
-        return {f"{name}_r{k}": float("nan") for k in ks for name in ("arithmetic_image_audio", "arithmetic_image_only")}
-    image_rows, audio_rows = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
-    queries = {
-        "arithmetic_image_audio": F.normalize(images[image_rows] + joint.embedding["audio"][audio_rows], dim=-1),
-        "arithmetic_image_only": images[image_rows],
-    }
+        return {f"{name}_r{k}": float("nan") for k in ks for name in names}
+    image_rows, other_rows = torch.from_numpy(pairs[:, 0]), torch.from_numpy(pairs[:, 1])
+    queries = {f"arithmetic_image_{m}": F.normalize(images[image_rows] + joint.embedding[m][other_rows], dim=-1)
+               for m in joint.bound()}
+    queries["arithmetic_image_only"] = images[image_rows]
     class_a, class_b = label[pairs[:, 0]], label[pairs[:, 1]]
     metrics = {}
     for name, query in queries.items():

@@ -11,7 +11,8 @@ What a user finds on a run (names are stable; see README "Evaluation and trackin
   run is open — training included, because the run opens before training starts;
 - the training window as a dataset input (`training-window`, context `training`): a frame of
   sample ids whose digest is the lake's data version (`lake/inputs@md5`) when known;
-- golden-set evaluation: `models.retrieval` metrics and the plots under `plots/`.
+- golden-set evaluation: `models.retrieval` metrics and the plots under `plots/` (a zero-shot confusion
+  matrix per modality the golden rows carry, recall@k curves, the embedding map), classes by name.
 
 Every call to MLflow sends its metrics batched (one request per epoch), not one per value.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,10 +35,10 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
 from features.transient import retry_transient
-from models.evaluate import EvalData, predict_zero_shot
-from models.imagebind import AUDIO, VISION, ImageBind, ImageBindConfig
+from models.evaluate import EvalData, evaluated_modalities, predict_zero_shot
+from models.imagebind import VISION, ImageBind, ImageBindConfig
 from models.plots import confusion_matrix_figure, embedding_map_figure, recall_curves_figure
-from models.retrieval import RETRIEVAL_PAIRS, arithmetic_metrics, embed_eval_data, recall_curve, retrieval_metrics
+from models.retrieval import arithmetic_metrics, embed_eval_data, recall_curve, retrieval_metrics
 from models.train import STAGE_IMAGE_TEXT, TrainConfig, lr_at
 
 SYSTEM_METRICS_INTERVAL_S = 2.0  # MLflow's default (10 s) gives a 60 s demo training run only ~6 samples
@@ -131,24 +132,32 @@ def log_training_dataset(sample_ids: list[str], label: np.ndarray, data_version:
     mlflow.log_input(dataset, context="training", tags=tags)
 
 
-def log_evaluation(model: ImageBind, data: EvalData, prompt_emb: np.ndarray, prefix: str = "golden") -> dict[str, float]:
-    """Retrieval and arithmetic metrics (`{prefix}.…`) and the plots; returns the metrics logged."""
+def log_evaluation(model: ImageBind, data: EvalData, prompt_emb: np.ndarray, class_names: Sequence[str] | None = None,
+                   prefix: str = "golden") -> dict[str, float]:
+    """Retrieval and arithmetic metrics (`{prefix}.…`) and the plots; returns the metrics logged.
+
+    One zero-shot confusion plot for images and one per bound modality the rows carry and the model
+    embeds (`confusion_{m}.png`); `class_names[k]` names class k on the plots (None: the indices stand in).
+    """
     import matplotlib.pyplot as plt
 
+    names = tuple(str(k) for k in range(len(prompt_emb))) if class_names is None else tuple(class_names)
+    if len(names) != len(prompt_emb):
+        raise ValueError(f"{len(names)} class names for {len(prompt_emb)} class prompts; give one name per class")
     joint = embed_eval_data(model, data, prompt_emb)
-    curves = {f"{query}→{gallery}": recall_curve(joint, query, gallery) for query, gallery in RETRIEVAL_PAIRS}
+    curves = {f"{query}→{gallery}": recall_curve(joint, query, gallery) for query, gallery in joint.pairs()}
     metrics = {f"{prefix}.{k}": v for k, v in {**retrieval_metrics(joint), **arithmetic_metrics(joint)}.items()}
     mlflow.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
-    n_classes = len(prompt_emb)
+    given = {"image": (VISION, data.image), **{m: (m, data.bound()[m]) for m in evaluated_modalities(model, data)}}
     figures = {
         f"confusion_{name}.png": confusion_matrix_figure(
-            data.label, predict_zero_shot(model, modality, values, prompt_emb)[0], n_classes,
+            data.label, predict_zero_shot(model, modality, values, prompt_emb)[0], names,
             f"Zero-shot {name}→text, {prefix} set")
-        for name, modality, values in (("image", VISION, data.image), ("audio", AUDIO, data.audio))
+        for name, (modality, values) in given.items()
     }
     figures["recall_at_k.png"] = recall_curves_figure(curves, f"Retrieval by class, {prefix} set")
     figures["embedding_map.png"] = embedding_map_figure(
-        {name: emb.numpy() for name, emb in joint.embedding.items()}, joint.label,
+        {name: emb.numpy() for name, emb in joint.embedding.items()}, joint.label, names,
         f"Joint embedding (PCA), {prefix} set")
     for filename, figure in figures.items():
         mlflow.log_figure(figure, f"{PLOTS_DIR}/{filename}")
@@ -163,16 +172,17 @@ def pyfunc_signature() -> ModelSignature:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-PYFUNC_INPUT_EXAMPLE = pd.DataFrame({"text": ["a handwritten digit seven"]})  # needs no file on the loader's disk
+PYFUNC_INPUT_EXAMPLE = pd.DataFrame({"text": ["an example caption"]})  # needs no file on the loader's disk
 
 
 @dataclass(frozen=True)
 class RunEvaluation:
-    """What `log_evaluation` needs: the trained model, a labelled held-out set and the class prompts."""
+    """What `log_evaluation` needs: the trained model, a labelled held-out set, the class prompts and names."""
 
     model: ImageBind
     data: EvalData
     prompt_emb: np.ndarray  # (n_classes, text_input_dim) frozen-encoder prompt embeddings
+    class_names: tuple[str, ...]  # the task's classes: class_names[k] names row k of prompt_emb on the plots
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ promotes a caption classifier, the second is gated against it on the golden capt
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow.pyfunc
 import pandas as pd
@@ -86,9 +87,25 @@ def test_the_lora_run_logs_its_training_and_a_text_pyfunc(lora_runs):
     model = mlflow.pyfunc.load_model(first.train["model_uri"])
     assert [c.name for c in model.metadata.get_input_schema().inputs] == ["text"]
     out = model.predict(pd.DataFrame({"text": ["the digit seven", "die Ziffer drei"]}))
-    assert list(out.columns) == ["label", "confidence", "scores"] and len(out["scores"][0]) == 10
+    assert list(out.columns) == ["label", "class_index", "confidence", "scores"] and len(out["scores"][0]) == 10
+    assert set(out["label"]) <= set(settings.task.classes)  # class names, from the model's own task.json
     with pytest.raises(Exception, match=r"missing inputs \['text'\]"):
         model.predict(pd.DataFrame({"image_path": ["x.png"]}))
+
+
+def test_the_logged_classifier_carries_the_task_it_was_trained_for(lora_runs, tmp_path):
+    import mlflow
+
+    from features.task import Task
+    from flows.stage_config import registry_for
+
+    settings, first, _ = lora_runs
+    registry_for(settings).client()  # points MLflow's fluent API at this store
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=first.train["model_uri"], dst_path=str(tmp_path)))
+    (task_file,) = local.rglob("task.json")  # beside the classifier's weights, where serving reads it
+    saved = Task.from_dict(json.loads(task_file.read_text()))
+    assert (saved.classes, saved.prompts) == (settings.task.classes, settings.task.prompts)
+    assert json.loads((task_file.parent / "config.json").read_text())["num_classes"] == settings.task.n_classes
 
 
 def test_a_lora_champion_votes_on_captions_and_monitoring_skips_embeddings_with_a_reason(lora_runs):
@@ -122,7 +139,8 @@ def test_the_api_serves_a_lora_champion_for_text_classification_only(lora_runs):
         answer = client.post("/classify", json={"modality": "text", "text": "die Ziffer drei"})
         assert answer.status_code == 200
         body = answer.json()
-        assert 0 <= body["label"] <= 9 and len(body["scores"]) == 10 and abs(sum(body["scores"]) - 1) < 1e-4
+        assert body["label"] in settings.task.classes and list(body["scores"]) == list(settings.task.classes)
+        assert abs(sum(body["scores"].values()) - 1) < 1e-4
         image = client.post("/classify", json={"modality": "image", "data_base64": base64.b64encode(digit_png(3)).decode()})
         assert image.status_code == 422 and "lora" in image.json()["detail"] and "text" in image.json()["detail"]
         embed = client.post("/embed", json={"modality": "text", "text": "the digit seven"})

@@ -24,11 +24,12 @@ from models.lora import (
 
 CAPTIONS = ["a handwritten seven", "die Ziffer Drei", "un cinq écrit à la main", "el número dos"]
 DIGITS = [7, 3, 5, 2]
+N_CLASSES = 10  # the digits example's classes
 
 
 @pytest.fixture(scope="module")
 def base_classifier() -> nn.Module:
-    return build_caption_classifier(seed=0).eval()
+    return build_caption_classifier(seed=0, num_classes=N_CLASSES).eval()
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,20 @@ def test_imagebind_refuses_out_proj_alone_and_external_towers() -> None:
 
 
 # --- MiniLM text encoder --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_classes", [3, 25])
+def test_the_head_has_one_output_per_class(captions: dict, num_classes: int) -> None:
+    model = build_caption_classifier(seed=0, num_classes=num_classes).eval()
+    with torch.no_grad():
+        assert model(**captions).shape == (len(CAPTIONS), num_classes)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, 2.0, True])
+def test_a_head_without_two_classes_is_refused(num_classes: object) -> None:
+    with pytest.raises(ValueError, match=rf"num_classes={num_classes!r}: expected an integer >= 2"):
+        build_caption_classifier(seed=0, num_classes=num_classes)
+
 
 
 def test_text_adapters_start_as_the_identity(base_classifier: nn.Module, captions: dict) -> None:
@@ -146,7 +161,7 @@ def test_a_few_steps_lower_the_loss(base_classifier: nn.Module, captions: dict) 
 
 def test_training_is_reproducible_with_a_fixed_seed(base_classifier: nn.Module, captions: dict) -> None:
     training = ClassifierTraining(steps=2, batch_size=2, seed=3)
-    runs = [train_classifier(build_lora_classifier(LoraSettings(), seed=3), captions, torch.tensor(DIGITS), training)
+    runs = [train_classifier(build_lora_classifier(LoraSettings(), N_CLASSES, seed=3), captions, torch.tensor(DIGITS), training)
             for _ in range(2)]
     assert runs[0] == runs[1]
 

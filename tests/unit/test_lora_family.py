@@ -13,6 +13,11 @@ CAPTIONS = [template.format(word=word) for word in ("zero", "one", "two", "three
                                                     "eight", "nine")
             for template in ("the digit {word}", "a handwritten {word}", "scan of a {word}")]
 LABELS = np.repeat(np.arange(10), 3)
+N_CLASSES = 10  # the digits example's classes
+# A task that is not the digits: three named classes, a caption naming each.
+SHAPE_CAPTIONS = [template.format(shape=shape) for shape in ("circle", "square", "triangle")
+                  for template in ("a {shape}", "a drawing of a {shape}", "the {shape} shape", "one {shape}")]
+SHAPE_LABELS = np.repeat(np.arange(3), 4)
 
 
 def write_params(tmp_path, **train):
@@ -65,7 +70,8 @@ def trained():
     from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import train_caption_classifier
 
-    return train_caption_classifier(CAPTIONS, LABELS, LoraSettings(), ClassifierTraining(steps=12, batch_size=10, lr=3e-3))
+    return train_caption_classifier(CAPTIONS, LABELS, LoraSettings(), ClassifierTraining(steps=12, batch_size=10, lr=3e-3),
+                                    N_CLASSES)
 
 
 def test_training_merges_the_adapters_and_learns(trained):
@@ -83,8 +89,44 @@ def test_unlabelled_rows_never_reach_training():
     from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import train_caption_classifier
 
-    with pytest.raises(ValueError, match=r"digits 0\.\.9; found \[-1, 0\]"):
-        train_caption_classifier(["a", "b"], np.array([0, -1]), LoraSettings(), ClassifierTraining(steps=1))
+    with pytest.raises(ValueError, match=r"class indices 0\.\.9 .*found \[-1\] outside that range"):
+        train_caption_classifier(["a", "b"], np.array([0, -1]), LoraSettings(), ClassifierTraining(steps=1), N_CLASSES)
+
+
+@pytest.fixture(scope="module")
+def trained_shapes():
+    from models.lora import ClassifierTraining, LoraSettings
+    from models.lora_family import train_caption_classifier
+    from tests.unit.task_support import SHAPES
+
+    return train_caption_classifier(SHAPE_CAPTIONS, SHAPE_LABELS, LoraSettings(),
+                                    ClassifierTraining(steps=12, batch_size=6, lr=3e-3), SHAPES.n_classes)
+
+
+def test_a_three_class_task_gets_a_three_class_classifier_that_learns(trained_shapes):
+    from models.lora_family import classify_captions, evaluate_caption_classifier
+
+    assert trained_shapes.model.head.out_features == 3
+    assert trained_shapes.losses[-1] < trained_shapes.losses[0]
+    predicted, probs = classify_captions(trained_shapes.model, SHAPE_CAPTIONS + ["a photo of a seven", "ein Kreis"])
+    assert probs.shape == (len(SHAPE_CAPTIONS) + 2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert set(predicted.tolist()) <= {0, 1, 2}  # no index outside the task, whatever the caption
+    assert evaluate_caption_classifier(trained_shapes.model, SHAPE_CAPTIONS, SHAPE_LABELS)["caption_acc"] > 0.5  # chance 1/3
+
+
+def test_no_caption_gives_no_row_and_one_column_per_class(trained_shapes):
+    from models.lora_family import classify_captions
+
+    predicted, probs = classify_captions(trained_shapes.model, [])
+    assert predicted.shape == (0,) and probs.shape == (0, 3)
+
+
+def test_a_label_outside_the_tasks_classes_is_refused_naming_the_range():
+    from models.lora import ClassifierTraining, LoraSettings
+    from models.lora_family import train_caption_classifier
+
+    with pytest.raises(ValueError, match=r"class indices 0\.\.2 \(the task's 3 classes\); found \[3\] outside that range"):
+        train_caption_classifier(["a circle", "a cube"], np.array([0, 3]), LoraSettings(), ClassifierTraining(steps=1), 3)
 
 
 def test_a_saved_classifier_loads_back_as_the_lora_family_with_the_same_predictions(trained, tmp_path):

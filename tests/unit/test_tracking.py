@@ -12,13 +12,14 @@ import pytest
 import models.tracking as tracking
 from models.artifacts import save_model
 from models.evaluate import EvalData
-from models.imagebind import ImageBindConfig
+from models.imagebind import DEPTH, TEXT, VISION, ImageBind, ImageBindConfig
 from models.registry import Registry, log_training_run
 from models.retrieval import RECALL_KS, RETRIEVAL_PAIRS
 from models.train import STAGE_AUDIO_IMAGE, STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROWS, EVAL_ROWS, CLASSES = 96, 40, 10
+CLASS_NAMES = tuple(f"class-{k}" for k in range(CLASSES))
 INPUT_SPEC = {"image_size": 16, "n_mels": 40, "audio_frames": 100, "sample_rate": 16000, "silence_db": 40.0}
 
 
@@ -54,7 +55,7 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory):
             logged = log_training_run(
                 registry, model_dir, {"train.epochs_stage1": 2}, result.history,
                 {"zero_shot_image_acc": 0.5}, {"golden_version": "abc"}, "tracked",
-                evaluation=tracking.RunEvaluation(result.model, golden, prompts),
+                evaluation=tracking.RunEvaluation(result.model, golden, prompts, CLASS_NAMES),
                 dataset=tracking.TrainingDataset([f"s{i}" for i in range(ROWS)], label, "lake/inputs@0123abcd"),
             )
     finally:
@@ -134,3 +135,81 @@ def test_the_logged_model_has_a_signature_and_still_embeds_text(tracked_run) -> 
     assert model.metadata.saved_input_example_info is not None
     out = model.predict(pd.DataFrame({"text": ["a handwritten digit two", "the number nine"]}))
     assert list(out.columns) == ["text_embedding"] and len(out) == 2
+
+
+def test_the_input_example_names_no_task():
+    assert tracking.PYFUNC_INPUT_EXAMPLE["text"].tolist() == ["an example caption"]
+
+
+# --- plots speak class names; only the modalities the evaluation rows carry are plotted ---------------
+
+
+def test_the_confusion_matrix_axes_are_the_class_names():
+    from models.plots import confusion_matrix_figure
+    from tests.unit.task_support import SHAPES
+
+    figure = confusion_matrix_figure(np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1]), SHAPES.classes, "shapes")
+    axis = figure.axes[0]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["circle", "square", "triangle"]
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["circle", "square", "triangle"]
+    assert axis.get_xticklabels()[0].get_rotation() == 45  # long names are turned so they do not overlap
+    assert "50.0%" in figure.get_suptitle()
+    with pytest.raises(ValueError, match=r"predicted holds class indices \[3\] outside 0\.\.2"):
+        confusion_matrix_figure(np.array([0]), np.array([3]), SHAPES.classes, "shapes")
+
+
+def _legend_texts(figure) -> list[str]:
+    return [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+
+
+def test_the_embedding_map_legend_names_the_classes():
+    from models.plots import embedding_map_figure
+    from tests.unit.task_support import SHAPES
+
+    rng = np.random.default_rng(0)
+    label = {"image": np.array([0, 1, 2, 0, 1, 2]), "text": np.arange(3)}
+    embedding = {name: rng.normal(size=(len(k), 8)) for name, k in label.items()}
+    figure = embedding_map_figure(embedding, label, SHAPES.classes, "shapes")
+    assert _legend_texts(figure) == ["image", "text", "circle", "square", "triangle"]
+
+
+def test_an_embedding_map_of_many_classes_has_a_colour_each_and_a_capped_legend():
+    from models.plots import MAP_LEGEND_MAX_CLASSES, class_colours, embedding_map_figure
+
+    names = [f"species {k}" for k in range(30)]
+    assert len(set(class_colours(30))) == 30 and len(set(class_colours(15))) == 15
+    label = {"image": np.arange(60) % 30, "text": np.arange(30)}
+    embedding = {name: np.random.default_rng(1).normal(size=(len(k), 8)) for name, k in label.items()}
+    texts = _legend_texts(embedding_map_figure(embedding, label, names, "many"))
+    shown = MAP_LEGEND_MAX_CLASSES - 1
+    assert texts == ["image", "text", *names[:shown], f"… {30 - shown} more classes"]
+
+
+@pytest.mark.parametrize("bound", [(), (DEPTH,)], ids=["images-only", "depth"])
+def test_log_evaluation_plots_only_the_modalities_the_rows_carry(tmp_path, bound):
+    import mlflow
+
+    from models.evaluate import EvalData
+    from models.imagebind import config_modalities
+    from tests.unit.task_support import SHAPES
+
+    config = ImageBindConfig(modalities=config_modalities(bound))
+    assert set(config.modalities) == {VISION, TEXT, *bound}
+    model = ImageBind(config)
+    rng = np.random.default_rng(0)
+    rows = 12
+    given = {DEPTH: rng.random((rows, 1, config.depth_image_size, config.depth_image_size), dtype=np.float32)}
+    data = EvalData(image=rng.random((rows, 1, config.image_size, config.image_size), dtype=np.float32),
+                    label=np.arange(rows) % 3, audio=None, **{m: given[m] for m in bound})
+    prompts = rng.normal(size=(SHAPES.n_classes, config.text_input_dim)).astype(np.float32)
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", "no-audio", tmp_path / "artifacts")
+    registry.client()
+    with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+        metrics = tracking.log_evaluation(model, data, prompts, SHAPES.classes)
+    client = registry.client()
+    names = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert names == {"plots/confusion_image.png", *(f"plots/confusion_{m}.png" for m in bound),
+                     "plots/recall_at_k.png", "plots/embedding_map.png"}
+    assert not any("audio" in key for key in metrics)
+    assert "golden.retrieval_image_to_text_r1" in metrics
+    assert all(f"golden.retrieval_{m}_to_text_r1" in metrics for m in bound)
