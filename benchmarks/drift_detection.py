@@ -96,13 +96,13 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", default=list(DRIFT_KINDS))
     parser.add_argument("--params", type=Path, default=PROJECT / "params.yaml")
     args = parser.parse_args()
-    from features.task import build_prompts
+    from flows.settings import build_task
     from models.text import encode_class_prompts
 
     started = time.perf_counter()
     params, spec = check_params_from(args.params), InputSpec()
-    task = load_params(args.params).task
-    task_prompts = build_prompts(tuple(str(c) for c in task.classes), task.prompts)
+    task = build_task(load_params(args.params), args.params)
+    task_prompts = task.prompts
     model_config, train_config = champion_recipe(args.params)
     out: dict = {"samples": args.samples, "reference_samples": args.reference_samples,
                  "clean_seed_start": args.clean_seed_start,
@@ -112,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_demo_batch(root / "landing-ref", samples=args.reference_samples, seed=1000)
-        features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec)
+        features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, task)
         trained = time.perf_counter()
         model, prompts = train_reference_model(inputs, labels, model_config, train_config), encode_class_prompts(task_prompts)
         out["champion"]["train_seconds"] = round(time.perf_counter() - trained, 1)
@@ -122,7 +122,7 @@ def main() -> None:
 
         def judge(name: str, seed: int, drift: str | None) -> dict:
             generate_demo_batch(root / name, samples=args.samples, seed=seed, drift=drift)
-            features, inputs, labels = prepare_window(root / name, root / "lake", spec)
+            features, inputs, labels = prepare_window(root / name, root / "lake", spec, task)
             current = build_monitor_data(features, inputs, model, prompts, labels)
             return detect(reference, current, params)
 

@@ -15,14 +15,15 @@ import pandas as pd
 
 from features.clean import CleanParams, clean_batch
 from features.ingest import ingest_batch
+from features.task import Task
 from features.transform import compute_sample_features
 from models.inputs import InputSpec, ModelInputs, build_model_inputs
 
 
-def prepare_window(landing: Path, work: Path, spec: InputSpec) -> tuple[pd.DataFrame, ModelInputs, pd.Series]:
-    """Ingest and clean a landing batch; its features, model inputs and human labels."""
+def prepare_window(landing: Path, work: Path, spec: InputSpec, task: Task) -> tuple[pd.DataFrame, ModelInputs, pd.Series]:
+    """Ingest and clean a landing batch under `task`; its features, model inputs and human labels (class indices)."""
     raw = ingest_batch(landing, work / "raw")
-    cleaned = clean_batch(raw.batch_dir, work / "clean", CleanParams())
+    cleaned = clean_batch(raw.batch_dir, work / "clean", CleanParams(task=task))
     rows = cleaned.rows
     features = compute_sample_features(cleaned.batch_dir, rows, raw.batch_id)
     labels = rows.set_index("sample_id")["label"].dropna().astype(float)

@@ -35,22 +35,22 @@ def judge(tmp_path_factory):
 
     _Settings.params = params
     check_params = monitor_stage.check_params(_Settings())
-    root, spec = tmp_path_factory.mktemp("drift-quality"), InputSpec()
+    root, spec, task = tmp_path_factory.mktemp("drift-quality"), InputSpec(), example_task()
     generate_demo_batch(root / "landing-ref", samples=600, seed=1000)
-    features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec)
+    features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, task)
     t, tr = params.transform, params.train
     model = train_reference_model(
         inputs, labels,
         ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels, audio_frames=t.audio_frames),
         TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1, epochs_stage2=tr.epochs_stage2,
                     lr=tr.lr, weight_decay=tr.weight_decay, label_aware=tr.label_aware, grad_clip=tr.grad_clip))
-    prompts = encode_class_prompts(example_task().prompts)
+    prompts = encode_class_prompts(task.prompts)
     accuracy = zero_shot_accuracy(model, inputs, labels, prompts)
     reference = build_monitor_data(features, inputs, model, prompts, labels)
 
     def run(name: str, seed: int, drift: str | None):
         generate_demo_batch(root / name, samples=300, seed=seed, drift=drift)
-        features, inputs, labels = prepare_window(root / name, root / "lake", spec)
+        features, inputs, labels = prepare_window(root / name, root / "lake", spec, task)
         current = build_monitor_data(features, inputs, model, prompts, labels)
         return run_checks(reference, current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), check_params)
 
