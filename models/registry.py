@@ -164,7 +164,8 @@ def log_training_run(
             call_with_retries("log the training dataset", log_training_dataset, dataset.sample_ids, dataset.label,
                               dataset.data_version)
         if evaluation is not None:
-            call_with_retries("log the evaluation", log_evaluation, evaluation.model, evaluation.data, evaluation.prompt_emb)
+            call_with_retries("log the evaluation", log_evaluation, evaluation.model, evaluation.data, evaluation.prompt_emb,
+                              evaluation.class_names)
         # A retry after a failed upload logs a new model (the failed one is left FAILED, never registered).
         info = call_with_retries(
             "log the model", mlflow.pyfunc.log_model,
