@@ -116,6 +116,8 @@ def write_fast_lifecycle_params(path: Path, golden: Path | None = None) -> Path:
         name: {"min": 0.0, "max_drop": 1.0} if directions[name] == HIGHER
         else UNREACHABLE_LATENCY_BOUNDS if name == "p95_latency_ms" else threshold  # size: deterministic, as shipped
         for name, threshold in params["gate"]["thresholds"].items()}
+    params["gate"]["slices"] = {field: {name: {"min": 0.0, "max_drop": 1.0} for name in metrics}
+                                for field, metrics in params["gate"]["slices"].items()}  # a few epochs: any class may be 0
     path.write_text(yaml.safe_dump(params))
     return path
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # three log_model calls and a 40-row golden set: 
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory):
+def settings(tmp_path_factory, small_golden_batch):
     import torch
 
     from flows.stage_config import input_spec
@@ -33,7 +33,7 @@ def settings(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("home")
     raw = example_params()
-    raw["gate"]["golden_samples"] = 40
+    raw["task"]["golden"] = str(small_golden_batch)
     raw["gate"]["thresholds"] = {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
                                  "p95_latency_ms": {"max": 1000.0}}
     raw["gate"]["slices"] = {"voice": {"zero_shot_audio_acc": {"max_drop": 1.0}}}
@@ -80,7 +80,8 @@ def test_two_gates_at_once_promote_exactly_one(settings):
     assert registry.alias_version(CHAMPION) == winners[0] and registry.alias_version(PREVIOUS) == "1"
     decision = outcomes[winners[0]]
     assert decision.passed and decision.lineage["champion_version"] == "1"
-    assert decision.lineage["golden_version"].startswith("golden/seed1000-n40-") and "@" in decision.lineage["golden_version"]
+    # golden/<batch folder>-<content digest>-<input spec>@<md5>: the set names its rows exactly
+    assert decision.lineage["golden_version"].startswith("golden/golden-") and "@" in decision.lineage["golden_version"]
     assert decision.lineage["data_version"] == f"lake/inputs@md5-{int(winners[0]) - 1}"
     for version in ("2", "3"):  # both decisions are recorded, the loser's with why it was not promoted
         tags = registry.version_tags(version)

@@ -152,7 +152,8 @@ def test_labels_combine_human_caption_and_champion_votes_and_reach_mlflow(two_ru
     settings, first, second = two_runs
     first_lfs = set(first.stages["label"]["labels"]["lfs"])
     second_lfs = set(second.stages["label"]["labels"]["lfs"])
-    assert {"human", "caption"} <= first_lfs and not any(name.startswith("champion") for name in first_lfs)
+    # caption_digit: the example's own labelling function, named in its params.yaml label.functions
+    assert {"human", "caption_digit"} <= first_lfs and not any(name.startswith("champion") for name in first_lfs)
     assert {"champion_image", "champion_audio"} <= second_lfs  # the first champion votes on the second batch
     assert json.loads(Path(second.stages["label"]["review_tasks"]).read_text()) is not None
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)

@@ -240,10 +240,11 @@ def wait_for_golden_build(home: Path, pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def params(tmp_path_factory) -> Path:
-    path = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml")
+def params(tmp_path_factory, small_golden_batch) -> Path:
+    # A small golden set, its build still many steps.
+    path = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml", golden=small_golden_batch)
     raw = yaml.safe_load(path.read_text())
-    raw["gate"].update(golden_samples=20, latency_items=10)  # a small golden set, its build still many steps
+    raw["gate"].update(latency_items=10)
     path.write_text(yaml.safe_dump(raw))
     return path
 
