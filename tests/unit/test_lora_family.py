@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from flows.settings import load_params
-from tests.conftest import PROJECT
+from tests.conftest import PROJECT, example_params
 
 CAPTIONS = [template.format(word=word) for word in ("zero", "one", "two", "three", "four", "five", "six", "seven",
                                                     "eight", "nine")
@@ -21,7 +21,7 @@ SHAPE_LABELS = np.repeat(np.arange(3), 4)
 
 
 def write_params(tmp_path, **train):
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = example_params()
     params["train"].update(train)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
