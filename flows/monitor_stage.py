@@ -1,5 +1,6 @@
 """The monitor stage: load the champion's reference window and a current window, run every check
-(`monitoring.checks`), save the Evidently snapshot and HTML report, return the summary entry.
+(`monitoring.checks`), save the Evidently snapshots and HTML reports (the data drift; the class mix of the
+predictions, by the task's class names), return the summary entry.
 
 Reference: the batches the @champion version was trained on (its `training_batches` tag), so it
 follows the alias when it moves; features from the feature store, inputs from the lake.
@@ -122,7 +123,8 @@ def monitor_batch(settings: Settings, batch_id: str, run_dir: Path, rejection: d
     features, inputs, labels = load_clean_window(settings, batch_id)
     current = observe(features, inputs, labels)
     result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
-                                                            list(CATEGORICAL_FEATURES), check_params(settings)))
+                                                            list(CATEGORICAL_FEATURES), check_params(settings),
+                                                            classes=settings.task.classes))
     return _summarise(settings, result, run_dir, champion, {"batch": batch_id, "reference_batches": reference_batches, **marked}), result
 
 
@@ -161,7 +163,8 @@ def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
             known = labels.reindex(part["sample_id"]).to_numpy(dtype=float)
             current.correct[modality] = (current.predictions[modality][~np.isnan(known)] == known[~np.isnan(known)]).astype(float)
     result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
-                                                            list(CATEGORICAL_FEATURES), check_params(settings)))
+                                                            list(CATEGORICAL_FEATURES), check_params(settings),
+                                                            classes=settings.task.classes))
     save_json(checkpoint, {"checked_until": checked_until})
     return _summarise(settings, result, run_dir, champion, {"inference_records": len(log), "since": since,
                                                             "reference_batches": batches})
@@ -208,20 +211,26 @@ def _skip_what_the_family_lacks(model, result: MonitorResult) -> MonitorResult:
 
 
 def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champion: str, extra: dict[str, Any]) -> dict[str, Any]:
-    from monitoring.workspace import save_drift
+    from monitoring.workspace import save_drift, save_predictions
 
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"status": "drift" if result.drift_detected else "no_drift", "champion": champion,
                                **extra, **result.to_summary()}
+    rejected = extra.get("batch_rejected")
+    where = dict(batch_id=extra.get("batch"),
+                 rejected_by=f"{rejected['stage']}: {rejected.get('expectation')}" if rejected else None)
+    project, classes = settings.params.registry.model_name, settings.task.classes
     if result.data_drift is not None:
         html = run_dir / "drift_report.html"
-        rejected = extra.get("batch_rejected")
-        summary["evidently_snapshot"] = save_drift(
-            settings.paths.evidently, settings.params.registry.model_name, result.data_drift, html_path=html,
-            batch_id=extra.get("batch"),
-            rejected_by=f"{rejected['stage']}: {rejected.get('expectation')}" if rejected else None)
+        summary["evidently_snapshot"] = save_drift(settings.paths.evidently, project, result.data_drift, classes,
+                                                   html_path=html, **where)
         summary.update(report=str(html), drifted_share=result.data_drift.drifted_share,
                        drifted_columns=result.data_drift.drifted_columns,
                        reference_rows=result.data_drift.reference_rows, current_rows=result.data_drift.current_rows)
+    if result.prediction_report is not None:
+        html = run_dir / "predictions_report.html"
+        summary["evidently_predictions_snapshot"] = save_predictions(
+            settings.paths.evidently, project, result.prediction_report, classes, html_path=html, **where)
+        summary["predictions_report"] = str(html)
     save_json(run_dir / "monitor.json", summary)
     return summary

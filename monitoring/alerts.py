@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from monitoring.class_mix import describe_class_moves
+
 AlertState = dict[str, dict[str, str]]
 
 # Sink kind -> URL schemes apprise takes for it; a webhook's plain http(s) URL becomes apprise's JSON POST.
@@ -49,6 +51,9 @@ class DriftAlert:
     report: str | None = None  # where the HTML report lies
     drifted_checks: tuple[str, ...] = ()  # data_drift, embedding_drift, prediction_drift, … (when the monitor names them)
     findings: tuple[str, ...] = ()  # "check:feature_or_modality", e.g. "embedding_drift:audio"
+    # (finding, what moved): for a prediction finding, the classes whose share moved most, by name; not part
+    # of the fingerprint, so a drift whose numbers wobble from batch to batch is still the same drift
+    finding_details: tuple[tuple[str, str], ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -66,7 +71,8 @@ class DriftAlert:
             lines.append(f"Checks that drifted: {', '.join(self.drifted_checks)}.")
         if self.drifted_columns:
             lines.append(f"Drifted columns ({self.drifted_share:.0%} of those checked): {', '.join(self.drifted_columns)}.")
-        lines += [f"- {finding}" for finding in self.findings]
+        details = dict(self.finding_details)
+        lines += [f"- {finding}" + (f": {details[finding]}" if finding in details else "") for finding in self.findings]
         lines.append("The same drift is not alerted again within the cooldown window.")
         if self.report:
             lines.append(f"Report: {self.report}")
@@ -81,7 +87,8 @@ def build_drift_alert(model: str, monitor: dict[str, Any], batch_id: str) -> Dri
                       drifted_columns=tuple(sorted(monitor.get("drifted_columns") or ())),
                       drifted_share=float(monitor.get("drifted_share") or 0.0), report=monitor.get("report"),
                       drifted_checks=tuple(sorted(monitor.get("drifted_checks") or ())),
-                      findings=tuple(str(f) for f in monitor.get("findings") or ()))
+                      findings=tuple(str(f) for f in monitor.get("findings") or ()),
+                      finding_details=tuple(describe_class_moves(monitor.get("checks") or {}).items()))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ Checks (each names what drifted):
   a check alarms when any feature drifts (one quiet microphone is one or two audio features, far below
   a dataset "drifted share"), the share is reported beside it;
 - `embedding_drift`: the champion's embeddings, per modality (`monitoring.model_drift`);
-- `prediction_drift`: the class mix of the champion's zero-shot predictions, per modality;
+- `prediction_drift`: the class mix of the champion's zero-shot predictions, per modality; given the task's
+  class names, each judged modality also lists every class's share on both sides by name, and the mix
+  becomes an Evidently snapshot (`monitoring.class_mix`, `monitoring.model_drift`);
 - `data_quality`: missing and out-of-range shares, per feature (`monitoring.quality`);
 - `performance`: accuracy on delayed labels, per modality, when enough labels arrived.
 A side that lacks a part (no features in an inference log, no labels yet) skips that check; a skip
@@ -14,6 +16,7 @@ is recorded with its reason, never counted as "no drift" silently. Pure.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +24,9 @@ import numpy as np
 import pandas as pd
 
 from monitoring.drift import DriftParams, DriftResult, compute_drift
-from monitoring.model_drift import ModelDriftParams, compute_embedding_drift, compute_prediction_drift
+from monitoring.class_mix import compute_class_mix
+from monitoring.model_drift import (ModelDriftParams, build_prediction_report, compute_embedding_drift,
+                                    compute_prediction_drift)
 from monitoring.quality import QualityParams, compute_performance, compute_quality
 
 CHECKS: tuple[str, ...] = ("data_drift", "embedding_drift", "prediction_drift", "data_quality", "performance")
@@ -53,6 +58,7 @@ class MonitorResult:
     findings: list[str]
     checks: dict[str, dict[str, Any]]  # check -> {"status": drift|no_drift|skipped, "items": {...}, ...}
     data_drift: DriftResult | None = None  # with the Evidently snapshot, for the report and the workspace
+    prediction_report: Any = None  # the Evidently snapshot of the judged class mixes, by class name
 
     def to_summary(self) -> dict[str, Any]:
         return {"drift_detected": self.drift_detected, "drifted_checks": self.drifted_checks,
@@ -60,8 +66,10 @@ class MonitorResult:
 
 
 def run_checks(reference: MonitorData, current: MonitorData, numerical: list[str], categorical: list[str],
-               params: CheckParams) -> MonitorResult:
-    """Run every check both windows have data for; `numerical`/`categorical` name the feature columns."""
+               params: CheckParams, classes: Sequence[str] | None = None) -> MonitorResult:
+    """Run every check both windows have data for; `numerical`/`categorical` name the feature columns.
+    `classes`: the task's class names, index k naming class k of the predictions; without them the
+    prediction check gives its scores only (no class mix, no snapshot)."""
     checks: dict[str, dict[str, Any]] = {}
     drift_result = None
     if _has_rows(reference.features) and _has_rows(current.features):
@@ -83,12 +91,20 @@ def run_checks(reference: MonitorData, current: MonitorData, numerical: list[str
     checks["prediction_drift"] = _per_modality(
         reference.predictions, current.predictions, params.model.min_rows,
         lambda r, c: compute_prediction_drift(r, c, params.model).to_dict())
+    prediction_report = None
+    judged = checks["prediction_drift"]["items"]
+    if classes is not None and judged:
+        for modality, entry in judged.items():
+            entry["class_mix"] = compute_class_mix(reference.predictions[modality], current.predictions[modality], classes)
+        prediction_report = build_prediction_report({m: reference.predictions[m] for m in judged},
+                                                    {m: current.predictions[m] for m in judged}, classes,
+                                                    params.model.prediction_threshold)
     checks["performance"] = _per_modality(
         reference.correct, current.correct, 1, lambda r, c: compute_performance(r, c, params.quality))
     drifted_checks = [name for name in CHECKS if checks[name]["status"] == "drift"]
     findings = [f"{name}:{item}" for name in drifted_checks
                 for item, entry in checks[name]["items"].items() if entry.get("drifted")]
-    return MonitorResult(bool(drifted_checks), drifted_checks, findings, checks, drift_result)
+    return MonitorResult(bool(drifted_checks), drifted_checks, findings, checks, drift_result, prediction_report)
 
 
 def _has_rows(frame: pd.DataFrame | None) -> bool:

@@ -7,19 +7,29 @@ second. The score is the unbiased squared maximum mean discrepancy with an RBF k
 the median pairwise distance (reference x current); drift when it reaches the threshold. Unchanged
 batches score ~0 (the estimate is unbiased), shifted ones clearly above. Its bootstrap mode is not
 used: in 0.7.23 it compares against the 5th percentile of the null, so nearly everything "drifts".
-Predictions: Evidently's Jensen-Shannon stat test on the champion's zero-shot class per row.
+Predictions: Evidently's Jensen-Shannon stat test on the champion's zero-shot class per row; with the task's
+class names, an Evidently snapshot of the class mix (`build_prediction_report`), whose per-modality
+`ValueDrift` is the same distance (renaming categories does not change it), drawn with the names.
 Pure: arrays in, results out.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from evidently import DataDefinition, Dataset, Report
 from evidently.legacy.calculations.stattests import jensenshannon_stat_test
 from evidently.legacy.core import ColumnType
 from evidently.legacy.metrics.data_drift.embedding_drift_methods import mmd
+from evidently.metrics import CategoryCount, ValueDrift
+
+from monitoring.class_mix import name_classes
+
+PREDICTIONS_TAG = "predictions"  # the tag of a snapshot holding a class mix (the data-drift ones have none)
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,31 @@ def compute_prediction_drift(reference: np.ndarray, current: np.ndarray, params:
     score = float(result.drift_score)
     return ScoreResult(score, params.prediction_threshold, score >= params.prediction_threshold, "jensenshannon",
                        len(reference), len(current))
+
+
+def build_prediction_report(reference: Mapping[str, np.ndarray], current: Mapping[str, np.ndarray],
+                            classes: Sequence[str], threshold: float) -> Any:
+    """The Evidently snapshot of the class mix of each modality present on both sides: one categorical column
+    per modality holding class names, with its Jensen-Shannon drift (`threshold`) and the count and share of
+    each class (`CategoryCount`, whose share counts that modality's rows only). Nothing on both sides: ValueError."""
+    modalities = [m for m in current if m in reference and len(reference[m]) and len(current[m])]
+    if not modalities:
+        raise ValueError("no modality has predictions on both sides: there is no class mix to report")
+    frames = []
+    for side in (reference, current):
+        # Modalities see different rows (a sample without audio has no audio prediction): each column is
+        # padded with nulls to the longest, which ValueDrift drops and CategoryCount's share leaves out.
+        frames.append(pd.DataFrame({m: pd.Series(name_classes(side[m], classes), dtype=object) for m in modalities}))
+    definition = DataDefinition(categorical_columns=modalities)
+    metrics = [metric for m in modalities for metric in (
+        ValueDrift(column=m, method="jensenshannon", threshold=threshold),
+        # No tests on the counts: Evidently's default (within 10 % of the reference) would fail on any
+        # batch of another size; the drift verdict is ValueDrift's.
+        *(CategoryCount(column=m, category=name, tests=[], share_tests=[]) for name in classes))]
+    return Report(metrics, include_tests=True).run(
+        current_data=Dataset.from_pandas(frames[1], data_definition=definition),
+        reference_data=Dataset.from_pandas(frames[0], data_definition=definition),
+        tags=[PREDICTIONS_TAG])
 
 
 def _sample_rows(values: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:

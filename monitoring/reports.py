@@ -16,6 +16,7 @@ from typing import Any
 from mlflow.entities import Metric
 
 from models.registry import Registry
+from monitoring.class_mix import describe_class_moves
 from monitoring.drift import DriftResult
 
 MONITORING_EXPERIMENT = "flywheel-monitoring"
@@ -45,20 +46,24 @@ def log_drift_run(registry: Registry, batch_id: str, champion: str, result: Drif
 
 
 def drift_markdown(monitor: dict[str, Any]) -> str:
-    """The monitor stage's summary as a Prefect markdown artifact: verdict, evidence, where the reports are."""
+    """The monitor stage's summary as a Prefect markdown artifact: verdict, evidence (a drifted class mix names
+    the classes that moved), where the reports are."""
     verdict = "DRIFT" if monitor.get("drift_detected") else "no drift"
     drifted = ", ".join(f"`{c}`" for c in monitor.get("drifted_columns", [])) or "none"
     report = Path(monitor["report"])
     rejected = monitor.get("batch_rejected")
     rejection = ([f"**REJECTED by {rejected.get('stage')}**: {rejected.get('expectation')} observed {rejected.get('observed')}, "
                   f"bound {rejected.get('bound')}; the batch never enters the training window", ""] if rejected else [])
+    moves = [f"- `{finding}`: {moved}" for finding, moved in describe_class_moves(monitor.get("checks") or {}).items()]
+    class_mix = f", class mix `{monitor['evidently_predictions_snapshot']}`" if monitor.get("evidently_predictions_snapshot") else ""
     return "\n".join([
         f"# Drift{' of batch ' + str(monitor['batch']) if monitor.get('batch') else ''} against champion v{monitor.get('champion')}",
         *rejection,
         f"**{verdict}**: drifted share {monitor.get('drifted_share', 0):.2f}; drifted features: {drifted}", "",
+        *([*moves, ""] if moves else []),
         "| where | what |", "|---|---|",
         f"| HTML report | [{report.name}]({report.absolute().as_uri()}) |",
         f"| MLflow | run `{monitor.get('mlflow_run')}` in experiment `{MONITORING_EXPERIMENT}` |",
-        f"| Evidently | project `{monitor.get('evidently_project')}`, snapshot `{monitor.get('evidently_snapshot')}` |",
+        f"| Evidently | project `{monitor.get('evidently_project')}`, snapshot `{monitor.get('evidently_snapshot')}`{class_mix} |",
         f"| reference | batches {', '.join(monitor.get('reference_batches', []))} |",
     ])

@@ -1,8 +1,10 @@
-"""Saving drift results to a local Evidently workspace, which `evidently ui --workspace DIR` serves."""
+"""Saving drift and class-mix snapshots to a local Evidently workspace, which `evidently ui --workspace DIR` serves."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel
 from evidently.ui.workspace import Project, Workspace
@@ -17,43 +19,60 @@ MANAGED_BY = "managed_by"  # a plot_params key marking the panels this code defi
 REJECTED_TAG = "rejected"  # the tag of a snapshot whose batch a data stage refused
 
 
-def snapshot_name(batch_id: str | None, rejected_by: str | None = None) -> str | None:
-    """What the UI's Reports list shows for a check: `batch <id>`, and why it was rejected when it was."""
+def snapshot_name(batch_id: str | None, rejected_by: str | None = None, what: str = "") -> str | None:
+    """What the UI's Reports list shows for a check: `batch <id>` (`batch <id> predictions` for the class
+    mix), and why it was rejected when it was. Without a batch: None for drift, `inference log predictions`."""
     if batch_id is None:
-        return None
-    return f"batch {batch_id}" + (f" (REJECTED by {rejected_by})" if rejected_by else "")
+        return f"inference log {what}" if what else None
+    return f"batch {batch_id}" + (f" {what}" if what else "") + (f" (REJECTED by {rejected_by})" if rejected_by else "")
 
 
-def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, html_path: Path | None = None,
-               batch_id: str | None = None, rejected_by: str | None = None) -> str:
+def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, classes: Sequence[str],
+               html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None) -> str:
     """Add the drift snapshot as a run of project `project_name`; return the run id.
 
-    The project is found by name or created once, with its dashboard panels, so runs accumulate
-    in one dashboard. The run is named `batch <batch_id>` when given, which the UI lists;
-    `rejected_by` ("validate: <expectation>") marks a batch a data stage refused, in the name and
-    with the tag `rejected`. With `html_path`, also write the self-contained HTML report (no CDN
-    needed to view it). Not safe against two processes creating the same new project at the same moment.
+    The project is found by name or created once, with its dashboard panels (`classes`: the task's class
+    names, which the prediction panels plot), so runs accumulate in one dashboard. The run is named
+    `batch <batch_id>` when given, which the UI lists; `rejected_by` ("validate: <expectation>") marks a
+    batch a data stage refused, in the name and with the tag `rejected`. With `html_path`, also write the
+    self-contained HTML report (no CDN needed to view it). Not safe against two processes creating the
+    same new project at the same moment.
     """
+    return _save_snapshot(workspace_dir, project_name, result.snapshot, classes, html_path,
+                          snapshot_name(batch_id, rejected_by), rejected_by)
+
+
+def save_predictions(workspace_dir: Path, project_name: str, snapshot: Any, classes: Sequence[str],
+                     html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None) -> str:
+    """Add a class-mix snapshot (`monitoring.model_drift.build_prediction_report`) as a run of the project,
+    named `batch <batch_id> predictions` (`inference log predictions` without a batch); as `save_drift` otherwise."""
+    return _save_snapshot(workspace_dir, project_name, snapshot, classes, html_path,
+                          snapshot_name(batch_id, rejected_by, what="predictions"), rejected_by)
+
+
+def _save_snapshot(workspace_dir: Path, project_name: str, snapshot: Any, classes: Sequence[str],
+                   html_path: Path | None, name: str | None, rejected_by: str | None) -> str:
     workspace = Workspace.create(str(workspace_dir))
-    project = ensure_project(workspace, project_name)
+    project = ensure_project(workspace, project_name, classes)
     if rejected_by:
         # Evidently 0.7.23 takes tags when a report runs; the drift check ran before anyone knew, so they go
         # on the snapshot it returned (what add_run stores), leaving the report's own tags as they were.
-        result.snapshot._tags = [*result.snapshot._tags, REJECTED_TAG]
-        result.snapshot._metadata = {**result.snapshot._metadata, "rejected_by": rejected_by}
-    run = workspace.add_run(project.id, result.snapshot, name=snapshot_name(batch_id, rejected_by))
+        snapshot._tags = [*snapshot._tags, REJECTED_TAG]
+        snapshot._metadata = {**snapshot._metadata, "rejected_by": rejected_by}
+    run = workspace.add_run(project.id, snapshot, name=name)
     if html_path is not None:
         # Snapshot.save_html silently writes nothing when given a Path (Evidently 0.7.23).
         with atomic_path(html_path, suffix=".html") as tmp:  # a reader never sees half a report
-            result.snapshot.save_html(str(tmp))
+            snapshot.save_html(str(tmp))
     return str(run.id)
 
 
-def ensure_project(workspace: Workspace, name: str) -> Project:
-    """The project of registered model `name`, created if missing, its dashboard synced with the code."""
+def ensure_project(workspace: Workspace, name: str, classes: Sequence[str]) -> Project:
+    """The project of registered model `name`, created if missing, its dashboard synced with the code
+    (`classes`: the task's class names, which the prediction panels plot)."""
     project = _find_or_create_project(workspace, name)
     dashboard = workspace.get_dashboard(project.id)
-    synced = sync_dashboard(dashboard, build_dashboard_panels())
+    synced = sync_dashboard(dashboard, build_dashboard_panels(classes))
     if synced != dashboard:
         workspace.save_dashboard(project.id, synced)
     return project

@@ -14,6 +14,8 @@ from monitoring.dashboard import DRIFTED_COLUMNS, MODALITY_TAB, build_dashboard_
 from monitoring.drift import DriftParams, DriftResult, compute_drift
 from monitoring.workspace import ensure_project, save_drift, sync_dashboard
 
+CLASSES = ("circle", "square", "triangle")  # a task's class names: the prediction panels plot them
+
 
 @pytest.fixture(scope="module")
 def drift_result() -> DriftResult:
@@ -29,21 +31,21 @@ def panel_titles(workspace: Workspace, project_id) -> list[str]:
 
 def test_the_project_gets_every_panel_once_however_often_it_is_ensured(tmp_path: Path) -> None:
     workspace = Workspace.create(str(tmp_path / "ws"))
-    project = ensure_project(workspace, "flywheel-imagebind")
+    project = ensure_project(workspace, "flywheel-imagebind", CLASSES)
     first = workspace.get_dashboard(project.id)
-    again = ensure_project(workspace, "flywheel-imagebind")
+    again = ensure_project(workspace, "flywheel-imagebind", CLASSES)
     assert again.id == project.id and len(workspace.list_projects()) == 1
     assert workspace.get_dashboard(project.id) == first  # same panels, same ids
-    wanted = [item.panel.title for item in build_dashboard_panels()]
+    wanted = [item.panel.title for item in build_dashboard_panels(CLASSES)]
     assert sorted(panel_titles(workspace, project.id)) == sorted(wanted)
     assert {"Drift", "Modalities", "Predictions", "Data quality"} == {tab.title for tab in first.tabs}
     assert all(len(tab.panels) == len(set(tab.panels)) for tab in first.tabs)
 
 
 def test_each_registered_model_gets_its_own_project(tmp_path: Path, drift_result: DriftResult) -> None:
-    save_drift(tmp_path / "ws", "model-a", drift_result, batch_id="b1")
-    save_drift(tmp_path / "ws", "model-b", drift_result, batch_id="b1")
-    save_drift(tmp_path / "ws", "model-a", drift_result, batch_id="b2")
+    save_drift(tmp_path / "ws", "model-a", drift_result, CLASSES, batch_id="b1")
+    save_drift(tmp_path / "ws", "model-b", drift_result, CLASSES, batch_id="b1")
+    save_drift(tmp_path / "ws", "model-a", drift_result, CLASSES, batch_id="b2")
     workspace = Workspace.create(str(tmp_path / "ws"))
     projects = {project.name: project for project in workspace.list_projects()}
     assert set(projects) == {"model-a", "model-b"}
@@ -53,12 +55,12 @@ def test_each_registered_model_gets_its_own_project(tmp_path: Path, drift_result
 
 def test_a_changed_definition_replaces_its_panel_and_hand_made_panels_stay(tmp_path: Path) -> None:
     workspace = Workspace.create(str(tmp_path / "ws"))
-    project = ensure_project(workspace, "m")
+    project = ensure_project(workspace, "m", CLASSES)
     dashboard = workspace.get_dashboard(project.id)
     hand_made = text_panel("Notes from the on-call")
     dashboard.panels.append(hand_made)
     dashboard.tabs[0].panels.append(hand_made.id)
-    wanted = build_dashboard_panels()
+    wanted = build_dashboard_panels(CLASSES)
     old = next(p for p in dashboard.panels if p.title == wanted[0].panel.title)
     changed = wanted[0].panel.copy(update={"subtitle": "a new description"})
     synced = sync_dashboard(dashboard, [type(wanted[0])(wanted[0].tab, changed), *wanted[1:]])
@@ -75,11 +77,11 @@ def test_modality_panels_plot_each_modalitys_feature_drift_and_embedding_drift_i
 
     import monitoring.dashboard as dashboard
 
-    image = next(i.panel for i in build_dashboard_panels() if i.tab == MODALITY_TAB and i.panel.title == "Image drift")
+    image = next(i.panel for i in build_dashboard_panels(CLASSES) if i.tab == MODALITY_TAB and i.panel.title == "Image drift")
     assert {v.metric_labels["column"] for v in image.values} == set(dashboard.MODALITY_FEATURES["image"])
     embedding = PanelMetric(legend="image embedding", metric="EmbeddingsDrift", metric_labels={"column": "image_emb"})
     monkeypatch.setitem(dashboard.EMBEDDING_DRIFT, "image", embedding)
-    image = next(i.panel for i in build_dashboard_panels() if i.panel.title == "Image drift")
+    image = next(i.panel for i in build_dashboard_panels(CLASSES) if i.panel.title == "Image drift")
     assert image.values[0].metric == "evidently:metric_v2:EmbeddingsDrift"
 
 
@@ -87,10 +89,10 @@ def test_the_drift_panels_read_what_save_drift_stores(tmp_path: Path, drift_resu
     """The series filters match the metric points of a saved drift snapshot (else the panels stay empty)."""
     from evidently.ui.service.storage.local.base import InMemoryDataStorage
 
-    save_drift(tmp_path / "ws", "m", drift_result, batch_id="b1")
+    save_drift(tmp_path / "ws", "m", drift_result, CLASSES, batch_id="b1")
     points = [item for snapshots in InMemoryDataStorage(str(tmp_path / "ws"))._metrics_points.values()
               for items in snapshots.values() for item in items]
-    for item in build_dashboard_panels():
+    for item in build_dashboard_panels(CLASSES):
         if item.tab not in ("Drift", MODALITY_TAB):
             continue
         for series in item.panel.values:
@@ -112,7 +114,7 @@ def test_the_drift_report_becomes_an_mlflow_monitoring_run_linked_from_the_champ
     client.create_registered_model("m")
     version = client.create_model_version("m", source=(tmp_path / "model").as_uri()).version
     html = tmp_path / "run" / "drift_report.html"
-    save_drift(tmp_path / "ws", "m", drift_result, html_path=html, batch_id="b2")
+    save_drift(tmp_path / "ws", "m", drift_result, CLASSES, html_path=html, batch_id="b2")
     run_id = log_drift_run(registry, "b2", str(version), drift_result, html, ["b1"])
     run = client.get_run(run_id)
     assert client.get_experiment(run.info.experiment_id).name == MONITORING_EXPERIMENT

@@ -87,8 +87,8 @@ def test_saving_twice_gives_one_project_with_two_runs(tmp_path: Path) -> None:
     result = compute_drift(make_features(300, 0), make_features(300, 1), NUMERICAL, CATEGORICAL, DriftParams())
     html_path = tmp_path / "reports" / "drift.html"
 
-    first = save_drift(tmp_path / "ws", "flywheel", result, html_path=html_path)
-    second = save_drift(tmp_path / "ws", "flywheel", result)
+    first = save_drift(tmp_path / "ws", "flywheel", result, ("a", "b"), html_path=html_path)
+    second = save_drift(tmp_path / "ws", "flywheel", result, ("a", "b"))
 
     workspace = Workspace(str(tmp_path / "ws"))
     (project,) = workspace.list_projects()
