@@ -1,20 +1,25 @@
 """`flywheel promote`, `flywheel rollback`, `flywheel models`: the registry by hand.
 
 Registered on the main app in flows/cli.py. Every alias move goes through the same
-compare-and-set as the pipeline's gate (models.registry.promote / rollback).
+compare-and-set as the pipeline's gate (models.registry.promote / rollback). The gate judges a class
+slice by the class's index (`class=2`); what these commands print names it (`class=triangle`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console
 
 KEY_METRICS = ("zero_shot_image_acc", "zero_shot_audio_acc", "audio_to_image_r1", "p95_latency_ms", "model_size_mb")
+CLASS_SLICE = "class"  # models.evaluate.CLASS_GROUP, not imported: that module loads torch
+CHECK_TAG = "gate.check."  # models.registry.record_decision: gate.check.<metric>[.<slice>].<kind>, headline and failed slice checks
 
 
 def promote(
@@ -49,7 +54,7 @@ def promote(
     except ValueError as err:
         console.print(f"[red]cannot promote:[/red] {err}")
         raise typer.Exit(2) from err
-    console.print(gate_table(decision.to_dict()))
+    console.print(gate_table(decision.to_dict(), settings.task.classes))
     if not decision.passed:
         console.print(f"[red]REJECTED[/red]: {decision.reason}\n(override with --force --reason '…')")
         raise typer.Exit(1)
@@ -91,19 +96,59 @@ def models(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_O
         return
     table = Table(title=settings.params.registry.model_name, title_justify="left")
     for column in ("version", "aliases", "gate", "vs", *(m.removeprefix("zero_shot_") for m in KEY_METRICS),
-                   "data version", "created"):
+                   "slices", "data version", "created"):
         table.add_column(column, overflow="fold")
     for v in versions:
         gate_style = {"passed": "green", "rejected": "red", "forced": "yellow"}.get(v.gate, "dim")
         table.add_row(v.version, ", ".join(f"@{a}" for a in v.aliases), f"[{gate_style}]{v.gate}[/{gate_style}]",
                       v.tags.get("gate.champion_version", "") if v.tags.get("gate.champion_version") != "None" else "-",
                       *(v.tags.get(f"gate.metric.{m}", "") for m in KEY_METRICS),
+                      escape(slices_cell(v.tags, settings.task.classes, settings.task.slices)),
                       v.tags.get("data_version", ""), v.created_at)
     console.print(table)
 
 
-def gate_table(decision: dict) -> Table:
-    """One row per check: observed value (or improvement), bound, bootstrap interval, result."""
+def slice_name(slice_: str, classes: Sequence[str]) -> str:
+    """A gate slice as a user reads it: `class=<index>` becomes `class=<name>`; any other slice, and a class
+    value that is no index of the task's classes, stays as it is."""
+    group, sep, value = slice_.partition("=")
+    if group == CLASS_SLICE and sep and value.isdigit() and int(value) < len(classes):
+        return f"{group}={classes[int(value)]}"
+    return slice_
+
+
+def failed_slices(tags: Mapping[str, str], classes: Sequence[str], fields: Sequence[str]) -> list[str]:
+    """The slices a version's gate decision failed, named (`class=circle`, `camera=b`), from the
+    `gate.check.*` tags; in the registry a slice's `=` reads `_` (`class_2`), so the group is found by
+    the task's slice fields (longest first, so `class_size` is not the class slice) and then the class."""
+    found: list[str] = []
+    for key, value in tags.items():
+        if not key.startswith(CHECK_TAG) or not value.startswith("FAIL"):
+            continue
+        parts = key.removeprefix(CHECK_TAG).split(".")
+        if len(parts) < 3:
+            continue  # a headline check: <metric>.<kind>
+        slice_ = ".".join(parts[1:-1])
+        group = next((g for g in sorted(fields, key=len, reverse=True) if slice_.startswith(f"{g}_")), None)
+        if group is None and slice_.startswith(f"{CLASS_SLICE}_"):
+            group = CLASS_SLICE
+        named = slice_name(f"{group}={slice_[len(group) + 1:]}", classes) if group else slice_
+        if named not in found:
+            found.append(named)
+    return found
+
+
+def slices_cell(tags: Mapping[str, str], classes: Sequence[str], fields: Sequence[str]) -> str:
+    """`4/4 passed` (slice checks), and the slices that failed, by name."""
+    summary = tags.get("gate.slices", "")
+    passed = f"{summary.split(' ', 1)[0]} passed" if summary else ""
+    failed = failed_slices(tags, classes, fields)
+    return f"{passed}; failed: {', '.join(failed)}" if failed else passed
+
+
+def gate_table(decision: dict, classes: Sequence[str]) -> Table:
+    """One row per check: observed value (or improvement), bound, bootstrap interval, result; a class slice
+    by its name in `classes` (the task's)."""
     lineage = decision.get("lineage", {})
     table = Table(title=f"gate: v{lineage.get('challenger_version')} vs "
                         f"{'v' + str(lineage['champion_version']) if lineage.get('champion_version') else 'no champion'} "
@@ -111,7 +156,9 @@ def gate_table(decision: dict) -> Table:
     for column in ("check", "observed", "bound", "interval", "result"):
         table.add_column(column)
     for c in decision["checks"]:
-        name = f"{c['metric']}[{c['slice']}] {c['kind']}" if c.get("slice") else f"{c['metric']} {c['kind']}"
+        name = (f"{c['metric']}[{slice_name(c['slice'], classes)}] {c['kind']}" if c.get("slice")
+                else f"{c['metric']} {c['kind']}")
+        name = escape(name)  # `[class=circle]` is text, not a rich style tag
         interval = f"{c['interval'][0]:+.4f} … {c['interval'][1]:+.4f}" if c.get("interval") else ""
         table.add_row(name, f"{c['observed']:.4f}", f"{c['bound']:.4f}", interval,
                       "pass" if c["passed"] else "[red]FAIL[/red]")

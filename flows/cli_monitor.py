@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error
@@ -81,19 +82,33 @@ def resolve_batch(settings, batch: Optional[str], home: Optional[Path] = None, p
 
 
 def print_monitor(summary: dict) -> None:
+    """The checks as a table: what drifted and the evidence (a drifted class mix names the classes that moved)."""
+    from monitoring.class_mix import describe_class_moves
+
     if "checks" not in summary:
         console.print(f"{summary.get('status')}: {summary.get('detail', 'nothing to compare against')}")
         return
     table = Table(title=f"monitor: {summary['status'].upper()} (champion v{summary.get('champion')})", title_justify="left")
     for column in ("check", "status", "drifted", "evidence"):
         table.add_column(column, overflow="fold")
+    moves = describe_class_moves(summary["checks"])
     for name, check in summary["checks"].items():
-        drifted = [item for item, entry in check["items"].items() if entry.get("drifted")]
+        judged = {item: entry for item, entry in check["items"].items() if isinstance(entry, dict)}
+        drifted = [item for item, entry in judged.items() if entry.get("drifted")]
+        # `not_applicable` lists modalities with the reason as its value, not a judged entry
         evidence = check.get("reason", "") or ", ".join(
-            f"{item}={entry['score']:.3g}/{entry['threshold']:.3g}" if "score" in entry else f"{item}: {', '.join(entry.get('reasons', [])) or entry.get('drop', '')}"
-            for item, entry in check["items"].items() if entry.get("drifted"))
+            _evidence(item, entry, moves.get(f"{name}:{item}")) for item, entry in judged.items() if entry.get("drifted")
+        ) or ", ".join(item for item in check["items"] if item not in judged)
         style = {"drift": "red", "skipped": "yellow"}.get(check["status"], "green")
-        table.add_row(name, f"[{style}]{check['status']}[/{style}]", ", ".join(drifted), evidence)
+        # Class and feature names are text, never rich markup.
+        table.add_row(name, f"[{style}]{check['status']}[/{style}]", escape(", ".join(drifted)), escape(evidence))
     console.print(table)
-    if summary.get("report"):
-        console.print(f"report: {summary['report']}")
+    for key, what in (("report", "report"), ("predictions_report", "class mix")):
+        if summary.get(key):
+            console.print(f"{what}: {summary[key]}")
+
+
+def _evidence(item: str, entry: dict, moved: str | None) -> str:
+    if "score" not in entry:
+        return f"{item}: {', '.join(entry.get('reasons', [])) or entry.get('drop', '')}"
+    return f"{item}={entry['score']:.3g}/{entry['threshold']:.3g}" + (f" ({moved})" if moved else "")
