@@ -1,8 +1,8 @@
 """`flywheel promote`, `flywheel rollback`, `flywheel models`: the registry by hand.
 
 Registered on the main app in flows/cli.py. Every alias move goes through the same
-compare-and-set as the pipeline's gate (models.registry.promote / rollback). The gate judges a class
-slice by the class's index (`class=2`); what these commands print names it (`class=triangle`).
+compare-and-set as the pipeline's gate (models.registry.promote / rollback). The gate names a class
+slice by the task's class name (`class=triangle`), and so do these tables.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def promote(
     except ValueError as err:
         console.print(f"[red]cannot promote:[/red] {err}")
         raise typer.Exit(2) from err
-    console.print(gate_table(decision.to_dict(), settings.task.classes))
+    console.print(gate_table(decision.to_dict()))
     if not decision.passed:
         console.print(f"[red]REJECTED[/red]: {decision.reason}\n(override with --force --reason '…')")
         raise typer.Exit(1)
@@ -103,21 +103,12 @@ def models(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_O
         table.add_row(v.version, ", ".join(f"@{a}" for a in v.aliases), f"[{gate_style}]{v.gate}[/{gate_style}]",
                       v.tags.get("gate.champion_version", "") if v.tags.get("gate.champion_version") != "None" else "-",
                       *(v.tags.get(f"gate.metric.{m}", "") for m in KEY_METRICS),
-                      escape(slices_cell(v.tags, settings.task.classes, settings.task.slices)),
+                      escape(slices_cell(v.tags, settings.task.slices)),
                       v.tags.get("data_version", ""), v.created_at)
     console.print(table)
 
 
-def slice_name(slice_: str, classes: Sequence[str]) -> str:
-    """A gate slice as a user reads it: `class=<index>` becomes `class=<name>`; any other slice, and a class
-    value that is no index of the task's classes, stays as it is."""
-    group, sep, value = slice_.partition("=")
-    if group == CLASS_SLICE and sep and value.isdigit() and int(value) < len(classes):
-        return f"{group}={classes[int(value)]}"
-    return slice_
-
-
-def failed_slices(tags: Mapping[str, str], classes: Sequence[str], fields: Sequence[str]) -> list[str]:
+def failed_slices(tags: Mapping[str, str], fields: Sequence[str]) -> list[str]:
     """The slices a version's gate decision failed, named (`class=circle`, `camera=b`), from the
     `gate.check.*` tags; in the registry a slice's `=` reads `_` (`class_2`), so the group is found by
     the task's slice fields (longest first, so `class_size` is not the class slice) and then the class."""
@@ -132,23 +123,23 @@ def failed_slices(tags: Mapping[str, str], classes: Sequence[str], fields: Seque
         group = next((g for g in sorted(fields, key=len, reverse=True) if slice_.startswith(f"{g}_")), None)
         if group is None and slice_.startswith(f"{CLASS_SLICE}_"):
             group = CLASS_SLICE
-        named = slice_name(f"{group}={slice_[len(group) + 1:]}", classes) if group else slice_
+        named = f"{group}={slice_[len(group) + 1:]}" if group else slice_
         if named not in found:
             found.append(named)
     return found
 
 
-def slices_cell(tags: Mapping[str, str], classes: Sequence[str], fields: Sequence[str]) -> str:
+def slices_cell(tags: Mapping[str, str], fields: Sequence[str]) -> str:
     """`4/4 passed` (slice checks), and the slices that failed, by name."""
     summary = tags.get("gate.slices", "")
     passed = f"{summary.split(' ', 1)[0]} passed" if summary else ""
-    failed = failed_slices(tags, classes, fields)
+    failed = failed_slices(tags, fields)
     return f"{passed}; failed: {', '.join(failed)}" if failed else passed
 
 
-def gate_table(decision: dict, classes: Sequence[str]) -> Table:
+def gate_table(decision: dict) -> Table:
     """One row per check: observed value (or improvement), bound, bootstrap interval, result; a class slice
-    by its name in `classes` (the task's)."""
+    reads `class=<name>`, as the gate recorded it."""
     lineage = decision.get("lineage", {})
     table = Table(title=f"gate: v{lineage.get('challenger_version')} vs "
                         f"{'v' + str(lineage['champion_version']) if lineage.get('champion_version') else 'no champion'} "
@@ -156,7 +147,7 @@ def gate_table(decision: dict, classes: Sequence[str]) -> Table:
     for column in ("check", "observed", "bound", "interval", "result"):
         table.add_column(column)
     for c in decision["checks"]:
-        name = (f"{c['metric']}[{slice_name(c['slice'], classes)}] {c['kind']}" if c.get("slice")
+        name = (f"{c['metric']}[{c['slice']}] {c['kind']}" if c.get("slice")
                 else f"{c['metric']} {c['kind']}")
         name = escape(name)  # `[class=circle]` is text, not a rich style tag
         interval = f"{c['interval'][0]:+.4f} … {c['interval'][1]:+.4f}" if c.get("interval") else ""

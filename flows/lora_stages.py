@@ -19,7 +19,7 @@ import numpy as np
 from features.io import save_json
 from flows.settings import Settings
 from flows.stage_config import registry_for
-from models.evaluate import EvalData
+from models.evaluate import CLASS_GROUP, EvalData
 from models.families import LORA_FAMILY
 from models.inputs import ModelInputs
 
@@ -124,7 +124,8 @@ def score_lora_family(settings: Settings, models: dict[str, Any], golden: EvalDa
 
     captions, labels = golden_captions(golden)
     scores = score_caption_models(models, captions, labels, settings.params.gate.latency_items)
-    return scores, {"class": labels}, len(labels)
+    names = np.asarray(settings.task.classes, dtype=str)  # the class slice by name, as the ImageBind gate's
+    return scores, {CLASS_GROUP: names[labels]}, len(labels)
 
 
 def caption_votes(model, shards: Iterable[ModelInputs]):

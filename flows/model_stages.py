@@ -353,7 +353,7 @@ def evaluate_gate(settings: Settings, version: str, champion: str | None) -> Gat
         scores, groups, golden_rows = score_lora_family(settings, models, golden)
     else:
         scores = score_models(models, golden, encode_class_prompts(settings.task.prompts), settings.params.gate.latency_items)
-        groups, golden_rows = golden_groups(golden), len(golden.label)
+        groups, golden_rows = golden_groups(golden, settings.task.classes), len(golden.label)
     decision = decide(scores["challenger"], scores.get("champion"), gate_policy(settings, family), groups)
     mv = registry.client().get_model_version(registry.model_name, version)
     tags = dict(mv.tags)

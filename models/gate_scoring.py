@@ -8,6 +8,7 @@ both alike instead of whichever happened to run second.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -75,9 +76,14 @@ def not_applicable_metrics(golden: EvalData) -> dict[str, str]:
             for name in (zero_shot_metric, to_image_metric)}
 
 
-def golden_groups(golden: EvalData) -> dict[str, np.ndarray]:
-    """Slice labels of the golden rows: the class index, and each of the task's slice fields."""
-    return {CLASS_GROUP: np.asarray(golden.label), **{f: np.asarray(v, dtype=str) for f, v in golden.groups.items()}}
+def golden_groups(golden: EvalData, class_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Slice labels of the golden rows: the class by name (`class=circle` in the decision, the registry and
+    the CLI), and each of the task's slice fields."""
+    names = np.asarray(class_names, dtype=str)
+    if len(golden.label) and int(np.max(golden.label)) >= len(names):
+        raise ValueError(f"golden label {int(np.max(golden.label))} has no class name; the task names {len(names)} classes")
+    return {CLASS_GROUP: names[np.asarray(golden.label, dtype=np.int64)],
+            **{f: np.asarray(v, dtype=str) for f, v in golden.groups.items()}}
 
 
 # --- the lora family: caption classification on the golden set's captions -------------------------

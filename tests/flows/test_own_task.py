@@ -28,7 +28,7 @@ def shapes_params(path: Path, golden: Path) -> Path:
     params["task"] = {**TASK, "golden": str(golden)}
     params["demo"] = {}  # no generator: this project brings its own data
     params["label"]["functions"] = []
-    params["train"].update(epochs_stage1=12, epochs_stage2=4)
+    params["train"].update(epochs_stage1=40, epochs_stage2=4, batch_size=32)  # ~4 steps an epoch on 120 rows
     params["gate"]["thresholds"] = {
         "zero_shot_image_acc": ANY_ACCURACY,
         "zero_shot_audio_acc": ANY_ACCURACY,  # the task has no audio: reported as not applicable
@@ -63,7 +63,7 @@ def test_a_champion_that_beats_chance_and_a_gated_second_model(shapes_runs):
     assert any(check["kind"] == "change" for check in second.gate["checks"])
     slices = {check.get("slice") for check in second.gate["checks"]}
     assert {f"class={name}" for name in SHAPES} <= slices and "camera=cam-a" in slices
-    not_applicable = [c for c in second.gate["checks"] if c.get("status") == "not_applicable"]
+    not_applicable = [c for c in second.gate["checks"] if c["kind"] == "not_applicable"]
     assert [c["metric"] for c in not_applicable] == ["zero_shot_audio_acc"]
 
 

@@ -85,7 +85,7 @@ def judged():
     models = {"champion": CentroidModel(champion_data), "better": CentroidModel(big),
               "sabotaged": CentroidModel(shuffled), "accent_broken": CentroidModel(big, blind_voice="v3")}
     scores = score_models(models, golden, PROMPTS, latency_items=20)
-    groups = golden_groups(golden)
+    groups = golden_groups(golden, [str(k) for k in range(K)])
     return {name: decide(scores[name], scores["champion"], policy, groups) for name in models if name != "champion"}
 
 

@@ -82,7 +82,7 @@ def judged(demo_batch_factory, tmp_path_factory):
     models = {name: train_imagebind(rows, model_config, recipe).model for name, rows in training.items()}
     golden, _ = build_golden_set(settings)
     scores = score_models(models, golden, encode_class_prompts(settings.task.prompts), settings.params.gate.latency_items)
-    policy, groups = with_unreachable_latency_bounds(gate_policy(settings)), golden_groups(golden)
+    policy, groups = with_unreachable_latency_bounds(gate_policy(settings)), golden_groups(golden, settings.task.classes)
     return {name: decide(scores[name], scores["champion"], policy, groups) for name in ("sabotaged", "better")}
 
 

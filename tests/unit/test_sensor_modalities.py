@@ -180,7 +180,7 @@ def test_the_gate_reports_an_audio_threshold_as_not_applicable_to_an_image_text_
                                     "zero_shot_audio_acc": MetricThreshold(min=0.9)},
                         slices={"source": {"zero_shot_audio_acc": MetricThreshold(min=0.9)}},
                         directions=metric_directions(IMAGEBIND_FAMILY))
-    decision = decide(scores, None, policy, golden_groups(golden))
+    decision = decide(scores, None, policy, golden_groups(golden, [str(k) for k in range(K)]))
     assert decision.passed, decision.reason
     [audio, audio_slice] = [c for c in decision.checks if c.metric == "zero_shot_audio_acc"]
     assert audio.kind == audio_slice.kind == NOT_APPLICABLE and audio.passed
@@ -188,7 +188,7 @@ def test_the_gate_reports_an_audio_threshold_as_not_applicable_to_an_image_text_
     assert any(c.metric == "zero_shot_image_acc" and c.kind == "min" for c in decision.checks)  # still judged
     # a metric of a modality the golden set has, but the model never computed, is still an error
     with pytest.raises(ValueError, match="was not evaluated"):
-        decide(dataclasses.replace(scores, not_applicable={}), None, policy, golden_groups(golden))
+        decide(dataclasses.replace(scores, not_applicable={}), None, policy, golden_groups(golden, [str(k) for k in range(K)]))
 
 
 def test_depth_and_imu_rows_train_one_stage_each_in_order():
