@@ -272,7 +272,7 @@ def uninterrupted(tmp_path_factory, params, landing, forks, logs) -> Uninterrupt
     assert done.returncode == 0, done.output
     assert leftovers(home) == []
     (golden,) = (p for p in (home / "golden").iterdir() if p.is_dir())
-    first_file = min(p.stat().st_mtime for p in (golden / "landing").rglob("*") if p.is_file())
+    first_file = min(p.stat().st_mtime for p in golden.rglob("*") if p.is_file())
     pushed = max(p.stat().st_mtime for p in (home / ".dvc" / "tmp" / "flywheel-pushed").iterdir() if "golden" in p.name)
     return Uninterrupted(home, lifecycle_state(home), done.seconds, pushed - first_file, tracked_outputs(home))
 
