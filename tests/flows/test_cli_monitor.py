@@ -112,7 +112,7 @@ def _latest_summary(home, params) -> dict:
 def test_monitor_of_a_landing_folder_not_ingested_yet_names_the_command_that_ingests_it(ingested):
     landing, before, *_ = ingested
     assert before.exit_code == 2, before.output
-    assert f"flywheel ingest --source {landing}" in _flat(before.output) and "not ingested yet" in before.output
+    assert f"flywheel ingest --source {landing}" in _flat(before.output) and "not ingested yet" in _flat(before.output)
 
 
 def test_ingest_runs_the_data_stages_and_the_drift_check_without_training(ingested, home):
