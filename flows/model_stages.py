@@ -218,7 +218,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     import tempfile
 
     from models.artifacts import save_model
-    from models.evaluate import eval_data_from_inputs, evaluate_model
+    from models.evaluate import evaluate_model
     from models.imagebind import ImageBindConfig, config_modalities
     from models.inputs import modalities_present
     from models.registry import log_training_run

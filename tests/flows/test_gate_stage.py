@@ -18,7 +18,7 @@ from flows.model_stages import build_golden_set, stage_gate
 from flows.settings import load_settings
 from flows.stage_config import registry_for
 from models.registry import CHAMPION, PREVIOUS, StaleChampion, log_training_run, promote, register_candidate
-from tests.conftest import PROJECT, example_params
+from tests.conftest import example_params
 
 pytestmark = pytest.mark.slow  # three log_model calls and a 40-row golden set: ~30 s on 2 cores
 

@@ -14,7 +14,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
-from tests.conftest import PROJECT, example_params, UNREACHABLE_LATENCY_BOUNDS
+from tests.conftest import UNREACHABLE_LATENCY_BOUNDS, example_params
 from tests.flows.shapes_task import COLOURS, SHAPES, TASK, draw_shape, write_shapes_batch
 
 pytestmark = pytest.mark.slow

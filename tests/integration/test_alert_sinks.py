@@ -15,7 +15,7 @@ from flows.loop import claim_training, react_to_monitor, send_drift_alert
 from flows.pipeline import RunRecord
 from flows.settings import load_settings
 from monitoring.alerts import build_drift_alert
-from tests.conftest import PROJECT, example_params
+from tests.conftest import example_params
 from tests.integration.sinks import webhook_server
 
 

@@ -18,7 +18,7 @@ from flows.settings import load_settings
 from flows.stage_config import registry_for
 from models.registry import promote
 from models.registry_lock import LockUnavailable, champion_lock, lock_file_for
-from tests.conftest import PROJECT, example_params
+from tests.conftest import example_params
 from tests.integration.promoters import assert_one_won, start_promoters
 from tests.integration.services import POSTGRES_URI, postgres_unreachable_reason
 

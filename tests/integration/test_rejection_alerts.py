@@ -9,7 +9,7 @@ import yaml
 from flows.loop import react_to_monitor
 from flows.pipeline import RunRecord
 from flows.settings import load_settings
-from tests.conftest import PROJECT, example_params
+from tests.conftest import example_params
 from tests.integration.sinks import webhook_server
 
 REJECTION = {"stage": "validate", "expectation": "expect_column_mean_to_be_between(audio_seconds)",

@@ -310,7 +310,7 @@ def test_the_tests_golden_batch_is_the_one_flywheel_demo_data_golden_writes(tmp_
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from tests.conftest import PROJECT, example_params, ensure_example_golden
+    from tests.conftest import ensure_example_golden, example_params
 
     raw = example_params()
     raw["task"]["golden"] = "made/golden"

@@ -120,7 +120,7 @@ def test_a_latency_or_size_threshold_written_without_a_direction_judges_the_righ
 
     from flows.settings import load_settings
     from flows.stage_config import gate_policy
-    from tests.conftest import PROJECT, example_params
+    from tests.conftest import example_params
 
     raw = example_params()
     raw["gate"]["thresholds"] = {"zero_shot_image_acc": {"max_drop": 0.05},
@@ -147,7 +147,7 @@ def test_a_threshold_with_a_direction_or_on_a_metric_the_family_lacks_stops_at_s
     import yaml
 
     from flows.settings import load_settings
-    from tests.conftest import PROJECT, example_params
+    from tests.conftest import example_params
 
     for thresholds, message in [({"p95_latency_ms": {"max": 50.0, "higher_is_better": False}}, "declared once by the model family"),
                                 ({"p95_latency_msec": {"max": 50.0}}, "'p95_latency_msec' is not a metric of the imagebind family")]:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import yaml
 
 from flows.settings import Params
 from flows.stage_cache import StageRecord, StageRunner, StageStore, key_inputs, stage_key
