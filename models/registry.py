@@ -98,13 +98,11 @@ class Registry:
         return MlflowClient(self.tracking_uri, self.tracking_uri)
 
     @retry_transient("get or create the MLflow experiment")
-    def experiment_id(self) -> str:
-        client = self.client()
-        found = client.get_experiment_by_name(EXPERIMENT)
-        if found:
-            return found.experiment_id
+    def experiment_id(self, name: str = EXPERIMENT) -> str:
+        """The experiment `name` (the training runs' by default), created when missing, tagged as model
+        development so the MLflow UI opens it on its runs table."""
         location = self.artifact_root.absolute().as_uri() if self.artifact_root else None
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
+        return model_development_experiment(self.client(), name, location)
 
     @retry_transient("read a registry alias")
     def alias_version(self, alias: str) -> str | None:
@@ -120,6 +118,22 @@ class Registry:
     @retry_transient("read model version tags")
     def version_tags(self, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(self.model_name, version).tags)
+
+
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview; flywheel's runs are models'.
+EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+
+
+def model_development_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment `name`, created when missing; it (and one an older flywheel created untagged)
+    carries `mlflow.experimentKind: custom_model_development`."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_DEVELOPMENT})
+    if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_DEVELOPMENT:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT)
+    return found.experiment_id
 
 
 def log_training_run(

@@ -147,8 +147,10 @@ def _tracked(stack: ExitStack, args: argparse.Namespace, model_config: ImageBind
 
     from models.tracking import EpochLogger, config_params, start_training_run
 
-    experiment = mlflow.set_experiment(args.track)
-    run = stack.enter_context(start_training_run(experiment.experiment_id, args.out.name, {"entry": "models.train_ddp"}))
+    from models.registry import model_development_experiment
+
+    experiment_id = model_development_experiment(mlflow.MlflowClient(), args.track)
+    run = stack.enter_context(start_training_run(experiment_id, args.out.name, {"entry": "models.train_ddp"}))
     params = {**config_params(model_config, train_config, lora),
               "init_weights": str(args.init_weights) if args.init_weights else "none", "data": str(args.data),
               "data.rows": rows, "world_size": int(os.environ.get("WORLD_SIZE", "1"))}

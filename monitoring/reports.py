@@ -28,9 +28,7 @@ def log_drift_run(registry: Registry, batch_id: str, champion: str, result: Drif
     """A finished MLflow run holding the drift verdict, per-column scores and the HTML report; returns its id.
     `extra_tags`: more run tags (`batch_rejected` for a batch a data stage refused)."""
     client = registry.client()
-    experiment = client.get_experiment_by_name(MONITORING_EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-        MONITORING_EXPERIMENT, artifact_location=registry.artifact_root.absolute().as_uri() if registry.artifact_root else None)
+    experiment_id = registry.experiment_id(MONITORING_EXPERIMENT)
     tags = {"batch": batch_id, "model": registry.model_name, "champion_version": champion,
             "reference_batches": ",".join(reference_batches)[:5000], "drift_detected": str(result.drift_detected).lower(), **(extra_tags or {})}
     run_id = client.create_run(experiment_id, run_name=f"drift {batch_id}", tags=tags).info.run_id
