@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from features.io import save_json
 from flows.settings import Settings
 from flows.stage_config import registry_for
 from models.evaluate import CLASS_GROUP, EvalData
@@ -68,7 +67,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     import mlflow
 
     from flows.model_stages import TrainOutcome, build_golden_set, training_window
-    from models.artifacts import save_caption_classifier
+    from models.artifacts import save_caption_classifier, save_task
     from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import caption_metrics, classify_captions, train_caption_classifier
     from models.plots import confusion_matrix_figure
@@ -101,7 +100,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
         mlflow.log_figure(figure, "plots/confusion_caption.png")
         plt.close(figure)
         model_dir = save_caption_classifier(result.model, Path(tmp) / "classifier")
-        save_json(model_dir / "task.json", task.to_dict())  # serving reads its classes and prompts here
+        save_task(model_dir, task.to_dict())  # serving answers in these classes
         params: dict[str, Any] = {
             "family": LORA_FAMILY, **{f"lora.{k}": v for k, v in asdict(lora).items()},
             **{f"train.{k}": v for k, v in asdict(training).items()}, "train.torch_threads": p.torch_threads,
@@ -120,12 +119,11 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
 
 def score_lora_family(settings: Settings, models: dict[str, Any], golden: EvalData):
     """The gate's scores of caption classifiers on the golden captions, the slice labels, the rows judged."""
-    from models.gate_scoring import score_caption_models
+    from models.gate_scoring import class_slice, score_caption_models
 
     captions, labels = golden_captions(golden)
     scores = score_caption_models(models, captions, labels, settings.params.gate.latency_items)
-    names = np.asarray(settings.task.classes, dtype=str)  # the class slice by name, as the ImageBind gate's
-    return scores, {CLASS_GROUP: names[labels]}, len(labels)
+    return scores, {CLASS_GROUP: class_slice(labels, settings.task.classes)}, len(labels)
 
 
 def caption_votes(model, shards: Iterable[ModelInputs]):

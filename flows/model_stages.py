@@ -217,7 +217,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
     lake's `lake/inputs@md5`, logged as the run's dataset input."""
     import tempfile
 
-    from models.artifacts import save_model
+    from models.artifacts import save_model, save_task
     from models.evaluate import evaluate_model
     from models.imagebind import ImageBindConfig, config_modalities
     from models.inputs import modalities_present
@@ -263,7 +263,7 @@ def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, floa
         prompt_emb = encode_class_prompts(settings.task.prompts)
         metrics = evaluate_model(result.model, golden, prompt_emb)
         model_dir = save_model(result.model, Path(tmp) / "imagebind")
-        save_json(model_dir / "task.json", settings.task.to_dict())  # serving reads its classes and prompts here
+        save_task(model_dir, settings.task.to_dict())  # serving answers in these classes and prompts
         clean = settings.params.clean  # serving prepares raw audio as the clean stage did
         save_json(model_dir / "input_spec.json",
                   {**asdict(input_spec(settings)), "sample_rate": clean.sample_rate, "silence_db": clean.silence_db})

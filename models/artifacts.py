@@ -18,6 +18,18 @@ from models.imagebind import ImageBind, ImageBindConfig
 
 WEIGHTS_FILE = "weights.pt"  # torch state_dict of ImageBind
 CONFIG_FILE = "config.json"  # ImageBindConfig.to_dict()
+TASK_FILE = "task.json"  # features.task.Task.to_dict() of the task the model was trained for (serving reads it)
+
+
+def save_task(directory: str | Path, task: dict) -> None:
+    """Write the task a model folder's model was trained for (its classes and prompts) beside it."""
+    atomic_write_text(Path(directory) / TASK_FILE, json.dumps(task, indent=2, sort_keys=True))
+
+
+def load_task(directory: str | Path) -> dict | None:
+    """The model folder's task (`save_task`), or None for a model saved before models carried one."""
+    path = Path(directory) / TASK_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def save_model(model: ImageBind, directory: str | Path) -> Path:

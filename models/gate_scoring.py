@@ -76,13 +76,18 @@ def not_applicable_metrics(golden: EvalData) -> dict[str, str]:
             for name in (zero_shot_metric, to_image_metric)}
 
 
+def class_slice(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """(N,) class indices → (N,) class names: the class slice's values (`class=circle` in the decision, the
+    registry and the CLI)."""
+    names, labels = np.asarray(class_names, dtype=str), np.asarray(labels, dtype=np.int64)
+    if len(labels) and int(labels.max()) >= len(names):
+        raise ValueError(f"golden label {int(labels.max())} has no class name; the task names {len(names)} classes")
+    return names[labels]
+
+
 def golden_groups(golden: EvalData, class_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Slice labels of the golden rows: the class by name (`class=circle` in the decision, the registry and
-    the CLI), and each of the task's slice fields."""
-    names = np.asarray(class_names, dtype=str)
-    if len(golden.label) and int(np.max(golden.label)) >= len(names):
-        raise ValueError(f"golden label {int(np.max(golden.label))} has no class name; the task names {len(names)} classes")
-    return {CLASS_GROUP: names[np.asarray(golden.label, dtype=np.int64)],
+    """Slice labels of the golden rows: the class by name, and each of the task's slice fields."""
+    return {CLASS_GROUP: class_slice(golden.label, class_names),
             **{f: np.asarray(v, dtype=str) for f, v in golden.groups.items()}}
 
 

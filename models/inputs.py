@@ -18,7 +18,7 @@ import soundfile as sf
 from PIL import Image
 
 from features.atomic import atomic_path, staged_directory
-from models.transforms import image_to_input, imu_to_input, sensor_map_to_input, waveform_to_log_mel
+from models.transforms import image_mode, image_to_input, imu_to_input, sensor_map_to_input, waveform_to_log_mel
 
 SHARD_ROWS = 2048  # rows per shard: 2048 × (16×16 image + 100×40 log-mel + 2 × 16×16 maps + 6×160 imu) float32 ≈ 47 MB
 _SHARD_GLOB = "part-*.npz"
@@ -111,7 +111,7 @@ def build_model_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> 
     to_input = {"depth": lambda v: sensor_map_to_input(v, spec.depth_size),
                 "thermal": lambda v: sensor_map_to_input(v, spec.thermal_size),
                 "imu": lambda v: imu_to_input(v, spec.imu_length)}
-    mode = "L" if spec.image_channels == 1 else "RGB"
+    mode = image_mode(spec.image_channels)
     has = {kind: np.zeros(n, bool) for kind in ("image", "audio", *SENSOR_KINDS)}
     for i, row in enumerate(rows.itertuples(index=False)):
         if row.image:

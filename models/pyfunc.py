@@ -21,32 +21,25 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, Schema
 
 DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
-TASK_FILE = "task.json"  # features.task.Task.to_dict() of the task the model was trained for
-
-
-def load_saved_task(directory: Path) -> dict | None:
-    """The model folder's task.json, or None when the model predates it."""
-    path = directory / TASK_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from models.artifacts import load_model
+        from models.artifacts import load_model, load_task
 
         directory = Path(context.artifacts[IMAGEBIND_ARTIFACT])
         self.model = load_model(directory)
         self.spec = json.loads((directory / "input_spec.json").read_text())
-        self.task = load_saved_task(directory)
+        self.task = load_task(directory)
 
     def _image(self, path: str) -> np.ndarray:
         from PIL import Image
 
-        from models.transforms import image_to_input
+        from models.transforms import image_mode, image_to_input
 
-        mode = "RGB" if self.spec.get("image_channels", 1) == 3 else "L"  # as the model was trained
-        with Image.open(path) as handle:
-            return image_to_input(np.asarray(handle.convert(mode)), self.spec["image_size"])
+        with Image.open(path) as handle:  # grayscale or RGB, as the model was trained
+            return image_to_input(np.asarray(handle.convert(image_mode(self.spec.get("image_channels", 1)))),
+                                  self.spec["image_size"])
 
     def _audio(self, path: str) -> np.ndarray:
         import soundfile as sf
@@ -86,12 +79,12 @@ class CaptionClassifierPyfunc(mlflow.pyfunc.PythonModel):
     per-class `scores` out."""
 
     def load_context(self, context) -> None:
-        from models.artifacts import load_caption_classifier
+        from models.artifacts import load_caption_classifier, load_task
 
         directory = Path(context.artifacts[CLASSIFIER_ARTIFACT])
         self.model = load_caption_classifier(directory)
         self.spec = {"family": "lora", "modalities": ["text"]}
-        self.task = load_saved_task(directory)
+        self.task = load_task(directory)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from models.lora_family import classify_captions

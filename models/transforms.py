@@ -14,6 +14,11 @@ from PIL import Image
 from scipy.signal import resample_poly
 
 
+def image_mode(channels: int) -> str:
+    """The Pillow mode a decoded image is converted to for a model of `channels` image channels."""
+    return "L" if channels == 1 else "RGB"
+
+
 def image_to_input(image: np.ndarray, size: int) -> np.ndarray:
     """Grayscale (H, W) or RGB (H, W, 3) uint8 image → (C, size, size) float32 in [0, 1] (C = 1 or 3)."""
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):

@@ -43,12 +43,13 @@ def resolve_alias(registry: Registry, alias: str, inputs_root: Path) -> ServingK
     return ServingKey(version, lake_fingerprint(inputs_root)) if version is not None else None
 
 
-def served_task(saved: dict | None, fallback: Task, classes_in_model: int, where: str) -> Task:
+def served_task(saved: dict | None, fallback: Task, where: str, classes_in_model: int | None = None) -> Task:
     """The task a version answers in: its own `task.json` when it has one; else (a version logged before
-    models carried their task) the project's task, if its class count fits the model's outputs."""
+    models carried their task) the project's task, if its class count fits the model's outputs (a
+    classifier's head; None: a zero-shot model, which scores any prompts)."""
     if saved is not None:
         return Task.from_dict(saved)
-    if classes_in_model != fallback.n_classes:
+    if classes_in_model is not None and classes_in_model != fallback.n_classes:
         raise ValueError(f"{where} carries no task.json and scores {classes_in_model} classes, but params.yaml's "
                          f"task has {fallback.n_classes}; serve a version trained for this task")
     log.warning("%s carries no task.json; answering with params.yaml's classes %s", where, fallback.describe_classes())
@@ -69,11 +70,11 @@ def load_served_model(registry: Registry, key: ServingKey, inputs_root: Path | N
     model = python_model.model.eval()
     saved = getattr(python_model, "task", None)
     if family_of(model) == LORA_FAMILY:  # a caption classifier: no prompts, no embedding space to search
-        answers = served_task(saved, task, int(model.head.out_features), where)
+        answers = served_task(saved, task, where, int(model.head.out_features))
         return ServedModel(name=registry.model_name, version=key.version, model=model, spec=dict(python_model.spec),
                            task=answers, prompt_emb=np.zeros((answers.n_classes, 0), np.float32), text_scale=1.0,
                            index=SearchIndex(), loaded_at=time.time(), family=LORA_FAMILY)
-    answers = served_task(saved, task, task.n_classes if saved is None else len(saved["classes"]), where)
+    answers = served_task(saved, task, where)
     index = build_search_index(model, iter_lake_inputs(inputs_root) if inputs_root else (), encode_texts)
     return ServedModel(name=registry.model_name, version=key.version, model=model, spec=dict(python_model.spec),
                        task=answers, prompt_emb=build_prompt_embeddings(model, encode_class_prompts(answers.prompts)),

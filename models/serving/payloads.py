@@ -63,9 +63,9 @@ def prepare_image(data: bytes, spec: dict[str, Any], limits: PayloadLimits) -> P
     trained (`image_channels`), converted exactly as the transform stage converts lake files."""
     from PIL import Image
 
-    from models.transforms import image_to_input
+    from models.transforms import image_mode, image_to_input
 
-    mode = "RGB" if spec.get("image_channels", 1) == 3 else "L"
+    mode = image_mode(spec.get("image_channels", 1))
     try:
         with Image.open(io.BytesIO(data)) as handle:
             width, height = handle.size

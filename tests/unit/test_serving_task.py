@@ -115,7 +115,7 @@ def test_a_bad_sensor_array_is_a_422_naming_the_problem(api, payload, message):
 
 
 def test_a_version_without_task_json_answers_in_the_projects_classes_only_if_they_fit():
-    assert served_task(None, SHAPES, 3, "m v1") is SHAPES
-    assert served_task(SHAPES.to_dict(), Task(("a", "b"), (("a",), ("b",))), 3, "m v1").classes == SHAPES.classes
+    assert served_task(None, SHAPES, "m v1", 3) is SHAPES
+    assert served_task(SHAPES.to_dict(), Task(("a", "b"), (("a",), ("b",))), "m v1", 3).classes == SHAPES.classes
     with pytest.raises(ValueError, match="scores 10 classes, but params.yaml's task has 3"):
-        served_task(None, SHAPES, 10, "m v1")
+        served_task(None, SHAPES, "m v1", 10)
