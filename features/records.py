@@ -42,6 +42,7 @@ REASONS: dict[str, str] = {
     "near_duplicate": "the image is perceptually the same as a kept sample's and everything else is identical",
     "no_modality": "the row names no image, audio or caption",
     "failed_expectation": "a Great Expectations row-level expectation failed",
+    "dropped_by_stage": "a project's own stage (params.yaml stages.extra) dropped the row; the detail says why",
 }
 
 

@@ -29,6 +29,7 @@ from flows.cli_common import (  # noqa: E402
 from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.cli_monitor import monitor  # noqa: E402
+from flows.cli_stage import stage as stage_command  # noqa: E402
 from flows.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
@@ -36,6 +37,7 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(review_app, name="review")
 app.add_typer(server_app, name="server")
 app.command("promote")(promote)
+app.command("stage")(stage_command)
 app.command("rollback")(rollback)
 app.command("models")(models)
 app.command("schedule")(schedule)
@@ -157,17 +159,21 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
         reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("already ingested" if stage.get("skipped") else "")
         if summary.get("cache", {}).get(name, {}).get("cached") and name != "ingest":
             reasons = f"(cached) {reasons}".strip()
-        data.add_row(name, str(stage["rows_in"]), str(stage["rows_out"]), str(stage["rows_quarantined"]), reasons,
+        counts = ["" if stage.get(c) is None else str(stage[c]) for c in ("rows_in", "rows_out", "rows_quarantined")]
+        data.add_row(name, *counts, reasons,
                      f"{summary['seconds'].get(name, 0):.1f}")
     console.print(data)
     model = Table(show_header=True, title="model", title_justify="left")
     model.add_column("stage")
     model.add_column("result", overflow="fold")
     model.add_column("seconds", justify="right")
-    for name in ("train", "register", "gate", "monitor"):
-        if name in summary["seconds"] and name != summary.get("failed_stage"):
+    from flows.stages import built_in_stages
+
+    for stage in built_in_stages():
+        name = stage.name
+        if stage.summary is not None and name in summary["seconds"] and name != summary.get("failed_stage"):
             cached = "(cached) " if summary.get("cache", {}).get(name, {}).get("cached") else ""
-            model.add_row(name, cached + _model_note(name, summary), f"{summary['seconds'][name]:.1f}")
+            model.add_row(name, cached + stage.summary(summary), f"{summary['seconds'][name]:.1f}")
     if model.row_count:
         console.print(model)
     if summary.get("error"):
@@ -186,46 +192,6 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
     console.print("open the UIs:")
     for name, command in ui_commands(settings).items():
         console.print(f"  {name:13s} {command}", soft_wrap=True)
-
-
-def _train_note(summary: dict) -> str:
-    train = summary["train"]
-    metrics = ", ".join(f"{k}={v:.3f}" for k, v in train.get("metrics", {}).items() if not k.startswith("n_"))
-    return (f"{train.get('rows', 0)} rows ({train.get('labelled_rows', 0)} labelled) from "
-            f"{len(train.get('training_batches', []))} batch(es) in {train.get('seconds', 0):.0f} s; golden set: {metrics}")
-
-
-def _gate_note(summary: dict) -> str:
-    gate, model = summary["gate"], summary["model"]
-    if not gate:
-        return ""
-    before = (gate.get("lineage") or {}).get("champion_version")
-    against = f"champion v{before}" if before else "value thresholds (no champion yet)"
-    verdict = "PASSED" if gate.get("passed") else "REJECTED"
-    return f"{verdict} against {against}: {gate.get('reason', '')}; @champion is now " + (f"v{model['champion']}" if model.get('champion') else "unset")
-
-
-def _monitor_note(summary: dict) -> str:
-    monitor = summary["monitor"]
-    if monitor.get("status") == "no_champion":
-        return "no champion yet: nothing to compare against"
-    if monitor.get("status") == "failed":
-        return f"[red]failed[/red]: {monitor.get('error')}"
-    if "drifted_share" not in monitor:
-        return f"{monitor.get('status')} ({monitor.get('detail', '')})"
-    drifted = monitor.get("drifted_columns") or ""
-    return (f"{monitor['status']}: drifted share {monitor['drifted_share']:.2f} {drifted} "
-            f"vs batches {monitor.get('reference_batches')}; report {monitor.get('report')}")
-
-
-def _model_note(stage: str, summary: dict) -> str:
-    notes = {
-        "train": _train_note,
-        "register": lambda s: f"{s['model'].get('name')} version {s['model'].get('version')} @challenger",
-        "gate": _gate_note,
-        "monitor": _monitor_note,
-    }
-    return notes[stage](summary)
 
 
 def resumable_source(settings, run_id: str, command: str) -> str:

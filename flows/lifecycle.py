@@ -19,9 +19,14 @@ from flows.pipeline import RunRecord, new_run_id, run_stages
 from flows.settings import Settings
 from flows.stage_cache import is_cached_restore
 
-# Stages that talk to a store or tracking server may hit a transient error; data stages are
-# deterministic and must not be retried (a validation failure stays a failure).
-RETRIED_STAGES: dict[str, int] = {"register": 2, "gate": 1}
+
+
+def retries_of(name: str) -> int:
+    """The stage's retries as the table declares them (flows/stages.py): stages that talk to a store or
+    tracking server may hit a transient error; data stages are deterministic and never retried."""
+    from flows.stages import BUILT_IN_NAMES, built_in_stages, stage_named
+
+    return stage_named(built_in_stages(), name).retries if name in BUILT_IN_NAMES else 0
 
 
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:
@@ -79,7 +84,7 @@ def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
         return restore_cached(name, fn)(*args)
     if name in SUBFLOWS:
         return SUBFLOWS[name](*args)
-    stage = task(fn, name=name, cache_policy=NO_CACHE, retries=RETRIED_STAGES.get(name, 0), retry_delay_seconds=2,
+    stage = task(fn, name=name, cache_policy=NO_CACHE, retries=retries_of(name), retry_delay_seconds=2,
                  retry_condition_fn=worth_retrying)
     return stage(*args)
 

@@ -239,6 +239,19 @@ class ScheduleParams(_Strict):
     ingest_source: str = "data/landing/batch-001"  # the landing batch (folder or fsspec URI) the ingest deployment reads
 
 
+class ExtraStageParams(_Strict):
+    """A project's own stage (flows/stages.py): `fn(rows, context)` run after the stage `after` names."""
+
+    after: str  # the stage it follows: ingest, clean, validate, transform, label, version, train, register, gate, monitor
+    fn: str  # package.module:function
+    name: str | None = None  # its name in the summary and the cache; None: the function's name
+    params: dict[str, Any] = Field(default_factory=dict)  # given to it as context.params, and part of its cache key
+
+
+class StagesParams(_Strict):
+    extra: tuple[ExtraStageParams, ...] = ()  # in order; several after one stage run in the order written
+
+
 class Params(_Strict):
     task: TaskParams
     registry: RegistryParams = RegistryParams()
@@ -254,6 +267,7 @@ class Params(_Strict):
     alerts: AlertParams = AlertParams()
     retrain: RetrainParams = RetrainParams()
     schedule: ScheduleParams = ScheduleParams()
+    stages: StagesParams = StagesParams()
 
     @model_validator(mode="before")
     @classmethod
@@ -455,6 +469,13 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
         task = build_task(params, params_path)
     except ValueError as err:
         raise ValueError(f"invalid {params_path}: {err}") from err
+    if params.stages.extra:  # a project's stage that cannot be imported stops here, before any stage runs
+        from flows.stages import build_table
+
+        try:
+            build_table([entry.model_dump() for entry in params.stages.extra])
+        except ValueError as err:
+            raise ValueError(f"invalid {params_path}: {err}") from err
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.tracking_uri
     if env.registry_lock_uri:
         from models.registry_lock import check_lock_uri

@@ -1,7 +1,8 @@
 """Stage records and cache keys: a completed stage is recorded once and reused, never recomputed.
 
 Every lifecycle stage gets a key: a hash of the stage's code version (the source of the modules
-that implement it, `STAGE_CODE`), the params.yaml entries it reads (`STAGE_PARAMS`), the keys
+that implement it) and the params.yaml entries it reads, both declared once in the stage table
+(`flows/stages.py`: `Stage.code`, `Stage.params`), the keys
 of the stages it reads from (`upstream`) and whatever else its result depends on (`extra`: the
 batch id for ingest, the training window and the lake's data versions for train, the champion
 for monitor). Because keys chain, a changed parameter or a new batch changes the key of the
@@ -48,43 +49,6 @@ from features.io import save_json
 FAULT_ENV = "FLYWHEEL_FAULT_AT"
 log = logging.getLogger(__name__)
 
-# The modules whose source is a stage's code version; editing one recomputes that stage (and,
-# through the chained keys, everything downstream of it). The stage functions themselves live in
-# flows/data_stages.py and flows/model_stages.py, which are hashed with the stages they hold.
-STAGE_CODE: dict[str, tuple[str, ...]] = {
-    "ingest": ("features.ingest", "features.manifest"),
-    "clean": ("features.clean", "features.clean_row", "features.decode", "features.phash", "flows.data_stages"),
-    "validate": ("features.validate", "features.expectations", "features.reference", "flows.data_stages"),
-    "transform": ("features.transform", "features.store", "models.inputs", "flows.data_stages"),
-    "label": ("features.label", "features.label_model", "features.review", "flows.data_stages"),
-    "version": ("features.lake_versioning", "flows.data_stages"),
-    "train": ("models.train", "models.imagebind", "models.losses", "models.evaluate", "models.text",
-              "models.artifacts", "models.lora", "models.lora_family", "models.pyfunc", "models.tracking",
-              "flows.model_stages", "flows.lora_stages"),
-    "register": ("models.registry", "flows.exactly_once"),
-    "gate": ("models.gate", "models.gate_scoring", "models.bootstrap", "models.lora_family", "flows.exactly_once"),
-    "monitor": ("flows.monitor_stage", "monitoring"),
-    "react": ("flows.loop", "monitoring.alerts", "monitoring.alert_delivery"),
-}
-
-# The params.yaml entries a stage reads: a section, or `section.key` for one value of it.
-STAGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "ingest": (),
-    "clean": ("clean", "task.classes", "task.image_channels"),
-    "validate": ("validate", "task.classes", "task.languages"),
-    "transform": ("transform", "task.image_channels"),
-    "label": ("label", "task.classes"),
-    "version": (),
-    # The golden batch is keyed by its content (its DVC version, in the training run), its path by the task.
-    "train": ("train", "transform", "task", "label.review_threshold", "clean.sample_rate", "clean.silence_db",
-              "registry.model_name"),
-    "register": ("registry",),
-    "gate": ("gate", "registry", "task"),
-    "monitor": ("monitor", "registry", "task"),
-    "react": ("alerts", "retrain", "registry"),
-}
-
-
 def fault_point(point: str) -> None:
     """Test hook: SIGKILL this process when FLYWHEEL_FAULT_AT names `point` (see the module docstring)."""
     if os.environ.get(FAULT_ENV) == point:
@@ -109,7 +73,7 @@ def _module_digest(module: str) -> str:
     """sha256 of a module's source file, or of every .py file of a package; found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
-        raise ValueError(f"stage code module {module!r} not found; STAGE_CODE names importable modules")
+        raise ValueError(f"stage code module {module!r} not found; a stage's `code` names importable modules")
     origin = Path(spec.origin)
     files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
     digest = hashlib.sha256()
@@ -119,27 +83,37 @@ def _module_digest(module: str) -> str:
     return digest.hexdigest()
 
 
-def code_version(stage: str) -> str:
-    """The stage's code version: a hash of the source of its modules."""
+def _declared(stage: str, spec: Any = None) -> Any:
+    """The stage's entry in the table: `spec` when given (a project's stage), else flywheel's own by name."""
+    if spec is not None:
+        return spec
+    from flows.stages import built_in_stages, stage_named
+
+    return stage_named(built_in_stages(), stage)
+
+
+def code_version(stage: str, spec: Any = None) -> str:
+    """The stage's code version: a hash of the source of its declared modules."""
     digest = hashlib.sha256()
-    for module in STAGE_CODE[stage]:
+    for module in _declared(stage, spec).code:
         digest.update(f"{module}:{_module_digest(module)}".encode())
     return digest.hexdigest()[:16]
 
 
-def params_of(stage: str, params: dict[str, Any]) -> dict[str, Any]:
+def params_of(stage: str, params: dict[str, Any], spec: Any = None) -> dict[str, Any]:
     """The params.yaml entries `stage` reads, from the params as dumped by alias (`validate`, not `validate_`)."""
     chosen: dict[str, Any] = {}
-    for entry in STAGE_PARAMS[stage]:
+    for entry in _declared(stage, spec).params:
         section, _, key = entry.partition(".")
         chosen[entry] = params[section][key] if key else params[section]
     return chosen
 
 
-def key_inputs(stage: str, params: dict[str, Any], upstream: Sequence[str] = (), extra: dict[str, Any] | None = None
-               ) -> dict[str, Any]:
-    """What a stage's key hashes: its code version, its params, its upstream keys and `extra` (as JSON)."""
-    inputs = {"stage": stage, "code": code_version(stage), "params": params_of(stage, params),
+def key_inputs(stage: str, params: dict[str, Any], upstream: Sequence[str] = (), extra: dict[str, Any] | None = None,
+               spec: Any = None) -> dict[str, Any]:
+    """What a stage's key hashes: its code version, its params, its upstream keys and `extra` (as JSON).
+    `spec`: the stage's table entry, for a stage that is not flywheel's own."""
+    inputs = {"stage": stage, "code": code_version(stage, spec), "params": params_of(stage, params, spec),
               "upstream": list(upstream), "extra": extra or {}}
     return json.loads(json.dumps(inputs, sort_keys=True, default=str))
 
@@ -196,13 +170,15 @@ class StageRunner:
     """
 
     def __init__(self, store: StageStore, params: dict[str, Any], run_id: str, call: StageCall,
-                 reuse: bool = True, entries: dict[str, dict[str, Any]] | None = None) -> None:
+                 reuse: bool = True, entries: dict[str, dict[str, Any]] | None = None,
+                 table: Sequence[Any] = ()) -> None:
         self.store, self.params, self.run_id, self.call, self.reuse = store, params, run_id, call, reuse
         self.entries = entries if entries is not None else {}
+        self.table = {stage.name: stage for stage in table}  # the run's stages (a project's included), by name
         self._inputs: dict[str, dict[str, Any]] = {}  # key -> what it hashes, written into the record
 
     def key(self, stage: str, upstream: Sequence[str] = (), **extra: Any) -> str:
-        inputs = key_inputs(stage, self.params, upstream, extra)
+        inputs = key_inputs(stage, self.params, upstream, extra, self.table.get(stage))
         key = stage_key(inputs)
         self._inputs[key] = inputs
         return key
