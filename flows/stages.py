@@ -28,7 +28,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -203,10 +203,19 @@ _TABLES: dict[str, tuple[Stage, ...]] = {}
 def stage_table(settings: "Settings") -> tuple[Stage, ...]:
     """The project's table: flywheel's stages with params.yaml `stages.extra` inserted (built once per process)."""
     extras = [entry.model_dump() for entry in settings.params.stages.extra]
-    marker = json.dumps(extras, sort_keys=True, default=str)
+    # A project's code behind a built-in stage is part of that stage's code version: editing a labelling
+    # function relabels, as editing flywheel's own label model would.
+    project_code = {"label": _modules(settings.params.label.functions)}
+    marker = json.dumps([extras, project_code], sort_keys=True, default=str)
     if marker not in _TABLES:
-        _TABLES[marker] = build_table(extras)
+        _TABLES[marker] = tuple(replace(stage, code=(*stage.code, *project_code.get(stage.name, ())))
+                                for stage in build_table(extras))
     return _TABLES[marker]
+
+
+def _modules(paths: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The modules of `module:function` import paths, each once, in order."""
+    return tuple(dict.fromkeys(path.partition(":")[0].strip() for path in paths))
 
 
 def stage_named(table: tuple[Stage, ...], name: str) -> Stage:

@@ -65,3 +65,18 @@ def test_a_project_stage_is_keyed_by_its_own_module_and_params():
     assert one == stage_key(key_inputs("count_rows", {}, ["clean-x"], {"params": {"a": 1}}, spec))
     assert one != stage_key(key_inputs("count_rows", {}, ["clean-x"], {"params": {"a": 2}}, spec))
     assert one != stage_key(key_inputs("count_rows", {}, ["clean-y"], {"params": {"a": 1}}, spec))
+
+
+def test_a_projects_labelling_functions_are_part_of_the_label_stages_code(tmp_path):
+    import yaml
+
+    from flows.settings import load_settings
+    from flows.stages import stage_table
+    from tests.conftest import example_params
+
+    params = example_params()
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    label = stage_named(stage_table(load_settings(tmp_path / "home", path)), "label")
+    assert label.code[-1] == params["label"]["functions"][0].partition(":")[0]  # examples.digits.labelling
+    assert stage_named(built_in_stages(), "label").code == label.code[:-1]
