@@ -29,7 +29,7 @@ def monitor(
     """Run the drift checks (data, embeddings, predictions, quality, performance) and print what drifted."""
     settings = cli_settings(home, params)
     from flows.monitor_stage import monitor_batch, monitor_inference_log
-    from flows.pipeline import RunRecord, new_run_id, write_summary
+    from flows.run_record import RunRecord, new_run_id, write_summary
 
     if not log:
         with exit_on_user_error("cannot monitor", FileNotFoundError, ValueError):
@@ -47,7 +47,7 @@ def monitor(
                 record.monitor, _ = monitor_batch(settings, record.batch_id, run_dir)
     record.seconds["monitor"] = round(time.perf_counter() - started, 3)
     record.status = "succeeded"
-    path = write_summary(settings, record)
+    path = write_summary(settings.paths.runs, record)
     print_monitor(record.monitor)
     console.print(f"summary: {path}")
 
