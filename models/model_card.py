@@ -114,15 +114,15 @@ def _verdict(model_name: str, version: str, decision: Mapping[str, Any] | None, 
     if decision is None:
         return [title, "", "**NOT GATED YET**: the gate has not judged this version; it writes this card when it does.", ""]
     champion = lineage.get("champion_version")
-    against = f"@champion v{champion}" if champion else "no champion (first model: value bounds only)"
+    against = f"`@champion` v{champion}" if champion else "no champion (first model: value bounds only)"
     rows = f" ({lineage['golden_rows']} rows)" if lineage.get("golden_rows") else ""
     verdict = "PASSED" if decision.get("passed") else "REJECTED"
     lines = [title, "", f"**{verdict}** by the gate against {against} on golden set "
                         f"`{lineage.get('golden_version', '?')}`{rows}."]
     after = lineage.get("champion_after")
     if decision.get("passed"):
-        lines.append("Promoted: this version is @champion." if after == str(version) else
-                     f"Not promoted: @champion is v{after}." if after else "Not promoted yet.")
+        lines.append("Promoted: the gate made this version `@champion`." if after == str(version) else
+                     f"Not promoted: `@champion` was v{after} after the gate." if after else "Not promoted yet.")
     lines.append("")
     failed = [_check(c) for c in decision.get("checks", []) if not c["passed"]]
     if failed:
@@ -270,21 +270,20 @@ def render_model_card(model_name: str, version: str, lineage: Mapping[str, str],
 
 def render_run_note(model_name: str, version: str, lineage: Mapping[str, str],
                     decision: Mapping[str, Any] | None = None) -> str:
-    """The training run's description (`mlflow.note.content`): which flywheel run and family made it, on
-    which data, the version it became (linked) and, once gated, the verdict."""
+    """The training run's description (`mlflow.note.content`): which flywheel run and family made it, the
+    version it became (linked) and the gate's verdict in its first lines (the UI folds the rest), then the
+    data versions, the training window and the gate's reason."""
+    verdict = "not run yet" if decision is None else "**passed**" if decision.get("passed") else "**rejected**"
     lines = [f"Trained by flywheel run `{lineage.get('flow_run', '?')}`, family `{lineage.get('family', '?')}`; "
              f"registered as [{model_name} v{version}]({version_page(model_name, version)}), whose description is "
-             "its model card.", ""]
+             f"its model card. Gate: {verdict}.", ""]
     lines += [f"- data version {name}: `{value}`" for name, value in _data_versions(lineage).items()]
     batches = [b for b in lineage.get("training_batches", "").split(",") if b]
     if batches:
         lines.append(f"- training window: {len(batches)} batches, `{batches[0]}` … `{batches[-1]}`")
     if lineage.get("golden_version"):
         lines.append(f"- golden set: `{lineage['golden_version']}`")
-    if decision is None:
-        lines += ["", "Gate: not run yet."]
-    else:
-        verdict = "passed" if decision.get("passed") else "rejected"
-        lines += ["", f"Gate: **{verdict}**: {str(decision.get('reason', ''))[:1000]}"]
+    if decision is not None:
+        lines += ["", f"The gate's reason: {str(decision.get('reason', ''))[:1000]}"]
     note = "\n".join(lines) + "\n"
     return note if len(note) <= NOTE_MAX_CHARS else note[: NOTE_MAX_CHARS - 2] + "…\n"

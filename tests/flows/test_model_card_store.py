@@ -82,27 +82,27 @@ def test_the_gate_writes_the_card_and_the_runs_note(tmp_path, small_golden_batch
     assert "- data version features: `lake/features@md5-2`" in card
     assert note.startswith(f"Trained by flywheel run `flow-1`, family `imagebind`; registered as "
                            f"[{registry.model_name} v{first}](#/models/{registry.model_name}/versions/{first})")
-    assert "Gate: not run yet." in note
+    assert note.splitlines()[0].endswith("Gate: not run yet.")
 
     decision = gate_once(lenient, first, "flow-1")
     assert decision["passed"] and registry.alias_version(CHAMPION) == first
     card, note = descriptions(lenient, first)
-    assert "**PASSED** by the gate against no champion" in card and "Promoted: this version is @champion." in card
+    assert "**PASSED** by the gate against no champion" in card and "Promoted: the gate made this version `@champion`." in card
     assert f"`{decision['lineage']['golden_version']}` (40 rows)" in card
     assert "| zero_shot_image_acc | min |" in card and "| p95_latency_ms | max |" in card
     assert "| class=" in card  # the golden-set metrics per slice
     run_id = registry.client().get_model_version(registry.model_name, first).run_id
     assert f"![recall_at_k.png](get-artifact?path=plots%2Frecall_at_k.png&run_uuid={run_id})" in card
-    assert "Gate: **passed**" in note
+    assert note.splitlines()[0].endswith("Gate: **passed**.")
     assert gate_once(lenient, first, "flow-1")["lineage"]["champion_after"] == first  # the recorded decision stands
     assert descriptions(lenient, first) == (card, note)  # and the card it wrote is the same text
 
     second = stage_register(strict, train_outcome(strict, 1), {**lineage, "flow_run": "flow-2"})
     assert not gate_once(strict, second, "flow-2")["passed"]
     card, note = descriptions(strict, second)
-    assert f"**REJECTED** by the gate against @champion v{first}" in card
+    assert f"**REJECTED** by the gate against `@champion` v{first}" in card
     why = card.index("## Why it was rejected")
     assert why < card.index("## Gate checks") and "- model_size_mb max: " in card[why:card.index("## Gate checks")]
     assert "| model_size_mb | max |" in card and "**FAIL**" in card and "vs bound 0.0010" in card
-    assert note.startswith("Trained by flywheel run `flow-2`") and "Gate: **rejected**: model_size_mb max" in note
+    assert note.startswith("Trained by flywheel run `flow-2`") and "The gate's reason: model_size_mb max" in note
     assert registry.alias_version(CHAMPION) == first

@@ -4,6 +4,8 @@ versions and plots; it fits the registry's 5000 characters and does not change w
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from models.gate import HIGHER, LOWER, GatePolicy, MetricThreshold, ModelScores, decide
@@ -42,6 +44,10 @@ def groups(n: int = N, classes: int = 4) -> dict[str, np.ndarray]:
     return {"class": np.array([f"c{k % classes}" for k in range(n)]), "accent": np.array(["rare"] * 3 + ["us"] * (n - 3))}
 
 
+def outside_code(markdown: str) -> str:
+    return re.sub(r"`[^`]*`", "", markdown)
+
+
 def card_of(decision, champion: str | None = "4", champion_after: str | None = "5", tags=REGISTERED) -> str:
     decision.lineage = {"challenger_version": "5", "champion_version": champion, "golden_version": "golden/golden-ab12@md5-9",
                         "golden_rows": N, "decision_artifact": "gate/decision-v5.json", "champion_after": champion_after}
@@ -55,8 +61,8 @@ def test_a_passed_card_states_the_verdict_each_check_with_its_interval_and_the_s
                       groups())
     card = card_of(decision)
     assert decision.passed and card.startswith("# flywheel-imagebind v5\n")
-    assert "**PASSED** by the gate against @champion v4 on golden set `golden/golden-ab12@md5-9` (200 rows)" in card
-    assert "Promoted: this version is @champion." in card and "Why it was rejected" not in card
+    assert "**PASSED** by the gate against `@champion` v4 on golden set `golden/golden-ab12@md5-9` (200 rows)" in card
+    assert "Promoted: the gate made this version `@champion`." in card and "Why it was rejected" not in card
     [change] = [c for c in decision.checks if c.name == "acc change"]
     low, high = change.interval
     assert f"| acc | change | {change.observed:+.4f} | -0.0200 | {low:+.4f} … {high:+.4f} | pass |" in card
@@ -69,6 +75,7 @@ def test_a_passed_card_states_the_verdict_each_check_with_its_interval_and_the_s
         assert (f"| class=c{k} | acc | {value:.4f} | {slice_change.champion:.4f} | "
                 f"{slice_change.observed:+.4f} ({a:+.4f} … {b:+.4f}) | pass |") in card
     assert "too few golden rows" not in card.lower()
+    assert "@" not in outside_code(card)  # MLflow's Markdown would link "@champion" to a GitHub user
 
 
 def test_the_training_window_data_versions_plots_and_run_are_on_the_card():
@@ -100,6 +107,7 @@ def test_a_rejected_card_leads_with_the_failing_checks_and_lists_failing_slices_
     slice_rows = [line for line in card.splitlines() if line.startswith("| class=")]
     assert slice_rows[0].startswith("| class=c3 | acc | 0.0000 | 1.0000 | -1.0000") and "**FAIL** (min, change)" in slice_rows[0]
     assert all("| pass |" in row for row in slice_rows[1:])
+    assert "@" not in outside_code(card)
 
 
 def test_a_card_with_no_champion_has_value_bounds_only():
@@ -157,7 +165,9 @@ def test_the_training_runs_note_names_the_run_family_data_and_links_the_version(
     assert note.startswith("Trained by flywheel run `flow-7`, family `imagebind`; registered as "
                            f"[flywheel-imagebind v5]({version_page('flywheel-imagebind', '5')})")
     assert version_page("flywheel-imagebind", "5") == "#/models/flywheel-imagebind/versions/5"
-    assert "- data version features: `lake/features@md5-2`" in note and "Gate: not run yet." in note
+    assert "- data version features: `lake/features@md5-2`" in note
+    assert note.splitlines()[0].endswith("whose description is its model card. Gate: not run yet.")
     decision = decide(scores(0.4, 1), None, policy(), groups()).to_dict()
     gated = render_run_note("flywheel-imagebind", "5", card_lineage(REGISTERED, decision), decision)
-    assert "Gate: **rejected**: acc min: 0.4000 vs bound 0.5000" in gated
+    assert gated.splitlines()[0].endswith("Gate: **rejected**.")  # the verdict before the UI's fold
+    assert "The gate's reason: acc min: 0.4000 vs bound 0.5000" in gated
