@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from features.transient import retry_transient
+from features.transient import call_with_retries
 from flows.settings import Settings
 from flows.stage_config import registry_for
 
 
-@retry_transient("write the model card")
 def write_model_card(settings: Settings, version: str, decision: dict[str, Any] | None = None) -> str:
     """Render and write `version`'s card from its tags, the gate's `decision` (None: not gated yet) and
     the plots its training run logged; returns the card. The same inputs write the same text."""
@@ -19,11 +18,13 @@ def write_model_card(settings: Settings, version: str, decision: dict[str, Any] 
 
     registry = registry_for(settings)
     client = registry.client()
-    mv = client.get_model_version(registry.model_name, version)
+    mv = call_with_retries("read the model version", client.get_model_version, registry.model_name, version)
     lineage = card_lineage(mv.tags, decision)
     lineage.setdefault("training_run", mv.run_id)
-    plots = sorted(a.path for a in client.list_artifacts(mv.run_id, PLOTS_DIR) if not a.is_dir)
-    run_link = run_page(client.get_run(mv.run_id).info.experiment_id, mv.run_id)
+    artifacts = call_with_retries("list the run's plots", client.list_artifacts, mv.run_id, PLOTS_DIR)
+    plots = sorted(a.path for a in artifacts if not a.is_dir)
+    run = call_with_retries("read the training run", client.get_run, mv.run_id)
+    run_link = run_page(run.info.experiment_id, mv.run_id)
     card = render_model_card(registry.model_name, str(version), lineage, decision, plots, run_link)
     registry.describe_version(str(version), card, render_run_note(registry.model_name, str(version), lineage, decision))
     return card
