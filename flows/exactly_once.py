@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from flows.model_cards import write_model_card
 from flows.model_stages import TrainOutcome, stage_gate, stage_register
 from flows.settings import Settings
 from flows.stage_config import registry_for
@@ -96,5 +97,6 @@ def gate_once(settings: Settings, version: str, flow_run: str | None = None) -> 
             lineage = decision.setdefault("lineage", {})
             lineage.setdefault("decision_artifact", registry_for(settings).version_tags(version).get("gate.artifact"))
             lineage["champion_after"] = str(version)
+            write_model_card(settings, version, decision)  # the attempt may have died before writing it
             return decision
     return stage_gate(settings, version, flow_run).to_dict()

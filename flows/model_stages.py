@@ -14,6 +14,7 @@ import pandas as pd
 from features.clean import clean_batch
 from features.ingest import ingest_batch, list_ingested_batches
 from features.io import save_json
+from flows.model_cards import write_model_card
 from flows.settings import Settings
 from flows.stage_config import clean_params, feast_services, gate_policy, input_spec, registry_for
 from models.families import LORA_FAMILY
@@ -325,7 +326,9 @@ def stage_register(settings: Settings, train: TrainOutcome, lineage: dict[str, s
     registry = registry_for(settings)
     tags = {"training_batches": ",".join(train.training_batches), "golden_version": train.golden_version,
             "training_run": train.mlflow_run_id, "family": settings.params.train.family, **lineage}
-    return register_candidate(registry, LoggedModel(train.mlflow_run_id, train.model_uri), tags)
+    version = register_candidate(registry, LoggedModel(train.mlflow_run_id, train.model_uri), tags)
+    write_model_card(settings, version)  # "not gated yet" until stage_gate writes the decision
+    return version
 
 
 LINEAGE_TAGS = ("data_version", "batch", "feature_service", "flow_run", "training_batches", "validation")
@@ -396,6 +399,7 @@ def stage_gate(settings: Settings, version: str, flow_run: str | None = None) ->
             registry.client().set_model_version_tag(registry.model_name, version, "gate.promotion", f"stale: {err}"[:5000])
             raise
     decision.lineage["champion_after"] = registry.alias_version(CHAMPION)
+    write_model_card(settings, version, decision.to_dict())
     return decision
 
 

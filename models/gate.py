@@ -117,6 +117,9 @@ class GateDecision:
     reason: str = ""
     lineage: dict[str, Any] = field(default_factory=dict)
     skipped_slices: list[str] = field(default_factory=list)  # slices under min_slice_rows golden rows
+    # judged slice → per-row metric → the challenger's value on its golden rows (the model card's table;
+    # a slice bounded only by a change check has no value check to read it from)
+    slice_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -217,6 +220,7 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
             checks += _change_checks(metric, threshold, policy.higher_is_better(metric), challenger, champion,
                                      weights, confidence, None, None)
     skipped: list[str] = []
+    slice_metrics: dict[str, dict[str, float]] = {}
     for group, metrics in policy.slices.items():
         checks += [_not_applicable(m, challenger.not_applicable[m], group) for m in metrics if m not in challenger.per_row]
         metrics = {m: t for m, t in metrics.items() if m in challenger.per_row}
@@ -230,7 +234,9 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
                 skipped.append(f"{slice_} ({int(rows.sum())} rows)")
                 continue
             for metric, threshold in metrics.items():
-                checks += _value_checks(metric, float(np.mean(challenger.per_row[metric][rows])), threshold, slice_)
+                value = float(np.mean(challenger.per_row[metric][rows]))
+                slice_metrics.setdefault(slice_, {})[metric] = value
+                checks += _value_checks(metric, value, threshold, slice_)
                 if champion is not None:
                     checks += _change_checks(metric, threshold, policy.higher_is_better(metric), challenger,
                                              champion, weights, confidence, rows, slice_)
@@ -243,4 +249,4 @@ def decide(challenger: ModelScores, champion: ModelScores | None, policy: GatePo
     if not_applicable:
         reason += "; " + "; ".join(not_applicable)
     return GateDecision(not failed, checks, values, champion.metrics() if champion is not None else None, reason,
-                        skipped_slices=sorted(set(skipped)))
+                        skipped_slices=sorted(set(skipped)), slice_metrics=slice_metrics)

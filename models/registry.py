@@ -119,6 +119,14 @@ class Registry:
     def version_tags(self, version: str) -> dict[str, str]:
         return dict(self.client().get_model_version(self.model_name, version).tags)
 
+    @retry_transient("describe a model version")
+    def describe_version(self, version: str, card: str, run_note: str) -> None:
+        """The version's description (its model card, `models.model_card`) and its training run's
+        (`mlflow.note.content`), each replaced whole: writing them again changes nothing."""
+        client = self.client()
+        client.update_model_version(self.model_name, version, description=card)
+        client.set_tag(client.get_model_version(self.model_name, version).run_id, "mlflow.note.content", run_note)
+
 
 # MLflow 3's UI opens an experiment without this tag on its GenAI overview; flywheel's runs are models'.
 EXPERIMENT_KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"

@@ -115,3 +115,24 @@ def test_mlflow_ui_shows_the_registered_model_at_champion(two_runs, page):  # no
         row.first.wait_for()
         assert row.count() == 1
         assert re.findall(r"Version \d+", row.first.inner_text()) == [f"Version {second.model['champion']}"]
+
+
+def test_mlflow_version_page_shows_the_model_card(two_runs, page):  # noqa: F811
+    """The version's description renders as the gate's model card: its tables, and the training run's
+    plots loaded through the server (models/model_card.py links them relative to the UI)."""
+    settings, _, second = two_runs
+    name, version = settings.params.registry.model_name, second.model["version"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", settings.tracking_uri,
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with serving(command, f"{base}/health", "mlflow ui"):
+        page.goto(f"{base}/#/models/{name}/versions/{version}")
+        page.get_by_text("Golden-set metrics per slice", exact=True).wait_for()
+        page.get_by_text("PASSED" if second.gate["passed"] else "REJECTED", exact=True).first.wait_for()
+        assert page.locator("table", has_text="zero_shot_image_acc").count() >= 2  # checks, metrics, slices
+        plots = page.locator("img[src*='get-artifact']")
+        plots.first.wait_for()
+        assert plots.count() >= 3  # confusion_image.png, recall_at_k.png, embedding_map.png
+        page.wait_for_function("Array.from(document.images).filter(i => i.src.includes('get-artifact'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)")

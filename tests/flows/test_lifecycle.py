@@ -18,6 +18,7 @@ from tests.flows.browser_ui import (  # noqa: F401
     page,
     test_evidently_dashboard_shows_the_latest_batchs_drift,
     test_mlflow_ui_shows_the_registered_model_at_champion,
+    test_mlflow_version_page_shows_the_model_card,
 )
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,30 @@
+"""The model card on the registry: a version's description and its training run's note, written when
+the version is registered (not gated yet) and again when the gate decides (models/model_card.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from features.transient import call_with_retries
+from flows.settings import Settings
+from flows.stage_config import registry_for
+
+
+def write_model_card(settings: Settings, version: str, decision: dict[str, Any] | None = None) -> str:
+    """Render and write `version`'s card from its tags, the gate's `decision` (None: not gated yet) and
+    the plots its training run logged; returns the card. The same inputs write the same text."""
+    from models.model_card import card_lineage, render_model_card, render_run_note, run_page
+    from models.tracking import PLOTS_DIR
+
+    registry = registry_for(settings)
+    client = registry.client()
+    mv = call_with_retries("read the model version", client.get_model_version, registry.model_name, version)
+    lineage = card_lineage(mv.tags, decision)
+    lineage.setdefault("training_run", mv.run_id)
+    artifacts = call_with_retries("list the run's plots", client.list_artifacts, mv.run_id, PLOTS_DIR)
+    plots = sorted(a.path for a in artifacts if not a.is_dir)
+    run = call_with_retries("read the training run", client.get_run, mv.run_id)
+    run_link = run_page(run.info.experiment_id, mv.run_id)
+    card = render_model_card(registry.model_name, str(version), lineage, decision, plots, run_link)
+    registry.describe_version(str(version), card, render_run_note(registry.model_name, str(version), lineage, decision))
+    return card
