@@ -36,9 +36,10 @@ def stage(
     run_id = new_run_id()
 
     def one_stage() -> None:
+        from flows.loop import reaction
         from flows.prefect_runtime import preload_libraries
 
         preload_libraries(with_prefect=False)
-        run_one_stage(settings, name, batch, run_id=run_id)
+        run_one_stage(settings, name, batch, run_id=run_id, react=reaction(signal=None))  # react: as `run --plain`
 
     run_and_report(settings, run_id, f"stage {name} on {source} …", one_stage, debug)

@@ -221,10 +221,10 @@ def run_retrain_stages(settings: Settings, reason: str, call: StageCall = call_d
 
 
 def run_one_stage(settings: Settings, name: str, source: Path | str, call: StageCall = call_directly,
-                  run_id: str | None = None) -> RunRecord:
+                  run_id: str | None = None, react: StageCall | None = None) -> RunRecord:
     """`flywheel stage NAME`: the table up to NAME on one landing batch; the stages before it are re-loaded
     from their records (computed only if none exists), NAME is computed unless its record exists too."""
     from flows.stages import up_to
 
     record = RunRecord(run_id=run_id or new_run_id(), source=str(source), command=f"stage:{name}")
-    return run_table(settings, up_to(stage_table(settings), name), record, call, source)
+    return run_table(settings, up_to(stage_table(settings), name), record, call, source, react)
