@@ -277,9 +277,8 @@ def _model_stages(settings: Settings, record: RunRecord, timed: StageCall, runne
     """
     # A LoRA fine-tune of the champion (train.imagebind_lora) also depends on which version it starts from
     # (not simply @champion: after this training was promoted, @champion is its own result).
-    tr = settings.params.train
-    start = ({"start_from": training_start(settings, record.data_versions)}
-             if tr.family == "imagebind" and tr.imagebind_lora.enabled else {})
+    from flows.families import configured_family  # the family's own inputs to train's key (its code, its start)
+    start = configured_family(settings).train_cache_inputs(settings, record.data_versions)
     # The golden set by content: an edited golden batch re-scores (and so retrains) the candidate.
     key = runner.key("train", [], data=record.data_versions, label_metrics=label_metrics,
                      golden=golden_name(settings), **start)
