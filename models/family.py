@@ -116,7 +116,11 @@ def is_import_path(spec: str) -> bool:
 
 
 def _instantiate(target: Any, spec: str) -> ModelFamily:
-    family = target() if isinstance(target, type) else target
+    try:
+        family = target() if isinstance(target, type) else target
+    except TypeError as err:
+        raise TypeError(f"model family {spec!r}: the class {target.__name__} must be callable without arguments "
+                        f"({err}); or name a family object") from err
     missing = [m for m in ("name", *_MEMBERS) if not hasattr(family, m)]
     if missing:
         raise TypeError(f"model family {spec!r} ({type(family).__name__}) lacks {missing}; a family implements "
