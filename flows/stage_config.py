@@ -66,10 +66,9 @@ def gate_policy(settings: Settings, family=None) -> GatePolicy:
     """The gate's thresholds for `family` (a ModelFamily or its name; default: params.yaml's `train.family`):
     `gate.families.<name>.thresholds` and `.slices`, each metric judged in the direction the family declares;
     latency items, bootstrap and slice size are shared."""
+    from flows.families import configured_family
     from models.bootstrap import BootstrapConfig
     from models.family import load_family
-
-    from flows.families import configured_family
 
     g = settings.params.gate
     if family is None:
