@@ -1,9 +1,9 @@
 """The `lora` family's side of the model stages (`train.family: lora`): a caption → class classifier.
 
-`flows.model_stages` dispatches here on the family: training on the window's labelled captions,
-the gate's scores on the golden set's captions, and the champion's caption votes for labelling.
-What it trains and scores lives in `models.lora_family`; this module only wires settings, stores
-and MLflow around it, and returns what the ImageBind path returns.
+`flows.families.lora.LoraFamily` calls these: training on the window's labelled captions, the gate's
+scores on the golden set's captions, and the champion's caption votes for labelling. What it trains
+and scores lives in `models.lora_family`; this module only wires settings, stores and MLflow around
+it, and returns what the imagebind family returns.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from flows.settings import Settings
 from flows.stage_config import registry_for
 from models.evaluate import CLASS_GROUP, EvalData
 from models.families import LORA_FAMILY
+from models.family import GoldenScores, TrainOutcome, TrainRequest
 from models.inputs import ModelInputs
 
 LOSS_METRIC = "lora.loss"  # cross-entropy per optimiser step
@@ -56,8 +57,7 @@ def _log_losses(run_id: str, losses: list[float], steps_per_epoch: int) -> None:
         client.log_batch(run_id, metrics=batch[start : start + MAX_METRICS_PER_REQUEST], synchronous=True)
 
 
-def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,
-                     data_version: str | None = None):
+def train_lora(request: TrainRequest) -> TrainOutcome:
     """Train the caption classifier on the window's captions with trusted labels (unlabelled rows are
     skipped), evaluate it on the golden captions, merge the adapters, log run and pyfunc to MLflow. The model
     has one output per class of `settings.task`, and its folder carries `task.json` for serving."""
@@ -66,7 +66,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     import matplotlib.pyplot as plt
     import mlflow
 
-    from flows.model_stages import TrainOutcome, build_golden_set, training_window
+    from flows.model_stages import build_golden_set, training_window
     from models.artifacts import save_caption_classifier, save_task
     from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import caption_metrics, classify_captions, train_caption_classifier
@@ -75,6 +75,7 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
     from models.registry import log_training_run
     from models.tracking import TrainingDataset, start_training_run
 
+    settings, run_name = request.settings, request.run_name
     p, seed, task = settings.params.train.lora, settings.params.train.seed, settings.task
     window = training_window(settings, captions_only=True)
     batches, inputs, label = window.batches, window.inputs, window.label
@@ -109,21 +110,21 @@ def stage_train_lora(settings: Settings, run_name: str, label_metrics: dict[str,
             "data.golden_excluded": window.golden_excluded}
         logged = log_training_run(
             registry, model_dir, params, [],
-            {**(label_metrics or {}), **metrics, "train_seconds": result.seconds, "trainable_share": result.trainable_parameters / result.total_parameters},
+            {**(request.label_metrics or {}), **metrics, "train_seconds": result.seconds, "trainable_share": result.trainable_parameters / result.total_parameters},
             {"golden_version": golden_version, "flow_run": run_name, "family": LORA_FAMILY}, run_name,
-            dataset=TrainingDataset(list(inputs.sample_id), label, data_version), flavour=caption_classifier_flavour())
+            dataset=TrainingDataset(list(inputs.sample_id), label, request.data_version), flavour=caption_classifier_flavour())
     headline = {k: v for k, v in metrics.items() if not k.startswith("per_class_")}  # per class: in MLflow only
     return TrainOutcome(logged.run_id, logged.model_uri, headline, batches, len(inputs), len(labelled), result.seconds,
                         golden_version, window.golden_excluded)
 
 
-def score_lora_family(settings: Settings, models: dict[str, Any], golden: EvalData):
+def score_lora_family(settings: Settings, models: dict[str, Any], golden: EvalData) -> GoldenScores:
     """The gate's scores of caption classifiers on the golden captions, the slice labels, the rows judged."""
     from models.gate_scoring import class_slice, score_caption_models
 
     captions, labels = golden_captions(golden)
     scores = score_caption_models(models, captions, labels, settings.params.gate.latency_items)
-    return scores, {CLASS_GROUP: class_slice(labels, settings.task.classes)}, len(labels)
+    return GoldenScores(scores, {CLASS_GROUP: class_slice(labels, settings.task.classes)}, len(labels))
 
 
 def caption_votes(model, shards: Iterable[ModelInputs]):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from features.io import save_json
 from flows.model_cards import write_model_card
 from flows.settings import Settings
 from flows.stage_config import clean_params, feast_services, gate_policy, input_spec, registry_for
-from models.families import LORA_FAMILY
+from models.family import ModelFamily, TrainOutcome, TrainRequest  # noqa: F401 (TrainOutcome: the stages return it)
 from models.gate import GateDecision
 from models.inputs import ModelInputs, build_model_inputs, has_model_inputs, iter_model_inputs, load_model_inputs, save_model_inputs
 
@@ -25,50 +25,19 @@ log = logging.getLogger(__name__)
 
 
 def champion_votes(settings: Settings, batch_id: str):
-    """The champion's zero-shot predictions on this batch, one vote per modality it embeds (a lora
-    champion: its caption classes, a `text` vote); None before the first champion."""
-    from features.label import ModelVotes
-    from models.families import family_of
-    from models.evaluate import predict_zero_shot
-    from models.registry import CHAMPION, load_version
-    from models.text import encode_class_prompts
-    from monitoring.observations import MODALITY_KEYS, monitored_modalities
+    """The champion's votes on this batch (its family's `labelling_votes`: ImageBind, one zero-shot vote per
+    modality it embeds; a lora champion, its caption classes as a `text` vote); None before the first champion."""
+    from flows.families import configured_family
+    from models.pyfunc import load_registered
+    from models.registry import CHAMPION
 
     registry = registry_for(settings)
     version = registry.alias_version(CHAMPION)
     if version is None:
         return None
-    model = load_version(registry, version)
-    if family_of(model) == LORA_FAMILY:
-        from flows.lora_stages import caption_votes
-
-        return caption_votes(model, iter_model_inputs(settings.paths.batch_inputs(batch_id)))
-    prompts = encode_class_prompts(settings.task.prompts)
-    kinds = monitored_modalities(model)  # each modality the champion embeds votes
-    sample_ids: list[str] = []
-    predicted: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
-    confidence: dict[str, list[np.ndarray]] = {kind: [] for kind in kinds}
-    for inputs in iter_model_inputs(settings.paths.batch_inputs(batch_id)):  # one shard in memory at a time
-        sample_ids.extend(inputs.sample_id)
-        for kind in kinds:
-            label, conf = predict_zero_shot(model, MODALITY_KEYS[kind], getattr(inputs, kind), prompts)
-            predicted[kind].append(label)
-            confidence[kind].append(np.where(getattr(inputs, f"has_{kind}"), conf, 0.0))  # a missing file never votes
-    return ModelVotes(sample_ids, {k: np.concatenate(v) for k, v in predicted.items()},
-                      {k: np.concatenate(v) for k, v in confidence.items()})
-
-
-@dataclass(frozen=True)
-class TrainOutcome:
-    mlflow_run_id: str
-    model_uri: str
-    metrics: dict[str, float]
-    training_batches: list[str]
-    rows: int
-    labelled_rows: int
-    seconds: float
-    golden_version: str
-    golden_excluded: int = 0  # window rows with a golden row's content, kept out of training
+    champion = load_registered(registry, version, [configured_family(settings)])
+    return champion.family.labelling_votes(champion.model, iter_model_inputs(settings.paths.batch_inputs(batch_id)),
+                                           settings.task)
 
 
 def golden_name(settings: Settings) -> str:
@@ -213,119 +182,21 @@ def training_window(settings: Settings, captions_only: bool) -> TrainingWindow:
 
 def stage_train(settings: Settings, run_name: str, label_metrics: dict[str, float] | None = None,
                 data_version: str | None = None, checkpoint_dir: Path | None = None) -> TrainOutcome:
-    """Train on every accepted batch so far (labels from the feature store), evaluate on the golden set,
-    log the run and the model to MLflow (with this batch's labelling metrics); `data_version` is the
-    lake's `lake/inputs@md5`, logged as the run's dataset input."""
-    import tempfile
+    """Train the configured family (`train.family`) on every accepted batch so far, evaluate on the golden set,
+    log the run and the model to MLflow (with this batch's labelling metrics); `data_version` is the lake's
+    `lake/inputs@md5`, logged as the run's dataset input."""
+    from flows.families import configured_family
 
-    from models.artifacts import save_model, save_task
-    from models.evaluate import evaluate_model
-    from models.imagebind import ImageBindConfig, config_modalities
-    from models.inputs import modalities_present
-    from models.registry import log_training_run
-    from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, config_params, start_training_run
-    from models.text import encode_class_prompts, encode_texts
-    from models.train import TrainConfig, train_imagebind, training_data_from_inputs
-
-    if settings.params.train.family == LORA_FAMILY:
-        from flows.lora_stages import stage_train_lora
-
-        return stage_train_lora(settings, run_name, label_metrics, data_version)
-    window = training_window(settings, captions_only=False)
-    batches, inputs, label = window.batches, window.inputs, window.label
-    data = training_data_from_inputs(inputs, encode_texts(list(inputs.caption)), label)
-    tr = settings.params.train
-    # The towers follow the data: vision and text always, plus each modality the window carries.
-    model_config = ImageBindConfig(embed_dim=tr.embed_dim, modalities=config_modalities(modalities_present(inputs)),
-                                   **input_spec(settings).config_fields())
-    train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
-                               epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                               label_aware=tr.label_aware, grad_clip=tr.grad_clip,
-                               # a checkpoint per epoch, resumed from by a re-run (flows/pipeline.py keys the folder)
-                               checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
-    registry = registry_for(settings)
-    start = champion_start(settings, model_config)
-    if start is not None:
-        train_config = replace(train_config, epochs_stage1=tr.imagebind_lora.epochs_stage1,
-                               epochs_stage2=tr.imagebind_lora.epochs_stage2, lr=tr.imagebind_lora.lr)
-    # The run is open while training, so MLflow samples system metrics and the epochs appear live.
-    # The checkpoint folder names the attempt: a re-run closes the run a killed attempt left open.
-    tags = {"flow_run": run_name, **({"checkpoint_dir": str(checkpoint_dir)} if checkpoint_dir else {})}
-    with start_training_run(registry.experiment_id(), run_name, tags) as run, \
-            tempfile.TemporaryDirectory() as tmp:
-        from flows.stage_cache import epoch_fault_points
-        from models.train import STAGE_IMAGE_TEXT
-
-        logger = EpochLogger(run.info.run_id, train_config, len(data))
-        on_epoch = epoch_fault_points(logger, STAGE_IMAGE_TEXT, tr.epochs_stage1)
-        result = train_imagebind(data, model_config, train_config, on_epoch=on_epoch, on_step_losses=logger.record_steps,
-                                 **({} if start is None else {"init_weights": start.weights, "lora": start.lora}))
-        golden, golden_version = build_golden_set(settings)
-        prompt_emb = encode_class_prompts(settings.task.prompts)
-        metrics = evaluate_model(result.model, golden, prompt_emb)
-        model_dir = save_model(result.model, Path(tmp) / "imagebind")
-        save_task(model_dir, settings.task.to_dict())  # serving answers in these classes and prompts
-        clean = settings.params.clean  # serving prepares raw audio as the clean stage did
-        save_json(model_dir / "input_spec.json",
-                  {**asdict(input_spec(settings)), "sample_rate": clean.sample_rate, "silence_db": clean.silence_db})
-        params = {**config_params(model_config, train_config, None if start is None else start.lora),
-                  "data.batches": ",".join(batches), "data.rows": len(data), "data.labelled": int((label >= 0).sum()),
-                  "data.golden_excluded": window.golden_excluded, "data.modalities": ",".join(window.modalities),
-                  "train.init": "scratch" if start is None else f"champion v{start.version}"}
-        run_tags = {"golden_version": golden_version, "flow_run": run_name,
-                    **({} if start is None else {"fine_tuned_from": start.version})}
-        logged = log_training_run(registry, model_dir, params, result.history, {**(label_metrics or {}), **metrics},
-                                  run_tags, run_name,
-                                  evaluation=RunEvaluation(result.model, golden, prompt_emb, settings.task.classes),
-                                  dataset=TrainingDataset(list(inputs.sample_id), label, data_version))
-    return TrainOutcome(logged.run_id, logged.model_uri, metrics, batches, len(data), int((label >= 0).sum()), result.seconds,
-                        golden_version, window.golden_excluded)
-
-
-@dataclass(frozen=True)
-class ChampionStart:
-    """Where a LoRA fine-tune of the champion starts: its version, weights and the adapters' settings."""
-
-    version: str
-    weights: dict[str, Any]
-    lora: Any  # models.lora.LoraSettings
-
-
-def champion_start(settings: Settings, model_config: Any) -> ChampionStart | None:
-    """With `train.imagebind_lora.enabled` and an ImageBind @champion of this architecture: its weights
-    and the adapters to fine-tune them with; None (train from scratch) otherwise, saying why."""
-    from models.imagebind import ImageBind
-    from models.lora import LoraSettings
-    from models.registry import CHAMPION, load_version
-
-    options = settings.params.train.imagebind_lora
-    if not options.enabled:
-        return None
-    registry = registry_for(settings)
-    version = registry.alias_version(CHAMPION)
-    if version is None:
-        log.info("train.imagebind_lora: no @champion yet, training from scratch")
-        return None
-    champion = load_version(registry, version)
-    if not isinstance(champion, ImageBind):
-        raise ValueError(f"train.imagebind_lora: @champion v{version} of {registry.model_name} is not an ImageBind "
-                         f"({type(champion).__name__}); fine-tune an ImageBind champion or set enabled: false")
-    if champion.config != model_config:
-        differ = sorted(k for k, v in champion.config.to_dict().items() if model_config.to_dict().get(k) != v)
-        log.warning("train.imagebind_lora: @champion v%s has another architecture (%s), training from scratch",
-                    version, ", ".join(differ))
-        return None
-    lora = LoraSettings(r=options.r, alpha=options.alpha, dropout=options.dropout, train_heads=options.train_heads)
-    log.info("train.imagebind_lora: fine-tuning @champion v%s through LoRA r=%d", version, options.r)
-    return ChampionStart(str(version), champion.state_dict(), lora)
+    return configured_family(settings).train(TrainRequest(settings, run_name, label_metrics, data_version, checkpoint_dir))
 
 
 def stage_register(settings: Settings, train: TrainOutcome, lineage: dict[str, str]) -> str:
+    from flows.families import configured_family
     from models.registry import LoggedModel, register_candidate
 
     registry = registry_for(settings)
     tags = {"training_batches": ",".join(train.training_batches), "golden_version": train.golden_version,
-            "training_run": train.mlflow_run_id, "family": settings.params.train.family, **lineage}
+            "training_run": train.mlflow_run_id, "family": configured_family(settings).name, **lineage}
     version = register_candidate(registry, LoggedModel(train.mlflow_run_id, train.model_uri), tags)
     write_model_card(settings, version)  # "not gated yet" until stage_gate writes the decision
     return version
@@ -335,46 +206,40 @@ LINEAGE_TAGS = ("data_version", "batch", "feature_service", "flow_run", "trainin
 
 
 def evaluate_gate(settings: Settings, version: str, champion: str | None) -> GateDecision:
-    """Challenger and champion, both loaded from the registry, scored on the same golden set in one
-    process (latency interleaved), judged by params.yaml `gate:`; nothing is written."""
+    """Challenger and champion, both loaded from the registry, scored by their family on the same golden set
+    in one process (latency interleaved), judged by params.yaml `gate.families.<family>`; nothing is written."""
+    from flows.families import configured_family
     from models.gate import decide
-    from models.gate_scoring import golden_groups, score_models
-    from models.registry import load_version
-    from models.text import encode_class_prompts
+    from models.pyfunc import load_registered
 
     if champion == str(version):
         raise ValueError(f"version {version} is @champion already: nothing to compare")
     registry = registry_for(settings)
     golden, golden_version = build_golden_set(settings)
-    models = {"challenger": load_version(registry, version)}
+    known = [configured_family(settings)]
+    loaded = {"challenger": load_registered(registry, version, known)}
     if champion is not None:
-        models["champion"] = load_version(registry, champion)
-    family = _one_family(registry.model_name, {"challenger": version, "champion": champion}, models)
-    if family == LORA_FAMILY:
-        from flows.lora_stages import score_lora_family
-
-        scores, groups, golden_rows = score_lora_family(settings, models, golden)
-    else:
-        scores = score_models(models, golden, encode_class_prompts(settings.task.prompts), settings.params.gate.latency_items)
-        groups, golden_rows = golden_groups(golden, settings.task.classes), len(golden.label)
-    decision = decide(scores["challenger"], scores.get("champion"), gate_policy(settings, family), groups)
+        loaded["champion"] = load_registered(registry, champion, known)
+    family = _one_family(registry.model_name, {"challenger": version, "champion": champion},
+                         {role: entry.family for role, entry in loaded.items()})
+    scored = family.score_golden({role: entry.model for role, entry in loaded.items()}, golden, settings)
+    decision = decide(scored.scores["challenger"], scored.scores.get("champion"), gate_policy(settings, family),
+                      scored.groups)
     mv = registry.client().get_model_version(registry.model_name, version)
     tags = dict(mv.tags)
     decision.lineage = {"challenger_version": str(version), "champion_version": champion, "golden_version": golden_version,
-                        "golden_rows": golden_rows, "family": family, "training_run": mv.run_id,
+                        "golden_rows": scored.rows, "family": family.name, "training_run": mv.run_id,
                         **{k: tags[k] for k in LINEAGE_TAGS if k in tags}}
     return decision
 
 
-def _one_family(model_name: str, versions: dict[str, str | None], models: dict[str, Any]) -> str:
+def _one_family(model_name: str, versions: dict[str, str | None], families: dict[str, ModelFamily]) -> ModelFamily:
     """The family challenger and champion share; two families are never compared."""
-    from models.families import family_of
-
-    families = {role: family_of(model) for role, model in models.items()}
-    if len(set(families.values())) > 1:
+    names = {role: family.name for role, family in families.items()}
+    if len(set(names.values())) > 1:
         raise ValueError(
-            f"{model_name}: challenger v{versions['challenger']} (family {families['challenger']}) and @champion "
-            f"v{versions['champion']} (family {families['champion']}) differ; the gate compares a champion only with its "
+            f"{model_name}: challenger v{versions['challenger']} (family {names['challenger']}) and @champion "
+            f"v{versions['champion']} (family {names['champion']}) differ; the gate compares a champion only with its "
             "own family. Leave params.yaml registry.model_name null (one registered model per family, "
             "flywheel-<family>) or promote by hand with `flywheel promote VERSION --force --reason …`")
     return families["challenger"]

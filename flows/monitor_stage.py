@@ -103,7 +103,7 @@ def monitor_batch(settings: Settings, batch_id: str, run_dir: Path, rejection: d
     """Every check for one batch against the champion's training window (this batch excluded): the
     summary entry, and the result (None when there was nothing to compare against). `rejection`: the
     batch was refused by a data stage (`RunRecord.rejection`); the entry and the snapshot are marked."""
-    from models.registry import CHAMPION, load_version
+    from models.registry import CHAMPION
 
     registry = registry_for(settings)
     champion = registry.alias_version(CHAMPION)
@@ -116,15 +116,15 @@ def monitor_batch(settings: Settings, batch_id: str, run_dir: Path, rejection: d
     if not reference_batches:
         return {"status": "no_reference", "detail": "the champion was trained on this batch only", "champion": champion,
                 **marked}, None
-    model = load_version(registry, champion)
-    observe = _observer(model, settings.task)
+    loaded = _load_champion(settings, registry, champion)
+    observe = loaded.family.observations(loaded.model, settings.task)
     ref_features, ref_inputs, ref_labels = load_training_window(settings, reference_batches)
     reference = observe(ref_features, ref_inputs, ref_labels)
     features, inputs, labels = load_clean_window(settings, batch_id)
     current = observe(features, inputs, labels)
-    result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
-                                                            list(CATEGORICAL_FEATURES), check_params(settings),
-                                                            classes=settings.task.classes))
+    result = _skip_what_the_family_lacks(loaded, run_checks(reference, current, list(NUMERIC_FEATURES),
+                                                             list(CATEGORICAL_FEATURES), check_params(settings),
+                                                             classes=settings.task.classes))
     return _summarise(settings, result, run_dir, champion, {"batch": batch_id, "reference_batches": reference_batches, **marked}), result
 
 
@@ -135,7 +135,7 @@ def _rejection_mark(rejection: dict[str, Any]) -> dict[str, Any]:
 
 def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
     """Prediction and performance drift of the champion's logged predictions since the last check."""
-    from models.registry import CHAMPION, load_version
+    from models.registry import CHAMPION
     from models.serving.inference_log import load_inference_log
 
     registry = registry_for(settings)
@@ -152,8 +152,8 @@ def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
         return {"status": "no_records", "since": since, "champion": champion}
     batches = [b for b in registry.version_tags(champion).get("training_batches", "").split(",") if b]
     ref_features, ref_inputs, ref_labels = load_training_window(settings, batches)
-    model = load_version(registry, champion)
-    reference = _observer(model, settings.task)(ref_features, ref_inputs, ref_labels)
+    loaded = _load_champion(settings, registry, champion)
+    reference = loaded.family.observations(loaded.model, settings.task)(ref_features, ref_inputs, ref_labels)
     reference.embeddings, reference.features = {}, None  # the log has neither to compare with
     labels = load_human_labels(settings, pd.DataFrame({"sample_id": log.get("sample_id", pd.Series(dtype=str)).dropna().unique()}))
     current = MonitorData()
@@ -162,51 +162,27 @@ def monitor_inference_log(settings: Settings, run_dir: Path) -> dict[str, Any]:
         if "sample_id" in part:
             known = labels.reindex(part["sample_id"]).to_numpy(dtype=float)
             current.correct[modality] = (current.predictions[modality][~np.isnan(known)] == known[~np.isnan(known)]).astype(float)
-    result = _skip_what_the_family_lacks(model, run_checks(reference, current, list(NUMERIC_FEATURES),
-                                                            list(CATEGORICAL_FEATURES), check_params(settings),
-                                                            classes=settings.task.classes))
+    result = _skip_what_the_family_lacks(loaded, run_checks(reference, current, list(NUMERIC_FEATURES),
+                                                             list(CATEGORICAL_FEATURES), check_params(settings),
+                                                             classes=settings.task.classes))
     save_json(checkpoint, {"checked_until": checked_until})
     return _summarise(settings, result, run_dir, champion, {"inference_records": len(log), "since": since,
                                                             "reference_batches": batches})
 
 
-LORA_HAS_NO_EMBEDDINGS = ("the champion is a lora-family caption classifier: it has no ImageBind embeddings; "
-                          "its caption classes are checked under prediction_drift and performance (modality text)")
+def _load_champion(settings: Settings, registry, champion: str):
+    """The champion's model and family (`models.pyfunc.RegisteredModel`): its family says how monitoring sees
+    a window through it (`observations`) and which checks do not apply to it (`skipped_checks`)."""
+    from flows.families import configured_family
+    from models.pyfunc import load_registered
+
+    return load_registered(registry, champion, [configured_family(settings)])
 
 
-def _observer(model, task):
-    """How the champion sees a window, `(features, inputs, labels) -> MonitorData`: ImageBind's embeddings
-    and zero-shot classes (the task's prompts) of each modality it has, or a lora-family champion's classes
-    of the captions."""
-    from models.families import LORA_FAMILY, family_of
-
-    if family_of(model) == LORA_FAMILY:
-        from models.lora_family import classify_captions
-        from monitoring.observations import build_caption_monitor_data
-
-        return lambda features, inputs, labels: build_caption_monitor_data(
-            features, inputs, lambda captions: classify_captions(model, captions)[0], labels)
-    from models.text import encode_class_prompts
-    from monitoring.observations import build_monitor_data
-
-    prompts = encode_class_prompts(task.prompts)
-    return lambda features, inputs, labels: build_monitor_data(features, inputs, model, prompts, labels)
-
-
-def _skip_what_the_family_lacks(model, result: MonitorResult) -> MonitorResult:
-    """A lora champion's embedding check is skipped with the reason, not left as 'no data'; an ImageBind
-    champion's modalities that the task's data never had are listed as not applicable."""
-    from models.families import LORA_FAMILY, family_of
-
-    if family_of(model) == LORA_FAMILY:
-        result.checks["embedding_drift"] = {"status": "skipped", "reason": LORA_HAS_NO_EMBEDDINGS, "items": {}}
-        return result
-    from monitoring.observations import MODALITY_KEYS, monitored_modalities
-
-    has = set(monitored_modalities(model))
-    result.checks["not_applicable"] = {
-        "status": "skipped", "items": {kind: f"the champion has no {kind} tower: the task's data carries no {kind}"
-                                       for kind in MODALITY_KEYS if kind not in has}}
+def _skip_what_the_family_lacks(loaded, result: MonitorResult) -> MonitorResult:
+    """The checks the champion's family says do not apply (a lora champion's embedding drift; an ImageBind
+    champion's modalities the task's data never had) are reported as skipped with the reason."""
+    result.checks.update(loaded.family.skipped_checks(loaded.model))
     return result
 
 

@@ -38,7 +38,7 @@ SECTION_NOTES: dict[str, str] = {
     "validate": "row and batch expectations; a breach stops the run",
     "transform": "model inputs: image side, log-mel bins, audio frames",
     "label": "your labelling functions (module:function, row -> class name or None) and the label model",
-    "train": "the model family (imagebind or lora) and its training",
+    "train": "the model family (imagebind, lora, a plug-in's name or an import path module:Family) and its training",
     "gate": "a challenger becomes champion only if it passes these on the golden batch; tune them to your task",
     "monitor": "drift of each new batch against the champion's training window",
     "serve": "the model API (`flywheel serve-model`)",
@@ -47,8 +47,9 @@ SECTION_NOTES: dict[str, str] = {
     "schedule": "`flywheel schedule` cron entries",
 }
 
-# The gate refuses to judge without a threshold; these are starting points to tune, not defaults:
-# the zero-shot image accuracy on the golden batch, the per-item latency budget and the weights' size.
+# The gate refuses to judge without a threshold; these are starting points to tune, not defaults, for the
+# default family (gate.families.imagebind): the zero-shot image accuracy on the golden batch, the per-item
+# latency budget and the weights' size.
 STARTING_GATE_THRESHOLDS: dict[str, dict[str, float]] = {
     "zero_shot_image_acc": {"min": 0.6, "max_drop": 0.03},
     "p95_latency_ms": {"max": 50.0, "max_drop": 10.0},
@@ -100,7 +101,7 @@ def build_params_text() -> str:
         key = field.alias or name
         values = field.get_default(call_default_factory=True).model_dump(mode="json", by_alias=True)
         if key == "gate":
-            values["thresholds"] = STARTING_GATE_THRESHOLDS
+            values["families"] = {"imagebind": {"thresholds": STARTING_GATE_THRESHOLDS, "slices": {}}}
         note = f"# {SECTION_NOTES[key]}\n" if key in SECTION_NOTES else ""
         sections.append(note + yaml.safe_dump({key: values}, sort_keys=False, allow_unicode=True))
     return TASK_TEMPLATE + "\n" + "\n".join(sections)

@@ -21,6 +21,7 @@ def payload_limits(settings: Settings):
 
 def build_holder(settings: Settings, alias: str | None = None, poll_seconds: float | None = None):
     """A holder following `alias` (default @champion) in this settings' registry."""
+    from flows.families import configured_family
     from models.registry import CHAMPION
     from models.serving.holder import ModelHolder
     from models.serving.loading import load_served_model, resolve_alias
@@ -28,7 +29,8 @@ def build_holder(settings: Settings, alias: str | None = None, poll_seconds: flo
     registry, inputs_root = registry_for(settings), settings.paths.model_inputs
     alias = alias or CHAMPION
     return ModelHolder(lambda: resolve_alias(registry, alias, inputs_root),
-                       lambda key: load_served_model(registry, key, inputs_root, settings.task),
+                       lambda key: load_served_model(registry, key, inputs_root, settings.task,
+                                                     [configured_family(settings)]),
                        poll_seconds or settings.params.serve.alias_poll_seconds)
 
 
@@ -62,13 +64,13 @@ class BatchScoring:
 
 def score_batch(settings: Settings, batch_id: str) -> BatchScoring:
     """The champion scores every item of a batch's model inputs into the inference log (source "batch")."""
+    from flows.families import configured_family
     from models.inputs import has_model_inputs, iter_model_inputs
     from models.registry import CHAMPION
     from models.serving.batch import score_model_inputs
     from models.serving.holder import ServingKey
     from models.serving.inference_log import InferenceLog
     from models.serving.loading import load_served_model
-    from models.text import encode_texts
 
     folder = settings.paths.batch_inputs(batch_id)
     if not has_model_inputs(folder):
@@ -77,8 +79,8 @@ def score_batch(settings: Settings, batch_id: str) -> BatchScoring:
     version = registry.alias_version(CHAMPION)
     if version is None:
         raise ValueError(f"no @champion in the registry {registry.model_name!r}: nothing to score with")
-    served = load_served_model(registry, ServingKey(version), None, settings.task)
-    records = score_model_inputs(served, batch_id, iter_model_inputs(folder), encode_texts)
+    served = load_served_model(registry, ServingKey(version), None, settings.task, [configured_family(settings)])
+    records = score_model_inputs(served, batch_id, iter_model_inputs(folder))
     log = InferenceLog(settings.paths.inference, "batch")
     try:
         log.write_many(records)

@@ -11,11 +11,11 @@ from typing import Any, Literal
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.task import Task, build_prompts, check_golden_batch
-from models.families import FAMILIES, IMAGEBIND_FAMILY, LORA_FAMILY, metric_directions
+from models.family import ModelFamily, is_import_path, load_family
 
 
 class _Strict(BaseModel):
@@ -120,7 +120,9 @@ class ImageBindLoraParams(_Strict):
 
 
 class TrainParams(_Strict):
-    family: Literal["imagebind", "lora"] = "imagebind"  # imagebind: multimodal binding; lora: caption classifier
+    # A registered family's name (imagebind: multimodal binding; lora: caption classifier; a plug-in's, from the
+    # entry-point group flywheel.families) or an import path `package.module:Family`.
+    family: str = "imagebind"
     lora: LoraParams = LoraParams()
     imagebind_lora: ImageBindLoraParams = ImageBindLoraParams()
     seed: int = 0
@@ -132,6 +134,12 @@ class TrainParams(_Strict):
     label_aware: bool = True
     embed_dim: int = Field(64, ge=2)
     grad_clip: float | None = Field(1.0, gt=0)
+
+    @field_validator("family")
+    @classmethod
+    def _a_family_that_loads(cls, spec: str) -> str:
+        load_family(spec)  # ValueError naming the registered families and the import-path form
+        return spec
 
 
 class Threshold(_Strict):
@@ -145,7 +153,7 @@ class Threshold(_Strict):
     def _no_direction(cls, raw: Any) -> Any:
         if isinstance(raw, dict) and "higher_is_better" in raw:
             raise ValueError("higher_is_better is not a threshold setting: which way a metric is better is declared "
-                             "once by the model family that computes it (models/families.py METRIC_DIRECTIONS); "
+                             "once by the model family that computes it (its metric_directions()); "
                              "remove it from the threshold")
         return raw
 
@@ -157,35 +165,48 @@ class BootstrapParams(_Strict):
 
 
 class FamilyGate(_Strict):
-    """Thresholds of a family whose metrics differ from ImageBind's (the `lora` caption classifier)."""
+    """One family's gate: `gate.families.<family name>`."""
 
     thresholds: dict[str, Threshold] = Field(default_factory=dict)
     slices: dict[str, dict[str, Threshold]] = Field(default_factory=dict)  # "class" or a task.slices field
 
 
-def _check_family_metrics(where: str, family: str, thresholds: dict[str, Threshold],
-                           slices: dict[str, dict[str, Threshold]]) -> None:
+def _check_family_metrics(where: str, family: ModelFamily, gate: FamilyGate) -> None:
     """Every gated metric must be one the family computes: a misspelt name would never be judged."""
-    known = metric_directions(family)
-    named = [(f"{where}.thresholds", m) for m in thresholds]
-    named += [(f"{where}.slices.{group}", m) for group, metrics in slices.items() for m in metrics]
+    known = family.metric_directions()
+    named = [(f"{where}.thresholds", m) for m in gate.thresholds]
+    named += [(f"{where}.slices.{group}", m) for group, metrics in gate.slices.items() for m in metrics]
     for entry, metric in named:
         if metric not in known:
-            raise ValueError(f"{entry}: {metric!r} is not a metric of the {family} family; it computes {sorted(known)}")
+            raise ValueError(f"{entry}: {metric!r} is not a metric of the {family.name} family; it computes {sorted(known)}")
 
 
 class GateParams(_Strict):
     latency_items: int = Field(50, ge=1)  # golden items timed one by one per model for p95 latency
     bootstrap: BootstrapParams = BootstrapParams()
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)  # the imagebind family's
-    slices: dict[str, dict[str, Threshold]] = Field(default_factory=dict)  # "class" or a task.slices field
     min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
-    lora: FamilyGate = FamilyGate()  # the lora family's thresholds and slices
+    families: dict[str, FamilyGate] = Field(default_factory=dict)  # family name -> its thresholds and slices
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            moved = {"thresholds": "gate.families.imagebind.thresholds (each family has its own)",
+                     "slices": "gate.families.imagebind.slices (each family has its own)",
+                     "lora": "gate.families.lora (thresholds and slices)"}
+            old = [key for key in moved if key in raw]
+            if old:
+                raise ValueError("; ".join(f"gate.{key} moved to {moved[key]}" for key in old))
+        return raw
 
     @model_validator(mode="after")
     def _metrics_of_their_family(self) -> "GateParams":
-        _check_family_metrics("gate", IMAGEBIND_FAMILY, self.thresholds, self.slices)
-        _check_family_metrics("gate.lora", LORA_FAMILY, self.lora.thresholds, self.lora.slices)
+        for name, gate in self.families.items():
+            try:
+                family = load_family(name)
+            except ValueError:
+                continue  # a family not installed here (or named by import path): checked as train.family
+            _check_family_metrics(f"gate.families.{name}", family, gate)
         return self
 
 
@@ -283,7 +304,7 @@ class Params(_Strict):
     @model_validator(mode="after")
     def _slices_of_the_task(self) -> "Params":
         known = {"class", *self.task.slices}
-        for where, slices in (("gate.slices", self.gate.slices), ("gate.lora.slices", self.gate.lora.slices)):
+        for where, slices in ((f"gate.families.{name}.slices", gate.slices) for name, gate in self.gate.families.items()):
             unknown = sorted(set(slices) - known)
             if unknown:
                 raise ValueError(f"{where}: {unknown} is not a slice of the task; slices are 'class' and "
@@ -293,16 +314,28 @@ class Params(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _name_the_family_registry(cls, raw: Any) -> Any:
-        """`registry.model_name: null` (or absent) becomes `flywheel-<train.family>`: one champion per family."""
+        """`registry.model_name: null` (or absent) becomes `flywheel-<family name>`: one champion per family."""
         if not isinstance(raw, dict):
             return raw
         registry = raw.get("registry") or {}
         if isinstance(registry, dict) and registry.get("model_name") is None:
             train = raw.get("train") or {}
-            family = train.get("family", "imagebind") if isinstance(train, dict) else "imagebind"
-            if family in FAMILIES:  # a wrong family is reported by the field's own check
-                raw = {**raw, "registry": {**registry, "model_name": f"flywheel-{family}"}}
+            spec = train.get("family", "imagebind") if isinstance(train, dict) else "imagebind"
+            try:
+                name = load_family(spec).name if isinstance(spec, str) and is_import_path(spec) else spec
+            except (ValueError, TypeError):
+                return raw  # a wrong family is reported by the field's own check
+            if isinstance(name, str):
+                raw = {**raw, "registry": {**registry, "model_name": f"flywheel-{name}"}}
         return raw
+
+    @model_validator(mode="after")
+    def _gate_of_the_trained_family(self) -> "Params":
+        """The trained family's gate names only its metrics, also for a family given by import path."""
+        family = load_family(self.train.family)
+        if family.name in self.gate.families:
+            _check_family_metrics(f"gate.families.{family.name}", family, self.gate.families[family.name])
+        return self
 
 
 class EnvSettings(BaseSettings):

@@ -62,20 +62,24 @@ def registry_for(settings: Settings):
                     lock=choose_registry_lock(settings))  # one choice for the gate, promote and rollback
 
 
-def gate_policy(settings: Settings, family: str | None = None) -> GatePolicy:
-    """The gate's thresholds for `family` (default: params.yaml's `train.family`): `gate.thresholds` and
-    `gate.slices` for imagebind, `gate.lora.…` for the lora family; bootstrap and slice size are shared."""
+def gate_policy(settings: Settings, family=None) -> GatePolicy:
+    """The gate's thresholds for `family` (a ModelFamily or its name; default: params.yaml's `train.family`):
+    `gate.families.<name>.thresholds` and `.slices`, each metric judged in the direction the family declares;
+    latency items, bootstrap and slice size are shared."""
+    from flows.families import configured_family
     from models.bootstrap import BootstrapConfig
-    from models.families import FAMILIES, LORA_FAMILY, metric_directions
+    from models.family import load_family
 
     g = settings.params.gate
-    family = family or settings.params.train.family
-    if family not in FAMILIES:
-        raise ValueError(f"no gate thresholds for family {family!r}; families: {list(FAMILIES)}")
-    judged = g.lora if family == LORA_FAMILY else g  # both carry `thresholds` and `slices`
-    if not judged.thresholds:
-        where = "gate.lora.thresholds" if family == LORA_FAMILY else "gate.thresholds"
-        raise ValueError(f"params.yaml {where} is empty: the {family} family's gate needs at least one metric threshold")
+    if family is None:
+        family = configured_family(settings)
+    elif isinstance(family, str):
+        family = load_family(family)
+    judged = g.families.get(family.name)
+    if judged is None or not judged.thresholds:
+        raise ValueError(f"params.yaml gate.families.{family.name}.thresholds is empty: the {family.name} family's gate "
+                         f"needs at least one metric threshold (gate.families names {sorted(g.families)}; the family "
+                         f"computes {sorted(family.metric_directions())})")
 
     def threshold(t) -> MetricThreshold:
         return MetricThreshold(t.min, t.max, t.max_drop, t.max_drop_rel)
@@ -83,4 +87,4 @@ def gate_policy(settings: Settings, family: str | None = None) -> GatePolicy:
     return GatePolicy({k: threshold(v) for k, v in judged.thresholds.items()},
                       {group: {k: threshold(v) for k, v in metrics.items()} for group, metrics in judged.slices.items()},
                       g.min_slice_rows, BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed),
-                      directions=metric_directions(family))
+                      directions=dict(family.metric_directions()))

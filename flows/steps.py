@@ -189,16 +189,15 @@ def train(ctx: RunContext, stage: "Stage") -> None:
     """Keyed by the lake's versions of its inputs (every accepted batch and the feature store's labels),
     the label model's metrics, the golden set's content and whatever the family adds (a fine-tune: the
     version it starts from). Not chained on the data stages: the window, not this batch, is its input."""
-    from flows.exactly_once import close_abandoned_training_runs, training_start
+    from flows.exactly_once import close_abandoned_training_runs
+    from flows.families import configured_family
     from flows.model_stages import TrainOutcome, golden_name, stage_train
 
     settings, record = ctx.settings, ctx.record
     label_metrics = (record.stages.get("label") or {}).get("metrics")
-    # A LoRA fine-tune of the champion (train.imagebind_lora) also depends on which version it starts from
-    # (not simply @champion: after this training was promoted, @champion is its own result).
-    tr = settings.params.train
-    start = ({"start_from": training_start(settings, record.data_versions)}
-             if tr.family == "imagebind" and tr.imagebind_lora.enabled else {})
+    # The family's own inputs to the key: its code, and e.g. for a fine-tune of the champion the version it
+    # starts from (not simply @champion: after this training was promoted, @champion is its own result).
+    start = configured_family(settings).train_cache_inputs(settings, record.data_versions)
     key = ctx.chain("train", ctx.runner.key("train", [], data=record.data_versions, label_metrics=label_metrics,
                                             golden=golden_name(settings), **start))
     checkpoints = settings.paths.home / CHECKPOINTS_DIR / key  # stable across attempts: training resumes there

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.families import CAPTION_METRIC
 from models.lora import (
     CaptionClassifier,
     ClassifierTraining,
@@ -27,7 +28,6 @@ from models.lora import (
 )
 from models.train import torch_threads
 
-CAPTION_METRIC = "caption_acc"  # share of golden captions classified as their class
 CLASSIFY_BATCH_SIZE = 128  # captions per forward pass; bounds memory, not results
 
 
@@ -105,3 +105,16 @@ def time_one_caption(model: CaptionClassifier, caption: str) -> float:
     started = time.perf_counter()
     model(**tokenize_captions([caption])).softmax(dim=-1)
     return (time.perf_counter() - started) * 1000
+
+
+def caption_serving_spec(model: CaptionClassifier):
+    """The lora family's serving: /classify of text only (the classifier tokenizes the caption itself;
+    it has no embedding space to embed into or search)."""
+    from models.serving.spec import CLASSIFY, Predictions, ServingSpec, raw_captions, text_as_is
+
+    def predict(modality: str, values: np.ndarray) -> Predictions:
+        labels, probs = classify_captions(model, [str(v) for v in values])
+        return Predictions(labels, probs)
+
+    return ServingSpec("caption classifier", ("text",), (CLASSIFY,), predict, prepare_text=text_as_is,
+                       lake_values=raw_captions, n_classes=int(model.head.out_features))

@@ -3,16 +3,19 @@
 ImageBind: `predict` takes a DataFrame with any of the columns `text`, `image_path`, `audio_path`
 (one row per item) and returns one embedding column per modality present. The `lora` family's
 caption classifier takes `text` and returns the class name, its index, confidence and the scores.
-Both wrappers keep the loaded torch module as `.model` (what `models.registry.load_version` returns)
-and the task the model was trained for as `.task` (its `task.json`: classes and prompts; None for a
-model logged before models carried it).
+Both wrappers keep the loaded torch module as `.model` (what `models.registry.load_version` returns),
+the task the model was trained for as `.task` (its `task.json`: classes and prompts; None for a
+model logged before models carried it) and the name of its family as `.family` (the model folder's
+config); a plug-in family's wrapper keeps the same three, and `load_registered` finds the family by name.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
@@ -25,10 +28,11 @@ DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the c
 
 class ImageBindPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from models.artifacts import load_model, load_task
+        from models.artifacts import load_model, load_task, saved_family
 
         directory = Path(context.artifacts[IMAGEBIND_ARTIFACT])
         self.model = load_model(directory)
+        self.family = saved_family(directory)
         self.spec = json.loads((directory / "input_spec.json").read_text())
         self.task = load_task(directory)
 
@@ -79,11 +83,12 @@ class CaptionClassifierPyfunc(mlflow.pyfunc.PythonModel):
     per-class `scores` out."""
 
     def load_context(self, context) -> None:
-        from models.artifacts import load_caption_classifier, load_task
+        from models.artifacts import load_caption_classifier, load_task, saved_family
 
         directory = Path(context.artifacts[CLASSIFIER_ARTIFACT])
         self.model = load_caption_classifier(directory)
-        self.spec = {"family": "lora", "modalities": ["text"]}
+        self.family = saved_family(directory)
+        self.spec = {"family": self.family, "modalities": ["text"]}
         self.task = load_task(directory)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -124,3 +129,27 @@ def caption_classifier_flavour() -> PyfuncFlavour:
                                                ColSpec("double", "confidence"), ColSpec(Array("double"), "scores")]))
     return PyfuncFlavour(CaptionClassifierPyfunc(), CLASSIFIER_ARTIFACT, signature,
                          pd.DataFrame({"text": ["an example caption"]}), extra_requirements=("peft",))
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A registered version loaded through MLflow's own loader, with the family it belongs to."""
+
+    model: Any  # the family's model (the pyfunc wrapper's `.model`)
+    family: Any  # models.family.ModelFamily
+    task: dict | None  # its task.json (None: logged before models carried their task)
+    spec: dict[str, Any]  # its input spec (input_spec.json), empty when the family keeps none
+
+
+def load_registered(registry, version: str, known: Iterable[Any] = ()) -> RegisteredModel:
+    """Load `version` of `registry`'s model and find its family by the name its wrapper carries (`known`
+    first: the configured train.family, which may be given by import path); a wrapper naming no family:
+    the family that owns the model."""
+    from models.family import family_named, family_of
+
+    registry.client()
+    python_model = mlflow.pyfunc.load_model(f"models:/{registry.model_name}/{version}").unwrap_python_model()
+    model = python_model.model
+    name = getattr(python_model, "family", None)
+    family = family_named(name, known) if name else family_of(model, known)
+    return RegisteredModel(model, family, getattr(python_model, "task", None), dict(getattr(python_model, "spec", None) or {}))

@@ -105,19 +105,20 @@ def write_fast_lifecycle_params(path: Path, golden: Path | None = None) -> Path:
     always promoted: accuracies may fall to 0, and p95 latency (wall clock, so machine load moves it) is
     judged against bounds no load reaches. Thresholds carry no direction: the family's own (lower latency is
     better) applies, as for a user. task.golden is written absolute: the file lands outside the example."""
-    from models.families import IMAGEBIND_FAMILY, metric_directions
+    from models.family import load_family
     from models.gate import HIGHER
 
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"].update(epochs_stage1=4, epochs_stage2=4)
     params["task"]["golden"] = str(Path(golden or EXAMPLE_GOLDEN).resolve())
-    directions = metric_directions(IMAGEBIND_FAMILY)
-    params["gate"]["thresholds"] = {
+    directions = load_family("imagebind").metric_directions()
+    gate = params["gate"]["families"]["imagebind"]
+    gate["thresholds"] = {
         name: {"min": 0.0, "max_drop": 1.0} if directions[name] == HIGHER
         else UNREACHABLE_LATENCY_BOUNDS if name == "p95_latency_ms" else threshold  # size: deterministic, as shipped
-        for name, threshold in params["gate"]["thresholds"].items()}
-    params["gate"]["slices"] = {field: {name: {"min": 0.0, "max_drop": 1.0} for name in metrics}
-                                for field, metrics in params["gate"]["slices"].items()}  # a few epochs: any class may be 0
+        for name, threshold in gate["thresholds"].items()}
+    gate["slices"] = {field: {name: {"min": 0.0, "max_drop": 1.0} for name in metrics}
+                      for field, metrics in gate["slices"].items()}  # a few epochs: any class may be 0
     path.write_text(yaml.safe_dump(params))
     return path
 
@@ -142,7 +143,7 @@ def fast_params(tmp_path, small_golden_batch) -> Path:
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["train"].update(epochs_stage1=4, epochs_stage2=4)
     params["task"]["golden"] = str(small_golden_batch)
-    params["gate"]["thresholds"] = {
+    params["gate"]["families"]["imagebind"]["thresholds"] = {
         "zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
         "zero_shot_audio_acc": {"min": 0.0, "max_drop": 1.0},
         "audio_to_image_r1": {"min": 0.0, "max_drop": 1.0},

@@ -109,12 +109,14 @@ class ModelInfo(BaseModel):
     name: str
     alias: str
     version: str = Field(description="the version serving now")
-    family: str = Field(description="imagebind (embed, classify, search any modality) or lora (classify text)")
+    family: str = Field(description="the model family (imagebind: embed, classify, search any modality; lora: "
+                                    "classify text; or a plug-in family)")
+    endpoints: list[str] = Field(description="the endpoints this model answers (each also as /upload)")
     modalities: list[str] = Field(description="the modalities this model takes (the towers it was trained with)")
     classes: list[str] = Field(description="the task's classes this version answers in, in score order")
     alias_version: str | None = Field(description="where the alias pointed at the last poll")
     loaded_at: float
-    embed_dim: int | None = Field(description="width of the shared space; None for a lora-family classifier")
+    embed_dim: int | None = Field(description="width of the shared space; None for a model without embeddings")
     input_spec: dict[str, Any]
     indexed_items: dict[str, int]
     last_error: str | None
@@ -231,13 +233,14 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
     def from_item(item: Item):
         def prepare(served: ServedModel) -> PreparedInput:
             if item.modality is Modality.text:
-                return prepare_text(item.text, limits, served.family)
-            return prepare_bytes(item.modality.value, decode_base64(item.data_base64), served.spec, limits, served.family)
+                return prepare_text(item.text, limits, served.serving.prepare_text)
+            return prepare_bytes(item.modality.value, decode_base64(item.data_base64), served.spec, limits,
+                                 served.serving.prepare_text)
         return prepare
 
     def from_upload(upload: Upload):
         return lambda served: prepare_bytes(upload.modality.value, upload.file.file.read(), served.spec, limits,
-                                            served.family)
+                                            served.serving.prepare_text)
 
     def embed_response(modality: Modality):
         def respond(served: ServedModel, scored) -> tuple[Embedding, dict]:
@@ -255,7 +258,7 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
 
     def search_response(modality: Modality, target: Modality, k: int):
         def respond(served: ServedModel, scored) -> tuple[SearchResult, dict]:
-            hits = search(served.index, scored.embedding, target.value, k)
+            hits = search(served.serving.index, scored.embedding, target.value, k)
             top = hits[0] if hits else {}
             return (SearchResult(model_version=served.version, modality=modality, target=target, hits=hits),
                     {"search_target": target.value, "top_sample_id": top.get("sample_id"), "top_score": top.get("score")})
@@ -274,10 +277,11 @@ def create_app(holder: ModelHolder, inference_log: InferenceLog, limits: Payload
     def model_info():
         served = served_or_503()
         return ModelInfo(name=served.name, alias=alias, version=served.version, family=served.family,
+                         endpoints=list(served.serving.endpoints),
                          modalities=list(served.modalities), classes=list(served.task.classes),
                          alias_version=holder.alias_version, loaded_at=served.loaded_at,
-                         embed_dim=int(served.prompt_emb.shape[1]) or None, input_spec=served.spec,
-                         indexed_items=served.index.counts(), last_error=holder.last_error,
+                         embed_dim=served.serving.embed_dim, input_spec=served.spec,
+                         indexed_items=served.serving.index.counts(), last_error=holder.last_error,
                          poll_seconds=holder.poll_seconds)
 
     @app.post("/embed", response_model=Embedding, responses=ERRORS)

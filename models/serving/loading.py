@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from features.task import Task
-from models.families import LORA_FAMILY, family_of
-from models.imagebind import TEXT
 from models.inputs import ModelInputs, has_model_inputs, iter_model_inputs
 from models.registry import Registry
 from models.serving.holder import ServingKey
-from models.serving.scoring import SearchIndex, ServedModel, build_prompt_embeddings, build_search_index
+from models.serving.scoring import ServedModel
 
 log = logging.getLogger(__name__)
 
@@ -56,26 +53,20 @@ def served_task(saved: dict | None, fallback: Task, where: str, classes_in_model
     return fallback
 
 
-def load_served_model(registry: Registry, key: ServingKey, inputs_root: Path | None, task: Task) -> ServedModel:
-    """The version's pyfunc (model, input spec and task), its prompt embeddings and its search index over the
-    lake's model inputs (an empty index when `inputs_root` is None, e.g. for batch scoring). `task`: the
-    project's, for a version that predates models carrying their own."""
-    import mlflow.pyfunc
+def load_served_model(registry: Registry, key: ServingKey, inputs_root: Path | None, task: Task,
+                      known: Iterable[Any] = ()) -> ServedModel:
+    """The version's model, input spec and task, and what its family serves (`serving_spec`: for ImageBind its
+    prompt embeddings and a search index over the lake's model inputs; an empty index when `inputs_root` is
+    None, e.g. for batch scoring). `task`: the project's, for a version that predates models carrying their own;
+    `known`: families to look in before the registered ones (the configured train.family)."""
+    from models.pyfunc import load_registered
 
-    from models.text import encode_class_prompts, encode_texts
-
-    registry.client()
     where = f"{registry.model_name} v{key.version}"
-    python_model = mlflow.pyfunc.load_model(f"models:/{registry.model_name}/{key.version}").unwrap_python_model()
-    model = python_model.model.eval()
-    saved = getattr(python_model, "task", None)
-    if family_of(model) == LORA_FAMILY:  # a caption classifier: no prompts, no embedding space to search
-        answers = served_task(saved, task, where, int(model.head.out_features))
-        return ServedModel(name=registry.model_name, version=key.version, model=model, spec=dict(python_model.spec),
-                           task=answers, prompt_emb=np.zeros((answers.n_classes, 0), np.float32), text_scale=1.0,
-                           index=SearchIndex(), loaded_at=time.time(), family=LORA_FAMILY)
-    answers = served_task(saved, task, where)
-    index = build_search_index(model, iter_lake_inputs(inputs_root) if inputs_root else (), encode_texts)
-    return ServedModel(name=registry.model_name, version=key.version, model=model, spec=dict(python_model.spec),
-                       task=answers, prompt_emb=build_prompt_embeddings(model, encode_class_prompts(answers.prompts)),
-                       text_scale=model.logit_scale(TEXT), index=index, loaded_at=time.time())
+    loaded = load_registered(registry, key.version, known)
+    model = loaded.model.eval()
+    answers = served_task(loaded.task, task, where)
+    serving = loaded.family.serving_spec(model, answers, lambda: iter_lake_inputs(inputs_root) if inputs_root else ())
+    if loaded.task is None and serving.n_classes not in (None, answers.n_classes):
+        served_task(None, task, where, serving.n_classes)  # raises: the head does not fit the project's classes
+    return ServedModel(name=registry.model_name, version=key.version, model=model, spec=loaded.spec, task=answers,
+                       serving=serving, loaded_at=time.time(), family=loaded.family.name)

@@ -11,18 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 
-from models.families import IMAGEBIND_FAMILY, LORA_FAMILY
+from models.serving.spec import encode_text_item
 
 DEFAULT_SILENCE_DB = 40.0  # models logged before input_spec.json recorded the clean stage's trim level
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000  # outside this, resampling costs grow without bound
-_TEXT_ENCODER_LOCK = threading.Lock()  # a fast tokenizer raises "Already borrowed" when threads share it
 
 
 class BadInput(ValueError):
@@ -40,7 +39,7 @@ class PayloadLimits:
 class PreparedInput:
     modality: str  # "image", "audio", "text", "depth", "thermal" or "imu"
     values: np.ndarray  # one item's model input: (C, S, S) image, (T, M) log-mel, (384,) sentence embedding,
-                        # (1, S, S) sensor map or (6, L) IMU series (the lora family: the text itself, 0-d)
+                        # (1, S, S) sensor map or (6, L) IMU series (a text model: the text itself, 0-d)
     features: dict[str, Any]  # input summary for the inference log
 
 
@@ -144,28 +143,23 @@ def prepare_sensor(modality: str, data: bytes, spec: dict[str, Any], limits: Pay
                                             **input_summary(modality, values)})
 
 
-def prepare_text(text: str, limits: PayloadLimits, family: str = IMAGEBIND_FAMILY) -> PreparedInput:
-    """Text → the frozen MiniLM sentence embedding the text tower takes (the lora family's classifier
-    tokenizes the text itself: it gets the checked string, as a 0-d array)."""
-    from models.text import encode_texts
-
+def prepare_text(text: str, limits: PayloadLimits,
+                 to_input: Callable[[str], np.ndarray] = encode_text_item) -> PreparedInput:
+    """Text → the model's input for it, once checked: by default the frozen MiniLM sentence embedding a text
+    tower takes; a family whose model reads text itself passes its own `to_input` (ServingSpec.prepare_text)."""
     if not text.strip():
         raise BadInput("text is empty; send at least one non-space character")
     if len(text) > limits.max_text_chars:
         raise BadInput(f"text has {len(text)} characters; at most {limits.max_text_chars} accepted")
-    if family == LORA_FAMILY:
-        return PreparedInput("text", np.array(text), {"text_chars": len(text)})
-    with _TEXT_ENCODER_LOCK:
-        values = encode_texts([text])[0]
-    return PreparedInput("text", values, {"text_chars": len(text)})
+    return PreparedInput("text", to_input(text), {"text_chars": len(text)})
 
 
 def prepare_bytes(modality: str, data: bytes, spec: dict[str, Any], limits: PayloadLimits,
-                  family: str = IMAGEBIND_FAMILY) -> PreparedInput:
+                  text_input: Callable[[str], np.ndarray] = encode_text_item) -> PreparedInput:
     """A file's bytes for any modality; text files must be UTF-8."""
     if modality == "text":
         try:
-            return prepare_text(data.decode("utf-8"), limits, family)
+            return prepare_text(data.decode("utf-8"), limits, text_input)
         except UnicodeDecodeError as err:
             raise BadInput(f"text payload is not UTF-8 ({err})") from err
     preparers = {"image": prepare_image, "audio": prepare_audio,

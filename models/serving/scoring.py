@@ -8,8 +8,8 @@ the classes of the task it was trained for (its `task.json`), by name.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,65 +18,44 @@ import torch.nn.functional as F
 
 from features.task import Task
 from models.evaluate import embed_modality
-from models.families import IMAGEBIND_FAMILY, LORA_FAMILY
 from models.imagebind import AUDIO, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBind
 from models.inputs import ModelInputs
+from models.serving.spec import (
+    CLASSIFY,
+    EMBED,
+    SEARCH,
+    Predictions,
+    SearchIndex,
+    ServingSpec,
+    lake_values,
+    present_rows,
+)
 
 # API modality names → the model's modality keys (one table, no branches).
 MODALITY_KEYS: dict[str, str] = {"image": VISION, "audio": AUDIO, "text": TEXT, "depth": DEPTH, "thermal": THERMAL,
                                  "imu": IMU}
-INPUT_FIELDS: dict[str, str] = {"image": "image", "audio": "audio", "text": "caption", "depth": "depth",
-                                "thermal": "thermal", "imu": "imu"}  # API modality → its ModelInputs field
-CAPTION_MODALITIES = ("text",)  # what a lora-family caption classifier takes
 EMBEDDING_HEAD_DIMS = 8  # leading embedding dimensions copied into the inference log for drift checks
-
-
-@dataclass(frozen=True)
-class SearchIndex:
-    """Unit embeddings of the ingested items per target modality, with their sample and batch ids."""
-
-    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N, D) float32
-    sample_ids: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N,) str
-    batch_ids: dict[str, np.ndarray] = field(default_factory=dict)  # modality → (N,) str
-
-    def counts(self) -> dict[str, int]:
-        return {m: int(len(ids)) for m, ids in self.sample_ids.items()}
 
 
 @dataclass(frozen=True)
 class ServedModel:
     name: str  # registered model name
     version: str  # registered model version
-    model: ImageBind  # or, for the lora family, its merged CaptionClassifier
+    model: Any  # the family's loaded model (the registered version's `.model`)
     spec: dict[str, Any]  # input_spec.json: image_size, image_channels, n_mels, audio_frames, sample_rate, ...
     task: Task  # the classes and prompts this version was trained for (its task.json)
-    prompt_emb: np.ndarray  # (K, D) unit embeddings of the task's class prompts through this model's text tower
-    text_scale: float  # the text tower's learned temperature, which calibrates zero-shot softmax
-    index: SearchIndex
+    serving: ServingSpec  # what its family serves: modalities, endpoints, predict, search index
     loaded_at: float  # unix time the version finished loading
-    family: str = IMAGEBIND_FAMILY  # lora: a caption classifier (text, /classify only; no embeddings)
+    family: str = ""  # the family's name (GET /model)
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        """The API modalities this version takes: the towers it was trained with (a lora classifier: text)."""
-        if self.family == LORA_FAMILY:
-            return CAPTION_MODALITIES
-        return tuple(m for m, key in MODALITY_KEYS.items() if key in self.model.config.modalities)
+        """The API modalities this version takes."""
+        return self.serving.modalities
 
     def refusal(self, endpoint: str, modality: str) -> str | None:
         """Why this model cannot answer `endpoint` for `modality` (the API's 422), or None."""
-        if self.family == IMAGEBIND_FAMILY:
-            if modality in self.modalities:
-                return None
-            return (f"the serving model ({self.name} v{self.version}) was trained without {modality} data, so it has "
-                    f"no {modality} tower; it takes {', '.join(self.modalities)}")
-        if modality not in self.modalities:
-            return (f"the serving model ({self.name} v{self.version}) is a {self.family}-family caption classifier: "
-                    f"it takes {', '.join(self.modalities)}, not {modality}")
-        if not endpoint.startswith("/classify"):
-            return (f"the serving model ({self.name} v{self.version}) is a {self.family}-family caption classifier: "
-                    f"it has no embedding space for {endpoint}; use /classify")
-        return None
+        return self.serving.refusal(f"{self.name} v{self.version}", endpoint, modality)
 
 
 @dataclass(frozen=True)
@@ -105,16 +84,12 @@ def zero_shot(embeddings: np.ndarray, prompt_emb: np.ndarray, text_scale: float)
 
 
 def score_item(served: ServedModel, modality: str, values: np.ndarray) -> Scored:
-    """One prepared item → its embedding and zero-shot class (a lora-family model: the caption's class,
-    and no embedding)."""
-    if served.family == LORA_FAMILY:
-        from models.lora_family import classify_captions
-
-        label, probs = classify_captions(served.model, [str(values)])
-        return Scored(np.zeros(0, np.float32), float("nan"), int(label[0]), float(probs[0, label[0]]), probs[0])
-    embedding, norm = embed_rows(served.model, modality, values[None])
-    label, probs = zero_shot(embedding, served.prompt_emb, served.text_scale)
-    return Scored(embedding[0], float(norm[0]), int(label[0]), float(probs[0, label[0]]), probs[0])
+    """One prepared item → its class (and, for a model with an embedding space, its embedding)."""
+    p = served.serving.predict(modality, values[None])
+    label = int(p.labels[0])
+    embedding = p.embeddings[0] if p.embeddings is not None else np.zeros(0, np.float32)
+    norm = float(p.norms[0]) if p.norms is not None else float("nan")
+    return Scored(embedding, norm, label, float(p.probs[0, label]), p.probs[0])
 
 
 def search(index: SearchIndex, embedding: np.ndarray, target: str, k: int) -> list[dict[str, Any]]:
@@ -132,22 +107,8 @@ def build_prompt_embeddings(model: ImageBind, prompt_minilm: np.ndarray) -> np.n
     return embed_modality(model, TEXT, prompt_minilm).numpy()
 
 
-def modality_values(inputs: ModelInputs, modality: str, rows: np.ndarray, caption_minilm) -> np.ndarray:
-    """The model's input for `rows` of one API modality (captions through the frozen text encoder)."""
-    values = getattr(inputs, INPUT_FIELDS[modality])[rows]
-    return caption_minilm(list(values)) if modality == "text" else values
-
-
-def present_rows(inputs: ModelInputs, modality: str) -> np.ndarray:
-    """Indices of the rows that carry `modality`."""
-    return np.flatnonzero(getattr(inputs, f"has_{INPUT_FIELDS[modality]}"))
-
-
-def build_search_index(model: ImageBind, batches: Iterable[tuple[str, ModelInputs]], caption_minilm) -> SearchIndex:
-    """Embed every present item of each modality the model takes, over the given (batch_id, inputs) parts.
-
-    `caption_minilm(captions) -> (N, 384)` encodes captions with the frozen text encoder.
-    """
+def build_search_index(model: ImageBind, batches: Iterable[tuple[str, ModelInputs]]) -> SearchIndex:
+    """Embed every present item of each modality the model takes, over the given (batch_id, inputs) parts."""
     modalities = [m for m, key in MODALITY_KEYS.items() if key in model.config.modalities]
     parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {m: [] for m in modalities}
     for batch_id, inputs in batches:
@@ -155,7 +116,7 @@ def build_search_index(model: ImageBind, batches: Iterable[tuple[str, ModelInput
             rows = present_rows(inputs, modality)
             if not len(rows):
                 continue
-            values = modality_values(inputs, modality, rows, caption_minilm)
+            values = lake_values(inputs, modality, rows)
             embedded = embed_modality(model, MODALITY_KEYS[modality], values).numpy()
             parts[modality].append((embedded, inputs.sample_id[rows], np.full(len(rows), batch_id)))
     return SearchIndex(
@@ -163,6 +124,27 @@ def build_search_index(model: ImageBind, batches: Iterable[tuple[str, ModelInput
         sample_ids={m: np.concatenate([p[1] for p in ps]).astype(str) for m, ps in parts.items() if ps},
         batch_ids={m: np.concatenate([p[2] for p in ps]).astype(str) for m, ps in parts.items() if ps},
     )
+
+
+def imagebind_serving_spec(model: ImageBind, task: Task, lake: Callable[[], Iterable[tuple[str, ModelInputs]]]
+                           ) -> ServingSpec:
+    """The imagebind family's serving: embed, zero-shot classify (the task's prompts through this model's text
+    tower, at its learned temperature) and search, for every modality it has a tower for."""
+    from models.text import encode_class_prompts
+
+    model.eval()
+    prompt_emb = build_prompt_embeddings(model, encode_class_prompts(task.prompts))
+    text_scale = model.logit_scale(TEXT)
+
+    def predict(modality: str, values: np.ndarray) -> Predictions:
+        embeddings, norms = embed_rows(model, modality, values)
+        labels, probs = zero_shot(embeddings, prompt_emb, text_scale)
+        return Predictions(labels, probs, embeddings, norms)
+
+    return ServingSpec("multimodal embedding model",
+                       tuple(m for m, key in MODALITY_KEYS.items() if key in model.config.modalities),
+                       (EMBED, CLASSIFY, SEARCH), predict, index=build_search_index(model, lake()),
+                       embed_dim=int(prompt_emb.shape[1]))
 
 
 def embedding_summary(embedding: np.ndarray, raw_norm: float) -> dict[str, Any]:

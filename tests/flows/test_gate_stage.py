@@ -34,9 +34,9 @@ def settings(tmp_path_factory, small_golden_batch):
     home = tmp_path_factory.mktemp("home")
     raw = example_params()
     raw["task"]["golden"] = str(small_golden_batch)
-    raw["gate"]["thresholds"] = {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
-                                 "p95_latency_ms": {"max": 1000.0}}
-    raw["gate"]["slices"] = {"voice": {"zero_shot_audio_acc": {"max_drop": 1.0}}}
+    raw["gate"]["families"]["imagebind"] = {"thresholds": {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
+                                                           "p95_latency_ms": {"max": 1000.0}},
+                                            "slices": {"voice": {"zero_shot_audio_acc": {"max_drop": 1.0}}}}
     raw["gate"]["min_slice_rows"] = 3
     params = home / "params.yaml"
     params.write_text(yaml.safe_dump(raw))

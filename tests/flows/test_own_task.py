@@ -29,14 +29,15 @@ def shapes_params(path: Path, golden: Path) -> Path:
     params["demo"] = {}  # no generator: this project brings its own data
     params["label"]["functions"] = []
     params["train"].update(epochs_stage1=40, epochs_stage2=4, batch_size=32)  # ~4 steps an epoch on 120 rows
-    params["gate"]["thresholds"] = {
+    gate = params["gate"]["families"]["imagebind"]
+    gate["thresholds"] = {
         "zero_shot_image_acc": ANY_ACCURACY,
         "zero_shot_audio_acc": ANY_ACCURACY,  # the task has no audio: reported as not applicable
         "p95_latency_ms": UNREACHABLE_LATENCY_BOUNDS,
         "model_size_mb": {"max": 20.0, "max_drop_rel": 0.5},
     }
-    params["gate"]["slices"] = {"class": {"zero_shot_image_acc": ANY_ACCURACY},
-                                "camera": {"zero_shot_image_acc": ANY_ACCURACY}}
+    gate["slices"] = {"class": {"zero_shot_image_acc": ANY_ACCURACY},
+                      "camera": {"zero_shot_image_acc": ANY_ACCURACY}}
     path.write_text(yaml.safe_dump(params))
     return path
 

@@ -71,16 +71,13 @@ def random_model(seed: int):
 def served_model(seed: int, version: str, inputs: ModelInputs | None = None):
     """A ServedModel without a registry: a random model, the digits example's task and prompts, and an
     index over `inputs`."""
-    from models.imagebind import TEXT
-    from models.serving.scoring import ServedModel, build_prompt_embeddings, build_search_index
-    from models.text import encode_class_prompts, encode_texts
+    from models.serving.scoring import ServedModel, imagebind_serving_spec
     from tests.unit.task_support import example_task
 
     model, task = random_model(seed), example_task()
     parts = [("batch-1", inputs)] if inputs is not None else []
     return ServedModel("flywheel-imagebind", version, model, dict(SPEC), task,
-                       build_prompt_embeddings(model, encode_class_prompts(task.prompts)), model.logit_scale(TEXT),
-                       build_search_index(model, parts, encode_texts), time.time())
+                       imagebind_serving_spec(model, task, lambda: parts), time.time(), family="imagebind")
 
 
 def build_registry(home: Path, seeds: tuple[int, ...] = (0, 1), batch: str = "batch-1"):

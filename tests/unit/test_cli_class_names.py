@@ -58,7 +58,7 @@ def test_flywheel_models_lists_the_failed_slices_by_class_name(tmp_path: Path, m
     params = example_params()
     params["task"] = {**TASK, "golden": str(write_shapes_batch(tmp_path / "golden", samples=6, seed=5, label_rate=1.0))}
     params["label"]["functions"] = []
-    params["gate"]["slices"] = {"class": {"zero_shot_image_acc": {"min": 0.0}}, "camera": {"zero_shot_image_acc": {"min": 0.0}}}
+    params["gate"]["families"]["imagebind"]["slices"] = {"class": {"zero_shot_image_acc": {"min": 0.0}}, "camera": {"zero_shot_image_acc": {"min": 0.0}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     options = ["--home", str(tmp_path / "home"), "--params", str(tmp_path / "params.yaml")]
     settings = load_settings(tmp_path / "home", tmp_path / "params.yaml")

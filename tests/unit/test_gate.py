@@ -123,10 +123,9 @@ def test_a_latency_or_size_threshold_written_without_a_direction_judges_the_righ
     from tests.conftest import example_params
 
     raw = example_params()
-    raw["gate"]["thresholds"] = {"zero_shot_image_acc": {"max_drop": 0.05},
-                                 "p95_latency_ms": {"max": 50.0, "max_drop": 1.0},
-                                 "model_size_mb": {"max_drop_rel": 0.1}}
-    raw["gate"]["slices"] = {}
+    raw["gate"]["families"]["imagebind"] = {"thresholds": {"zero_shot_image_acc": {"max_drop": 0.05},
+                                                           "p95_latency_ms": {"max": 50.0, "max_drop": 1.0},
+                                                           "model_size_mb": {"max_drop_rel": 0.1}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     policy = gate_policy(load_settings(tmp_path / "home", tmp_path / "params.yaml"), "imagebind")
 
@@ -152,7 +151,7 @@ def test_a_threshold_with_a_direction_or_on_a_metric_the_family_lacks_stops_at_s
     for thresholds, message in [({"p95_latency_ms": {"max": 50.0, "higher_is_better": False}}, "declared once by the model family"),
                                 ({"p95_latency_msec": {"max": 50.0}}, "'p95_latency_msec' is not a metric of the imagebind family")]:
         raw = example_params()
-        raw["gate"]["thresholds"] = thresholds
+        raw["gate"]["families"]["imagebind"]["thresholds"] = thresholds
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
         with pytest.raises(Exception, match=message):
             load_settings(tmp_path / "home", tmp_path / "params.yaml")

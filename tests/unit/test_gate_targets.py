@@ -120,15 +120,15 @@ def test_better_on_average_but_broken_on_one_accent_is_rejected_by_the_slice_che
 def test_every_metric_the_gate_scores_has_its_familys_direction():
     """The family's declared metrics are exactly what its scoring computes: a new metric without a
     direction, or a declared one nobody computes, fails here rather than in a user's gate."""
-    from models.families import IMAGEBIND_FAMILY, LORA_FAMILY, metric_directions
+    from models.families import CAPTION_METRIC
+    from models.family import load_family
     from models.gate_scoring import LATENCY_METRIC, SIZE_METRIC
-    from models.lora_family import CAPTION_METRIC
 
     golden = sample(40, seed=5)
     [scores] = score_models({"m": CentroidModel(sample(100, seed=6))}, golden, PROMPTS, latency_items=2).values()
-    declared, computed = set(metric_directions(IMAGEBIND_FAMILY)), set(scores.metrics())
+    declared, computed = set(load_family("imagebind").metric_directions()), set(scores.metrics())
     assert computed <= declared  # every metric scored has a direction
     # Declared but not computed: only the metrics of modalities these rows lack (depth, thermal, imu).
     assert declared - computed == {name for m in ("depth", "thermal", "imu")
                                    for name in (f"zero_shot_{m}_acc", f"{m}_to_image_r1")}
-    assert set(metric_directions(LORA_FAMILY)) == {CAPTION_METRIC, LATENCY_METRIC, SIZE_METRIC}
+    assert set(load_family("lora").metric_directions()) == {CAPTION_METRIC, LATENCY_METRIC, SIZE_METRIC}

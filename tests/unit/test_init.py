@@ -72,7 +72,7 @@ def test_a_filled_in_scaffold_loads_with_the_defaults_and_its_golden_batch_relat
     defaults = Params.model_validate({"task": params.task.model_dump()})
     for section in ("clean", "validate_", "transform", "label", "train", "monitor", "serve", "demo"):
         assert getattr(params, section) == getattr(defaults, section), section
-    assert params.gate.thresholds, "the gate refuses to judge without a threshold"
+    assert params.gate.families["imagebind"].thresholds, "the gate refuses to judge without a threshold"
 
     write_golden(project / "data" / "golden", ["cat", "dog", "cat"])
     settings = load_settings(project / ".flywheel", params_path)

@@ -42,7 +42,8 @@ def test_the_lora_family_gets_its_own_registered_model_unless_a_name_is_set(tmp_
 
 
 def test_an_unknown_family_stops_at_load_naming_the_value_and_the_choices(tmp_path):
-    with pytest.raises(ValueError, match=r"train\.family[\s\S]*'imagebind' or 'lora'[\s\S]*input_value='bert'"):
+    with pytest.raises(ValueError, match=r"train\.family[\s\S]*unknown model family 'bert'[\s\S]*\['imagebind', 'lora'"
+                                         r"[\s\S]*package\.module:Attribute"):
         load_params(write_params(tmp_path, family="bert"))
     with pytest.raises(ValueError, match=r"train\.lora\.r"):
         load_params(write_params(tmp_path, lora={"r": 0}))
@@ -59,9 +60,9 @@ def test_each_family_is_gated_on_its_own_metrics(tmp_path):
     assert "zero_shot_audio_acc" in gate_policy(imagebind).thresholds
     assert gate_policy(imagebind, "lora").thresholds == gate_policy(lora).thresholds
     params = yaml.safe_load(write_params(tmp_path, family="lora").read_text())
-    params["gate"]["lora"]["thresholds"] = {}
+    params["gate"]["families"]["lora"]["thresholds"] = {}
     (tmp_path / "no-gate.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ValueError, match=r"gate\.lora\.thresholds is empty"):
+    with pytest.raises(ValueError, match=r"gate\.families\.lora\.thresholds is empty"):
         gate_policy(load_settings(tmp_path, tmp_path / "no-gate.yaml"))
 
 
@@ -75,10 +76,10 @@ def trained():
 
 
 def test_training_merges_the_adapters_and_learns(trained):
-    from models.families import family_of
+    from models.family import family_of
     from models.lora_family import evaluate_caption_classifier
 
-    assert family_of(trained.model) == "lora"
+    assert family_of(trained.model).name == "lora"
     assert not any("lora_" in name for name, _ in trained.model.named_parameters())  # merged: no adapter left
     assert trained.trainable_parameters / trained.total_parameters < 0.01
     assert len(trained.losses) == 12 and trained.losses[-1] < trained.losses[0]
@@ -144,10 +145,12 @@ def test_a_saved_classifier_loads_back_as_the_lora_family_with_the_same_predicti
 
 def test_the_gate_refuses_to_compare_two_families(trained):
     from flows.model_stages import _one_family
+    from models.family import family_of
     from models.imagebind import ImageBind, ImageBindConfig
 
     imagebind = ImageBind(ImageBindConfig(image_size=16, audio_n_mels=40, audio_frames=100))
     with pytest.raises(ValueError, match=r"challenger v2 \(family lora\) and @champion v1 \(family imagebind\) differ"):
         _one_family("shared-name", {"challenger": "2", "champion": "1"},
-                    {"challenger": trained.model, "champion": imagebind})
-    assert _one_family("flywheel-lora", {"challenger": "2", "champion": None}, {"challenger": trained.model}) == "lora"
+                    {"challenger": family_of(trained.model), "champion": family_of(imagebind)})
+    alone = _one_family("flywheel-lora", {"challenger": "2", "champion": None}, {"challenger": family_of(trained.model)})
+    assert alone.name == "lora"

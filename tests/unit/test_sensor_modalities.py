@@ -19,7 +19,7 @@ from PIL import Image
 from models.evaluate import EvalData, eval_data_from_inputs, evaluate_model, evaluate_slices
 from models.gate import NOT_APPLICABLE, GatePolicy, MetricThreshold, decide
 from models.gate_scoring import golden_groups, score_models
-from models.families import IMAGEBIND_FAMILY, metric_directions
+from models.families import IMAGEBIND_METRICS
 from models.imagebind import ImageBindConfig, config_modalities
 from models.inputs import InputSpec, build_model_inputs, load_model_inputs, modalities_present, save_model_inputs
 from models.train import TrainConfig, TrainingData, train_imagebind
@@ -179,7 +179,7 @@ def test_the_gate_reports_an_audio_threshold_as_not_applicable_to_an_image_text_
     policy = GatePolicy(thresholds={"zero_shot_image_acc": MetricThreshold(min=0.5),
                                     "zero_shot_audio_acc": MetricThreshold(min=0.9)},
                         slices={"source": {"zero_shot_audio_acc": MetricThreshold(min=0.9)}},
-                        directions=metric_directions(IMAGEBIND_FAMILY))
+                        directions=IMAGEBIND_METRICS)
     decision = decide(scores, None, policy, golden_groups(golden, [str(k) for k in range(K)]))
     assert decision.passed, decision.reason
     [audio, audio_slice] = [c for c in decision.checks if c.metric == "zero_shot_audio_acc"]

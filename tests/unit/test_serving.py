@@ -256,10 +256,8 @@ def test_a_failed_load_keeps_the_old_model_serving_and_is_retried(served):
 
 
 def test_batch_scoring_logs_every_present_item_like_the_api(api, served, tmp_path):
-    from models.text import encode_texts
-
     inputs = demo_inputs()
-    records = score_model_inputs(served, "batch-1", [inputs], encode_texts)
+    records = score_model_inputs(served, "batch-1", [inputs])
     assert len(records) == inputs.has_image.sum() + inputs.has_audio.sum() + inputs.has_caption.sum()
     log = InferenceLog(tmp_path / "batch-log", "batch")
     log.write_many(records)

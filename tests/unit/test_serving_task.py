@@ -28,16 +28,14 @@ SPEC = {"image_size": 16, "image_channels": 3, "n_mels": 40, "audio_frames": 100
 
 def shapes_model():
     """An untrained RGB image + text + depth model serving the 3-class shapes task."""
-    from models.imagebind import TEXT, ImageBind, ImageBindConfig, config_modalities
-    from models.serving.scoring import SearchIndex, ServedModel, build_prompt_embeddings
-    from models.text import encode_class_prompts
+    from models.imagebind import ImageBind, ImageBindConfig, config_modalities
+    from models.serving.scoring import ServedModel, imagebind_serving_spec
 
     torch.manual_seed(0)
     model = ImageBind(ImageBindConfig(image_size=16, image_channels=3, depth_image_size=16,
                                       modalities=config_modalities(["depth"]))).eval()
     return ServedModel("flywheel-imagebind", "4", model, dict(SPEC), SHAPES,
-                       build_prompt_embeddings(model, encode_class_prompts(SHAPES.prompts)), model.logit_scale(TEXT),
-                       SearchIndex(), time.time())
+                       imagebind_serving_spec(model, SHAPES, lambda: ()), time.time(), family="imagebind")
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_a_new_batch_changes_every_key_and_the_same_inputs_give_the_same_keys():
 def test_a_value_a_stage_does_not_read_leaves_its_key_alone():
     params = project_params()
     train = stage_key(key_inputs("train", params, extra={"data": {"inputs": "lake/inputs@1"}}))
-    params["gate"]["thresholds"]["zero_shot_image_acc"]["min"] = 0.9  # the gate reads it, training does not
+    params["gate"]["families"]["imagebind"]["thresholds"]["zero_shot_image_acc"]["min"] = 0.9  # the gate reads it, training does not
     params["monitor"]["drift_share"] = 0.9
     assert stage_key(key_inputs("train", params, extra={"data": {"inputs": "lake/inputs@1"}})) == train
     params["task"]["prompts"] = "a sketch of {label}"  # training's golden metrics score against the task's prompts

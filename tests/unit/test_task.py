@@ -69,11 +69,12 @@ def test_params_without_a_task_say_how_to_get_one(tmp_path):
 
 
 def test_a_gate_slice_that_is_not_the_tasks_stops_start_up(tmp_path):
-    with pytest.raises(ValueError, match="gate.slices.*'voice'"):
+    with pytest.raises(ValueError, match=r"gate\.families\.imagebind\.slices.*'voice'"):
         golden = write_golden(tmp_path / "golden", [{"label": "cat"}, {"label": "dog"}])
         path = tmp_path / "params.yaml"
         path.write_text(yaml.safe_dump({"task": {"classes": ["cat", "dog"], "prompts": "a {label}", "golden": str(golden)},
-                                        "gate": {"slices": {"voice": {"zero_shot_image_acc": {"min": 0.1}}}}}))
+                                        "gate": {"families": {"imagebind": {
+                                            "slices": {"voice": {"zero_shot_image_acc": {"min": 0.1}}}}}}}))
         load_settings(tmp_path / "home", path)
 
 
