@@ -1,7 +1,7 @@
 """Fine-tuning pretrained ImageBind weights with LoRA through the one training loop.
 
 The user with Meta's `imagebind_huge.pth` calls `train_imagebind(..., init_weights=state,
-lora=LoraSettings(...))`: the weights load strictly, adapters go on the native trunks, only
+lora=lora_settings(...))`: the weights load strictly, adapters go on the native trunks, only
 they and the heads train, a killed run resumes exactly, and the result is a plain ImageBind
 in the official layout. A tiny configuration with the official kinds of input (RGB images,
 a native text tower on token ids) stands in for the 1.2 B one here.
@@ -22,17 +22,17 @@ import torch
 
 from models.artifacts import load_model
 from models.imagebind import ImageBind, ImageBindConfig
-from models.lora import LoraSettings
-from models.train import STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
+from models.train import STAGE_IMAGE_TEXT, TrainingData, train_imagebind
 from models.train_ddp import save_training_data
 from tests.unit.test_training_loop import Killed, assert_same_weights, kill_after
+from tests.unit.params_support import lora_settings, train_config
 
 # Official kinds of input at toy sizes: 3-channel images and token ids for a native text trunk.
 CONFIG = ImageBindConfig(image_channels=3, text_input_dim=None, text_vocab_size=1000, text_context_length=12,
                          modalities=("vision", "text", "audio"))
-PRETRAIN = TrainConfig(seed=0, batch_size=8, epochs_stage1=1, epochs_stage2=1)
-FINETUNE = TrainConfig(seed=1, batch_size=8, epochs_stage1=2, epochs_stage2=2, lr=1e-2)
-LORA = LoraSettings(r=4, alpha=8.0, dropout=0.0)
+PRETRAIN = train_config(seed=0, batch_size=8, epochs_stage1=1, epochs_stage2=1)
+FINETUNE = train_config(seed=1, batch_size=8, epochs_stage1=2, epochs_stage2=2, lr=1e-2)
+LORA = lora_settings(r=4, alpha=8.0, dropout=0.0)
 ROWS = 24
 PROJECT = Path(__file__).resolve().parents[2]
 
