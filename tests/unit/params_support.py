@@ -2,8 +2,8 @@
 
 Their params-backed fields have no default of their own (flows/settings.py declares each default once), so
 a test takes the settings' defaults here and overrides what it is about: `clean_params(DIGITS, workers=1)`.
-Objects the stages build through a converter (flows.stage_config, flows.monitor_stage) are built by that
-converter from a default `Settings`; the others from the pydantic section, field by field.
+Each is built by the converter the stages use (flows.stage_config, flows.monitor_stage) from the default
+settings, so a test's object differs from a run's only in what the test overrides.
 """
 
 from __future__ import annotations
@@ -70,30 +70,23 @@ def quality_params(**overrides: Any):
 
 
 def train_config(**overrides: Any):
-    """`train:` at its defaults as flows.model_stages passes it to TrainConfig."""
-    from models.train import TrainConfig
+    from flows.stage_config import train_config as build
 
-    tr = TrainParams()
-    return TrainConfig(**{"seed": tr.seed, "batch_size": tr.batch_size, "epochs_stage1": tr.epochs_stage1,
-                          "epochs_stage2": tr.epochs_stage2, "lr": tr.lr, "weight_decay": tr.weight_decay,
-                          "label_aware": tr.label_aware, "grad_clip": tr.grad_clip, **overrides})
+    return replace(build(TrainParams()), **overrides)
 
 
 def lora_settings(**overrides: Any):
-    """`train.lora:`'s adapter at its defaults as flows.lora_stages passes it to LoraSettings."""
-    from models.lora import LoraSettings
+    """`train.lora:`'s adapter at its defaults."""
+    from flows.stage_config import lora_settings as build
 
-    p = LoraParams()
-    return LoraSettings(**{"r": p.r, "alpha": p.alpha, "dropout": p.dropout, **overrides})
+    return replace(build(LoraParams()), **overrides)
 
 
 def classifier_training(**overrides: Any):
-    """`train.lora:`'s optimisation at its defaults (and `train.seed`) as flows.lora_stages passes it."""
-    from models.lora import ClassifierTraining
+    """`train.lora:`'s optimisation at its defaults, seeded by `train.seed`'s."""
+    from flows.stage_config import classifier_training as build
 
-    p = LoraParams()
-    return ClassifierTraining(**{"steps": p.steps, "batch_size": p.batch_size, "lr": p.lr,
-                                 "weight_decay": p.weight_decay, "seed": TrainParams().seed, **overrides})
+    return replace(build(LoraParams(), TrainParams().seed), **overrides)
 
 
 def evidently_drift_params(**overrides: Any):

@@ -165,8 +165,18 @@ def test_the_entry_point_fine_tunes_official_kind_weights_with_lora_on_two_proce
 
 def test_the_entry_point_names_a_bad_lora_field_and_a_missing_checkpoint(tmp_path: Path) -> None:
     save_training_data(official_kind_data(), tmp_path / "pairs.npz")
-    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"), "--lora", '{"rank": 8}'], {})
+    (tmp_path / "train.json").write_text(json.dumps(dataclasses.asdict(FINETUNE)))
+    common = ["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"), "--train-config", str(tmp_path / "train.json")]
+    done = run_entry([*common, "--lora", '{"rank": 8}'], {})
     assert done.returncode != 0 and "rank" in done.stderr and "fields are r, alpha" in done.stderr
-    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"),
-                      "--init-weights", str(tmp_path / "imagebind_huge.pth")], {})
+    done = run_entry([*common, "--init-weights", str(tmp_path / "imagebind_huge.pth")], {})
     assert done.returncode != 0 and "imagebind_huge.pth: no such file" in done.stderr
+
+
+def test_the_entry_point_names_the_train_fields_a_config_leaves_out(tmp_path: Path) -> None:
+    """TrainConfig's params-backed fields have no default of their own (flows/settings.py holds them)."""
+    save_training_data(official_kind_data(), tmp_path / "pairs.npz")
+    (tmp_path / "train.json").write_text(json.dumps({"seed": 1}))
+    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"),
+                      "--train-config", str(tmp_path / "train.json")], {})
+    assert done.returncode != 0 and "batch_size" in done.stderr and "flywheel params --defaults" in done.stderr
