@@ -97,8 +97,8 @@ def measure(batch: Path, work: Path) -> dict:
     from features.transform import compute_sample_features
     from features.validate import validate_rows
     from flows.settings import load_settings
-    from flows.stage_config import clean_params, validate_params
-    from models.inputs import InputSpec, save_model_input_shards
+    from flows.stage_config import clean_params, input_spec, validate_params
+    from models.inputs import save_model_input_shards
 
     settings = load_settings(work / "home", PROJECT / "params.yaml")  # the digits example's task and stage params
 
@@ -119,7 +119,7 @@ def measure(batch: Path, work: Path) -> dict:
     outcome = timed("validate", validate_rows, cleaned.rows, work / "gx", validate_params(settings), ingested.batch_id)
     accepted = cleaned.rows[~cleaned.rows["sample_id"].isin(outcome.failed)]
     timed("transform", compute_sample_features, cleaned.batch_dir, accepted, ingested.batch_id)
-    timed("model_inputs", save_model_input_shards, work / "inputs", cleaned.batch_dir, accepted, InputSpec())
+    timed("model_inputs", save_model_input_shards, work / "inputs", cleaned.batch_dir, accepted, input_spec(settings))
     rows = ingested.report.rows_in
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},

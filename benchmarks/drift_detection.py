@@ -32,7 +32,6 @@ import pandas as pd  # noqa: E402
 from examples.digits.demo import DRIFT_KINDS, generate_demo_batch  # noqa: E402
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
 from flows.settings import load_params  # noqa: E402
-from models.inputs import InputSpec  # noqa: E402
 from monitoring.checks import CheckParams, MonitorData, run_checks  # noqa: E402
 from monitoring.drift_quality import prepare_window, train_reference_model, zero_shot_accuracy  # noqa: E402
 from monitoring.observations import build_monitor_data  # noqa: E402
@@ -96,13 +95,14 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="*", default=list(DRIFT_KINDS))
     parser.add_argument("--params", type=Path, default=PROJECT / "params.yaml")
     args = parser.parse_args()
-    from flows.settings import build_task
+    from flows.settings import load_settings
+    from flows.stage_config import clean_params, input_spec
     from models.text import encode_class_prompts
 
     started = time.perf_counter()
-    params, spec = check_params_from(args.params), InputSpec()
-    task = build_task(load_params(args.params), args.params)
-    task_prompts = task.prompts
+    settings = load_settings(params_path=args.params)  # the project's task, clean and transform sections
+    params, spec, clean = check_params_from(args.params), input_spec(settings), clean_params(settings)
+    task_prompts = settings.task.prompts
     model_config, train_config = champion_recipe(args.params)
     out: dict = {"samples": args.samples, "reference_samples": args.reference_samples,
                  "clean_seed_start": args.clean_seed_start,
@@ -112,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         generate_demo_batch(root / "landing-ref", samples=args.reference_samples, seed=1000)
-        features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, task)
+        features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, clean)
         trained = time.perf_counter()
         model, prompts = train_reference_model(inputs, labels, model_config, train_config), encode_class_prompts(task_prompts)
         out["champion"]["train_seconds"] = round(time.perf_counter() - trained, 1)
@@ -122,7 +122,7 @@ def main() -> None:
 
         def judge(name: str, seed: int, drift: str | None) -> dict:
             generate_demo_batch(root / name, samples=args.samples, seed=seed, drift=drift)
-            features, inputs, labels = prepare_window(root / name, root / "lake", spec, task)
+            features, inputs, labels = prepare_window(root / name, root / "lake", spec, clean)
             current = build_monitor_data(features, inputs, model, prompts, labels)
             return detect(reference, current, params)
 

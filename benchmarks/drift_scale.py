@@ -23,6 +23,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from flows.settings import MonitorParams  # noqa: E402
 from monitoring.drift import DriftParams, compute_drift  # noqa: E402
 from monitoring.fast_drift import compute_column_drift_fast  # noqa: E402
 
@@ -84,7 +85,10 @@ def run_fast(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[dict, floa
 
 def run_preset(reference: pd.DataFrame, current: pd.DataFrame) -> tuple[dict, float]:
     started = time.perf_counter()
-    result = compute_drift(reference, current, NUMERICAL, CATEGORICAL, DriftParams())
+    m = MonitorParams()  # Evidently alone: its own per-method thresholds, no fast path, no noise floor
+    params = DriftParams(drift_share=m.drift_share, column_threshold=None, fast_path_rows=None,
+                         report_rows=m.report_rows, noise_sigmas=None)
+    result = compute_drift(reference, current, NUMERICAL, CATEGORICAL, params)
     return result.per_column, time.perf_counter() - started
 
 

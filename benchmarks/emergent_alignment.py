@@ -51,7 +51,9 @@ from models.evaluate import EvalData, evaluate_model  # noqa: E402
 from models.imagebind import TEXT, VISION, ImageBindConfig  # noqa: E402
 from models.retrieval import evaluate_retrieval  # noqa: E402
 from models.text import encode_class_prompts, encode_texts  # noqa: E402
-from models.train import TrainConfig, TrainingData, train_imagebind  # noqa: E402
+from flows.settings import TrainParams  # noqa: E402
+from flows.stage_config import train_config  # noqa: E402
+from models.train import TrainingData, train_imagebind  # noqa: E402
 from models.transforms import image_to_input, prepare_waveform, waveform_to_log_mel  # noqa: E402
 
 EXAMPLE_PARAMS = Path(__file__).resolve().parents[1] / "examples" / "digits" / "params.yaml"
@@ -127,7 +129,7 @@ def run_variant(anchor: str, train: TrainingData, voices: EvalData, golden: Eval
 
     last[0] = time.perf_counter()
     cpu_before = time.process_time()  # CPU seconds of this process: what a busy shared machine does not inflate
-    result = train_imagebind(train, config, TrainConfig(seed=seed, audio_anchor=anchor), on_epoch=on_epoch)
+    result = train_imagebind(train, config, train_config(TrainParams(seed=seed), audio_anchor=anchor), on_epoch=on_epoch)
     cpu_seconds = time.process_time() - cpu_before
     on_voices = evaluate_model(result.model, voices, prompt_emb)
     on_images = evaluate_model(result.model, golden, prompt_emb)
@@ -193,7 +195,7 @@ def main() -> None:
         "paper_esc50_top1": PAPER, "held_out_voices": list(HELD_OUT_VOICES),
         "rows": {"train": len(train), "train_labelled": int((train.label >= 0).sum()),
                  "held_out_voices": len(voices.label), "held_out_images": len(golden.label)},
-        "data_seconds": data_seconds, "train_config": asdict(TrainConfig(seed=args.seed)),
+        "data_seconds": data_seconds, "train_config": asdict(train_config(TrainParams(seed=args.seed))),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_1m": os.getloadavg()[0]},
     }

@@ -48,6 +48,8 @@ from models.evaluate import EvalData, evaluate_model  # noqa: E402
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig  # noqa: E402
 from models.lora import LoraSettings, add_imagebind_lora, count_parameters, merge_lora  # noqa: E402
 from models.losses import pair_loss  # noqa: E402
+from flows.settings import TrainParams  # noqa: E402
+from flows.stage_config import train_config as shipped_recipe  # noqa: E402
 from models.train import TrainConfig, TrainingData, train_imagebind  # noqa: E402
 
 TOWERS = (VISION, TEXT, AUDIO)  # the towers fine-tuned in the huge check (ImageBind-LoRA's choice)
@@ -240,9 +242,9 @@ def run(args: argparse.Namespace) -> None:
             text_num_heads=2, audio_embed_dim=64, audio_num_blocks=2, audio_num_heads=2, depth_embed_dim=32,
             depth_num_blocks=1, depth_num_heads=2, thermal_embed_dim=32, thermal_num_blocks=1, thermal_num_heads=2,
             imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2, out_embed_dim=32)
-        steps, warmup, train_config = 2, 1, TrainConfig(epochs_stage1=1, epochs_stage2=1)
+        steps, warmup, train_config = 2, 1, shipped_recipe(TrainParams(epochs_stage1=1, epochs_stage2=1))
     else:
-        huge_config, steps, warmup, train_config = ImageBindConfig.huge(), args.steps, args.warmup, TrainConfig()
+        huge_config, steps, warmup, train_config = ImageBindConfig.huge(), args.steps, args.warmup, shipped_recipe(TrainParams())
     report["huge"] = huge_check(huge_config, args.batch, steps, warmup, device)
     if args.arrays is not None:
         with np.load(args.arrays) as handle:

@@ -36,11 +36,11 @@ import torch
 from torch import nn
 
 from examples.digits.demo import GENERIC_CAPTIONS, generate_demo_batch
-from flows.settings import load_params
+from flows.settings import LoraParams, TrainParams, load_params
+from flows.stage_config import classifier_training, lora_settings
 from models.lora import (
     MINILM,
     ClassifierTraining,
-    LoraSettings,
     add_text_lora,
     build_caption_classifier,
     count_parameters,
@@ -67,7 +67,7 @@ def _freeze_encoder(model: nn.Module) -> nn.Module:
 
 
 def _add_lora(model: nn.Module) -> nn.Module:
-    return add_text_lora(model, LoraSettings())
+    return add_text_lora(model, lora_settings(LoraParams()))
 
 
 def _train_everything(model: nn.Module) -> nn.Module:
@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: "<method>:<captions.json>"
     args = parser.parse_args()
-    training = ClassifierTraining(steps=args.steps, batch_size=args.batch_size)
+    training = classifier_training(LoraParams(steps=args.steps, batch_size=args.batch_size), TrainParams().seed)
 
     if args.child:
         method, data = args.child.split(":", 1)
@@ -242,7 +242,7 @@ def main() -> None:
         "task": "caption -> digit, MiniLM (all-MiniLM-L6-v2) mean-pooled + linear head",
         "steps": args.steps,
         "batch_size": args.batch_size,
-        "lora": {**asdict(LoraSettings()), "target_modules": list(LoraSettings().targets_for(MINILM))},
+        "lora": {**asdict(lora_settings(LoraParams())), "target_modules": list(lora_settings(LoraParams()).targets_for(MINILM))},
         "rows": {k: len(v["captions"]) for k, v in sets.items()},
         "heldout_captions_seen_in_training": round(
             sum(c in train_captions for c in sets["heldout"]["captions"]) / len(sets["heldout"]["captions"]), 3),

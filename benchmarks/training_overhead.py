@@ -36,6 +36,8 @@ sys.path.insert(0, str(PROJECT))
 from models.checkpoints import capture_rng_state, save_checkpoint  # noqa: E402
 from models.imagebind import AUDIO, TEXT, VISION, ImageBind, ImageBindConfig  # noqa: E402
 from models.losses import pair_loss  # noqa: E402
+from flows.settings import TrainParams  # noqa: E402
+from flows.stage_config import train_config  # noqa: E402
 from models.train import (  # noqa: E402
     TrainConfig,
     TrainingData,
@@ -143,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model_config = ImageBindConfig()
-    config = TrainConfig(epochs_stage1=args.epochs, epochs_stage2=args.epochs, device="cpu")
+    config = train_config(TrainParams(epochs_stage1=args.epochs, epochs_stage2=args.epochs), device="cpu")
     data = make_data(args.rows, model_config)
     *_, reference = run_once("loop", data, model_config, config)  # warm-up, and the weights to match
     *_, bare = run_once("bare", data, model_config, config)

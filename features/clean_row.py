@@ -40,14 +40,17 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 @dataclass(frozen=True)
 class CleanParams:
+    """Decoding limits of the clean stage; the values come from params.yaml's `clean:` (whose defaults and
+    reasons live in flows/settings.py, declared once) and the task."""
+
     task: Task  # the classes a manifest label must name, and the image channels kept
-    sample_rate: int = 16000
-    max_image_pixels: int = 4_000_000
-    max_audio_seconds: float = 30.0
-    silence_db: float = 40.0
+    sample_rate: int
+    max_image_pixels: int
+    max_audio_seconds: float
+    silence_db: float
+    near_duplicate_bits: int  # images whose 64-bit dHashes differ in at most this many bits match; -1: off
+    max_sensor_values: int  # values in one .npy sensor array, read from its header before loading
     workers: int = 4  # decoding threads; Pillow, soundfile and numpy release the GIL
-    near_duplicate_bits: int = 4  # images whose 64-bit dHashes differ in at most this many bits match; -1: off
-    max_sensor_values: int = 16_000_000  # values in one .npy sensor array, read from its header before loading
 
     def __post_init__(self) -> None:
         if not -1 <= self.near_duplicate_bits < 64:

@@ -44,27 +44,26 @@ FEATURE_RANGES: dict[str, tuple[float | None, float | None]] = {
 
 @dataclass(frozen=True)
 class ValidateParams:
-    """Bounds of the clean rows suites; one object per run, built from params.yaml and the task."""
+    """Bounds of the clean rows suites; one object per run, built from params.yaml's `validate:` (whose
+    defaults and reasons live in flows/settings.py, declared once) and the task."""
 
     n_classes: int  # the task's classes: a label is a class index 0..n_classes-1
-    languages: tuple[str, ...] | None = None  # the task's caption languages; None: no language expectation
-    min_audio_seconds: float = 0.1  # shorter clips hold no speech
-    max_audio_seconds: float = 10.0  # longer clips are recordings gone wrong
-    min_image_side: int = 8  # the model's input size; smaller images cannot be upscaled honestly
-    min_image_contrast: float = 0.02  # pixel std / 255; below this the image is blank
-    max_caption_chars: int = 500  # longer captions are pasted documents, not captions
-    max_bad_row_share: float = 0.2  # batch-level: more failing rows than this stops the run
-    min_batch_rows_factor: float = 0.2  # fewer rows than this x the median reference batch: a partial upload
-    max_batch_rows_factor: float = 5.0  # more than this x the median: a duplicated or mixed-up source
-    max_mean_shift_stds: float = 3.0  # batch mean this many reference stds off: its average row is an outlier
-    min_mean_shift_share: float = 0.05  # that allowance is at least this share of |reference mean| (constant columns)
-    tolerance_sigmas: float = 3.0  # standard errors of sampling noise allowed on top, for means and null shares
-    null_share_tolerance: float = 0.1  # extra share of nulls allowed in a column beyond the reference's
-    distribution_columns: tuple[str, ...] = (  # numeric columns whose batch mean is bounded
-        "image_contrast", "audio_seconds", "audio_peak", "audio_rms_db", "caption_chars",
-    )
-    min_reference_rows: int = 100  # a thinner reference bounds nothing reliably: reference checks skipped
-    reference_batches: int = 10  # the latest accepted batches that make up the reference
+    languages: tuple[str, ...] | None  # the task's caption languages; None: no language expectation
+    min_audio_seconds: float
+    max_audio_seconds: float
+    min_image_side: int
+    min_image_contrast: float  # pixel std / 255
+    max_caption_chars: int
+    max_bad_row_share: float  # batch-level: more failing rows than this stops the run
+    min_batch_rows_factor: float  # fewer rows than this x the median reference batch
+    max_batch_rows_factor: float  # more than this x the median
+    max_mean_shift_stds: float  # a batch mean this many reference stds off
+    min_mean_shift_share: float  # that allowance is at least this share of |reference mean| (constant columns)
+    tolerance_sigmas: float  # standard errors of sampling noise allowed on top, for means and null shares
+    null_share_tolerance: float  # extra share of nulls allowed in a column beyond the reference's
+    distribution_columns: tuple[str, ...]  # numeric columns whose batch mean is bounded
+    min_reference_rows: int  # a thinner reference bounds nothing: reference checks skipped
+    reference_batches: int  # the latest accepted batches that make up the reference
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_bad_row_share <= 1.0:

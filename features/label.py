@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -66,9 +66,11 @@ class ModelVotes:
 
 @dataclass(frozen=True)
 class LabelParams:
-    min_model_confidence: float = 0.5  # a model vote less sure than this abstains
-    review_threshold: float = 0.7  # label-model rows less confident than this go to human review
-    model: LabelModelParams = field(default_factory=LabelModelParams)
+    """params.yaml's `label:` thresholds (defaults and reasons: flows/settings.py)."""
+
+    min_model_confidence: float  # a model vote less sure than this abstains
+    review_threshold: float  # label-model rows less confident than this go to human review
+    model: LabelModelParams
 
     def __post_init__(self) -> None:
         for name in ("min_model_confidence", "review_threshold"):
@@ -145,8 +147,8 @@ def build_votes(
 def build_labels(
     rows: pd.DataFrame,
     task: Task,
-    model_votes: ModelVotes | None = None,
-    params: LabelParams = LabelParams(),
+    model_votes: ModelVotes | None,
+    params: LabelParams,
     functions: Sequence[LabellingFunction] = (),
 ) -> tuple[pd.DataFrame, LabelStats]:
     """Labels table for the feature store and its statistics.

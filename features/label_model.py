@@ -26,9 +26,11 @@ ABSTAIN = -1
 
 @dataclass(frozen=True)
 class LabelModelParams:
-    prior_accuracy: float = 0.7  # accuracy assumed for an LF that never meets a human label (Beta prior mean)
-    prior_strength: float = 2.0  # the prior counts as this many checked votes, so 3 of 3 right gives 0.88, not 1.0
-    heldout_folds: int = 5  # k of the k-fold held-out check on the human-labelled rows (fewer rows: leave-one-out)
+    """params.yaml's `label:` prior and held-out check (defaults and reasons: flows/settings.py)."""
+
+    prior_accuracy: float  # accuracy assumed for an LF that never meets a human label (Beta prior mean)
+    prior_strength: float  # the prior counts as this many checked votes
+    heldout_folds: int  # k of the k-fold held-out check on the human-labelled rows (fewer rows: leave-one-out)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.prior_accuracy < 1.0:
@@ -84,7 +86,7 @@ def fit_label_model(
     reference: np.ndarray,
     names: tuple[str, ...],
     n_classes: int,
-    params: LabelModelParams = LabelModelParams(),
+    params: LabelModelParams,
 ) -> LabelModel:
     """Estimate each LF's accuracy on the rows where `reference` (human labels, ABSTAIN = none) is set;
     votes and reference are class indices 0..n_classes-1 (the task's classes).
@@ -109,7 +111,7 @@ def evaluate_heldout(
     reference: np.ndarray,
     names: tuple[str, ...],
     n_classes: int,
-    params: LabelModelParams = LabelModelParams(),
+    params: LabelModelParams,
 ) -> tuple[float | None, float | None]:
     """K-fold check on the human-labelled rows: fit without a fold's labels, predict the fold from the
     LF votes alone, compare with its human labels. Returns (accuracy on the rows the model labels,

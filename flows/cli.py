@@ -17,7 +17,7 @@ import typer  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from flows.cli_admin import quarantine_app, review_app, server_app  # noqa: E402
+from flows.cli_admin import quarantine_app, review_app, server_app, show_params  # noqa: E402
 from flows.cli_common import (  # noqa: E402
     HOME_OPTION,
     PARAMS_OPTION,
@@ -43,6 +43,7 @@ app.command("models")(models)
 app.command("schedule")(schedule)
 app.command("retrain")(retrain)
 app.command("monitor")(monitor)
+app.command("params")(show_params)
 
 
 GENERATOR_FORM = "module.path:function"  # how params.yaml names demo.generator

@@ -1,5 +1,5 @@
-"""`flywheel quarantine|review|server`: looking after the quarantine, the label review queue and the
-local Prefect server."""
+"""`flywheel quarantine|review|server|params`: looking after the quarantine, the label review queue and the
+local Prefect server, and showing the effective params."""
 
 from __future__ import annotations
 
@@ -152,3 +152,20 @@ def server_status(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = P
     url = find_running_server(cli_settings(home, params).paths.prefect)
     console.print(f"running: {url}" if url else "not running (runs start an ephemeral API)")
     raise typer.Exit(0 if url else 1)
+
+
+def show_params(
+    defaults: bool = typer.Option(False, "--defaults", help="the code's defaults alone, not a params file's values"),
+    params: Optional[Path] = PARAMS_OPTION,
+) -> None:
+    """The effective params as YAML, every entry with its comment: the params file over the code's
+    defaults, so every knob shows without a params.yaml restating it (--defaults: the defaults alone)."""
+    from flows.params_text import render_defaults, render_params
+    from flows.settings import EnvSettings, load_params
+
+    if defaults:
+        typer.echo(render_defaults(), nl=False)
+        return
+    with exit_on_user_error("configuration error", FileNotFoundError, ValueError):
+        loaded = load_params(params or EnvSettings().params)
+    typer.echo(render_params(loaded), nl=False)

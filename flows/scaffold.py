@@ -1,8 +1,8 @@
 """`flywheel init DIR`: a new project folder with a params.yaml to fill in, a landing folder and a README.
 
-The params file is generated from the defaults in flows/settings.py (declared there once), with a
-commented `task:` section on top, the one thing no default can supply, and the gate's starting
-thresholds (the gate needs at least one).
+The params file holds what a project must set: a commented `task:` section, the one thing no default
+can supply, and the gate's starting thresholds (the gate needs at least one). Every other entry keeps
+its default from flows/settings.py (declared there once); `flywheel params --defaults` lists them.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
-from flows.settings import Params
+from flows.params_text import SECTION_NOTES
 
 TASK_TEMPLATE = """\
-# flywheel project. Fill in the task below and uncomment it (remove the leading "# "); every other
-# entry is the default from flows/settings.py, written out so you can see and tune it
-# (docs/reference/configuration.md says what each one does).
+# flywheel project. Fill in the task below and uncomment it (remove the leading "# "). Every entry
+# not written here takes its default from flows/settings.py: `flywheel params --defaults` prints them
+# all with their reasons, `flywheel params` what this file makes of them. Write here only what you change.
 #
 # task:                            # what the model learns: the one section without defaults
 #   classes: [cat, dog]            # class names, in the order of the model's scores (two or more); manifest labels name them
@@ -29,23 +29,6 @@ TASK_TEMPLATE = """\
 #   languages: null                # accepted caption languages, e.g. [en, de]; null: no language check
 #   image_channels: 1              # 1: grayscale; 3: RGB
 """
-
-# One line above each generated section; a section missing here gets none.
-SECTION_NOTES: dict[str, str] = {
-    "registry": "the MLflow registered model; null: flywheel-<train.family>",
-    "demo": "`flywheel demo-data`: your own generator of landing batches, as module:function (optional)",
-    "clean": "decoding limits: audio rate, image and audio size caps, near-duplicate distance",
-    "validate": "row and batch expectations; a breach stops the run",
-    "transform": "model inputs: image side, log-mel bins, audio frames",
-    "label": "your labelling functions (module:function, row -> class name or None) and the label model",
-    "train": "the model family (imagebind, lora, a plug-in's name or an import path module:Family) and its training",
-    "gate": "a challenger becomes champion only if it passes these on the golden batch; tune them to your task",
-    "monitor": "drift of each new batch against the champion's training window",
-    "serve": "the model API (`flywheel serve-model`)",
-    "alerts": "drift and rejection alerts (Apprise URLs)",
-    "retrain": "when drift retrains",
-    "schedule": "`flywheel schedule` cron entries",
-}
 
 # The gate refuses to judge without a threshold; these are starting points to tune, not defaults, for the
 # default family (gate.families.imagebind): the zero-shot image accuracy on the golden batch, the per-item
@@ -68,7 +51,7 @@ A flywheel project. What goes where:
 - `data/golden/`: the golden batch, a landing batch whose every row is labelled. The gate measures every
   challenger on it; keep it fixed.
 - `params.yaml`: fill in the `task:` section (classes, prompts, golden, slices, languages,
-  image_channels) and uncomment it; everything else has a working default.
+  image_channels) and uncomment it; everything else has a working default (`flywheel params --defaults`).
 
 Then run the lifecycle on a batch:
 
@@ -93,18 +76,9 @@ class Scaffold:
 
 
 def build_params_text() -> str:
-    """params.yaml for a new project: the task template, then every other section at its default."""
-    sections = []
-    for name, field in Params.model_fields.items():
-        if name == "task":
-            continue
-        key = field.alias or name
-        values = field.get_default(call_default_factory=True).model_dump(mode="json", by_alias=True)
-        if key == "gate":
-            values["families"] = {"imagebind": {"thresholds": STARTING_GATE_THRESHOLDS, "slices": {}}}
-        note = f"# {SECTION_NOTES[key]}\n" if key in SECTION_NOTES else ""
-        sections.append(note + yaml.safe_dump({key: values}, sort_keys=False, allow_unicode=True))
-    return TASK_TEMPLATE + "\n" + "\n".join(sections)
+    """params.yaml for a new project: the task template and the gate's starting thresholds, nothing else."""
+    gate = yaml.safe_dump({"gate": {"families": {"imagebind": {"thresholds": STARTING_GATE_THRESHOLDS}}}}, sort_keys=False)
+    return f"{TASK_TEMPLATE}\n# {SECTION_NOTES['gate']}\n{gate}"
 
 
 def write_scaffold(folder: Path, force: bool = False) -> Scaffold:

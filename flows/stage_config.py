@@ -7,7 +7,7 @@ from features.expectations import ValidateParams
 from features.label import LabelParams, is_built_in_lf_name
 from features.label_functions import LabellingFunction, load_labelling_functions
 from features.label_model import LabelModelParams
-from flows.settings import Settings
+from flows.settings import ImageBindLoraParams, LoraParams, Settings, TrainParams
 from models.gate import GatePolicy, MetricThreshold
 from models.inputs import InputSpec
 
@@ -34,6 +34,32 @@ def label_params(settings: Settings) -> LabelParams:
     p = settings.params.label
     return LabelParams(p.min_model_confidence, p.review_threshold,
                        LabelModelParams(p.prior_accuracy, p.prior_strength, p.heldout_folds))
+
+
+def train_config(train: TrainParams, **run: object):
+    """`train:` as the imagebind family's TrainConfig; `run` sets the fields params.yaml has no say in
+    (checkpoint_dir, device, ...)."""
+    from models.train import TrainConfig
+
+    return TrainConfig(seed=train.seed, batch_size=train.batch_size, epochs_stage1=train.epochs_stage1,
+                       epochs_stage2=train.epochs_stage2, lr=train.lr, weight_decay=train.weight_decay,
+                       label_aware=train.label_aware, grad_clip=train.grad_clip, **run)  # type: ignore[arg-type]
+
+
+def lora_settings(lora: LoraParams | ImageBindLoraParams):
+    """The adapter of `train.lora` (the lora family: its head always trains) or `train.imagebind_lora`."""
+    from models.lora import LoraSettings
+
+    train_heads = lora.train_heads if isinstance(lora, ImageBindLoraParams) else True
+    return LoraSettings(r=lora.r, alpha=lora.alpha, dropout=lora.dropout, train_heads=train_heads)
+
+
+def classifier_training(lora: LoraParams, seed: int):
+    """`train.lora`'s optimisation, seeded by `train.seed`."""
+    from models.lora import ClassifierTraining
+
+    return ClassifierTraining(steps=lora.steps, batch_size=lora.batch_size, lr=lora.lr,
+                              weight_decay=lora.weight_decay, seed=seed)
 
 
 def labelling_functions(settings: Settings) -> list[LabellingFunction]:

@@ -32,10 +32,13 @@ IMU_CHANNELS = 6  # 3 accelerometer + 3 gyroscope axes, as the clean stage check
 
 @dataclass(frozen=True)
 class InputSpec:
-    image_size: int = 16  # side of the square image input
-    n_mels: int = 40  # log-mel bins
-    audio_frames: int = 100  # 10 ms frames per clip
-    image_channels: int = 1  # 1: grayscale; 3: RGB, colour kept from the file (the task's image_channels)
+    """The model inputs' shapes: params.yaml's `transform:` and the task's image channels (defaults and
+    reasons: flows/settings.py); the sensor sizes are this module's own."""
+
+    image_size: int  # side of the square image input
+    n_mels: int  # log-mel bins
+    audio_frames: int  # 10 ms frames per clip
+    image_channels: int  # 1: grayscale; 3: RGB, colour kept from the file (the task's image_channels)
     depth_size: int = 16  # side of the square depth map input
     thermal_size: int = 16  # side of the square thermal map input
     imu_length: int = 160  # samples per IMU series, centre-cropped or zero-padded

@@ -46,9 +46,9 @@ MAX_CAPTION_TOKENS = 64  # a caption is a sentence or two; longer text is trunca
 class LoraSettings:
     """What to adapt and how; validated on construction so bad config stops at start-up."""
 
-    r: int = 8  # rank of the update B @ A; 8 keeps MiniLM's trainable share near 0.3 %
-    alpha: float = 16.0  # update scaled by alpha / r, so changing r keeps the step size
-    dropout: float = 0.05  # dropout on the adapter's input (the base path is untouched)
+    r: int  # rank of the update B @ A (params.yaml's train.lora / train.imagebind_lora, as all three)
+    alpha: float  # update scaled by alpha / r, so changing r keeps the step size
+    dropout: float  # dropout on the adapter's input (the base path is untouched)
     target_modules: tuple[str, ...] | None = None  # module names; None: the tower's ATTENTION_TARGETS
     train_heads: bool = True  # also train the heads on top (classifier head, ImageBind heads)
 
@@ -221,13 +221,14 @@ def _block_module_names(model: ImageBind, modality: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ClassifierTraining:
-    """A short fine-tune: fixed seed, AdamW over whatever requires grad."""
+    """A short fine-tune: fixed seed, AdamW over whatever requires grad; params.yaml's train.lora and
+    train.seed (defaults and reasons: flows/settings.py)."""
 
-    steps: int = 60  # optimiser steps
-    batch_size: int = 32  # captions per step
-    lr: float = 2e-3  # suits adapters and a fresh head; full fine-tuning wants ~1e-4
-    weight_decay: float = 0.01  # AdamW decoupled decay
-    seed: int = 0  # batch order and adapter dropout
+    steps: int  # optimiser steps
+    batch_size: int  # captions per step
+    lr: float  # AdamW; adapters and a fresh head want more than full fine-tuning's ~1e-4
+    weight_decay: float  # AdamW decoupled decay
+    seed: int  # batch order and adapter dropout
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):

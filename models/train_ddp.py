@@ -1,20 +1,22 @@
 """Train ImageBind from an .npz of training arrays, in one process or many (torchrun).
 
-    python -m models.train_ddp --data train.npz --out run/
-    torchrun --standalone --nproc-per-node 2 -m models.train_ddp --data train.npz --out run/
+    python -m models.train_ddp --data train.npz --train-config train.json --out run/
+    torchrun --standalone --nproc-per-node 2 -m models.train_ddp --data train.npz --train-config train.json --out run/
 
 The same command serves both: under torchrun it joins the process group (gloo on the CPU,
 NCCL on CUDA, one GPU per local rank) and every process trains on its share of each global
 batch. Rank 0 writes `run/checkpoints/last.pt` each epoch, then `run/model/` (see
 `models.artifacts`) and `run/history.json`. Running the command again resumes from the
 checkpoint. The .npz holds `image`, `audio`, `text_emb` and `label` (see `TrainingData`);
-`--model-config` and `--train-config` are JSON files of `ImageBindConfig` / `TrainConfig`
-fields (defaults: the demo's); `--model-config huge` is Meta's `imagebind_huge`.
+`--model-config` is a JSON file of `ImageBindConfig` fields (default: the demo's) or `huge`, Meta's
+`imagebind_huge`; `--train-config` a JSON file of `TrainConfig` fields, at least those of params.yaml's
+`train:` (`flywheel params --defaults` prints them: seed, batch_size, epochs_stage1, epochs_stage2, lr,
+weight_decay, label_aware, grad_clip).
 
 Fine-tuning official weights with LoRA on a GPU, tracked in MLflow (MLFLOW_TRACKING_URI):
 
-    torchrun --standalone --nproc-per-node 8 -m models.train_ddp --data pairs.npz --out run/ \
-        --model-config huge --init-weights imagebind_huge.pth --lora '{"r": 8, "alpha": 16}' \
+    torchrun --standalone --nproc-per-node 8 -m models.train_ddp --data pairs.npz --train-config train.json --out run/ \
+        --model-config huge --init-weights imagebind_huge.pth --lora '{"r": 8, "alpha": 16, "dropout": 0.0}' \
         --track imagebind-lora
 
 With `--init-weights` the .npz holds the official inputs: `image` (N, 3, 224, 224), `audio`
@@ -65,6 +67,14 @@ def _read_json(path: Path | None) -> dict:
     return {} if path is None else json.loads(path.read_text())
 
 
+def train_config_from(path: Path) -> TrainConfig:
+    """TrainConfig from a JSON file; a missing or unknown field stops here, naming it."""
+    try:
+        return TrainConfig(**_read_json(path))
+    except TypeError as err:
+        raise SystemExit(f"--train-config {path}: {err}; `flywheel params --defaults` prints the train: values") from err
+
+
 def model_config_from(arg: str | None) -> ImageBindConfig:
     """`huge`, a JSON file of ImageBindConfig fields (over the demo defaults), or None: the demo's."""
     if arg == "huge":
@@ -85,7 +95,7 @@ def lora_from(arg: str | None) -> LoraSettings | None:
     try:
         return LoraSettings(**fields)
     except TypeError as err:  # an unknown field name
-        raise SystemExit(f"--lora: {err}; fields are r, alpha, dropout, target_modules, train_heads") from err
+        raise SystemExit(f"--lora: {err}; fields are r, alpha, dropout (required), target_modules, train_heads") from err
 
 
 def load_weights(path: Path | None) -> dict[str, torch.Tensor] | None:
@@ -101,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help=".npz with image, audio, text_emb, label")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints/, model/, history.json")
     parser.add_argument("--model-config", help="JSON file of ImageBindConfig fields, or 'huge' (Meta's imagebind_huge)")
-    parser.add_argument("--train-config", type=Path, help="JSON of TrainConfig fields")
+    parser.add_argument("--train-config", type=Path, required=True,
+                        help="JSON of TrainConfig fields (at least params.yaml's train: ones)")
     parser.add_argument("--init-weights", type=Path, help="state_dict to start from (e.g. imagebind_huge.pth), loaded strictly")
     parser.add_argument("--lora", help='LoRA on the trained towers\' trunks: inline JSON or a file, e.g. \'{"r": 8}\'')
     parser.add_argument("--track", metavar="EXPERIMENT", help="log params, step and epoch metrics, system metrics "
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         model_config = model_config_from(args.model_config)
-        train_config = replace(TrainConfig(**_read_json(args.train_config)), checkpoint_dir=str(args.out / "checkpoints"))
+        train_config = replace(train_config_from(args.train_config), checkpoint_dir=str(args.out / "checkpoints"))
         data = load_training_data(args.data)
         main_process = not distributed or dist.get_rank() == 0
         with ExitStack() as stack:

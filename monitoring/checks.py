@@ -44,9 +44,11 @@ class MonitorData:
 
 @dataclass(frozen=True)
 class CheckParams:
-    drift: DriftParams = DriftParams(distance_methods=True, fast_path_rows=100_000, noise_sigmas=3.5)
-    model: ModelDriftParams = ModelDriftParams()
-    quality: QualityParams = QualityParams()
+    """Every check's thresholds, built once from params.yaml's `monitor:`."""
+
+    drift: DriftParams
+    model: ModelDriftParams
+    quality: QualityParams
 
 
 @dataclass

@@ -32,21 +32,22 @@ _VERDICTS = {"FAIL": True, "SUCCESS": False}  # Evidently's drift tests fail whe
 
 @dataclass(frozen=True)
 class DriftParams:
-    """When a batch counts as drifted; built once from params.yaml."""
+    """When a batch counts as drifted; built once from params.yaml's `monitor:` (defaults and reasons:
+    flows/settings.py), where the fields without a default come from."""
 
-    drift_share: float = 0.5  # dataset drift when at least this share of columns drift
+    drift_share: float  # dataset drift when at least this share of columns drift
     # None: Evidently's per-method default (0.05 for p-values, 0.1 for distances). A number is
     # applied to whatever method Evidently picks, so it means a p-value below 1,000 reference
     # rows and a distance above.
-    column_threshold: float | None = None
-    distance_methods: bool = False  # Wasserstein / Jensen-Shannon at every size (see the module docstring)
-    fast_path_rows: int | None = None  # at least this many rows on both sides: numpy verdicts (None: never)
-    report_rows: int = 20_000  # rows per side of the Evidently snapshot on the fast path
-    seed: int = 0  # of that sample
+    column_threshold: float | None
+    fast_path_rows: int | None  # at least this many rows on both sides: numpy verdicts (None: never)
+    report_rows: int  # rows per side of the Evidently snapshot on the fast path
     # A column's threshold is at least this many x sqrt(1/n_ref + 1/n_cur) (non-null rows): the sampling
     # noise of both distances is of that order, ~0.1 for 300 vs 600 rows, so small batches would flag
     # unchanged columns at 0.1. Above ~2,000 rows per side it is below 0.1 and changes nothing. None: off.
-    noise_sigmas: float | None = None
+    noise_sigmas: float | None
+    distance_methods: bool = False  # Wasserstein / Jensen-Shannon at every size (see the module docstring)
+    seed: int = 0  # of that sample
 
     def __post_init__(self) -> None:
         if not 0.0 < self.drift_share <= 1.0:

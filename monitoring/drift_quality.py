@@ -15,35 +15,34 @@ import pandas as pd
 
 from features.clean import CleanParams, clean_batch
 from features.ingest import ingest_batch
-from features.task import Task
 from features.transform import compute_sample_features
 from models.inputs import InputSpec, ModelInputs, build_model_inputs
 
 
-def prepare_window(landing: Path, work: Path, spec: InputSpec, task: Task) -> tuple[pd.DataFrame, ModelInputs, pd.Series]:
-    """Ingest and clean a landing batch under `task`; its features, model inputs and human labels (class indices)."""
+def prepare_window(landing: Path, work: Path, spec: InputSpec,
+                   clean: CleanParams) -> tuple[pd.DataFrame, ModelInputs, pd.Series]:
+    """Ingest and clean a landing batch under `clean.task`; its features, model inputs and human labels
+    (class indices)."""
     raw = ingest_batch(landing, work / "raw")
-    cleaned = clean_batch(raw.batch_dir, work / "clean", CleanParams(task=task))
+    cleaned = clean_batch(raw.batch_dir, work / "clean", clean)
     rows = cleaned.rows
     features = compute_sample_features(cleaned.batch_dir, rows, raw.batch_id)
     labels = rows.set_index("sample_id")["label"].dropna().astype(float)
     return features, build_model_inputs(cleaned.batch_dir, rows, spec), labels
 
 
-def train_reference_model(inputs: ModelInputs, labels: pd.Series, model_config=None, train_config=None):
-    """An ImageBind trained on the reference window's complete rows (image <-> caption, audio -> image).
-
-    Defaults: the models' own config defaults (the shipped recipe's epochs, 40 + 30).
-    """
+def train_reference_model(inputs: ModelInputs, labels: pd.Series, model_config, train_config):
+    """An ImageBind trained on the reference window's complete rows (image <-> caption, audio -> image),
+    with `train_config` (a TrainConfig) and `model_config` (an ImageBindConfig; None: its defaults)."""
     from models.imagebind import ImageBindConfig
     from models.text import encode_texts
-    from models.train import TrainConfig, TrainingData, train_imagebind
+    from models.train import TrainingData, train_imagebind
 
     keep = np.flatnonzero(inputs.has_image & inputs.has_audio & inputs.has_caption)
     part = inputs.take(keep)
     label = labels.reindex(part.sample_id).fillna(-1).to_numpy(dtype=np.int64)
     data = TrainingData(image=part.image, audio=part.audio, text_emb=encode_texts(list(part.caption)), label=label)
-    return train_imagebind(data, model_config or ImageBindConfig(), train_config or TrainConfig()).model
+    return train_imagebind(data, model_config or ImageBindConfig(), train_config).model
 
 
 def zero_shot_accuracy(model, inputs: ModelInputs, labels: pd.Series, prompt_emb: np.ndarray) -> dict[str, float]:

@@ -34,10 +34,12 @@ PREDICTIONS_TAG = "predictions"  # the tag of a snapshot holding a class mix (th
 
 @dataclass(frozen=True)
 class ModelDriftParams:
-    embedding_threshold: float = 0.015  # MMD^2 (Evidently's default for its mmd method)
-    embedding_max_rows: int = 2000  # rows per side: the kernel matrix is (ref + cur)^2
-    prediction_threshold: float = 0.15  # Jensen-Shannon distance of the class mix
-    min_rows: int = 20  # fewer current rows: the check is skipped, not judged
+    """params.yaml's `monitor:` thresholds of the model checks (defaults and reasons: flows/settings.py)."""
+
+    embedding_threshold: float  # MMD^2
+    embedding_max_rows: int  # rows per side: the kernel matrix is (ref + cur)^2
+    prediction_threshold: float  # Jensen-Shannon distance of the class mix
+    min_rows: int  # fewer current rows: the check is skipped, not judged
     seed: int = 0
 
     def __post_init__(self) -> None:

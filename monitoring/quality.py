@@ -22,11 +22,13 @@ from scipy.stats import norm
 
 @dataclass(frozen=True)
 class QualityParams:
-    max_missing_increase: float = 0.1  # extra share of missing values allowed per feature
-    max_out_of_range_share: float = 0.05  # share of values outside the reference's [min, max]
-    max_accuracy_drop: float = 0.2  # absolute accuracy drop that counts as performance drift ...
-    accuracy_p_value: float = 0.01  # ... when also significant at this level
-    min_labelled_rows: int = 20  # fewer labelled current rows: performance is not judged
+    """params.yaml's `monitor:` data quality and performance bounds (defaults and reasons: flows/settings.py)."""
+
+    max_missing_increase: float  # extra share of missing values allowed per feature
+    max_out_of_range_share: float  # share of values outside the reference's [min, max]
+    max_accuracy_drop: float  # absolute accuracy drop that counts as performance drift ...
+    accuracy_p_value: float  # ... when also significant at this level
+    min_labelled_rows: int  # fewer labelled current rows: performance is not judged
 
     def __post_init__(self) -> None:
         for name in ("max_missing_increase", "max_out_of_range_share", "max_accuracy_drop", "accuracy_p_value"):

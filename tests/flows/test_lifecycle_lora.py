@@ -27,7 +27,7 @@ def write_lora_params(path):
     write_fast_lifecycle_params(path)
     params = yaml.safe_load(path.read_text())
     params["train"]["family"] = "lora"
-    params["train"]["lora"].update(steps=STEPS, min_labelled_rows=10)
+    params["train"].setdefault("lora", {}).update(steps=STEPS, min_labelled_rows=10)
     lora_gate = params["gate"]["families"]["lora"]
     lora_gate["thresholds"] = {name: {**t, "min": 0.0, "max_drop": 1.0} if "min" in t else t
                                for name, t in lora_gate["thresholds"].items()}

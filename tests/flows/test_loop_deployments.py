@@ -10,16 +10,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.conftest import PROJECT, example_params
+from tests.conftest import PROJECT
 from tests.integration.services import free_port
+
+def effective_schedule() -> dict:
+    """params.yaml's `schedule:` over its defaults (the example leaves it at them)."""
+    from flows.settings import load_params
+
+    return load_params(PROJECT / "params.yaml").schedule.model_dump()
+
 
 DEPLOYMENTS = {"flywheel-ingest": "ingest", "flywheel-retrain": "retrain", "flywheel-monitor": "monitor"}
 
 
 def test_prefect_yaml_describes_the_scheduled_deployments_of_params_yaml():
     spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
-    params = example_params()
-    schedule = params["schedule"]
+    schedule = effective_schedule()
     by_name = {d["name"]: d for d in spec["deployments"]}
     assert set(by_name) == set(DEPLOYMENTS)
     for name, key in DEPLOYMENTS.items():
@@ -70,7 +76,7 @@ def test_schedule_once_registers_the_deployments_with_crons_and_the_drift_trigge
     from prefect.client.orchestration import get_client
 
     home, output = registered
-    schedule = example_params()["schedule"]
+    schedule = effective_schedule()
     with get_client(sync_client=True) as client:
         for name, key in DEPLOYMENTS.items():
             deployment = client.read_deployment_by_name(f"{name}/{name}")

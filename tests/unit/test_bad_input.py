@@ -25,6 +25,7 @@ from features.io import load_quarantine, save_quarantine
 from features.phash import NearHashIndex, compute_dhash, hamming_distance
 from features.records import REASONS, BatchError
 from tests.unit.task_support import DIGITS, SHAPES
+from tests.unit.params_support import clean_params, validate_params
 
 T0 = "2026-01-01T00:00:00Z"
 KEPT = "kept"
@@ -95,7 +96,7 @@ def _write(folder: Path, lines: list[dict | bytes], files: dict[str, bytes] | No
 def _ingest_and_clean(source: Path, work: Path, params: CleanParams | None = None):
     """Ingest and clean, checking the bookkeeping every stage must keep."""
     ingested = ingest_batch(source, work / "raw")
-    cleaned = clean_batch(ingested.batch_dir, work / "clean", params or CleanParams(DIGITS, workers=2))
+    cleaned = clean_batch(ingested.batch_dir, work / "clean", params or clean_params(DIGITS, workers=2))
     for report in (ingested.report, cleaned.report):
         assert report.rows_in == report.rows_out + report.rows_quarantined
         assert all(q.reason in REASONS and q.detail for q in report.quarantined)
@@ -291,7 +292,7 @@ def test_huge_dimension_image_is_refused_from_its_header(tmp_path):
 
 def test_sensor_arrays_over_the_limit_are_refused_from_their_header(tmp_path):
     _write(tmp_path / "landing", [_row("big", depth="d.npy")], {"d.npy": _npy(np.ones((4, 4), np.float32))})
-    _, cleaned = _ingest_and_clean(tmp_path / "landing", tmp_path, CleanParams(DIGITS, max_sensor_values=10))
+    _, cleaned = _ingest_and_clean(tmp_path / "landing", tmp_path, clean_params(DIGITS, max_sensor_values=10))
     assert [(q.reason, q.detail) for q in cleaned.report.quarantined] == [
         ("too_large", "depth holds 16 values, more than the limit of 10")
     ]
@@ -374,7 +375,7 @@ def test_clean_rechecks_paths_of_a_raw_batch(tmp_path):
             _row("dotdot", image="../other.png", image_sha256="2" * 64),
             _row("ok", image="ok.png", image_sha256="3" * 64)]
     (raw / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = _never_opened(outside / "secret.png", lambda: clean_batch(raw, tmp_path / "clean", CleanParams(DIGITS)))
+    result = _never_opened(outside / "secret.png", lambda: clean_batch(raw, tmp_path / "clean", clean_params(DIGITS)))
     assert sorted((q.sample_id, q.reason) for q in result.report.quarantined) == [("dotdot", "unsafe_path"), ("link", "unsafe_path")]
     assert result.rows["sample_id"].tolist() == ["ok"]
 
@@ -407,7 +408,7 @@ def test_a_folder_without_manifest_is_refused(tmp_path):
     with pytest.raises(BatchError, match="is not a folder"):
         ingest_batch(tmp_path / "nowhere", tmp_path / "raw")
     with pytest.raises(BatchError, match="not an ingested batch"):
-        clean_batch(tmp_path / "landing", tmp_path / "clean", CleanParams(DIGITS))
+        clean_batch(tmp_path / "landing", tmp_path / "clean", clean_params(DIGITS))
     assert issubclass(BatchError, ValueError)
 
 
@@ -420,7 +421,7 @@ def test_a_manifest_linking_out_of_the_batch_is_refused(tmp_path):
 
 
 def test_an_empty_manifest_is_an_empty_batch_that_validation_rejects(tmp_path):
-    from features.validate import BatchRejected, ValidateParams, validate_rows
+    from features.validate import BatchRejected, validate_rows
 
     (tmp_path / "landing").mkdir()
     (tmp_path / "landing" / "manifest.jsonl").write_bytes(b"\n  \n")
@@ -428,7 +429,7 @@ def test_an_empty_manifest_is_an_empty_batch_that_validation_rejects(tmp_path):
     assert (ingested.report.rows_in, ingested.report.rows_out, cleaned.report.rows_in) == (0, 0, 0)
     assert tuple(cleaned.rows.columns) == CLEAN_COLUMNS and cleaned.rows.empty
     with pytest.raises(BatchRejected, match="clean rows table is empty"):
-        validate_rows(cleaned.rows, tmp_path / "gx", ValidateParams(n_classes=10), ingested.batch_id)
+        validate_rows(cleaned.rows, tmp_path / "gx", validate_params(n_classes=10), ingested.batch_id)
 
 
 # ---- near-duplicate images -----------------------------------------------------------------------
@@ -465,10 +466,10 @@ def test_a_re_encoded_image_with_the_same_audio_and_caption_is_a_near_duplicate(
     assert "kept sample 'orig'" in record.detail
     assert not (cleaned.batch_dir / "images" / "copy.png").exists()  # its outputs went with it
 
-    off = _ingest_and_clean(tmp_path / "landing", tmp_path / "off", CleanParams(DIGITS, near_duplicate_bits=-1))[1]
+    off = _ingest_and_clean(tmp_path / "landing", tmp_path / "off", clean_params(DIGITS, near_duplicate_bits=-1))[1]
     assert len(off.rows) == 4
     with pytest.raises(ValueError, match="near_duplicate_bits"):
-        CleanParams(DIGITS, near_duplicate_bits=64)
+        clean_params(DIGITS, near_duplicate_bits=64)
 
 
 def test_the_demo_batch_loses_no_row_to_near_duplicates(demo_batch_factory, tmp_path):

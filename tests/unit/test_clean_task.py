@@ -16,6 +16,7 @@ from features.ingest import ingest_batch
 from features.phash import compute_dhash
 from features.task import slice_values
 from tests.unit.task_support import DIGITS, SHAPES
+from tests.unit.params_support import clean_params
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -41,7 +42,7 @@ def _clean(landing: Path, work: Path, params: CleanParams):
 def test_string_labels_become_class_indices_and_an_unknown_class_names_the_accepted_ones(tmp_path):
     labels = {"c": "circle", "t": "triangle", "none": None, "hex": "hexagon", "index": 1}  # 1 names a class "1"
     rows = [{"sample_id": sid, "caption": f"caption {sid}", "label": label} for sid, label in labels.items()]
-    cleaned = _clean(_batch(tmp_path / "landing", rows), tmp_path, CleanParams(SHAPES, workers=1))
+    cleaned = _clean(_batch(tmp_path / "landing", rows), tmp_path, clean_params(SHAPES, workers=1))
 
     labels = cleaned.rows.set_index("sample_id")["label"]
     assert str(labels.dtype) == "Int64"
@@ -61,11 +62,11 @@ def test_a_three_channel_task_keeps_the_colour_and_judges_brightness_on_the_gray
     rows = [{"sample_id": "colour", "image": "a.png"}, {"sample_id": "gray", "image": "b.png"}]
     landing = _batch(tmp_path / "landing", rows, {"a.png": _png(colour), "b.png": _png(gray)})
 
-    rgb = _clean(landing, tmp_path / "rgb", CleanParams(SHAPES, workers=1))
+    rgb = _clean(landing, tmp_path / "rgb", clean_params(SHAPES, workers=1))
     kept = {sid: np.asarray(Image.open(rgb.batch_dir / path)) for sid, path in zip(rgb.rows["sample_id"], rgb.rows["image"])}
     np.testing.assert_array_equal(kept["colour"], colour)  # PNG is lossless: the very pixels, in colour
     assert kept["gray"].shape == (12, 16, 3) and (kept["gray"] == gray[:, :, None]).all()  # gray file -> RGB
-    one = _clean(landing, tmp_path / "gray", CleanParams(DIGITS, workers=1))
+    one = _clean(landing, tmp_path / "gray", clean_params(DIGITS, workers=1))
     flat = {sid: np.asarray(Image.open(one.batch_dir / path)) for sid, path in zip(one.rows["sample_id"], one.rows["image"])}
     assert flat["colour"].shape == (12, 16)
 
@@ -77,7 +78,7 @@ def test_a_three_channel_task_keeps_the_colour_and_judges_brightness_on_the_gray
 
 def test_a_voice_is_metadata_kept_in_meta_where_the_slice_reads_it(tmp_path):
     rows = [{"sample_id": "a", "caption": "x", "voice": "en-us"}, {"sample_id": "b", "caption": "y"}]
-    cleaned = _clean(_batch(tmp_path / "landing", rows), tmp_path, CleanParams(DIGITS, workers=1))
+    cleaned = _clean(_batch(tmp_path / "landing", rows), tmp_path, clean_params(DIGITS, workers=1))
     assert "voice" not in cleaned.rows.columns
     assert json.loads(cleaned.rows.loc[0, "meta"]) == {"voice": "en-us"}
     assert slice_values(cleaned.rows, "voice") == ["en-us", ""]

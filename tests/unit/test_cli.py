@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from tests.unit.task_support import DIGITS
+from tests.unit.params_support import clean_params
 
 runner = CliRunner()
 PROJECT = Path(__file__).resolve().parents[2]
@@ -108,14 +109,14 @@ def test_bad_params_stop_at_start_up_naming_the_entry(tmp_path):
 def test_quarantine_commands_list_show_and_readmit_a_fixed_row(tmp_path, demo_batch_factory):
     import json
 
-    from features.clean import CleanParams, clean_batch
+    from features.clean import clean_batch
     from features.ingest import ingest_batch
     from features.io import save_quarantine
 
     home = tmp_path / "home"
     source = demo_batch_factory(samples=60, seed=8, fault_rate=0.05)
     ingested = ingest_batch(source, home / "lake" / "raw")
-    cleaned = clean_batch(ingested.batch_dir, home / "lake" / "clean", CleanParams(DIGITS))
+    cleaned = clean_batch(ingested.batch_dir, home / "lake" / "clean", clean_params(DIGITS))
     save_quarantine(home / "quarantine", ingested.batch_id, cleaned.report)
     listed = runner.invoke(app, ["quarantine", "list", "--home", str(home), "--reason", "corrupt_image"])
     assert listed.exit_code == 0 and "corrupt_image" in listed.output

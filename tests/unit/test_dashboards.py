@@ -11,8 +11,9 @@ from evidently.sdk.panels import text_panel
 from evidently.ui.workspace import Workspace
 
 from monitoring.dashboard import DRIFTED_COLUMNS, MODALITY_TAB, build_dashboard_panels
-from monitoring.drift import DriftParams, DriftResult, compute_drift
+from monitoring.drift import DriftResult, compute_drift
 from monitoring.workspace import ensure_project, save_drift, sync_dashboard
+from tests.unit.params_support import evidently_drift_params
 
 CLASSES = ("circle", "square", "triangle")  # a task's class names: the prediction panels plot them
 
@@ -22,7 +23,7 @@ def drift_result() -> DriftResult:
     rng = np.random.default_rng(0)
     reference = pd.DataFrame({"img_mean": rng.normal(size=300), "aud_rms_db": rng.normal(size=300)})
     current = pd.DataFrame({"img_mean": rng.normal(2.0, size=200), "aud_rms_db": rng.normal(size=200)})
-    return compute_drift(reference, current, ["img_mean", "aud_rms_db"], [], DriftParams())
+    return compute_drift(reference, current, ["img_mean", "aud_rms_db"], [], evidently_drift_params())
 
 
 def panel_titles(workspace: Workspace, project_id) -> list[str]:

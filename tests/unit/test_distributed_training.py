@@ -22,13 +22,14 @@ import torch
 
 from models.artifacts import load_model
 from models.imagebind import ImageBindConfig
-from models.train import TrainConfig, train_imagebind
+from models.train import train_imagebind
 from models.train_ddp import save_training_data
 from tests.unit.test_imagebind import make_training_data
+from tests.unit.params_support import train_config
 
 CONFIG = ImageBindConfig()
 # 25 rows, batch 10: global batches of 10, 10 and 5, so one is split unevenly (3 + 2).
-TRAIN = TrainConfig(seed=5, batch_size=10, epochs_stage1=2, epochs_stage2=2)
+TRAIN = train_config(seed=5, batch_size=10, epochs_stage1=2, epochs_stage2=2)
 PROJECT = Path(__file__).resolve().parents[2]
 
 

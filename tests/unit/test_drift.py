@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 from evidently.ui.workspace import Workspace
 
-from monitoring.drift import DriftParams, compute_drift
+from monitoring.drift import compute_drift
 from monitoring.workspace import save_drift
+from tests.unit.params_support import evidently_drift_params
+
+EVIDENTLY = evidently_drift_params()  # drift as Evidently alone judges it
 
 NUMERICAL = ["audio_seconds", "audio_peak", "image_contrast", "caption_chars", "image_width"]
 CATEGORICAL = ["language"]
@@ -28,7 +31,7 @@ def make_features(rows: int, seed: int, shifted: tuple[str, ...] = (), languages
 
 
 def test_same_distribution_has_no_drift() -> None:
-    result = compute_drift(make_features(300, 0), make_features(300, 1), NUMERICAL, CATEGORICAL, DriftParams())
+    result = compute_drift(make_features(300, 0), make_features(300, 1), NUMERICAL, CATEGORICAL, EVIDENTLY)
 
     assert not result.drift_detected
     assert result.drifted_columns == []
@@ -40,7 +43,7 @@ def test_same_distribution_has_no_drift() -> None:
 def test_shifted_mean_on_three_of_five_columns_is_dataset_drift() -> None:
     shifted = ("audio_seconds", "image_contrast", "caption_chars")
     result = compute_drift(
-        make_features(300, 0), make_features(300, 1, shifted=shifted), NUMERICAL, CATEGORICAL, DriftParams()
+        make_features(300, 0), make_features(300, 1, shifted=shifted), NUMERICAL, CATEGORICAL, EVIDENTLY
     )
 
     assert result.drift_detected
@@ -52,7 +55,7 @@ def test_shifted_mean_on_three_of_five_columns_is_dataset_drift() -> None:
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 def test_categorical_shift_is_detected() -> None:
     current = make_features(300, 1, languages=("fr", "es"))
-    result = compute_drift(make_features(300, 0), current, NUMERICAL, CATEGORICAL, DriftParams())
+    result = compute_drift(make_features(300, 0), current, NUMERICAL, CATEGORICAL, EVIDENTLY)
 
     assert result.drifted_columns == ["language"]
     assert not result.drift_detected  # 1 of 6 columns is below drift_share
@@ -65,7 +68,7 @@ def test_categorical_shift_is_detected() -> None:
 def test_column_verdict_follows_the_direction_of_the_method(rows: int, pvalue_regime: bool) -> None:
     shifted = ("audio_seconds",)
     result = compute_drift(
-        make_features(rows, 0), make_features(rows, 1, shifted=shifted), NUMERICAL, CATEGORICAL, DriftParams()
+        make_features(rows, 0), make_features(rows, 1, shifted=shifted), NUMERICAL, CATEGORICAL, EVIDENTLY
     )
 
     assert result.drifted_columns == ["audio_seconds"]
@@ -78,13 +81,13 @@ def test_column_verdict_follows_the_direction_of_the_method(rows: int, pvalue_re
 def test_missing_column_or_empty_frame_raises() -> None:
     reference, current = make_features(50, 0), make_features(50, 1)
     with pytest.raises(ValueError, match=r"current frame lacks columns \['audio_seconds'\]"):
-        compute_drift(reference, current.drop(columns="audio_seconds"), NUMERICAL, CATEGORICAL, DriftParams())
+        compute_drift(reference, current.drop(columns="audio_seconds"), NUMERICAL, CATEGORICAL, EVIDENTLY)
     with pytest.raises(ValueError, match="reference frame is empty"):
-        compute_drift(reference.iloc[:0], current, NUMERICAL, CATEGORICAL, DriftParams())
+        compute_drift(reference.iloc[:0], current, NUMERICAL, CATEGORICAL, EVIDENTLY)
 
 
 def test_saving_twice_gives_one_project_with_two_runs(tmp_path: Path) -> None:
-    result = compute_drift(make_features(300, 0), make_features(300, 1), NUMERICAL, CATEGORICAL, DriftParams())
+    result = compute_drift(make_features(300, 0), make_features(300, 1), NUMERICAL, CATEGORICAL, EVIDENTLY)
     html_path = tmp_path / "reports" / "drift.html"
 
     first = save_drift(tmp_path / "ws", "flywheel", result, ("a", "b"), html_path=html_path)

@@ -11,12 +11,12 @@ import pytest
 from examples.digits.demo import generate_demo_batch
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from flows.settings import load_params
-from models.inputs import InputSpec
 from monitoring.checks import run_checks
 from monitoring.drift_quality import prepare_window, train_reference_model, zero_shot_accuracy
 from monitoring.observations import build_monitor_data
 from tests.conftest import PROJECT
 from tests.unit.task_support import example_task
+from tests.unit.params_support import clean_params, input_spec, train_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,6 @@ def judge(tmp_path_factory):
     from flows import monitor_stage
     from models.imagebind import ImageBindConfig
     from models.text import encode_class_prompts
-    from models.train import TrainConfig
 
     params = load_params(PROJECT / "params.yaml")
 
@@ -35,22 +34,23 @@ def judge(tmp_path_factory):
 
     _Settings.params = params
     check_params = monitor_stage.check_params(_Settings())
-    root, spec, task = tmp_path_factory.mktemp("drift-quality"), InputSpec(), example_task()
+    root, spec, task = tmp_path_factory.mktemp("drift-quality"), input_spec(), example_task()
+    clean = clean_params(task)
     generate_demo_batch(root / "landing-ref", samples=600, seed=1000)
-    features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, task)
+    features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, clean)
     t, tr = params.transform, params.train
     model = train_reference_model(
         inputs, labels,
         ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels, audio_frames=t.audio_frames),
-        TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1, epochs_stage2=tr.epochs_stage2,
-                    lr=tr.lr, weight_decay=tr.weight_decay, label_aware=tr.label_aware, grad_clip=tr.grad_clip))
+        train_config(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1, epochs_stage2=tr.epochs_stage2,
+                     lr=tr.lr, weight_decay=tr.weight_decay, label_aware=tr.label_aware, grad_clip=tr.grad_clip))
     prompts = encode_class_prompts(task.prompts)
     accuracy = zero_shot_accuracy(model, inputs, labels, prompts)
     reference = build_monitor_data(features, inputs, model, prompts, labels)
 
     def run(name: str, seed: int, drift: str | None):
         generate_demo_batch(root / name, samples=300, seed=seed, drift=drift)
-        features, inputs, labels = prepare_window(root / name, root / "lake", spec, task)
+        features, inputs, labels = prepare_window(root / name, root / "lake", spec, clean)
         current = build_monitor_data(features, inputs, model, prompts, labels)
         return run_checks(reference, current, list(NUMERIC_FEATURES), list(CATEGORICAL_FEATURES), check_params)
 

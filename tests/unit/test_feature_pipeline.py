@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.clean import CleanParams, clean_batch
+from features.clean import clean_batch
 from features.ingest import compute_batch_id, ingest_batch
 from examples.digits.labelling import caption_digit
 from features.label import build_labels
@@ -19,6 +19,7 @@ from features.label_functions import load_labelling_functions
 from features.manifest import parse_manifest
 from features.records import QuarantineRecord, StageReport
 from tests.unit.task_support import DIGITS
+from tests.unit.params_support import clean_params, label_params
 
 
 def _write_batch(folder: Path, rows: list[dict], files: dict[str, bytes]) -> Path:
@@ -105,7 +106,7 @@ def test_clean_quarantines_every_demo_fault_with_its_reason(demo_batch_factory, 
     source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
     faults = json.loads((source / "_faults.json").read_text())
     ingested = ingest_batch(source, tmp_path / "raw")
-    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(DIGITS))
+    result = clean_batch(ingested.batch_dir, tmp_path / "clean", clean_params(DIGITS))
     by_reason: dict[str, set[str]] = {}
     for record in result.report.quarantined:
         by_reason.setdefault(record.reason, set()).add(record.sample_id)
@@ -131,7 +132,7 @@ def test_clean_rejects_oversized_images_before_decoding(tmp_path):
     big.save(buffer, format="PNG")
     rows = [{"sample_id": "big", "captured_at": "2026-01-01T00:00:00Z", "image": "big.png"}]
     ingested = ingest_batch(_write_batch(tmp_path / "landing", rows, {"big.png": buffer.getvalue()}), tmp_path / "raw")
-    result = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(DIGITS, max_image_pixels=1_000_000))
+    result = clean_batch(ingested.batch_dir, tmp_path / "clean", clean_params(DIGITS, max_image_pixels=1_000_000))
     assert [(q.reason, "exceeds the limit" in q.detail) for q in result.report.quarantined] == [("too_large", True)]
 
 
@@ -162,9 +163,9 @@ def test_the_digits_example_caption_lf_names_the_class(caption, language, expect
 def test_labels_prefer_humans_and_agree_with_demo_truth(demo_batch_factory, tmp_path):
     source = demo_batch_factory(samples=80, seed=4, fault_rate=0.0)
     ingested = ingest_batch(source, tmp_path / "raw")
-    rows = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(DIGITS)).rows
+    rows = clean_batch(ingested.batch_dir, tmp_path / "clean", clean_params(DIGITS)).rows
     functions = load_labelling_functions(["examples.digits.labelling:caption_digit"])
-    labels, stats = build_labels(rows, DIGITS, functions=functions)
+    labels, stats = build_labels(rows, DIGITS, None, label_params(), functions)
     truth = {json.loads(l)["sample_id"]: json.loads(l)["digit"] for l in (source / "_truth.jsonl").read_text().splitlines()}
     labelled = labels.dropna(subset=["label"])
     accuracy = np.mean([truth[s] == int(l) for s, l in zip(labelled["sample_id"], labelled["label"])])
@@ -185,12 +186,12 @@ def test_clean_gives_the_same_result_however_chunks_are_cut_and_mapped(demo_batc
 
     source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
     ingested = ingest_batch(source, tmp_path / "raw")
-    threaded = clean_batch(ingested.batch_dir, tmp_path / "a", CleanParams(DIGITS))
+    threaded = clean_batch(ingested.batch_dir, tmp_path / "a", clean_params(DIGITS))
 
     def last_chunk_first(chunks, raw_dir, out_dir, params):
         return [clean_rows_chunk(chunk, raw_dir, out_dir, params) for chunk in reversed(chunks)][::-1]
 
-    looped = clean_batch(ingested.batch_dir, tmp_path / "b", CleanParams(DIGITS, workers=1), map_chunks=last_chunk_first)
+    looped = clean_batch(ingested.batch_dir, tmp_path / "b", clean_params(DIGITS, workers=1), map_chunks=last_chunk_first)
     assert threaded.report.reason_counts().get("duplicate_sample")  # duplicates across chunk boundaries
     assert threaded.rows.equals(looped.rows) and list(threaded.rows["sample_id"]) == sorted(threaded.rows["sample_id"])
     assert threaded.report.to_summary() == looped.report.to_summary()

@@ -19,11 +19,12 @@ from models.artifacts import load_model, save_model
 from models.evaluate import EvalData, evaluate_model, evaluate_slices
 from models.imagebind import ImageBind, ImageBindConfig
 from models.losses import contrastive_targets, pair_loss, symmetric_info_nce
-from models.train import TrainConfig, TrainingData, lr_at, random_shift, train_imagebind
+from models.train import TrainingData, lr_at, random_shift, train_imagebind
 from models.transforms import image_to_input, waveform_to_log_mel
+from tests.unit.params_support import train_config
 
 CONFIG = ImageBindConfig()
-TINY_TRAIN = TrainConfig(seed=0, batch_size=8, epochs_stage1=2, epochs_stage2=2)
+TINY_TRAIN = train_config(seed=0, batch_size=8, epochs_stage1=2, epochs_stage2=2)
 
 
 def make_inputs(batch: int, config: ImageBindConfig = CONFIG, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -13,10 +13,11 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 from PIL import Image
 
-from features.clean import CleanParams, clean_batch
+from features.clean import clean_batch
 from features.ingest import DONE_NAME, ROWS_NAME, ingest_batch
 from features.records import BatchError
 from tests.unit.task_support import DIGITS
+from tests.unit.params_support import clean_params
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def test_unsafe_paths_are_quarantined_unread_and_missing_files_reach_clean(memor
         ("up", "unsafe_path"), ("deep", "unsafe_path"), ("absolute", "unsafe_path")}
     assert reads and all(read.startswith(f"{root}/batch-1/") for read in reads)
 
-    cleaned = clean_batch(ingested.batch_dir, tmp_path / "clean", CleanParams(task=DIGITS))
+    cleaned = clean_batch(ingested.batch_dir, tmp_path / "clean", clean_params(task=DIGITS))
     assert cleaned.rows["sample_id"].tolist() == ["ok"]
     assert [(q.sample_id, q.reason) for q in cleaned.report.quarantined] == [("gone", "missing_file")]
 

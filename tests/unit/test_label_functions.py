@@ -11,6 +11,7 @@ import pytest
 from features.clean_row import rows_to_frame
 from features.label import build_labels, is_built_in_lf_name
 from features.label_functions import load_labelling_functions
+from tests.unit.params_support import label_params
 from tests.unit.task_support import SHAPES
 
 MENTIONS = "tests.unit.lf_support:mentions_shape"
@@ -34,7 +35,7 @@ def test_a_user_lf_by_import_path_votes_class_indices_that_the_label_model_weigh
                 "a blue circle", "a small triangle", None, "a circle and a square"]
     labels = [0, 2, 1, 0, 2, 1, 0, 1, None, None, None, None]
     cameras = [None, None, "b", None, None, "b", None, "b", None, None, "b", None]
-    labels_table, stats = build_labels(_rows(captions, labels, cameras), SHAPES, functions=functions)
+    labels_table, stats = build_labels(_rows(captions, labels, cameras), SHAPES, None, label_params(), functions)
 
     predicted = labels_table.set_index("sample_id")
     assert predicted.loc["s8", "label"] == 0 and predicted.loc["s9", "label"] == 2  # the caption names it
@@ -68,7 +69,7 @@ def test_an_lf_voting_a_name_outside_the_classes_is_an_error_naming_it():
     functions = load_labelling_functions(["tests.unit.lf_support:says_hexagon"])
     with pytest.raises(ValueError, match=r"'says_hexagon' .* returned 'hexagon' for sample 's0'.*'circle', 'square', "
                                          r"'triangle'"):
-        build_labels(_rows(["x"], [None], [None]), SHAPES, functions=functions)
+        build_labels(_rows(["x"], [None], [None]), SHAPES, None, label_params(), functions)
 
 
 def test_the_digits_example_lf_returns_class_names():

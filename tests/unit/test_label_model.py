@@ -8,12 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.clean import CleanParams, clean_batch
+from features.clean import clean_batch
 from features.ingest import ingest_batch
-from features.label import LabelParams, ModelVotes, build_labels, build_votes
+from features.label import ModelVotes, build_labels, build_votes
 from features.label_functions import apply_labelling_function, load_labelling_functions, row_dicts
-from features.label_model import ABSTAIN, LabelModelParams, compute_conflicts, evaluate_heldout, fit_label_model
+from features.label_model import ABSTAIN, compute_conflicts, evaluate_heldout, fit_label_model
 from tests.unit.task_support import DIGITS
+from tests.unit.params_support import clean_params, label_model_params, label_params
 
 # The digits example's caption LF, loaded as a user's LF is: by its import path.
 (CAPTION_LF,) = load_labelling_functions(["examples.digits.labelling:caption_digit"])
@@ -43,7 +44,7 @@ def demo(demo_batch_factory, tmp_path_factory):
     noise of an accuracy estimate near 0.05, so "within 0.1 of the truth" is a fair test."""
     source = demo_batch_factory(samples=150, seed=11, label_rate=0.3)
     work = tmp_path_factory.mktemp("label-model")
-    rows = clean_batch(ingest_batch(source, work / "raw").batch_dir, work / "clean", CleanParams(DIGITS)).rows
+    rows = clean_batch(ingest_batch(source, work / "raw").batch_dir, work / "clean", clean_params(DIGITS)).rows
     digits = {json.loads(l)["sample_id"]: json.loads(l)["digit"] for l in (source / "_truth.jsonl").read_text().splitlines()}
     truth = np.array([digits[s] for s in rows["sample_id"]])
     return rows, truth, synthetic_champion(truth, list(rows["sample_id"]))
@@ -53,7 +54,7 @@ def caption_votes(rows: pd.DataFrame) -> np.ndarray:
     return apply_labelling_function(CAPTION_LF, row_dicts(rows), DIGITS)
 
 
-def build(rows, model_votes=None, params=LabelParams()):
+def build(rows, model_votes=None, params=label_params()):
     """build_labels for the digits task with its caption LF."""
     return build_labels(rows, DIGITS, model_votes, params, [CAPTION_LF])
 
@@ -68,7 +69,7 @@ def _label_array(labels: pd.DataFrame) -> np.ndarray:
 def test_the_more_accurate_lf_wins_a_disagreement_with_the_naive_bayes_posterior():
     reference = np.array([3, 3, 3, 3, 3, 3, 3, 3, -1])
     votes = np.array([[3, 3], [3, 3], [3, 3], [3, 3], [3, 3], [3, 3], [3, 5], [3, 5], [2, 7]])  # LF a: 8/8, LF b: 6/8
-    model = fit_label_model(votes, reference, ("a", "b"), 10, LabelModelParams(prior_accuracy=0.5, prior_strength=2.0))
+    model = fit_label_model(votes, reference, ("a", "b"), 10, label_model_params(prior_accuracy=0.5, prior_strength=2.0))
     np.testing.assert_allclose(model.accuracy, [9 / 10, 7 / 10])
     label, confidence = model.predict(votes[-1:])
     assert label[0] == 2
@@ -80,14 +81,14 @@ def test_the_more_accurate_lf_wins_a_disagreement_with_the_naive_bayes_posterior
 def test_few_checked_votes_are_not_perfect_and_unchecked_lfs_get_the_prior():
     reference = np.array([1, 2, 3, -1, -1])
     votes = np.array([[1, -1], [2, -1], [3, -1], [4, 6], [5, 6]])
-    model = fit_label_model(votes, reference, ("lucky", "unchecked"), 10, LabelModelParams(prior_accuracy=0.7, prior_strength=2.0))
+    model = fit_label_model(votes, reference, ("lucky", "unchecked"), 10, label_model_params(prior_accuracy=0.7, prior_strength=2.0))
     assert model.accuracy[0] == pytest.approx((3 + 1.4) / (3 + 2))  # 0.88, not 1.0
     assert model.accuracy[1] == pytest.approx(0.7)
     assert list(model.checked) == [3, 0]
 
 
 def test_a_row_where_every_lf_abstains_stays_unlabelled():
-    model = fit_label_model(np.array([[1], [-1]]), np.array([1, -1]), ("a",), 10)
+    model = fit_label_model(np.array([[1], [-1]]), np.array([1, -1]), ("a",), 10, label_model_params())
     label, confidence = model.predict(np.array([[-1]]))
     assert label[0] == ABSTAIN and confidence[0] == pytest.approx(0.1)
 
@@ -96,10 +97,10 @@ def test_heldout_accuracy_never_sees_the_held_out_human_label():
     rng = np.random.default_rng(0)
     reference = rng.integers(0, 10, 200)
     noise = rng.integers(0, 10, (200, 1))  # an LF that knows nothing
-    accuracy, coverage = evaluate_heldout(noise, reference, ("noise",), 10)
+    accuracy, coverage = evaluate_heldout(noise, reference, ("noise",), 10, label_model_params())
     assert coverage == 1.0 and accuracy < 0.2  # leaking the reference would give 1.0
     echo = reference[:, None].copy()  # an LF that is always right is found to be right
-    assert evaluate_heldout(echo, reference, ("echo",), 10)[0] == 1.0
+    assert evaluate_heldout(echo, reference, ("echo",), 10, label_model_params())[0] == 1.0
 
 
 def test_conflicts_count_rows_whose_voting_lfs_disagree():
@@ -109,9 +110,9 @@ def test_conflicts_count_rows_whose_voting_lfs_disagree():
 
 def test_votes_outside_the_classes_are_refused_with_their_position():
     with pytest.raises(ValueError, match="LF 'a' voted 12 in row 1"):
-        fit_label_model(np.array([[1], [12]]), np.array([1, -1]), ("a",), 10)
+        fit_label_model(np.array([[1], [12]]), np.array([1, -1]), ("a",), 10, label_model_params())
     with pytest.raises(ValueError, match=r"LF 'a' voted 3 in row 1; accepted: a class 0..2 or -1"):
-        fit_label_model(np.array([[1], [3]]), np.array([1, -1]), ("a",), 3)  # the task's 3 classes bound the votes
+        fit_label_model(np.array([[1], [3]]), np.array([1, -1]), ("a",), 3, label_model_params())  # the task's 3 classes bound the votes
 
 
 # ---- on a demo batch -------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_label_model_beats_the_caption_lf_alone_and_covers_more(demo):
 
 def test_lf_accuracy_estimates_are_within_a_tenth_of_the_truth(demo):
     rows, truth, champion = demo
-    params = LabelParams()
+    params = label_params()
     _, stats = build(rows, champion, params)
     votes = build_votes(rows, DIGITS, champion, params.min_model_confidence, [CAPTION_LF])
     for name in (CAPTION, "champion_image", "champion_audio"):

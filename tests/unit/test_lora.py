@@ -10,8 +10,6 @@ from torch import nn
 
 from models.imagebind import ImageBind, ImageBindConfig
 from models.lora import (
-    ClassifierTraining,
-    LoraSettings,
     add_imagebind_lora,
     add_text_lora,
     build_caption_classifier,
@@ -21,6 +19,7 @@ from models.lora import (
     tokenize_captions,
     train_classifier,
 )
+from tests.unit.params_support import classifier_training, lora_settings
 
 CAPTIONS = ["a handwritten seven", "die Ziffer Drei", "un cinq écrit à la main", "el número dos"]
 DIGITS = [7, 3, 5, 2]
@@ -69,21 +68,21 @@ def _imagebind_inputs() -> dict[str, torch.Tensor]:
 )
 def test_bad_settings_fail_naming_the_value_and_what_is_accepted(field: str, value: object, accepted: str) -> None:
     with pytest.raises(ValueError, match=rf"{field}=.*{accepted}"):
-        LoraSettings(**{field: value})
+        lora_settings(**{field: value})
 
 
 def test_unknown_text_target_names_the_linear_layers_that_exist(base_classifier: nn.Module) -> None:
     with pytest.raises(ValueError, match=r"'q_proj' matches no module.*'query'.*'value'"):
-        add_text_lora(copy.deepcopy(base_classifier), LoraSettings(target_modules=("q_proj",)))
+        add_text_lora(copy.deepcopy(base_classifier), lora_settings(target_modules=("q_proj",)))
 
 
 def test_imagebind_refuses_out_proj_alone_and_external_towers() -> None:
     with pytest.raises(ValueError, match="out_proj.*would be ignored.*'attn'"):
-        add_imagebind_lora(ImageBind(), LoraSettings(target_modules=("attn.out_proj",)))
+        add_imagebind_lora(ImageBind(), lora_settings(target_modules=("attn.out_proj",)))
     with pytest.raises(ValueError, match=r"\['text'\].*native transformer trunks \['vision', 'audio'\]"):
-        add_imagebind_lora(ImageBind(), LoraSettings(), modalities=["text"])  # the demo's MiniLM tower
+        add_imagebind_lora(ImageBind(), lora_settings(), modalities=["text"])  # the demo's MiniLM tower
     with pytest.raises(ValueError, match="'qkv' matches no module.*'attn'.*'mlp.fc1'"):
-        add_imagebind_lora(ImageBind(), LoraSettings(target_modules=("qkv",)))
+        add_imagebind_lora(ImageBind(), lora_settings(target_modules=("qkv",)))
 
 
 # --- MiniLM text encoder --------------------------------------------------------------------------
@@ -104,7 +103,7 @@ def test_a_head_without_two_classes_is_refused(num_classes: object) -> None:
 
 
 def test_text_adapters_start_as_the_identity(base_classifier: nn.Module, captions: dict) -> None:
-    adapted = add_text_lora(copy.deepcopy(base_classifier), LoraSettings()).eval()
+    adapted = add_text_lora(copy.deepcopy(base_classifier), lora_settings()).eval()
     b_weights = [p for n, p in adapted.named_parameters() if "lora_B" in n]
     assert len(b_weights) == 12  # query and value in each of MiniLM's 6 layers
     assert all(torch.count_nonzero(b) == 0 for b in b_weights)
@@ -114,7 +113,7 @@ def test_text_adapters_start_as_the_identity(base_classifier: nn.Module, caption
 
 @pytest.mark.parametrize("train_heads", [True, False])
 def test_only_adapters_and_asked_for_heads_require_grad(base_classifier: nn.Module, train_heads: bool) -> None:
-    adapted = add_text_lora(copy.deepcopy(base_classifier), LoraSettings(train_heads=train_heads))
+    adapted = add_text_lora(copy.deepcopy(base_classifier), lora_settings(train_heads=train_heads))
     trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
     lora = {n for n in trainable if ".lora_A." in n or ".lora_B." in n}
     heads = trainable - lora
@@ -128,7 +127,7 @@ def test_only_adapters_and_asked_for_heads_require_grad(base_classifier: nn.Modu
 
 
 def test_text_merge_then_unmerge_restores_base_weights(base_classifier: nn.Module) -> None:
-    adapted = add_text_lora(copy.deepcopy(base_classifier), LoraSettings())
+    adapted = add_text_lora(copy.deepcopy(base_classifier), lora_settings())
     _randomise_b(adapted)
     query = adapted.base_model.model.encoder.encoder.layer[0].attention.self.query.base_layer
     base_query = base_classifier.encoder.encoder.layer[0].attention.self.query
@@ -139,7 +138,7 @@ def test_text_merge_then_unmerge_restores_base_weights(base_classifier: nn.Modul
 
 
 def test_merged_text_model_matches_adapted_and_has_base_structure(base_classifier: nn.Module, captions: dict) -> None:
-    adapted = add_text_lora(copy.deepcopy(base_classifier), LoraSettings()).eval()
+    adapted = add_text_lora(copy.deepcopy(base_classifier), lora_settings()).eval()
     _randomise_b(adapted)
     with torch.no_grad():
         expected = adapted(**captions)
@@ -154,14 +153,14 @@ def test_merged_text_model_matches_adapted_and_has_base_structure(base_classifie
 
 
 def test_a_few_steps_lower_the_loss(base_classifier: nn.Module, captions: dict) -> None:
-    adapted = add_text_lora(copy.deepcopy(base_classifier), LoraSettings())
-    losses = train_classifier(adapted, captions, torch.tensor(DIGITS), ClassifierTraining(steps=4, batch_size=4))
+    adapted = add_text_lora(copy.deepcopy(base_classifier), lora_settings())
+    losses = train_classifier(adapted, captions, torch.tensor(DIGITS), classifier_training(steps=4, batch_size=4))
     assert losses[-1] < 0.8 * losses[0]
 
 
 def test_training_is_reproducible_with_a_fixed_seed(base_classifier: nn.Module, captions: dict) -> None:
-    training = ClassifierTraining(steps=2, batch_size=2, seed=3)
-    runs = [train_classifier(build_lora_classifier(LoraSettings(), N_CLASSES, seed=3), captions, torch.tensor(DIGITS), training)
+    training = classifier_training(steps=2, batch_size=2, seed=3)
+    runs = [train_classifier(build_lora_classifier(lora_settings(), N_CLASSES, seed=3), captions, torch.tensor(DIGITS), training)
             for _ in range(2)]
     assert runs[0] == runs[1]
 
@@ -172,7 +171,7 @@ def test_training_is_reproducible_with_a_fixed_seed(base_classifier: nn.Module, 
 def test_imagebind_adapters_start_as_the_identity_and_only_they_and_heads_train() -> None:
     torch.manual_seed(0)
     base = ImageBind().eval()
-    adapted = add_imagebind_lora(copy.deepcopy(base), LoraSettings(r=4)).eval()
+    adapted = add_imagebind_lora(copy.deepcopy(base), lora_settings(r=4)).eval()
     inputs = _imagebind_inputs()
     with torch.no_grad():
         got, expected = adapted(inputs), base(inputs)
@@ -191,7 +190,7 @@ def test_imagebind_adapters_start_as_the_identity_and_only_they_and_heads_train(
 def test_imagebind_merge_unmerge_and_merged_outputs() -> None:
     torch.manual_seed(0)
     base = ImageBind().eval()
-    adapted = add_imagebind_lora(copy.deepcopy(base), LoraSettings(r=4, train_heads=False), modalities=["audio"]).eval()
+    adapted = add_imagebind_lora(copy.deepcopy(base), lora_settings(r=4, train_heads=False), modalities=["audio"]).eval()
     _randomise_b(adapted)
     attn = adapted.base_model.model.modality_trunks.audio.blocks[0].attn
     adapted.merge_adapter()
@@ -216,6 +215,6 @@ def test_imagebind_merge_unmerge_and_merged_outputs() -> None:
 
 
 def test_imagebind_lora_on_the_mlp_linears() -> None:
-    adapted = add_imagebind_lora(ImageBind(ImageBindConfig()), LoraSettings(target_modules=("mlp.fc1", "mlp.fc2")))
+    adapted = add_imagebind_lora(ImageBind(ImageBindConfig()), lora_settings(target_modules=("mlp.fc1", "mlp.fc2")))
     adapted_names = {n.rsplit(".lora_", 1)[0] for n, _ in adapted.named_parameters() if ".lora_A." in n}
     assert len(adapted_names) == 8 and all(n.endswith(("mlp.fc1", "mlp.fc2")) for n in adapted_names)

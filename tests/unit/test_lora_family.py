@@ -8,6 +8,7 @@ import yaml
 
 from flows.settings import load_params
 from tests.conftest import PROJECT, example_params
+from tests.unit.params_support import classifier_training, lora_settings
 
 CAPTIONS = [template.format(word=word) for word in ("zero", "one", "two", "three", "four", "five", "six", "seven",
                                                     "eight", "nine")
@@ -68,10 +69,9 @@ def test_each_family_is_gated_on_its_own_metrics(tmp_path):
 
 @pytest.fixture(scope="module")
 def trained():
-    from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import train_caption_classifier
 
-    return train_caption_classifier(CAPTIONS, LABELS, LoraSettings(), ClassifierTraining(steps=12, batch_size=10, lr=3e-3),
+    return train_caption_classifier(CAPTIONS, LABELS, lora_settings(), classifier_training(steps=12, batch_size=10, lr=3e-3),
                                     N_CLASSES)
 
 
@@ -87,21 +87,19 @@ def test_training_merges_the_adapters_and_learns(trained):
 
 
 def test_unlabelled_rows_never_reach_training():
-    from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import train_caption_classifier
 
     with pytest.raises(ValueError, match=r"class indices 0\.\.9 .*found \[-1\] outside that range"):
-        train_caption_classifier(["a", "b"], np.array([0, -1]), LoraSettings(), ClassifierTraining(steps=1), N_CLASSES)
+        train_caption_classifier(["a", "b"], np.array([0, -1]), lora_settings(), classifier_training(steps=1), N_CLASSES)
 
 
 @pytest.fixture(scope="module")
 def trained_shapes():
-    from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import train_caption_classifier
     from tests.unit.task_support import SHAPES
 
-    return train_caption_classifier(SHAPE_CAPTIONS, SHAPE_LABELS, LoraSettings(),
-                                    ClassifierTraining(steps=12, batch_size=6, lr=3e-3), SHAPES.n_classes)
+    return train_caption_classifier(SHAPE_CAPTIONS, SHAPE_LABELS, lora_settings(),
+                                    classifier_training(steps=12, batch_size=6, lr=3e-3), SHAPES.n_classes)
 
 
 def test_a_three_class_task_gets_a_three_class_classifier_that_learns(trained_shapes):
@@ -123,11 +121,10 @@ def test_no_caption_gives_no_row_and_one_column_per_class(trained_shapes):
 
 
 def test_a_label_outside_the_tasks_classes_is_refused_naming_the_range():
-    from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import train_caption_classifier
 
     with pytest.raises(ValueError, match=r"class indices 0\.\.2 \(the task's 3 classes\); found \[3\] outside that range"):
-        train_caption_classifier(["a circle", "a cube"], np.array([0, 3]), LoraSettings(), ClassifierTraining(steps=1), 3)
+        train_caption_classifier(["a circle", "a cube"], np.array([0, 3]), lora_settings(), classifier_training(steps=1), 3)
 
 
 def test_a_saved_classifier_loads_back_as_the_lora_family_with_the_same_predictions(trained, tmp_path):

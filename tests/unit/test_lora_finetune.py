@@ -1,7 +1,7 @@
 """Fine-tuning pretrained ImageBind weights with LoRA through the one training loop.
 
 The user with Meta's `imagebind_huge.pth` calls `train_imagebind(..., init_weights=state,
-lora=LoraSettings(...))`: the weights load strictly, adapters go on the native trunks, only
+lora=lora_settings(...))`: the weights load strictly, adapters go on the native trunks, only
 they and the heads train, a killed run resumes exactly, and the result is a plain ImageBind
 in the official layout. A tiny configuration with the official kinds of input (RGB images,
 a native text tower on token ids) stands in for the 1.2 B one here.
@@ -22,17 +22,17 @@ import torch
 
 from models.artifacts import load_model
 from models.imagebind import ImageBind, ImageBindConfig
-from models.lora import LoraSettings
-from models.train import STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
+from models.train import STAGE_IMAGE_TEXT, TrainingData, train_imagebind
 from models.train_ddp import save_training_data
 from tests.unit.test_training_loop import Killed, assert_same_weights, kill_after
+from tests.unit.params_support import lora_settings, train_config
 
 # Official kinds of input at toy sizes: 3-channel images and token ids for a native text trunk.
 CONFIG = ImageBindConfig(image_channels=3, text_input_dim=None, text_vocab_size=1000, text_context_length=12,
                          modalities=("vision", "text", "audio"))
-PRETRAIN = TrainConfig(seed=0, batch_size=8, epochs_stage1=1, epochs_stage2=1)
-FINETUNE = TrainConfig(seed=1, batch_size=8, epochs_stage1=2, epochs_stage2=2, lr=1e-2)
-LORA = LoraSettings(r=4, alpha=8.0, dropout=0.0)
+PRETRAIN = train_config(seed=0, batch_size=8, epochs_stage1=1, epochs_stage2=1)
+FINETUNE = train_config(seed=1, batch_size=8, epochs_stage1=2, epochs_stage2=2, lr=1e-2)
+LORA = lora_settings(r=4, alpha=8.0, dropout=0.0)
 ROWS = 24
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -165,8 +165,18 @@ def test_the_entry_point_fine_tunes_official_kind_weights_with_lora_on_two_proce
 
 def test_the_entry_point_names_a_bad_lora_field_and_a_missing_checkpoint(tmp_path: Path) -> None:
     save_training_data(official_kind_data(), tmp_path / "pairs.npz")
-    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"), "--lora", '{"rank": 8}'], {})
+    (tmp_path / "train.json").write_text(json.dumps(dataclasses.asdict(FINETUNE)))
+    common = ["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"), "--train-config", str(tmp_path / "train.json")]
+    done = run_entry([*common, "--lora", '{"rank": 8}'], {})
     assert done.returncode != 0 and "rank" in done.stderr and "fields are r, alpha" in done.stderr
-    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"),
-                      "--init-weights", str(tmp_path / "imagebind_huge.pth")], {})
+    done = run_entry([*common, "--init-weights", str(tmp_path / "imagebind_huge.pth")], {})
     assert done.returncode != 0 and "imagebind_huge.pth: no such file" in done.stderr
+
+
+def test_the_entry_point_names_the_train_fields_a_config_leaves_out(tmp_path: Path) -> None:
+    """TrainConfig's params-backed fields have no default of their own (flows/settings.py holds them)."""
+    save_training_data(official_kind_data(), tmp_path / "pairs.npz")
+    (tmp_path / "train.json").write_text(json.dumps({"seed": 1}))
+    done = run_entry(["--data", str(tmp_path / "pairs.npz"), "--out", str(tmp_path / "run"),
+                      "--train-config", str(tmp_path / "train.json")], {})
+    assert done.returncode != 0 and "batch_size" in done.stderr and "flywheel params --defaults" in done.stderr

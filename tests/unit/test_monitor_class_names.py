@@ -14,12 +14,13 @@ from evidently.ui.service.storage.local.base import InMemoryDataStorage
 from evidently.ui.workspace import Workspace
 
 from monitoring.alerts import build_drift_alert
-from monitoring.checks import CheckParams, MonitorData, MonitorResult, run_checks
+from monitoring.checks import MonitorData, MonitorResult, run_checks
 from monitoring.class_mix import compute_class_mix, name_classes
 from monitoring.dashboard import MAX_CLASS_SERIES, PREDICTED_MODALITIES, PREDICTION_TAB, build_dashboard_panels
-from monitoring.model_drift import PREDICTIONS_TAG, ModelDriftParams, compute_prediction_drift
+from monitoring.model_drift import PREDICTIONS_TAG, compute_prediction_drift
 from monitoring.reports import drift_markdown
 from monitoring.workspace import save_predictions
+from tests.unit.params_support import check_params, model_drift_params
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -36,7 +37,7 @@ def windows(seed: int = 0) -> tuple[MonitorData, MonitorData]:
 @pytest.fixture(scope="module")
 def checked() -> tuple[MonitorData, MonitorData, MonitorResult]:
     reference, current = windows()
-    return reference, current, run_checks(reference, current, [], [], CheckParams(), classes=CLASSES)
+    return reference, current, run_checks(reference, current, [], [], check_params(), classes=CLASSES)
 
 
 def summary_of(result: MonitorResult, **extra) -> dict:
@@ -54,14 +55,14 @@ def test_the_class_mix_is_named_by_class_and_its_shares_are_the_indices_shares(c
         assert mix[name]["reference"] == pytest.approx(np.mean(reference.predictions["audio"] == k), abs=1e-6)
     assert mix["circle"]["current"] > 0.7
     # The verdict is the index-based statistic's: naming the classes relabels, it does not re-judge.
-    scores = compute_prediction_drift(reference.predictions["audio"], current.predictions["audio"], ModelDriftParams())
+    scores = compute_prediction_drift(reference.predictions["audio"], current.predictions["audio"], model_drift_params())
     assert check["items"]["audio"]["score"] == round(scores.score, 6)
     json.dumps(result.to_summary())  # the run summary stays JSON
 
 
 def test_without_class_names_the_check_still_judges_but_names_nothing():
     reference, current = windows()
-    result = run_checks(reference, current, [], [], CheckParams())
+    result = run_checks(reference, current, [], [], check_params())
     assert result.findings == ["prediction_drift:audio"] and result.prediction_report is None
     assert all("class_mix" not in entry for entry in result.checks["prediction_drift"]["items"].values())
 
@@ -131,7 +132,7 @@ def test_the_predicted_modalities_are_the_ones_the_monitor_observes():
 
 def test_a_rejected_batchs_prediction_snapshot_is_marked(tmp_path: Path):
     reference, current = windows(seed=3)
-    result = run_checks(reference, current, [], [], CheckParams(), classes=CLASSES)
+    result = run_checks(reference, current, [], [], check_params(), classes=CLASSES)
     run_id = save_predictions(tmp_path / "ws", "m", result.prediction_report, CLASSES, batch_id="b8",
                               rejected_by="validate: audio_seconds")
     workspace = Workspace.create(str(tmp_path / "ws"))
@@ -150,7 +151,7 @@ def test_the_alert_and_the_markdown_name_the_classes_that_moved(checked, tmp_pat
     line = next(line for line in body.splitlines() if line.startswith("- prediction_drift:audio"))
     assert line.startswith("- prediction_drift:audio: circle ") and "→" in line
     assert not re.search(r"\b[0-2] \d+% →", body)  # no class by its index
-    quieter = summary_of(run_checks(*windows(), [], [], CheckParams()))  # no names: the same drift
+    quieter = summary_of(run_checks(*windows(), [], [], check_params()))  # no names: the same drift
     assert build_drift_alert("m", quieter, "b9").fingerprint == alert.fingerprint
     text = drift_markdown(summary)
     assert "- `prediction_drift:audio`: circle " in text and "class mix `s2`" in text

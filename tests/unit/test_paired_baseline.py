@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models.imagebind import AUDIO, TEXT, ImageBindConfig
-from models.train import STAGE_AUDIO_TEXT, STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
+from models.train import STAGE_AUDIO_TEXT, STAGE_IMAGE_TEXT, TrainingData, train_imagebind
+from tests.unit.params_support import train_config
 
 
 def tiny_data(rows: int = 64) -> TrainingData:
@@ -21,9 +22,9 @@ def tiny_data(rows: int = 64) -> TrainingData:
 
 def test_the_paired_baseline_trains_audio_on_text_and_leaves_vision_alone() -> None:
     data = tiny_data()
-    emergent = train_imagebind(data, ImageBindConfig(), TrainConfig(batch_size=32, epochs_stage1=1, epochs_stage2=2))
+    emergent = train_imagebind(data, ImageBindConfig(), train_config(batch_size=32, epochs_stage1=1, epochs_stage2=2))
     paired = train_imagebind(data, ImageBindConfig(),
-                             TrainConfig(batch_size=32, epochs_stage1=1, epochs_stage2=2, audio_anchor=TEXT))
+                             train_config(batch_size=32, epochs_stage1=1, epochs_stage2=2, audio_anchor=TEXT))
     assert [h["stage"] for h in paired.history] == [STAGE_IMAGE_TEXT, STAGE_AUDIO_TEXT, STAGE_AUDIO_TEXT]
     # Same seed, same stage 1: only the audio tower differs between the two recipes.
     audio_tower = {id(p) for p in paired.model.tower_parameters(AUDIO)}
@@ -35,4 +36,4 @@ def test_the_paired_baseline_trains_audio_on_text_and_leaves_vision_alone() -> N
 
 def test_an_unknown_audio_anchor_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="audio_anchor.*'depth'"):
-        TrainConfig(audio_anchor="depth")
+        train_config(audio_anchor="depth")

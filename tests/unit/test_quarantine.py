@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.clean import CleanParams, clean_batch
+from features.clean import clean_batch
 from features.ingest import ingest_batch
 from features.io import save_quarantine
 from features.quarantine import LIST_COLUMNS, list_quarantine, readmit, show_quarantined
 from features.records import QuarantineRecord, StageReport
 from tests.unit.task_support import DIGITS
+from tests.unit.params_support import clean_params
 
 T0 = "2026-01-01T00:00:00Z"
 
@@ -29,7 +30,7 @@ def _png(seed: int) -> bytes:
 def _run(source: Path, home: Path):
     """Ingest and clean one landing batch, saving both stages' quarantine like the pipeline does."""
     ingested = ingest_batch(source, home / "raw")
-    cleaned = clean_batch(ingested.batch_dir, home / "clean", CleanParams(task=DIGITS, workers=2))
+    cleaned = clean_batch(ingested.batch_dir, home / "clean", clean_params(task=DIGITS, workers=2))
     for report in (ingested.report, cleaned.report):
         save_quarantine(home / "quarantine", ingested.batch_id, report)
     return ingested, cleaned

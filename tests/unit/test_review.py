@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.clean import CleanParams, clean_batch
+from features.clean import clean_batch
 from features.ingest import ingest_batch
-from features.label import LabelParams, ModelVotes, build_labels
+from features.label import ModelVotes, build_labels
 from features.review import (
     build_labeling_config,
     build_reviewed_labels,
@@ -20,6 +20,7 @@ from features.review import (
     save_review_queue,
 )
 from tests.unit.task_support import DIGITS, SHAPES
+from tests.unit.params_support import clean_params, label_params
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +28,14 @@ def demo_labels(demo_batch_factory, tmp_path_factory):
     """A 150-sample demo batch labelled with a noisy champion (85% right), and its clean folder."""
     source = demo_batch_factory(samples=150, seed=11, label_rate=0.3)
     work = tmp_path_factory.mktemp("review")
-    clean = clean_batch(ingest_batch(source, work / "raw").batch_dir, work / "clean", CleanParams(DIGITS))
+    clean = clean_batch(ingest_batch(source, work / "raw").batch_dir, work / "clean", clean_params(DIGITS))
     digits = {json.loads(l)["sample_id"]: json.loads(l)["digit"] for l in (source / "_truth.jsonl").read_text().splitlines()}
     truth = np.array([digits[s] for s in clean.rows["sample_id"]])
     rng = np.random.default_rng(0)
     predicted = {m: np.where(rng.random(len(truth)) < 0.85, truth, (truth + 1) % 10) for m in ("image", "audio")}
     confidence = {m: rng.uniform(0.4, 1.0, len(truth)) for m in ("image", "audio")}
-    labels, _ = build_labels(clean.rows, DIGITS, ModelVotes(list(clean.rows["sample_id"]), predicted, confidence))
+    labels, _ = build_labels(clean.rows, DIGITS, ModelVotes(list(clean.rows["sample_id"]), predicted, confidence),
+                             label_params())
     return clean.rows, labels, clean.batch_dir
 
 
@@ -66,7 +68,7 @@ def test_labeling_config_names_the_task_fields_and_offers_the_tasks_classes():
 
 def test_low_confidence_rows_go_to_the_review_file_with_the_guess_as_prediction(demo_labels, tmp_path):
     rows, labels, clean_dir = demo_labels
-    threshold = LabelParams().review_threshold
+    threshold = label_params().review_threshold
     queue = save_review_queue(tmp_path / "review", labels, rows, str(clean_dir), threshold, DIGITS)
     tasks = json.loads(queue.tasks_path.read_text())
     unsure = labels[(labels["label_source"] != "human") & (labels["label"].isna() | (labels["label_confidence"] < threshold))]

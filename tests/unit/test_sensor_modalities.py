@@ -21,13 +21,14 @@ from models.gate import NOT_APPLICABLE, GatePolicy, MetricThreshold, decide
 from models.gate_scoring import golden_groups, score_models
 from models.families import IMAGEBIND_METRICS
 from models.imagebind import ImageBindConfig, config_modalities
-from models.inputs import InputSpec, build_model_inputs, load_model_inputs, modalities_present, save_model_inputs
-from models.train import TrainConfig, TrainingData, train_imagebind
+from models.inputs import build_model_inputs, load_model_inputs, modalities_present, save_model_inputs
+from models.train import TrainingData, train_imagebind
+from tests.unit.params_support import input_spec, train_config
 
 K = 3  # classes
 IMU_LENGTH = 32
 CENTRES = np.random.default_rng(99).standard_normal((K, 384)).astype(np.float32)  # class prompts' embeddings
-TRAIN = TrainConfig(seed=0, batch_size=20, epochs_stage1=20, epochs_stage2=20, image_shift=0)
+TRAIN = train_config(seed=0, batch_size=20, epochs_stage1=20, epochs_stage2=20, image_shift=0)
 
 
 def tiny_config(present: list[str], channels: int = 1) -> ImageBindConfig:
@@ -125,15 +126,15 @@ def write_clean_rows(clean: Path, colours: list[tuple[int, int, int]] | None = N
 
 def test_rgb_files_keep_their_colour_and_grayscale_tasks_get_luminance(tmp_path):
     table = write_clean_rows(tmp_path)
-    rgb = build_model_inputs(tmp_path, table, InputSpec(image_size=8, image_channels=3))
+    rgb = build_model_inputs(tmp_path, table, input_spec(image_size=8, image_channels=3))
     assert rgb.image.shape == (4, 3, 8, 8)
     np.testing.assert_allclose(rgb.image[0, :, 3, 3], [1.0, 0.0, 0.0])  # red stays red
     np.testing.assert_allclose(rgb.image[1, :, 3, 3], [0.0, 0.0, 1.0])
-    gray = build_model_inputs(tmp_path, table, InputSpec(image_size=8))
+    gray = build_model_inputs(tmp_path, table, input_spec(image_size=8))
     assert gray.image.shape == (4, 1, 8, 8)
     assert gray.image[3, 0, 0, 0] == pytest.approx(1.0) and gray.image[0, 0, 0, 0] < 0.5  # white bright, red dimmer
     with pytest.raises(ValueError, match="image_channels must be 1 .* or 3 .*, got 2"):
-        InputSpec(image_channels=2)
+        input_spec(image_channels=2)
 
 
 def test_rgb_inputs_train_a_three_channel_vision_tower():
@@ -150,7 +151,7 @@ def test_rgb_inputs_train_a_three_channel_vision_tower():
 
 def test_sensor_files_become_masked_inputs_that_round_trip(tmp_path):
     table = write_clean_rows(tmp_path / "clean", sensors=True)
-    spec = InputSpec(image_size=8, depth_size=8, imu_length=IMU_LENGTH)
+    spec = input_spec(image_size=8, depth_size=8, imu_length=IMU_LENGTH)
     inputs = build_model_inputs(tmp_path / "clean", table, spec)
     assert inputs.depth.shape == (4, 1, 8, 8) and inputs.imu.shape == (4, 6, IMU_LENGTH)
     assert inputs.thermal.shape == (4, 1, 16, 16) and not inputs.has_thermal.any() and not inputs.thermal.any()

@@ -15,7 +15,8 @@ from models.evaluate import EvalData
 from models.imagebind import DEPTH, TEXT, VISION, ImageBind, ImageBindConfig
 from models.registry import Registry, log_training_run
 from models.retrieval import RECALL_KS, RETRIEVAL_PAIRS
-from models.train import STAGE_AUDIO_IMAGE, STAGE_IMAGE_TEXT, TrainConfig, TrainingData, train_imagebind
+from models.train import STAGE_AUDIO_IMAGE, STAGE_IMAGE_TEXT, TrainingData, train_imagebind
+from tests.unit.params_support import train_config as default_train_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROWS, EVAL_ROWS, CLASSES = 96, 40, 10
@@ -35,7 +36,7 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory):
     """A tiny model trained inside a tracked run and logged with evaluation and dataset; (client, run)."""
     tmp = tmp_path_factory.mktemp("mlflow")
     config = ImageBindConfig()
-    train_config = TrainConfig(batch_size=32, epochs_stage1=2, epochs_stage2=2)
+    train_config = default_train_config(batch_size=32, epochs_stage1=2, epochs_stage2=2)
     image, audio, label = random_rows(ROWS, config, seed=0)
     text_emb = np.random.default_rng(1).normal(size=(ROWS, config.text_input_dim)).astype(np.float32)
     data = TrainingData(image=image, audio=audio, text_emb=text_emb, label=label)

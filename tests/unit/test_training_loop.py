@@ -15,11 +15,12 @@ import torch
 
 from models.checkpoints import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
 from models.imagebind import ImageBindConfig
-from models.train import STAGE_AUDIO_IMAGE, STAGE_IMAGE_TEXT, TrainConfig, build_scheduler, lr_at, train_imagebind
+from models.train import STAGE_AUDIO_IMAGE, STAGE_IMAGE_TEXT, build_scheduler, lr_at, train_imagebind
 from tests.unit.test_imagebind import make_training_data
+from tests.unit.params_support import train_config
 
 CONFIG = ImageBindConfig()
-TINY = TrainConfig(seed=3, batch_size=8, epochs_stage1=3, epochs_stage2=3)  # 3 steps an epoch on 24 rows
+TINY = train_config(seed=3, batch_size=8, epochs_stage1=3, epochs_stage2=3)  # 3 steps an epoch on 24 rows
 
 
 class Killed(RuntimeError):
@@ -122,13 +123,13 @@ def test_gradients_are_clipped_to_the_configured_norm() -> None:
     moved = {k: (clipped.model.state_dict()[k] - v).abs().max() for k, v in free.model.state_dict().items()}
     assert max(moved.values()) > 0  # clipping changed the trajectory
     with pytest.raises(ValueError, match="grad_clip"):
-        TrainConfig(grad_clip=0.0)
+        train_config(grad_clip=0.0)
 
 
 def test_the_scheduler_follows_warmup_then_cosine() -> None:
     param = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.AdamW([param], lr=0.1)
-    config = TrainConfig(lr=0.1, warmup_fraction=0.1, min_lr_ratio=0.05)
+    config = train_config(lr=0.1, warmup_fraction=0.1, min_lr_ratio=0.05)
     scheduler = build_scheduler(optimizer, 50, config)
     lrs = []
     for _ in range(50):
@@ -150,7 +151,7 @@ def test_the_cpu_trains_in_float32_whatever_bf16_says() -> None:
 
 def test_bad_device_names_fail_at_configuration() -> None:
     with pytest.raises(ValueError, match="device must be"):
-        TrainConfig(device="gpu0")
+        train_config(device="gpu0")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -28,8 +28,9 @@ from scipy.signal import resample_poly
 from models.evaluate import EvalData, evaluate_model, evaluate_slices
 from models.imagebind import ImageBindConfig
 from models.text import encode_texts
-from models.train import TrainConfig, TrainingData, train_imagebind
+from models.train import TrainingData, train_imagebind
 from models.transforms import image_to_input, waveform_to_log_mel
+from tests.unit.params_support import train_config
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +125,7 @@ def test_emergent_audio_to_text_zero_shot_on_held_out_voices(
     digits_dataset: tuple[TrainingData, EvalData, np.ndarray, float],
 ) -> None:
     train, held_out, prompt_emb, build_seconds = digits_dataset
-    result = train_imagebind(train, ImageBindConfig(), TrainConfig(seed=SEED))
+    result = train_imagebind(train, ImageBindConfig(), train_config(seed=SEED))
     metrics = evaluate_model(result.model, held_out, prompt_emb)
     slices = evaluate_slices(result.model, held_out, prompt_emb)
     print(

@@ -16,15 +16,10 @@ from PIL import Image
 
 from features.clean import CLEAN_COLUMNS
 from features.transform import compute_sample_features
-from features.validate import (
-    BatchRejected,
-    ValidateParams,
-    build_reference_profile,
-    validate_features,
-    validate_rows,
-)
+from features.validate import BatchRejected, build_reference_profile, validate_features, validate_rows
+from tests.unit.params_support import validate_params
 
-PARAMS = ValidateParams(n_classes=10, languages=("en", "de", "fr", "es"))  # the digits example's task
+PARAMS = validate_params(n_classes=10, languages=("en", "de", "fr", "es"))  # the digits example's task
 
 
 def make_clean_rows(rows: int = 40, seed: int = 0, prefix: str = "s") -> pd.DataFrame:
@@ -95,7 +90,7 @@ def test_labels_are_judged_against_the_tasks_classes_and_languages_only_when_the
     rows = make_clean_rows()
     rows["label"] = pd.array([None if i % 7 == 0 else i % 4 for i in range(len(rows))], dtype="Int64")  # 0..3
     rows.loc[2, "language"] = "ja"
-    three_classes = ValidateParams(n_classes=3, languages=None, max_bad_row_share=0.5)
+    three_classes = validate_params(n_classes=3, languages=None, max_bad_row_share=0.5)
 
     outcome = validate_rows(rows, tmp_path / "gx", three_classes, batch_id="b1")
 
@@ -148,7 +143,7 @@ def test_second_run_on_the_same_context_reuses_it(tmp_path: Path) -> None:
     gx_dir = tmp_path / "gx"
     rows = make_clean_rows()
     validate_rows(rows, gx_dir, PARAMS, batch_id="b1")
-    without_spanish = ValidateParams(n_classes=10, languages=("en", "de", "fr"), max_bad_row_share=0.5)
+    without_spanish = validate_params(n_classes=10, languages=("en", "de", "fr"), max_bad_row_share=0.5)
 
     outcome = validate_rows(rows, gx_dir, without_spanish, batch_id="b2")  # updates the saved suite
 
@@ -276,7 +271,7 @@ def test_without_enough_reference_the_reference_checks_are_skipped(tmp_path: Pat
 
 
 def test_the_reference_is_the_latest_batches(tmp_path: Path) -> None:
-    params = ValidateParams(n_classes=10, reference_batches=2)
+    params = validate_params(n_classes=10, reference_batches=2)
     profile = build_reference_profile(make_reference(batches=4), params)
 
     assert profile.batch_ids == ("r2", "r3") and profile.rows == 2 * REFERENCE_BATCH_ROWS
@@ -298,7 +293,7 @@ def test_the_reference_is_the_latest_batches(tmp_path: Path) -> None:
 )
 def test_inconsistent_reference_params_fail_at_start_up(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
-        ValidateParams(**{"n_classes": 10, **bad})
+        validate_params(**{"n_classes": 10, **bad})
 
 
 # ---- the feature table ---------------------------------------------------------------------------
