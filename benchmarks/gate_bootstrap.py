@@ -60,7 +60,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "gate_bootstrap.json")
     args = parser.parse_args()
-    weights = draw_resample_weights(args.rows, BootstrapConfig())
+    from flows.settings import BootstrapParams
+
+    weights = draw_resample_weights(args.rows, BootstrapConfig(**BootstrapParams().model_dump()))  # gate.bootstrap's defaults
     work = checks(args.rows)
     fast, slow = matrix_way(work, weights), loop_way(work, weights)
     assert np.allclose(fast, slow, atol=1e-9, equal_nan=True), "the two ways disagree"

@@ -167,13 +167,13 @@ class Threshold(_Strict):
 class BootstrapParams(_Strict):
     resamples: int = Field(1000, ge=100)  # paired resamples of the golden set
     confidence: float = Field(0.9, ge=0.5, lt=1)  # two-sided interval; a change passes if its lower end >= -max_drop
-    seed: int = 0
+    seed: int = 0  # the resamples' seed: the same decision can be recomputed exactly
 
 
 class FamilyGate(_Strict):
     """One family's gate: `gate.families.<family name>`."""
 
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)  # metric -> bounds; the gate needs at least one
     slices: dict[str, dict[str, Threshold]] = Field(default_factory=dict)  # "class" or a task.slices field
 
 
@@ -189,7 +189,7 @@ def _check_family_metrics(where: str, family: ModelFamily, gate: FamilyGate) -> 
 
 class GateParams(_Strict):
     latency_items: int = Field(50, ge=1)  # golden items timed one by one per model for p95 latency
-    bootstrap: BootstrapParams = BootstrapParams()
+    bootstrap: BootstrapParams = BootstrapParams()  # the paired bootstrap of a change's interval
     min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
     families: dict[str, FamilyGate] = Field(default_factory=dict)  # family name -> its thresholds and slices
 

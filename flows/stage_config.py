@@ -112,5 +112,5 @@ def gate_policy(settings: Settings, family=None) -> GatePolicy:
 
     return GatePolicy({k: threshold(v) for k, v in judged.thresholds.items()},
                       {group: {k: threshold(v) for k, v in metrics.items()} for group, metrics in judged.slices.items()},
-                      g.min_slice_rows, BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed),
+                      min_slice_rows=g.min_slice_rows, bootstrap=BootstrapConfig(g.bootstrap.resamples, g.bootstrap.confidence, g.bootstrap.seed),
                       directions=dict(family.metric_directions()))

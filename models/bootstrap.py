@@ -16,9 +16,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    resamples: int = 1000  # B; the CI ends move by ~0.003 between seeds at 1,000 on 200 rows
-    confidence: float = 0.90  # two-sided; the lower end is then a one-sided 95 % bound
-    seed: int = 0  # same seed, same resamples: a decision can be recomputed exactly
+    resamples: int  # B (params.yaml gate.bootstrap: defaults and their reasons in flows/settings.py)
+    confidence: float  # two-sided; the lower end is then a one-sided bound
+    seed: int  # same seed, same resamples: a decision can be recomputed exactly
 
     def __post_init__(self) -> None:
         if self.resamples < 100:

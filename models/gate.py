@@ -49,8 +49,9 @@ DIRECTIONS = (HIGHER, LOWER)
 class GatePolicy:
     thresholds: dict[str, MetricThreshold]  # headline metric → threshold
     slices: dict[str, dict[str, MetricThreshold]] = field(default_factory=dict)  # group → per-row metric → threshold
-    min_slice_rows: int = 5  # smaller slices are reported as skipped: their interval says nothing
-    bootstrap: BootstrapConfig = BootstrapConfig()
+    # params.yaml gate.min_slice_rows and gate.bootstrap (defaults declared once, in flows/settings.py)
+    min_slice_rows: int = field(kw_only=True)  # smaller slices are reported as skipped: their interval says nothing
+    bootstrap: BootstrapConfig = field(kw_only=True)
     # metric → HIGHER or LOWER is better, from the family that computes it; every judged metric needs one,
     # since guessing "higher" turns a latency budget upside down (a faster challenger would fail).
     directions: Mapping[str, str] = field(default_factory=dict)

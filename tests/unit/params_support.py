@@ -94,3 +94,18 @@ def evidently_drift_params(**overrides: Any):
     no numpy fast path, no sampling-noise floor (the params' drift_share and report_rows)."""
     return drift_params(**{"column_threshold": None, "distance_methods": False, "fast_path_rows": None,
                            "noise_sigmas": None, **overrides})
+
+
+def bootstrap_config(**overrides: Any):
+    """The gate's bootstrap at params.yaml's defaults (gate.bootstrap)."""
+    from models.bootstrap import BootstrapConfig
+
+    return BootstrapConfig(**{**Params.model_fields["gate"].default.bootstrap.model_dump(), **overrides})
+
+
+def policy_at_defaults(*args: Any, **kwargs: Any):
+    """models.gate.GatePolicy with gate.min_slice_rows and gate.bootstrap at params.yaml's defaults unless given."""
+    from models.gate import GatePolicy
+
+    defaults = {"min_slice_rows": Params.model_fields["gate"].default.min_slice_rows, "bootstrap": bootstrap_config()}
+    return GatePolicy(*args, **{**defaults, **kwargs})

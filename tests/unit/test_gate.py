@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from models.bootstrap import BootstrapConfig, draw_resample_weights, paired_change
-from models.gate import HIGHER, LOWER, GatePolicy, MetricThreshold, ModelScores, decide
+from models.gate import HIGHER, LOWER, MetricThreshold, ModelScores, decide
+from tests.unit.params_support import policy_at_defaults
 
 N = 400
 
@@ -21,7 +22,7 @@ def scores(accuracy: float, seed: int, latency: float = 10.0, size: float = 1.0,
 # Which way each metric is better: what a model family declares for the metrics it computes.
 DIRECTIONS = {"acc": HIGHER, "p95_latency_ms": LOWER, "model_size_mb": LOWER}
 
-POLICY = GatePolicy({
+POLICY = policy_at_defaults({
     "acc": MetricThreshold(min=0.6, max_drop=0.02),
     "p95_latency_ms": MetricThreshold(max=50.0, max_drop=5.0),
     "model_size_mb": MetricThreshold(max=10.0),
@@ -57,13 +58,13 @@ def test_a_clear_gain_passes_and_a_clear_loss_fails_with_its_interval():
 
 def test_a_point_gain_inside_the_noise_does_not_pass_a_strict_threshold():
     """+0.5 points on 400 unpaired-looking rows: the interval reaches well below -0.5 points."""
-    decision = decide(scores(0.805, 1), scores(0.80, 0), GatePolicy({"acc": MetricThreshold(max_drop=0.005)}, directions=DIRECTIONS))
+    decision = decide(scores(0.805, 1), scores(0.80, 0), policy_at_defaults({"acc": MetricThreshold(max_drop=0.005)}, directions=DIRECTIONS))
     [check] = decision.checks
     assert check.observed > 0 and check.interval[0] < -0.005 and not decision.passed
 
 
 def test_relative_change_and_direction_aware_latency():
-    policy = GatePolicy({"acc": MetricThreshold(max_drop_rel=0.05),
+    policy = policy_at_defaults({"acc": MetricThreshold(max_drop_rel=0.05),
                          "p95_latency_ms": MetricThreshold(max_drop=5.0, max_drop_rel=0.2)},
                         directions=DIRECTIONS)
     champion = scores(0.80, 0, latency=10.0)
@@ -80,7 +81,7 @@ def test_a_collapsed_slice_is_named_although_the_average_improves():
     rank = np.arange(N) // 4  # the row's position within its voice, 0..99
     champion = ModelScores({"acc": (rank < 70).astype(float)})  # 0.7 on every voice
     challenger_rows = np.where(voices == "d", rank < 20, True).astype(float)  # 1.0, but 0.2 on voice d: 0.8 overall
-    policy = GatePolicy({"acc": MetricThreshold(max_drop=0.01)},
+    policy = policy_at_defaults({"acc": MetricThreshold(max_drop=0.01)},
                         slices={"voice": {"acc": MetricThreshold(min=0.3, max_drop=0.1)}}, directions=DIRECTIONS)
     decision = decide(ModelScores({"acc": challenger_rows}), champion, policy, {"voice": voices})
     assert decision.challenger["acc"] == pytest.approx(0.8) and not decision.passed
@@ -90,7 +91,7 @@ def test_a_collapsed_slice_is_named_although_the_average_improves():
 
 def test_small_slices_are_skipped_not_judged():
     groups = {"voice": np.array(["a"] * (N - 2) + ["rare"] * 2)}
-    policy = GatePolicy({"acc": MetricThreshold(min=0.0)}, slices={"voice": {"acc": MetricThreshold(min=0.99)}},
+    policy = policy_at_defaults({"acc": MetricThreshold(min=0.0)}, slices={"voice": {"acc": MetricThreshold(min=0.99)}},
                         min_slice_rows=5, directions=DIRECTIONS)
     decision = decide(scores(1.0, 0), None, policy, groups)
     assert decision.passed and decision.skipped_slices == ["voice=rare (2 rows)"]
@@ -98,18 +99,18 @@ def test_small_slices_are_skipped_not_judged():
 
 def test_configuration_errors_name_the_bad_entry():
     with pytest.raises(ValueError, match="was not evaluated"):
-        decide(ModelScores({}, {"p95_latency_ms": 1.0}), None, GatePolicy({"acc": MetricThreshold(min=0.5)}, directions=DIRECTIONS))
+        decide(ModelScores({}, {"p95_latency_ms": 1.0}), None, policy_at_defaults({"acc": MetricThreshold(min=0.5)}, directions=DIRECTIONS))
     with pytest.raises(ValueError, match="at least one metric"):
-        decide(scores(0.5, 0), None, GatePolicy({}))
+        decide(scores(0.5, 0), None, policy_at_defaults({}))
     with pytest.raises(ValueError, match="slice group 'accent'"):
-        decide(scores(0.5, 0), None, GatePolicy({"acc": MetricThreshold()}, slices={"accent": {"acc": MetricThreshold()}},
+        decide(scores(0.5, 0), None, policy_at_defaults({"acc": MetricThreshold()}, slices={"accent": {"acc": MetricThreshold()}},
                                                 directions=DIRECTIONS))
     with pytest.raises(ValueError, match="not the same golden set"):
         decide(scores(0.5, 0), scores(0.5, 0, n=N - 1), POLICY)
     with pytest.raises(ValueError, match="max_drop is an allowed regression"):
         MetricThreshold(max_drop=-0.1)
     with pytest.raises(ValueError, match="'p95_latency_ms' has no direction"):  # never guessed as "higher"
-        GatePolicy({"p95_latency_ms": MetricThreshold(max_drop=5.0)}, directions={"acc": HIGHER})
+        policy_at_defaults({"p95_latency_ms": MetricThreshold(max_drop=5.0)}, directions={"acc": HIGHER})
 
 
 def test_a_latency_or_size_threshold_written_without_a_direction_judges_the_right_way_round(tmp_path):

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from models.gate import HIGHER, LOWER, GatePolicy, MetricThreshold, ModelScores, decide
+from models.gate import HIGHER, LOWER, MetricThreshold, ModelScores, decide
 from models.model_card import (
     CARD_MAX_CHARS,
     artifact_url,
@@ -18,6 +18,7 @@ from models.model_card import (
     run_page,
     version_page,
 )
+from tests.unit.params_support import policy_at_defaults
 
 N = 200
 DIRECTIONS = {"acc": HIGHER, "p95_latency_ms": LOWER}
@@ -35,9 +36,9 @@ def scores(accuracy: float, seed: int, n: int = N) -> ModelScores:
     return ModelScores({"acc": np.random.default_rng(seed).permutation(right)}, {"p95_latency_ms": 10.0})
 
 
-def policy(**slices: dict[str, MetricThreshold]) -> GatePolicy:
-    return GatePolicy({"acc": MetricThreshold(min=0.5, max_drop=0.02), "p95_latency_ms": MetricThreshold(max=50.0)},
-                      slices=slices, min_slice_rows=5, directions=DIRECTIONS)
+def policy(**slices: dict[str, MetricThreshold]):
+    return policy_at_defaults({"acc": MetricThreshold(min=0.5, max_drop=0.02), "p95_latency_ms": MetricThreshold(max=50.0)},
+                              slices=slices, min_slice_rows=5, directions=DIRECTIONS)
 
 
 def groups(n: int = N, classes: int = 4) -> dict[str, np.ndarray]:

@@ -30,14 +30,9 @@ INTENTIONALLY_EXPLICIT = {
     "demo.golden_seed": "dvc.yaml's golden stage names it",
     "train.family": "which family the example trains, beside the other one's name",
     "alerts.sinks": "the commented sinks above it show how to fill it in",
-    # The gate: section is tuned by the gate's own work (issue 15), which decides what it restates.
-    "gate.latency_items": "gate section",
-    "gate.bootstrap.resamples": "gate section",
-    "gate.bootstrap.confidence": "gate section",
-    "gate.bootstrap.seed": "gate section",
 }
 # Entries without a comment of their own in flows/settings.py: the gate's models are the gate work's.
-UNCOMMENTED = {"gate.bootstrap", "gate.bootstrap.seed", "gate.lora.thresholds"}
+UNCOMMENTED: set[str] = set()
 
 
 def leaves(values: Any, path: str = "") -> dict[str, Any]:
@@ -162,7 +157,6 @@ def test_the_stages_config_objects_carry_the_settings_values():
 def _still_defaulted() -> list[tuple[type, str, Any]]:
     """(dataclass, field, the settings' default) for each field that keeps a default of its own although
     params.yaml sets it: a default re-declared there, so it must not drift from flows/settings.py."""
-    from models.gate import GatePolicy
     from models.imagebind import ImageBindConfig
     from models.lora import LoraSettings
 
@@ -173,7 +167,6 @@ def _still_defaulted() -> list[tuple[type, str, Any]]:
         (ImageBindConfig, "image_size", defaults.transform.image_size),
         (ImageBindConfig, "audio_n_mels", defaults.transform.n_mels),
         (ImageBindConfig, "audio_frames", defaults.transform.audio_frames),
-        (GatePolicy, "min_slice_rows", defaults.gate.min_slice_rows),
     ]
 
 
@@ -190,6 +183,8 @@ def test_the_params_backed_fields_of_the_pure_layers_have_no_default_of_their_ow
     from features.expectations import ValidateParams
     from features.label import LabelParams
     from features.label_model import LabelModelParams
+    from models.bootstrap import BootstrapConfig
+    from models.gate import GatePolicy
     from models.inputs import InputSpec
     from models.lora import ClassifierTraining
     from models.train import TrainConfig
@@ -201,10 +196,11 @@ def test_the_params_backed_fields_of_the_pure_layers_have_no_default_of_their_ow
     own_seeds = {DriftParams, ModelDriftParams}  # the seed of their row samples, which params.yaml does not set
     defaulted = {}
     for config in (CleanParams, ValidateParams, LabelParams, LabelModelParams, InputSpec, ClassifierTraining,
-                   TrainConfig, DriftParams, ModelDriftParams, QualityParams):
+                   TrainConfig, DriftParams, ModelDriftParams, QualityParams, GatePolicy, BootstrapConfig):
         names = [f.name for f in fields(config) if f.name in declared_by_settings
                  and (f.default is not MISSING or f.default_factory is not MISSING)
-                 and not (config in own_seeds and f.name == "seed")]
+                 and not (config in own_seeds and f.name == "seed")
+                 and not (config is GatePolicy and f.name == "slices")]  # none judged: an empty mapping, not a number
         if names:
             defaulted[config.__name__] = names
     assert not defaulted, f"fields that re-declare a default of flows/settings.py: {defaulted}"

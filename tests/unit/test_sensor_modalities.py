@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from models.evaluate import EvalData, eval_data_from_inputs, evaluate_model, evaluate_slices
-from models.gate import NOT_APPLICABLE, GatePolicy, MetricThreshold, decide
+from models.gate import NOT_APPLICABLE, MetricThreshold, decide
 from models.gate_scoring import golden_groups, score_models
 from models.families import IMAGEBIND_METRICS
 from models.imagebind import ImageBindConfig, config_modalities
 from models.inputs import build_model_inputs, load_model_inputs, modalities_present, save_model_inputs
 from models.train import TrainingData, train_imagebind
-from tests.unit.params_support import input_spec, train_config
+from tests.unit.params_support import input_spec, train_config, policy_at_defaults
 
 K = 3  # classes
 IMU_LENGTH = 32
@@ -177,7 +177,7 @@ def test_the_gate_reports_an_audio_threshold_as_not_applicable_to_an_image_text_
     held_out = rows(30, seed=1, imu=False)
     golden = EvalData(held_out["image"], held_out["label"], groups={"source": ["a", "b", "c"] * 10})
     scores = score_models({"challenger": model}, golden, CENTRES, latency_items=2)["challenger"]
-    policy = GatePolicy(thresholds={"zero_shot_image_acc": MetricThreshold(min=0.5),
+    policy = policy_at_defaults(thresholds={"zero_shot_image_acc": MetricThreshold(min=0.5),
                                     "zero_shot_audio_acc": MetricThreshold(min=0.9)},
                         slices={"source": {"zero_shot_audio_acc": MetricThreshold(min=0.9)}},
                         directions=IMAGEBIND_METRICS)
