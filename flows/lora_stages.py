@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from flows.settings import Settings
-from flows.stage_config import registry_for
+from flows.stage_config import classifier_training, lora_settings, registry_for
 from models.evaluate import CLASS_GROUP, EvalData
 from models.families import LORA_FAMILY
 from models.family import GoldenScores, TrainOutcome, TrainRequest
@@ -68,7 +68,6 @@ def train_lora(request: TrainRequest) -> TrainOutcome:
 
     from flows.model_stages import build_golden_set, training_window
     from models.artifacts import save_caption_classifier, save_task
-    from models.lora import ClassifierTraining, LoraSettings
     from models.lora_family import caption_metrics, classify_captions, train_caption_classifier
     from models.plots import confusion_matrix_figure
     from models.pyfunc import caption_classifier_flavour
@@ -86,8 +85,7 @@ def train_lora(request: TrainRequest) -> TrainOutcome:
             f"trusted label; the lora family needs at least train.lora.min_labelled_rows={p.min_labelled_rows}. Label "
             "more rows (human labels, or the review queue), or lower that minimum in params.yaml")
     captions, targets = [str(c) for c in inputs.caption[labelled]], label[labelled]
-    lora = LoraSettings(r=p.r, alpha=p.alpha, dropout=p.dropout)
-    training = ClassifierTraining(steps=p.steps, batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay, seed=seed)
+    lora, training = lora_settings(p), classifier_training(p, seed)
     registry = registry_for(settings)
     with start_training_run(registry.experiment_id(), run_name, {"flow_run": run_name, "family": LORA_FAMILY}) as run, \
             tempfile.TemporaryDirectory() as tmp:

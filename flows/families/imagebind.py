@@ -105,6 +105,7 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     lake's `lake/inputs@md5`, logged as the run's dataset input."""
     from flows.model_stages import build_golden_set, training_window
     from flows.stage_cache import epoch_fault_points
+    from flows import stage_config
     from flows.stage_config import input_spec, registry_for
     from models.artifacts import save_model, save_task
     from models.evaluate import evaluate_model
@@ -113,7 +114,7 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     from models.registry import log_training_run
     from models.text import encode_class_prompts, encode_texts
     from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, config_params, start_training_run
-    from models.train import STAGE_IMAGE_TEXT, TrainConfig, train_imagebind as fit, training_data_from_inputs
+    from models.train import STAGE_IMAGE_TEXT, train_imagebind as fit, training_data_from_inputs
 
     settings, run_name, checkpoint_dir = request.settings, request.run_name, request.checkpoint_dir
     window = training_window(settings, captions_only=False)
@@ -123,11 +124,8 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     # The towers follow the data: vision and text always, plus each modality the window carries.
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, modalities=config_modalities(modalities_present(inputs)),
                                    **input_spec(settings).config_fields())
-    train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
-                               epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                               label_aware=tr.label_aware, grad_clip=tr.grad_clip,
-                               # a checkpoint per epoch, resumed from by a re-run (flows/pipeline.py keys the folder)
-                               checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+    # a checkpoint per epoch, resumed from by a re-run (flows/steps.py keys the folder)
+    train_config = stage_config.train_config(tr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     registry = registry_for(settings)
     start = champion_start(settings, model_config)
     if start is not None:
@@ -176,9 +174,9 @@ class ChampionStart:
 def champion_start(settings, model_config: Any) -> ChampionStart | None:
     """With `train.imagebind_lora.enabled` and an ImageBind @champion of this architecture: its weights
     and the adapters to fine-tune them with; None (train from scratch) otherwise, saying why."""
+    from flows import stage_config
     from flows.stage_config import registry_for
     from models.imagebind import ImageBind
-    from models.lora import LoraSettings
     from models.registry import CHAMPION, load_version
 
     options = settings.params.train.imagebind_lora
@@ -198,6 +196,6 @@ def champion_start(settings, model_config: Any) -> ChampionStart | None:
         log.warning("train.imagebind_lora: @champion v%s has another architecture (%s), training from scratch",
                     version, ", ".join(differ))
         return None
-    lora = LoraSettings(r=options.r, alpha=options.alpha, dropout=options.dropout, train_heads=options.train_heads)
+    lora = stage_config.lora_settings(options)
     log.info("train.imagebind_lora: fine-tuning @champion v%s through LoRA r=%d", version, options.r)
     return ChampionStart(str(version), champion.state_dict(), lora)
