@@ -11,15 +11,14 @@ from typing import Any, Literal
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from features.task import Task, build_prompts, check_golden_batch
-from models.family import ModelFamily, is_import_path, load_family
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from flows.gate_params import BootstrapParams, FamilyGate, GateParams, Threshold, check_family_metrics  # noqa: F401  (re-exported)
+from flows.params_base import _Strict
+from flows.state_paths import StatePaths
+from models.family import is_import_path, load_family
 
 
 class RegistryParams(_Strict):
@@ -146,74 +145,6 @@ class TrainParams(_Strict):
     def _a_family_that_loads(cls, spec: str) -> str:
         load_family(spec)  # ValueError naming the registered families and the import-path form
         return spec
-
-
-class Threshold(_Strict):
-    min: float | None = None  # value bound: the metric must be at least this
-    max: float | None = None  # value bound (a budget for latency and size): at most this
-    max_drop: float | None = Field(None, ge=0)  # allowed regression against the champion, in the metric's units
-    max_drop_rel: float | None = Field(None, ge=0)  # allowed regression as a share of the champion's value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_direction(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "higher_is_better" in raw:
-            raise ValueError("higher_is_better is not a threshold setting: which way a metric is better is declared "
-                             "once by the model family that computes it (its metric_directions()); "
-                             "remove it from the threshold")
-        return raw
-
-
-class BootstrapParams(_Strict):
-    resamples: int = Field(1000, ge=100)  # paired resamples of the golden set
-    confidence: float = Field(0.9, ge=0.5, lt=1)  # two-sided interval; a change passes if its lower end >= -max_drop
-    seed: int = 0  # the resamples' seed: the same decision can be recomputed exactly
-
-
-class FamilyGate(_Strict):
-    """One family's gate: `gate.families.<family name>`."""
-
-    thresholds: dict[str, Threshold] = Field(default_factory=dict)  # metric -> bounds; the gate needs at least one
-    slices: dict[str, dict[str, Threshold]] = Field(default_factory=dict)  # "class" or a task.slices field
-
-
-def _check_family_metrics(where: str, family: ModelFamily, gate: FamilyGate) -> None:
-    """Every gated metric must be one the family computes: a misspelt name would never be judged."""
-    known = family.metric_directions()
-    named = [(f"{where}.thresholds", m) for m in gate.thresholds]
-    named += [(f"{where}.slices.{group}", m) for group, metrics in gate.slices.items() for m in metrics]
-    for entry, metric in named:
-        if metric not in known:
-            raise ValueError(f"{entry}: {metric!r} is not a metric of the {family.name} family; it computes {sorted(known)}")
-
-
-class GateParams(_Strict):
-    latency_items: int = Field(50, ge=1)  # golden items timed one by one per model for p95 latency
-    bootstrap: BootstrapParams = BootstrapParams()  # the paired bootstrap of a change's interval
-    min_slice_rows: int = Field(5, ge=1)  # slices with fewer golden rows are reported, not judged
-    families: dict[str, FamilyGate] = Field(default_factory=dict)  # family name -> its thresholds and slices
-
-    @model_validator(mode="before")
-    @classmethod
-    def _moved_keys(cls, raw: Any) -> Any:
-        if isinstance(raw, dict):
-            moved = {"thresholds": "gate.families.imagebind.thresholds (each family has its own)",
-                     "slices": "gate.families.imagebind.slices (each family has its own)",
-                     "lora": "gate.families.lora (thresholds and slices)"}
-            old = [key for key in moved if key in raw]
-            if old:
-                raise ValueError("; ".join(f"gate.{key} moved to {moved[key]}" for key in old))
-        return raw
-
-    @model_validator(mode="after")
-    def _metrics_of_their_family(self) -> "GateParams":
-        for name, gate in self.families.items():
-            try:
-                family = load_family(name)
-            except ValueError:
-                continue  # a family not installed here (or named by import path): checked as train.family
-            _check_family_metrics(f"gate.families.{name}", family, gate)
-        return self
 
 
 class MonitorParams(_Strict):
@@ -346,7 +277,7 @@ class Params(_Strict):
         """The trained family's gate names only its metrics, also for a family given by import path."""
         family = load_family(self.train.family)
         if family.name in self.gate.families:
-            _check_family_metrics(f"gate.families.{family.name}", family, self.gate.families[family.name])
+            check_family_metrics(f"gate.families.{family.name}", family, self.gate.families[family.name])
         return self
 
 
@@ -370,83 +301,6 @@ class EnvSettings(BaseSettings):
     feast_registry: str | None = None
     # Alert sink URLs carrying credentials, as JSON {sink name: apprise URL}, for sinks without `url` in params.yaml.
     alert_urls: dict[str, str] = {}
-
-
-@dataclass(frozen=True)
-class StatePaths:
-    """The layout of FLYWHEEL_HOME; every store of the embedded stack lives under it."""
-
-    home: Path
-
-    @property
-    def lake_raw(self) -> Path:
-        return self.home / "lake" / "raw"
-
-    @property
-    def lake_clean(self) -> Path:
-        return self.home / "lake" / "clean"
-
-    @property
-    def model_inputs(self) -> Path:
-        return self.home / "lake" / "inputs"
-
-    def batch_inputs(self, batch_id: str) -> Path:
-        """A batch's model-input shards (folder of part-*.npz)."""
-        return self.model_inputs / batch_id
-
-    @property
-    def quarantine(self) -> Path:
-        return self.home / "quarantine"
-
-    @property
-    def review(self) -> Path:
-        return self.home / "review"
-
-    @property
-    def gx(self) -> Path:
-        return self.home / "gx"
-
-    @property
-    def feast(self) -> Path:
-        return self.home / "feast"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.home / "mlflow" / "mlflow.db"
-
-    @property
-    def mlflow_artifacts(self) -> Path:
-        return self.home / "mlflow" / "artifacts"
-
-    @property
-    def evidently(self) -> Path:
-        return self.home / "evidently"
-
-    @property
-    def prefect(self) -> Path:
-        return self.home / "prefect"
-
-    @property
-    def inference(self) -> Path:
-        """The inference log: API requests and batch scoring, JSON lines per day (read by monitoring)."""
-        return self.home / "inference"
-
-    @property
-    def loop(self) -> Path:
-        """State of the closed loop: alert deduplication and the retraining rate limit."""
-        return self.home / "loop"
-
-    @property
-    def runs(self) -> Path:
-        return self.home / "runs"
-
-    @property
-    def golden(self) -> Path:
-        return self.home / "golden"
-
-    @property
-    def tracking_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db.resolve()}"
 
 
 @dataclass(frozen=True)
