@@ -8,8 +8,8 @@ metrics and plots (`flows/dvc_outputs.py`). Batches run in order, as `flywheel r
 training uses every batch ingested so far, so a batch's first stage depends on the previous batch's
 last model stage (its gate). A DVC foreach cannot say that, so the stages are written out one by one.
 
-The rest of an existing dvc.yaml is kept as written (a project's own stages, such as the digits
-example's `golden` and `demo_data`); stages running `flywheel stage` or `flywheel run` are replaced.
+The rest of an existing dvc.yaml is kept as written (a project's own stages, such as an example's
+`golden` and `demo_data`); stages running `flywheel stage` or `flywheel run` are replaced.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ GENERATED_COMMANDS = ("flywheel stage ", "flywheel run ")  # stages of an older 
 HEADER = """\
 # Written by `flywheel dvc-yaml` from the stage table (flows/stages.py): one DVC stage per lifecycle stage
 # per landing batch, each running `flywheel stage NAME --batch BATCH`. Change the table or the batches and
-# run `flywheel dvc-yaml` again; other stages here (the digits example's golden and demo batches) are kept.
+# run `flywheel dvc-yaml` again; other stages here (a project's own, e.g. its demo batches) are kept.
 #   dvc repro                          # the lifecycle on each batch, re-running only what changed
 #   dvc exp run -S train.lr=0.004      # an experiment: dvc exp show and the MLflow UI list it
 #   dvc plots show                     # confusion, recall@k and drift plots
@@ -39,7 +39,7 @@ HEADER = """\
 
 
 def dvc_stage_name(stage: str, batch: str) -> str:
-    """DVC allows only letters, digits, `_` and `-` in a stage name: `train_batch-001`."""
+    """DVC allows only letters, numbers, `_` and `-` in a stage name: `train_batch-001`."""
     return f"{stage}_{batch}"
 
 
@@ -132,7 +132,7 @@ def lifecycle_stages(settings: "Settings", table: tuple[Stage, ...], batches: li
                      params_path: Path) -> dict[str, Any]:
     """The DVC stages of `table` on each of `batches`, in order; `params_path`: the params file the stages read."""
     params = yaml.safe_load(params_path.read_text()) or {}
-    try:  # not resolved: the digits example's params.yaml is a symlink DVC reads where it is
+    try:  # not resolved: a symlinked params.yaml is read by DVC where it is
         params_file = params_path.absolute().relative_to(root.absolute()).as_posix()
     except ValueError as err:
         raise ValueError(f"the params file {params_path} lies outside the project {root}: DVC tracks the params "
@@ -164,6 +164,6 @@ def dvc_yaml_text(settings: "Settings", table: tuple[Stage, ...], root: Path, pa
                          "name them with --batch")
     bad = [b for b in chosen if not b or set(b) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")]
     if bad:
-        raise ValueError(f"batch names {bad} have characters DVC refuses in a stage name; use letters, digits, _ and -")
+        raise ValueError(f"batch names {bad} have characters DVC refuses in a stage name; use letters, numbers, _ and -")
     document = {"stages": {**kept, **lifecycle_stages(settings, table, chosen, root, params_path)}}
     return HEADER + yaml.safe_dump(document, sort_keys=False, width=120)
