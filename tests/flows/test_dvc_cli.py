@@ -114,4 +114,5 @@ def test_dvc_repro_exp_run_and_plots_on_the_generated_pipeline(project):
 
     _run(project, dvc, "plots", "show", "-o", "plots")
     html = (project / "plots" / "index.html").read_text()
-    assert f"dvc-stages/{BATCH}/train.confusion/image.csv" in html and "monitor.drift" in html
+    for plot in ("train_confusion_image_csv", "train_recall_at_k_image_to_text_csv", "monitor_drift_data_drift_csv"):
+        assert f"dvc-stages_{BATCH}_{plot}" in html, plot  # each plot's element id
