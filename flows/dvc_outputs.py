@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from features.atomic import atomic_write_text
+from flows.stages import DvcPlot
 
 if TYPE_CHECKING:
     from flows.run_record import RunRecord
     from flows.settings import Settings
     from flows.stages import Stage
-
-from flows.stages import DvcPlot
 
 DVC_STAGES_DIR = "dvc-stages"  # the project's folder of per-batch DVC files: dvc-stages/<batch>/
 TRAIN_PLOTS = (DvcPlot("confusion", "confusion", x="actual", y="predicted"),  # one series per modality
