@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table  # noqa: E402
 
 from flows.cli_admin import quarantine_app, review_app, server_app, show_params  # noqa: E402
+from flows.cli_dvc import dvc_yaml  # noqa: E402
 from flows.cli_common import (  # noqa: E402
     HOME_OPTION,
     PARAMS_OPTION,
@@ -38,6 +39,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(server_app, name="server")
 app.command("promote")(promote)
 app.command("stage")(stage_command)
+app.command("dvc-yaml")(dvc_yaml)
 app.command("rollback")(rollback)
 app.command("models")(models)
 app.command("schedule")(schedule)

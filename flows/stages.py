@@ -41,13 +41,28 @@ DATA, MODEL, WATCH = "data", "model", "watch"  # the three parts of the lifecycl
 
 
 @dataclass(frozen=True)
-class DvcSpec:
-    """What `dvc.yaml` declares for the stage, relative to the project: paths with `{home}` (FLYWHEEL_HOME)
-    and `{batch}` (the landing batch's id) filled in by `flywheel dvc-yaml`."""
+class DvcPlot:
+    """A plot `dvc plots show` draws: one CSV per series in `dvc-stages/<batch>/<stage>.<name>/`, drawn with
+    DVC's `template` (confusion, linear, bar_horizontal) from columns `x` and `y`."""
 
-    outs: tuple[str, ...] = ()
-    metrics: tuple[str, ...] = ()
-    plots: tuple[str, ...] = ()
+    name: str
+    template: str
+    x: str
+    y: str
+
+
+@dataclass(frozen=True)
+class DvcSpec:
+    """What `dvc.yaml` declares for the stage on each landing batch (`flows/dvc_pipeline.py`), and what
+    `flywheel stage NAME --outputs DIR` writes there from what the stage recorded (`flows/dvc_outputs.py`):
+    always `<stage>.json` (its cache key: the DVC out the next stage depends on), its metrics file
+    `<stage>.metrics.json` when `metrics` is given, and its plots."""
+
+    declared: bool = True  # False: no DVC stage (react: alerts and retraining are the loop's doing, not an output)
+    metrics: Callable[["Settings", dict[str, Any], str], dict[str, Any]] | None = None  # (settings, summary, stage) → metrics
+    plots: tuple[DvcPlot, ...] = ()
+    plot_series: Callable[["Settings", dict[str, Any], str], dict[str, dict[str, list[dict[str, Any]]]]] | None = None  # plot → series → rows
+    golden: bool = False  # reads the golden batch (task.golden): a dependency of the DVC stage
 
 
 @dataclass(frozen=True)
@@ -91,25 +106,25 @@ class ExtraStageContext:
 
 
 def _table() -> tuple[Stage, ...]:
+    from flows import dvc_outputs as out
     from flows import steps
     from flows.run_notes import gate_note, monitor_note, register_note, train_note
 
-    home, batch = "{home}", "{batch}"
+    rows = DvcSpec(metrics=out.row_metrics)
     return (
-        Stage("ingest", steps.ingest, DATA, code=("features.ingest", "features.manifest"),
-              dvc=DvcSpec(outs=(f"{home}/lake/raw/{batch}",))),
+        Stage("ingest", steps.ingest, DATA, code=("features.ingest", "features.manifest"), dvc=rows),
         Stage("clean", steps.clean, DATA, ("clean", "task.classes", "task.image_channels"),
               ("features.clean", "features.clean_row", "features.decode", "features.phash", "flows.data_stages"),
-              dvc=DvcSpec(outs=(f"{home}/lake/clean/{batch}",))),
+              dvc=rows),
         Stage("validate", steps.validate, DATA, ("validate", "task.classes", "task.languages"),
               ("features.validate", "features.expectations", "features.reference", "flows.data_stages"),
-              rejects_batch=True),
+              rejects_batch=True, dvc=rows),
         Stage("transform", steps.transform, DATA, ("transform", "task.image_channels"),
               ("features.transform", "features.store", "models.inputs", "flows.data_stages"), rejects_batch=True,
-              dvc=DvcSpec(outs=(f"{home}/lake/inputs/{batch}",))),
+              dvc=rows),
         Stage("label", steps.label, DATA, ("label", "task.classes"),
               ("features.label", "features.label_model", "features.review", "flows.data_stages"), rejects_batch=True,
-              dvc=DvcSpec(outs=(f"{home}/review/{batch}",))),
+              dvc=rows),
         Stage("version", steps.version, DATA, code=("features.lake_versioning", "flows.data_stages")),
         # The golden batch is keyed by its content (its DVC version, in the training run), its path by the task.
         Stage("train", steps.train, MODEL,
@@ -118,17 +133,19 @@ def _table() -> tuple[Stage, ...]:
               ("models.train", "models.imagebind", "models.losses", "models.evaluate", "models.text",
                "models.artifacts", "models.lora", "models.lora_family", "models.pyfunc", "models.tracking",
                "models.family", "flows.families", "flows.model_stages", "flows.lora_stages"),
-              summary=train_note, dvc=DvcSpec(metrics=("{run}/train.json",), plots=("{run}/plots",))),
+              summary=train_note, dvc=DvcSpec(metrics=out.train_metrics, plots=out.TRAIN_PLOTS, plot_series=out.train_plots,
+                                            golden=True)),
         Stage("register", steps.register, MODEL, ("registry",), ("models.registry", "flows.exactly_once"), retries=2,
               summary=register_note),
         Stage("gate", steps.gate, MODEL, ("gate", "registry", "task"),
               ("models.gate", "models.gate_scoring", "models.bootstrap", "models.family", "models.lora_family",
                "flows.exactly_once"),
-              retries=1, summary=gate_note, dvc=DvcSpec(metrics=("{run}/gate.json",))),
+              retries=1, summary=gate_note, dvc=DvcSpec(metrics=out.gate_metrics, golden=True)),
         Stage("monitor", steps.monitor, WATCH, ("monitor", "registry", "task"), ("flows.monitor_stage", "monitoring"),
-              summary=monitor_note, dvc=DvcSpec(metrics=("{run}/monitor.json",))),
+              summary=monitor_note, dvc=DvcSpec(metrics=out.monitor_metrics, plots=out.MONITOR_PLOTS,
+                                              plot_series=out.monitor_plots)),
         Stage("react", steps.react, WATCH, ("alerts", "retrain", "registry"),
-              ("flows.loop", "monitoring.alerts", "monitoring.alert_delivery")),
+              ("flows.loop", "monitoring.alerts", "monitoring.alert_delivery"), dvc=DvcSpec(declared=False)),
     )
 
 
@@ -188,7 +205,10 @@ def build_table(extras: list[Mapping[str, Any]] | tuple[Mapping[str, Any], ...] 
         if after == "react":
             raise ValueError(f"{where}: nothing runs after react (the loop's reaction ends a run); choose an earlier stage")
         before = table[names.index(after)]
+        from flows.dvc_outputs import row_metrics
+
         stage = Stage(name, steps.extra_stage, before.part, code=(fn.__module__,),
+                      dvc=DvcSpec(metrics=row_metrics if before.part == DATA else None),
                       extra=MappingProxyType({"fn": fn, "path": path, "after": after,
                                               "params": dict(entry.get("params") or {})}))
         at = names.index(after) + 1

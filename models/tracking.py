@@ -45,6 +45,9 @@ SYSTEM_METRICS_INTERVAL_S = 2.0  # MLflow's default (10 s) gives a 60 s demo tra
 DATASET_NAME = "training-window"
 PLOTS_DIR = "plots"
 MAX_METRICS_PER_REQUEST = 1000  # MLflow's log_batch limit; an epoch of a large window has more steps
+# What DVC sets for the commands it runs (dvc/env.py), as tags: `dvc exp run` names the experiment, so the
+# MLflow UI finds the training runs `dvc exp show` lists (search `tags."dvc.exp_name" = '<name>'`).
+DVC_RUN_TAGS = {"DVC_EXP_NAME": "dvc.exp_name", "DVC_EXP_BASELINE_REV": "dvc.baseline_rev", "DVC_STAGE": "dvc.stage"}
 
 
 def config_params(model_config: ImageBindConfig, train_config: TrainConfig, lora: Any = None) -> dict[str, Any]:
@@ -109,9 +112,11 @@ def _send_metrics(run_id: str, metrics: list[Metric], synchronous: bool) -> None
 
 @contextmanager
 def start_training_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run with system metrics, open for the whole block (training, evaluation, logging)."""
+    """An MLflow run with system metrics, open for the whole block (training, evaluation, logging); run by DVC,
+    tagged with the DVC experiment and stage (`DVC_RUN_TAGS`)."""
     # The environment variable is where this setting lives: a user's (or a test's) value wins.
     os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(SYSTEM_METRICS_INTERVAL_S))
+    tags = {**tags, **{tag: os.environ[name] for name, tag in DVC_RUN_TAGS.items() if os.environ.get(name)}}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, log_system_metrics=True) as run:
         yield run
 

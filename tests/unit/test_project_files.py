@@ -198,7 +198,7 @@ def test_dvc_pipeline_parses_and_analytics_are_off():
     env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     dvc = str(Path(sys.executable).with_name("dvc"))
     listed = subprocess.run([dvc, "stage", "list"], cwd=PROJECT, env=env, capture_output=True, text=True, check=True)
-    assert "lifecycle@batch-001" in listed.stdout and "demo_data@batch-002" in listed.stdout
+    assert "train_batch-001" in listed.stdout and "demo_data@batch-002" in listed.stdout
     assert re.search(r"^golden\s", listed.stdout, re.M)  # the golden batch every lifecycle run depends on
     config = configparser.ConfigParser()
     config.read(PROJECT / ".dvc" / "config")
