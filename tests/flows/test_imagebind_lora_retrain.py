@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def lora_retrain(demo_batch_factory, tmp_path_factory):
     path = write_fast_lifecycle_params(tmp_path_factory.mktemp("params-iblora") / "params.yaml")
     params = yaml.safe_load(path.read_text())
-    params["train"]["imagebind_lora"].update(enabled=True, epochs_stage1=2, epochs_stage2=2)
+    params["train"].setdefault("imagebind_lora", {}).update(enabled=True, epochs_stage1=2, epochs_stage2=2)
     path.write_text(yaml.safe_dump(params))
     settings = load_settings(tmp_path_factory.mktemp("home-iblora"), path)
     with frequent_system_metrics():

@@ -27,8 +27,8 @@ STRICT = {**LENIENT, "model_size_mb": {"max": 0.001}}  # no model is that small:
 def settings_with(home: Path, golden: Path, thresholds: dict, name: str):
     raw = example_params()
     raw["task"]["golden"] = str(golden)
-    raw["gate"]["thresholds"] = thresholds
-    raw["gate"]["slices"] = {"class": {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0}}}
+    raw["gate"]["families"]["imagebind"]["thresholds"] = thresholds
+    raw["gate"]["families"]["imagebind"]["slices"] = {"class": {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0}}}
     raw["gate"]["min_slice_rows"] = 3
     params = home / name
     params.write_text(yaml.safe_dump(raw))
