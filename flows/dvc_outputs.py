@@ -100,28 +100,19 @@ def train_plots(settings: "Settings", summary: dict[str, Any], stage: str) -> di
     (actual, predicted class name) per modality, and recall@k per query→gallery pair."""
     import mlflow
 
+    from flows.families import configured_family
     from flows.model_stages import golden_name, load_golden_folder
-    from models.families import LORA_FAMILY, family_of
+    from models.family import family_named
 
-    model = mlflow.pyfunc.load_model(summary["train"]["model_uri"]).unwrap_python_model().model
+    wrapper = mlflow.pyfunc.load_model(summary["train"]["model_uri"]).unwrap_python_model()
+    configured = configured_family(settings)
+    family = family_named(getattr(wrapper, "family", None) or configured.name, [configured])
+    plots = getattr(family, "golden_plots", None)  # optional member of the protocol: a family without it has none
+    if plots is None:
+        return {"confusion": {}, "recall_at_k": {"none": []}}
     golden = load_golden_folder(settings.paths.golden / golden_name(settings))
     names = settings.task.classes
-    if family_of(model) == LORA_FAMILY:  # a caption classifier: no embeddings, so no retrieval curve
-        from models.lora_family import classify_captions
-
-        predicted = {"caption": classify_captions(model, list(golden.caption or []))[0]}
-        curves: dict[str, Any] = {}
-    else:
-        from models.evaluate import evaluated_modalities, predict_zero_shot
-        from models.imagebind import VISION
-        from models.retrieval import embed_eval_data, recall_curve
-        from models.text import encode_class_prompts
-
-        prompts = encode_class_prompts(settings.task.prompts)
-        given = {"image": (VISION, golden.image), **{m: (m, golden.bound()[m]) for m in evaluated_modalities(model, golden)}}
-        predicted = {name: predict_zero_shot(model, modality, values, prompts)[0] for name, (modality, values) in given.items()}
-        joint = embed_eval_data(model, golden, prompts)
-        curves = {f"{query}_to_{gallery}": recall_curve(joint, query, gallery) for query, gallery in joint.pairs()}
+    predicted, curves = plots(wrapper.model, golden, settings.task)
     confusion = {name: [{"actual": names[int(a)], "predicted": names[int(p)]} for a, p in zip(golden.label, labels)]
                  for name, labels in predicted.items()}
     recall = {pair: [{"k": k + 1, "recall": round(float(v), 6)} for k, v in enumerate(curve)] for pair, curve in curves.items()}

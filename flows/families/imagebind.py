@@ -46,6 +46,20 @@ class ImageBindFamily:
         scores = score_models(models, golden, encode_class_prompts(settings.task.prompts), settings.params.gate.latency_items)
         return GoldenScores(scores, golden_groups(golden, settings.task.classes), len(golden.label))
 
+    def golden_plots(self, model, golden, task) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Optional member: each modality's zero-shot class per golden row, and recall@k per query→gallery
+        pair of the joint space (the DVC plots of the train stage)."""
+        from models.evaluate import evaluated_modalities, predict_zero_shot
+        from models.imagebind import VISION
+        from models.retrieval import embed_eval_data, recall_curve
+        from models.text import encode_class_prompts
+
+        prompts = encode_class_prompts(task.prompts)
+        given = {"image": (VISION, golden.image), **{m: (m, golden.bound()[m]) for m in evaluated_modalities(model, golden)}}
+        predicted = {name: predict_zero_shot(model, modality, values, prompts)[0] for name, (modality, values) in given.items()}
+        joint = embed_eval_data(model, golden, prompts)
+        return predicted, {f"{query}_to_{gallery}": recall_curve(joint, query, gallery) for query, gallery in joint.pairs()}
+
     def labelling_votes(self, model, shards: Iterable[Any], task):
         """Zero-shot predictions of every modality the champion embeds, one vote column each."""
         from features.label import ModelVotes

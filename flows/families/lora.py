@@ -56,6 +56,13 @@ class LoraFamily:
     def skipped_checks(self, model) -> dict[str, dict[str, Any]]:
         return {"embedding_drift": {"status": "skipped", "reason": NO_EMBEDDINGS, "items": {}}}
 
+    def golden_plots(self, model, golden, task) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Optional member: the golden set's predicted class per row (captions only) and no retrieval curves:
+        a caption classifier has no embeddings."""
+        from models.lora_family import classify_captions
+
+        return {"caption": classify_captions(model, list(golden.caption or []))[0]}, {}
+
     def train_cache_inputs(self, settings, data_versions: dict[str, str]) -> dict[str, Any]:
         from flows.families import source_digest
 
