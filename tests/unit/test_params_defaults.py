@@ -29,6 +29,8 @@ INTENTIONALLY_EXPLICIT = {
     "demo.golden_samples": "dvc.yaml's golden stage names it: a params dependency must be in the file",
     "demo.golden_seed": "dvc.yaml's golden stage names it",
     "train.family": "which family the example trains, beside the other one's name",
+    **{f"train.{key}": "an experiment's knob: `dvc exp run -S` sets only keys the file holds"
+       for key in ("lr", "batch_size", "epochs_stage1", "epochs_stage2")},
     "alerts.sinks": "the commented sinks above it show how to fill it in",
 }
 # Entries without a comment of their own in flows/settings.py: the gate's models are the gate work's.
