@@ -8,14 +8,11 @@ apply_process_environment()
 quiet_library_output()  # before any library import below can start telemetry
 
 import json  # noqa: E402
-import shlex  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Optional  # noqa: E402
 
 import typer  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 from flows.cli_admin import quarantine_app, review_app, server_app, show_params  # noqa: E402
 from flows.cli_dvc import dvc_yaml  # noqa: E402
@@ -30,8 +27,8 @@ from flows.cli_common import (  # noqa: E402
 from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.cli_monitor import monitor  # noqa: E402
+from flows.cli_report import landing_source, print_summary, run_and_report, ui_commands  # noqa: E402
 from flows.cli_stage import stage as stage_command  # noqa: E402
-from flows.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="flywheel: the ML lifecycle from landing data to a gated, monitored model.", no_args_is_help=True)
 app.add_typer(quarantine_app, name="quarantine")
@@ -134,67 +131,6 @@ def init(
                   f"{made.landing.parent}/, then\n"
                   f"  flywheel run --params {made.params} --home {folder / '.flywheel'} --source {made.landing / 'batch-001'}",
                   soft_wrap=True)
-
-
-def ui_commands(settings: Settings) -> dict[str, str]:
-    """Commands that open each tool's UI on the embedded stores."""
-    from flows.prefect_server import find_running_server
-
-    p = settings.paths
-    docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    server = find_running_server(p.prefect)
-    return {
-        # A copied command runs in the user's shell, not under features/env.py: it carries its own switches.
-        "MLflow UI": f"DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
-        "Prefect UI": f"open {server.removesuffix('/api')}  (running; `flywheel server stop` stops it)" if server
-        else f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start   (or `flywheel server start`)",
-        # Without DO_NOT_TRACK `evidently ui` spawns a process per API call that sends usage data.
-        "Evidently UI": f"DO_NOT_TRACK=1 evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
-        "GX Data Docs": f"python -m webbrowser file://{docs}",
-    }
-
-
-def print_summary(summary: dict, path: Path, settings: Settings) -> None:
-    data = Table(title=f"run {summary['run_id']}: {summary['status']} (batch {summary.get('batch_id')})", title_justify="left")
-    for column in ("stage", "rows in", "rows out", "quarantined", "reasons", "seconds"):
-        data.add_column(column, justify="left" if column in ("stage", "reasons") else "right")
-    for name, stage in summary["stages"].items():
-        reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("already ingested" if stage.get("skipped") else "")
-        if summary.get("cache", {}).get(name, {}).get("cached") and name != "ingest":
-            reasons = f"(cached) {reasons}".strip()
-        counts = ["" if stage.get(c) is None else str(stage[c]) for c in ("rows_in", "rows_out", "rows_quarantined")]
-        data.add_row(name, *counts, reasons,
-                     f"{summary['seconds'].get(name, 0):.1f}")
-    console.print(data)
-    model = Table(show_header=True, title="model", title_justify="left")
-    model.add_column("stage")
-    model.add_column("result", overflow="fold")
-    model.add_column("seconds", justify="right")
-    from flows.stages import built_in_stages
-
-    for stage in built_in_stages():
-        name = stage.name
-        if stage.summary is not None and name in summary["seconds"] and name != summary.get("failed_stage"):
-            cached = "(cached) " if summary.get("cache", {}).get(name, {}).get("cached") else ""
-            model.add_row(name, cached + stage.summary(summary), f"{summary['seconds'][name]:.1f}")
-    if model.row_count:
-        console.print(model)
-    if summary.get("error"):
-        console.print(f"[red]stage {summary.get('failed_stage')} failed:[/red] {summary['error']}")
-    rejected = summary.get("rejection")
-    if rejected:
-        console.print(f"[red]batch rejected by {rejected['stage']}:[/red] {rejected['expectation']} observed "
-                      f"{rejected['observed']}, bound {rejected['bound']}; monitored in this run, never trained on")
-    alerts = (summary.get("loop") or {}).get("alerts")
-    if alerts:
-        sent = ", ".join(alerts.get("sent", [])) or "none"
-        held = f"; within the cooldown already: {', '.join(alerts['suppressed'])}" if alerts.get("suppressed") else ""
-        failed = f"; [red]failed: {', '.join(alerts['failed'])}[/red]" if alerts.get("failed") else ""
-        console.print(f"alert ({'rejection' if summary['loop'].get('rejected') else 'drift'}): sent to {sent}{held}{failed}")
-    console.print(f"summary: {path}")
-    console.print("open the UIs:")
-    for name, command in ui_commands(settings).items():
-        console.print(f"  {name:13s} {command}", soft_wrap=True)
 
 
 def resumable_source(settings, run_id: str, command: str) -> str:
@@ -306,37 +242,6 @@ def ingest(
                         train_on_drift=False)
 
     run_and_report(settings, run_id, f"ingesting {source} …", data_stages, debug)
-
-
-def landing_source(source: str) -> Path | str:
-    """`--source` as the stages take it: an fsspec URI as given, a folder as an absolute path (resumable from
-    any folder); a folder without a manifest exits 2, naming what would make one."""
-    is_uri = "://" in source and not source.startswith("file://")
-    batch: Path | str = source if is_uri else Path(source.removeprefix("file://")).absolute()
-    if isinstance(batch, Path) and not (batch / "manifest.jsonl").is_file():
-        console.print(f"[red]{source} is not a landing batch[/red] (no manifest.jsonl); make one with `flywheel demo-data --out {source}`")
-        raise typer.Exit(2)
-    return batch
-
-
-def run_and_report(settings: Settings, run_id: str, status: str, work, debug: bool) -> None:
-    """Run `work`, print the run's summary whatever happened, exit 0 on success and 1 when a stage failed."""
-    started = time.perf_counter()
-    try:
-        with console.status(status):
-            work()
-        failed = False
-    except Exception as err:  # the summary records the failing stage and the error
-        if debug:
-            console.print_exception(max_frames=10)
-        else:
-            console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}\n(--debug shows the traceback)")
-        failed = True
-    path = settings.paths.runs / run_id / "summary.json"
-    if path.exists():
-        print_summary(json.loads(path.read_text()), path, settings)
-    console.print(f"wall time {time.perf_counter() - started:.1f} s")
-    raise typer.Exit(1 if failed else 0)
 
 
 @app.command("serve-model")

@@ -29,7 +29,7 @@ def stage(
     """Run one stage on one landing batch, without Prefect: the stages before it are re-loaded from their
     records (computed only where none exists yet), then NAME is computed unless its own record exists.
     `dvc repro` runs each lifecycle stage this way (dvc.yaml, written by `flywheel dvc-yaml`)."""
-    from flows.cli import landing_source, run_and_report
+    from flows.cli_report import landing_source, run_and_report
     from flows.dvc_outputs import pinned_versions, stage_call, write_stage_outputs
     from flows.pipeline import new_run_id, run_one_stage
     from flows.stages import stage_named, stage_table

@@ -20,15 +20,40 @@ import io
 import json
 import shutil
 from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from features.atomic import atomic_write_text
-from flows.stages import DvcPlot
 
 if TYPE_CHECKING:
     from flows.run_record import RunRecord
     from flows.settings import Settings
     from flows.stages import Stage
+
+@dataclass(frozen=True)
+class DvcPlot:
+    """A plot `dvc plots show` draws: one CSV per series in `dvc-stages/<batch>/<stage>.<name>/`, drawn with
+    DVC's `template` (confusion, linear, bar_horizontal) from columns `x` and `y`."""
+
+    name: str
+    template: str
+    x: str
+    y: str
+
+
+@dataclass(frozen=True)
+class DvcSpec:
+    """What `dvc.yaml` declares for the stage on each landing batch (`flows/dvc_pipeline.py`), and what
+    `flywheel stage NAME --outputs DIR` writes there from what the stage recorded (`flows/dvc_outputs.py`):
+    always `<stage>.json` (its cache key: the DVC out the next stage depends on), its metrics file
+    `<stage>.metrics.json` when `metrics` is given, and its plots."""
+
+    declared: bool = True  # False: no DVC stage (react: alerts and retraining are the loop's doing, not an output)
+    metrics: Callable[["Settings", dict[str, Any], str], dict[str, Any]] | None = None  # (settings, summary, stage) → metrics
+    plots: tuple[DvcPlot, ...] = ()
+    plot_series: Callable[["Settings", dict[str, Any], str], dict[str, dict[str, list[dict[str, Any]]]]] | None = None  # plot → series → rows
+    golden: bool = False  # reads the golden batch (task.golden): a dependency of the DVC stage
+
 
 DVC_STAGES_DIR = "dvc-stages"  # the project's folder of per-batch DVC files: dvc-stages/<batch>/
 TRAIN_PLOTS = (DvcPlot("confusion", "confusion", x="actual", y="predicted"),  # one series per modality

@@ -83,37 +83,28 @@ def _module_digest(module: str) -> str:
     return digest.hexdigest()
 
 
-def _declared(stage: str, spec: Any = None) -> Any:
-    """The stage's entry in the table: `spec` when given (a project's stage), else flywheel's own by name."""
-    if spec is not None:
-        return spec
-    from flows.stages import built_in_stages, stage_named
-
-    return stage_named(built_in_stages(), stage)
-
-
-def code_version(stage: str, spec: Any = None) -> str:
-    """The stage's code version: a hash of the source of its declared modules."""
+def code_version(stage: Any) -> str:
+    """The stage's code version: a hash of the source of its declared modules (`stage`: its table entry)."""
     digest = hashlib.sha256()
-    for module in _declared(stage, spec).code:
+    for module in stage.code:
         digest.update(f"{module}:{_module_digest(module)}".encode())
     return digest.hexdigest()[:16]
 
 
-def params_of(stage: str, params: dict[str, Any], spec: Any = None) -> dict[str, Any]:
-    """The params.yaml entries `stage` reads, from the params as dumped by alias (`validate`, not `validate_`)."""
+def params_of(stage: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The params.yaml entries `stage` declares it reads, from the params as dumped by alias (`validate`, not `validate_`)."""
     chosen: dict[str, Any] = {}
-    for entry in _declared(stage, spec).params:
+    for entry in stage.params:
         section, _, key = entry.partition(".")
         chosen[entry] = params[section][key] if key else params[section]
     return chosen
 
 
-def key_inputs(stage: str, params: dict[str, Any], upstream: Sequence[str] = (), extra: dict[str, Any] | None = None,
-               spec: Any = None) -> dict[str, Any]:
+def key_inputs(stage: Any, params: dict[str, Any], upstream: Sequence[str] = (), extra: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """What a stage's key hashes: its code version, its params, its upstream keys and `extra` (as JSON).
-    `spec`: the stage's table entry, for a stage that is not flywheel's own."""
-    inputs = {"stage": stage, "code": code_version(stage, spec), "params": params_of(stage, params, spec),
+    `stage`: its entry in the stage table (flows.stages.Stage: name, code, params)."""
+    inputs = {"stage": stage.name, "code": code_version(stage), "params": params_of(stage, params),
               "upstream": list(upstream), "extra": extra or {}}
     return json.loads(json.dumps(inputs, sort_keys=True, default=str))
 
@@ -174,11 +165,13 @@ class StageRunner:
                  table: Sequence[Any] = ()) -> None:
         self.store, self.params, self.run_id, self.call, self.reuse = store, params, run_id, call, reuse
         self.entries = entries if entries is not None else {}
-        self.table = {stage.name: stage for stage in table}  # the run's stages (a project's included), by name
+        self.table = {stage.name: stage for stage in table}  # the run's stage table (a project's stages included), by name
         self._inputs: dict[str, dict[str, Any]] = {}  # key -> what it hashes, written into the record
 
     def key(self, stage: str, upstream: Sequence[str] = (), **extra: Any) -> str:
-        inputs = key_inputs(stage, self.params, upstream, extra, self.table.get(stage))
+        if stage not in self.table:
+            raise ValueError(f"stage {stage!r} is not in this run's table: {sorted(self.table)}")
+        inputs = key_inputs(self.table[stage], self.params, upstream, extra)
         key = stage_key(inputs)
         self._inputs[key] = inputs
         return key

@@ -32,37 +32,14 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+from flows.dvc_outputs import DvcSpec
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from flows.settings import Settings
 
 DATA, MODEL, WATCH = "data", "model", "watch"  # the three parts of the lifecycle a run kind picks from
-
-
-@dataclass(frozen=True)
-class DvcPlot:
-    """A plot `dvc plots show` draws: one CSV per series in `dvc-stages/<batch>/<stage>.<name>/`, drawn with
-    DVC's `template` (confusion, linear, bar_horizontal) from columns `x` and `y`."""
-
-    name: str
-    template: str
-    x: str
-    y: str
-
-
-@dataclass(frozen=True)
-class DvcSpec:
-    """What `dvc.yaml` declares for the stage on each landing batch (`flows/dvc_pipeline.py`), and what
-    `flywheel stage NAME --outputs DIR` writes there from what the stage recorded (`flows/dvc_outputs.py`):
-    always `<stage>.json` (its cache key: the DVC out the next stage depends on), its metrics file
-    `<stage>.metrics.json` when `metrics` is given, and its plots."""
-
-    declared: bool = True  # False: no DVC stage (react: alerts and retraining are the loop's doing, not an output)
-    metrics: Callable[["Settings", dict[str, Any], str], dict[str, Any]] | None = None  # (settings, summary, stage) → metrics
-    plots: tuple[DvcPlot, ...] = ()
-    plot_series: Callable[["Settings", dict[str, Any], str], dict[str, dict[str, list[dict[str, Any]]]]] | None = None  # plot → series → rows
-    golden: bool = False  # reads the golden batch (task.golden): a dependency of the DVC stage
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 
-
 from flows.settings import Params
 from flows.stage_cache import StageRecord, StageRunner, StageStore, key_inputs, stage_key
+from flows.stages import built_in_stages
 from tests.conftest import PROJECT, example_params
 
+TABLE = {stage.name: stage for stage in built_in_stages()}
 CHAIN = ("clean", "validate", "transform", "label")
 
 
@@ -21,10 +22,10 @@ def project_params() -> dict:
 
 def chained_keys(params: dict, batch: str = "b1") -> dict[str, str]:
     """The data stages' keys as flows/pipeline.py chains them: each on the previous one's."""
-    keys = {"ingest": stage_key(key_inputs("ingest", params, extra={"batch": batch}))}
+    keys = {"ingest": stage_key(key_inputs(TABLE["ingest"], params, extra={"batch": batch}))}
     previous = keys["ingest"]
     for stage in CHAIN:
-        keys[stage] = previous = stage_key(key_inputs(stage, params, [previous]))
+        keys[stage] = previous = stage_key(key_inputs(TABLE[stage], params, [previous]))
     return keys
 
 
@@ -45,12 +46,12 @@ def test_a_new_batch_changes_every_key_and_the_same_inputs_give_the_same_keys():
 
 def test_a_value_a_stage_does_not_read_leaves_its_key_alone():
     params = project_params()
-    train = stage_key(key_inputs("train", params, extra={"data": {"inputs": "lake/inputs@1"}}))
+    train = stage_key(key_inputs(TABLE["train"], params, extra={"data": {"inputs": "lake/inputs@1"}}))
     params["gate"]["families"]["imagebind"]["thresholds"]["zero_shot_image_acc"]["min"] = 0.9  # the gate reads it, training does not
     params["monitor"]["drift_share"] = 0.9
-    assert stage_key(key_inputs("train", params, extra={"data": {"inputs": "lake/inputs@1"}})) == train
+    assert stage_key(key_inputs(TABLE["train"], params, extra={"data": {"inputs": "lake/inputs@1"}})) == train
     params["task"]["prompts"] = "a sketch of {label}"  # training's golden metrics score against the task's prompts
-    assert stage_key(key_inputs("train", params, extra={"data": {"inputs": "lake/inputs@1"}})) != train
+    assert stage_key(key_inputs(TABLE["train"], params, extra={"data": {"inputs": "lake/inputs@1"}})) != train
 
 
 def test_a_completed_stage_is_reused_and_not_computed_again(tmp_path):
@@ -66,31 +67,31 @@ def test_a_completed_stage_is_reused_and_not_computed_again(tmp_path):
         computed.append(key)
         return 41, {"answer": 41}
 
-    first = StageRunner(store, project_params(), "run-1", call)
+    first = StageRunner(store, project_params(), "run-1", call, table=TABLE.values())
     key = first.key("label", ["transform-x"])
     assert first.run("label", key, compute, lambda outputs: outputs["answer"] + 1) == (41, {"answer": 41}, False)
-    second = StageRunner(store, project_params(), "run-2", call)
+    second = StageRunner(store, project_params(), "run-2", call, table=TABLE.values())
     assert second.run("label", key, compute, lambda outputs: outputs["answer"] + 1) == (42, {"answer": 41}, True)
     assert computed == [key] and second.entries["label"] == {"key": key, "cached": True, "computed_by": "run-1",
                                                               "seconds": first.entries["label"]["seconds"]}
     record = json.loads((tmp_path / "stages" / f"{key}.json").read_text())
     assert StageRecord(**record).inputs["upstream"] == ["transform-x"]
     assert [p.name for p in (tmp_path / "stages").iterdir()] == [f"{key}.json"]  # no temporary file left
-    no_cache = StageRunner(store, project_params(), "run-3", call, reuse=False)
+    no_cache = StageRunner(store, project_params(), "run-3", call, reuse=False, table=TABLE.values())
     assert no_cache.run("label", key, compute, lambda outputs: 0)[2] is False and len(computed) == 2
 
 
 def test_a_record_whose_outputs_are_gone_is_computed_again(tmp_path):
     store = StageStore(tmp_path / "stages")
     call = lambda name, fn, *args: fn(*args)  # noqa: E731
-    first = StageRunner(store, project_params(), "run-1", call)
+    first = StageRunner(store, project_params(), "run-1", call, table=TABLE.values())
     key = first.key("clean", ["ingest-x"])
     first.run("clean", key, lambda _key: (1, {"rows": str(tmp_path / "rows.parquet")}), lambda outputs: None)
 
     def load_rows(outputs):
         raise FileNotFoundError(outputs["rows"])  # the lake folder was removed by hand
 
-    second = StageRunner(store, project_params(), "run-2", call)
+    second = StageRunner(store, project_params(), "run-2", call, table=TABLE.values())
     assert second.run("clean", key, lambda _key: (2, {"rows": "again"}), load_rows) == (2, {"rows": "again"}, False)
     assert store.load(key).run_id == "run-2"
 

@@ -61,10 +61,10 @@ def test_project_stages_go_where_they_say_in_the_order_written():
 def test_a_project_stage_is_keyed_by_its_own_module_and_params():
     spec = stage_named(build_table([{"after": "clean", "fn": REPORT}]), "count_rows")
     assert spec.code == ("tests.flows.project_stages.stages",)
-    one = stage_key(key_inputs("count_rows", {}, ["clean-x"], {"params": {"a": 1}}, spec))
-    assert one == stage_key(key_inputs("count_rows", {}, ["clean-x"], {"params": {"a": 1}}, spec))
-    assert one != stage_key(key_inputs("count_rows", {}, ["clean-x"], {"params": {"a": 2}}, spec))
-    assert one != stage_key(key_inputs("count_rows", {}, ["clean-y"], {"params": {"a": 1}}, spec))
+    one = stage_key(key_inputs(spec, {}, ["clean-x"], {"params": {"a": 1}}))
+    assert one == stage_key(key_inputs(spec, {}, ["clean-x"], {"params": {"a": 1}}))
+    assert one != stage_key(key_inputs(spec, {}, ["clean-x"], {"params": {"a": 2}}))
+    assert one != stage_key(key_inputs(spec, {}, ["clean-y"], {"params": {"a": 1}}))
 
 
 def test_a_projects_labelling_functions_are_part_of_the_label_stages_code(tmp_path):
