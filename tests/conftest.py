@@ -151,3 +151,19 @@ def fast_params(tmp_path, small_golden_batch) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_leak(request):
+    """A test that leaves MLFLOW_TRACKING_URI changed (mlflow.set_tracking_uri writes it) would point every later
+    test's settings in this worker at its store: put it back, and fail the test that leaked it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    after = os.environ.get("MLFLOW_TRACKING_URI")
+    if after != before:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+        pytest.fail(f"{request.node.nodeid} left MLFLOW_TRACKING_URI={after!r} (was {before!r}); use MlflowClient(uri) "
+                    "or monkeypatch.setenv instead of mlflow.set_tracking_uri")

@@ -102,12 +102,11 @@ def test_dvc_repro_exp_run_and_plots_on_the_generated_pipeline(project):
     assert experiment["data"]["params"]["params.yaml"]["data"]["train"]["lr"] == 0.004
     listed = experiment["data"]["metrics"][f"dvc-stages/{BATCH}/train.metrics.json"]["data"]
 
-    import mlflow
+    from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / '.flywheel' / 'mlflow' / 'mlflow.db'}")
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`dvc.exp_name` = 'lr-0004'",
-                              output_format="list")
-    [run] = runs
+    # A client of its own: mlflow.set_tracking_uri would also set MLFLOW_TRACKING_URI for every later test here.
+    client = MlflowClient(f"sqlite:///{project / '.flywheel' / 'mlflow' / 'mlflow.db'}")
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string="tags.`dvc.exp_name` = 'lr-0004'")
     assert run.data.tags["dvc.stage"] == f"train_{BATCH}" and run.data.params["train.lr"] == "0.004"
     assert {k: run.data.metrics[k] for k in ("zero_shot_image_acc", "zero_shot_audio_acc", "n_eval")} == \
         {k: listed[k] for k in ("zero_shot_image_acc", "zero_shot_audio_acc", "n_eval")}
