@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 
 from examples.digits.demo import DRIFT_KINDS, generate_demo_batch  # noqa: E402
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES  # noqa: E402
+from flows import stage_config  # noqa: E402
 from flows.settings import load_params  # noqa: E402
 from monitoring.checks import CheckParams, MonitorData, run_checks  # noqa: E402
 from monitoring.drift_quality import prepare_window, train_reference_model, zero_shot_accuracy  # noqa: E402
@@ -71,10 +72,11 @@ def champion_recipe(params_path: Path):
     params = load_params(params_path)
     t, tr = params.transform, params.train
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
-                                   audio_frames=t.audio_frames)
+                                   audio_frames=t.audio_frames, audio_cmvn=tr.audio_augment.cmvn)
     train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                                epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                               label_aware=tr.label_aware, grad_clip=tr.grad_clip)
+                               label_aware=tr.label_aware, grad_clip=tr.grad_clip,
+                               audio_augment=stage_config.audio_augment(tr.audio_augment))
     return model_config, train_config
 
 

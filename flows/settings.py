@@ -18,6 +18,7 @@ from features.task import Task, build_prompts, check_golden_batch
 from flows.gate_params import BootstrapParams, FamilyGate, GateParams, Threshold, check_family_metrics  # noqa: F401  (re-exported)
 from flows.params_base import _Strict
 from flows.state_paths import StatePaths
+from flows.train_params import AudioAugmentParams
 from models.family import is_import_path, load_family
 
 
@@ -139,6 +140,7 @@ class TrainParams(_Strict):
     # Max global gradient norm per step (None: off). Early norms reach 5-9; at 1.0 held-out audio zero-shot
     # was 0.978 on seed 0, against 0.953 at 2.0 and 0.919 unclipped.
     grad_clip: float | None = Field(1.0, gt=0)
+    audio_augment: AudioAugmentParams = AudioAugmentParams()  # speech augmentation of the audio stage, and CMVN
 
     @field_validator("family")
     @classmethod

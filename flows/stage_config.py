@@ -8,6 +8,7 @@ from features.label import LabelParams, is_built_in_lf_name
 from features.label_functions import LabellingFunction, load_labelling_functions
 from features.label_model import LabelModelParams
 from flows.settings import ImageBindLoraParams, LoraParams, Settings, TrainParams
+from flows.train_params import AudioAugmentParams
 from models.gate import GatePolicy, MetricThreshold
 from models.inputs import InputSpec
 
@@ -43,7 +44,15 @@ def train_config(train: TrainParams, **run: object):
 
     return TrainConfig(seed=train.seed, batch_size=train.batch_size, epochs_stage1=train.epochs_stage1,
                        epochs_stage2=train.epochs_stage2, lr=train.lr, weight_decay=train.weight_decay,
-                       label_aware=train.label_aware, grad_clip=train.grad_clip, **run)  # type: ignore[arg-type]
+                       label_aware=train.label_aware, grad_clip=train.grad_clip,
+                       audio_augment=audio_augment(train.audio_augment), **run)  # type: ignore[arg-type]
+
+
+def audio_augment(params: AudioAugmentParams):
+    """`train.audio_augment` as the pure layer's `AudioAugment`; its `cmvn` goes to the model config instead."""
+    from models.audio_augment import AudioAugment
+
+    return AudioAugment(**params.model_dump(exclude={"cmvn"}))
 
 
 def lora_settings(lora: LoraParams | ImageBindLoraParams):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.audio_augment import AudioAugment
 from models.checkpoints import (
     capture_rng_state,
     check_resumable,
@@ -71,6 +72,7 @@ class TrainConfig:
     weight_decay: float  # AdamW decay on matrices only (not norms, biases, tokens, scales)
     label_aware: bool  # known shared labels count as extra positives (few classes: many per batch)
     grad_clip: float | None  # max global gradient norm per step; None: off
+    audio_augment: AudioAugment  # speech augmentation of the audio stage's batches (its `enabled` off: none)
     min_lr_ratio: float = 0.05  # final learning rate as a fraction of the peak
     warmup_fraction: float = 0.05  # share of each stage's steps spent warming up linearly
     image_shift: int = 1  # stage-1 augmentation: random translation of up to this many pixels
@@ -85,6 +87,8 @@ class TrainConfig:
     audio_anchor: str = VISION
 
     def __post_init__(self) -> None:
+        if isinstance(self.audio_augment, dict):  # read back from JSON (torchrun's --train-config, asdict)
+            object.__setattr__(self, "audio_augment", AudioAugment(**self.audio_augment))
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be ≥ 2 for a contrastive loss, got {self.batch_size}")
         if self.epochs_stage1 < 0 or self.epochs_stage2 < 0:
@@ -469,7 +473,11 @@ def train_imagebind(
     def shift(images: Tensor, generator: torch.Generator) -> Tensor:
         return random_shift(images, train_config.image_shift, generator)
 
-    loop = _Loop(model, train_config, device, parallel, tensors, labels, {VISION: shift}, history, fingerprint, on_epoch,
+    # Audio is augmented only where its tower trains (the audio stage); a frozen tower's embeddings are cached.
+    augment: dict[str, Augment] = {VISION: shift}
+    if train_config.audio_augment.enabled:
+        augment[AUDIO] = train_config.audio_augment
+    loop = _Loop(model, train_config, device, parallel, tensors, labels, augment, history, fingerprint, on_epoch,
                  on_step_losses, adapted)
 
     stages = [(STAGE_IMAGE_TEXT, (VISION, TEXT), (VISION, TEXT), train_config.epochs_stage1),

@@ -137,7 +137,7 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     tr = settings.params.train
     # The towers follow the data: vision and text always, plus each modality the window carries.
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, modalities=config_modalities(modalities_present(inputs)),
-                                   **input_spec(settings).config_fields())
+                                   audio_cmvn=tr.audio_augment.cmvn, **input_spec(settings).config_fields())
     # a checkpoint per epoch, resumed from by a re-run (flows/steps.py keys the folder)
     train_config = stage_config.train_config(tr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     registry = registry_for(settings)

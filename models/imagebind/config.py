@@ -80,6 +80,9 @@ class ImageBindConfig:
     # -15.9); −4/4 cost 4 points.
     audio_mean: float = -13.0  # log-mel value mapped to 0
     audio_std: float = 5.0  # log-mel spread mapped to 1
+    # Per-utterance CMVN (each mel bin to zero mean, unit variance over the clip's frames) in place of
+    # the fixed standardisation: loudness and channel colouring cancel out. False: models saved before it.
+    audio_cmvn: bool = False
     # --- text: external sentence embeddings (B, text_input_dim), or token ids (B, context)
     text_input_dim: int | None = 384  # width of the frozen external encoder (MiniLM); None: native tower
     text_vocab_size: int = 49408  # token ids the native tower embeds (CLIP's BPE vocabulary)

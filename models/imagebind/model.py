@@ -58,6 +58,7 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
     return AudioPreprocessor(
         mean=c.audio_mean,
         std=c.audio_std,
+        cmvn=c.audio_cmvn,
         modality=AUDIO,
         stem_name="rgbt_stem",
         stem=PatchStem(conv, nn.LayerNorm(c.audio_width)),

@@ -30,6 +30,7 @@ from features.clean import clean_batch
 from features.ingest import ingest_batch
 from flows.model_stages import build_golden_set
 from flows.settings import load_settings
+from flows import stage_config
 from flows.stage_config import clean_params, gate_policy, input_spec
 from models.gate import decide
 from models.gate_scoring import golden_groups, score_models
@@ -76,7 +77,8 @@ def judged(demo_batch_factory, tmp_path_factory):
                                    audio_frames=t.audio_frames)
     recipe = TrainConfig(seed=SEED, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                          epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                         label_aware=tr.label_aware, grad_clip=tr.grad_clip)
+                         label_aware=tr.label_aware, grad_clip=tr.grad_clip,
+                         audio_augment=stage_config.audio_augment(tr.audio_augment))
     training = {"champion": first_rows(data, CHAMPION_ROWS), "sabotaged": first_rows(data, CHAMPION_ROWS, True),
                 "better": data}
     models = {name: train_imagebind(rows, model_config, recipe).model for name, rows in training.items()}

@@ -130,8 +130,10 @@ def assert_carries(config: Any, section: BaseModel, renamed: dict[str, str] | No
     values = _section_values(section, renamed)
     shared = [f.name for f in fields(config) if f.name in values]
     assert shared, f"{type(config).__name__} shares no field with {type(section).__name__}"
-    wrong = {n: (getattr(config, n), values[n]) for n in shared
-             if getattr(config, n) != (tuple(values[n]) if isinstance(values[n], list) else values[n])}
+    for nested in [n for n in shared if isinstance(values[n], BaseModel)]:  # a section of its own: field by field
+        assert_carries(getattr(config, nested), values[nested])
+    wrong = {n: (getattr(config, n), values[n]) for n in shared if not isinstance(values[n], BaseModel)
+             and getattr(config, n) != (tuple(values[n]) if isinstance(values[n], list) else values[n])}
     assert not wrong, f"{type(config).__name__} (built, settings): {wrong}"
 
 
@@ -166,6 +168,7 @@ def _still_defaulted() -> list[tuple[type, str, Any]]:
     return [
         (LoraSettings, "train_heads", ImageBindLoraParams().train_heads),  # the lora family's head always trains
         (ImageBindConfig, "embed_dim", TrainParams().embed_dim),
+        (ImageBindConfig, "audio_cmvn", TrainParams().audio_augment.cmvn),  # default off: older models load unchanged
         (ImageBindConfig, "image_size", defaults.transform.image_size),
         (ImageBindConfig, "audio_n_mels", defaults.transform.n_mels),
         (ImageBindConfig, "audio_frames", defaults.transform.audio_frames),
@@ -185,6 +188,7 @@ def test_the_params_backed_fields_of_the_pure_layers_have_no_default_of_their_ow
     from features.expectations import ValidateParams
     from features.label import LabelParams
     from features.label_model import LabelModelParams
+    from models.audio_augment import AudioAugment
     from models.bootstrap import BootstrapConfig
     from models.gate import GatePolicy
     from models.inputs import InputSpec
@@ -198,7 +202,7 @@ def test_the_params_backed_fields_of_the_pure_layers_have_no_default_of_their_ow
     own_seeds = {DriftParams, ModelDriftParams}  # the seed of their row samples, which params.yaml does not set
     defaulted = {}
     for config in (CleanParams, ValidateParams, LabelParams, LabelModelParams, InputSpec, ClassifierTraining,
-                   TrainConfig, DriftParams, ModelDriftParams, QualityParams, GatePolicy, BootstrapConfig):
+                   TrainConfig, AudioAugment, DriftParams, ModelDriftParams, QualityParams, GatePolicy, BootstrapConfig):
         names = [f.name for f in fields(config) if f.name in declared_by_settings
                  and (f.default is not MISSING or f.default_factory is not MISSING)
                  and not (config in own_seeds and f.name == "seed")
