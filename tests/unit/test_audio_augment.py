@@ -1,0 +1,145 @@
+"""Speech augmentation of the audio stage (models/audio_augment.py) and per-utterance CMVN in the audio tower."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from flows.settings import TrainParams
+from flows.stage_config import audio_augment
+from models.artifacts import CONFIG_FILE, load_model, save_model
+from models.audio_augment import (
+    AudioAugment,
+    add_noise,
+    add_reverb,
+    change_gain,
+    cmvn,
+    mask_mels,
+    mask_time,
+    pitch_shift,
+    speed_perturb,
+)
+from models.imagebind import AUDIO, ImageBind, ImageBindConfig
+from models.train import STAGE_AUDIO_IMAGE, train_imagebind
+from tests.unit.params_support import train_config
+from tests.unit.test_paired_baseline import tiny_data
+
+FRAMES, MELS = 100, 40
+EACH = {
+    "speed": lambda x, g: speed_perturb(x, (0.85, 1.15), g),
+    "pitch": lambda x, g: pitch_shift(x, 2.0, g),
+    "noise": lambda x, g: add_noise(x, (5.0, 30.0), g),
+    "reverb": lambda x, g: add_reverb(x, (1.0, 8.0), g),
+    "gain": lambda x, g: change_gain(x, 10.0, g),
+    "time_mask": lambda x, g: mask_time(x, 15, g),
+    "freq_mask": lambda x, g: mask_mels(x, 6, g),
+}
+PROBS = ("speed_prob", "pitch_prob", "noise_prob", "reverb_prob", "gain_prob", "time_mask_prob", "freq_mask_prob")
+
+
+def log_mels(rows: int = 8, seed: int = 0) -> torch.Tensor:
+    """(rows, T, M) log-mel-like clips: speech in the first half, the padding floor after it."""
+    x = torch.randn(rows, FRAMES, MELS, generator=torch.Generator().manual_seed(seed)) * 3 - 8
+    x[:, FRAMES // 2 :] = float(np.log(np.finfo(np.float32).eps))
+    return x
+
+
+def augment_at(**overrides: object) -> AudioAugment:
+    return replace(audio_augment(TrainParams().audio_augment), enabled=True, **overrides)
+
+
+@pytest.mark.parametrize("name", EACH)
+def test_each_augmentation_keeps_shape_and_dtype_is_seeded_and_changes_the_clips(name: str) -> None:
+    x = log_mels()
+    first = EACH[name](x, torch.Generator().manual_seed(3))
+    again = EACH[name](x, torch.Generator().manual_seed(3))
+    other = EACH[name](x, torch.Generator().manual_seed(4))
+    assert first.shape == x.shape and first.dtype == x.dtype
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other) and not torch.equal(first, x)
+    assert torch.isfinite(first).all()
+
+
+def test_the_whole_augmentation_is_seeded_and_keeps_shape_and_dtype() -> None:
+    x = log_mels()
+    augment = augment_at()
+    first = augment(x, torch.Generator().manual_seed(7))
+    assert first.shape == x.shape and first.dtype == x.dtype
+    assert torch.equal(first, augment(x, torch.Generator().manual_seed(7)))
+    assert not torch.equal(first, x)
+
+
+def test_at_probability_zero_or_disabled_nothing_changes() -> None:
+    x = log_mels()
+    assert torch.equal(augment_at(**{p: 0.0 for p in PROBS})(x, torch.Generator().manual_seed(0)), x)
+    assert torch.equal(replace(augment_at(), enabled=False)(x, torch.Generator().manual_seed(0)), x)
+    for prob in PROBS:  # each one alone at 0 leaves the others' draws and results as they were
+        only = augment_at(**{p: (1.0 if p == prob else 0.0) for p in PROBS})
+        assert not torch.equal(only(x, torch.Generator().manual_seed(0)), x), prob
+
+
+def test_gain_is_a_constant_shift_and_noise_only_adds_power() -> None:
+    x = log_mels()
+    shifted = change_gain(x, 10.0, torch.Generator().manual_seed(0)) - x  # (B, T, M)
+    assert torch.allclose(shifted, shifted[:, :1, :1].expand_as(shifted), atol=1e-5)
+    assert shifted.abs().max() <= 10.0 * np.log(10) / 10 + 1e-5
+    assert (add_noise(x, (5.0, 30.0), torch.Generator().manual_seed(0)) >= x - 1e-5).all()
+    assert (add_reverb(x, (1.0, 8.0), torch.Generator().manual_seed(0)) >= x - 1e-5).all()
+
+
+def test_a_bad_range_or_probability_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="noise_prob.*1.5"):
+        augment_at(noise_prob=1.5)
+    with pytest.raises(ValueError, match="speed_range"):
+        augment_at(speed_range=(1.2, 0.8))
+    with pytest.raises(ValueError, match="speed_range"):
+        TrainParams(audio_augment={"speed_range": (1.2, 0.8)})
+
+
+def test_cmvn_gives_each_bin_zero_mean_and_unit_variance_over_time() -> None:
+    x = log_mels()
+    normalised = cmvn(x, time_dim=1)
+    assert torch.allclose(normalised.mean(dim=1), torch.zeros(8, MELS), atol=1e-4)
+    assert torch.allclose(normalised.std(dim=1, unbiased=False), torch.ones(8, MELS), atol=1e-3)
+    assert torch.isfinite(cmvn(torch.full((2, FRAMES, MELS), -15.9), time_dim=1)).all()  # constant bins: 0, not NaN
+
+
+def test_the_cmvn_tower_ignores_gain_and_the_fixed_one_does_not() -> None:
+    x = log_mels(4)
+    louder = x + 2.0
+    with torch.no_grad():
+        for flag, invariant in ((True, True), (False, False)):
+            torch.manual_seed(0)
+            model = ImageBind(ImageBindConfig(audio_cmvn=flag)).eval()
+            same = torch.allclose(model({AUDIO: x})[AUDIO], model({AUDIO: louder})[AUDIO], atol=1e-5)
+            assert same == invariant, flag
+
+
+def test_the_cmvn_flag_round_trips_through_a_saved_model_and_older_models_load_without_it(tmp_path) -> None:
+    model = ImageBind(ImageBindConfig(audio_cmvn=True)).eval()
+    loaded = load_model(save_model(model, tmp_path / "new"))
+    assert loaded.config.audio_cmvn is True
+    x = log_mels(2)
+    with torch.no_grad():
+        assert torch.equal(model({AUDIO: x})[AUDIO], loaded({AUDIO: x})[AUDIO])
+    old = save_model(ImageBind(ImageBindConfig()), tmp_path / "old")
+    saved = json.loads((old / CONFIG_FILE).read_text())
+    del saved["audio_cmvn"]  # as written before the flag existed
+    (old / CONFIG_FILE).write_text(json.dumps(saved))
+    assert load_model(old).config.audio_cmvn is False
+
+
+def test_training_with_augmentation_runs_changes_only_the_audio_stage_and_is_repeatable() -> None:
+    data = tiny_data()
+    plain = train_imagebind(data, ImageBindConfig(), train_config(batch_size=32, epochs_stage1=1, epochs_stage2=2))
+    recipe = train_config(batch_size=32, epochs_stage1=1, epochs_stage2=2, audio_augment=augment_at())
+    augmented = train_imagebind(data, ImageBindConfig(audio_cmvn=True), recipe)
+    again = train_imagebind(data, ImageBindConfig(audio_cmvn=True), recipe)
+    assert [h["stage"] for h in augmented.history].count(STAGE_AUDIO_IMAGE) == 2
+    assert augmented.history[0]["loss"] == plain.history[0]["loss"]  # stage 1 never sees audio
+    assert augmented.history[-1]["loss"] != plain.history[-1]["loss"]
+    assert [h["loss"] for h in augmented.history] == [h["loss"] for h in again.history]
