@@ -1,6 +1,6 @@
 """params.yaml `train.audio_augment:`: speech augmentation of the audio stage's batches, and per-utterance CMVN.
 
-Off by default: benchmarks/robust_speech.py measures each on held-out voices and accents
+Off by default: benchmarks/robust_speech.py measures each on held-out speakers and accents
 (benchmarks/results/robust_speech.json) before a project turns it on.
 """
 
@@ -17,7 +17,7 @@ class AudioAugmentParams(_Strict):
     cmvn: bool = False
     speed_prob: float = Field(0.5, ge=0, le=1)  # share of clips time-stretched: speakers talk at different rates
     speed_range: tuple[float, float] = (0.85, 1.15)  # speed factors, the usual Kaldi 0.9-1.1 widened a little
-    pitch_prob: float = Field(0.5, ge=0, le=1)  # share of clips shifted along the mel axis: voices differ in pitch
+    pitch_prob: float = Field(0.5, ge=0, le=1)  # share of clips shifted along the mel axis: speakers differ in pitch
     pitch_max_bins: float = Field(2.0, ge=0)  # largest shift in mel bins either way; more moves formants past a vowel
     noise_prob: float = Field(0.3, ge=0, le=1)  # share of clips with added noise: real microphones hear rooms
     noise_snr_db: tuple[float, float] = (5.0, 30.0)  # SNR range of that noise, from loud cafe to quiet office
@@ -26,7 +26,7 @@ class AudioAugmentParams(_Strict):
     gain_prob: float = Field(0.5, ge=0, le=1)  # share of clips made louder or quieter: microphones differ in level
     gain_db: float = Field(10.0, ge=0)  # largest gain change either way, dB
     time_mask_prob: float = Field(0.5, ge=0, le=1)  # share of clips with a SpecAugment time mask: robust to dropouts
-    time_mask_frames: int = Field(15, ge=0)  # longest masked run, frames (a digit word spans ~40)
+    time_mask_frames: int = Field(15, ge=0)  # longest masked run, frames (a short spoken word spans ~40)
     freq_mask_prob: float = Field(0.5, ge=0, le=1)  # share of clips with a SpecAugment frequency mask: channel gaps
     freq_mask_bins: int = Field(6, ge=0)  # widest masked band of mel bins (of 40)
 
