@@ -76,7 +76,7 @@ def _relative(path: Path, root: Path) -> str | None:
 
 
 # Where params.yaml's defaults are declared (flows/settings.py and the gate's models): a dep of every stage.
-DEFAULTS = Stage("defaults", lambda ctx, stage: None, "data", code=("flows.settings", "flows.gate_params"))
+DEFAULTS = Stage("defaults", lambda ctx, stage: None, "data", code=("flows.settings", "flows.gate_params", "flows.train_params"))
 
 
 def code_files(stage: Stage, root: Path) -> list[str]:

@@ -107,7 +107,7 @@ def _table() -> tuple[Stage, ...]:
         Stage("train", steps.train, MODEL,
               ("train", "transform", "task", "label.review_threshold", "clean.sample_rate", "clean.silence_db",
                "registry.model_name"),
-              ("models.train", "models.imagebind", "models.losses", "models.evaluate", "models.text",
+              ("models.train", "models.imagebind", "models.losses", "models.audio_augment", "models.evaluate", "models.text",
                "models.artifacts", "models.lora", "models.lora_family", "models.pyfunc", "models.tracking",
                "models.family", "flows.families", "flows.model_stages", "flows.lora_stages"),
               summary=train_note, dvc=DvcSpec(metrics=out.train_metrics, plots=out.TRAIN_PLOTS, plot_series=out.train_plots,
