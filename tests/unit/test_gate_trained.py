@@ -74,7 +74,7 @@ def judged(demo_batch_factory, tmp_path_factory):
     assert len(data) >= TRAIN_ROWS - 20, len(data)  # the clean stage may drop a few near duplicates
     t, tr = settings.params.transform, settings.params.train
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
-                                   audio_frames=t.audio_frames)
+                                   audio_frames=t.audio_frames, audio_cmvn=tr.audio_augment.cmvn)  # as the family builds it
     recipe = TrainConfig(seed=SEED, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                          epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
                          label_aware=tr.label_aware, grad_clip=tr.grad_clip,
