@@ -196,12 +196,17 @@ def main() -> None:
         "rows": {"train": len(train), "train_labelled": int((train.label >= 0).sum()),
                  "held_out_voices": len(voices.label), "held_out_images": len(golden.label)},
         "data_seconds": data_seconds, "train_config": asdict(train_config(TrainParams(seed=args.seed))),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_1m": os.getloadavg()[0]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_report(args.out, report)
+
+
+def save_report(out: Path, report: dict) -> None:
+    """The report as JSON at `out`, with the machine it was measured on (cores, Python, load)."""
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+               "load_average_1m": os.getloadavg()[0]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**report, "machine": machine}, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

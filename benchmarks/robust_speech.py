@@ -22,9 +22,6 @@ Usage: python benchmarks/robust_speech.py [--epochs-scale 1.0] [--configs baseli
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -43,7 +40,8 @@ apply_process_environment()
 
 import soundfile as sf  # noqa: E402
 
-from benchmarks.emergent_alignment import EXAMPLE_PARAMS, SAMPLE_RATE, SILENCE_DB, example_prompt_embeddings, load_batch  # noqa: E402
+from benchmarks.emergent_alignment import (  # noqa: E402
+    EXAMPLE_PARAMS, SAMPLE_RATE, SILENCE_DB, example_prompt_embeddings, load_batch, save_report)
 from examples.digits.demo import ENGLISH_VOICES, UNSEEN_VOICES, generate_demo_batch  # noqa: E402
 from examples.digits.vocabulary import DIGIT_WORDS  # noqa: E402
 from flows.settings import load_params  # noqa: E402
@@ -173,12 +171,8 @@ def main() -> None:
         "rows": {"train": len(train), **{k: len(v["digit"]) for k, v in sets.items()}},
         "data_seconds": data_seconds, "epochs_scale": args.epochs_scale,
         "audio_augment": asdict(train_config(params.train).audio_augment),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "load_average_1m": os.getloadavg()[0]},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    save_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -75,17 +75,18 @@ def _relative(path: Path, root: Path) -> str | None:
         return None
 
 
-# Where params.yaml's defaults are declared (flows/settings.py and the gate's models): a dep of every stage.
-DEFAULTS = Stage("defaults", lambda ctx, stage: None, "data", code=("flows.settings", "flows.gate_params", "flows.train_params"))
+# Where params.yaml's defaults are declared (the settings, the gate's and training's params models): a dep of
+# every stage, since a changed default changes what a stage computes as a written value would.
+DEFAULTS_MODULES = ("flows.settings", "flows.gate_params", "flows.train_params")
 
 
-def code_files(stage: Stage, root: Path) -> list[str]:
-    """The files of the stage's code modules (a package: its folder) that lie inside the project."""
+def code_files(modules: tuple[str, ...], root: Path, owner: str) -> list[str]:
+    """The files of `modules` (a package: its folder) that lie inside the project; `owner` names who declared them."""
     files = []
-    for module in stage.code:
+    for module in modules:
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
-            raise ValueError(f"stage {stage.name}: code module {module!r} not found; is the project's package on the path?")
+            raise ValueError(f"{owner}: code module {module!r} not found; is the project's package on the path?")
         origin = Path(spec.origin)
         found = _relative(origin.parent if origin.name == "__init__.py" else origin, root)
         if found is not None:
@@ -116,8 +117,8 @@ def _dvc_stage(stage: Stage, batch: str, previous: str | None, root: Path, param
         deps.append(f"{LANDING_DIR}/{batch}")
     if stage.dvc.golden and golden:
         deps.append(golden)
-    deps.extend(code_files(stage, root))
-    deps.extend(code_files(DEFAULTS, root))  # a changed default changes what the stage computes, as a written value would
+    deps.extend(code_files(stage.code, root, f"stage {stage.name}"))
+    deps.extend(code_files(DEFAULTS_MODULES, root, "the params defaults"))
     entry: dict[str, Any] = {"cmd": f"flywheel stage {stage.name} --batch {batch} --outputs {folder.as_posix()}",
                              "deps": list(dict.fromkeys(deps))}
     names = declared_params(stage, params)

@@ -24,9 +24,9 @@ from flows.stage_cache import is_cached_restore
 def retries_of(name: str) -> int:
     """The stage's retries as the table declares them (flows/stages.py): stages that talk to a store or
     tracking server may hit a transient error; data stages are deterministic and never retried."""
-    from flows.stages import BUILT_IN_NAMES, built_in_stages, stage_named
+    from flows.stages import built_in_stages
 
-    return stage_named(built_in_stages(), name).retries if name in BUILT_IN_NAMES else 0
+    return next((stage.retries for stage in built_in_stages() if stage.name == name), 0)
 
 
 def worth_retrying(task: Any, task_run: Any, state: Any) -> bool:

@@ -69,7 +69,7 @@ def epoch_fault_points(on_epoch: Callable[[str, int, dict[str, float]], None], f
 
 
 @lru_cache(maxsize=None)
-def _module_digest(module: str) -> str:
+def module_digest(module: str) -> str:
     """sha256 of a module's source file, or of every .py file of a package; found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None:
@@ -87,7 +87,7 @@ def code_version(stage: Any) -> str:
     """The stage's code version: a hash of the source of its declared modules (`stage`: its table entry)."""
     digest = hashlib.sha256()
     for module in stage.code:
-        digest.update(f"{module}:{_module_digest(module)}".encode())
+        digest.update(f"{module}:{module_digest(module)}".encode())
     return digest.hexdigest()[:16]
 
 

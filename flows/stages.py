@@ -29,6 +29,7 @@ import importlib
 import inspect
 import json
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -126,22 +127,15 @@ def _table() -> tuple[Stage, ...]:
     )
 
 
-_BUILT_IN: tuple[Stage, ...] | None = None
-
-
+@lru_cache(maxsize=None)
 def built_in_stages() -> tuple[Stage, ...]:
-    """flywheel's own stages, in lifecycle order."""
-    global _BUILT_IN
-    if _BUILT_IN is None:
-        _BUILT_IN = _table()
-    return _BUILT_IN
+    """flywheel's own stages, in lifecycle order. Rows are in flight from clean through label; after version
+    the training window is fixed, so a project's stage placed later may report but not drop rows."""
+    return _table()
 
 
 BUILT_IN_NAMES = ("ingest", "clean", "validate", "transform", "label", "version", "train", "register", "gate",
                   "monitor", "react")
-# Rows are in flight from clean through label; after version the training window is fixed, so a project's
-# stage placed later may report but not drop rows.
-ROW_STAGES = ("clean", "validate", "transform", "label")
 
 
 def import_stage_function(path: str, where: str) -> Callable[..., Any]:

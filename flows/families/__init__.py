@@ -8,8 +8,6 @@ params.yaml `train.family` names.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-from pathlib import Path
 
 from models.family import ModelFamily, load_family
 
@@ -20,15 +18,8 @@ def configured_family(settings) -> ModelFamily:
 
 
 def source_digest(*modules: str) -> str:
-    """sha256 of the named modules' source files (a package: every .py under it), found without importing:
+    """A digest of the named modules' source (a package: every .py under it), as the stage cache hashes code:
     a family's code in training's cache key, so editing the family retrains."""
-    digest = hashlib.sha256()
-    for module in modules:
-        spec = importlib.util.find_spec(module)
-        if spec is None or spec.origin is None:
-            raise ValueError(f"module {module!r} not found: a family's code digest names importable modules")
-        origin = Path(spec.origin)
-        for path in sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    from flows.stage_cache import module_digest
+
+    return hashlib.sha256("".join(f"{m}:{module_digest(m)}" for m in modules).encode()).hexdigest()[:16]

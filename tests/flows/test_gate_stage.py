@@ -5,7 +5,6 @@ StaleChampion), the decision record on the version, the DVC-tracked golden set, 
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 from pathlib import Path
 
@@ -17,20 +16,15 @@ from flows.cli import app
 from flows.model_stages import build_golden_set, stage_gate
 from flows.settings import load_settings
 from flows.stage_config import registry_for
-from models.registry import CHAMPION, PREVIOUS, StaleChampion, log_training_run, promote, register_candidate
+from models.registry import CHAMPION, PREVIOUS, StaleChampion, promote, register_candidate
 from tests.conftest import example_params
+from tests.flows.model_support import log_untrained_imagebind
 
 pytestmark = pytest.mark.slow  # three log_model calls and a 40-row golden set: ~30 s on 2 cores
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory, small_golden_batch):
-    import torch
-
-    from flows.stage_config import input_spec
-    from models.artifacts import save_model
-    from models.imagebind import ImageBind, ImageBindConfig
-
     home = tmp_path_factory.mktemp("home")
     raw = example_params()
     raw["task"]["golden"] = str(small_golden_batch)
@@ -42,15 +36,8 @@ def settings(tmp_path_factory, small_golden_batch):
     params.write_text(yaml.safe_dump(raw))
     settings = load_settings(home, params)
     registry = registry_for(settings)
-    spec = input_spec(settings)
     for seed in range(3):
-        torch.manual_seed(seed)
-        model = ImageBind(ImageBindConfig(image_size=spec.image_size, audio_n_mels=spec.n_mels, audio_frames=spec.audio_frames))
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = save_model(model, Path(tmp) / "imagebind")
-            (model_dir / "input_spec.json").write_text(json.dumps({"image_size": spec.image_size, "n_mels": spec.n_mels,
-                                                                   "audio_frames": spec.audio_frames, "sample_rate": 16000}))
-            logged = log_training_run(registry, model_dir, {"seed": seed}, [], {}, {}, f"gate-test-{seed}")
+        logged = log_untrained_imagebind(settings, registry, seed, f"gate-test-{seed}")
         register_candidate(registry, logged, {"data_version": f"lake/inputs@md5-{seed}", "flow_run": f"run-{seed}"})
     promote(registry, "1", expected_champion=None)
     build_golden_set(settings)  # once, before the race

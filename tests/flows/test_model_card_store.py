@@ -4,8 +4,6 @@ promoted version writes the same card; a rejected version's card says why."""
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,9 @@ from flows.exactly_once import gate_once
 from flows.model_stages import TrainOutcome, stage_register
 from flows.settings import load_settings
 from flows.stage_config import registry_for
-from models.registry import CHAMPION, log_training_run
+from models.registry import CHAMPION
 from tests.conftest import example_params
+from tests.flows.model_support import log_untrained_imagebind
 
 pytestmark = pytest.mark.slow  # two log_model calls and two gates on a 40-row golden set
 
@@ -39,20 +38,8 @@ def train_outcome(settings, seed: int) -> TrainOutcome:
     """A registered-to-be model of the task's input size, with a plot on its run as training logs them."""
     import matplotlib.pyplot as plt
     import mlflow
-    import torch
 
-    from flows.stage_config import input_spec
-    from models.artifacts import save_model
-    from models.imagebind import ImageBind, ImageBindConfig
-
-    spec = input_spec(settings)
-    torch.manual_seed(seed)
-    model = ImageBind(ImageBindConfig(image_size=spec.image_size, audio_n_mels=spec.n_mels, audio_frames=spec.audio_frames))
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = save_model(model, Path(tmp) / "imagebind")
-        (model_dir / "input_spec.json").write_text(json.dumps({"image_size": spec.image_size, "n_mels": spec.n_mels,
-                                                               "audio_frames": spec.audio_frames, "sample_rate": 16000}))
-        logged = log_training_run(registry_for(settings), model_dir, {"seed": seed}, [], {}, {}, f"card-test-{seed}")
+    logged = log_untrained_imagebind(settings, registry_for(settings), seed, f"card-test-{seed}")
     figure, axis = plt.subplots()
     axis.plot([0, 1], [0, 1])
     mlflow.MlflowClient().log_figure(logged.run_id, figure, "plots/recall_at_k.png")
