@@ -16,9 +16,10 @@ ENV DO_NOT_TRACK=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
 
-# espeak-ng: the demo batches' speech (Makefile SYSTEM_PACKAGES).
+# espeak-ng, festival and its voices, flite: the demo batches' speech (Makefile SYSTEM_PACKAGES).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends espeak-ng \
+    && apt-get install -y --no-install-recommends espeak-ng festival flite festvox-kallpc16k festvox-kdlpc16k \
+       festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts festvox-czech-dita festvox-czech-machac festvox-czech-ph \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

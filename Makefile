@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# espeak-ng: demo speech; chromium: the dashboards' browser test (Playwright drives it, downloads none)
-SYSTEM_PACKAGES := espeak-ng chromium
+# espeak-ng and festival (with its voices): the demo's training speech; flite: the held-out speech engine of the
+# golden batch (examples/digits/speech.py); chromium: the dashboards' browser test (Playwright drives it, downloads none)
+FESTIVAL_VOICES := festvox-kallpc16k festvox-kdlpc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts \
+	festvox-czech-dita festvox-czech-machac festvox-czech-ph
+SYSTEM_PACKAGES := espeak-ng festival $(FESTIVAL_VOICES) flite chromium
 
 # Telemetry off for every process make starts (see features/env.py for the full list).
 export DO_NOT_TRACK=1

@@ -1,23 +1,29 @@
-"""Emergent audio→text alignment against an audio tower trained on (audio, text) pairs directly.
+"""Emergent audio→text alignment on speech training never heard, against a text-paired audio tower.
 
 ImageBind's claim (Girdhar et al., CVPR 2023, Table 2): binding audio to images alone gives
 audio↔text retrieval close to training on audio-text pairs (ESC-50 zero-shot 66.9 emergent
-against 68.6 text-paired). This script measures the same comparison on the demo data:
+against 68.6 text-paired). This script measures the same comparison on the digits example,
+trained as `make run` trains its champion (examples/digits/params.yaml `train:`):
 
   emergent  ImageBind's recipe: stage 1 (image, text), stage 2 (audio, image), vision frozen;
             no (audio, text) pair is ever seen
   paired    the same stage 1, then stage 2 on (audio, caption) pairs of the same rows, same
             steps (TrainConfig.audio_anchor="text")
 
-Data: landing batches from `examples.digits.demo.generate_demo_batch` (no faults), prepared as
-serving prepares a file (mono 16 kHz, silence trimmed, log-mel; images resized). Voices
-HELD_OUT_VOICES never appear in training: every row spoken by one goes to the audio
-evaluation set instead. Image→text is measured on a "golden" batch, whose source images are
-disjoint from training's. Prompts are the digits example's task.prompts (examples/digits/params.yaml), worded unlike any caption.
+Data: two fault-free landing batches of demo.samples rows, as `make run` makes them (espeak-ng
+and festival voices only), and an evaluation batch drawn like the golden batch (disjoint source
+images) whose rows fall into the sets of examples/digits/speech.py:
+  held_out_voices   English espeak-ng voices and variants training never hears
+  held_out_accents  espeak-ng's de, es, fr, hi, it, pl, ru and vi voices reading the English words
+  held_out_engine   flite (CMU ARCTIC speakers awb, rms, slt), an engine training never hears
+  train             training speech on held-out images
+Clips are prepared as serving prepares a file (mono 16 kHz, silence trimmed, log-mel); prompts
+are the example's task.prompts, worded unlike any caption.
 
-Targets (issue 4): emergent audio→text top-1 ≥ 95 % on held-out voices and within 3 points
-of paired; image→text ≥ 95 % on held-out images; both stages ≤ 60 s on 2 CPU cores.
-Usage: python benchmarks/emergent_alignment.py [--train-samples 2400] [--golden-samples 400] [--out FILE]
+Targets (issue 16): emergent audio→text top-1 ≥ 90 % on held-out accents and ≥ 85 % on the
+held-out engine, within 3 points of text-paired on each set; image→text ≥ 95 %; training both
+stages ≤ 2 × 41 s of CPU time (one core).
+Usage: python benchmarks/emergent_alignment.py [--eval-samples 800] [--seed 0] [--out FILE]
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,22 +52,24 @@ from PIL import Image  # noqa: E402
 
 from examples.digits.demo import generate_demo_batch  # noqa: E402
 from features.task import build_prompts  # noqa: E402
-from flows.settings import load_params  # noqa: E402
-from models.evaluate import EvalData, evaluate_model  # noqa: E402
-from models.imagebind import TEXT, VISION, ImageBindConfig  # noqa: E402
-from models.retrieval import evaluate_retrieval  # noqa: E402
-from models.text import encode_class_prompts, encode_texts  # noqa: E402
-from flows.settings import TrainParams  # noqa: E402
+from flows.settings import Params, load_params  # noqa: E402
 from flows.stage_config import train_config  # noqa: E402
+from models.evaluate import EvalData, evaluate_model, predict_zero_shot  # noqa: E402
+from models.imagebind import AUDIO, TEXT, VISION, ImageBindConfig  # noqa: E402
+from models.text import encode_class_prompts, encode_texts  # noqa: E402
 from models.train import TrainingData, train_imagebind  # noqa: E402
 from models.transforms import image_to_input, prepare_waveform, waveform_to_log_mel  # noqa: E402
 
-EXAMPLE_PARAMS = Path(__file__).resolve().parents[1] / "examples" / "digits" / "params.yaml"
-HELD_OUT_VOICES = ("en-us-nyc", "en-gb-x-gbcwmd")  # accents never heard in training (as the quality test)
+EXAMPLE_PARAMS = PROJECT / "examples" / "digits" / "params.yaml"
 SAMPLE_RATE, SILENCE_DB = 16_000, 40.0  # params.yaml clean: the pipeline's own preparation
 KNOWN_LABEL_RATE = 0.2  # share of training rows with a human label (params.yaml demo.label_rate)
+TRAIN_SEEDS = (1, 2)  # `make run`'s batch-001 and batch-002
+EVAL_SEED = 5000  # far from the training batches' and the golden batch's (1000)
+HELD_OUT_SETS = ("held_out_voices", "held_out_accents", "held_out_engine")
 PAPER = {"emergent": 66.9, "paired": 68.6}  # ESC-50 zero-shot top-1, ImageBind Table 2
-TARGETS = {"emergent_audio_text_top1": 0.95, "max_gap_points": 3.0, "image_text_top1": 0.95, "train_seconds": 60.0}
+BASELINE_TRAIN_SECONDS = 41.0  # both stages on one idle core before issue 16 (its text)
+TARGETS = {"held_out_accents": 0.90, "held_out_engine": 0.85, "max_gap_points": 3.0, "image_text_top1": 0.95,
+           "train_cpu_seconds": 2 * BASELINE_TRAIN_SECONDS}
 
 
 def example_prompt_embeddings(params_path: Path = EXAMPLE_PARAMS) -> np.ndarray:
@@ -71,7 +79,7 @@ def example_prompt_embeddings(params_path: Path = EXAMPLE_PARAMS) -> np.ndarray:
 
 
 def load_batch(folder: Path, config: ImageBindConfig) -> dict[str, np.ndarray]:
-    """A fault-free landing batch → model inputs, caption, voice and true digit per manifest row."""
+    """A fault-free landing batch → model inputs, caption, voice, engine, voice group and true digit per row."""
     rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines()]
     truth = {t["sample_id"]: t["digit"] for t in map(json.loads, (folder / "_truth.jsonl").read_text().splitlines())}
 
@@ -89,113 +97,135 @@ def load_batch(folder: Path, config: ImageBindConfig) -> dict[str, np.ndarray]:
         "audio": np.stack([audio(folder / r["audio"]) for r in rows]),
         "caption": np.array([r["caption"] for r in rows]),
         "voice": np.array([r["voice"] for r in rows]),
+        "engine": np.array([r["engine"] for r in rows]),
+        "voice_group": np.array([r["voice_group"] for r in rows]),
         "human_label": np.array([-1 if r["label"] is None else r["label"] for r in rows], dtype=np.int64),
         "digit": np.array([truth[r["sample_id"]] for r in rows], dtype=np.int64),
     }
 
 
-def build_splits(work: Path, train_samples: int, golden_samples: int, seed: int,
-                 config: ImageBindConfig) -> tuple[TrainingData, EvalData, EvalData, dict[str, float]]:
-    """(training rows of training voices, held-out-voice rows, held-out-image rows, seconds spent)."""
+def data_config(params: Params) -> ImageBindConfig:
+    """The input sizes the pipeline prepares (transform:), for loading clips and images."""
+    t = params.transform
+    return ImageBindConfig(image_size=t.image_size, audio_n_mels=t.n_mels, audio_frames=t.audio_frames)
+
+
+def build_data(work: Path, params: Params, eval_samples: int, seed: int) -> tuple[TrainingData, dict, dict]:
+    """(training data of `make run`'s two batches, the evaluation batch, seconds spent)."""
     started = time.perf_counter()
-    generate_demo_batch(work / "train", samples=train_samples, seed=seed, fault_rate=0.0, label_rate=KNOWN_LABEL_RATE)
-    generate_demo_batch(work / "golden", samples=golden_samples, seed=seed + 1, golden=True)
+    config = data_config(params)
+    batches = []
+    for train_seed in TRAIN_SEEDS:
+        folder = work / f"train-{train_seed}"
+        generate_demo_batch(folder, samples=params.demo.samples, seed=seed + train_seed, fault_rate=0.0,
+                            label_rate=KNOWN_LABEL_RATE)
+        batches.append(load_batch(folder, config))
+    merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    assert set(merged["voice_group"]) == {"train"}, "training batches hold training speech only"
+    assert set(merged["engine"]) <= {"espeak-ng", "festival"}, "training hears espeak-ng and festival only"
+    train = TrainingData(image=merged["image"], audio=merged["audio"], text_emb=encode_texts(list(merged["caption"])),
+                         label=merged["human_label"])
     generated = time.perf_counter()
-    batch, golden = load_batch(work / "train", config), load_batch(work / "golden", config)
-    held_out = np.isin(batch["voice"], HELD_OUT_VOICES)
-    train_rows = ~held_out
-    train = TrainingData(
-        image=batch["image"][train_rows], audio=batch["audio"][train_rows],
-        text_emb=encode_texts(list(batch["caption"][train_rows])), label=batch["human_label"][train_rows],
-    )
-    voices = EvalData(image=batch["image"][held_out], audio=batch["audio"][held_out], label=batch["digit"][held_out],
-                      groups={"voice": list(batch["voice"][held_out])})
-    golden_eval = EvalData(image=golden["image"], audio=golden["audio"], label=golden["digit"],
-                           groups={"voice": list(golden["voice"])})
-    return train, voices, golden_eval, {"generate_seconds": generated - started,
-                                        "prepare_seconds": time.perf_counter() - generated}
+    generate_demo_batch(work / "eval", samples=eval_samples, seed=seed + EVAL_SEED, golden=True)
+    evaluation = load_batch(work / "eval", config)
+    return train, evaluation, {"data_seconds": time.perf_counter() - started,
+                                "eval_data_seconds": time.perf_counter() - generated}
 
 
-def run_variant(anchor: str, train: TrainingData, voices: EvalData, golden: EvalData, prompt_emb: np.ndarray,
-                config: ImageBindConfig, seed: int) -> dict[str, float]:
-    """Train one variant and measure it on the held-out voices and the held-out images."""
-    stage_seconds: dict[str, float] = {}
-    last = [time.perf_counter()]
+def model_config(params: Params, **overrides: object) -> ImageBindConfig:
+    """The model the imagebind family builds from params.yaml (flows/families/imagebind.py), plus overrides."""
+    tr = params.train
+    return replace(data_config(params), **{"embed_dim": tr.embed_dim, "audio_cmvn": tr.audio_augment.cmvn, **overrides})
 
-    def on_epoch(stage: str, epoch: int, metrics: dict[str, float]) -> None:
-        now = time.perf_counter()
-        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + now - last[0]
-        last[0] = now
 
-    last[0] = time.perf_counter()
+def score_speech(model, evaluation: dict, prompt_emb: np.ndarray) -> dict:
+    """Audio→text zero-shot top-1 per voice group, per engine and per voice."""
+    predicted, _ = predict_zero_shot(model, AUDIO, evaluation["audio"], prompt_emb)
+    correct = predicted == evaluation["digit"]
+
+    def by(field: str) -> dict[str, float]:
+        return {str(v): float(correct[evaluation[field] == v].mean()) for v in sorted(set(evaluation[field]))}
+
+    return {"voice_group": by("voice_group"), "engine": by("engine"), "voice": by("voice"),
+            "rows": {str(v): int((evaluation["voice_group"] == v).sum()) for v in sorted(set(evaluation["voice_group"]))}}
+
+
+def run_variant(anchor: str, train: TrainingData, evaluation: dict, prompt_emb: np.ndarray, params: Params,
+                model_overrides: dict | None = None, recipe_overrides: dict | None = None) -> dict:
+    """Train one variant with the example's recipe and score it on every set."""
+    config = model_config(params, **(model_overrides or {}))
+    recipe = replace(train_config(params.train, audio_anchor=anchor), **(recipe_overrides or {}))
     cpu_before = time.process_time()  # CPU seconds of this process: what a busy shared machine does not inflate
-    result = train_imagebind(train, config, train_config(TrainParams(seed=seed), audio_anchor=anchor), on_epoch=on_epoch)
+    result = train_imagebind(train, config, recipe)
     cpu_seconds = time.process_time() - cpu_before
-    on_voices = evaluate_model(result.model, voices, prompt_emb)
-    on_images = evaluate_model(result.model, golden, prompt_emb)
-    retrieval = evaluate_retrieval(result.model, voices, prompt_emb)
-    return {
-        "audio_text_top1_held_out_voices": on_voices["zero_shot_audio_acc"],
-        "image_text_top1_held_out_images": on_images["zero_shot_image_acc"],
-        "audio_image_r1_held_out_voices": on_voices["audio_to_image_r1"],
-        **{f"held_out_voices.{k}": v for k, v in retrieval.items()},
-        "train_seconds": result.seconds,
-        "train_cpu_seconds": cpu_seconds,
-        **{f"train_seconds.{stage}": s for stage, s in stage_seconds.items()},
-    }
+    image = evaluate_model(result.model, EvalData(image=evaluation["image"], label=evaluation["digit"]), prompt_emb)
+    return {**score_speech(result.model, evaluation, prompt_emb),
+            "image_text_top1": image["zero_shot_image_acc"], "train_seconds": result.seconds,
+            "train_cpu_seconds": cpu_seconds, "torch_threads": _torch_threads()}
 
 
-def print_table(results: dict[str, dict[str, float]]) -> None:
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def print_table(results: dict[str, dict]) -> None:
     emergent, paired = results["emergent"], results["paired"]
-    key = "audio_text_top1_held_out_voices"
     print("\nZero-shot audio→text top-1 (%)        emergent   text-paired   gap")
     print(f"  ImageBind paper, ESC-50             {PAPER['emergent']:8.1f}   {PAPER['paired']:11.1f}"
           f"   {PAPER['paired'] - PAPER['emergent']:+5.1f}")
-    print(f"  demo digits, held-out voices        {100 * emergent[key]:8.1f}   {100 * paired[key]:11.1f}"
-          f"   {100 * (paired[key] - emergent[key]):+5.1f}")
-    print(f"Image→text top-1 on held-out images   {100 * emergent['image_text_top1_held_out_images']:8.1f}"
-          f"   {100 * paired['image_text_top1_held_out_images']:11.1f}")
+    for name in (*HELD_OUT_SETS, "train"):
+        e, p = emergent["voice_group"][name], paired["voice_group"][name]
+        print(f"  {name:34s}{100 * e:8.1f}   {100 * p:11.1f}   {100 * (p - e):+5.1f}")
+    print(f"Image→text top-1 on held-out images   {100 * emergent['image_text_top1']:8.1f}"
+          f"   {100 * paired['image_text_top1']:11.1f}")
     print(f"Training seconds (both stages)        {emergent['train_seconds']:8.1f}   {paired['train_seconds']:11.1f}"
           f"   (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
-    print(f"Training CPU seconds (one thread)     {emergent['train_cpu_seconds']:8.1f}   {paired['train_cpu_seconds']:11.1f}")
+    print(f"Training CPU seconds                  {emergent['train_cpu_seconds']:8.1f}   {paired['train_cpu_seconds']:11.1f}")
+    print("\nPer voice, emergent (%):")
+    for voice, value in emergent["voice"].items():
+        print(f"  {voice:28s}{100 * value:6.1f}   paired {100 * paired['voice'][voice]:6.1f}")
+
+
+def checks(results: dict[str, dict]) -> dict[str, bool]:
+    emergent, paired = results["emergent"], results["paired"]
+    gaps = {name: 100 * (paired["voice_group"][name] - emergent["voice_group"][name]) for name in HELD_OUT_SETS}
+    return {
+        "held_out_accents": emergent["voice_group"]["held_out_accents"] >= TARGETS["held_out_accents"],
+        "held_out_engine": emergent["voice_group"]["held_out_engine"] >= TARGETS["held_out_engine"],
+        **{f"gap_within_3_points.{name}": gap <= TARGETS["max_gap_points"] for name, gap in gaps.items()},
+        "image_text_top1": emergent["image_text_top1"] >= TARGETS["image_text_top1"],
+        "train_cpu_seconds": emergent["train_cpu_seconds"] <= TARGETS["train_cpu_seconds"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-samples", type=int, default=2400, help="rows of the training-split batch")
-    parser.add_argument("--golden-samples", type=int, default=400, help="rows of the held-out-image batch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-samples", type=int, default=800, help="rows of the evaluation batch (a quarter per set)")
+    parser.add_argument("--seed", type=int, default=0, help="offset of every batch's seed, and the training seed")
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "emergent_alignment.json")
     args = parser.parse_args()
 
-    config = ImageBindConfig()
+    params = load_params(EXAMPLE_PARAMS)
+    params = params.model_copy(update={"train": params.train.model_copy(update={"seed": params.train.seed + args.seed})})
     with tempfile.TemporaryDirectory() as tmp:
-        train, voices, golden, data_seconds = build_splits(Path(tmp), args.train_samples, args.golden_samples,
-                                                           args.seed, config)
+        train, evaluation, data_seconds = build_data(Path(tmp), params, args.eval_samples, args.seed)
     prompt_emb = example_prompt_embeddings()
-    print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled), {len(voices.label)} held-out-voice "
-          f"rows, {len(golden.label)} held-out-image rows; data {sum(data_seconds.values()):.1f} s")
-    results = {anchor_name: run_variant(anchor, train, voices, golden, prompt_emb, config, args.seed)
-               for anchor_name, anchor in (("emergent", VISION), ("paired", TEXT))}
+    print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled); evaluation rows per set "
+          f"{ {k: int((evaluation['voice_group'] == k).sum()) for k in sorted(set(evaluation['voice_group']))} }; "
+          f"data {data_seconds['data_seconds']:.0f} s", flush=True)
+    results = {name: run_variant(anchor, train, evaluation, prompt_emb, params)
+               for name, anchor in (("emergent", VISION), ("paired", TEXT))}
     print_table(results)
-
-    emergent, paired = results["emergent"], results["paired"]
-    gap = 100 * (paired["audio_text_top1_held_out_voices"] - emergent["audio_text_top1_held_out_voices"])
-    checks = {
-        "emergent_audio_text_top1": emergent["audio_text_top1_held_out_voices"] >= TARGETS["emergent_audio_text_top1"],
-        "gap_within_3_points": abs(gap) <= TARGETS["max_gap_points"],
-        "image_text_top1": emergent["image_text_top1_held_out_images"] >= TARGETS["image_text_top1"],
-        "train_seconds": emergent["train_seconds"] <= TARGETS["train_seconds"],
-        # the same target on the process's CPU time, which other work on a shared machine does not inflate
-        "train_cpu_seconds": emergent["train_cpu_seconds"] <= TARGETS["train_seconds"],
-    }
-    print("targets:", {k: "pass" if v else "MISS" for k, v in checks.items()})
+    passed = checks(results)
+    print("targets:", {k: "pass" if v else "MISS" for k, v in passed.items()})
     report = {
-        "results": results, "paired_minus_emergent_points": gap, "targets": TARGETS, "checks": checks,
-        "paper_esc50_top1": PAPER, "held_out_voices": list(HELD_OUT_VOICES),
+        "results": results, "targets": TARGETS, "checks": passed, "paper_esc50_top1": PAPER,
         "rows": {"train": len(train), "train_labelled": int((train.label >= 0).sum()),
-                 "held_out_voices": len(voices.label), "held_out_images": len(golden.label)},
-        "data_seconds": data_seconds, "train_config": asdict(train_config(TrainParams(seed=args.seed))),
+                 **{k: int((evaluation["voice_group"] == k).sum()) for k in sorted(set(evaluation["voice_group"]))}},
+        **data_seconds, "train_config": asdict(train_config(params.train)),
+        "model_config": model_config(params).to_dict(),
     }
     save_report(args.out, report)
 

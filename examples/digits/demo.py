@@ -1,25 +1,26 @@
 """Demo data source: written and spoken digits, delivered as a landing batch.
 
 A batch is a folder holding `manifest.jsonl` and the files it names by relative path:
-an 8x8 scikit-learn digit upscaled to a 32x32 grayscale PNG, the digit word spoken by
-espeak-ng as a 16-bit WAV, and a caption in one of several languages. A few rows carry
+an 8x8 scikit-learn digit upscaled to a 32x32 grayscale PNG, the English digit word spoken as a
+16-bit WAV, and a caption in one of several languages. Training batches are spoken by espeak-ng and
+festival voices of many accents; the golden batch adds voices, accents and an engine (flite) that
+training never hears (examples/digits/speech.py), marked by each row's `voice_group`. A few rows carry
 deliberate faults (corrupt or missing files, repeated lines) so the cleaning stage has
 something to quarantine, and `drift=` shifts one property of the data so the monitors have
 something to find. Two side files are not named by the manifest: `_faults.json` (which
 rows were broken, and how) and `_truth.jsonl` (every row's true digit and source image).
 
 Everything is drawn from `numpy.random.default_rng(seed)`, so the same arguments give
-byte-identical files; espeak-ng itself is deterministic for a given voice, speed and pitch.
+byte-identical files; the synthesisers are deterministic for a given voice, speed and pitch.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -28,14 +29,35 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageFilter
 
+from examples.digits.speech import (
+    ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS, HELD_OUT_ENGINE_VOICES,
+    HELD_OUT_VOICES, Utterance, engine_of, required_programs, speak, speak_festival,
+)
 from examples.digits.vocabulary import DIGIT_WORDS
 
-ENGLISH_VOICES: tuple[str, ...] = (  # espeak-ng `gmw` accents, plus two female variants
-    "en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp",
-    "en-gb-x-gbcwmd", "en-029", "en-us-nyc", "en-us+f2", "en-gb+f4",
+# Who speaks a batch: groups of voices (examples/digits/speech.py), each drawn with its weight. A row's
+# `voice_group` is its group's name, so the gate and the monitor can judge held-out speech on its own.
+@dataclass(frozen=True)
+class VoiceGroup:
+    name: str  # the manifest's voice_group
+    voices: tuple[str, ...]
+    weight: float  # share of rows, relative to the other groups of the profile
+
+
+TRAINING_SPEECH: tuple[VoiceGroup, ...] = (  # espeak-ng and festival only
+    VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.75),
+    VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.25),
+)
+# The golden batch: a quarter each of training speech and of the three kinds of speech training never hears.
+GOLDEN_SPEECH: tuple[VoiceGroup, ...] = (
+    VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.1875),
+    VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.0625),
+    VoiceGroup("held_out_voices", HELD_OUT_VOICES, 0.25),
+    VoiceGroup("held_out_accents", HELD_OUT_ACCENTS, 0.25),
+    VoiceGroup("held_out_engine", HELD_OUT_ENGINE_VOICES, 0.25),
 )
 # Non-English voices reading the English words: accents the default batches never contain.
-UNSEEN_VOICES: tuple[str, ...] = ("de", "fr-fr", "hi", "pl", "it", "es", "nl", "pt")
+ACCENT_SPEECH: tuple[VoiceGroup, ...] = (VoiceGroup("held_out_accents", HELD_OUT_ACCENTS, 1.0),)
 
 CAPTION_TEMPLATES: dict[str, tuple[str, ...]] = {
     "en": ("a handwritten {word}", "the digit {word}", "a {word} written by hand", "scan of a {word}"),
@@ -116,7 +138,7 @@ AudioEffect = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 class _Profile:
     """What a batch draws from; a drift kind replaces one field."""
 
-    voices: tuple[str, ...] = ENGLISH_VOICES
+    speech: tuple[VoiceGroup, ...] = TRAINING_SPEECH
     languages: tuple[str, ...] = ("en", "de", "fr", "es")
     digit_weights: tuple[float, ...] = (0.1,) * 10
     image_effect: ImageEffect = _keep_image
@@ -124,7 +146,7 @@ class _Profile:
 
 
 _DRIFT_PROFILES: dict[str, _Profile] = {
-    "accent": _Profile(voices=UNSEEN_VOICES),
+    "accent": _Profile(speech=ACCENT_SPEECH),
     "noise": _Profile(audio_effect=_add_noise),
     "rotation": _Profile(image_effect=_rotate_and_blur),
     "class_prior": _Profile(digit_weights=(0.3, 0.3) + (0.05,) * 8),  # 60% zeros and ones
@@ -143,8 +165,9 @@ class _SamplePlan:
     digit: int
     image_index: int  # row of sklearn's digits
     voice: str
+    voice_group: str
     speed: int
-    pitch: int
+    pitch: int | None  # None: the voice's own (festival and flite take no pitch here)
     language: str
     caption: str
     label: int | None
@@ -181,6 +204,18 @@ def _choose(rng: np.random.Generator, options: tuple[str, ...], size: int) -> li
     return [options[int(u * len(options))] for u in rng.random(size)]
 
 
+def _choose_speech(rng: np.random.Generator, speech: tuple[VoiceGroup, ...], size: int) -> list[tuple[str, str]]:
+    """(voice, group name) per row: a group by weight, then a voice of it; two draws per row, whatever the groups."""
+    weights = np.array([group.weight for group in speech], dtype=float)
+    edges = np.cumsum(weights / weights.sum())
+    group_picks, voice_picks = rng.random(size), rng.random(size)
+    chosen = []
+    for g, v in zip(group_picks, voice_picks):
+        group = speech[min(int(np.searchsorted(edges, g, side="right")), len(speech) - 1)]
+        chosen.append((group.voices[int(v * len(group.voices))], group.name))
+    return chosen
+
+
 def _caption(language: str, digit: int, generic: bool, pick: float) -> str:
     templates = GENERIC_CAPTIONS[language] if generic else CAPTION_TEMPLATES[language]
     return templates[int(pick * len(templates))].format(word=DIGIT_WORDS[language][digit])
@@ -196,7 +231,7 @@ def _plan_samples(
     by_digit = [allowed[targets[allowed] == d] for d in range(10)]
     digits = rng.choice(10, size=samples, p=np.array(profile.digit_weights))
     image_picks = rng.random(samples)
-    voices = _choose(rng, profile.voices, samples)
+    speakers = _choose_speech(rng, profile.speech, samples)
     speeds = rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1, size=samples)
     pitches = rng.integers(PITCH[0], PITCH[1] + 1, size=samples)
     languages = _choose(rng, profile.languages, samples)
@@ -213,9 +248,10 @@ def _plan_samples(
             sample_id=f"d{seed}-{i:05d}",
             digit=digit,
             image_index=int(pool[int(image_picks[i] * len(pool))]),
-            voice=voices[i],
+            voice=speakers[i][0],
+            voice_group=speakers[i][1],
             speed=int(speeds[i]),
-            pitch=int(pitches[i]),
+            pitch=int(pitches[i]) if engine_of(speakers[i][0]) == "espeak-ng" else None,
             language=languages[i],
             caption=_caption(languages[i], digit, bool(generic[i]), float(template_picks[i])),
             label=digit if labelled[i] else None,
@@ -235,6 +271,8 @@ def _manifest_row(plan: _SamplePlan) -> dict:
         "label": plan.label,
         "source": "demo",
         "voice": plan.voice,
+        "engine": engine_of(plan.voice),
+        "voice_group": plan.voice_group,
         "language": plan.language,
         "speed": plan.speed,
         "pitch": plan.pitch,
@@ -253,16 +291,17 @@ def _render_image(pixels: np.ndarray, rng: np.random.Generator, effect: ImageEff
     return effect(shifted, rng)
 
 
-def _render_audio(plan: _SamplePlan, path: Path, rng: np.random.Generator, effect: AudioEffect) -> None:
-    """Speak the English digit word, then rewrite the clip through the audio effect."""
-    word = DIGIT_WORDS["en"][plan.digit]
-    command = ["espeak-ng", "-w", str(path), "-v", plan.voice, "-s", str(plan.speed), "-p", str(plan.pitch)]
-    result = subprocess.run([*command, word], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"espeak-ng failed for voice {plan.voice!r} (exit {result.returncode}): {result.stderr.strip()}"
-        )
-    wave, rate = sf.read(path, dtype="float64")  # espeak's native rate, 22050 Hz
+def _utterance(plan: _SamplePlan, out: Path) -> Utterance:
+    return Utterance(plan.voice, DIGIT_WORDS["en"][plan.digit], plan.speed, plan.pitch, out / plan.audio)
+
+
+def _render_audio(plan: _SamplePlan, out: Path, rng: np.random.Generator, effect: AudioEffect) -> None:
+    """Speak the English digit word (festival clips are already spoken), then rewrite the clip through
+    the audio effect at the engine's own rate."""
+    path = out / plan.audio
+    if engine_of(plan.voice) != FESTIVAL:
+        speak(_utterance(plan, out))
+    wave, rate = sf.read(path, dtype="float64")
     sf.write(path, effect(wave, rng), rate, subtype="PCM_16")
 
 
@@ -271,7 +310,7 @@ def _render_sample(plan: _SamplePlan, out: Path, profile: _Profile) -> None:
     images, _ = _digits()
     image = _render_image(images[plan.image_index], rng, profile.image_effect)
     image.save(out / plan.image, format="PNG")
-    _render_audio(plan, out / plan.audio, rng, profile.audio_effect)
+    _render_audio(plan, out, rng, profile.audio_effect)
 
 
 # --- faults ------------------------------------------------------------------------------------
@@ -324,7 +363,8 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _check_arguments(
-    out: Path, samples: int, drift: str | None, split: str, fault_rate: float, label_rate: float
+    out: Path, samples: int, drift: str | None, split: str, fault_rate: float, label_rate: float,
+    profile: _Profile,
 ) -> None:
     if drift is not None and drift not in _DRIFT_PROFILES:
         raise ValueError(f"unknown drift kind {drift!r}; accepted: None or one of {list(DRIFT_KINDS)}")
@@ -337,8 +377,10 @@ def _check_arguments(
             raise ValueError(f"{name} must be between 0 and 1, got {rate}")
     if (out / "manifest.jsonl").exists():
         raise FileExistsError(f"{out} already holds a landing batch (manifest.jsonl); choose an empty folder")
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not on PATH; the demo source speaks its digits with it")
+    missing = required_programs(voice for group in profile.speech for voice in group.voices)
+    if missing:
+        raise RuntimeError(f"{', '.join(missing)} not on PATH; the demo speaks its digits with it "
+                           "(`make system-deps` installs the Debian packages)")
 
 
 def generate_demo_batch(
@@ -357,21 +399,27 @@ def generate_demo_batch(
     `drift` is None or one of DRIFT_KINDS; `split` is "train" or "golden" (disjoint source
     images); `progress(done, samples)` is called as rows are rendered. `golden=True` writes the
     task's golden batch: the golden split, every row labelled, no faults, whatever `split`,
-    `label_rate` and `fault_rate` say (`flywheel demo-data --golden` passes params.yaml's
+    `label_rate` and `fault_rate` say, spoken by GOLDEN_SPEECH (a quarter training speech, a quarter
+    each of held-out voices, accents and engine) (`flywheel demo-data --golden` passes params.yaml's
     demo.options along with it). The manifest is written last, so a folder with a manifest
     holds a complete batch.
     """
     out = Path(out)
     if golden:
         split, label_rate, fault_rate = "golden", 1.0, 0.0
-    _check_arguments(out, samples, drift, split, fault_rate, label_rate)
+    if drift is not None and drift not in _DRIFT_PROFILES:
+        raise ValueError(f"unknown drift kind {drift!r}; accepted: None or one of {list(DRIFT_KINDS)}")
     profile = _DRIFT_PROFILES[drift] if drift is not None else _Profile()
+    if golden:
+        profile = replace(profile, speech=GOLDEN_SPEECH)
+    _check_arguments(out, samples, drift, split, fault_rate, label_rate, profile)
     rng = np.random.default_rng(seed)
     plans = _plan_samples(rng, samples, seed, profile, split, label_rate)
     faults = _plan_faults(rng, samples, fault_rate)
 
     for folder in ("images", "audio"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    speak_festival([_utterance(p, out) for p in plans if engine_of(p.voice) == FESTIVAL])
     with ThreadPoolExecutor(max_workers=ESPEAK_WORKERS) as pool:
         for done, _ in enumerate(pool.map(lambda plan: _render_sample(plan, out, profile), plans), start=1):
             if progress is not None:

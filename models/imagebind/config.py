@@ -19,6 +19,8 @@ AUDIO = "audio"
 DEPTH = "depth"
 THERMAL = "thermal"
 IMU = "imu"
+# The audio conv front end halves the spectrogram twice before patching (ImageBindConfig.audio_conv_channels).
+AUDIO_CONV_DOWNSAMPLE = 4
 # Every modality the architecture knows, in the official module order; a config picks a subset.
 MODALITIES: tuple[str, ...] = (VISION, TEXT, AUDIO, DEPTH, THERMAL, IMU)
 
@@ -71,6 +73,9 @@ class ImageBindConfig:
     audio_patch_frames: int = 20  # time extent of one patch (200 ms): half the tokens of 100 ms, same accuracy
     audio_stride: int | None = None  # None: patches tile the spectrogram; official: 10 (overlapping 16×16)
     audio_bias_kv: bool = False  # learnt extra key/value in attention; official audio has it
+    # Channels of a small conv front end (two 3×3 convolutions of stride 2) before the patch projection;
+    # 0: none, patches straight off the spectrogram (the official layout, which Meta's weights need).
+    audio_conv_channels: int = 0
     audio_width: int = 64  # token width of the audio transformer
     audio_depth: int = 2  # number of audio transformer blocks
     audio_heads: int = 4  # attention heads per audio block
@@ -152,6 +157,17 @@ class ImageBindConfig:
             raise ValueError(
                 f"audio patch {self.audio_patch_frames}×{self.audio_patch_mels} is larger than "
                 f"the input {self.audio_frames}×{self.audio_n_mels} (frames×mels)"
+            )
+        if self.audio_conv_channels < 0:
+            raise ValueError(f"audio_conv_channels must be >= 0 (0: no conv front end), got {self.audio_conv_channels}")
+        if self.audio_conv_channels and (
+            self.audio_stride is not None
+            or self.audio_patch_mels % AUDIO_CONV_DOWNSAMPLE or self.audio_patch_frames % AUDIO_CONV_DOWNSAMPLE
+        ):
+            raise ValueError(
+                f"the audio conv front end shrinks the spectrogram {AUDIO_CONV_DOWNSAMPLE}x before patching: "
+                f"audio_patch_mels ({self.audio_patch_mels}) and audio_patch_frames ({self.audio_patch_frames}) "
+                f"must be multiples of {AUDIO_CONV_DOWNSAMPLE}, and audio_stride None (tiling patches)"
             )
         if self.audio_std <= 0:
             raise ValueError(f"audio_std must be > 0, got {self.audio_std}")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from models.imagebind.config import AUDIO, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig
+from models.imagebind.config import AUDIO, AUDIO_CONV_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig
 from models.imagebind.heads import CLSHead, EmbeddingHead, EOTHead, LearnableLogitScaling, scaled_unit
 from models.imagebind.legacy import upgrade_legacy_keys
 from models.imagebind.preprocessors import (
@@ -54,7 +54,8 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
     kernel = (c.audio_patch_mels, c.audio_patch_frames)
     stride = kernel if c.audio_stride is None else (c.audio_stride, c.audio_stride)
     grid = [(size - k) // s + 1 for size, k, s in zip((c.audio_n_mels, c.audio_frames), kernel, stride)]
-    conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False)
+    conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False) if not c.audio_conv_channels \
+        else _audio_conv_front_end(c)
     return AudioPreprocessor(
         mean=c.audio_mean,
         std=c.audio_std,
@@ -66,6 +67,20 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
         n_patches=grid[0] * grid[1],
         width=c.audio_width,
         official_init=c.official_init,
+    )
+
+
+def _audio_conv_front_end(c: ImageBindConfig) -> nn.Module:
+    """Two 3×3 convolutions of stride 2 (local spectral and temporal patterns: formant transitions,
+    onsets), then the patch projection over their 4× smaller map: the same patch grid, so the same
+    tokens and positions as the plain patch stem."""
+    hidden = c.audio_conv_channels
+    down = AUDIO_CONV_DOWNSAMPLE
+    return nn.Sequential(
+        nn.Conv2d(1, hidden, 3, stride=2, padding=1), nn.GroupNorm(1, hidden), nn.GELU(),
+        nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.GroupNorm(1, hidden), nn.GELU(),
+        nn.Conv2d(hidden, c.audio_width, (c.audio_patch_mels // down, c.audio_patch_frames // down),
+                  stride=(c.audio_patch_mels // down, c.audio_patch_frames // down), bias=False),
     )
 
 

@@ -16,11 +16,20 @@ from PIL import Image
 from examples.digits.demo import (
     DIGIT_WORDS,
     DRIFT_KINDS,
-    ENGLISH_VOICES,
     FAULT_KINDS,
     DemoBatch,
     generate_demo_batch,
     source_image_indices,
+)
+from examples.digits.speech import (
+    ESPEAK_TRAINING_VOICES,
+    FESTIVAL_TRAINING_VOICES,
+    HELD_OUT_ACCENTS,
+    HELD_OUT_ENGINE_VOICES,
+    HELD_OUT_VOICES,
+    TRAIN_ACCENT_LANGUAGES,
+    TRAIN_VARIANTS,
+    engine_of,
 )
 
 SAMPLES = 60
@@ -119,8 +128,10 @@ def test_manifest_rows_carry_every_field(faulty: DemoBatch) -> None:
         assert row["audio"] == f"audio/{row['sample_id']}.wav"
         assert row["source"] == "demo"
         assert row["label"] is None or row["label"] in range(10)
-        assert 120 <= row["speed"] <= 200 and 30 <= row["pitch"] <= 70
+        assert 120 <= row["speed"] <= 200
+        assert (30 <= row["pitch"] <= 70) if row["engine"] == "espeak-ng" else row["pitch"] is None
         assert row["voice"] and row["language"] and row["caption"]
+        assert row["engine"] == engine_of(row["voice"]) and row["voice_group"] == "train"
 
 
 def test_faults_are_present_listed_and_real(faulty: DemoBatch) -> None:
@@ -193,7 +204,8 @@ def test_captions_name_the_digit_except_a_few_generic_ones(large: DemoBatch) -> 
 def test_voices_and_languages_vary(large: DemoBatch) -> None:
     rows = read_jsonl(large.out / "manifest.jsonl")
     voices = {row["voice"] for row in rows}
-    assert len(voices) >= 8 and voices <= set(ENGLISH_VOICES)
+    assert len(voices) >= 40 and voices <= set(ESPEAK_TRAINING_VOICES) | set(FESTIVAL_TRAINING_VOICES)
+    assert {row["engine"] for row in rows} == {"espeak-ng", "festival"}
     assert len({row["language"] for row in rows}) >= 3
 
 
@@ -212,7 +224,8 @@ def manifest_column(batch: DemoBatch, field: str) -> list:
 
 def test_accent_drift_uses_only_unseen_voices(batches: dict[str | None, DemoBatch]) -> None:
     drifted = set(manifest_column(batches["accent"], "voice"))
-    assert drifted and not drifted & set(ENGLISH_VOICES)
+    assert drifted and drifted <= set(HELD_OUT_ACCENTS)
+    assert set(manifest_column(batches["accent"], "voice_group")) == {"held_out_accents"}
 
 
 def test_language_drift_uses_only_unseen_languages(batches: dict[str | None, DemoBatch]) -> None:
@@ -323,3 +336,41 @@ def test_the_tests_golden_batch_is_the_one_flywheel_demo_data_golden_writes(tmp_
     result = CliRunner().invoke(app, ["demo-data", "--golden", "--out", str(tmp_path / "cli"), "--params", str(params)])
     assert result.exit_code == 0, result.output
     assert file_hashes(made) == file_hashes(tmp_path / "cli")
+
+
+# --- speech: what training hears, and what only the golden batch holds -------------------------
+
+
+def test_no_held_out_speech_is_in_the_training_pool() -> None:
+    training = set(ESPEAK_TRAINING_VOICES) | set(FESTIVAL_TRAINING_VOICES)
+    assert not training & (set(HELD_OUT_VOICES) | set(HELD_OUT_ACCENTS) | set(HELD_OUT_ENGINE_VOICES))
+    assert {engine_of(v) for v in training} == {"espeak-ng", "festival"}
+    held_out_languages = {accent.split("-")[0] for accent in HELD_OUT_ACCENTS}
+    # no voice of a held-out accent's language (nor a dialect of it), in any engine
+    assert not {lang.split("-")[0] for lang in TRAIN_ACCENT_LANGUAGES} & held_out_languages
+    festival_italian_russian_slt = {"festival:pc_diphone", "festival:lp_diphone", "festival:msu_ru_nsh_clunits",
+                                    "festival:cmu_us_slt_arctic_hts"}
+    assert not set(FESTIVAL_TRAINING_VOICES) & festival_italian_russian_slt
+    variants = {v.split("+")[1] for v in HELD_OUT_VOICES if "+" in v}
+    assert variants and not variants & set(TRAIN_VARIANTS)
+
+
+def test_golden_batch_holds_every_kind_of_held_out_speech(tmp_path: Path) -> None:
+    batch = generate_demo_batch(tmp_path / "golden", samples=80, seed=7, golden=True)
+    rows = read_jsonl(batch.out / "manifest.jsonl")
+    groups = Counter(row["voice_group"] for row in rows)
+    assert set(groups) == {"train", "held_out_voices", "held_out_accents", "held_out_engine"}
+    assert all(n >= 10 for n in groups.values())
+    assert {row["engine"] for row in rows if row["voice_group"] == "held_out_engine"} == {"flite"}
+    for row in rows:  # every clip is real speech: decodes, lasts, and is not silent
+        wave = read_wave(batch.out / row["audio"])
+        assert len(wave) > 4000 and np.abs(wave).max() > 0.05, row["voice"]
+
+
+def test_festival_clips_follow_the_drawn_speed(tmp_path: Path) -> None:
+    """One festival process speaks a batch's festival rows; a slower draw gives a longer clip."""
+    from examples.digits.speech import Utterance, speak_festival
+
+    slow, fast = (Utterance("festival:kal_diphone", "seven", wpm, None, tmp_path / f"{wpm}.wav") for wpm in (120, 200))
+    speak_festival([slow, fast])
+    assert len(read_wave(slow.path)) > 1.3 * len(read_wave(fast.path))

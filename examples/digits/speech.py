@@ -1,0 +1,153 @@
+"""The digits example's speech: three synthesisers, and which voices training may hear.
+
+A voice is named as the manifest's `voice` field writes it: an espeak-ng voice by its own name
+("en-gb", "nl+f2"), any other engine's as "engine:voice" ("festival:kal_diphone", "flite:awb").
+
+Training hears espeak-ng and festival only. What it never hears, so that a held-out score means
+what it says (issue 16):
+  held_out_voices   English espeak-ng voices and variants outside the training pool
+  held_out_accents  espeak-ng's voices of eight languages (de, es, fr, hi, it, pl, ru, vi) reading
+                    the English words; no voice of these languages, in any engine, is in training
+  held_out_engine   flite, whose voices are built from recordings of real speakers (CMU ARCTIC
+                    awb, rms, slt) that no training voice was made from
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+ESPEAK, FESTIVAL, FLITE = "espeak-ng", "festival", "flite"
+TRAINING_ENGINES = (ESPEAK, FESTIVAL)
+DEFAULT_WPM = 175  # espeak-ng's default speed: the other engines' duration stretch is DEFAULT_WPM / speed
+
+# --- espeak-ng -----------------------------------------------------------------------------------
+TRAIN_ENGLISH: tuple[str, ...] = (
+    "en-gb", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-029", "en-us+f2", "en-gb+f4",
+)
+# Languages whose espeak-ng voice reads the English words with its own letter rules (Latin script) or
+# with English rules in its own voice (other scripts): accents training hears. None is one of the
+# held-out accents' languages, nor a dialect of one.
+TRAIN_ACCENT_LANGUAGES: tuple[str, ...] = (
+    "af", "az", "bs", "ca", "cs", "cy", "da", "eo", "et", "eu", "fi", "ga", "gd", "hr", "hu", "id", "is", "lt",
+    "lv", "mt", "ms", "nb", "nl", "pt", "pt-br", "ro", "sk", "sl", "sq", "sv", "sw", "tr",
+    "bg", "el", "ka", "hy", "ta", "bn", "ne", "mr", "uk", "ur", "kn", "ml", "pa", "si", "gu", "te",
+)
+# espeak-ng variants (formant sets, pitch and breath of other speakers) training may combine with a voice.
+TRAIN_VARIANTS: tuple[str, ...] = (
+    "f1", "f2", "f4", "f5", "m1", "m2", "m4", "m5", "m6", "klatt2", "klatt4", "Alex", "Annie", "Mike", "Steph", "Zac",
+)
+HELD_OUT_VOICES: tuple[str, ...] = (  # English, outside TRAIN_ENGLISH, with variants outside TRAIN_VARIANTS
+    "en-us-nyc", "en-gb-x-gbcwmd", "en-us+m3", "en-gb+klatt", "en-us+croak", "en+Andy",
+)
+HELD_OUT_ACCENTS: tuple[str, ...] = ("de", "es", "fr-fr", "hi", "it", "pl", "ru", "vi")
+
+# --- festival (the second training engine) ----------------------------------------------------------
+# Voice -> the Debian package that holds it (Makefile SYSTEM_PACKAGES installs them). Left out: the
+# Italian and Russian voices (held-out accents' languages), us_slt (the speaker of flite's slt), and
+# the Hindi, Marathi and Telugu voices (festival crashes on Latin text with them).
+FESTIVAL_VOICES: dict[str, str] = {
+    "kal_diphone": "festvox-kallpc16k",
+    "ked_diphone": "festvox-kdlpc16k",
+    "suo_fi_lj_diphone": "festvox-suopuhe-lj",
+    "hy_fi_mv_diphone": "festvox-suopuhe-mv",
+    "upc_ca_ona_hts": "festvox-ca-ona-hts",
+    "czech_dita": "festvox-czech-dita",
+    "czech_machac": "festvox-czech-machac",
+    "czech_ph": "festvox-czech-ph",
+}
+# --- flite (held out: never in training) ------------------------------------------------------------
+FLITE_VOICES: tuple[str, ...] = ("awb", "rms", "slt")
+
+
+def engine_of(voice: str) -> str:
+    """The synthesiser a voice name belongs to."""
+    engine, sep, _ = voice.partition(":")
+    return engine if sep else ESPEAK
+
+
+def voice_name(voice: str) -> str:
+    """The engine's own name for the voice."""
+    return voice.partition(":")[2] or voice
+
+
+def _espeak_training_voices() -> tuple[str, ...]:
+    accents = tuple(TRAIN_ACCENT_LANGUAGES)
+    varied = tuple(f"{lang}+{TRAIN_VARIANTS[i % len(TRAIN_VARIANTS)]}" for i, lang in enumerate((*TRAIN_ENGLISH[:6], *accents)))
+    return (*TRAIN_ENGLISH, *accents, *varied)
+
+
+ESPEAK_TRAINING_VOICES: tuple[str, ...] = _espeak_training_voices()
+FESTIVAL_TRAINING_VOICES: tuple[str, ...] = tuple(f"{FESTIVAL}:{v}" for v in FESTIVAL_VOICES)
+HELD_OUT_ENGINE_VOICES: tuple[str, ...] = tuple(f"{FLITE}:{v}" for v in FLITE_VOICES)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip to speak: `word` by `voice` at `speed` (words per minute) and `pitch` (espeak-ng 0..99;
+    None: the voice's own), written as a WAV at `path`."""
+
+    voice: str
+    word: str
+    speed: int
+    pitch: int | None
+    path: Path
+
+
+def required_programs(voices: Iterable[str]) -> list[str]:
+    """The synthesiser programs `voices` need that are not on PATH."""
+    return sorted({engine_of(v) for v in voices if shutil.which(engine_of(v)) is None})
+
+
+def speak(utterance: Utterance) -> None:
+    """Write one clip with espeak-ng or flite (one process each; both start in milliseconds)."""
+    engine, name = engine_of(utterance.voice), voice_name(utterance.voice)
+    if engine == ESPEAK:
+        command = ["espeak-ng", "-w", str(utterance.path), "-v", name, "-s", str(utterance.speed)]
+        command += [] if utterance.pitch is None else ["-p", str(utterance.pitch)]
+    elif engine == FLITE:
+        command = ["flite", "-voice", name, "--setf", f"duration_stretch={DEFAULT_WPM / utterance.speed:.3f}",
+                   "-o", str(utterance.path)]
+    else:
+        raise ValueError(f"speak() renders espeak-ng and flite voices; {utterance.voice!r} is a {engine} voice "
+                         "(speak_festival renders those, one process per voice)")
+    result = subprocess.run([*command, "-t", utterance.word] if engine == FLITE else [*command, utterance.word],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not utterance.path.exists():
+        raise RuntimeError(f"{engine} failed for voice {utterance.voice!r} (exit {result.returncode}): "
+                           f"{result.stderr.strip()[-300:]}")
+
+
+def _scheme_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def speak_festival(utterances: list[Utterance]) -> None:
+    """Write festival clips, one festival process per voice: festival takes half a second to start and
+    load a voice, then milliseconds per clip."""
+    by_voice: dict[str, list[Utterance]] = {}
+    for utterance in utterances:
+        by_voice.setdefault(voice_name(utterance.voice), []).append(utterance)
+    for name, group in by_voice.items():
+        if name not in FESTIVAL_VOICES:
+            raise ValueError(f"festival voice {name!r} is not one the example uses; known: {sorted(FESTIVAL_VOICES)}")
+        lines = [f"(voice_{name})"]
+        for u in group:
+            lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
+            lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")
+        with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
+            script.write("\n".join(lines) + "\n")
+        try:
+            result = subprocess.run(["festival", "-b", script.name], capture_output=True, text=True, check=False)
+        finally:
+            Path(script.name).unlink(missing_ok=True)
+        missing = [u.path.name for u in group if not u.path.exists()]
+        if result.returncode != 0 or missing:
+            raise RuntimeError(
+                f"festival failed for voice {name!r} (exit {result.returncode}; {len(missing)} clips not written): "
+                f"{(result.stderr or result.stdout).strip()[-300:]}; is Debian's {FESTIVAL_VOICES[name]} installed "
+                "(`make system-deps`)?")
