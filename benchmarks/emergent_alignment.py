@@ -213,7 +213,7 @@ def main() -> None:
         train, evaluation, data_seconds = build_data(Path(tmp), params, args.eval_samples, args.seed)
     prompt_emb = example_prompt_embeddings()
     print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled); evaluation rows per set "
-          f"{ {k: int((evaluation['voice_group'] == k).sum()) for k in sorted(set(evaluation['voice_group']))} }; "
+          f"{ {str(k): int((evaluation['voice_group'] == k).sum()) for k in sorted(set(evaluation['voice_group']))} }; "
           f"data {data_seconds['data_seconds']:.0f} s", flush=True)
     results = {name: run_variant(anchor, train, evaluation, prompt_emb, params)
                for name, anchor in (("emergent", VISION), ("paired", TEXT))}
@@ -223,7 +223,7 @@ def main() -> None:
     report = {
         "results": results, "targets": TARGETS, "checks": passed, "paper_esc50_top1": PAPER,
         "rows": {"train": len(train), "train_labelled": int((train.label >= 0).sum()),
-                 **{k: int((evaluation["voice_group"] == k).sum()) for k in sorted(set(evaluation["voice_group"]))}},
+                 **{str(k): int((evaluation["voice_group"] == k).sum()) for k in sorted(set(evaluation["voice_group"]))}},
         **data_seconds, "train_config": asdict(train_config(params.train)),
         "model_config": model_config(params).to_dict(),
     }
