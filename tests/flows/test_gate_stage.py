@@ -30,7 +30,7 @@ def settings(tmp_path_factory, small_golden_batch):
     raw["task"]["golden"] = str(small_golden_batch)
     raw["gate"]["families"]["imagebind"] = {"thresholds": {"zero_shot_image_acc": {"min": 0.0, "max_drop": 1.0},
                                                            "p95_latency_ms": {"max": 1000.0}},
-                                            "slices": {"voice": {"zero_shot_audio_acc": {"max_drop": 1.0}}}}
+                                            "slices": {"voice_group": {"zero_shot_audio_acc": {"max_drop": 1.0}}}}
     raw["gate"]["min_slice_rows"] = 3
     params = home / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
@@ -80,7 +80,7 @@ def test_two_gates_at_once_promote_exactly_one(settings):
     artifact = client.download_artifacts(run_id, registry.version_tags(winners[0])["gate.artifact"])
     record = json.loads(Path(artifact).read_text())
     assert {c["kind"] for c in record["checks"]} >= {"min", "change", "max"}
-    assert any(c["slice"] and c["slice"].startswith("voice=") and c["interval"] for c in record["checks"])
+    assert any(c["slice"] and c["slice"].startswith("voice_group=") and c["interval"] for c in record["checks"])
 
 
 def test_golden_set_is_dvc_tracked_in_the_lake(settings):

@@ -106,5 +106,5 @@ def test_a_genuinely_better_candidate_passes_every_check(judged):
     for metric in ("zero_shot_image_acc", "zero_shot_audio_acc", "audio_to_image_r1"):
         change = next(c for c in better.checks if c.name == f"{metric} change")
         assert change.interval[0] > 0, change.explain()  # a real gain: the whole interval is above zero
-    assert any(c.slice and c.slice.startswith("voice=") for c in better.checks)
+    assert any(c.slice and c.slice.startswith("voice_group=") for c in better.checks)
     assert any(c.slice and c.slice.startswith("class=") for c in better.checks)
