@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # espeak-ng and festival (with its voices): the demo's training speech; flite: the held-out speech engine of the
 # golden batch (examples/digits/speech.py); chromium: the dashboards' browser test (Playwright drives it, downloads none)
-FESTIVAL_VOICES := festvox-kallpc16k festvox-kdlpc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts \
+FESTIVAL_VOICES := festvox-kallpc16k festvox-kdlpc16k festvox-suopuhe-lj festvox-suopuhe-mv \
 	festvox-czech-dita festvox-czech-machac festvox-czech-ph
 SYSTEM_PACKAGES := espeak-ng festival $(FESTIVAL_VOICES) flite chromium
 

@@ -8,8 +8,9 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   english_only  the voice pool before issue 16: eight English espeak-ng voices
   wide          the shipped pool: ~140 espeak-ng voices of many accents and variants, and festival voices
   cmvn          wide + per-utterance CMVN in the audio tower (ImageBindConfig.audio_cmvn)
-  augment       wide + train.audio_augment (speed, pitch, noise, reverb, gain, SpecAugment masks)
+  augment       wide + every augmentation at flywheel's defaults (speed, pitch, noise, reverb, gain, masks)
   both          wide + augment + cmvn
+  pitch_only    wide + only the augmentation's mel shift (±3 bins, 80 % of clips): the shipped recipe
   conv          wide + the audio conv front end (ImageBindConfig.audio_conv_channels=32)
   wider_tower   wide + audio tower width 128, depth 3
 
@@ -35,20 +36,24 @@ from benchmarks.emergent_alignment import (  # noqa: E402
     example_prompt_embeddings, load_batch, run_variant, save_report)
 from examples.digits.demo import ENGLISH_ONLY_SPEECH, generate_demo_batch  # noqa: E402
 from flows.settings import load_params  # noqa: E402
-from flows.stage_config import train_config  # noqa: E402
+from flows.stage_config import audio_augment  # noqa: E402
+from flows.train_params import AudioAugmentParams  # noqa: E402
 from models.imagebind import VISION  # noqa: E402
 from models.text import encode_texts  # noqa: E402
 from models.train import TrainingData  # noqa: E402
 
-# name -> (training speech, model overrides, augmentation on)
-CONFIGS: dict[str, tuple[str, dict, bool]] = {
-    "english_only": ("english_only", {}, False),
-    "wide": ("wide", {}, False),
-    "cmvn": ("wide", {"audio_cmvn": True}, False),
-    "augment": ("wide", {}, True),
-    "both": ("wide", {"audio_cmvn": True}, True),
-    "conv": ("wide", {"audio_conv_channels": 32}, False),
-    "wider_tower": ("wide", {"audio_width": 128, "audio_depth": 3}, False),
+PITCH_ONLY = {"speed_prob": 0.0, "noise_prob": 0.0, "reverb_prob": 0.0, "gain_prob": 0.0, "time_mask_prob": 0.0,
+              "freq_mask_prob": 0.0, "pitch_prob": 0.8, "pitch_max_bins": 3.0}
+# name -> (training speech, model overrides, augmentation: None off, else train.audio_augment's fields changed)
+CONFIGS: dict[str, tuple[str, dict, dict | None]] = {
+    "english_only": ("english_only", {}, None),
+    "wide": ("wide", {}, None),
+    "cmvn": ("wide", {"audio_cmvn": True}, None),
+    "augment": ("wide", {}, {}),
+    "both": ("wide", {"audio_cmvn": True}, {}),
+    "pitch_only": ("wide", {}, PITCH_ONLY),
+    "conv": ("wide", {"audio_conv_channels": 32}, None),
+    "wider_tower": ("wide", {"audio_width": 128, "audio_depth": 3}, None),
 }
 
 
@@ -86,11 +91,12 @@ def main() -> None:
             pools["english_only"] = english_only_training(Path(tmp), params, args.seed)
     prompt_emb = example_prompt_embeddings()
     print(f"data {time.perf_counter() - started:.0f} s", flush=True)
-    base_augment = train_config(params.train).audio_augment
+    base_augment = audio_augment(AudioAugmentParams())  # flywheel's defaults: every augmentation, off
     results: dict[str, dict] = {}
     for name in names:
-        pool, model_overrides, augment_on = CONFIGS[name]
-        recipe = {"audio_augment": replace(base_augment, enabled=augment_on)}
+        pool, model_overrides, augment = CONFIGS[name]
+        recipe = {"audio_augment": replace(base_augment, enabled=False) if augment is None
+                  else replace(base_augment, enabled=True, **augment)}
         results[name] = run_variant(VISION, pools[pool], evaluation, prompt_emb, params, model_overrides, recipe)
         r = results[name]
         print(f"{name:14s} " + "  ".join(f"{k} {100 * r['voice_group'][k]:5.1f}" for k in (*HELD_OUT_SETS, "train"))

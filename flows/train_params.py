@@ -1,8 +1,8 @@
 """params.yaml `train.audio_augment:`: speech augmentation of the audio stage's batches, and per-utterance CMVN.
 
-Off by default: benchmarks/robust_speech.py measures each on held-out voices, accents and engine
-(benchmarks/results/robust_speech.json); on the digits example, whose voice pool is already wide, both
-lowered accuracy on speech training never heard, so a project turns them on only where it measures a gain.
+Off by default: each helps some data and hurts other data, so a project turns on what it measured a gain
+from (benchmarks/robust_speech.py is the example project's ablation, on speakers, accents and a speech
+engine its training never hears).
 """
 
 from __future__ import annotations

@@ -148,6 +148,10 @@ def fast_params(tmp_path, small_golden_batch) -> Path:
         "zero_shot_audio_acc": {"min": 0.0, "max_drop": 1.0},
         "audio_to_image_r1": {"min": 0.0, "max_drop": 1.0},
     }
+    # a 4-epoch model of 80 rows hears no held-out speech: every slice is judged, none can fail
+    slices = params["gate"]["families"]["imagebind"].get("slices", {})
+    for metrics in slices.values():
+        metrics.update({name: {"min": 0.0, "max_drop": 1.0} for name in metrics})
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

@@ -45,13 +45,15 @@ class VoiceGroup:
 
 
 TRAINING_SPEECH: tuple[VoiceGroup, ...] = (  # espeak-ng and festival only
-    VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.75),
-    VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.25),
+    VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.6),
+    # festival's voices are diphones of real speakers: 40 % of rows, not 25 %, took the held-out engine from
+    # 50 to 59-69 % (benchmarks/robust_speech.py)
+    VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.4),
 )
 # The golden batch: a quarter each of training speech and of the three kinds of speech training never hears.
 GOLDEN_SPEECH: tuple[VoiceGroup, ...] = (
-    VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.1875),
-    VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.0625),
+    VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.15),
+    VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.1),
     VoiceGroup("held_out_voices", HELD_OUT_VOICES, 0.25),
     VoiceGroup("held_out_accents", HELD_OUT_ACCENTS, 0.25),
     VoiceGroup("held_out_engine", HELD_OUT_ENGINE_VOICES, 0.25),
@@ -110,7 +112,7 @@ def _keep_image(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def _keep_audio(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _keep_audio(wave: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
     return wave
 
 
@@ -120,21 +122,24 @@ def _rotate_and_blur(image: Image.Image, rng: np.random.Generator) -> Image.Imag
     return rotated.filter(ImageFilter.GaussianBlur(radius=rng.uniform(1.0, 1.8)))
 
 
-def _add_noise(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian background noise at 0..5 dB signal-to-noise ratio."""
+def _add_noise(wave: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A noisy room: the recorder runs 0.1..0.3 s before and after the word, and Gaussian background
+    noise at 0..5 dB signal-to-noise ratio (against the word) covers all of it."""
+    lead, tail = (int(rng.uniform(0.1, 0.3) * rate) for _ in range(2))
+    padded = np.concatenate([np.zeros(lead), wave, np.zeros(tail)])
     snr_db = rng.uniform(0.0, 5.0)
     noise_rms = np.sqrt(np.mean(wave**2)) / 10 ** (snr_db / 20)
-    return np.clip(wave + rng.normal(0.0, noise_rms, wave.shape), -1.0, 1.0)
+    return np.clip(padded + rng.normal(0.0, noise_rms, padded.shape), -1.0, 1.0)
 
 
-def _change_gain(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _change_gain(wave: np.ndarray, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Half the clips -30 dB (nearly silent), half x20 and clipped."""
     gain = 10 ** (-30 / 20) if rng.random() < 0.5 else 20.0
     return np.clip(wave * gain, -1.0, 1.0)
 
 
 ImageEffect = Callable[[Image.Image, np.random.Generator], Image.Image]
-AudioEffect = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+AudioEffect = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]  # (wave, sample rate, rng)
 
 
 @dataclass(frozen=True)
@@ -305,7 +310,7 @@ def _render_audio(plan: _SamplePlan, out: Path, rng: np.random.Generator, effect
     if engine_of(plan.voice) != FESTIVAL:
         speak(_utterance(plan, out))
     wave, rate = sf.read(path, dtype="float64")
-    sf.write(path, effect(wave, rng), rate, subtype="PCM_16")
+    sf.write(path, effect(wave, rate, rng), rate, subtype="PCM_16")
 
 
 def _render_sample(plan: _SamplePlan, out: Path, profile: _Profile) -> None:

@@ -48,14 +48,14 @@ HELD_OUT_ACCENTS: tuple[str, ...] = ("de", "es", "fr-fr", "hi", "it", "pl", "ru"
 
 # --- festival (the second training engine) ----------------------------------------------------------
 # Voice -> the Debian package that holds it (Makefile SYSTEM_PACKAGES installs them). Left out: the
-# Italian and Russian voices (held-out accents' languages), us_slt (the speaker of flite's slt), and
-# the Hindi, Marathi and Telugu voices (festival crashes on Latin text with them).
+# Italian and Russian voices (held-out accents' languages), us_slt (the speaker of flite's slt), the
+# Catalan HTS voice (it ignores Duration_Stretch, so a row's speed would not be what it says), and the
+# Hindi, Marathi and Telugu voices (festival crashes on Latin text with them).
 FESTIVAL_VOICES: dict[str, str] = {
     "kal_diphone": "festvox-kallpc16k",
     "ked_diphone": "festvox-kdlpc16k",
     "suo_fi_lj_diphone": "festvox-suopuhe-lj",
     "hy_fi_mv_diphone": "festvox-suopuhe-mv",
-    "upc_ca_ona_hts": "festvox-ca-ona-hts",
     "czech_dita": "festvox-czech-dita",
     "czech_machac": "festvox-czech-machac",
     "czech_ph": "festvox-czech-ph",

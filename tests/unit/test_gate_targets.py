@@ -1,6 +1,6 @@
 """The gate's targets, judged by the shipped params.yaml policy on a synthetic golden set:
 a sabotaged candidate (fitted on shuffled pairs) is rejected, a genuinely better one passes, and a
-candidate better on average but broken on one accent is rejected by the voice slice check by name.
+candidate better on average but broken on one accent is rejected by the voice-group slice check by name.
 
 The models are nearest-centroid models behind ImageBind's interface (modality dict in, embeddings
 out), "trained" in closed form, so the gate's whole scoring path (per-row correctness, interleaved
@@ -37,7 +37,7 @@ def sample(n: int, seed: int, noise: float = 0.8) -> EvalData:
     voice = [VOICES[i] for i in rng.integers(0, len(VOICES), n)]
     image = IMAGE_T[label] + rng.normal(0, noise, (n, 1, 16, 16))
     audio = AUDIO_T[label] + np.stack([VOICE_T[v] for v in voice]) + rng.normal(0, 2 * noise, (n, 100, 40))
-    return EvalData(image.astype(np.float32), label, groups={"voice": voice}, audio=audio.astype(np.float32))
+    return EvalData(image.astype(np.float32), label, groups={"voice_group": voice}, audio=audio.astype(np.float32))
 
 
 class CentroidModel(torch.nn.Module):
@@ -47,8 +47,8 @@ class CentroidModel(torch.nn.Module):
     def __init__(self, train: EvalData, blind_voice: str | None = None) -> None:
         super().__init__()
         self.config = SimpleNamespace(text_input_dim=TEXT_DIM, embed_dim=K, modalities=(VISION, AUDIO, TEXT))
-        voices = np.asarray(train.groups["voice"])
-        audio = train.audio - np.stack([train.audio[voices == v].mean(0) for v in train.groups["voice"]])  # voice-normalised
+        voices = np.asarray(train.groups["voice_group"])
+        audio = train.audio - np.stack([train.audio[voices == v].mean(0) for v in train.groups["voice_group"]])  # voice-normalised
         self.image_c = torch.nn.Parameter(torch.from_numpy(np.stack([train.image[train.label == k].mean(0) for k in range(K)]).reshape(K, -1)))
         self.audio_c = torch.nn.Parameter(torch.from_numpy(np.stack([audio[train.label == k].mean(0) for k in range(K)]).reshape(K, -1)))
         self.voice_c = torch.nn.Parameter(torch.from_numpy(np.stack([train.audio[voices == v].mean(0) for v in VOICES]).reshape(len(VOICES), -1)))
@@ -94,7 +94,7 @@ def test_a_genuinely_better_candidate_is_promoted(judged):
     assert better.passed, better.reason
     change = next(c for c in better.checks if c.name == "zero_shot_audio_acc change")
     assert change.interval[0] > 0.05  # a clear gain: the whole interval is above zero
-    assert any(c.slice == "voice=v3" for c in better.checks) and any(c.metric == "p95_latency_ms" for c in better.checks)
+    assert any(c.slice == "voice_group=v3" for c in better.checks) and any(c.metric == "p95_latency_ms" for c in better.checks)
 
 
 def test_a_sabotaged_candidate_is_rejected_on_value_and_change_checks(judged):
@@ -111,9 +111,9 @@ def test_better_on_average_but_broken_on_one_accent_is_rejected_by_the_slice_che
     assert all(c.passed for c in headline), [c.explain() for c in headline if not c.passed]
     assert not broken.passed
     failed = broken.failed_checks()
-    assert all(c.slice for c in failed) and "voice=v3" in {c.slice for c in failed}  # the accent's rows sit in every class too
-    assert not any(c.slice and c.slice.startswith("voice=") and c.slice != "voice=v3" for c in failed)
-    assert "zero_shot_audio_acc[voice=v3] change" in broken.reason
+    assert all(c.slice for c in failed) and "voice_group=v3" in {c.slice for c in failed}  # the accent's rows sit in every class too
+    assert not any(c.slice and c.slice.startswith("voice_group=") and c.slice != "voice_group=v3" for c in failed)
+    assert "zero_shot_audio_acc[voice_group=v3] change" in broken.reason
     assert better.challenger["zero_shot_audio_acc"] > broken.challenger["zero_shot_audio_acc"]
 
 
