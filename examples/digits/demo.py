@@ -46,8 +46,7 @@ class VoiceGroup:
 
 TRAINING_SPEECH: tuple[VoiceGroup, ...] = (  # espeak-ng and festival only
     VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.6),
-    # festival's voices are diphones of real speakers: 40 % of rows, not 25 %, took the held-out engine from
-    # 50 to 59-69 % (benchmarks/robust_speech.py)
+    # festival's voices are diphones of real speakers, the closest training comes to the held-out engine's
     VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.4),
 )
 # The golden batch: a quarter each of training speech and of the three kinds of speech training never hears.
