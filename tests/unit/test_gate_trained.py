@@ -1,9 +1,10 @@
 """The gate's targets with really trained ImageBind models on the demo data, judged by the shipped
-params.yaml policy on the real golden set (`build_golden_set`: 200 rows, DVC-tracked):
-- champion: the shipped recipe (40 + 30 epochs) on 300 demo rows, a brief, middling model;
+params.yaml policy on the real golden set (`build_golden_set`: 400 rows, DVC-tracked):
+- champion: the shipped recipe (40 + 30 epochs) on 500 demo rows, a brief, middling model;
 - sabotaged: the same recipe and rows with the images shuffled across rows, so neither stage's
   (image, text) / (audio, image) pairs match: it must be rejected, with the failing checks named;
-- better: the same recipe on 600 rows: it must pass every check, slices included.
+- better: the same recipe on 1000 rows (one batch of the example): it must pass every check, slices included.
+  On 600 rows of the wide voice pool (issue 16) it heard only 4 % of one golden class's audio.
 
 Training is deterministic (fixed seeds, one thread; the bootstrap is seeded too). Only the p95
 latency varies between runs (with machine load), so it is judged against bounds no load reaches.
@@ -42,7 +43,7 @@ from tests.conftest import PROJECT, with_unreachable_latency_bounds
 
 pytestmark = pytest.mark.slow
 
-TRAIN_ROWS, CHAMPION_ROWS = 600, 300  # the better model sees twice the champion's data
+TRAIN_ROWS, CHAMPION_ROWS = 1000, 500  # the example's batch (demo.samples) and half of it: twice the data
 SEED = 2  # training seed of all three models: see the module docstring for 0 and 1
 SHUFFLE_SEED = 7
 
