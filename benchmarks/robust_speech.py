@@ -6,10 +6,10 @@ benchmarks/emergent_alignment.py scores it (emergent audio→text zero-shot top-
 held-out accents and the held-out engine flite; image→text on held-out images):
 
   english_only  the voice pool before issue 16: eight English espeak-ng voices
-  wide          the shipped recipe and pool: ~140 espeak-ng voices of many accents and variants, and festival voices
+  wide          the shipped pool: ~140 espeak-ng voices of many accents and variants, and festival voices
   cmvn          wide + per-utterance CMVN in the audio tower (ImageBindConfig.audio_cmvn)
   augment       wide + every augmentation at flywheel's defaults (speed, pitch, noise, reverb, gain, masks)
-  both          wide + augment + cmvn
+  both          wide + augment + cmvn: the example's shipped recipe
   pitch_only    wide + only the augmentation's mel shift (±3 bins, 80 % of clips)
   conv          wide + the audio conv front end (ImageBindConfig.audio_conv_channels=32)
   wider_tower   wide + audio tower width 128, depth 3
