@@ -376,3 +376,10 @@ def test_festival_clips_follow_the_drawn_speed(tmp_path: Path) -> None:
     slow, fast = (Utterance("festival:kal_diphone", "seven", wpm, None, tmp_path / f"{wpm}.wav") for wpm in (120, 200))
     speak_festival([slow, fast])
     assert len(read_wave(slow.path)) > 1.3 * len(read_wave(fast.path))
+
+
+def test_an_unknown_festival_voice_is_refused_by_name(tmp_path: Path) -> None:
+    from examples.digits.speech import Utterance, speak_festival
+
+    with pytest.raises(ValueError, match="not_a_voice"):
+        speak_festival([Utterance("festival:not_a_voice", "seven", 175, None, tmp_path / "x.wav")])
