@@ -110,24 +110,30 @@ def data_config(params: Params) -> ImageBindConfig:
     return ImageBindConfig(image_size=t.image_size, audio_n_mels=t.n_mels, audio_frames=t.audio_frames)
 
 
-def build_data(work: Path, params: Params, eval_samples: int, seed: int) -> tuple[TrainingData, dict, dict]:
-    """(training data of `make run`'s two batches, the evaluation batch, seconds spent)."""
-    started = time.perf_counter()
+def training_data(work: Path, params: Params, seed: int, speech=None) -> TrainingData:
+    """`make run`'s two fault-free batches as training data; `speech` replaces who speaks them (None: the
+    example's training speech)."""
     config = data_config(params)
     batches = []
     for train_seed in TRAIN_SEEDS:
-        folder = work / f"train-{train_seed}"
+        folder = work / f"train-{train_seed}" if speech is None else work / f"train-{train_seed}-own-speech"
         generate_demo_batch(folder, samples=params.demo.samples, seed=seed + train_seed, fault_rate=0.0,
-                            label_rate=KNOWN_LABEL_RATE)
+                            label_rate=KNOWN_LABEL_RATE, speech=speech)
         batches.append(load_batch(folder, config))
     merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     assert set(merged["voice_group"]) == {"train"}, "training batches hold training speech only"
     assert set(merged["engine"]) <= {"espeak-ng", "festival"}, "training hears espeak-ng and festival only"
-    train = TrainingData(image=merged["image"], audio=merged["audio"], text_emb=encode_texts(list(merged["caption"])),
-                         label=merged["human_label"])
+    return TrainingData(image=merged["image"], audio=merged["audio"], text_emb=encode_texts(list(merged["caption"])),
+                        label=merged["human_label"])
+
+
+def build_data(work: Path, params: Params, eval_samples: int, seed: int) -> tuple[TrainingData, dict, dict]:
+    """(training data of `make run`'s two batches, the evaluation batch, seconds spent)."""
+    started = time.perf_counter()
+    train = training_data(work, params, seed)
     generated = time.perf_counter()
     generate_demo_batch(work / "eval", samples=eval_samples, seed=seed + EVAL_SEED, golden=True)
-    evaluation = load_batch(work / "eval", config)
+    evaluation = load_batch(work / "eval", data_config(params))
     return train, evaluation, {"data_seconds": time.perf_counter() - started,
                                 "eval_data_seconds": time.perf_counter() - generated}
 

@@ -26,21 +26,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from benchmarks.emergent_alignment import (  # noqa: E402
-    EVAL_SEED, EXAMPLE_PARAMS, HELD_OUT_SETS, KNOWN_LABEL_RATE, TRAIN_SEEDS, build_data, data_config,
-    example_prompt_embeddings, load_batch, run_variant, save_report)
-from examples.digits.demo import ENGLISH_ONLY_SPEECH, generate_demo_batch  # noqa: E402
+    EVAL_SEED, EXAMPLE_PARAMS, HELD_OUT_SETS, build_data, example_prompt_embeddings, run_variant, save_report,
+    training_data)
+from examples.digits.demo import ENGLISH_ONLY_SPEECH  # noqa: E402
 from flows.settings import load_params  # noqa: E402
 from flows.stage_config import audio_augment  # noqa: E402
 from flows.train_params import AudioAugmentParams  # noqa: E402
 from models.imagebind import VISION  # noqa: E402
-from models.text import encode_texts  # noqa: E402
-from models.train import TrainingData  # noqa: E402
 
 PITCH_ONLY = {"speed_prob": 0.0, "noise_prob": 0.0, "reverb_prob": 0.0, "gain_prob": 0.0, "time_mask_prob": 0.0,
               "freq_mask_prob": 0.0, "pitch_prob": 0.8, "pitch_max_bins": 3.0}
@@ -55,19 +51,6 @@ CONFIGS: dict[str, tuple[str, dict, dict | None]] = {
     "conv": ("wide", {"audio_conv_channels": 32}, None),
     "wider_tower": ("wide", {"audio_width": 128, "audio_depth": 3}, None),
 }
-
-
-def english_only_training(work: Path, params, seed: int) -> TrainingData:
-    """`make run`'s two batches, spoken by the pre-issue-16 pool instead."""
-    batches = []
-    for train_seed in TRAIN_SEEDS:
-        folder = work / f"english-{train_seed}"
-        generate_demo_batch(folder, samples=params.demo.samples, seed=seed + train_seed, fault_rate=0.0,
-                            label_rate=KNOWN_LABEL_RATE, speech=ENGLISH_ONLY_SPEECH)
-        batches.append(load_batch(folder, data_config(params)))
-    merged = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    return TrainingData(image=merged["image"], audio=merged["audio"], text_emb=encode_texts(list(merged["caption"])),
-                        label=merged["human_label"])
 
 
 def main() -> None:
@@ -88,7 +71,7 @@ def main() -> None:
         wide, evaluation, _ = build_data(Path(tmp), params, args.eval_samples, args.seed)
         pools = {"wide": wide}
         if any(CONFIGS[n][0] == "english_only" for n in names):
-            pools["english_only"] = english_only_training(Path(tmp), params, args.seed)
+            pools["english_only"] = training_data(Path(tmp), params, args.seed, speech=ENGLISH_ONLY_SPEECH)
     prompt_emb = example_prompt_embeddings()
     print(f"data {time.perf_counter() - started:.0f} s", flush=True)
     base_augment = audio_augment(AudioAugmentParams())  # flywheel's defaults: every augmentation, off

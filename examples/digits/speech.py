@@ -107,16 +107,15 @@ def speak(utterance: Utterance) -> None:
     """Write one clip with espeak-ng or flite (one process each; both start in milliseconds)."""
     engine, name = engine_of(utterance.voice), voice_name(utterance.voice)
     if engine == ESPEAK:
-        command = ["espeak-ng", "-w", str(utterance.path), "-v", name, "-s", str(utterance.speed)]
-        command += [] if utterance.pitch is None else ["-p", str(utterance.pitch)]
+        pitch = [] if utterance.pitch is None else ["-p", str(utterance.pitch)]
+        command = ["espeak-ng", "-w", str(utterance.path), "-v", name, "-s", str(utterance.speed), *pitch, utterance.word]
     elif engine == FLITE:
         command = ["flite", "-voice", name, "--setf", f"duration_stretch={DEFAULT_WPM / utterance.speed:.3f}",
-                   "-o", str(utterance.path)]
+                   "-o", str(utterance.path), "-t", utterance.word]
     else:
         raise ValueError(f"speak() renders espeak-ng and flite voices; {utterance.voice!r} is a {engine} voice "
-                         "(speak_festival renders those, one process per voice)")
-    result = subprocess.run([*command, "-t", utterance.word] if engine == FLITE else [*command, utterance.word],
-                            capture_output=True, text=True, check=False)
+                         "(speak_festival renders those, in one process)")
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not utterance.path.exists():
         raise RuntimeError(f"{engine} failed for voice {utterance.voice!r} (exit {result.returncode}): "
                            f"{result.stderr.strip()[-300:]}")
