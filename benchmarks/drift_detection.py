@@ -67,17 +67,12 @@ def check_params_from(params_path: Path) -> CheckParams:
 def champion_recipe(params_path: Path):
     """The shipped training recipe of params.yaml (`train:` and `transform:`), as flows.model_stages builds it."""
     from models.imagebind import ImageBindConfig
-    from models.train import TrainConfig
 
     params = load_params(params_path)
     t, tr = params.transform, params.train
     model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
                                    audio_frames=t.audio_frames, audio_cmvn=tr.audio_augment.cmvn)
-    train_config = TrainConfig(seed=tr.seed, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
-                               epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                               label_aware=tr.label_aware, grad_clip=tr.grad_clip,
-                               audio_augment=stage_config.audio_augment(tr.audio_augment))
-    return model_config, train_config
+    return model_config, stage_config.train_config(tr)
 
 
 def detect(reference: MonitorData, current: MonitorData, params: CheckParams) -> dict:
@@ -90,7 +85,7 @@ def detect(reference: MonitorData, current: MonitorData, params: CheckParams) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=300, help="rows per current batch")
-    parser.add_argument("--reference-samples", type=int, default=600)
+    parser.add_argument("--reference-samples", type=int, default=1000, help="rows of the champion's window (the demo's batch size)")
     parser.add_argument("--clean-seeds", type=int, default=20)
     parser.add_argument("--clean-seed-start", type=int, default=5000,
                         help="first no-drift seed (the thresholds were tuned on 3000-3019: judge on others)")
