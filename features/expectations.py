@@ -8,14 +8,16 @@ reference batches are `features.reference`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import great_expectations as gx
-import great_expectations.expectations as gxe
-from great_expectations.core.expectation_validation_result import ExpectationValidationResult
-from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+from typing import TYPE_CHECKING
 
 from features.clean import rows_to_frame
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+
+if TYPE_CHECKING:  # GX takes seconds to import: only the functions that build suites import it
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 SUITE_NAME = "clean_rows"
 REFERENCE_SUITE_NAME = "clean_rows_reference"
@@ -118,6 +120,9 @@ class BatchRejected(Exception):
 
 def build_suite(params: ValidateParams) -> gx.ExpectationSuite:
     """Schema, then the row-level expectations; nulls pass wherever a column is optional (GX skips them)."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
     expectations = [
         *schema_expectations(clean_dtypes()),
         gxe.ExpectColumnValuesToNotBeNull(column="sample_id"),
@@ -139,6 +144,9 @@ def build_suite(params: ValidateParams) -> gx.ExpectationSuite:
 
 def build_features_suite() -> gx.ExpectationSuite:
     """Schema of the transform's feature table and the ranges its definitions guarantee."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
     dtypes = {
         "sample_id": "object", "event_timestamp": "datetime64[ns, UTC]", "batch_id": "object",
         **dict.fromkeys(NUMERIC_FEATURES, "float32"), **dict.fromkeys(CATEGORICAL_FEATURES, "object"),
@@ -180,6 +188,8 @@ def clean_dtypes() -> dict[str, str]:
 
 def schema_expectations(dtypes: dict[str, str]) -> list[gxe.Expectation]:
     """Each column exists with its dtype; text is held as object, so its non-null values must be str."""
+    import great_expectations.expectations as gxe
+
     exists = [gxe.ExpectColumnToExist(column=column) for column in dtypes]
     types = [
         gxe.ExpectColumnValuesToBeOfType(column=column, type_="str")

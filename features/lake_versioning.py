@@ -22,12 +22,14 @@ the same version) or a truncated `.dvc/tmp/rwlock`. A version counts as pushed o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 
 REMOTE_NAME = "lake"
 PUSHED_DIR = ".dvc/tmp/flywheel-pushed"  # one JSON per output whose version `track_and_push` pushed
+TRACKED_DIR = ".dvc/tmp/flywheel-tracked"  # one JSON per output: the files' stats its last `dvc add` saw
+# Stats are trusted only for files older than this when the add walked them ("racy git"): a file rewritten in
+# place within one tick of the filesystem's clock keeps its size and mtime. 2 s covers the coarsest (FAT).
+RACY_NS = 2_000_000_000
 DEFAULT_REMOTE_DIR = "dvc-remote"  # under FLYWHEEL_HOME, beside the project's own DVC remote
 # Work names of atomic writes (`features/atomic.py`): staging and trash folders, and the temporary files a
 # writer killed mid-write leaves (`.<name>.pid<N>-<host>.…`); lock files (`features/locks.py`). Never part
@@ -198,6 +204,23 @@ def _read_dvcfile(dvcfile: Path) -> dict[str, Any] | None:
     return entry if complete else None
 
 
+def _stat_fingerprint(path: Path) -> tuple[str, int]:
+    """A digest of every file's relative name, size, mtime and inode under `path` (or of the file itself),
+    taken in one walk, and the newest mtime: any later write, rename or atomic replace changes the digest."""
+    entries: list[tuple[str, int, int, int]] = []
+    if path.is_file():
+        found = path.stat()
+        entries.append(("", found.st_size, found.st_mtime_ns, found.st_ino))
+    else:
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                found = os.stat(full)
+                entries.append((os.path.relpath(full, path), found.st_size, found.st_mtime_ns, found.st_ino))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest(), max((e[2] for e in entries), default=0)
+
+
 def _repair_rwlock(home: Path) -> None:
     """DVC rewrites `.dvc/tmp/rwlock` in place around every add; one a killed process left cut off makes every
     later add fail. Called under the lake's lock, so no DVC operation of ours is under way: remove it.
@@ -241,16 +264,39 @@ class Lake:
     def track(self, relative: str) -> DataVersion:
         """`dvc add` the folder or file: hash it, store its content in the cache, write `<path>.dvc`.
 
-        Unchanged content is not hashed again (DVC's state keeps inode and mtime) and adds no
-        cache objects; the same bytes always give the same version.
+        Unchanged content is not hashed again and adds no cache objects; the same bytes always give the
+        same version. When no file changed since the last add here (`_unchanged_version`), DVC is not
+        even opened: a cached run's version stage is a stat walk.
         """
         path = self._output(relative)
         if not path.exists():
             raise FileNotFoundError(f"cannot version {relative!r}: {path} does not exist; run the stage that writes it first")
+        walked = time.time_ns()
+        stats, newest = _stat_fingerprint(path)  # before the add: a change during it makes the next call add again
+        unchanged = self._unchanged_version(relative, stats)
+        if unchanged is not None:
+            return unchanged
         call_with_retries("track a lake output (DVC repo lock)", self._add, path)
         version = self._recorded_version(relative)
         if version is None:
             raise RuntimeError(f"`dvc add` of {relative!r} left no readable {self._dvcfile(relative)}")
+        record = self._record(TRACKED_DIR, relative)
+        if newest < walked - RACY_NS:
+            atomic_write_text(record, json.dumps({"stats": stats, "version": asdict(version)}))
+        else:  # a file as new as the clock's tick could be rewritten unseen (same size, mtime, inode): trust no stats
+            record.unlink(missing_ok=True)
+        return version
+
+    def _unchanged_version(self, relative: str, stats: str) -> DataVersion | None:
+        """The recorded version when no file under the output changed since the `dvc add` that recorded it
+        (same names, sizes, mtimes and inodes: what DVC's own state trusts), so a cached run skips DVC."""
+        try:
+            tracked = json.loads(self._record(TRACKED_DIR, relative).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        version = self._recorded_version(relative)
+        if version is None or tracked.get("stats") != stats or tracked.get("version") != asdict(version):
+            return None
         return version
 
     def _add(self, path: Path) -> None:
@@ -286,8 +332,11 @@ class Lake:
         return DataVersion(path=Path(relative).as_posix(), md5=str(entry["md5"]), files=int(entry.get("nfiles") or 1),
                            size=int(entry.get("size") or 0))
 
+    def _record(self, folder: str, relative: str) -> Path:
+        return self.home / folder / (quote(Path(relative).as_posix(), safe="") + ".json")
+
     def _pushed_record(self, relative: str) -> Path:
-        return self.home / PUSHED_DIR / (quote(Path(relative).as_posix(), safe="") + ".json")
+        return self._record(PUSHED_DIR, relative)
 
     def pushed_version(self, relative: str) -> DataVersion | None:
         """The version `track_and_push` pushed of `relative` to this remote, if it is still the tracked one;
@@ -308,6 +357,19 @@ class Lake:
         self.push(relative)
         atomic_write_text(self._pushed_record(relative), json.dumps({"version": asdict(version), "remote": self.remote}))
         return version
+
+    def push_pending(self, *relatives: str) -> list[str]:
+        """Push those of the outputs whose tracked version this remote has not received yet, and record
+        each push (what `pushed_version` reads); returns the outputs pushed. A version is recorded as read
+        before its push: if another process tracks anew meanwhile, the record is stale and the next call pushes."""
+        pending = {relative: self._recorded_version(relative) for relative in relatives
+                   if self.pushed_version(relative) is None}
+        if pending:
+            self.push(*pending)
+        for relative, version in pending.items():
+            if version is not None:
+                atomic_write_text(self._pushed_record(relative), json.dumps({"version": asdict(version), "remote": self.remote}))
+        return list(pending)
 
     @retry_transient("push the lake to its DVC remote")
     def push(self, *relatives: str) -> int:

@@ -76,9 +76,21 @@ def redis_connection_string(url: str) -> str:
     return ",".join(options)
 
 
+def _import_feast() -> None:
+    """Import Feast (seconds, so only where a stage needs it), then quieten output again: its modules set
+    DeprecationWarning back to "once" on import."""
+    import feast  # noqa: F401
+
+    from features.env import quiet_library_output
+
+    quiet_library_output()
+
+
 def build_repo_config(feast_dir: Path, services: FeastServices = FeastServices()):
     """feature_store.yaml for this state folder, with the online store and registry `services` names."""
     import yaml
+
+    _import_feast()
     from feast.repo_config import RepoConfig
 
     os.environ["FLYWHEEL_FEAST_DIR"] = str(feast_dir.absolute())  # the yaml (and the feast CLI) read it

@@ -175,12 +175,9 @@ def run(
     run_id = resume or new_run_id()
 
     def lifecycle() -> None:
-        if plain:
-            from flows.prefect_runtime import preload_libraries
-
+        if plain:  # each stage imports its own libraries: a run of cached stages needs none of them
             from flows.loop import reaction
 
-            preload_libraries(with_prefect=False)
             run_stages(settings, batch, run_id=run_id, react=reaction(signal=None), reuse=not no_cache)  # no events: retrains itself
         else:
             from flows.prefect_runtime import run_lifecycle
@@ -219,16 +216,13 @@ def ingest(
     run_id = resume or new_run_id()
 
     def data_stages() -> None:
-        from flows.prefect_runtime import preload_libraries
-
         if plain:
             from flows.loop import reaction
             from flows.pipeline import run_ingest_stages
 
-            preload_libraries(with_prefect=False)
             run_ingest_stages(settings, batch, run_id=run_id, react=reaction(signal=None, train_on_drift=False))
             return
-        from flows.prefect_runtime import prepare_prefect
+        from flows.prefect_runtime import preload_libraries, prepare_prefect
 
         ready = prepare_prefect(settings, server=True)
         preload_libraries()

@@ -15,7 +15,6 @@ from features.label_functions import LabellingFunction
 from features.locks import feature_store_lock
 from features.records import QuarantineRecord, StageReport
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES, compute_sample_features
-from features.validate import validate_features, validate_rows
 from flows.settings import Settings
 from flows.stage_config import (
     clean_params,
@@ -67,6 +66,7 @@ def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tup
     """GX suites on the clean rows, with bounds from the latest accepted batches; failing rows are
     quarantined, a bad batch raises BatchRejected."""
     from features.io import load_reference_rows
+    from features.validate import validate_rows  # GX takes seconds to import: a cached run never validates
 
     params = validate_params(settings)
     paths = settings.paths
@@ -93,6 +93,8 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
 
     rows_in = len(rows)
     features = compute_sample_features(clean_dir, rows, batch_id)
+    from features.validate import validate_features
+
     checked = validate_features(features, settings.paths.gx, batch_id)  # the feature table's own suite
     bad = features["sample_id"].isin(checked.failed)
     quarantined = [QuarantineRecord(sid, "transform", "failed_expectation", "; ".join(checked.failed[sid]), {"sample_id": sid})
@@ -171,7 +173,7 @@ def stage_version_data(settings: Settings, batch_id: str) -> dict[str, str]:
                "features": FEATURES_DATA}
     with feature_store_lock(settings.paths.feast):  # the tables' version is one whole state, not mid-rewrite
         versions = {name: lake.track(path) for name, path in outputs.items()}
-    lake.push(*outputs.values())
+    lake.push_pending(*outputs.values())  # what a cached run tracked and pushed before costs a stat walk
     return {name: version.to_tag() for name, version in versions.items()}
 
 

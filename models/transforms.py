@@ -11,7 +11,6 @@ from math import gcd
 import kaldi_native_fbank as knf
 import numpy as np
 from PIL import Image
-from scipy.signal import resample_poly
 
 
 def image_mode(channels: int) -> str:
@@ -61,6 +60,8 @@ def resample_mono(wave: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     mono = wave.mean(axis=1) if wave.ndim == 2 else wave
     if rate != target_rate:
         factor = gcd(rate, target_rate)
+        from scipy.signal import resample_poly  # a second to import: only where a clip needs resampling
+
         mono = resample_poly(mono, target_rate // factor, rate // factor)
     return np.asarray(mono, dtype=np.float32)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,51 @@ def test_same_bytes_give_the_same_version_and_a_changed_file_a_new_one(tmp_path)
 
     (home / BATCH / "images/s1.png").write_bytes(b"\x89PNG two")
     assert lake.track(BATCH).md5 != first.md5
+
+
+def _age(folder: Path, seconds: float = 60) -> None:
+    """Every file's mtime `seconds` in the past: written long before the add that tracks it."""
+    past = time.time() - seconds
+    for p in folder.rglob("*"):
+        if p.is_file():
+            os.utime(p, (past, past))
+
+
+def test_an_output_unchanged_since_its_add_is_not_handed_to_dvc_again_and_any_change_is(tmp_path, monkeypatch):
+    from features.lake_versioning import Lake
+
+    home = tmp_path / "home"
+    lake = open_lake(home)
+    folder = _write(home / BATCH, FILES)
+    fresh = lake.track(BATCH)  # files written just now: their stats are not trusted yet
+    _age(folder)
+    first = lake.track(BATCH)
+    assert first == fresh
+
+    opened = []
+    real_repo = Lake._repo
+    monkeypatch.setattr(Lake, "_repo", lambda self: opened.append(1) or real_repo(self))
+    assert lake.track(BATCH) == first and opened == []  # a stat walk, no DVC
+
+    (folder / "images/s1.png").write_bytes(b"\x89PNG two")  # same size, in place
+    assert lake.track(BATCH).md5 != first.md5 and opened
+
+    (folder / "images/s1.png").write_bytes(b"\x89PNG one")
+    _age(folder)
+    assert lake.track(BATCH) == first
+    opened.clear()
+    # an atomic replace with the same size and an mtime set back: only the inode tells
+    replacement = folder / "audio" / ".s1.wav.new"
+    replacement.write_bytes(b"RIFF two")
+    os.replace(replacement, folder / "audio/s1.wav")
+    _age(folder)
+    assert lake.track(BATCH).md5 != first.md5 and opened
+
+    dvcfile = home / f"{BATCH}.dvc"
+    tracked = lake.version_of(BATCH)
+    dvcfile.write_text(dvcfile.read_text().replace(tracked.md5, "0" * 32 + ".dir"))
+    opened.clear()
+    assert lake.track(BATCH) == tracked and opened  # the .dvc file names another version than the stats' add
 
 
 def test_a_single_file_is_versioned_and_paths_outside_the_home_are_refused(tmp_path):
