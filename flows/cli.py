@@ -224,9 +224,10 @@ def ingest(
             return
         from flows.prefect_runtime import preload_libraries, prepare_prefect
 
-        ready = prepare_prefect(settings, server=True)
-        preload_libraries()
-        ready()
+        start = prepare_prefect(settings, server=True)
+        if start.booting:
+            preload_libraries()
+        start.wait()
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from flows.loop_flows import ingest_flow
@@ -271,7 +272,7 @@ def score_batch(
         else:
             from flows.prefect_runtime import prepare_prefect
 
-            prepare_prefect(settings, server=True)()
+            prepare_prefect(settings, server=True).wait()
             from flows.batch_scoring import batch_scoring_flow
 
             results = batch_scoring_flow(settings, batch_ids)

@@ -21,7 +21,7 @@ def schedule(
     settings = cli_settings(home, params)
     from flows.prefect_runtime import prepare_prefect
 
-    prepare_prefect(settings, server=True)()
+    prepare_prefect(settings, server=True).wait()
     from flows.loop_flows import build_deployments, register_deployments, serve_deployments
 
     with exit_on_user_error("bad schedule in params.yaml", ValueError):
@@ -56,7 +56,7 @@ def retrain(
         else:
             from flows.prefect_runtime import prepare_prefect
 
-            prepare_prefect(settings, server=True)()
+            prepare_prefect(settings, server=True).wait()
             from flows.loop_flows import retrain_flow
 
             outcome = retrain_flow(reason, str(settings.paths.home), str(params.absolute()) if params else None)

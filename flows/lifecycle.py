@@ -131,6 +131,6 @@ def publish_artifacts(settings: Settings, run_id: str) -> None:
     if record.gate:
         create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")
     if record.monitor.get("report"):
-        from monitoring.reports import drift_markdown  # imports MLflow: only when there is a report
+        from monitoring.reports import drift_markdown
 
         create_markdown_artifact(drift_markdown(record.monitor), key="drift-report", description="drift of this batch")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow.entities import Metric
-
-from models.registry import Registry
 from monitoring.class_mix import describe_class_moves
-from monitoring.drift import DriftResult
+
+if TYPE_CHECKING:  # MLflow and Evidently take seconds to import: a run's markdown needs neither
+    from models.registry import Registry
+    from monitoring.drift import DriftResult
 
 MONITORING_EXPERIMENT = "flywheel-monitoring"
 REPORT_FOLDER = "drift"  # artifact folder of the HTML report in the monitoring run
@@ -27,6 +27,8 @@ def log_drift_run(registry: Registry, batch_id: str, champion: str, result: Drif
                   reference_batches: list[str], extra_tags: dict[str, str] | None = None) -> str:
     """A finished MLflow run holding the drift verdict, per-column scores and the HTML report; returns its id.
     `extra_tags`: more run tags (`batch_rejected` for a batch a data stage refused)."""
+    from mlflow.entities import Metric
+
     client = registry.client()
     experiment_id = registry.experiment_id(MONITORING_EXPERIMENT)
     tags = {"batch": batch_id, "model": registry.model_name, "champion_version": champion,
