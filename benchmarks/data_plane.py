@@ -1,0 +1,128 @@
+"""The data plane against the speed of one decode (issue 17): flywheel's data stages (ingest, clean,
+validate, transform, model inputs) and a bare loop over the same rows that decodes each PNG and WAV
+once, resamples the audio and computes the model inputs (image array, kaldi-native-fbank log-mel),
+both pinned to one core, at each batch size; plus a fully cached `flywheel run` as a whole process.
+
+Batches are scaled from the demo source as in benchmarks/data_scaling.py (every row distinct content).
+Each measurement runs in its own process, pinned to CPU 0, so its peak RSS and its core are its own.
+Reported per size: rows/s of the bare loop and of the stages together, their ratio (target >= 0.7),
+rows/s and peak RSS per stage, peak RSS growth against the smallest size (target <= 1.2x at 100k rows
+against 1k), and the machine's load average before and after each measurement.
+
+Usage: python benchmarks/data_plane.py [--sizes 1000 10000 100000] [--no-cached-run] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+
+from benchmarks.data_scaling import BASE_SAMPLES, RssSampler, build_scaled_batch, measure  # noqa: E402
+
+TARGET_RATIO, TARGET_MEMORY_GROWTH = 0.7, 1.2
+
+
+def bare_loop(batch: Path) -> dict:
+    """Each row's PNG and WAV decoded once, the audio resampled and both turned into model inputs."""
+    import numpy as np
+    import soundfile as sf
+    from PIL import Image
+
+    from flows.settings import load_settings
+    from flows.stage_config import input_spec
+    from models.transforms import image_to_input, resample_mono, waveform_to_log_mel
+
+    with tempfile.TemporaryDirectory() as home:
+        settings = load_settings(Path(home), PROJECT / "params.yaml")
+    spec, rate = input_spec(settings), settings.params.clean.sample_rate
+    rows = [json.loads(line) for line in (batch / "manifest.jsonl").read_text().splitlines()]
+    sampler = RssSampler()
+    sampler.reset()
+    started = time.perf_counter()
+    for row in rows:
+        with Image.open(batch / row["image"]) as handle:
+            image_to_input(np.asarray(handle.convert("L")), spec.image_size)
+        wave, source_rate = sf.read(str(batch / row["audio"]), dtype="float32")
+        waveform_to_log_mel(resample_mono(wave, source_rate, rate), rate, spec.n_mels, spec.audio_frames)
+    seconds = time.perf_counter() - started
+    return {"rows": len(rows), "seconds": seconds, "rows_per_s": len(rows) / seconds, "peak_rss_mb": sampler.peak_mb(),
+            "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def child(mode: str, batch: Path, work: Path) -> dict:
+    os.sched_setaffinity(0, {0})  # one core, for the bare loop and the stages alike
+    from features.env import apply_process_environment
+
+    apply_process_environment()
+    return bare_loop(batch) if mode == "bare" else measure(batch, work)
+
+
+def run_child(mode: str, batch: Path, work: Path) -> dict:
+    load = os.getloadavg()[0]
+    done = subprocess.run([sys.executable, __file__, "--child", mode, str(batch), str(work)],
+                          capture_output=True, text=True, check=True)
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "load_before": load, "load_after": os.getloadavg()[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--no-cached-run", action="store_true", help="skip benchmarks/cached_run.py")
+    parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "data_plane.json")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # MODE BATCH WORK
+    args = parser.parse_args()
+    if args.child:
+        mode, batch, work = args.child
+        print(json.dumps(child(mode, Path(batch), Path(work))))
+        return
+
+    from examples.digits.demo import generate_demo_batch
+
+    root = Path(tempfile.mkdtemp(prefix="flywheel-data-plane-"))
+    sizes: list[dict] = []
+    try:
+        generate_demo_batch(root / "base", samples=BASE_SAMPLES, seed=3, fault_rate=0.0)
+        for size in args.sizes:
+            batch = root / f"batch-{size}"
+            build_scaled_batch(root / "base", batch, size)
+            bare = run_child("bare", batch, root / f"bare-{size}")
+            stages = run_child("stages", batch, root / f"work-{size}")
+            stages_rate = stages["rows"] / stages["total_s"]
+            sizes.append({"rows": size, "bare": bare, "stages": stages, "stages_rows_per_s": stages_rate,
+                          "ratio_to_bare": stages_rate / bare["rows_per_s"]})
+            print(f"{size:>7} rows: bare loop {bare['rows_per_s']:6.0f} rows/s, stages {stages_rate:6.0f} rows/s "
+                  f"(x{stages_rate / bare['rows_per_s']:.2f}, target >= {TARGET_RATIO}); peak RSS "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in stages["stage_peak_rss_mb"].items()) + " MB", flush=True)
+            shutil.rmtree(batch)
+            shutil.rmtree(root / f"work-{size}", ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    smallest = sizes[0]["stages"]["stage_peak_rss_mb"]
+    for entry in sizes:
+        entry["stage_peak_growth"] = {k: v / smallest[k] for k, v in entry["stages"]["stage_peak_rss_mb"].items()}
+    report = {"sizes": sizes, "targets": {"ratio_to_bare": TARGET_RATIO, "memory_growth_at_largest": TARGET_MEMORY_GROWTH},
+              "met": {"ratio": all(e["ratio_to_bare"] >= TARGET_RATIO for e in sizes),
+                      "memory": max(sizes[-1]["stage_peak_growth"].values()) <= TARGET_MEMORY_GROWTH},
+              "cpus": os.cpu_count()}
+    if not args.no_cached_run:
+        cached = PROJECT / "benchmarks" / "results" / "cached_run.json"
+        subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "cached_run.py"), "--repeats", "3"], check=True)
+        report["cached_run"] = json.loads(cached.read_text())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"ratio target met: {report['met']['ratio']}; flat memory met: {report['met']['memory']}; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
