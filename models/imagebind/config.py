@@ -21,6 +21,8 @@ THERMAL = "thermal"
 IMU = "imu"
 # The audio conv front end halves the spectrogram twice before patching (ImageBindConfig.audio_conv_channels).
 AUDIO_CONV_DOWNSAMPLE = 4
+# The mel-pooling front end halves time twice, keeps every mel bin until its pool (ImageBindConfig.audio_mel_pool_channels).
+AUDIO_MEL_POOL_TIME_DOWNSAMPLE = 4
 # Every modality the architecture knows, in the official module order; a config picks a subset.
 MODALITIES: tuple[str, ...] = (VISION, TEXT, AUDIO, DEPTH, THERMAL, IMU)
 
@@ -76,6 +78,11 @@ class ImageBindConfig:
     # Channels of a small conv front end (two 3×3 convolutions of stride 2) before the patch projection;
     # 0: none, patches straight off the spectrogram (the official layout, which Meta's weights need).
     audio_conv_channels: int = 0
+    # Channels of a conv front end that max-pools over each patch's mel band (two 5×3 mel×time convolutions,
+    # time stride 2 each, then a max over the band's audio_patch_mels bins), so a token keeps which local spectral
+    # pattern a band holds, not on which bin: less keyed on absolute mel position, which speakers move. Same patch
+    # grid as the plain stem. 0: none (the official layout); exclusive with audio_conv_channels.
+    audio_mel_pool_channels: int = 0
     audio_width: int = 64  # token width of the audio transformer
     audio_depth: int = 2  # number of audio transformer blocks
     audio_heads: int = 4  # attention heads per audio block
@@ -168,6 +175,19 @@ class ImageBindConfig:
                 f"the audio conv front end shrinks the spectrogram {AUDIO_CONV_DOWNSAMPLE}x before patching: "
                 f"audio_patch_mels ({self.audio_patch_mels}) and audio_patch_frames ({self.audio_patch_frames}) "
                 f"must be multiples of {AUDIO_CONV_DOWNSAMPLE}, and audio_stride None (tiling patches)"
+            )
+        if self.audio_mel_pool_channels < 0:
+            raise ValueError(f"audio_mel_pool_channels must be >= 0 (0: no mel-pooling front end), "
+                             f"got {self.audio_mel_pool_channels}")
+        if self.audio_mel_pool_channels and (
+            self.audio_conv_channels or self.audio_stride is not None
+            or self.audio_patch_frames % AUDIO_MEL_POOL_TIME_DOWNSAMPLE
+        ):
+            raise ValueError(
+                f"the mel-pooling audio front end shrinks time {AUDIO_MEL_POOL_TIME_DOWNSAMPLE}x before patching: "
+                f"audio_patch_frames ({self.audio_patch_frames}) must be a multiple of "
+                f"{AUDIO_MEL_POOL_TIME_DOWNSAMPLE}, audio_stride None (tiling patches), and audio_conv_channels 0 "
+                f"(got {self.audio_conv_channels}): one front end at a time"
             )
         if self.audio_std <= 0:
             raise ValueError(f"audio_std must be > 0, got {self.audio_std}")

@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from models.imagebind.config import AUDIO, AUDIO_CONV_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig
+from models.imagebind.config import (
+    AUDIO, AUDIO_CONV_DOWNSAMPLE, AUDIO_MEL_POOL_TIME_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig,
+)
 from models.imagebind.heads import CLSHead, EmbeddingHead, EOTHead, LearnableLogitScaling, scaled_unit
 from models.imagebind.legacy import upgrade_legacy_keys
 from models.imagebind.preprocessors import (
@@ -54,8 +56,12 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
     kernel = (c.audio_patch_mels, c.audio_patch_frames)
     stride = kernel if c.audio_stride is None else (c.audio_stride, c.audio_stride)
     grid = [(size - k) // s + 1 for size, k, s in zip((c.audio_n_mels, c.audio_frames), kernel, stride)]
-    conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False) if not c.audio_conv_channels \
-        else _audio_conv_front_end(c)
+    if c.audio_conv_channels:
+        conv = _audio_conv_front_end(c)
+    elif c.audio_mel_pool_channels:
+        conv = _audio_mel_pool_front_end(c)
+    else:
+        conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False)
     return AudioPreprocessor(
         mean=c.audio_mean,
         std=c.audio_std,
@@ -81,6 +87,21 @@ def _audio_conv_front_end(c: ImageBindConfig) -> nn.Module:
         nn.Conv2d(hidden, hidden, 3, stride=2, padding=1), nn.GroupNorm(1, hidden), nn.GELU(),
         nn.Conv2d(hidden, c.audio_width, (c.audio_patch_mels // down, c.audio_patch_frames // down),
                   stride=(c.audio_patch_mels // down, c.audio_patch_frames // down), bias=False),
+    )
+
+
+def _audio_mel_pool_front_end(c: ImageBindConfig) -> nn.Module:
+    """Two 5×3 (mel×time) convolutions, time stride 2 each, every mel bin kept; then the largest response over
+    each patch's band of audio_patch_mels bins, so a token tells which local spectral shape (a formant, its slope)
+    its band holds and not on which bin; then the patch projection over time. The same patch grid, tokens and
+    positions as the plain patch stem. (B, 1, M, T) → (B, width, M / patch_mels, T / patch_frames)."""
+    hidden = c.audio_mel_pool_channels
+    frames = c.audio_patch_frames // AUDIO_MEL_POOL_TIME_DOWNSAMPLE
+    return nn.Sequential(
+        nn.Conv2d(1, hidden, (5, 3), stride=(1, 2), padding=(2, 1)), nn.GroupNorm(1, hidden), nn.GELU(),
+        nn.Conv2d(hidden, hidden, (5, 3), stride=(1, 2), padding=(2, 1)), nn.GroupNorm(1, hidden), nn.GELU(),
+        nn.MaxPool2d((c.audio_patch_mels, 1)),  # (B, hidden, M / patch_mels, T / 4)
+        nn.Conv2d(hidden, c.audio_width, (1, frames), stride=(1, frames), bias=False),
     )
 
 
