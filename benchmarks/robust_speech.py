@@ -20,6 +20,8 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   festival_both both on festival_heavy speech: festival 60 % of training rows, espeak-ng 40 % (shipped: 40 / 60)
   both_melpool  both + the mel-pooling audio front end (ImageBindConfig.audio_mel_pool_channels=16)
   melpool_shift4  both_melpool with both_shift4's mel shift
+  melpool8, melpool12  both_melpool with 8 and 12 front-end channels (CPU time)
+  melpool_e25   both_melpool, 25 audio-stage epochs instead of 30 (CPU time)
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -75,6 +77,9 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "festival_both": ("festival_heavy", {"audio_cmvn": True}, {}, {}),
     "both_melpool": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {}),
     "melpool_shift4": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, SHIFT4, {}),
+    "melpool8": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 8}, {}, {}),
+    "melpool12": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 12}, {}, {}),
+    "melpool_e25": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {"epochs_stage2": 25}),
 }
 
 
