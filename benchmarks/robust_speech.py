@@ -22,6 +22,9 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   melpool_shift4  both_melpool with both_shift4's mel shift
   melpool8, melpool12  both_melpool with 8 and 12 front-end channels (CPU time)
   melpool_e25   both_melpool, 25 audio-stage epochs instead of 30 (CPU time)
+  both_maxshift2, both_maxshift4  both + frequency max-pooling of the patch projection over ±2 and ±4 mel bins
+                (ImageBindConfig.audio_mel_max_shift)
+  fest_maxshift2_e45, fest_maxshift4_e45  festival_both + max-pooling over ±2 / ±4 bins + 45 audio-stage epochs
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -80,6 +83,10 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "melpool8": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 8}, {}, {}),
     "melpool12": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 12}, {}, {}),
     "melpool_e25": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {"epochs_stage2": 25}),
+    "both_maxshift2": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {}),
+    "both_maxshift4": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {}),
+    "fest_maxshift2_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {"epochs_stage2": 45}),
+    "fest_maxshift4_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {"epochs_stage2": 45}),
 }
 
 

@@ -83,6 +83,11 @@ class ImageBindConfig:
     # pattern a band holds, not on which bin: less keyed on absolute mel position, which speakers move. Same patch
     # grid as the plain stem. 0: none (the official layout); exclusive with audio_conv_channels.
     audio_mel_pool_channels: int = 0
+    # Frequency max-pooling of the patch projection (Abdel-Hamid et al., 2014, CNNs for speech): each patch is
+    # projected at every mel offset up to ± this many bins around its band and each channel keeps its largest
+    # response, so a token stays the same when a speaker moves the band's formants by that much. Costs one wider
+    # convolution, no extra layer. 0: off (the official layout); exclusive with the two front ends above.
+    audio_mel_max_shift: int = 0
     audio_width: int = 64  # token width of the audio transformer
     audio_depth: int = 2  # number of audio transformer blocks
     audio_heads: int = 4  # attention heads per audio block
@@ -188,6 +193,18 @@ class ImageBindConfig:
                 f"audio_patch_frames ({self.audio_patch_frames}) must be a multiple of "
                 f"{AUDIO_MEL_POOL_TIME_DOWNSAMPLE}, audio_stride None (tiling patches), and audio_conv_channels 0 "
                 f"(got {self.audio_conv_channels}): one front end at a time"
+            )
+        if self.audio_mel_max_shift < 0:
+            raise ValueError(f"audio_mel_max_shift must be >= 0 (0: off), got {self.audio_mel_max_shift}")
+        if self.audio_mel_max_shift and (
+            self.audio_conv_channels or self.audio_mel_pool_channels or self.audio_stride is not None
+            or 2 * self.audio_mel_max_shift >= self.audio_n_mels
+        ):
+            raise ValueError(
+                f"audio_mel_max_shift ({self.audio_mel_max_shift}) pools the plain patch projection: it needs "
+                f"audio_stride None (tiling patches), audio_conv_channels and audio_mel_pool_channels 0 (got "
+                f"{self.audio_conv_channels} and {self.audio_mel_pool_channels}), and a shift under half the "
+                f"{self.audio_n_mels} mel bins"
             )
         if self.audio_std <= 0:
             raise ValueError(f"audio_std must be > 0, got {self.audio_std}")

@@ -60,6 +60,10 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
         conv = _audio_conv_front_end(c)
     elif c.audio_mel_pool_channels:
         conv = _audio_mel_pool_front_end(c)
+    elif c.audio_mel_max_shift:
+        conv = MelMaxPoolPatches(nn.Conv2d(1, c.audio_width, (c.audio_patch_mels, c.audio_patch_frames),
+                                           stride=(1, c.audio_patch_frames), bias=False),
+                                 c.audio_mel_max_shift, c.audio_patch_mels)
     else:
         conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False)
     return AudioPreprocessor(
@@ -103,6 +107,24 @@ def _audio_mel_pool_front_end(c: ImageBindConfig) -> nn.Module:
         nn.MaxPool2d((c.audio_patch_mels, 1)),  # (B, hidden, M / patch_mels, T / 4)
         nn.Conv2d(hidden, c.audio_width, (1, frames), stride=(1, frames), bias=False),
     )
+
+
+class MelMaxPoolPatches(nn.Module):
+    """Patch projection at every mel offset, then each band's largest response over offsets within ±`shift` bins.
+
+    `proj` slides one bin at a time along mels (stride 1) and tiles time; (B, 1, M, T) → (B, width, M / band,
+    T / patch_frames), the plain stem's grid. The spectrogram's edge bins are repeated `shift` times either way,
+    so the first and last bands see as many offsets as the others.
+    """
+
+    def __init__(self, proj: nn.Conv2d, shift: int, band: int) -> None:
+        super().__init__()
+        self.proj, self.shift = proj, shift
+        self.pool = nn.MaxPool2d((2 * shift + 1, 1), stride=(band, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        padded = nn.functional.pad(x, (0, 0, self.shift, self.shift), mode="replicate")  # (B, 1, M + 2 shift, T)
+        return self.pool(self.proj(padded))  # (B, width, M + 2 shift - band + 1, T') → (B, width, M / band, T')
 
 
 def _map_preprocessor(modality: str, stem_name: str) -> Callable[[ImageBindConfig], nn.Module]:
