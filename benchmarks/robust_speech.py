@@ -25,6 +25,8 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   both_maxshift2, both_maxshift4  both + frequency max-pooling of the patch projection over ±2 and ±4 mel bins
                 (ImageBindConfig.audio_mel_max_shift)
   fest_maxshift2_e45, fest_maxshift4_e45  festival_both + max-pooling over ±2 / ±4 bins + 45 audio-stage epochs
+  fest80_maxshift2_e45  fest_maxshift2_e45 on festival_most speech: festival 80 % of training rows
+  fest_melpool  festival_both + the mel-pooling front end (16 channels)
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -61,6 +63,8 @@ SPEECH: dict[str, tuple[VoiceGroup, ...] | None] = {
     # The wide pool with the shares of its engines swapped: festival's real-speaker diphones 60 % of rows.
     "festival_heavy": (VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.4),
                        VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.6)),
+    "festival_most": (VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.2),
+                      VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.8)),
 }
 # name -> (training speech, model overrides, augmentation: None off, else train.audio_augment's fields changed,
 #          TrainConfig fields changed)
@@ -87,6 +91,8 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "both_maxshift4": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {}),
     "fest_maxshift2_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {"epochs_stage2": 45}),
     "fest_maxshift4_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {"epochs_stage2": 45}),
+    "fest80_maxshift2_e45": ("festival_most", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {"epochs_stage2": 45}),
+    "fest_melpool": ("festival_heavy", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {}),
 }
 
 
