@@ -27,6 +27,9 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_maxshift2_e45, fest_maxshift4_e45  festival_both + max-pooling over ±2 / ±4 bins + 45 audio-stage epochs
   fest80_maxshift2_e45  fest_maxshift2_e45 on festival_most speech: festival 80 % of training rows
   fest_melpool  festival_both + the mel-pooling front end (16 channels)
+  fest_maxshift3_e45  fest_maxshift2_e45 pooling over ±3 bins
+  fest_maxshift2_e45_pitch3  fest_maxshift2_e45 with the mel shift augmentation at ±3 bins on 80 % of clips
+  fest_maxshift2_e45_drop  fest_maxshift2_e45 with stochastic depth 0.1 in the audio tower
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -56,6 +59,8 @@ from models.imagebind import VISION  # noqa: E402
 PITCH_ONLY = {"speed_prob": 0.0, "noise_prob": 0.0, "reverb_prob": 0.0, "gain_prob": 0.0, "time_mask_prob": 0.0,
               "freq_mask_prob": 0.0, "pitch_prob": 0.8, "pitch_max_bins": 3.0}
 SHIFT4 = {"pitch_prob": 0.8, "pitch_max_bins": 4.0}
+MAXSHIFT2 = {"audio_cmvn": True, "audio_mel_max_shift": 2}
+E45 = {"epochs_stage2": 45}
 # Training speech -> who speaks the two training batches (None: the example's TRAINING_SPEECH, the wide pool).
 SPEECH: dict[str, tuple[VoiceGroup, ...] | None] = {
     "wide": None,
@@ -89,10 +94,13 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "melpool_e25": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {"epochs_stage2": 25}),
     "both_maxshift2": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {}),
     "both_maxshift4": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {}),
-    "fest_maxshift2_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {"epochs_stage2": 45}),
+    "fest_maxshift2_e45": ("festival_heavy", MAXSHIFT2, {}, E45),
     "fest_maxshift4_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {"epochs_stage2": 45}),
-    "fest80_maxshift2_e45": ("festival_most", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {"epochs_stage2": 45}),
+    "fest80_maxshift2_e45": ("festival_most", MAXSHIFT2, {}, E45),
     "fest_melpool": ("festival_heavy", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {}),
+    "fest_maxshift3_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 3}, {}, {"epochs_stage2": 45}),
+    "fest_maxshift2_e45_pitch3": ("festival_heavy", MAXSHIFT2, {"pitch_prob": 0.8, "pitch_max_bins": 3.0}, E45),
+    "fest_maxshift2_e45_drop": ("festival_heavy", {**MAXSHIFT2, "audio_drop_path": 0.1}, {}, E45),
 }
 
 

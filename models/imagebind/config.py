@@ -21,7 +21,7 @@ THERMAL = "thermal"
 IMU = "imu"
 # The audio conv front end halves the spectrogram twice before patching (ImageBindConfig.audio_conv_channels).
 AUDIO_CONV_DOWNSAMPLE = 4
-# The mel-pooling front end halves time twice, keeps every mel bin until its pool (ImageBindConfig.audio_mel_pool_channels).
+# The mel-pooling front end halves time twice and keeps every mel bin until its pool (audio_mel_pool_channels).
 AUDIO_MEL_POOL_TIME_DOWNSAMPLE = 4
 # Every modality the architecture knows, in the official module order; a config picks a subset.
 MODALITIES: tuple[str, ...] = (VISION, TEXT, AUDIO, DEPTH, THERMAL, IMU)
