@@ -30,6 +30,7 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_maxshift3_e45  fest_maxshift2_e45 pooling over ±3 bins
   fest_maxshift2_e45_pitch3  fest_maxshift2_e45 with the mel shift augmentation at ±3 bins on 80 % of clips
   fest_maxshift2_e45_drop  fest_maxshift2_e45 with stochastic depth 0.1 in the audio tower
+  fest_maxshift2_e45_vad, fest_maxshift3_e45_vad  with CMVN over content frames only (audio_cmvn_speech_only)
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -101,6 +102,9 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_maxshift3_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 3}, {}, {"epochs_stage2": 45}),
     "fest_maxshift2_e45_pitch3": ("festival_heavy", MAXSHIFT2, {"pitch_prob": 0.8, "pitch_max_bins": 3.0}, E45),
     "fest_maxshift2_e45_drop": ("festival_heavy", {**MAXSHIFT2, "audio_drop_path": 0.1}, {}, E45),
+    "fest_maxshift2_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_cmvn_speech_only": True}, {}, E45),
+    "fest_maxshift3_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_mel_max_shift": 3,
+                                                  "audio_cmvn_speech_only": True}, {}, E45),
 }
 
 

@@ -100,6 +100,9 @@ class ImageBindConfig:
     # Per-utterance CMVN (each mel bin to zero mean, unit variance over the clip's frames) in place of
     # the fixed standardisation: loudness and channel colouring cancel out. False: models saved before it.
     audio_cmvn: bool = False
+    # CMVN statistics over the clip's content frames only, not its padding (models.audio_augment.cmvn_speech_frames);
+    # needs audio_cmvn. False: models saved before it.
+    audio_cmvn_speech_only: bool = False
     # --- text: external sentence embeddings (B, text_input_dim), or token ids (B, context)
     text_input_dim: int | None = 384  # width of the frozen external encoder (MiniLM); None: native tower
     text_vocab_size: int = 49408  # token ids the native tower embeds (CLIP's BPE vocabulary)
@@ -206,6 +209,8 @@ class ImageBindConfig:
                 f"{self.audio_conv_channels} and {self.audio_mel_pool_channels}), and a shift under half the "
                 f"{self.audio_n_mels} mel bins"
             )
+        if self.audio_cmvn_speech_only and not self.audio_cmvn:
+            raise ValueError("audio_cmvn_speech_only changes which frames CMVN measures: it needs audio_cmvn True")
         if self.audio_std <= 0:
             raise ValueError(f"audio_std must be > 0, got {self.audio_std}")
         for name in (DEPTH, THERMAL):

@@ -70,6 +70,7 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
         mean=c.audio_mean,
         std=c.audio_std,
         cmvn=c.audio_cmvn,
+        cmvn_speech_only=c.audio_cmvn_speech_only,
         modality=AUDIO,
         stem_name="rgbt_stem",
         stem=PatchStem(conv, nn.LayerNorm(c.audio_width)),
