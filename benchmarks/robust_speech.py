@@ -31,6 +31,7 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_maxshift2_e45_pitch3  fest_maxshift2_e45 with the mel shift augmentation at ±3 bins on 80 % of clips
   fest_maxshift2_e45_drop  fest_maxshift2_e45 with stochastic depth 0.1 in the audio tower
   fest_maxshift2_e45_vad, fest_maxshift3_e45_vad  with CMVN over content frames only (audio_cmvn_speech_only)
+  fest_melpool_e45  fest_melpool with 45 audio-stage epochs (a ceiling: far over the CPU bound)
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -105,6 +106,7 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_maxshift2_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_cmvn_speech_only": True}, {}, E45),
     "fest_maxshift3_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_mel_max_shift": 3,
                                                   "audio_cmvn_speech_only": True}, {}, E45),
+    "fest_melpool_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, E45),
 }
 
 
