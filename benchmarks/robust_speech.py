@@ -13,6 +13,25 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   pitch_only    wide + only the augmentation's mel shift (±3 bins, 80 % of clips)
   conv          wide + the audio conv front end (ImageBindConfig.audio_conv_channels=32)
   wider_tower   wide + audio tower width 128, depth 3
+  both_shift4   both, mel shift up to ±4 bins on 80 % of clips
+  both_shift6   both, mel shift up to ±6 bins on 80 % of clips
+  both_mask     both, mel shift ±4 on 80 %, and frequency masks up to 12 bins on 80 % of clips
+  both_e45      both, 45 audio-stage epochs instead of 30
+  festival_both both on festival_heavy speech: festival 60 % of training rows, espeak-ng 40 % (shipped: 40 / 60)
+  both_melpool  both + the mel-pooling audio front end (ImageBindConfig.audio_mel_pool_channels=16)
+  melpool_shift4  both_melpool with both_shift4's mel shift
+  melpool8, melpool12  both_melpool with 8 and 12 front-end channels (CPU time)
+  melpool_e25   both_melpool, 25 audio-stage epochs instead of 30 (CPU time)
+  both_maxshift2, both_maxshift4  both + frequency max-pooling of the patch projection over ±2 and ±4 mel bins
+                (ImageBindConfig.audio_mel_max_shift)
+  fest_maxshift2_e45, fest_maxshift4_e45  festival_both + max-pooling over ±2 / ±4 bins + 45 audio-stage epochs
+  fest80_maxshift2_e45  fest_maxshift2_e45 on festival_most speech: festival 80 % of training rows
+  fest_melpool  festival_both + the mel-pooling front end (16 channels)
+  fest_maxshift3_e45  fest_maxshift2_e45 pooling over ±3 bins
+  fest_maxshift2_e45_pitch3  fest_maxshift2_e45 with the mel shift augmentation at ±3 bins on 80 % of clips
+  fest_maxshift2_e45_drop  fest_maxshift2_e45 with stochastic depth 0.1 in the audio tower
+  fest_maxshift2_e45_vad, fest_maxshift3_e45_vad  with CMVN over content frames only (audio_cmvn_speech_only)
+  fest_melpool_e45  fest_melpool with 45 audio-stage epochs (a ceiling: far over the CPU bound)
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -32,7 +51,8 @@ sys.path.insert(0, str(PROJECT))
 from benchmarks.emergent_alignment import (  # noqa: E402
     EVAL_SEED, EXAMPLE_PARAMS, HELD_OUT_SETS, build_data, example_prompt_embeddings, run_variant, save_report,
     training_data)
-from examples.digits.demo import ENGLISH_ONLY_SPEECH  # noqa: E402
+from examples.digits.demo import ENGLISH_ONLY_SPEECH, VoiceGroup  # noqa: E402
+from examples.digits.speech import ESPEAK_TRAINING_VOICES, FESTIVAL_TRAINING_VOICES  # noqa: E402
 from flows.settings import load_params  # noqa: E402
 from flows.stage_config import audio_augment  # noqa: E402
 from flows.train_params import AudioAugmentParams  # noqa: E402
@@ -40,16 +60,53 @@ from models.imagebind import VISION  # noqa: E402
 
 PITCH_ONLY = {"speed_prob": 0.0, "noise_prob": 0.0, "reverb_prob": 0.0, "gain_prob": 0.0, "time_mask_prob": 0.0,
               "freq_mask_prob": 0.0, "pitch_prob": 0.8, "pitch_max_bins": 3.0}
-# name -> (training speech, model overrides, augmentation: None off, else train.audio_augment's fields changed)
-CONFIGS: dict[str, tuple[str, dict, dict | None]] = {
-    "english_only": ("english_only", {}, None),
-    "wide": ("wide", {}, None),
-    "cmvn": ("wide", {"audio_cmvn": True}, None),
-    "augment": ("wide", {}, {}),
-    "both": ("wide", {"audio_cmvn": True}, {}),
-    "pitch_only": ("wide", {}, PITCH_ONLY),
-    "conv": ("wide", {"audio_conv_channels": 32}, None),
-    "wider_tower": ("wide", {"audio_width": 128, "audio_depth": 3}, None),
+SHIFT4 = {"pitch_prob": 0.8, "pitch_max_bins": 4.0}
+MAXSHIFT2 = {"audio_cmvn": True, "audio_mel_max_shift": 2}
+E45 = {"epochs_stage2": 45}
+# Training speech -> who speaks the two training batches (None: the example's TRAINING_SPEECH, the wide pool).
+SPEECH: dict[str, tuple[VoiceGroup, ...] | None] = {
+    "wide": None,
+    "english_only": ENGLISH_ONLY_SPEECH,
+    # The wide pool with the shares of its engines swapped: festival's real-speaker diphones 60 % of rows.
+    "festival_heavy": (VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.4),
+                       VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.6)),
+    "festival_most": (VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.2),
+                      VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.8)),
+}
+# name -> (training speech, model overrides, augmentation: None off, else train.audio_augment's fields changed,
+#          TrainConfig fields changed)
+CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
+    "english_only": ("english_only", {}, None, {}),
+    "wide": ("wide", {}, None, {}),
+    "cmvn": ("wide", {"audio_cmvn": True}, None, {}),
+    "augment": ("wide", {}, {}, {}),
+    "both": ("wide", {"audio_cmvn": True}, {}, {}),
+    "pitch_only": ("wide", {}, PITCH_ONLY, {}),
+    "conv": ("wide", {"audio_conv_channels": 32}, None, {}),
+    "wider_tower": ("wide", {"audio_width": 128, "audio_depth": 3}, None, {}),
+    "both_shift4": ("wide", {"audio_cmvn": True}, SHIFT4, {}),
+    "both_shift6": ("wide", {"audio_cmvn": True}, {"pitch_prob": 0.8, "pitch_max_bins": 6.0}, {}),
+    "both_mask": ("wide", {"audio_cmvn": True}, {**SHIFT4, "freq_mask_prob": 0.8, "freq_mask_bins": 12}, {}),
+    "both_e45": ("wide", {"audio_cmvn": True}, {}, {"epochs_stage2": 45}),
+    "festival_both": ("festival_heavy", {"audio_cmvn": True}, {}, {}),
+    "both_melpool": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {}),
+    "melpool_shift4": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, SHIFT4, {}),
+    "melpool8": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 8}, {}, {}),
+    "melpool12": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 12}, {}, {}),
+    "melpool_e25": ("wide", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {"epochs_stage2": 25}),
+    "both_maxshift2": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 2}, {}, {}),
+    "both_maxshift4": ("wide", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {}),
+    "fest_maxshift2_e45": ("festival_heavy", MAXSHIFT2, {}, E45),
+    "fest_maxshift4_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 4}, {}, {"epochs_stage2": 45}),
+    "fest80_maxshift2_e45": ("festival_most", MAXSHIFT2, {}, E45),
+    "fest_melpool": ("festival_heavy", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, {}),
+    "fest_maxshift3_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_max_shift": 3}, {}, {"epochs_stage2": 45}),
+    "fest_maxshift2_e45_pitch3": ("festival_heavy", MAXSHIFT2, {"pitch_prob": 0.8, "pitch_max_bins": 3.0}, E45),
+    "fest_maxshift2_e45_drop": ("festival_heavy", {**MAXSHIFT2, "audio_drop_path": 0.1}, {}, E45),
+    "fest_maxshift2_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_cmvn_speech_only": True}, {}, E45),
+    "fest_maxshift3_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_mel_max_shift": 3,
+                                                  "audio_cmvn_speech_only": True}, {}, E45),
+    "fest_melpool_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, E45),
 }
 
 
@@ -70,22 +127,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wide, evaluation, _ = build_data(Path(tmp), params, args.eval_samples, args.seed)
         pools = {"wide": wide}
-        if any(CONFIGS[n][0] == "english_only" for n in names):
-            pools["english_only"] = training_data(Path(tmp), params, args.seed, speech=ENGLISH_ONLY_SPEECH)
+        for pool in sorted({CONFIGS[n][0] for n in names} - {"wide"}):  # a folder each: batches are per speech
+            pools[pool] = training_data(Path(tmp) / pool, params, args.seed, speech=SPEECH[pool])
     prompt_emb = example_prompt_embeddings()
     print(f"data {time.perf_counter() - started:.0f} s", flush=True)
     base_augment = audio_augment(AudioAugmentParams())  # flywheel's defaults: every augmentation, off
     results: dict[str, dict] = {}
     for name in names:
-        pool, model_overrides, augment = CONFIGS[name]
+        pool, model_overrides, augment, train_overrides = CONFIGS[name]
         recipe = {"audio_augment": replace(base_augment, enabled=False) if augment is None
-                  else replace(base_augment, enabled=True, **augment)}
+                  else replace(base_augment, enabled=True, **augment), **train_overrides}
         results[name] = run_variant(VISION, pools[pool], evaluation, prompt_emb, params, model_overrides, recipe)
         r = results[name]
         print(f"{name:14s} " + "  ".join(f"{k} {100 * r['voice_group'][k]:5.1f}" for k in (*HELD_OUT_SETS, "train"))
-              + f"  image {100 * r['image_text_top1']:5.1f}  train CPU {r['train_cpu_seconds']:.0f} s", flush=True)
+              + f"  image {100 * r['image_text_top1']:5.1f}  train CPU {r['train_cpu_seconds']:.0f} s  flite "
+              + " ".join(f"{v.split(':')[1]} {100 * a:5.1f}" for v, a in r["voice"].items() if v.startswith("flite:")),
+              flush=True)
     report = {"results": results, "configs": {n: {"speech": CONFIGS[n][0], "model": CONFIGS[n][1],
-                                                  "augment": CONFIGS[n][2]} for n in names},
+                                                  "augment": CONFIGS[n][2], "train": CONFIGS[n][3]} for n in names},
               "eval_seed": args.seed + EVAL_SEED, "rows": {k: len(v) for k, v in pools.items()}}
     save_report(args.out, report)
 

@@ -18,6 +18,9 @@ import torch
 from torch import Tensor
 
 CMVN_EPS = 1e-5  # variance floor of CMVN: a constant bin (padding, silence) maps to 0, not to inf
+# Speech-only CMVN counts a frame as content when its mean log-mel is this far (nats, ~4.3 dB) above the clip's
+# quietest frame: the padding floor, a gain change and added noise all move with the clip, so the margin is relative.
+CMVN_CONTENT_MARGIN = 1.0
 
 
 @dataclass(frozen=True)
@@ -190,3 +193,19 @@ def cmvn(x: Tensor, time_dim: int) -> Tensor:
     mean = x.mean(dim=time_dim, keepdim=True)
     var = x.var(dim=time_dim, keepdim=True, unbiased=False)
     return (x - mean) / torch.sqrt(var + CMVN_EPS)
+
+
+def cmvn_speech_frames(x: Tensor, time_dim: int, mel_dim: int) -> Tensor:
+    """CMVN with statistics over the clip's content frames only (mean log-mel more than CMVN_CONTENT_MARGIN above
+    its quietest frame): a short word padded to the clip length is normalised as the same word spoken slowly,
+    where plain `cmvn` lets the share of padding set every bin's mean and spread. The other frames become 0
+    (the content's mean: far below it they would outweigh the word in any patch they share); a clip without
+    content frames is normalised over all of them."""
+    level = x.mean(dim=mel_dim, keepdim=True)  # frame loudness, same shape as x but 1 along mels
+    content = level > level.amin(dim=time_dim, keepdim=True) + CMVN_CONTENT_MARGIN
+    content = content | ~content.any(dim=time_dim, keepdim=True)  # all-quiet clip: every frame counts
+    weight = content.to(x.dtype)
+    count = weight.sum(dim=time_dim, keepdim=True)
+    mean = (x * weight).sum(dim=time_dim, keepdim=True) / count
+    var = (((x - mean) ** 2) * weight).sum(dim=time_dim, keepdim=True) / count
+    return torch.where(content, (x - mean) / torch.sqrt(var + CMVN_EPS), torch.zeros((), dtype=x.dtype))

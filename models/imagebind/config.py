@@ -21,6 +21,8 @@ THERMAL = "thermal"
 IMU = "imu"
 # The audio conv front end halves the spectrogram twice before patching (ImageBindConfig.audio_conv_channels).
 AUDIO_CONV_DOWNSAMPLE = 4
+# The mel-pooling front end halves time twice and keeps every mel bin until its pool (audio_mel_pool_channels).
+AUDIO_MEL_POOL_TIME_DOWNSAMPLE = 4
 # Every modality the architecture knows, in the official module order; a config picks a subset.
 MODALITIES: tuple[str, ...] = (VISION, TEXT, AUDIO, DEPTH, THERMAL, IMU)
 
@@ -76,6 +78,16 @@ class ImageBindConfig:
     # Channels of a small conv front end (two 3×3 convolutions of stride 2) before the patch projection;
     # 0: none, patches straight off the spectrogram (the official layout, which Meta's weights need).
     audio_conv_channels: int = 0
+    # Channels of a conv front end that max-pools over each patch's mel band (two 5×3 mel×time convolutions,
+    # time stride 2 each, then a max over the band's audio_patch_mels bins), so a token keeps which local spectral
+    # pattern a band holds, not on which bin: less keyed on absolute mel position, which speakers move. Same patch
+    # grid as the plain stem. 0: none (the official layout); exclusive with audio_conv_channels.
+    audio_mel_pool_channels: int = 0
+    # Frequency max-pooling of the patch projection (Abdel-Hamid et al., 2014, CNNs for speech): each patch is
+    # projected at every mel offset up to ± this many bins around its band and each channel keeps its largest
+    # response, so a token stays the same when a speaker moves the band's formants by that much. Costs one wider
+    # convolution, no extra layer. 0: off (the official layout); exclusive with the two front ends above.
+    audio_mel_max_shift: int = 0
     audio_width: int = 64  # token width of the audio transformer
     audio_depth: int = 2  # number of audio transformer blocks
     audio_heads: int = 4  # attention heads per audio block
@@ -88,6 +100,9 @@ class ImageBindConfig:
     # Per-utterance CMVN (each mel bin to zero mean, unit variance over the clip's frames) in place of
     # the fixed standardisation: loudness and channel colouring cancel out. False: models saved before it.
     audio_cmvn: bool = False
+    # CMVN statistics over the clip's content frames only, not its padding (models.audio_augment.cmvn_speech_frames);
+    # needs audio_cmvn. False: models saved before it.
+    audio_cmvn_speech_only: bool = False
     # --- text: external sentence embeddings (B, text_input_dim), or token ids (B, context)
     text_input_dim: int | None = 384  # width of the frozen external encoder (MiniLM); None: native tower
     text_vocab_size: int = 49408  # token ids the native tower embeds (CLIP's BPE vocabulary)
@@ -169,6 +184,33 @@ class ImageBindConfig:
                 f"audio_patch_mels ({self.audio_patch_mels}) and audio_patch_frames ({self.audio_patch_frames}) "
                 f"must be multiples of {AUDIO_CONV_DOWNSAMPLE}, and audio_stride None (tiling patches)"
             )
+        if self.audio_mel_pool_channels < 0:
+            raise ValueError(f"audio_mel_pool_channels must be >= 0 (0: no mel-pooling front end), "
+                             f"got {self.audio_mel_pool_channels}")
+        if self.audio_mel_pool_channels and (
+            self.audio_conv_channels or self.audio_stride is not None
+            or self.audio_patch_frames % AUDIO_MEL_POOL_TIME_DOWNSAMPLE
+        ):
+            raise ValueError(
+                f"the mel-pooling audio front end shrinks time {AUDIO_MEL_POOL_TIME_DOWNSAMPLE}x before patching: "
+                f"audio_patch_frames ({self.audio_patch_frames}) must be a multiple of "
+                f"{AUDIO_MEL_POOL_TIME_DOWNSAMPLE}, audio_stride None (tiling patches), and audio_conv_channels 0 "
+                f"(got {self.audio_conv_channels}): one front end at a time"
+            )
+        if self.audio_mel_max_shift < 0:
+            raise ValueError(f"audio_mel_max_shift must be >= 0 (0: off), got {self.audio_mel_max_shift}")
+        if self.audio_mel_max_shift and (
+            self.audio_conv_channels or self.audio_mel_pool_channels or self.audio_stride is not None
+            or 2 * self.audio_mel_max_shift >= self.audio_n_mels
+        ):
+            raise ValueError(
+                f"audio_mel_max_shift ({self.audio_mel_max_shift}) pools the plain patch projection: it needs "
+                f"audio_stride None (tiling patches), audio_conv_channels and audio_mel_pool_channels 0 (got "
+                f"{self.audio_conv_channels} and {self.audio_mel_pool_channels}), and a shift under half the "
+                f"{self.audio_n_mels} mel bins"
+            )
+        if self.audio_cmvn_speech_only and not self.audio_cmvn:
+            raise ValueError("audio_cmvn_speech_only changes which frames CMVN measures: it needs audio_cmvn True")
         if self.audio_std <= 0:
             raise ValueError(f"audio_std must be > 0, got {self.audio_std}")
         for name in (DEPTH, THERMAL):

@@ -11,7 +11,9 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from models.imagebind.config import AUDIO, AUDIO_CONV_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig
+from models.imagebind.config import (
+    AUDIO, AUDIO_CONV_DOWNSAMPLE, AUDIO_MEL_POOL_TIME_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig,
+)
 from models.imagebind.heads import CLSHead, EmbeddingHead, EOTHead, LearnableLogitScaling, scaled_unit
 from models.imagebind.legacy import upgrade_legacy_keys
 from models.imagebind.preprocessors import (
@@ -54,12 +56,21 @@ def _audio_preprocessor(c: ImageBindConfig) -> nn.Module:
     kernel = (c.audio_patch_mels, c.audio_patch_frames)
     stride = kernel if c.audio_stride is None else (c.audio_stride, c.audio_stride)
     grid = [(size - k) // s + 1 for size, k, s in zip((c.audio_n_mels, c.audio_frames), kernel, stride)]
-    conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False) if not c.audio_conv_channels \
-        else _audio_conv_front_end(c)
+    if c.audio_conv_channels:
+        conv = _audio_conv_front_end(c)
+    elif c.audio_mel_pool_channels:
+        conv = _audio_mel_pool_front_end(c)
+    elif c.audio_mel_max_shift:
+        conv = MelMaxPoolPatches(nn.Conv2d(1, c.audio_width, (c.audio_patch_mels, c.audio_patch_frames),
+                                           stride=(1, c.audio_patch_frames), bias=False),
+                                 c.audio_mel_max_shift, c.audio_patch_mels)
+    else:
+        conv = nn.Conv2d(1, c.audio_width, kernel, stride=stride, bias=False)
     return AudioPreprocessor(
         mean=c.audio_mean,
         std=c.audio_std,
         cmvn=c.audio_cmvn,
+        cmvn_speech_only=c.audio_cmvn_speech_only,
         modality=AUDIO,
         stem_name="rgbt_stem",
         stem=PatchStem(conv, nn.LayerNorm(c.audio_width)),
@@ -82,6 +93,39 @@ def _audio_conv_front_end(c: ImageBindConfig) -> nn.Module:
         nn.Conv2d(hidden, c.audio_width, (c.audio_patch_mels // down, c.audio_patch_frames // down),
                   stride=(c.audio_patch_mels // down, c.audio_patch_frames // down), bias=False),
     )
+
+
+def _audio_mel_pool_front_end(c: ImageBindConfig) -> nn.Module:
+    """Two 5×3 (mel×time) convolutions, time stride 2 each, every mel bin kept; then the largest response over
+    each patch's band of audio_patch_mels bins, so a token tells which local spectral shape (a formant, its slope)
+    its band holds and not on which bin; then the patch projection over time. The same patch grid, tokens and
+    positions as the plain patch stem. (B, 1, M, T) → (B, width, M / patch_mels, T / patch_frames)."""
+    hidden = c.audio_mel_pool_channels
+    frames = c.audio_patch_frames // AUDIO_MEL_POOL_TIME_DOWNSAMPLE
+    return nn.Sequential(
+        nn.Conv2d(1, hidden, (5, 3), stride=(1, 2), padding=(2, 1)), nn.GroupNorm(1, hidden), nn.GELU(),
+        nn.Conv2d(hidden, hidden, (5, 3), stride=(1, 2), padding=(2, 1)), nn.GroupNorm(1, hidden), nn.GELU(),
+        nn.MaxPool2d((c.audio_patch_mels, 1)),  # (B, hidden, M / patch_mels, T / 4)
+        nn.Conv2d(hidden, c.audio_width, (1, frames), stride=(1, frames), bias=False),
+    )
+
+
+class MelMaxPoolPatches(nn.Module):
+    """Patch projection at every mel offset, then each band's largest response over offsets within ±`shift` bins.
+
+    `proj` slides one bin at a time along mels (stride 1) and tiles time; (B, 1, M, T) → (B, width, M / band,
+    T / patch_frames), the plain stem's grid. The spectrogram's edge bins are repeated `shift` times either way,
+    so the first and last bands see as many offsets as the others.
+    """
+
+    def __init__(self, proj: nn.Conv2d, shift: int, band: int) -> None:
+        super().__init__()
+        self.proj, self.shift = proj, shift
+        self.pool = nn.MaxPool2d((2 * shift + 1, 1), stride=(band, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        padded = nn.functional.pad(x, (0, 0, self.shift, self.shift), mode="replicate")  # (B, 1, M + 2 shift, T)
+        return self.pool(self.proj(padded))  # (B, width, M + 2 shift - band + 1, T') → (B, width, M / band, T')
 
 
 def _map_preprocessor(modality: str, stem_name: str) -> Callable[[ImageBindConfig], nn.Module]:

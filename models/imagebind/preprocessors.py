@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.audio_augment import cmvn
+from models.audio_augment import cmvn, cmvn_speech_frames
 
 # The official code turns a still image into a clip of this many repeated frames before its
 # 3-D patch embedding, whatever the configured video length.
@@ -147,9 +147,10 @@ class AudioPreprocessor(PatchPreprocessor):
     Accepts (B, T, M) frames×mels, as `models.transforms` makes it, or the official (B, 1, M, T).
     """
 
-    def __init__(self, mean: float, std: float, cmvn: bool = False, **kwargs: object) -> None:
+    def __init__(self, mean: float, std: float, cmvn: bool = False, cmvn_speech_only: bool = False,
+                 **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.mean, self.std, self.cmvn = mean, std, cmvn
+        self.mean, self.std, self.cmvn, self.cmvn_speech_only = mean, std, cmvn, cmvn_speech_only
 
     def forward(self, x: Tensor) -> Tokens:
         _, n_mels, frames = self.input_shape
@@ -165,6 +166,8 @@ class AudioPreprocessor(PatchPreprocessor):
                 f"audio input must be (B, {frames}, {n_mels}) log-mel frames×mels or "
                 f"(B, [clips,] 1, {n_mels}, {frames}), got {tuple(x.shape)}"
             )
+        if self.cmvn_speech_only:  # per clip and mel bin over its content frames
+            return super().forward(cmvn_speech_frames(x, time_dim=-1, mel_dim=-2))
         if self.cmvn:  # per clip and mel bin over its frames: the same in training, evaluation and serving
             return super().forward(cmvn(x, time_dim=-1))
         return super().forward((x - self.mean) / self.std)

@@ -18,6 +18,7 @@ from models.audio_augment import (
     add_reverb,
     change_gain,
     cmvn,
+    cmvn_speech_frames,
     mask_mels,
     mask_time,
     pitch_shift,
@@ -163,3 +164,57 @@ def test_a_conv_front_end_that_cannot_tile_its_patches_is_refused() -> None:
         ImageBindConfig(audio_conv_channels=8, audio_patch_mels=10, audio_n_mels=40)
     with pytest.raises(ValueError, match="audio_conv_channels must be >= 0"):
         ImageBindConfig(audio_conv_channels=-1)
+
+
+@pytest.mark.parametrize("option", [{"audio_mel_pool_channels": 8}, {"audio_mel_max_shift": 2}])
+def test_the_mel_invariant_stems_keep_the_token_grid_and_round_trip(tmp_path, option) -> None:
+    plain, pooled = ImageBind(ImageBindConfig()).eval(), ImageBind(ImageBindConfig(**option)).eval()
+    clips = torch.randn(3, FRAMES, MELS)
+    with torch.no_grad():
+        assert pooled({AUDIO: clips})[AUDIO].shape == (3, ImageBindConfig().embed_dim)
+    assert pooled.modality_preprocessors[AUDIO].pos_embedding_helper.pos_embed.shape == \
+        plain.modality_preprocessors[AUDIO].pos_embedding_helper.pos_embed.shape  # same tokens, same positions
+    save_model(pooled, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(loaded({AUDIO: clips})[AUDIO], pooled({AUDIO: clips})[AUDIO], atol=1e-6)
+
+
+def test_mel_invariant_stems_that_cannot_build_are_refused() -> None:
+    with pytest.raises(ValueError, match="one front end at a time"):
+        ImageBindConfig(audio_mel_pool_channels=8, audio_conv_channels=8)
+    with pytest.raises(ValueError, match="audio_mel_pool_channels must be >= 0"):
+        ImageBindConfig(audio_mel_pool_channels=-1)
+    with pytest.raises(ValueError, match="audio_mel_max_shift must be >= 0"):
+        ImageBindConfig(audio_mel_max_shift=-1)
+    with pytest.raises(ValueError, match="pools the plain patch projection"):
+        ImageBindConfig(audio_mel_max_shift=2, audio_mel_pool_channels=8)
+    with pytest.raises(ValueError, match="needs audio_cmvn True"):
+        ImageBindConfig(audio_cmvn_speech_only=True)
+
+
+def test_the_patch_max_pool_keeps_each_bands_largest_response_over_its_offsets() -> None:
+    model = ImageBind(ImageBindConfig(audio_mel_max_shift=2)).eval()
+    stem = model.modality_preprocessors[AUDIO].rgbt_stem.proj
+    x = torch.randn(2, 1, MELS, FRAMES)
+    padded = torch.nn.functional.pad(x, (0, 0, 2, 2), mode="replicate")
+    with torch.no_grad():
+        every_offset = stem.proj(padded)  # (B, width, M + 4 - 8 + 1, T / 20): one row per mel offset
+        pooled = stem(x)
+    band = ImageBindConfig().audio_patch_mels
+    assert pooled.shape[2] == MELS // band
+    for b in range(MELS // band):  # band b reads offsets b * band - 2 .. b * band + 2
+        assert torch.equal(pooled[:, :, b], every_offset[:, :, b * band: b * band + 5].amax(dim=2))
+
+
+def test_speech_only_cmvn_ignores_how_much_padding_follows_the_word() -> None:
+    floor = float(np.log(np.finfo(np.float32).eps))
+    word = torch.randn(2, 1, MELS, 40) - 3.0  # (B, 1, M, T) content frames
+    short, long = (torch.cat([word, torch.full((2, 1, MELS, pad), floor)], dim=-1) for pad in (20, 60))
+    a, b = cmvn_speech_frames(short, time_dim=-1, mel_dim=-2), cmvn_speech_frames(long, time_dim=-1, mel_dim=-2)
+    assert torch.allclose(a[..., :40], b[..., :40], atol=1e-5)  # the word normalised alike
+    assert torch.allclose(a[..., :40].mean(dim=-1), torch.zeros(2, 1, MELS), atol=1e-4)
+    assert torch.equal(a[..., 40:], torch.zeros_like(a[..., 40:]))  # padding at the content's mean
+    plain_short, plain_long = cmvn(short, time_dim=-1), cmvn(long, time_dim=-1)
+    assert not torch.allclose(plain_short[..., :40], plain_long[..., :40], atol=1e-2)  # what it fixes
+
