@@ -66,13 +66,12 @@ def check_params_from(params_path: Path) -> CheckParams:
 
 def champion_recipe(params_path: Path):
     """The shipped training recipe of params.yaml (`train:` and `transform:`), as flows.model_stages builds it."""
-    from models.imagebind import ImageBindConfig
+    from models.inputs import InputSpec
 
     params = load_params(params_path)
     t, tr = params.transform, params.train
-    model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
-                                   audio_frames=t.audio_frames, audio_cmvn=tr.audio_augment.cmvn)
-    return model_config, stage_config.train_config(tr)
+    spec = InputSpec(t.image_size, t.n_mels, t.audio_frames, image_channels=params.task.image_channels)
+    return stage_config.imagebind_config(tr, spec), stage_config.train_config(tr)
 
 
 def detect(reference: MonitorData, current: MonitorData, params: CheckParams) -> dict:

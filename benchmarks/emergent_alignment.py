@@ -141,7 +141,8 @@ def build_data(work: Path, params: Params, eval_samples: int, seed: int) -> tupl
 def model_config(params: Params, **overrides: object) -> ImageBindConfig:
     """The model the imagebind family builds from params.yaml (flows/families/imagebind.py), plus overrides."""
     tr = params.train
-    return replace(data_config(params), **{"embed_dim": tr.embed_dim, "audio_cmvn": tr.audio_augment.cmvn, **overrides})
+    return replace(data_config(params), **{"embed_dim": tr.embed_dim, "audio_cmvn": tr.audio_augment.cmvn,
+                                           "audio_mel_max_shift": tr.audio_mel_max_shift, **overrides})
 
 
 def score_speech(model, evaluation: dict, prompt_emb: np.ndarray) -> dict:

@@ -141,6 +141,9 @@ class TrainParams(_Strict):
     # was 0.978 on seed 0, against 0.953 at 2.0 and 0.919 unclipped.
     grad_clip: float | None = Field(1.0, gt=0)
     audio_augment: AudioAugmentParams = AudioAugmentParams()  # speech augmentation of the audio stage, and CMVN
+    # Frequency max-pooling of the audio patch projection over this many mel bins either way (0: off, Meta's
+    # layout): a token stays the same when a speaker moves a band's formants that far (benchmarks/robust_speech.py).
+    audio_mel_max_shift: int = Field(0, ge=0)
 
     @field_validator("family")
     @classmethod
@@ -245,6 +248,13 @@ class Params(_Strict):
         if isinstance(validate, dict) and "languages" in validate:
             raise ValueError("validate.languages moved to task.languages (null: no language check)")
         return raw
+
+    @model_validator(mode="after")
+    def _a_mel_shift_the_spectrogram_holds(self) -> "Params":
+        if 2 * self.train.audio_mel_max_shift >= self.transform.n_mels:
+            raise ValueError(f"train.audio_mel_max_shift ({self.train.audio_mel_max_shift}) must be under half of "
+                             f"transform.n_mels ({self.transform.n_mels}): the pool would span the whole spectrogram")
+        return self
 
     @model_validator(mode="after")
     def _slices_of_the_task(self) -> "Params":

@@ -48,6 +48,15 @@ def train_config(train: TrainParams, **run: object):
                        audio_augment=audio_augment(train.audio_augment), **run)  # type: ignore[arg-type]
 
 
+def imagebind_config(train: TrainParams, spec: InputSpec, **fields: object):
+    """The ImageBind the imagebind family builds from `train:` for inputs of `spec` (`fields`: e.g. the
+    modalities the window carries); tests and benchmarks build the shipped model through it too."""
+    from models.imagebind import ImageBindConfig
+
+    return ImageBindConfig(embed_dim=train.embed_dim, audio_cmvn=train.audio_augment.cmvn,
+                           audio_mel_max_shift=train.audio_mel_max_shift, **spec.config_fields(), **fields)
+
+
 def audio_augment(params: AudioAugmentParams):
     """`train.audio_augment` as the pure layer's `AudioAugment`; its `cmvn` goes to the model config instead."""
     from models.audio_augment import AudioAugment

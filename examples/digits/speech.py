@@ -139,6 +139,8 @@ def speak_festival(utterances: list[Utterance]) -> None:
     lines = []
     for name, group in by_voice.items():
         lines.append(f"(voice_{name})")
+        if name.startswith("czech_"):  # its prosody draws from festival's own generator: clips would depend on
+            lines.append("(set! czech-randomize nil)")  # what the process spoke before; variety is our seeded speed
         for u in group:
             lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
             lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")

@@ -123,7 +123,7 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     from flows.stage_config import input_spec, registry_for
     from models.artifacts import save_model, save_task
     from models.evaluate import evaluate_model
-    from models.imagebind import ImageBindConfig, config_modalities
+    from models.imagebind import config_modalities
     from models.inputs import modalities_present
     from models.registry import log_training_run
     from models.text import encode_class_prompts, encode_texts
@@ -136,8 +136,8 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     data = training_data_from_inputs(inputs, encode_texts(list(inputs.caption)), label)
     tr = settings.params.train
     # The towers follow the data: vision and text always, plus each modality the window carries.
-    model_config = ImageBindConfig(embed_dim=tr.embed_dim, modalities=config_modalities(modalities_present(inputs)),
-                                   audio_cmvn=tr.audio_augment.cmvn, **input_spec(settings).config_fields())
+    model_config = stage_config.imagebind_config(tr, input_spec(settings),
+                                                 modalities=config_modalities(modalities_present(inputs)))
     # a checkpoint per epoch, resumed from by a re-run (flows/steps.py keys the folder)
     train_config = stage_config.train_config(tr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     registry = registry_for(settings)

@@ -26,7 +26,6 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def judge(tmp_path_factory):
     from flows import monitor_stage, stage_config
-    from models.imagebind import ImageBindConfig
     from models.text import encode_class_prompts
 
     params = load_params(PROJECT / "params.yaml")
@@ -40,11 +39,10 @@ def judge(tmp_path_factory):
     clean = clean_params(task)
     generate_demo_batch(root / "landing-ref", samples=params.demo.samples, seed=1000)
     features, inputs, labels = prepare_window(root / "landing-ref", root / "lake", spec, clean)
-    t, tr = params.transform, params.train
+    tr = params.train
     model = train_reference_model(
         inputs, labels,
-        ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels, audio_frames=t.audio_frames,
-                        audio_cmvn=tr.audio_augment.cmvn),
+        stage_config.imagebind_config(tr, spec),
         stage_config.train_config(tr))
     prompts = encode_class_prompts(task.prompts)
     accuracy = zero_shot_accuracy(model, inputs, labels, prompts)

@@ -36,7 +36,6 @@ from flows import stage_config
 from flows.stage_config import clean_params, gate_policy, input_spec, label_params, labelling_functions
 from models.gate import decide
 from models.gate_scoring import golden_groups, score_models
-from models.imagebind import ImageBindConfig
 from models.inputs import build_model_inputs
 from models.text import encode_class_prompts, encode_texts
 from models.train import TrainConfig, TrainingData, train_imagebind
@@ -77,9 +76,8 @@ def judged(demo_batch_factory, tmp_path_factory):
     settings = load_settings(tmp_path_factory.mktemp("home"), PROJECT / "params.yaml")
     data = demo_training_data(demo_batch_factory, settings, tmp_path_factory.mktemp("data"))
     assert len(data) >= TRAIN_ROWS - 20, len(data)  # the clean stage may drop a few near duplicates
-    t, tr = settings.params.transform, settings.params.train
-    model_config = ImageBindConfig(embed_dim=tr.embed_dim, image_size=t.image_size, audio_n_mels=t.n_mels,
-                                   audio_frames=t.audio_frames, audio_cmvn=tr.audio_augment.cmvn)  # as the family builds it
+    tr = settings.params.train
+    model_config = stage_config.imagebind_config(tr, input_spec(settings))  # as the family builds it
     recipe = TrainConfig(seed=SEED, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
                          epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
                          label_aware=tr.label_aware, grad_clip=tr.grad_clip,
