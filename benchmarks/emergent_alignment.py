@@ -22,7 +22,9 @@ are the example's task.prompts, worded unlike any caption.
 
 Targets (issue 16): emergent audio→text top-1 ≥ 90 % on held-out accents and ≥ 85 % on the
 held-out engine, within 3 points of text-paired on each set; image→text ≥ 95 %; training both
-stages ≤ 2 × 41 s of CPU time (one core).
+stages at most twice the CPU time of the recipe before issue 16 (eight English espeak-ng voices, no
+augmentation or CMVN: the `before` variant), trained in the same run on the same machine. The issue
+quoted 41 s for it on its author's machine; machines here differ by ×1.7.
 Usage: python benchmarks/emergent_alignment.py [--eval-samples 800] [--seed 0] [--out FILE]
 """
 
@@ -50,7 +52,7 @@ apply_process_environment()
 import soundfile as sf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from examples.digits.demo import generate_demo_batch  # noqa: E402
+from examples.digits.demo import ENGLISH_ONLY_SPEECH, generate_demo_batch  # noqa: E402
 from features.task import build_prompts  # noqa: E402
 from flows.settings import Params, load_params  # noqa: E402
 from flows.stage_config import train_config  # noqa: E402
@@ -67,9 +69,8 @@ TRAIN_SEEDS = (1, 2)  # `make run`'s batch-001 and batch-002
 EVAL_SEED = 5000  # far from the training batches' and the golden batch's (1000)
 HELD_OUT_SETS = ("held_out_voices", "held_out_accents", "held_out_engine")
 PAPER = {"emergent": 66.9, "paired": 68.6}  # ESC-50 zero-shot top-1, ImageBind Table 2
-BASELINE_TRAIN_SECONDS = 41.0  # both stages on one idle core before issue 16 (its text)
 TARGETS = {"held_out_accents": 0.90, "held_out_engine": 0.85, "max_gap_points": 3.0, "image_text_top1": 0.95,
-           "train_cpu_seconds": 2 * BASELINE_TRAIN_SECONDS}
+           "train_cpu_ratio_to_before": 2.0}
 
 
 def example_prompt_embeddings(params_path: Path = EXAMPLE_PARAMS) -> np.ndarray:
@@ -190,6 +191,11 @@ def print_table(results: dict[str, dict]) -> None:
     print(f"Training seconds (both stages)        {emergent['train_seconds']:8.1f}   {paired['train_seconds']:11.1f}"
           f"   (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     print(f"Training CPU seconds                  {emergent['train_cpu_seconds']:8.1f}   {paired['train_cpu_seconds']:11.1f}")
+    before = results["before"]
+    print("The recipe before issue 16 (emergent): " + ", ".join(f"{k} {100 * before['voice_group'][k]:.1f}"
+                                                              for k in HELD_OUT_SETS)
+          + f"; {before['train_cpu_seconds']:.1f} CPU s, so this recipe takes "
+          f"x{emergent['train_cpu_seconds'] / before['train_cpu_seconds']:.2f} (bound x2)")
     print("\nPer voice, emergent (%):")
     for voice, value in emergent["voice"].items():
         print(f"  {voice:28s}{100 * value:6.1f}   paired {100 * paired['voice'][voice]:6.1f}")
@@ -203,7 +209,8 @@ def checks(results: dict[str, dict]) -> dict[str, bool]:
         "held_out_engine": emergent["voice_group"]["held_out_engine"] >= TARGETS["held_out_engine"],
         **{f"gap_within_3_points.{name}": gap <= TARGETS["max_gap_points"] for name, gap in gaps.items()},
         "image_text_top1": emergent["image_text_top1"] >= TARGETS["image_text_top1"],
-        "train_cpu_seconds": emergent["train_cpu_seconds"] <= TARGETS["train_cpu_seconds"],
+        "train_cpu_ratio_to_before": (emergent["train_cpu_seconds"] / results["before"]["train_cpu_seconds"]
+                                      <= TARGETS["train_cpu_ratio_to_before"]),
     }
 
 
@@ -218,12 +225,17 @@ def main() -> None:
     params = params.model_copy(update={"train": params.train.model_copy(update={"seed": params.train.seed + args.seed})})
     with tempfile.TemporaryDirectory() as tmp:
         train, evaluation, data_seconds = build_data(Path(tmp), params, args.eval_samples, args.seed)
+        before_train = training_data(Path(tmp), params, args.seed, speech=ENGLISH_ONLY_SPEECH)
     prompt_emb = example_prompt_embeddings()
     print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled); evaluation rows per set "
           f"{ {str(k): int((evaluation['voice_group'] == k).sum()) for k in sorted(set(evaluation['voice_group']))} }; "
           f"data {data_seconds['data_seconds']:.0f} s", flush=True)
     results = {name: run_variant(anchor, train, evaluation, prompt_emb, params)
                for name, anchor in (("emergent", VISION), ("paired", TEXT))}
+    # The recipe before issue 16, same machine and run: the yardstick of the training-time bound.
+    before_recipe = {"audio_augment": replace(train_config(params.train).audio_augment, enabled=False)}
+    results["before"] = run_variant(VISION, before_train, evaluation, prompt_emb, params,
+                                    {"audio_cmvn": False, "audio_mel_max_shift": 0}, before_recipe)
     print_table(results)
     passed = checks(results)
     print("targets:", {k: "pass" if v else "MISS" for k, v in passed.items()})
