@@ -59,12 +59,24 @@ TOWERS = (VISION, TEXT, AUDIO)  # the towers fine-tuned in the huge check (Image
 
 
 def prepare(out: Path, train_samples: int, golden_samples: int, seed: int) -> None:
+    """`make run`'s two training batches (train_samples rows in all) and an evaluation batch drawn like the golden
+    one, as benchmarks/emergent_alignment.py builds them: `voices` its rows of speech training never hears
+    (held-out voices, accents, engine), `golden` all of its rows (held-out images)."""
     import tempfile
 
-    from benchmarks.emergent_alignment import build_splits, example_prompt_embeddings
+    from benchmarks.emergent_alignment import EXAMPLE_PARAMS, build_data, example_prompt_embeddings
+    from flows.settings import load_params
 
+    params = load_params(EXAMPLE_PARAMS)
+    params = params.model_copy(update={"demo": params.demo.model_copy(update={"samples": train_samples // 2})})
     with tempfile.TemporaryDirectory() as tmp:
-        train, voices, golden, seconds = build_splits(Path(tmp), train_samples, golden_samples, seed, ImageBindConfig())
+        train, evaluation, seconds = build_data(Path(tmp), params, golden_samples, seed)
+
+    def rows(keep: np.ndarray) -> EvalData:
+        return EvalData(image=evaluation["image"][keep], audio=evaluation["audio"][keep], label=evaluation["digit"][keep],
+                        groups={"voice": list(evaluation["voice"][keep])})
+
+    voices, golden = rows(evaluation["voice_group"] != "train"), rows(np.ones(len(evaluation["digit"]), bool))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
         out, train_image=train.image, train_audio=train.audio, train_text_emb=train.text_emb, train_label=train.label,
