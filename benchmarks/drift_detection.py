@@ -66,12 +66,9 @@ def check_params_from(params_path: Path) -> CheckParams:
 
 def champion_recipe(params_path: Path):
     """The shipped training recipe of params.yaml (`train:` and `transform:`), as flows.model_stages builds it."""
-    from models.inputs import InputSpec
-
     params = load_params(params_path)
-    t, tr = params.transform, params.train
-    spec = InputSpec(t.image_size, t.n_mels, t.audio_frames, image_channels=params.task.image_channels)
-    return stage_config.imagebind_config(tr, spec), stage_config.train_config(tr)
+    return (stage_config.imagebind_config(params.train, stage_config.params_input_spec(params)),
+            stage_config.train_config(params.train))
 
 
 def detect(reference: MonitorData, current: MonitorData, params: CheckParams) -> dict:

@@ -55,7 +55,7 @@ from PIL import Image  # noqa: E402
 from examples.digits.demo import ENGLISH_ONLY_SPEECH, generate_demo_batch  # noqa: E402
 from features.task import build_prompts  # noqa: E402
 from flows.settings import Params, load_params  # noqa: E402
-from flows.stage_config import train_config  # noqa: E402
+from flows.stage_config import imagebind_config, params_input_spec, train_config  # noqa: E402
 from models.evaluate import EvalData, evaluate_model, predict_zero_shot  # noqa: E402
 from models.imagebind import AUDIO, TEXT, VISION, ImageBindConfig  # noqa: E402
 from models.text import encode_class_prompts, encode_texts  # noqa: E402
@@ -141,9 +141,7 @@ def build_data(work: Path, params: Params, eval_samples: int, seed: int) -> tupl
 
 def model_config(params: Params, **overrides: object) -> ImageBindConfig:
     """The model the imagebind family builds from params.yaml (flows/families/imagebind.py), plus overrides."""
-    tr = params.train
-    return replace(data_config(params), **{"embed_dim": tr.embed_dim, "audio_cmvn": tr.audio_augment.cmvn,
-                                           "audio_mel_max_shift": tr.audio_mel_max_shift, **overrides})
+    return replace(imagebind_config(params.train, params_input_spec(params)), **overrides)
 
 
 def score_speech(model, evaluation: dict, prompt_emb: np.ndarray) -> dict:

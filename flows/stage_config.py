@@ -7,7 +7,7 @@ from features.expectations import ValidateParams
 from features.label import LabelParams, is_built_in_lf_name
 from features.label_functions import LabellingFunction, load_labelling_functions
 from features.label_model import LabelModelParams
-from flows.settings import ImageBindLoraParams, LoraParams, Settings, TrainParams
+from flows.settings import ImageBindLoraParams, LoraParams, Params, Settings, TrainParams
 from flows.train_params import AudioAugmentParams
 from models.gate import GatePolicy, MetricThreshold
 from models.inputs import InputSpec
@@ -21,8 +21,13 @@ def clean_params(settings: Settings) -> CleanParams:
 
 
 def input_spec(settings: Settings) -> InputSpec:
-    t = settings.params.transform
-    return InputSpec(t.image_size, t.n_mels, t.audio_frames, image_channels=settings.task.image_channels)
+    return params_input_spec(settings.params)
+
+
+def params_input_spec(params: Params) -> InputSpec:
+    """The model inputs `transform:` and the task's image channels fix (for code that has params, no home)."""
+    t = params.transform
+    return InputSpec(t.image_size, t.n_mels, t.audio_frames, image_channels=params.task.image_channels)
 
 
 def validate_params(settings: Settings) -> ValidateParams:

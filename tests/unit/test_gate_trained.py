@@ -20,6 +20,7 @@ A class slice holds ~40 golden rows (a quarter of them the held-out engine), so 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,7 +39,7 @@ from models.gate import decide
 from models.gate_scoring import golden_groups, score_models
 from models.inputs import build_model_inputs
 from models.text import encode_class_prompts, encode_texts
-from models.train import TrainConfig, TrainingData, train_imagebind
+from models.train import TrainingData, train_imagebind
 from tests.conftest import PROJECT, with_unreachable_latency_bounds
 
 pytestmark = pytest.mark.slow
@@ -78,10 +79,7 @@ def judged(demo_batch_factory, tmp_path_factory):
     assert len(data) >= TRAIN_ROWS - 20, len(data)  # the clean stage may drop a few near duplicates
     tr = settings.params.train
     model_config = stage_config.imagebind_config(tr, input_spec(settings))  # as the family builds it
-    recipe = TrainConfig(seed=SEED, batch_size=tr.batch_size, epochs_stage1=tr.epochs_stage1,
-                         epochs_stage2=tr.epochs_stage2, lr=tr.lr, weight_decay=tr.weight_decay,
-                         label_aware=tr.label_aware, grad_clip=tr.grad_clip,
-                         audio_augment=stage_config.audio_augment(tr.audio_augment))
+    recipe = replace(stage_config.train_config(tr), seed=SEED)
     training = {"champion": first_rows(data, CHAMPION_ROWS), "sabotaged": first_rows(data, CHAMPION_ROWS, True),
                 "better": data}
     models = {name: train_imagebind(rows, model_config, recipe).model for name, rows in training.items()}
