@@ -3,6 +3,9 @@ unsafe, oversized or corrupt files, and duplicate or near-duplicate samples.
 
 Output per batch (`lake/clean/<batch_id>/`): PNGs (grayscale, or RGB for a task with 3 image
 channels), 16 kHz mono WAVs, sensor `.npy` files and `rows.parquet`, the clean-rows table that validation and transform read.
+Each file is decoded once: from the arrays just decoded, clean also computes what the transform stage needs,
+`stats.parquet` (per-sample image and audio statistics) and `inputs/` (the model inputs by chunk, see
+models.inputs), so no later stage opens an image or a clip again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from features.io import save_parquet
 from features.manifest import FILE_FIELDS
 from features.phash import NearHashIndex
 from features.records import BatchError, QuarantineRecord, StageReport
+from features.transform import STATS_FILE, sample_stats, stats_frame
+from models.inputs import CLEAN_INPUTS_DIR, InputsBuilder, write_clean_inputs_part, write_clean_inputs_spec
 
 __all__ = [  # one row's cleaning lives in features.clean_row; these names are imported from here too
     "CLEAN_COLUMNS", "ROWS_NAME", "Chunk", "ChunkOutcome", "CleanParams", "CleanResult", "clean_batch",
@@ -32,6 +37,7 @@ __all__ = [  # one row's cleaning lives in features.clean_row; these names are i
 ]
 
 ROWS_NAME = "rows.parquet"
+STATS_NAME = STATS_FILE  # per-sample image and audio statistics for the transform stage, from the decoded arrays
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,8 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     """Clean one chunk's rows and write its part of the clean table (a top-level function, so process and
     Dask workers can run it); returns what the batch-level steps need, not the rows."""
     records: list[dict[str, Any]] = []
+    stats: list[dict[str, Any]] = []  # the transform stage's per-sample statistics, from the decoded arrays
+    builder = None if params.inputs is None else InputsBuilder(chunk.lines, params.inputs)
     outcome = ChunkOutcome([], [])
     with (raw_dir / RAW_ROWS_NAME).open("rb") as handle:
         handle.seek(chunk.offset)
@@ -148,16 +156,25 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             if line in chunk.skip or not text.strip():
                 continue
             row = json.loads(text)
+            decoded: dict[str, Any] = {}
             try:
-                clean = clean_row(row, raw_dir, out_dir, params)
+                clean = clean_row(row, raw_dir, out_dir, params, decoded)
             except DecodeError as err:
                 outcome.quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
                 continue
             records.append(clean)
+            stats.append({"sample_id": clean["sample_id"],
+                          **sample_stats(decoded.get("gray"), decoded.get("wave"), decoded.get("sample_rate"))})
+            if builder is not None:
+                builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), decoded.get("wave"),
+                            decoded.get("sample_rate"), decoded.get("sensors"))
             outputs = tuple(clean[f] for f in ("image", "audio", *SENSOR_FIELDS) if clean.get(f))
             dhash = None if clean["image_dhash"] is None else int(clean["image_dhash"], 16)
             outcome.decoded.append(DecodedRow(line, clean["sample_id"], dhash, _content_besides_image(row), outputs))
     save_parquet(out_dir / PARTS_DIR / f"part-{chunk.index:05d}.parquet", rows_to_frame(records))
+    save_parquet(out_dir / PARTS_DIR / f"stats-{chunk.index:05d}.parquet", stats_frame(stats))
+    if builder is not None:
+        write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, chunk.index, builder.build())
     return outcome
 
 
@@ -213,19 +230,20 @@ def _quarantine_near_duplicates(
     return {row.sample_id for row in kept}, records
 
 
-def _join_parts(staging: Path, keep: set[str]) -> pd.DataFrame:
+def _join_parts(staging: Path, keep: set[str], prefix: str = "part",
+                empty: Callable[[], pd.DataFrame] = lambda: rows_to_frame([])) -> pd.DataFrame:
     """The chunks' tables in chunk order, as one Arrow table converted once (no per-part frames to concatenate)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parts = sorted((staging / PARTS_DIR).glob("part-*.parquet"))
+    parts = sorted((staging / PARTS_DIR).glob(f"{prefix}-*.parquet"))
     if not parts:
-        return rows_to_frame([])
+        return empty()
     table = pa.concat_tables([pq.read_table(part) for part in parts], promote_options="default")
     ids = table["sample_id"].cast(pa.string())  # an empty part's all-null column reads back as type null
     table = table.filter(pa.compute.is_in(ids, value_set=pa.array(sorted(keep), pa.string())))
     frame = table.to_pandas()
-    return frame if len(frame) else rows_to_frame([])  # an empty table keeps the clean schema's dtypes
+    return frame if len(frame) else empty()  # an empty table keeps the schema's dtypes
 
 
 def clean_batch(
@@ -252,8 +270,10 @@ def clean_batch(
     final = clean_root / batch_id
     staging = make_staging_dir(final)
     try:
-        for sub in ("images", "audio", "sensors", PARTS_DIR):
+        for sub in ("images", "audio", "sensors", PARTS_DIR, *((CLEAN_INPUTS_DIR,) if params.inputs else ())):
             (staging / sub).mkdir()
+        if params.inputs is not None:
+            write_clean_inputs_spec(staging / CLEAN_INPUTS_DIR, params.inputs)
         outcomes = (map_chunks or map_chunks_with_threads)(chunks, raw_dir, staging, params)
         if len(outcomes) != len(chunks):
             raise RuntimeError(f"the chunk mapper returned {len(outcomes)} outcomes for {len(chunks)} chunks")
@@ -269,6 +289,7 @@ def clean_batch(
                       else ({row.sample_id for row in decoded}, []))
         rejected.extend(near)
         frame = _join_parts(staging, keep)
+        save_parquet(staging / STATS_NAME, _join_parts(staging, keep, "stats", lambda: stats_frame([])))
         shutil.rmtree(staging / PARTS_DIR)
         save_parquet(staging / ROWS_NAME, frame)
         publish_directory(staging, final)

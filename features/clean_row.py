@@ -10,19 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 from PIL import Image
 
 from features.decode import DecodeError, decode_audio, decode_image, decode_sensor, to_grayscale
 from features.manifest import FILE_FIELDS, parse_timestamp, resolve_inside
 from features.phash import compute_dhash
 from features.task import Task, UnknownClass
+from models.inputs import InputSpec
 
 # Manifest fields with a column of their own; everything else (the task's slice fields among them) is
 # kept as JSON in `meta`, where features.task.slice_values reads it.
@@ -51,6 +52,7 @@ class CleanParams:
     near_duplicate_bits: int  # images whose 64-bit dHashes differ in at most this many bits match; -1: off
     max_sensor_values: int  # values in one .npy sensor array, read from its header before loading
     workers: int = 4  # decoding threads; Pillow, soundfile and numpy release the GIL
+    inputs: InputSpec | None = None  # the model inputs to build from the decoded arrays (decode once); None: none
 
     def __post_init__(self) -> None:
         if not -1 <= self.near_duplicate_bits < 64:
@@ -109,9 +111,11 @@ def output_stem(sample_id: str) -> str:
     return f"{slug}-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
 
 
-def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanParams) -> dict[str, Any]:
+def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanParams,
+              decoded: dict[str, Any] | None = None) -> dict[str, Any]:
     """Check one row's values and files, decode them, write their normalised versions under `out_dir`;
-    return the clean row, or raise DecodeError with the reason code."""
+    return the clean row, or raise DecodeError with the reason code. `decoded`, when given, receives the
+    arrays exactly as the written files read back ("image", "wave", "sensors"), so nothing decodes them again."""
     sid = row["sample_id"]
     _check_text_fields(row)
     label = _label_index(row.get("label"), params.task)
@@ -134,27 +138,47 @@ def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanPa
         **{kind: None for kind in SENSOR_FIELDS},
     }
     try:
-        _decode_files(files, out_dir, output_stem(sid), params, clean)
+        _decode_files(files, out_dir, output_stem(sid), params, clean, {} if decoded is None else decoded)
     except DecodeError:
         _remove_outputs(out_dir, clean)  # a row quarantined for its audio leaves no orphan image behind
         raise
     return clean
 
 
-def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: CleanParams, clean: dict[str, Any]) -> None:
-    """Decode each file, write its normalised version under `out_dir` and fill its columns in `clean`."""
+def to_pcm16(samples: np.ndarray) -> np.ndarray:
+    """float32 samples in [-1, 1] → the 16-bit PCM values a WAV holds; the conversion libsndfile makes
+    (scale by 2^15, round down, clip), so arrays kept in memory equal what the file reads back."""
+    return np.clip(np.floor(samples.astype(np.float32) * np.float32(32768)), -32768, 32767).astype(np.int16)
+
+
+def write_pcm16_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """A mono 16-bit PCM WAV (no per-file sync to disk: the stage publishes its folder as a whole)."""
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(sample_rate)
+        handle.writeframes(samples.astype("<i2").tobytes())
+
+
+def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: CleanParams, clean: dict[str, Any],
+                  decoded: dict[str, Any]) -> None:
+    """Decode each file, write its normalised version under `out_dir`, fill its columns in `clean` and put
+    the arrays as written in `decoded`."""
     if "image" in files:
         pixels = decode_image(files["image"], params.max_image_pixels, params.image_channels)  # (H, W) or (H, W, 3)
         clean["image"] = f"images/{stem}.png"
         Image.fromarray(pixels).save(out_dir / clean["image"])
-        gray = to_grayscale(pixels)  # contrast and dHash judge brightness, whatever the channels
+        decoded["image"] = pixels
+        decoded["gray"] = gray = to_grayscale(pixels)  # contrast and dHash judge brightness, whatever the channels
         clean["image_height"], clean["image_width"] = gray.shape
         clean["image_contrast"] = float(gray.std() / 255.0)
         clean["image_dhash"] = f"{compute_dhash(gray):016x}"
     if "audio" in files:
         audio = decode_audio(files["audio"], params.sample_rate, params.max_audio_seconds, params.silence_db)
         clean["audio"] = f"audio/{stem}.wav"
-        sf.write(out_dir / clean["audio"], audio.wave, audio.sample_rate, subtype="PCM_16")
+        samples = to_pcm16(audio.wave)
+        write_pcm16_wav(out_dir / clean["audio"], samples, audio.sample_rate)
+        decoded["wave"], decoded["sample_rate"] = samples.astype(np.float32) / np.float32(32768), audio.sample_rate
         clean["audio_seconds"] = len(audio.wave) / audio.sample_rate
         clean["audio_peak"] = audio.source_peak
         clean["audio_rms_db"] = audio.source_rms_db
@@ -163,6 +187,7 @@ def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: Clea
             array = decode_sensor(files[kind], kind, params.max_sensor_values)
             clean[kind] = f"sensors/{stem}.{kind}.npy"
             np.save(out_dir / clean[kind], array, allow_pickle=False)
+            decoded.setdefault("sensors", {})[kind] = array
 
 
 def _remove_outputs(out_dir: Path, clean: dict[str, Any]) -> None:

@@ -102,17 +102,46 @@ def estimate_pitch(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax:
 
 FEATURE_COLUMNS: tuple[str, ...] = ("sample_id", "event_timestamp", "batch_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
 _CHUNK_ROWS = 4096  # rows whose per-row dicts exist at once; each chunk becomes a compact float32 frame
+STATS_FILE = "stats.parquet"  # in a clean batch folder: what `sample_stats` gave for each of its rows
+# The statistics computed from a sample's decoded arrays; the other features come from the clean table's columns.
+ARRAY_STATS: tuple[str, ...] = (*IMAGE_FEATURES, "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")
 
 
-def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
+def sample_stats(gray: np.ndarray | None, wave: np.ndarray | None, sample_rate: int | None) -> dict[str, float]:
+    """The image statistics of a grayscale (luma) image and the audio ones of a clean clip; NaN where absent.
+    The clean stage calls it on the arrays it has just decoded, exactly as its files read back."""
+    stats = dict.fromkeys(ARRAY_STATS, np.nan)
+    if gray is not None:
+        stats.update(image_stats(gray))
+    if wave is not None:
+        stats.update(audio_stats(wave, sample_rate))
+    return stats
+
+
+def stats_frame(records: list[dict[str, object]]) -> pd.DataFrame:
+    """`sample_stats` records (with their sample_id) as a table of float64 columns, also when empty."""
+    frame = pd.DataFrame(records, columns=["sample_id", *ARRAY_STATS])
+    frame[list(ARRAY_STATS)] = frame[list(ARRAY_STATS)].astype(float)
+    frame["sample_id"] = frame["sample_id"].astype(object)
+    return frame
+
+
+def _sample_record(clean_dir: Path, row, batch_id: str, stats: dict[str, float] | None = None) -> dict[str, object]:
+    """One row's features; `stats` are its array statistics when the clean stage computed them, else the
+    row's files are read back."""
     record: dict[str, object] = dict.fromkeys(NUMERIC_FEATURES, np.nan) | {"cap_script": None}
     record.update(sample_id=row.sample_id, event_timestamp=row.captured_at, batch_id=batch_id, language=row.language)
-    if row.image:
-        with Image.open(clean_dir / row.image) as image:  # an RGB image is judged by its luma
-            record.update(image_stats(np.asarray(image.convert("L"))))
+    if stats is None:
+        gray = wave = rate = None
+        if row.image:
+            with Image.open(clean_dir / row.image) as image:  # an RGB image is judged by its luma
+                gray = np.asarray(image.convert("L"))
+        if row.audio:
+            wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
+        stats = sample_stats(gray, wave, rate)
+    record.update({name: value for name, value in stats.items()
+                   if (row.image if name.startswith("img_") else row.audio)})
     if row.audio:
-        wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
-        record.update(audio_stats(wave, rate))
         record.update(aud_seconds=row.audio_seconds, aud_rms_db=row.audio_rms_db, aud_peak=row.audio_peak)
     if row.caption:
         record.update(caption_stats(row.caption))
@@ -126,14 +155,30 @@ def _feature_frame(records: list[dict[str, object]]) -> pd.DataFrame:
     return frame
 
 
+def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
+    """The array statistics clean computed, indexed by sample id; None when its folder has none for some row
+    (a folder an older flywheel cleaned): then every row's files are read back."""
+    try:
+        stats = pd.read_parquet(clean_dir / STATS_FILE).set_index("sample_id")
+    except FileNotFoundError:
+        return None
+    return stats if rows["sample_id"].isin(stats.index).all() else None
+
+
 def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     """One row per clean sample: entity `sample_id`, `event_timestamp` = captured_at, then the stats.
 
-    Rows are read in chunks, so memory holds the compact feature table and one chunk's records.
+    The image and audio statistics come from the clean stage's `stats.parquet` (computed from the arrays it
+    decoded), or from the clean files when it has none. Rows are taken in chunks, so memory holds the
+    compact feature table and one chunk's records.
     """
-    frames = [
-        _feature_frame([_sample_record(clean_dir, row, batch_id)
-                        for row in rows.iloc[start : start + _CHUNK_ROWS].itertuples(index=False)])
-        for start in range(0, len(rows), _CHUNK_ROWS)
-    ]
+    stats = _clean_stats(clean_dir, rows) if len(rows) else None
+    frames = []
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        chunk = rows.iloc[start : start + _CHUNK_ROWS]
+        chunk_stats = (None if stats is None else
+                       stats.loc[chunk["sample_id"], list(ARRAY_STATS)].to_dict("records"))
+        frames.append(_feature_frame([
+            _sample_record(clean_dir, row, batch_id, None if chunk_stats is None else chunk_stats[i])
+            for i, row in enumerate(chunk.itertuples(index=False))]))
     return pd.concat(frames, ignore_index=True) if frames else _feature_frame([])

@@ -19,7 +19,7 @@ from flows.settings import Settings
 from flows.stage_config import clean_params, feast_services, gate_policy, input_spec, registry_for
 from models.family import ModelFamily, TrainOutcome, TrainRequest  # noqa: F401 (TrainOutcome: the stages return it)
 from models.gate import GateDecision
-from models.inputs import ModelInputs, build_model_inputs, has_model_inputs, iter_model_inputs, load_model_inputs, save_model_inputs
+from models.inputs import ModelInputs, has_model_inputs, iter_model_inputs, load_clean_inputs, load_model_inputs, save_model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _write_golden_folder(settings: Settings, folder: Path) -> None:
         save_json(staging / "refused.json", [{"sample_id": r.sample_id, "stage": r.stage, "reason": r.reason,
                                               "detail": r.detail} for r in refused])
         rows = cleaned.rows.reset_index(drop=True)
-        save_model_inputs(staging / "inputs.npz", build_model_inputs(cleaned.batch_dir, rows, spec))
+        save_model_inputs(staging / "inputs.npz", load_clean_inputs(cleaned.batch_dir, rows, spec))
         save_json(staging / "labels.json", [int(x) for x in rows["label"]])
         save_json(staging / "groups.json", {field: slice_values(rows, field) for field in task.slices})
         save_json(staging / "content.json", sorted(set(row_content_hashes(load_model_inputs(staging / "inputs.npz")))))

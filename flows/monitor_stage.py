@@ -66,14 +66,14 @@ def load_clean_window(settings: Settings, batch_id: str) -> tuple[pd.DataFrame, 
     """A batch as it arrived (clean rows, before validation): features, model inputs, human labels."""
     from features.clean import ROWS_NAME
     from features.transform import compute_sample_features
-    from models.inputs import build_model_inputs
+    from models.inputs import load_clean_inputs
 
     clean_dir = settings.paths.lake_clean / batch_id
     if not (clean_dir / ROWS_NAME).exists():
         raise FileNotFoundError(f"batch {batch_id!r} has no clean rows at {clean_dir / ROWS_NAME}; ingest and clean it first")
     rows = pd.read_parquet(clean_dir / ROWS_NAME)
     features = compute_sample_features(clean_dir, rows, batch_id)
-    return features, build_model_inputs(clean_dir, rows, input_spec(settings)), load_human_labels(settings, rows)
+    return features, load_clean_inputs(clean_dir, rows, input_spec(settings)), load_human_labels(settings, rows)
 
 
 def load_training_window(settings: Settings, batches: list[str]) -> tuple[pd.DataFrame, Any, pd.Series]:

@@ -17,7 +17,8 @@ def clean_params(settings: Settings) -> CleanParams:
     p = settings.params.clean
     return CleanParams(settings.task, sample_rate=p.sample_rate, max_image_pixels=p.max_image_pixels,
                        max_audio_seconds=p.max_audio_seconds, silence_db=p.silence_db,
-                       near_duplicate_bits=p.near_duplicate_bits, max_sensor_values=p.max_sensor_values)
+                       near_duplicate_bits=p.near_duplicate_bits, max_sensor_values=p.max_sensor_values,
+                       inputs=input_spec(settings))  # decoded once: clean builds the model inputs too
 
 
 def input_spec(settings: Settings) -> InputSpec:

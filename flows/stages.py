@@ -91,8 +91,10 @@ def _table() -> tuple[Stage, ...]:
     rows = DvcSpec(metrics=out.row_metrics)
     return (
         Stage("ingest", steps.ingest, DATA, code=("features.ingest", "features.manifest"), dvc=rows),
-        Stage("clean", steps.clean, DATA, ("clean", "task.classes", "task.image_channels"),
-              ("features.clean", "features.clean_row", "features.decode", "features.phash", "flows.data_stages"),
+        # Clean also builds the transform's statistics and model inputs from what it decodes: `transform:` is its param.
+        Stage("clean", steps.clean, DATA, ("clean", "transform", "task.classes", "task.image_channels"),
+              ("features.clean", "features.clean_row", "features.decode", "features.phash", "features.transform",
+               "models.inputs", "models.transforms", "flows.data_stages"),
               dvc=rows),
         Stage("validate", steps.validate, DATA, ("validate", "task.classes", "task.languages"),
               ("features.validate", "features.expectations", "features.reference", "flows.data_stages"),

@@ -1,14 +1,20 @@
-"""Model inputs per batch: the clean files turned into the arrays the towers take, stored as `.npz`.
+"""Model inputs per batch: decoded images, waveforms and sensor arrays turned into the arrays the towers
+take, stored as uncompressed `.npz` shards.
 
-Written by the transform stage (I/O module: it reads clean files and writes the archives),
-read by training, the champion's votes and the golden-set evaluation. A batch's inputs are a
-folder of shards (`part-00000.npz`, …) of at most SHARD_ROWS rows each, built and written one
-at a time, so the memory the transform stage needs does not grow with the batch.
+Decoded once: the clean stage builds each chunk's arrays from what it has just decoded and writes them
+beside its clean files (`<clean batch>/inputs/part-*.npz`, with the `spec.json` they were built for). The
+transform stage then selects the rows that passed validation from those parts, one part at a time (a part
+whose rows all pass is linked as is), into the batch's folder that training, the champion's votes and the
+golden-set evaluation read. A clean folder without arrays for the current spec (other `transform:` sizes,
+a folder from an older flywheel) is read back file by file instead, with the same values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,6 +28,7 @@ from models.transforms import image_mode, image_to_input, imu_to_input, sensor_m
 
 SHARD_ROWS = 2048  # rows per shard: 2048 × (16×16 image + 100×40 log-mel + 2 × 16×16 maps + 6×160 imu) float32 ≈ 47 MB
 _SHARD_GLOB = "part-*.npz"
+CLEAN_INPUTS_DIR, CLEAN_SPEC_NAME = "inputs", "spec.json"  # the arrays clean writes, by chunk, in its batch folder
 # Input kinds (ModelInputs fields, with a has_<kind> mask each) → the model's modality names
 # (models.imagebind: vision, audio, text, depth, thermal, imu); written out to keep this module torch-free.
 KIND_MODALITY: dict[str, str] = {"image": "vision", "caption": "text", "audio": "audio", "depth": "depth",
@@ -98,47 +105,138 @@ def _sensor_path(row: object, kind: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+class InputsBuilder:
+    """Fills the model inputs of up to `capacity` rows, one decoded sample at a time: the clean stage feeds it
+    the arrays it has just decoded, `build_model_inputs` the ones it reads back from the clean files; both
+    give the same values for the same sample."""
+
+    def __init__(self, capacity: int, spec: InputSpec) -> None:
+        n = capacity
+        self.spec, self._n = spec, 0
+        self._ids: list[str] = []
+        self._captions: list[str] = []
+        self._image = np.zeros((n, spec.image_channels, spec.image_size, spec.image_size), dtype=np.float32)
+        self._audio = np.full((n, spec.audio_frames, spec.n_mels), float(np.log(np.finfo(np.float32).eps)),
+                              dtype=np.float32)
+        self._sensors = {"depth": np.zeros((n, 1, spec.depth_size, spec.depth_size), dtype=np.float32),
+                         "thermal": np.zeros((n, 1, spec.thermal_size, spec.thermal_size), dtype=np.float32),
+                         "imu": np.zeros((n, IMU_CHANNELS, spec.imu_length), dtype=np.float32)}
+        self._to_input = {"depth": lambda v: sensor_map_to_input(v, spec.depth_size),
+                          "thermal": lambda v: sensor_map_to_input(v, spec.thermal_size),
+                          "imu": lambda v: imu_to_input(v, spec.imu_length)}
+        self._has = {kind: np.zeros(n, bool) for kind in ("image", "audio", *SENSOR_KINDS)}
+        self._mode = image_mode(spec.image_channels)
+
+    def add(self, sample_id: str, caption: object, image: np.ndarray | None = None, wave: np.ndarray | None = None,
+            sample_rate: int | None = None, sensors: dict[str, np.ndarray] | None = None) -> None:
+        """One sample: `image` as the clean PNG holds it ((H, W) or (H, W, 3) uint8), `wave` as the clean WAV
+        reads back (float32 at `sample_rate`), `sensors` as their clean `.npy` arrays; None where absent."""
+        i = self._n
+        if i == len(self._image):
+            raise ValueError(f"this builder holds at most {i} rows")
+        if image is not None:
+            if image.ndim != (2 if self._mode == "L" else 3):  # a grayscale PNG in an RGB task, or the reverse
+                image = np.asarray(Image.fromarray(image).convert(self._mode))
+            self._image[i] = image_to_input(image, self.spec.image_size)
+            self._has["image"][i] = True
+        if wave is not None:
+            self._audio[i] = waveform_to_log_mel(wave, sample_rate, self.spec.n_mels, self.spec.audio_frames)
+            self._has["audio"][i] = True
+        for kind, values in (sensors or {}).items():
+            self._sensors[kind][i] = self._to_input[kind](values)
+            self._has[kind][i] = True
+        self._ids.append(sample_id)
+        self._captions.append(caption if isinstance(caption, str) else "")
+        self._n += 1
+
+    def build(self) -> ModelInputs:
+        """The rows added so far, in order."""
+        n = self._n
+        captions = np.array(self._captions, dtype=str)
+        return ModelInputs(
+            sample_id=np.array(self._ids, dtype=str), image=self._image[:n], audio=self._audio[:n], caption=captions,
+            **{kind: array[:n] for kind, array in self._sensors.items()}, has_caption=captions != "",
+            **{f"has_{kind}": mask[:n] for kind, mask in self._has.items()},
+        )
+
+
 def build_model_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> ModelInputs:
-    """Arrays for every clean row, in table order; missing modalities are masked, not dropped.
+    """Arrays for every clean row, in table order, read back from the clean files; missing modalities are
+    masked, not dropped.
 
     Images are read as grayscale or RGB as `spec.image_channels` says (a grayscale file in an RGB task
-    repeats its one channel; a colour file in a grayscale task is converted to luminance).
+    repeats its one channel; a colour file in a grayscale task is converted to luminance). The transform
+    stage reads the arrays clean wrote instead (`select_clean_inputs`); this is for clean folders without them.
     """
-    n = len(rows)
-    image = np.zeros((n, spec.image_channels, spec.image_size, spec.image_size), dtype=np.float32)
-    floor = float(np.log(np.finfo(np.float32).eps))
-    audio = np.full((n, spec.audio_frames, spec.n_mels), floor, dtype=np.float32)
-    sensors = {"depth": np.zeros((n, 1, spec.depth_size, spec.depth_size), dtype=np.float32),
-               "thermal": np.zeros((n, 1, spec.thermal_size, spec.thermal_size), dtype=np.float32),
-               "imu": np.zeros((n, IMU_CHANNELS, spec.imu_length), dtype=np.float32)}
-    to_input = {"depth": lambda v: sensor_map_to_input(v, spec.depth_size),
-                "thermal": lambda v: sensor_map_to_input(v, spec.thermal_size),
-                "imu": lambda v: imu_to_input(v, spec.imu_length)}
+    builder = InputsBuilder(len(rows), spec)
     mode = image_mode(spec.image_channels)
-    has = {kind: np.zeros(n, bool) for kind in ("image", "audio", *SENSOR_KINDS)}
-    for i, row in enumerate(rows.itertuples(index=False)):
+    for row in rows.itertuples(index=False):
+        image = wave = rate = None
         if row.image:
             with Image.open(clean_dir / row.image) as handle:
-                image[i] = image_to_input(np.asarray(handle.convert(mode)), spec.image_size)
-            has["image"][i] = True
+                image = np.asarray(handle.convert(mode))
         if row.audio:
             wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
-            audio[i] = waveform_to_log_mel(wave, rate, spec.n_mels, spec.audio_frames)
-            has["audio"][i] = True
-        for kind in SENSOR_KINDS:
-            path = _sensor_path(row, kind)
-            if path is not None:
-                sensors[kind][i] = to_input[kind](np.load(clean_dir / path, allow_pickle=False))
-                has[kind][i] = True
-    captions = np.array([c if isinstance(c, str) else "" for c in rows["caption"]], dtype=str)
-    return ModelInputs(
-        sample_id=np.array(rows["sample_id"], dtype=str), image=image, audio=audio, caption=captions, **sensors,
-        has_caption=captions != "", **{f"has_{kind}": mask for kind, mask in has.items()},
-    )
+        sensors = {kind: np.load(clean_dir / path, allow_pickle=False)
+                   for kind in SENSOR_KINDS if (path := _sensor_path(row, kind)) is not None}
+        builder.add(row.sample_id, row.caption, image, wave, rate, sensors)
+    return builder.build()
 
 
 def _write_archive(path: Path, inputs: ModelInputs) -> None:
-    np.savez_compressed(path, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
+    """Uncompressed: deflate took a quarter of the stage's time and halves little but the all-zero arrays of
+    absent modalities; a shard clean wrote is then linked as is."""
+    np.savez(path, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
+
+
+def write_clean_inputs_part(folder: Path, index: int, inputs: ModelInputs) -> None:
+    """One chunk's arrays, as the clean stage writes them next to its clean files (`<clean batch>/inputs/`)."""
+    _write_archive(folder / f"part-{index:05d}.npz", inputs)
+
+
+def write_clean_inputs_spec(folder: Path, spec: InputSpec) -> None:
+    """The spec the clean arrays were made with: a transform with other sizes reads the files instead."""
+    (folder / CLEAN_SPEC_NAME).write_text(json.dumps(asdict(spec), sort_keys=True))
+
+
+def clean_inputs_plan(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> list[tuple[Path, np.ndarray]] | None:
+    """Per part of the arrays the clean stage wrote, which of its rows `rows` takes; None when clean wrote
+    none for this spec, or when the parts do not hold exactly these rows in this order (a table edited by
+    hand): then the arrays are built from the clean files. Reads only the parts' sample ids."""
+    folder = clean_dir / CLEAN_INPUTS_DIR
+    try:
+        written = json.loads((folder / CLEAN_SPEC_NAME).read_text())
+    except FileNotFoundError:
+        return None
+    if written != asdict(spec):
+        return None
+    wanted = np.asarray(rows["sample_id"], dtype=str)
+    plan: list[tuple[Path, np.ndarray]] = []
+    chosen = [np.array([], dtype=str)]
+    for part in sorted(folder.glob(_SHARD_GLOB)):
+        with np.load(part, allow_pickle=False) as archive:
+            ids = archive["sample_id"]
+        mask = np.isin(ids, wanted)
+        plan.append((part, mask))
+        chosen.append(ids[mask])
+    return plan if np.array_equal(np.concatenate(chosen), wanted) else None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows it (a whole part taken as is costs no bytes), else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def load_clean_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> ModelInputs:
+    """The model inputs of `rows`, in order, from the arrays clean wrote (or from the clean files)."""
+    plan = clean_inputs_plan(clean_dir, rows, spec)
+    if plan is None:
+        return build_model_inputs(clean_dir, rows, spec)
+    parts = [_load_archive(part).take(np.flatnonzero(mask)) for part, mask in plan if mask.any()]
+    return ModelInputs.concat(parts) if parts else InputsBuilder(0, spec).build()
 
 
 def save_model_inputs(path: Path, inputs: ModelInputs) -> None:
@@ -162,6 +260,9 @@ def save_model_input_shards(
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be at least 1, got {shard_rows}")
+    plan = clean_inputs_plan(clean_dir, rows, spec)
+    if plan is not None:
+        return _select_clean_shards(folder, plan, spec, len(rows), progress)
     starts = range(0, max(len(rows), 1), shard_rows)
     with staged_directory(folder) as staging:
         for index, start in enumerate(starts):
@@ -170,6 +271,29 @@ def save_model_input_shards(
             if progress:
                 progress(min(start + shard_rows, len(rows)), len(rows))
     return len(starts)
+
+
+def _select_clean_shards(folder: Path, plan: list[tuple[Path, np.ndarray]], spec: InputSpec, total: int,
+                         progress: Callable[[int, int], None] | None) -> int:
+    """The batch's shards from clean's parts, one part in memory at a time: a part whose rows all go on is
+    linked, one that lost rows (validation, near duplicates) is rewritten with the rest."""
+    index = done = 0
+    with staged_directory(folder) as staging:
+        for part, mask in plan:
+            if not mask.any():
+                continue
+            target = staging / f"part-{index:05d}.npz"
+            if mask.all():
+                _link_or_copy(part, target)
+            else:
+                _write_archive(target, _load_archive(part).take(np.flatnonzero(mask)))
+            index, done = index + 1, done + int(mask.sum())
+            if progress:
+                progress(done, total)
+        if index == 0:  # an empty batch still gets one (empty) shard
+            _write_archive(staging / "part-00000.npz", InputsBuilder(0, spec).build())
+            index = 1
+    return index
 
 
 def _load_archive(path: Path) -> ModelInputs:

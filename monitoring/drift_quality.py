@@ -16,7 +16,7 @@ import pandas as pd
 from features.clean import CleanParams, clean_batch
 from features.ingest import ingest_batch
 from features.transform import compute_sample_features
-from models.inputs import InputSpec, ModelInputs, build_model_inputs
+from models.inputs import InputSpec, ModelInputs, load_clean_inputs
 
 
 def prepare_window(landing: Path, work: Path, spec: InputSpec,
@@ -28,7 +28,7 @@ def prepare_window(landing: Path, work: Path, spec: InputSpec,
     rows = cleaned.rows
     features = compute_sample_features(cleaned.batch_dir, rows, raw.batch_id)
     labels = rows.set_index("sample_id")["label"].dropna().astype(float)
-    return features, build_model_inputs(cleaned.batch_dir, rows, spec), labels
+    return features, load_clean_inputs(cleaned.batch_dir, rows, spec), labels
 
 
 def train_reference_model(inputs: ModelInputs, labels: pd.Series, model_config, train_config):

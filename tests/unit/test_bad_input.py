@@ -25,7 +25,8 @@ from features.io import load_quarantine, save_quarantine
 from features.phash import NearHashIndex, compute_dhash, hamming_distance
 from features.records import REASONS, BatchError
 from tests.unit.task_support import DIGITS, SHAPES
-from tests.unit.params_support import clean_params, validate_params
+from models.inputs import load_clean_inputs
+from tests.unit.params_support import clean_params, input_spec, validate_params
 
 T0 = "2026-01-01T00:00:00Z"
 KEPT = "kept"
@@ -510,4 +511,5 @@ def test_a_row_quarantined_for_one_file_leaves_no_output_behind(tmp_path):
     _write(tmp_path / "landing", [_row("half", image="a.png", audio="a.wav")], {"a.png": _png(1), "a.wav": b""})
     _, cleaned = _ingest_and_clean(tmp_path / "landing", tmp_path)
     assert [q.reason for q in cleaned.report.quarantined] == ["corrupt_audio"]
-    assert not any(path.is_file() for path in cleaned.batch_dir.rglob("*") if path.name != "rows.parquet")
+    media = [path for sub in ("images", "audio", "sensors") for path in (cleaned.batch_dir / sub).rglob("*")]
+    assert not media and len(load_clean_inputs(cleaned.batch_dir, cleaned.rows, input_spec())) == 0
