@@ -149,6 +149,7 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     stats: list[dict[str, Any]] = []  # the transform stage's per-sample statistics, from the decoded arrays
     builder = None if params.inputs is None else InputsBuilder(chunk.lines, params.inputs)
     outcome = ChunkOutcome([], [])
+    real_dirs: dict[str, str] = {}
     with (raw_dir / RAW_ROWS_NAME).open("rb") as handle:
         handle.seek(chunk.offset)
         for line in range(chunk.first_line, chunk.first_line + chunk.lines):
@@ -158,7 +159,7 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             row = json.loads(text)
             decoded: dict[str, Any] = {}
             try:
-                clean = clean_row(row, raw_dir, out_dir, params, decoded)
+                clean = clean_row(row, raw_dir, out_dir, params, decoded, real_dirs)
             except DecodeError as err:
                 outcome.quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
                 continue

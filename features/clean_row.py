@@ -85,12 +85,12 @@ def _check_text_fields(row: dict[str, Any]) -> None:
             raise DecodeError("bad_field", f"{name} must be a string or null, got {type(value).__name__} {value!r:.80}")
 
 
-def _batch_file(raw_dir: Path, row: dict[str, Any], field: str) -> Path:
+def _batch_file(raw_dir: Path, row: dict[str, Any], field: str, real_dirs: dict[str, str] | None = None) -> Path:
     """The row's file for `field`, checked again here: clean reads nothing outside the raw batch."""
     if row.get(f"{field}_sha256") is None:
         raise DecodeError("missing_file", f"{field} file {row[field]!r} does not exist in the batch or was unreadable")
     try:
-        path = resolve_inside(raw_dir, row[field])
+        path = resolve_inside(raw_dir, row[field], real_dirs)
     except ValueError as err:
         raise DecodeError("unsafe_path", f"{field}: {err}") from err
     try:
@@ -112,10 +112,11 @@ def output_stem(sample_id: str) -> str:
 
 
 def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanParams,
-              decoded: dict[str, Any] | None = None) -> dict[str, Any]:
+              decoded: dict[str, Any] | None = None, real_dirs: dict[str, str] | None = None) -> dict[str, Any]:
     """Check one row's values and files, decode them, write their normalised versions under `out_dir`;
     return the clean row, or raise DecodeError with the reason code. `decoded`, when given, receives the
-    arrays exactly as the written files read back ("image", "wave", "sensors"), so nothing decodes them again."""
+    arrays exactly as the written files read back ("image", "wave", "sensors"), so nothing decodes them again.
+    `real_dirs`: the batch's resolved folders, shared by the calls of one pass (features.manifest.resolve_inside)."""
     sid = row["sample_id"]
     _check_text_fields(row)
     label = _label_index(row.get("label"), params.task)
@@ -123,7 +124,7 @@ def clean_row(row: dict[str, Any], raw_dir: Path, out_dir: Path, params: CleanPa
     caption = caption if caption and caption.strip() else None
     if not (caption or any(row.get(f) for f in FILE_FIELDS)):
         raise DecodeError("no_modality", "the row names no image, audio, caption or sensor")
-    files = {field: _batch_file(raw_dir, row, field) for field in FILE_FIELDS if row.get(field)}
+    files = {field: _batch_file(raw_dir, row, field, real_dirs) for field in FILE_FIELDS if row.get(field)}
     clean: dict[str, Any] = {
         "sample_id": sid,
         "captured_at": parse_timestamp(row["captured_at"]),

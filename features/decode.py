@@ -98,13 +98,15 @@ def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: f
         truncation = find_wav_truncation(path)
         if truncation:
             raise DecodeError("corrupt_audio", truncation)
-        info = sf.info(str(path))
-        if not AUDIO_RATE_RANGE[0] <= info.samplerate <= AUDIO_RATE_RANGE[1]:
-            low, high = AUDIO_RATE_RANGE
-            raise DecodeError("corrupt_audio", f"sample rate {info.samplerate} Hz is outside {low}..{high} Hz")
-        if info.duration > max_seconds:
-            raise DecodeError("too_large", f"{info.duration:.1f} s exceeds the limit of {max_seconds} s")
-        wave, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:  # one open: the header is checked before any sample is read
+            rate = handle.samplerate
+            if not AUDIO_RATE_RANGE[0] <= rate <= AUDIO_RATE_RANGE[1]:
+                low, high = AUDIO_RATE_RANGE
+                raise DecodeError("corrupt_audio", f"sample rate {rate} Hz is outside {low}..{high} Hz")
+            duration = handle.frames / rate
+            if duration > max_seconds:
+                raise DecodeError("too_large", f"{duration:.1f} s exceeds the limit of {max_seconds} s")
+            wave = handle.read(dtype="float32", always_2d=True)
     except DecodeError:
         raise
     except Exception as err:

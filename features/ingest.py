@@ -115,6 +115,7 @@ def _scan_batch(source: Path, data: bytes, origin: str | None = None) -> _Scan:
     """
     digest = hashlib.sha256(data)
     rows_in, accepted, rejected = 0, 0, []
+    real_dirs: dict[str, str] = {}
     for outcome in iter_manifest(data, source):
         rows_in += 1
         if isinstance(outcome, QuarantineRecord):
@@ -122,7 +123,7 @@ def _scan_batch(source: Path, data: bytes, origin: str | None = None) -> _Scan:
             continue
         accepted += 1
         for field in _file_fields(outcome):
-            sha = _hash_if_readable(resolve_inside(source, outcome[field]))
+            sha = _hash_if_readable(resolve_inside(source, outcome[field], real_dirs))
             if sha is not None:
                 digest.update(f"{field}:{outcome[field]}:{sha}".encode())
     _refuse_unreadable_manifest(origin or str(source), accepted, rejected)
@@ -145,13 +146,13 @@ def _copy_and_hash(path: Path, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_files(source: Path, staging: Path, row: dict, digest: Any) -> None:
+def _copy_files(source: Path, staging: Path, row: dict, digest: Any, real_dirs: dict[str, str]) -> None:
     """Copy the row's files to the same place under `staging` (paths normalised), setting `<field>_sha256`
     from the bytes copied and feeding `digest` as the scan did; a missing or unreadable file gets None
     and clean quarantines it as missing_file."""
     root = source.resolve()
     for field in _file_fields(row):
-        path = resolve_inside(source, row[field])
+        path = resolve_inside(source, row[field], real_dirs)
         try:
             sha = _copy_and_hash(path, staging / path.relative_to(root)) if path.is_file() else None
         except OSError:  # unreadable, or vanished since the scan
@@ -166,11 +167,12 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan) -> No
     """Manifest, files and `rows.jsonl` into `staging`, row by row; the bytes copied must be the bytes scanned."""
     (staging / MANIFEST_NAME).write_bytes(data)
     digest = hashlib.sha256(data)
+    real_dirs: dict[str, str] = {}  # the landing folder's folders, resolved once for this pass
     with (staging / ROWS_NAME).open("w", encoding="utf-8") as rows:
         for outcome in iter_manifest(data, source):
             if isinstance(outcome, QuarantineRecord):
                 continue
-            _copy_files(source, staging, outcome, digest)
+            _copy_files(source, staging, outcome, digest, real_dirs)
             rows.write(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
     if digest.hexdigest()[:16] != scan.batch_id:
         raise BatchError(

@@ -8,7 +8,9 @@ so one undecodable or malformed line costs that line only.
 from __future__ import annotations
 
 import codecs
+import errno
 import json
+import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,21 +43,51 @@ def parse_timestamp(value: Any) -> datetime:
     return parsed
 
 
-def resolve_inside(batch_dir: Path, relative: Any) -> Path:
-    """The file a manifest path names, refusing anything that escapes the batch folder."""
+def resolve_inside(batch_dir: Path, relative: Any, real_dirs: dict[str, str] | None = None) -> Path:
+    """The file a manifest path names, refusing anything that escapes the batch folder (symlinks followed).
+
+    `real_dirs`: a cache of resolved folders that a caller resolving many paths of one batch in one pass
+    passes to each call (it costs a walk of the whole path per file otherwise); a folder is resolved once
+    per pass, the file's own name on each call.
+    """
     if not isinstance(relative, str) or not relative:
         raise ValueError(f"expected a relative path string, got {relative!r}")
     candidate = Path(relative)
     if candidate.is_absolute():
         raise ValueError(f"absolute path {relative!r} is not allowed; paths are relative to the batch folder")
-    root = batch_dir.resolve()
+    cache = {} if real_dirs is None else real_dirs
     try:
-        resolved = (root / candidate).resolve()  # follows symlinks, so a link pointing out is caught too
-    except (OSError, RuntimeError, ValueError) as err:  # symlink loop, NUL byte, name too long
+        root = _real_dir(cache, str(batch_dir))
+        if not candidate.parts or ".." in candidate.parts:  # walks up: resolved whole
+            resolved = os.path.realpath(os.path.join(root, candidate), strict=False)
+        else:
+            parent = _real_dir(cache, os.path.join(root, *candidate.parts[:-1]))
+            resolved = os.path.join(parent, candidate.name)
+            if os.path.islink(resolved):
+                resolved = os.path.realpath(resolved)
+        _refuse_symlink_loop(resolved)
+    except (OSError, RuntimeError, ValueError) as err:  # symlink loop, NUL byte
         raise ValueError(f"path {relative!r} cannot be resolved: {err}") from err
-    if resolved != root and root not in resolved.parents:
+    if resolved != root and not resolved.startswith(root.rstrip(os.sep) + os.sep):
         raise ValueError(f"path {relative!r} escapes the batch folder")
-    return resolved
+    return Path(resolved)
+
+
+def _refuse_symlink_loop(path: str) -> None:
+    """What pathlib's resolve refuses besides realpath: a NUL byte, and a path that is a symlink loop (a missing
+    file is clean's to report as missing_file; where it would be must still be inside)."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise RuntimeError(f"symlink loop from {path!r}") from err
+
+
+def _real_dir(cache: dict[str, str], path: str) -> str:
+    real = cache.get(path)
+    if real is None:
+        real = cache[path] = os.path.realpath(path)
+    return real
 
 
 def _refuse_constant(name: str) -> Any:
@@ -83,7 +115,8 @@ def _shown_id(sample_id: Any) -> str | None:
     return str(sample_id) if str(sample_id).strip() else None
 
 
-def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str) -> QuarantineRecord | None:
+def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str,
+               real_dirs: dict[str, str] | None = None) -> QuarantineRecord | None:
     if not isinstance(row, dict):
         return QuarantineRecord(
             None, stage, "bad_json", f"line {line_no}: expected a JSON object, got {type(row).__name__}", {"line": line_no}
@@ -110,13 +143,14 @@ def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str) -> Quarantin
                 str(sid), stage, "bad_field", f"line {line_no}: {name} must be a relative path string, got {value!r}", row
             )
         try:
-            resolve_inside(batch_dir, value)
+            resolve_inside(batch_dir, value, real_dirs)
         except ValueError as err:
             return QuarantineRecord(str(sid), stage, "unsafe_path", f"line {line_no}: {name}: {err}", row)
     return None
 
 
-def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str) -> dict[str, Any] | QuarantineRecord:
+def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str,
+                real_dirs: dict[str, str] | None = None) -> dict[str, Any] | QuarantineRecord:
     """One manifest line → a well-formed row, or the record saying why it was refused."""
     quoted = {"line": line_no, "text": raw[:_QUOTED_TEXT_CHARS].decode("utf-8", "backslashreplace")}
     try:
@@ -135,7 +169,7 @@ def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str) -> dict[s
         surrogate = err.object[err.start : err.end]
         detail = f"line {line_no}: a string holds {surrogate!r}, an unpaired surrogate that is not Unicode text"
         return QuarantineRecord(None, stage, "bad_encoding", detail, quoted)
-    problem = _check_row(row, batch_dir, line_no, stage)
+    problem = _check_row(row, batch_dir, line_no, stage, real_dirs)
     if problem:
         return problem
     row["sample_id"] = str(row["sample_id"])
@@ -162,8 +196,9 @@ def manifest_lines(data: bytes | str) -> list[tuple[int, bytes]]:
 
 def iter_manifest(data: bytes | str, batch_dir: Path, stage: str = "ingest") -> Iterator[dict[str, Any] | QuarantineRecord]:
     """Each non-blank line as a well-formed row or the record saying why it was refused, in manifest order."""
+    real_dirs: dict[str, str] = {}  # the batch's folders, resolved once for this pass
     for line_no, line in iter_manifest_lines(data):
-        yield _parse_line(line, line_no, batch_dir, stage)
+        yield _parse_line(line, line_no, batch_dir, stage, real_dirs)
 
 
 def parse_manifest(

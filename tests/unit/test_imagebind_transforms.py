@@ -284,3 +284,21 @@ def test_example_files_embed_with_a_small_official_architecture() -> None:
     assert set(out) == set(inputs)
     for modality, emb in out.items():
         assert emb.shape == (3, 8) and torch.isfinite(emb).all(), modality
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampling_with_the_cached_filter_gives_scipys_values(rate):
+    """resample_mono designs each rate pair's filter once; the samples stay bit for bit scipy's own."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    from models.transforms import resample_mono
+
+    rng = np.random.default_rng(rate)
+    up, down = 16000 // gcd(rate, 16000), rate // gcd(rate, 16000)
+    for wave in (rng.standard_normal(7001).astype(np.float32), rng.standard_normal((5003, 2))):
+        mono = wave.mean(axis=1) if wave.ndim == 2 else wave
+        expected = np.asarray(resample_poly(mono, up, down), dtype=np.float32)
+        np.testing.assert_array_equal(resample_mono(wave, rate, 16000), expected)
+        np.testing.assert_array_equal(resample_mono(wave, rate, 16000), expected)  # the second call: cached filter
