@@ -140,6 +140,7 @@ CHUNK_ROWS = 256  # fewest rows per unit of parallel work: amortises per-task ov
 MAX_CHUNK_ROWS = 4096  # most rows per unit: bounds what one worker holds, however large the batch
 CHUNKS_PER_WORKER = 2  # batches between those sizes are cut into this many chunks per worker
 PARTS_DIR = ".parts"  # the chunks' tables, inside the staging folder until they are joined
+CLEAN_INPUTS_ROWS = 256  # rows per part of the model inputs clean writes: 256 x ~22 KB of arrays per worker at most
 
 
 def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanParams) -> ChunkOutcome:
@@ -147,7 +148,8 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     Dask workers can run it); returns what the batch-level steps need, not the rows."""
     records: list[dict[str, Any]] = []
     stats: list[dict[str, Any]] = []  # the transform stage's per-sample statistics, from the decoded arrays
-    builder = None if params.inputs is None else InputsBuilder(chunk.lines, params.inputs)
+    spec, parts = params.inputs, 0
+    builder = None if spec is None else InputsBuilder(CLEAN_INPUTS_ROWS, spec)
     outcome = ChunkOutcome([], [])
     real_dirs: dict[str, str] = {}
     with (raw_dir / RAW_ROWS_NAME).open("rb") as handle:
@@ -169,13 +171,16 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             if builder is not None:
                 builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), decoded.get("wave"),
                             decoded.get("sample_rate"), decoded.get("sensors"))
+                if builder.full:  # a worker holds one part's arrays, whatever the chunk's size
+                    write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, f"{chunk.index:05d}-{parts:04d}", builder.build())
+                    builder, parts = InputsBuilder(CLEAN_INPUTS_ROWS, spec), parts + 1
             outputs = tuple(clean[f] for f in ("image", "audio", *SENSOR_FIELDS) if clean.get(f))
             dhash = None if clean["image_dhash"] is None else int(clean["image_dhash"], 16)
             outcome.decoded.append(DecodedRow(line, clean["sample_id"], dhash, _content_besides_image(row), outputs))
     save_parquet(out_dir / PARTS_DIR / f"part-{chunk.index:05d}.parquet", rows_to_frame(records))
     save_parquet(out_dir / PARTS_DIR / f"stats-{chunk.index:05d}.parquet", stats_frame(stats))
-    if builder is not None:
-        write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, chunk.index, builder.build())
+    if builder is not None and (len(builder) or not parts):
+        write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, f"{chunk.index:05d}-{parts:04d}", builder.build())
     return outcome
 
 

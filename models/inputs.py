@@ -149,6 +149,13 @@ class InputsBuilder:
         self._captions.append(caption if isinstance(caption, str) else "")
         self._n += 1
 
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def full(self) -> bool:
+        return self._n == len(self._image)
+
     def build(self) -> ModelInputs:
         """The rows added so far, in order."""
         n = self._n
@@ -189,9 +196,10 @@ def _write_archive(path: Path, inputs: ModelInputs) -> None:
     np.savez(path, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
 
 
-def write_clean_inputs_part(folder: Path, index: int, inputs: ModelInputs) -> None:
-    """One chunk's arrays, as the clean stage writes them next to its clean files (`<clean batch>/inputs/`)."""
-    _write_archive(folder / f"part-{index:05d}.npz", inputs)
+def write_clean_inputs_part(folder: Path, name: str, inputs: ModelInputs) -> None:
+    """Arrays of consecutive rows of a chunk, as the clean stage writes them next to its clean files
+    (`<clean batch>/inputs/part-<name>.npz`; names sort in row order)."""
+    _write_archive(folder / f"part-{name}.npz", inputs)
 
 
 def write_clean_inputs_spec(folder: Path, spec: InputSpec) -> None:

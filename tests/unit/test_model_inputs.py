@@ -18,13 +18,15 @@ from models.inputs import (CLEAN_INPUTS_DIR, build_model_inputs, has_model_input
 from tests.unit.params_support import clean_params, input_spec
 
 
+CLASSES = tuple(str(k) for k in range(10))  # the demo batch's labels
+TASK = Task(classes=CLASSES, prompts=build_prompts(CLASSES, "a picture of {label}"))
+
+
 @pytest.fixture(scope="module")
 def cleaned(demo_batch_factory, tmp_path_factory):
     work = tmp_path_factory.mktemp("inputs")
     ingested = ingest_batch(demo_batch_factory(samples=30, seed=4), work / "raw")
-    classes = tuple(str(k) for k in range(10))  # the demo batch's labels
-    task = Task(classes=classes, prompts=build_prompts(classes, "a picture of {label}"))
-    return clean_batch(ingested.batch_dir, work / "clean", clean_params(task))
+    return clean_batch(ingested.batch_dir, work / "clean", clean_params(TASK))
 
 
 def _assert_same_inputs(loaded, whole):
@@ -86,3 +88,17 @@ def test_missing_inputs_name_the_path(tmp_path):
         load_model_inputs(tmp_path / "empty")
     with pytest.raises(ValueError, match="shard_rows must be at least 1"):
         save_model_input_shards(tmp_path / "x", tmp_path, __import__("pandas").DataFrame(), input_spec(), shard_rows=0)
+
+
+def test_clean_writes_its_arrays_in_bounded_parts(cleaned, tmp_path, monkeypatch):
+    """A worker holds one part of CLEAN_INPUTS_ROWS rows, however long its chunk: parts split mid-chunk still
+    give every row once, in order."""
+    import features.clean
+
+    monkeypatch.setattr(features.clean, "CLEAN_INPUTS_ROWS", 4)
+    raw = cleaned.batch_dir.parents[1] / "raw" / cleaned.batch_dir.name
+    again = clean_batch(raw, tmp_path / "clean", clean_params(TASK))
+    parts = sorted((again.batch_dir / CLEAN_INPUTS_DIR).glob("part-*.npz"))
+    assert len(parts) == -(-len(again.rows) // 4) and all(len(load_model_inputs(p)) <= 4 for p in parts)
+    _assert_same_inputs(load_clean_inputs(again.batch_dir, again.rows, input_spec()),
+                        build_model_inputs(again.batch_dir, again.rows, input_spec()))
