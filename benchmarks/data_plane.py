@@ -68,7 +68,7 @@ def child(mode: str, batch: Path, work: Path) -> dict:
     from features.env import apply_process_environment
 
     apply_process_environment()
-    return bare_loop(batch) if mode == "bare" else measure(batch, work)
+    return bare_loop(batch) if mode == "bare" else measure(batch, work, prefect=False)
 
 
 def run_child(mode: str, batch: Path, work: Path) -> dict:

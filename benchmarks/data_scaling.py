@@ -86,8 +86,9 @@ class RssSampler:
         return max(self._max, self._rss()) / 2**20
 
 
-def measure(batch: Path, work: Path) -> dict:
-    """Run the data stages as plain functions; seconds and peak RSS per stage and for the process."""
+def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
+    """Run the data stages as plain functions; seconds and peak RSS per stage and for the process; with
+    `prefect`, also clean through the lifecycle's Prefect subflow."""
     sys.path.insert(0, str(PROJECT))
     from features.env import apply_process_environment
 
@@ -124,8 +125,9 @@ def measure(batch: Path, work: Path) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},
               "total_s": sum(seconds.values()), "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb}
-    result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
-    result["clean_prefect_ratio"] = result["clean_prefect_s"] / seconds["clean"]
+    if prefect:
+        result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
+        result["clean_prefect_ratio"] = result["clean_prefect_s"] / seconds["clean"]
     return result
 
 

@@ -30,6 +30,34 @@ def test_silence_ratio_and_centroid_follow_the_signal():
     assert audio_stats(high, SR)["aud_centroid_hz"] > audio_stats(tone, SR)["aud_centroid_hz"]
 
 
+def _numpy_reference(wave: np.ndarray) -> tuple[float, float]:
+    """The centroid and pitch as flywheel computed them before the scipy FFT (issue 17): numpy, frame by frame."""
+    spectrum = np.abs(np.fft.rfft(wave))
+    centroid = float((spectrum * np.fft.rfftfreq(len(wave), 1.0 / SR)).sum() / spectrum.sum())
+    frame, hop = int(0.04 * SR), int(0.02 * SR)
+    frames = np.stack([wave[i : i + frame] for i in range(0, len(wave) - frame + 1, hop)]) * np.hanning(frame)
+    energy = (frames**2).sum(axis=1)
+    voiced = frames[energy >= energy.max() * 10 ** (-30 / 10)]
+    autocorr = np.fft.irfft(np.abs(np.fft.rfft(voiced, n=2 * frame, axis=1)) ** 2, axis=1)[:, :frame]
+    lo, hi = SR // 400, min(SR // 60, frame - 1)
+    lags = lo + autocorr[:, lo:hi].argmax(axis=1)
+    strength = autocorr[np.arange(len(lags)), lags] / np.maximum(autocorr[:, 0], 1e-12)
+    f0 = SR / lags[strength >= 0.3]
+    return centroid, float(np.median(f0)) if f0.size else float("nan")
+
+
+@pytest.mark.parametrize("length", [6007, 11059, 17291])  # clip lengths are arbitrary, primes included
+def test_the_fast_spectra_keep_the_features_within_1e_5_of_numpys(length):
+    rng = np.random.default_rng(length)
+    t = np.arange(length) / SR
+    voiced = np.sin(2 * np.pi * 130 * t) + 0.5 * np.sin(2 * np.pi * 260 * t) + 0.05 * rng.normal(size=length)
+    for wave in (voiced.astype(np.float32), (0.3 * rng.normal(size=length)).astype(np.float32)):
+        stats = audio_stats(wave / np.abs(wave).max(), SR)
+        centroid, pitch = _numpy_reference(wave / np.abs(wave).max())
+        assert stats["aud_centroid_hz"] == pytest.approx(centroid, rel=1e-5)
+        assert stats["aud_pitch_hz"] == pytest.approx(pitch, rel=1e-5, nan_ok=True)
+
+
 def test_image_centre_of_mass_and_ink_follow_the_strokes():
     image = np.zeros((10, 10), dtype=np.uint8)
     image[:, 8:] = 255  # a bar on the right
