@@ -28,7 +28,7 @@ from features.io import save_parquet
 from features.manifest import FILE_FIELDS
 from features.phash import NearHashIndex
 from features.records import BatchError, QuarantineRecord, StageReport
-from features.transform import STATS_FILE, sample_stats, stats_frame
+from features.transform import STATS_FILE, ImageStatsBatcher, sample_stats, stats_frame
 from models.inputs import CLEAN_INPUTS_DIR, InputsBuilder, write_clean_inputs_part, write_clean_inputs_spec
 
 __all__ = [  # one row's cleaning lives in features.clean_row; these names are imported from here too
@@ -148,6 +148,7 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     Dask workers can run it); returns what the batch-level steps need, not the rows."""
     records: list[dict[str, Any]] = []
     stats: list[dict[str, Any]] = []  # the transform stage's per-sample statistics, from the decoded arrays
+    images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
     spec, parts = params.inputs, 0
     builder = None if spec is None else InputsBuilder(CLEAN_INPUTS_ROWS, spec)
     outcome = ChunkOutcome([], [])
@@ -167,7 +168,9 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
                 continue
             records.append(clean)
             stats.append({"sample_id": clean["sample_id"],
-                          **sample_stats(decoded.get("gray"), decoded.get("wave"), decoded.get("sample_rate"))})
+                          **sample_stats(None, decoded.get("wave"), decoded.get("sample_rate"))})
+            if decoded.get("gray") is not None:
+                images.add(stats[-1], decoded["gray"])
             if builder is not None:
                 builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), decoded.get("wave"),
                             decoded.get("sample_rate"), decoded.get("sensors"))
@@ -178,6 +181,7 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             dhash = None if clean["image_dhash"] is None else int(clean["image_dhash"], 16)
             outcome.decoded.append(DecodedRow(line, clean["sample_id"], dhash, _content_besides_image(row), outputs))
     save_parquet(out_dir / PARTS_DIR / f"part-{chunk.index:05d}.parquet", rows_to_frame(records))
+    images.finish()
     save_parquet(out_dir / PARTS_DIR / f"stats-{chunk.index:05d}.parquet", stats_frame(stats))
     if builder is not None and (len(builder) or not parts):
         write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, f"{chunk.index:05d}-{parts:04d}", builder.build())

@@ -107,3 +107,21 @@ def test_an_rgb_image_is_described_by_its_brightness(tmp_path):
     luma = image_stats(np.asarray(Image.fromarray(rgb).convert("L")))
     assert features["img_mean"] == pytest.approx(luma["img_mean"]) and features["img_center_col"] > 0.8
     assert 0 < features["img_mean"] < 0.2 * 76 / 255 + 1e-6  # red is dark in luma (76/255), 20 % of the pixels
+
+
+def test_a_chunks_images_described_together_match_one_by_one():
+    from features.transform import ImageStatsBatcher
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(5)]
+    images += [np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8), rng.integers(0, 256, (9, 31), np.uint8),
+               rng.integers(0, 256, (3, 2), np.uint8)]  # all-black, all-white, a shape of its own, a tiny one
+    batcher, records = ImageStatsBatcher(rows=4), [{} for _ in images]
+    for record, image in zip(records, images):
+        batcher.add(record, image)
+    batcher.finish()
+    for record, image in zip(records, images):
+        expected = image_stats(image)
+        assert record.keys() == expected.keys()
+        for name, value in expected.items():
+            assert record[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
