@@ -107,11 +107,14 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     stage_peak_mb: dict[str, float] = {}
     sampler = RssSampler()
 
+    cpu_seconds: dict[str, float] = {}
+
     def timed(name, fn, *args):
         sampler.reset()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = fn(*args)
         seconds[name] = time.perf_counter() - started
+        cpu_seconds[name] = time.process_time() - cpu_started  # every thread of the process: core-seconds
         stage_peak_mb[name] = sampler.peak_mb()
         return result
 
@@ -124,7 +127,8 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     rows = ingested.report.rows_in
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},
-              "total_s": sum(seconds.values()), "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb}
+              "total_s": sum(seconds.values()), "cpu_seconds": dict(cpu_seconds), "total_cpu_s": sum(cpu_seconds.values()),
+              "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb}
     if prefect:
         result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
         result["clean_prefect_ratio"] = result["clean_prefect_s"] / seconds["clean"]

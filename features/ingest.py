@@ -135,10 +135,14 @@ def compute_batch_id(source: Path) -> str:
     return _scan_batch(source, _read_manifest(source)).batch_id
 
 
-def _copy_and_hash(path: Path, target: Path) -> str:
-    """Copy the bytes of `path` (never a link) to `target`, returning the sha256 of what was copied."""
+def _copy_and_hash(path: Path, target: Path, made: set[Path] | None = None) -> str:
+    """Copy the bytes of `path` (never a link) to `target`, returning the sha256 of what was copied.
+    `made`: folders this pass created already (a mkdir per file costs more than the copy of a small one)."""
     digest = hashlib.sha256()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if made is None or target.parent not in made:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(target.parent)
     with path.open("rb") as source, target.open("wb") as copy:
         while chunk := source.read(_CHUNK):
             digest.update(chunk)
@@ -146,15 +150,15 @@ def _copy_and_hash(path: Path, target: Path) -> str:
     return digest.hexdigest()
 
 
-def _copy_files(source: Path, staging: Path, row: dict, digest: Any, real_dirs: dict[str, str]) -> None:
+def _copy_files(source: Path, staging: Path, row: dict, digest: Any, real_dirs: dict[str, str], made: set[Path],
+                root: Path) -> None:
     """Copy the row's files to the same place under `staging` (paths normalised), setting `<field>_sha256`
     from the bytes copied and feeding `digest` as the scan did; a missing or unreadable file gets None
     and clean quarantines it as missing_file."""
-    root = source.resolve()
     for field in _file_fields(row):
         path = resolve_inside(source, row[field], real_dirs)
         try:
-            sha = _copy_and_hash(path, staging / path.relative_to(root)) if path.is_file() else None
+            sha = _copy_and_hash(path, staging / path.relative_to(root), made) if path.is_file() else None
         except OSError:  # unreadable, or vanished since the scan
             sha = None
         row[f"{field}_sha256"] = sha
@@ -168,11 +172,13 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan) -> No
     (staging / MANIFEST_NAME).write_bytes(data)
     digest = hashlib.sha256(data)
     real_dirs: dict[str, str] = {}  # the landing folder's folders, resolved once for this pass
+    made: set[Path] = set()  # the snapshot's folders created so far
+    root = source.resolve()
     with (staging / ROWS_NAME).open("w", encoding="utf-8") as rows:
         for outcome in iter_manifest(data, source):
             if isinstance(outcome, QuarantineRecord):
                 continue
-            _copy_files(source, staging, outcome, digest, real_dirs)
+            _copy_files(source, staging, outcome, digest, real_dirs, made, root)
             rows.write(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
     if digest.hexdigest()[:16] != scan.batch_id:
         raise BatchError(

@@ -52,17 +52,17 @@ def resolve_inside(batch_dir: Path, relative: Any, real_dirs: dict[str, str] | N
     """
     if not isinstance(relative, str) or not relative:
         raise ValueError(f"expected a relative path string, got {relative!r}")
-    candidate = Path(relative)
-    if candidate.is_absolute():
+    if relative.startswith("/"):
         raise ValueError(f"absolute path {relative!r} is not allowed; paths are relative to the batch folder")
+    parts = [part for part in relative.split("/") if part not in ("", ".")]  # as pathlib splits a POSIX path
     cache = {} if real_dirs is None else real_dirs
     try:
         root = _real_dir(cache, str(batch_dir))
-        if not candidate.parts or ".." in candidate.parts:  # walks up: resolved whole
-            resolved = os.path.realpath(os.path.join(root, candidate), strict=False)
+        if not parts or ".." in parts:  # walks up: resolved whole
+            resolved = os.path.realpath(os.path.join(root, *parts), strict=False)
         else:
-            parent = _real_dir(cache, os.path.join(root, *candidate.parts[:-1]))
-            resolved = os.path.join(parent, candidate.name)
+            parent = _real_dir(cache, os.path.join(root, *parts[:-1]))
+            resolved = os.path.join(parent, parts[-1])
             if os.path.islink(resolved):
                 resolved = os.path.realpath(resolved)
         _refuse_symlink_loop(resolved)
