@@ -168,3 +168,13 @@ def remove_orphans(folder: Path) -> list[Path]:
             entry.unlink(missing_ok=True)
         removed.append(entry)
     return removed
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` holds `source`'s bytes: a hard link where the file system allows it (no bytes written, and
+    DVC stores the content once), else a copy. Only for files nothing rewrites in place (flywheel's writes
+    are atomic replaces, which give the path a new file and leave the linked one as it was)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

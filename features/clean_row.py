@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from features.atomic import link_or_copy
 from features.decode import DecodeError, decode_audio, decode_image, decode_sensor, to_grayscale
 from features.manifest import FILE_FIELDS, parse_timestamp, resolve_inside
 from features.phash import compute_dhash
@@ -166,9 +167,13 @@ def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: Clea
     """Decode each file, write its normalised version under `out_dir`, fill its columns in `clean` and put
     the arrays as written in `decoded`."""
     if "image" in files:
-        pixels = decode_image(files["image"], params.max_image_pixels, params.image_channels)  # (H, W) or (H, W, 3)
+        image = decode_image(files["image"], params.max_image_pixels, params.image_channels)
+        pixels = image.pixels  # (H, W) or (H, W, 3)
         clean["image"] = f"images/{stem}.png"
-        Image.fromarray(pixels).save(out_dir / clean["image"])
+        if image.canonical:  # a PNG in the task's mode is its own clean version: linked, not encoded again
+            link_or_copy(files["image"], out_dir / clean["image"])
+        else:
+            Image.fromarray(pixels).save(out_dir / clean["image"])
         decoded["image"] = pixels
         decoded["gray"] = gray = to_grayscale(pixels)  # contrast and dHash judge brightness, whatever the channels
         clean["image_height"], clean["image_width"] = gray.shape

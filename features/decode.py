@@ -38,7 +38,13 @@ AUDIO_RATE_RANGE = (1_000, 384_000)
 IMAGE_MODES = {1: "L", 3: "RGB"}  # channels kept -> Pillow mode
 
 
-def decode_image(path: Path, max_pixels: int, channels: int) -> np.ndarray:
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # (H, W) uint8 grayscale or (H, W, 3) uint8 RGB
+    canonical: bool  # the file is a PNG already in that mode: it decodes to these pixels as it is
+
+
+def decode_image(path: Path, max_pixels: int, channels: int) -> DecodedImage:
     """PNG/JPEG → (H, W) uint8 grayscale (channels 1) or (H, W, 3) uint8 RGB (channels 3; a grayscale
     file is converted, a transparent one loses its alpha); the header is checked against `max_pixels`
     before decoding."""
@@ -53,7 +59,8 @@ def decode_image(path: Path, max_pixels: int, channels: int) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return np.asarray(image.convert(IMAGE_MODES[channels]), dtype=np.uint8)
+                canonical = image.format == "PNG" and image.mode == IMAGE_MODES[channels]
+                return DecodedImage(np.asarray(image.convert(IMAGE_MODES[channels]), dtype=np.uint8), canonical)
     except DecodeError:
         raise
     except Image.DecompressionBombError as err:  # Pillow's own ceiling, reached before ours when ours is higher

@@ -12,8 +12,6 @@ a folder from an older flywheel) is read back file by file instead, with the sam
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,7 +21,7 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from features.atomic import atomic_path, staged_directory
+from features.atomic import atomic_path, link_or_copy, staged_directory
 from models.transforms import image_mode, image_to_input, imu_to_input, sensor_map_to_input, waveform_to_log_mel
 
 SHARD_ROWS = 2048  # rows per shard: 2048 × (16×16 image + 100×40 log-mel + 2 × 16×16 maps + 6×160 imu) float32 ≈ 47 MB
@@ -230,14 +228,6 @@ def clean_inputs_plan(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> l
     return plan if np.array_equal(np.concatenate(chosen), wanted) else None
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link where the file system allows it (a whole part taken as is costs no bytes), else a copy."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
 def load_clean_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> ModelInputs:
     """The model inputs of `rows`, in order, from the arrays clean wrote (or from the clean files)."""
     plan = clean_inputs_plan(clean_dir, rows, spec)
@@ -292,7 +282,7 @@ def _select_clean_shards(folder: Path, plan: list[tuple[Path, np.ndarray]], spec
                 continue
             target = staging / f"part-{index:05d}.npz"
             if mask.all():
-                _link_or_copy(part, target)
+                link_or_copy(part, target)  # a whole part taken as is costs no bytes
             else:
                 _write_archive(target, _load_archive(part).take(np.flatnonzero(mask)))
             index, done = index + 1, done + int(mask.sum())

@@ -135,10 +135,10 @@ def test_ingest_killed_mid_snapshot_leaves_no_batch_and_a_rerun_ingests_it_once(
     lake = tmp_path / "lake" / "raw"
     code = (f"from pathlib import Path\nimport time\nimport features.ingest as ingest\n"
             f"copy, copied = ingest._copy_and_hash, []\n"
-            f"def slow_copy(path, target):\n"
+            f"def slow_copy(path, target, made=None):\n"
             f"    copied.append(path)\n"
             f"    if len(copied) == 10:\n        print('copying', flush=True); time.sleep(60)\n"
-            f"    return copy(path, target)\n"
+            f"    return copy(path, target, made)\n"
             f"ingest._copy_and_hash = slow_copy\n"
             f"ingest.ingest_batch(Path({str(source)!r}), Path({str(lake)!r}))\n")
     writer = _python(code)

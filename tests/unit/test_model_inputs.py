@@ -102,3 +102,27 @@ def test_clean_writes_its_arrays_in_bounded_parts(cleaned, tmp_path, monkeypatch
     assert len(parts) == -(-len(again.rows) // 4) and all(len(load_model_inputs(p)) <= 4 for p in parts)
     _assert_same_inputs(load_clean_inputs(again.batch_dir, again.rows, input_spec()),
                         build_model_inputs(again.batch_dir, again.rows, input_spec()))
+
+
+def test_a_png_already_in_the_tasks_mode_is_kept_as_it_is_and_another_is_encoded(cleaned, tmp_path):
+    """The demo's grayscale PNGs are their own clean versions (same bytes, nothing encoded); an RGB file in a
+    grayscale task is converted and written anew."""
+    import json
+
+    from PIL import Image
+
+    raw = cleaned.batch_dir.parents[1] / "raw" / cleaned.batch_dir.name
+    first = json.loads((raw / "rows.jsonl").read_text().splitlines()[0])
+    kept = cleaned.rows.set_index("sample_id").loc[first["sample_id"], "image"]
+    assert (cleaned.batch_dir / kept).read_bytes() == (raw / first["image"]).read_bytes()
+    from features.clean_row import clean_row
+
+    with Image.open(raw / first["image"]) as image:
+        image.convert("RGB").save(tmp_path / "rgb.png")
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    row = {**first, "image": "rgb.png", "audio": None, "image_sha256": "x"}
+    again = clean_row(row, tmp_path, out, clean_params(TASK))
+    with Image.open(out / again["image"]) as written, Image.open(raw / first["image"]) as original:
+        assert written.mode == "L" and (out / again["image"]).read_bytes() != (tmp_path / "rgb.png").read_bytes()
+        np.testing.assert_array_equal(np.asarray(written), np.asarray(original.convert("RGB").convert("L")))
