@@ -63,9 +63,9 @@ def fit_columns(columns: Sequence[Col], rows: Sequence[Sequence[str]], width: in
     """The columns to show (index -> content width) and the ones left out, for a table `width` cells wide.
 
     Each column needs its longest header part and, unless it folds, its widest cell; a folding column needs
-    `_fold_need` (about `FOLD_MIN_WIDTH`). Columns are left out by `keep` until the needs fit. The room left first makes the
-    headers as few lines high as it can (the same height for all), then goes to the columns furthest from their
-    natural width (header on one line, no cell wrapped), nearest first.
+    `_fold_need` (about `FOLD_MIN_WIDTH`). Columns are left out by `keep` until the needs fit. The room left first
+    makes the headers as few lines high as it can (the same height for all), then goes towards each column's
+    natural width (header on one line, no cell wrapped): the folding columns first, then the others.
     """
     cells = [[_cell_width(row[i]) for row in rows] for i in range(len(columns))]
     natural = [max([len(c.header), *cells[i]]) for i, c in enumerate(columns)]
@@ -84,11 +84,14 @@ def fit_columns(columns: Sequence[Col], rows: Sequence[Sequence[str]], width: in
             room -= sum(taller.values()) - sum(widths.values())
             widths = taller
             break
-    # Wrapped cells cost a line per row, a wrapped header one line: the folding columns first.
-    for i in sorted(shown, key=lambda i: (not columns[i].fold, natural[i] - widths[i])):
-        grant = max(0, min(room, natural[i] - widths[i]))
-        widths[i] += grant
-        room -= grant
+    # Wrapped cells cost a line per row, a wrapped header one line: the folding columns first, sharing the room
+    # evenly (one that needs less than its share gets what it needs), then the others.
+    for group in ([i for i in shown if columns[i].fold], [i for i in shown if not columns[i].fold]):
+        group.sort(key=lambda i: natural[i] - widths[i])
+        for left, i in enumerate(group):
+            grant = max(0, min(room // (len(group) - left), natural[i] - widths[i]))
+            widths[i] += grant
+            room -= grant
     return widths, [i for i in range(len(columns)) if i not in widths]
 
 

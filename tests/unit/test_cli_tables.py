@@ -1,5 +1,5 @@
-"""Tables fit the terminal (flows/cli_tables.py): `flywheel models`, the gate table and the run summary at 80
-and 140 columns, every line within the width and every header broken only between words (rich alone folded
+"""Tables fit the terminal (flows/cli_tables.py): `flywheel models`, the gate table, the run summary and the
+monitor table at 80 and 140 columns, every line within the width and every header broken only between words (rich alone folded
 `audio_to_image_r1` into `audio_to_ima` / `ge_r1` at 140)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from flows.cli_models import VERSION_COLUMNS, gate_table, versions_table
+from flows.cli_monitor import monitor_table
 from flows.cli_report import summary_tables
 from flows.cli_tables import Col, FittedTable, fit_columns, header_lines
 from models.registry import VersionSummary
@@ -113,6 +114,17 @@ def test_the_run_summary_tables_fit_the_terminal_with_every_column(width):
     assert check_fits(data, width) == ["stage", "rows in", "rows out", "quarantined", "reasons", "seconds"]
     assert check_fits(model, width) == ["stage", "result", "seconds"]
     assert "(cached)" in "\n".join(render(data, width))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_the_monitor_table_fits_the_terminal_with_every_column(width):
+    summary = {"status": "drift", "champion": "2", "checks": {
+        "data_drift": {"status": "drift", "items": {
+            "img_ink_ratio": {"score": 0.31, "threshold": 0.1, "drifted": True},
+            "audio_spectral_centroid_hz": {"score": 0.22, "threshold": 0.1, "drifted": True},
+            "caption_chars": {"score": 0.02, "threshold": 0.1, "drifted": False}}},
+        "not_applicable": {"status": "skipped", "items": {"depth": "the champion has no depth tower"}}}}
+    assert check_fits(monitor_table(summary), width) == ["check", "status", "drifted", "evidence"]
 
 
 def test_a_header_breaks_after_an_underscore_or_at_a_space_never_inside_a_word():
