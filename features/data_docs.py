@@ -106,14 +106,15 @@ def localize_data_docs(site_dir: Path, assets_dir: Path | None = None) -> list[P
     since = stamp.stat().st_mtime - _MTIME_SLACK_S if stamp.exists() else float("-inf")
     rewritten = []
     for page in sorted(site_dir.rglob("*.html")):
-        if page.stat().st_mtime < since or not any(url in _read_head(page) for url in CDN_ASSETS):
+        if page.stat().st_mtime < since or not _loads_remote_assets(_read_head(page)):
             continue
-        text, unknown = rewrite_page(page.read_text(encoding="utf-8"), Path(os.path.relpath(site_dir, page.parent)),
-                                     site_dir)
-        atomic_write_text(page, text)
-        rewritten.append(page)
+        html = page.read_text(encoding="utf-8")
+        text, unknown = rewrite_page(html, Path(os.path.relpath(site_dir, page.parent)), site_dir)
         if unknown:
             _warn_unknown_urls(tuple(unknown))
+        if text != html:
+            atomic_write_text(page, text)
+            rewritten.append(page)
     stamp.touch()
     os.utime(stamp, (started, started))
     return rewritten
@@ -161,6 +162,10 @@ def _copy_assets(assets_dir: Path, vendor_dir: Path) -> None:
             if not target.is_file() or target.stat().st_size != file.stat().st_size:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_copy(file, target)
+
+
+def _loads_remote_assets(html: str) -> bool:
+    return any(_URL_ATTRIBUTE.search(tag) for tag in _ASSET_TAG.findall(html))
 
 
 def _read_head(page: Path) -> str:

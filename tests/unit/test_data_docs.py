@@ -141,6 +141,13 @@ def test_a_gx_upgrade_that_loads_an_unknown_script_is_named_in_a_warning(tmp_pat
     html = page.read_text()
     assert known not in html and "https://cdn.example/new@2.js" in html
     assert any("https://cdn.example/new@2.js" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    newer = site / "validations" / "page.html"  # a newer GX that loads nothing this module knows
+    newer.parent.mkdir()
+    newer.write_text('<html><head><script src="https://cdn.example/other@3.js"></script></head></html>')
+    with caplog.at_level("WARNING", logger="flywheel.data_docs"):
+        assert localize_data_docs(site, fake_assets) == []  # nothing to point elsewhere, but said
+    assert any("https://cdn.example/other@3.js" in r.getMessage() for r in caplog.records)
 
 
 # --- in a browser, with the network off --------------------------------------------------------------------
