@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# GX Data Docs' scripts and stylesheets: package.json and package-lock.json there, node_modules/ beside them
+DATA_DOCS_ASSETS := vendor/data-docs
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # espeak-ng and festival (with its voices): the demo's training speech; flite: the held-out speech engine of the
 # golden batch (examples/digits/speech.py); chromium: the dashboards' browser test (Playwright drives it, downloads none)
@@ -22,7 +24,7 @@ export FEAST_USAGE=False
 
 .PHONY: install system-deps run test demo-data golden ui docs clean-state up down
 
-install: system-deps $(VENV)/.installed
+install: system-deps $(VENV)/.installed $(DATA_DOCS_ASSETS)/node_modules/.installed
 
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +41,17 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
+
+# GX Data Docs' scripts and stylesheets (jQuery, Bootstrap, bootstrap-table, vega, font-awesome): the npm packages of
+# the versions GX's page templates load from public CDNs, which features/data_docs.py copies into each Data Docs site
+# so that its pages render offline. Without npm the install goes on and the pages keep their CDN links (with a warning).
+$(DATA_DOCS_ASSETS)/node_modules/.installed: $(DATA_DOCS_ASSETS)/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix $(DATA_DOCS_ASSETS) --ignore-scripts --loglevel=error && touch $@; \
+	else \
+	  echo "npm not found: GX Data Docs will load their scripts from public CDNs (offline their tables stay empty);" \
+	       "install Node.js and npm, then run make install again"; \
+	fi
 
 # The digits example's golden batch (params.yaml task.golden): the gate's fixed test set, every row labelled.
 # Every run checks it at start-up, and the tests load the root params.yaml, so it comes first.

@@ -41,6 +41,7 @@ from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.datasource.fluent import PandasDatasource
 
+from features.data_docs import localize_data_docs
 from features.expectations import (
     FEATURE_RANGES,
     FEATURES_SUITE_NAME,
@@ -220,12 +221,16 @@ def _run_checkpoint(
     batch_id: str,
     result_format: dict[str, Any],
 ) -> ExpectationSuiteValidationResult:
-    """Run `suite` on `frame` through its checkpoint, which updates Data Docs; the suite, its
-    validation definition and checkpoint (all named after the suite) are saved first if they changed."""
+    """Run `suite` on `frame` through its checkpoint, which updates Data Docs (then pointed at local copies of
+    their scripts: features/data_docs.py); the suite, its validation definition and checkpoint (all named after
+    the suite) are saved first if they changed."""
     checkpoint = _saved_checkpoint(context, asset_name, suite, result_format)
     if checkpoint is None:
         checkpoint = _save_checkpoint(context, asset_name, suite, result_format)
     result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=batch_id))
+    index = _data_docs_index(context)
+    if index is not None:  # before any rejection: a rejected batch's result page is the one a user opens
+        localize_data_docs(index.parent)
     (suite_result,) = result.run_results.values()
     return suite_result
 

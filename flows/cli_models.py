@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console
+from flows.cli_tables import Col, FittedTable
+
+if TYPE_CHECKING:
+    from models.registry import VersionSummary
 
 KEY_METRICS = ("zero_shot_image_acc", "zero_shot_audio_acc", "audio_to_image_r1", "p95_latency_ms", "model_size_mb")
 CLASS_SLICE = "class"  # models.evaluate.CLASS_GROUP, not imported: that module loads torch
@@ -94,18 +97,30 @@ def models(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_O
     if not versions:
         console.print(f"no versions of {settings.params.registry.model_name} yet (`flywheel run` trains one)")
         return
-    table = Table(title=settings.params.registry.model_name, title_justify="left")
-    for column in ("version", "aliases", "gate", "vs", *(m.removeprefix("zero_shot_") for m in KEY_METRICS),
-                   "slices", "data version", "created"):
-        table.add_column(column, overflow="fold")
+    console.print(versions_table(versions, settings.params.registry.model_name, settings.task.slices))
+
+
+# What `flywheel models` drops first in a narrow terminal: the lowest `keep` (cli_tables.FittedTable).
+VERSION_COLUMNS = (
+    Col("version", keep=100), Col("aliases", fold=True, keep=90), Col("gate", keep=95), Col("vs", keep=40),
+    *(Col(m.removeprefix("zero_shot_"), keep=keep) for m, keep in zip(KEY_METRICS, (80, 75, 70, 50, 45))),
+    Col("slices", fold=True, keep=85), Col("data version", fold=True, keep=30),
+    Col("created (UTC)", fold=True, keep=20),
+)
+
+
+def versions_table(versions: Sequence[VersionSummary], model_name: str, slice_fields: Sequence[str]) -> FittedTable:
+    """One row per version, newest first: aliases, gate decision, the champion it was gated against, key metrics,
+    slice checks, data version and creation time."""
+    table = FittedTable(VERSION_COLUMNS, title=model_name)
     for v in versions:
         gate_style = {"passed": "green", "rejected": "red", "forced": "yellow"}.get(v.gate, "dim")
         table.add_row(v.version, ", ".join(f"@{a}" for a in v.aliases), f"[{gate_style}]{v.gate}[/{gate_style}]",
                       v.tags.get("gate.champion_version", "") if v.tags.get("gate.champion_version") != "None" else "-",
                       *(v.tags.get(f"gate.metric.{m}", "") for m in KEY_METRICS),
-                      escape(slices_cell(v.tags, settings.task.slices)),
-                      v.tags.get("data_version", ""), v.created_at)
-    console.print(table)
+                      escape(slices_cell(v.tags, slice_fields)),
+                      escape(v.tags.get("data_version", "")), v.created_at[:16].replace("T", " "))
+    return table
 
 
 def failed_slices(tags: Mapping[str, str], fields: Sequence[str]) -> list[str]:
@@ -137,15 +152,17 @@ def slices_cell(tags: Mapping[str, str], fields: Sequence[str]) -> str:
     return f"{passed}; failed: {', '.join(failed)}" if failed else passed
 
 
-def gate_table(decision: dict) -> Table:
+GATE_COLUMNS = (Col("check", fold=True, keep=100), Col("observed", keep=80), Col("bound", keep=70),
+                Col("interval", keep=60), Col("result", keep=90))
+
+
+def gate_table(decision: dict) -> FittedTable:
     """One row per check: observed value (or improvement), bound, bootstrap interval, result; a class slice
     reads `class=<name>`, as the gate recorded it."""
     lineage = decision.get("lineage", {})
-    table = Table(title=f"gate: v{lineage.get('challenger_version')} vs "
-                        f"{'v' + str(lineage['champion_version']) if lineage.get('champion_version') else 'no champion'} "
-                        f"on {lineage.get('golden_version')}", title_justify="left")
-    for column in ("check", "observed", "bound", "interval", "result"):
-        table.add_column(column)
+    champion = f"v{lineage['champion_version']}" if lineage.get("champion_version") else "no champion"
+    table = FittedTable(GATE_COLUMNS, title=f"gate: v{lineage.get('challenger_version')} vs {champion} "
+                                            f"on {lineage.get('golden_version')}")
     for c in decision["checks"]:
         name = (f"{c['metric']}[{c['slice']}] {c['kind']}" if c.get("slice")
                 else f"{c['metric']} {c['kind']}")

@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, exit_on_user_error
+from flows.cli_tables import Col, FittedTable
 
 
 def monitor(
@@ -81,16 +81,26 @@ def resolve_batch(settings, batch: Optional[str], home: Optional[Path] = None, p
                             f"ingested batches (newest last): {', '.join(known[-5:]) or 'none'}")
 
 
-def print_monitor(summary: dict) -> None:
-    """The checks as a table: what drifted and the evidence (a drifted class mix names the classes that moved)."""
-    from monitoring.class_mix import describe_class_moves
+MONITOR_COLUMNS = (Col("check", keep=100), Col("status", keep=90), Col("drifted", fold=True, keep=80),
+                   Col("evidence", fold=True, keep=85))  # in a narrow terminal the lowest `keep` goes first
 
+
+def print_monitor(summary: dict) -> None:
+    """The checks as a table, then where the reports are; a summary without checks in one line."""
     if "checks" not in summary:
         console.print(f"{summary.get('status')}: {summary.get('detail', 'nothing to compare against')}")
         return
-    table = Table(title=f"monitor: {summary['status'].upper()} (champion v{summary.get('champion')})", title_justify="left")
-    for column in ("check", "status", "drifted", "evidence"):
-        table.add_column(column, overflow="fold")
+    console.print(monitor_table(summary))
+    for key, what in (("report", "report"), ("predictions_report", "class mix")):
+        if summary.get(key):
+            console.print(f"{what}: {summary[key]}")
+
+
+def monitor_table(summary: dict) -> FittedTable:
+    """One row per check: what drifted and the evidence (a drifted class mix names the classes that moved)."""
+    from monitoring.class_mix import describe_class_moves
+
+    table = FittedTable(MONITOR_COLUMNS, title=f"monitor: {summary['status'].upper()} (champion v{summary.get('champion')})")
     moves = describe_class_moves(summary["checks"])
     for name, check in summary["checks"].items():
         judged = {item: entry for item, entry in check["items"].items() if isinstance(entry, dict)}
@@ -102,10 +112,7 @@ def print_monitor(summary: dict) -> None:
         style = {"drift": "red", "skipped": "yellow"}.get(check["status"], "green")
         # Class and feature names are text, never rich markup.
         table.add_row(name, f"[{style}]{check['status']}[/{style}]", escape(", ".join(drifted)), escape(evidence))
-    console.print(table)
-    for key, what in (("report", "report"), ("predictions_report", "class mix")):
-        if summary.get(key):
-            console.print(f"{what}: {summary[key]}")
+    return table
 
 
 def _evidence(item: str, entry: dict, moved: str | None) -> str:

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
-
 from flows.cli_common import console
+from flows.cli_tables import Col, FittedTable
 from flows.settings import Settings
 
 
@@ -33,10 +32,16 @@ def ui_commands(settings: Settings) -> dict[str, str]:
     }
 
 
-def print_summary(summary: dict, path: Path, settings: Settings) -> None:
-    data = Table(title=f"run {summary['run_id']}: {summary['status']} (batch {summary.get('batch_id')})", title_justify="left")
-    for column in ("stage", "rows in", "rows out", "quarantined", "reasons", "seconds"):
-        data.add_column(column, justify="left" if column in ("stage", "reasons") else "right")
+# The run summary's tables; in a narrow terminal the lowest `keep` goes first (cli_tables.FittedTable).
+DATA_COLUMNS = (Col("stage", keep=100), Col("rows in", keep=80, justify="right"), Col("rows out", keep=85, justify="right"),
+                Col("quarantined", keep=90, justify="right"), Col("reasons", fold=True, keep=95),
+                Col("seconds", keep=70, justify="right"))
+MODEL_COLUMNS = (Col("stage", keep=100), Col("result", fold=True, keep=90), Col("seconds", keep=70, justify="right"))
+
+
+def summary_tables(summary: dict) -> list[FittedTable]:
+    """The run summary's tables: one row per data stage, then one per model stage that ran (when any did)."""
+    data = FittedTable(DATA_COLUMNS, title=f"run {summary['run_id']}: {summary['status']} (batch {summary.get('batch_id')})")
     for name, stage in summary["stages"].items():
         reasons = ", ".join(f"{k}={v}" for k, v in stage.get("reasons", {}).items()) or ("already ingested" if stage.get("skipped") else "")
         if summary.get("cache", {}).get(name, {}).get("cached") and name != "ingest":
@@ -44,11 +49,7 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
         counts = ["" if stage.get(c) is None else str(stage[c]) for c in ("rows_in", "rows_out", "rows_quarantined")]
         data.add_row(name, *counts, reasons,
                      f"{summary['seconds'].get(name, 0):.1f}")
-    console.print(data)
-    model = Table(show_header=True, title="model", title_justify="left")
-    model.add_column("stage")
-    model.add_column("result", overflow="fold")
-    model.add_column("seconds", justify="right")
+    model = FittedTable(MODEL_COLUMNS, title="model")
     from flows.stages import built_in_stages
 
     for stage in built_in_stages():
@@ -56,8 +57,12 @@ def print_summary(summary: dict, path: Path, settings: Settings) -> None:
         if stage.summary is not None and name in summary["seconds"] and name != summary.get("failed_stage"):
             cached = "(cached) " if summary.get("cache", {}).get(name, {}).get("cached") else ""
             model.add_row(name, cached + stage.summary(summary), f"{summary['seconds'][name]:.1f}")
-    if model.row_count:
-        console.print(model)
+    return [data, model] if model.row_count else [data]
+
+
+def print_summary(summary: dict, path: Path, settings: Settings) -> None:
+    for table in summary_tables(summary):
+        console.print(table)
     if summary.get("error"):
         console.print(f"[red]stage {summary.get('failed_stage')} failed:[/red] {summary['error']}")
     rejected = summary.get("rejection")
