@@ -29,7 +29,7 @@ from features.manifest import FILE_FIELDS
 from features.phash import NearHashIndex
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transform import STATS_FILE, ImageStatsBatcher, sample_stats, stats_frame
-from models.inputs import CLEAN_INPUTS_DIR, InputsBuilder, write_clean_inputs_part, write_clean_inputs_spec
+from models.inputs import CLEAN_INPUTS_DIR, InputSpec, InputsBuilder, write_clean_inputs_part, write_clean_inputs_spec
 
 __all__ = [  # one row's cleaning lives in features.clean_row; these names are imported from here too
     "CLEAN_COLUMNS", "ROWS_NAME", "Chunk", "ChunkOutcome", "CleanParams", "CleanResult", "clean_batch",
@@ -37,7 +37,6 @@ __all__ = [  # one row's cleaning lives in features.clean_row; these names are i
 ]
 
 ROWS_NAME = "rows.parquet"
-STATS_NAME = STATS_FILE  # per-sample image and audio statistics for the transform stage, from the decoded arrays
 
 
 @dataclass(frozen=True)
@@ -143,16 +142,48 @@ PARTS_DIR = ".parts"  # the chunks' tables, inside the staging folder until they
 CLEAN_INPUTS_ROWS = 256  # rows per part of the model inputs clean writes: 256 x ~22 KB of arrays per worker at most
 
 
+class _ChunkDerived:
+    """What clean derives from each row it has just decoded, for the later stages: the transform's
+    statistics (a table part per chunk) and the model inputs (parts of CLEAN_INPUTS_ROWS rows)."""
+
+    def __init__(self, index: int, out_dir: Path, spec: InputSpec | None) -> None:
+        self.index, self.out_dir, self.spec, self.parts = index, out_dir, spec, 0
+        self.stats: list[dict[str, Any]] = []
+        self.images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
+        self.builder = None if spec is None else InputsBuilder(CLEAN_INPUTS_ROWS, spec)
+
+    def add(self, clean: dict[str, Any], decoded: dict[str, Any]) -> None:
+        wave, rate = decoded.get("wave"), decoded.get("sample_rate")
+        self.stats.append({"sample_id": clean["sample_id"], **sample_stats(None, wave, rate)})
+        if decoded.get("gray") is not None:
+            self.images.add(self.stats[-1], decoded["gray"])
+        if self.builder is not None:
+            self.builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), wave, rate,
+                             decoded.get("sensors"))
+            if self.builder.full:  # a worker holds one part's arrays, whatever the chunk's length
+                self._write_inputs()
+                self.builder = InputsBuilder(CLEAN_INPUTS_ROWS, self.spec)
+
+    def finish(self) -> None:
+        self.images.finish()
+        save_parquet(self.out_dir / PARTS_DIR / f"stats-{self.index:05d}.parquet", stats_frame(self.stats))
+        if self.builder is not None and (len(self.builder) or not self.parts):
+            self._write_inputs()
+
+    def _write_inputs(self) -> None:
+        write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, f"{self.index:05d}-{self.parts:04d}",
+                                self.builder.build())
+        self.parts += 1
+
+
 def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanParams) -> ChunkOutcome:
-    """Clean one chunk's rows and write its part of the clean table (a top-level function, so process and
-    Dask workers can run it); returns what the batch-level steps need, not the rows."""
+    """Clean one chunk's rows and write its part of the clean table, and of what the later stages need
+    (a top-level function, so process and Dask workers can run it); returns what the batch-level steps
+    need, not the rows."""
     records: list[dict[str, Any]] = []
-    stats: list[dict[str, Any]] = []  # the transform stage's per-sample statistics, from the decoded arrays
-    images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
-    spec, parts = params.inputs, 0
-    builder = None if spec is None else InputsBuilder(CLEAN_INPUTS_ROWS, spec)
+    derived = _ChunkDerived(chunk.index, out_dir, params.inputs)
     outcome = ChunkOutcome([], [])
-    real_dirs: dict[str, str] = {}
+    real_dirs: dict[str, str] = {}  # the raw batch's folders, resolved once for this chunk
     with (raw_dir / RAW_ROWS_NAME).open("rb") as handle:
         handle.seek(chunk.offset)
         for line in range(chunk.first_line, chunk.first_line + chunk.lines):
@@ -167,24 +198,12 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
                 outcome.quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
                 continue
             records.append(clean)
-            stats.append({"sample_id": clean["sample_id"],
-                          **sample_stats(None, decoded.get("wave"), decoded.get("sample_rate"))})
-            if decoded.get("gray") is not None:
-                images.add(stats[-1], decoded["gray"])
-            if builder is not None:
-                builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), decoded.get("wave"),
-                            decoded.get("sample_rate"), decoded.get("sensors"))
-                if builder.full:  # a worker holds one part's arrays, whatever the chunk's size
-                    write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, f"{chunk.index:05d}-{parts:04d}", builder.build())
-                    builder, parts = InputsBuilder(CLEAN_INPUTS_ROWS, spec), parts + 1
+            derived.add(clean, decoded)
             outputs = tuple(clean[f] for f in ("image", "audio", *SENSOR_FIELDS) if clean.get(f))
             dhash = None if clean["image_dhash"] is None else int(clean["image_dhash"], 16)
             outcome.decoded.append(DecodedRow(line, clean["sample_id"], dhash, _content_besides_image(row), outputs))
     save_parquet(out_dir / PARTS_DIR / f"part-{chunk.index:05d}.parquet", rows_to_frame(records))
-    images.finish()
-    save_parquet(out_dir / PARTS_DIR / f"stats-{chunk.index:05d}.parquet", stats_frame(stats))
-    if builder is not None and (len(builder) or not parts):
-        write_clean_inputs_part(out_dir / CLEAN_INPUTS_DIR, f"{chunk.index:05d}-{parts:04d}", builder.build())
+    derived.finish()
     return outcome
 
 
@@ -299,7 +318,7 @@ def clean_batch(
                       else ({row.sample_id for row in decoded}, []))
         rejected.extend(near)
         frame = _join_parts(staging, keep)
-        save_parquet(staging / STATS_NAME, _join_parts(staging, keep, "stats", lambda: stats_frame([])))
+        save_parquet(staging / STATS_FILE, _join_parts(staging, keep, "stats", lambda: stats_frame([])))
         shutil.rmtree(staging / PARTS_DIR)
         save_parquet(staging / ROWS_NAME, frame)
         publish_directory(staging, final)
