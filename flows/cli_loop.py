@@ -54,10 +54,11 @@ def retrain(
 
             outcome = run_retrain(settings, reason)
         else:
-            from flows.prefect_runtime import prepare_prefect
+            from flows.prefect_runtime import prepare_prefect, run_tags
 
             prepare_prefect(settings, server=True).wait()
             from flows.loop_flows import retrain_flow
 
-            outcome = retrain_flow(reason, str(settings.paths.home), str(params.absolute()) if params else None)
+            with run_tags(settings):
+                outcome = retrain_flow(reason, str(settings.paths.home), str(params.absolute()) if params else None)
     console.print_json(data=outcome)
