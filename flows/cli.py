@@ -24,6 +24,7 @@ from flows.cli_common import (  # noqa: E402
     exit_on_user_error,
     require_registry_lock,
 )
+from flows.cli_lineage import lineage  # noqa: E402
 from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.cli_monitor import monitor  # noqa: E402
@@ -39,6 +40,7 @@ app.command("stage")(stage_command)
 app.command("dvc-yaml")(dvc_yaml)
 app.command("rollback")(rollback)
 app.command("models")(models)
+app.command("lineage")(lineage)
 app.command("schedule")(schedule)
 app.command("retrain")(retrain)
 app.command("monitor")(monitor)

@@ -196,6 +196,8 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
     where = dict(batch_id=extra.get("batch"),
                  rejected_by=f"{rejected['stage']}: {rejected.get('expectation')}" if rejected else None)
     project, classes = settings.params.registry.model_name, settings.task.classes
+    # The run folder is runs/<run id>: the snapshot names the run and the model version it checked against.
+    where["lineage"] = {"run": run_dir.name, "model": project, "model_version": str(champion)}
     if result.data_drift is not None:
         html = run_dir / "drift_report.html"
         summary["evidently_snapshot"] = save_drift(settings.paths.evidently, project, result.data_drift, classes,
