@@ -154,3 +154,13 @@ def test_lineage_steps_are_hyperlinks_in_a_terminal_and_plain_text_elsewhere(sta
     print_lineage(lineage, Console(file=piped, force_terminal=False, width=200))
     assert f"\x1b]8;" in terminal.getvalue() and mlflow_run.url in terminal.getvalue()  # OSC 8
     assert "\x1b" not in piped.getvalue() and mlflow_run.url in piped.getvalue()  # the address, spelt out
+
+
+def test_the_model_card_links_the_prefect_flow_run_and_names_the_data_docs_page_of_its_run(state):
+    settings, _, first, second, _ = state
+    client = MlflowClient(settings.tracking_uri)
+    card = client.get_model_version(settings.params.registry.model_name, "2").description
+    assert f"- flywheel run: `{second['run_id']}` ([Prefect flow run]({second['links']['prefect_flow_run']}))" in card
+    assert f"(Data Docs page): `{second['stages']['validate']['data_docs_page']}`" in card
+    plain = client.get_model_version(settings.params.registry.model_name, "1").description
+    assert f"- flywheel run: `{first['run_id']}`; `flywheel lineage {first['run_id']}`" in plain  # --plain: no flow run
