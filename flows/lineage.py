@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from flows.run_links import file_url
+from flows.run_links import evidently_report_url, file_url
 from flows.settings import Settings
 
 DRIFT_CHECKS_SHOWN = 10  # the latest drift checks listed; the rest are counted
@@ -127,7 +127,7 @@ def _drift_steps(summary: Mapping[str, Any], later: Sequence[Mapping[str, Any]],
         share = monitor.get("drifted_share")
         what = (f"{'DRIFT' if monitor.get('drift_detected') else 'no drift'} on batch {monitor.get('batch')} "
                 f"vs v{monitor.get('champion')}" + (f", drifted share {share:.2f}" if isinstance(share, float) else ""))
-        detail = f"run {s['run_id']}" + (f"; Evidently snapshot {monitor['evidently_snapshot']}"
+        detail = f"run {s['run_id']}" + (f"; Evidently: {evidently_report_url(monitor)}"
                                           if monitor.get("evidently_snapshot") else "")
         steps.append(Step("drift checks since", what, file_url(monitor["report"]) if monitor.get("report") else None, detail))
     if len(checks) > DRIFT_CHECKS_SHOWN:

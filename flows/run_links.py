@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from flows.run_record import RunRecord
@@ -57,9 +58,19 @@ def run_links(record: RunRecord) -> dict[str, str]:
         links[f"{LINK_TAG}data_docs"] = file_url(page)
     if record.monitor.get("report"):
         links[f"{LINK_TAG}drift_report"] = file_url(record.monitor["report"])
-    if record.monitor.get("evidently_snapshot"):
-        links[f"{LINK_TAG}evidently_snapshot"] = record.monitor["evidently_snapshot"]
+    snapshot = evidently_report_url(record.monitor)
+    if snapshot:
+        links[f"{LINK_TAG}evidently_snapshot"] = snapshot
     return links
+
+
+def evidently_report_url(monitor: Mapping[str, Any]) -> str | None:
+    """The drift snapshot's page in `evidently ui` as `flywheel ui` starts it; its bare id when the project's is
+    not recorded (a summary written before it was)."""
+    snapshot, project = monitor.get("evidently_snapshot"), monitor.get("evidently_project_id")
+    if not snapshot:
+        return None
+    return f"{EVIDENTLY_UI}/projects/{project}/reports/{snapshot}" if project else str(snapshot)
 
 
 def mlflow_runs_of(record: RunRecord) -> list[str]:

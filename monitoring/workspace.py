@@ -115,6 +115,13 @@ def sync_dashboard(dashboard: DashboardModel, wanted: list[TabPanel]) -> Dashboa
     return DashboardModel(tabs=tabs, panels=list(panels.values()))
 
 
+def project_id(workspace_dir: Path, name: str) -> str | None:
+    """The id of the project named `name` (the one every save picks), None when there is none yet: with a
+    snapshot id it addresses the report in `evidently ui` (/projects/<project id>/reports/<snapshot id>)."""
+    matches = sorted(Workspace.create(str(workspace_dir)).search_project(name), key=lambda project: str(project.id))
+    return str(matches[0].id) if matches else None
+
+
 def _is_ours(panel: DashboardPanelPlot) -> bool:
     return panel.plot_params.get(MANAGED_BY) == "flywheel"
 

@@ -100,7 +100,9 @@ def test_the_mlflow_runs_carry_the_run_id_and_link_the_flow_run_the_data_docs_pa
         page = _local(tags["links.data_docs"])
         assert page.is_file() and second["run_id"] in page.parts and page.name != "index.html"
         assert _local(tags["links.drift_report"]) == Path(second["monitor"]["report"]) and Path(second["monitor"]["report"]).is_file()
-        assert tags["links.evidently_snapshot"] == second["monitor"]["evidently_snapshot"]
+        project, snapshot = second["monitor"]["evidently_project_id"], second["monitor"]["evidently_snapshot"]
+        assert tags["links.evidently_snapshot"] == f"http://127.0.0.1:8000/projects/{project}/reports/{snapshot}"
+        assert (settings.paths.evidently / project / "snapshots" / f"{snapshot}.json").is_file()
     plain = client.get_run(first["train"]["mlflow_run_id"]).data.tags
     assert plain["flywheel.run_id"] == first["run_id"] and "links.prefect_flow_run" not in plain  # --plain: no flow run
     assert first["run_id"] in _local(plain["links.data_docs"]).parts
