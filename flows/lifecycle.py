@@ -105,6 +105,7 @@ def flywheel_run_name() -> str:
 
 
 def run_id_of_this_flow_run(run_id: str | None) -> str:
+    """Inside a flow named by `flywheel_run_name`: the run id given, else the flow run's name."""
     from prefect.runtime import flow_run
 
     return run_id or flow_run.name or new_run_id()

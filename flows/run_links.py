@@ -74,13 +74,16 @@ def evidently_report_url(monitor: Mapping[str, Any]) -> str | None:
 
 
 def mlflow_runs_of(record: RunRecord) -> list[str]:
-    """The MLflow runs this flywheel run made: its training (not one an earlier run made and this one reused)
-    and its drift check."""
+    """The MLflow runs this flywheel run made: its training and its drift check, not those an earlier run made
+    and this one reused from the stage cache (they keep that run's links)."""
+
+    def made_here(stage: str) -> bool:
+        return (record.cache.get(stage) or {}).get("computed_by", record.run_id) == record.run_id
+
     runs = []
-    trained_here = (record.cache.get("train") or {}).get("computed_by", record.run_id) == record.run_id
-    if record.train.get("mlflow_run_id") and trained_here:
+    if record.train.get("mlflow_run_id") and made_here("train"):
         runs.append(record.train["mlflow_run_id"])
-    if record.monitor.get("mlflow_run"):
+    if record.monitor.get("mlflow_run") and made_here("monitor"):
         runs.append(record.monitor["mlflow_run"])
     return runs
 
