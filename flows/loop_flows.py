@@ -78,6 +78,35 @@ def build_deployments(settings: Settings, params_path: Path | None = None) -> li
     ]
 
 
+class DeploymentsOfAnotherHome(RuntimeError):
+    """The server already has the loop's deployments, set up for another FLYWHEEL_HOME."""
+
+
+def check_deployments_are_this_homes(settings: Settings, deployments: list[RunnerDeployment]) -> None:
+    """On a server several homes share (the machine's local one), the deployments are named after their flows:
+    registering this home's would silently take over another home's schedules. Raise, naming that home and
+    the ways out, when one of them is registered with another home."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    home = str(settings.paths.home)
+    others: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            try:
+                found = client.read_deployment_by_name(f"{deployment.flow_name}/{deployment.name}")
+            except ObjectNotFound:
+                continue
+            owner = (found.parameters or {}).get("home")
+            if owner and owner != home:
+                others[deployment.name] = owner
+    if others:
+        owners = ", ".join(sorted(set(others.values())))
+        raise DeploymentsOfAnotherHome(
+            f"this Prefect server already runs {', '.join(sorted(others))} for {owners}; `--replace` moves them to "
+            f"{home}, or give this home a server of its own: FLYWHEEL_PREFECT_SERVER_HOME=DIR flywheel schedule")
+
+
 def register_deployments(deployments: list[RunnerDeployment]) -> list[str]:
     """Create or update the deployments on the API without serving them; returns their ids."""
     return [str(deployment.apply()) for deployment in deployments]
