@@ -114,6 +114,9 @@ def test_a_drift_event_starts_a_retraining_flow_run(registered):
             time.sleep(1)
             runs = client.read_flow_runs(deployment_filter=only_retrain)
     assert runs, "no retraining flow run within 60 s of the drift event"
+    other = load_settings(home.parent / "another-home")  # on a shared server, another home's drift is not its to answer
+    assert retrain_deployment_exists(str(home)) and not retrain_deployment_exists(str(other.paths.home))
+    assert not emit_drift_event(other, alert)
     (run,) = runs
     assert run.parameters["reason"] == f"drift on batch batch-42 ({alert.fingerprint})"
     assert run.parameters["home"] == str(home)  # the deployment's defaults reach the triggered run
