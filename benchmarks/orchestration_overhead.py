@@ -40,13 +40,16 @@ def run_once(mode: str, batch: Path, home: Path, env: dict[str, str]) -> dict[st
     if mode == "warm":
         run_env["PREFECT_API_URL"] = env["_SERVER_URL"]
     run_env.pop("_SERVER_URL", None)
+    cold_server = home.with_name(f"{home.name}-prefect-server")  # not the machine's shared server: a cold start
+    if mode == "cold":
+        run_env["FLYWHEEL_PREFECT_SERVER_HOME"] = str(cold_server)
     started = time.perf_counter()
     done = subprocess.run(args, env=run_env, cwd=PROJECT, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if mode == "cold":  # the run left its server up for later runs; stop it, untimed
         from flows.prefect_server import stop_server
 
-        stop_server(home / "prefect")
+        stop_server(cold_server)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     [summary] = list((home / "runs").glob("*/summary.json"))

@@ -93,6 +93,7 @@ class ValidationOutcome:
     data_docs: Path | None  # local path of the Data Docs index.html
     suite_name: str
     reference_profile: Path | None = None  # the profile JSON the batch was checked against; None: no reference
+    data_docs_page: Path | None = None  # local path of this validation's own Data Docs page (the row-level suite's)
 
 
 
@@ -103,11 +104,13 @@ def validate_rows(
     batch_id: str,
     *,
     reference: pd.DataFrame | None = None,
+    run_name: str | None = None,
 ) -> ValidationOutcome:
     """Validate one batch of clean rows; return the failing ids, or raise BatchRejected.
 
     `reference`: clean rows of earlier accepted batches with a `batch_id` column, oldest first
-    (None on the first batch). Writes suites, validation results, the reference profile and
+    (None on the first batch). `run_name`: the GX run name of the results (the Data Docs "Run Name"
+    column), flywheel's run id so that a result is found by it; None: the batch id. Writes suites, validation results, the reference profile and
     Data Docs under `gx_dir` (created if missing). `rows` is not modified.
     """
     if rows.empty:
@@ -119,7 +122,10 @@ def validate_rows(
             sample_ids=[],
         )
     context = _open_context(gx_dir)
-    suite_result = _run_checkpoint(context, SUITE_NAME, build_suite(params), rows, batch_id, _ROW_RESULT_FORMAT)
+    run_name = run_name or batch_id
+    identifier, suite_result = _run_checkpoint(context, SUITE_NAME, build_suite(params), rows, run_name,
+                                               _ROW_RESULT_FORMAT)
+    page = _result_page(context, identifier)
     _reject_on_schema_failures(suite_result, batch_id)
     _raise_on_expectation_errors(suite_result)
     _reject_unusable_ids(rows, batch_id)
@@ -140,7 +146,7 @@ def validate_rows(
         save_json(profile_path, asdict(profile))
         accepted = rows[passed]  # a quarantined outlier must not move the batch's mean
         suite = build_reference_suite(profile, accepted, params)
-        result = _run_checkpoint(context, REFERENCE_SUITE_NAME, suite, accepted, batch_id, _BATCH_RESULT_FORMAT)
+        _, result = _run_checkpoint(context, REFERENCE_SUITE_NAME, suite, accepted, run_name, _BATCH_RESULT_FORMAT)
         _raise_on_expectation_errors(result)
         reject_on_reference_failures(result, accepted, profile, batch_id)
         statistics.update(
@@ -153,6 +159,7 @@ def validate_rows(
         data_docs=_data_docs_index(context),
         suite_name=SUITE_NAME,
         reference_profile=profile_path,
+        data_docs_page=page,
     )
 
 
@@ -160,7 +167,7 @@ def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str) -> Va
     """Validate the feature table of one batch; return the rows out of range, or raise
     BatchRejected when its schema is not the transform's."""
     context = _open_context(gx_dir)
-    suite_result = _run_checkpoint(
+    _, suite_result = _run_checkpoint(
         context, FEATURES_SUITE_NAME, build_features_suite(), features, batch_id, _ROW_RESULT_FORMAT
     )
     _reject_on_schema_failures(suite_result, batch_id)
@@ -218,21 +225,21 @@ def _run_checkpoint(
     asset_name: str,
     suite: gx.ExpectationSuite,
     frame: pd.DataFrame,
-    batch_id: str,
+    run_name: str,
     result_format: dict[str, Any],
-) -> ExpectationSuiteValidationResult:
+) -> tuple[Any, ExpectationSuiteValidationResult]:
     """Run `suite` on `frame` through its checkpoint, which updates Data Docs (then pointed at local copies of
     their scripts: features/data_docs.py); the suite, its validation definition and checkpoint (all named after
-    the suite) are saved first if they changed."""
+    the suite) are saved first if they changed. Returns the result's store identifier and the result."""
     checkpoint = _saved_checkpoint(context, asset_name, suite, result_format)
     if checkpoint is None:
         checkpoint = _save_checkpoint(context, asset_name, suite, result_format)
-    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=batch_id))
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     index = _data_docs_index(context)
     if index is not None:  # before any rejection: a rejected batch's result page is the one a user opens
         localize_data_docs(index.parent)
-    (suite_result,) = result.run_results.values()
-    return suite_result
+    ((identifier, suite_result),) = result.run_results.items()
+    return identifier, suite_result
 
 
 def _saved_checkpoint(
@@ -412,6 +419,15 @@ def _reject_if_too_many_bad(
 
 def _data_docs_index(context: FileDataContext) -> Path | None:
     for site in context.get_docs_sites_urls(site_name=_DOCS_SITE):
+        url = site.get("site_url")
+        if url and url.startswith("file://"):
+            return Path(unquote(urlparse(url).path))
+    return None
+
+
+def _result_page(context: FileDataContext, identifier: Any) -> Path | None:
+    """The Data Docs page of one validation result (local_site/validations/<suite>/<run name>/<time>/<batch>.html)."""
+    for site in context.get_docs_sites_urls(resource_identifier=identifier, site_name=_DOCS_SITE):
         url = site.get("site_url")
         if url and url.startswith("file://"):
             return Path(unquote(urlparse(url).path))

@@ -24,6 +24,7 @@ from flows.cli_common import (  # noqa: E402
     exit_on_user_error,
     require_registry_lock,
 )
+from flows.cli_lineage import lineage  # noqa: E402
 from flows.cli_loop import retrain, schedule  # noqa: E402
 from flows.cli_models import models, promote, rollback  # noqa: E402
 from flows.cli_monitor import monitor  # noqa: E402
@@ -39,6 +40,7 @@ app.command("stage")(stage_command)
 app.command("dvc-yaml")(dvc_yaml)
 app.command("rollback")(rollback)
 app.command("models")(models)
+app.command("lineage")(lineage)
 app.command("schedule")(schedule)
 app.command("retrain")(retrain)
 app.command("monitor")(monitor)
@@ -222,7 +224,7 @@ def ingest(
 
             run_ingest_stages(settings, batch, run_id=run_id, react=reaction(signal=None, train_on_drift=False))
             return
-        from flows.prefect_runtime import preload_libraries, prepare_prefect
+        from flows.prefect_runtime import preload_libraries, prepare_prefect, run_tags
 
         start = prepare_prefect(settings, server=True)
         if start.booting:
@@ -232,7 +234,8 @@ def ingest(
 
         from flows.loop_flows import ingest_flow
 
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):  # as `flywheel run`: no 1 s wait at the end
+        # as `flywheel run`: no 1 s wait at the end; tagged with the home and the run on the shared server
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), run_tags(settings, run_id):
             ingest_flow(str(batch), str(settings.paths.home), str(params.absolute()) if params else None, run_id=run_id,
                         train_on_drift=False)
 
@@ -270,12 +273,13 @@ def score_batch(
 
             results = [score(settings, b) for b in batch_ids]
         else:
-            from flows.prefect_runtime import prepare_prefect
+            from flows.prefect_runtime import prepare_prefect, run_tags
 
             prepare_prefect(settings, server=True).wait()
             from flows.batch_scoring import batch_scoring_flow
 
-            results = batch_scoring_flow(settings, batch_ids)
+            with run_tags(settings):
+                results = batch_scoring_flow(settings, batch_ids)
     for r in results:
         counts = ", ".join(f"{k}={v}" for k, v in r.per_modality.items())
         console.print(f"batch {r.batch_id}: {r.records} records with v{r.model_version} ({counts}) → {settings.paths.inference}")

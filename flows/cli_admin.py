@@ -120,37 +120,47 @@ def review_import(
                   " the next training run uses them")
 
 
-server_app = typer.Typer(help="A local Prefect server flywheel reuses across runs (and its UI).", no_args_is_help=True)
+server_app = typer.Typer(help="The one local Prefect server every flywheel home on this machine reuses (and its UI).",
+                         no_args_is_help=True)
+
+
+def _server_home(home: Optional[Path], params: Optional[Path]) -> Path:
+    settings = cli_settings(home, params)
+    assert settings.prefect_server_home is not None  # load_settings always sets it
+    return settings.prefect_server_home
 
 
 @server_app.command("start")
 def server_start(port: int = typer.Option(4200, help="preferred port (a free one is chosen if taken)"),
                  home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Start (or find) the local Prefect server; later `flywheel run`s use it automatically."""
+    """Start (or find) the machine's local Prefect server; later `flywheel run`s of every home use it.
+    It lives in $FLYWHEEL_PREFECT_SERVER_HOME (default $XDG_STATE_HOME/flywheel/prefect-server)."""
     from flows.prefect_server import start_server
 
-    settings = cli_settings(home, params)
+    server_home = _server_home(home, params)
     with console.status("starting the Prefect server …"):
-        url = start_server(settings.paths.prefect, port)
-    console.print(f"Prefect API {url}; UI {url.removesuffix('/api')}")
+        url = start_server(server_home, port)
+    console.print(f"Prefect API {url}; UI {url.removesuffix('/api')} (state: {server_home})")
 
 
 @server_app.command("stop")
 def server_stop(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Stop the local Prefect server started by `flywheel server start`."""
+    """Stop the machine's local Prefect server (the one every home's runs use)."""
     from flows.prefect_server import stop_server
 
-    stopped = stop_server(cli_settings(home, params).paths.prefect)
+    stopped = stop_server(_server_home(home, params))
     console.print("stopped" if stopped else "no server was running")
 
 
 @server_app.command("status")
 def server_status(home: Optional[Path] = HOME_OPTION, params: Optional[Path] = PARAMS_OPTION) -> None:
-    """Say whether the local Prefect server is up, and where."""
+    """Say whether the machine's local Prefect server is up, and where."""
     from flows.prefect_server import find_running_server
 
-    url = find_running_server(cli_settings(home, params).paths.prefect)
-    console.print(f"running: {url}" if url else "not running (runs start an ephemeral API)")
+    server_home = _server_home(home, params)
+    url = find_running_server(server_home)
+    console.print(f"running: {url} (state: {server_home})" if url else
+                  f"not running (state: {server_home}); the next `flywheel run` starts it")
     raise typer.Exit(0 if url else 1)
 
 

@@ -13,6 +13,8 @@ from flows.cli_common import HOME_OPTION, PARAMS_OPTION, cli_settings, console, 
 
 def schedule(
     once: bool = typer.Option(False, "--once", help="create or update the deployments, print them and exit (no serving)"),
+    replace: bool = typer.Option(False, "--replace",
+                                 help="take over deployments another home registered on this server (it is shared)"),
     home: Optional[Path] = HOME_OPTION,
     params: Optional[Path] = PARAMS_OPTION,
 ) -> None:
@@ -22,10 +24,19 @@ def schedule(
     from flows.prefect_runtime import prepare_prefect
 
     prepare_prefect(settings, server=True).wait()
-    from flows.loop_flows import build_deployments, register_deployments, serve_deployments
+    from flows.loop_flows import (
+        DeploymentsOfAnotherHome,
+        build_deployments,
+        check_deployments_are_this_homes,
+        register_deployments,
+        serve_deployments,
+    )
 
     with exit_on_user_error("bad schedule in params.yaml", ValueError):
         deployments = build_deployments(settings, params)
+    if not replace:
+        with exit_on_user_error("not scheduled", DeploymentsOfAnotherHome):
+            check_deployments_are_this_homes(settings, deployments)
     table = Table("deployment", "cron", "triggers", title=f"schedules ({settings.params.schedule.timezone})", title_justify="left")
     for deployment in deployments:
         crons = ", ".join(s.schedule.cron for s in deployment.schedules or [])
@@ -54,10 +65,11 @@ def retrain(
 
             outcome = run_retrain(settings, reason)
         else:
-            from flows.prefect_runtime import prepare_prefect
+            from flows.prefect_runtime import prepare_prefect, run_tags
 
             prepare_prefect(settings, server=True).wait()
             from flows.loop_flows import retrain_flow
 
-            outcome = retrain_flow(reason, str(settings.paths.home), str(params.absolute()) if params else None)
+            with run_tags(settings):
+                outcome = retrain_flow(reason, str(settings.paths.home), str(params.absolute()) if params else None)
     console.print_json(data=outcome)

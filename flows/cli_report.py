@@ -20,12 +20,12 @@ def ui_commands(settings: Settings) -> dict[str, str]:
 
     p = settings.paths
     docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    server = find_running_server(p.prefect)
+    server = find_running_server(settings.prefect_server_home) if settings.prefect_server_home else None
     return {
         # A copied command runs in the user's shell, not under features/env.py: it carries its own switches.
         "MLflow UI": f"DO_NOT_TRACK=1 MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {shlex.quote(settings.tracking_uri)} --port 5000",
         "Prefect UI": f"open {server.removesuffix('/api')}  (running; `flywheel server stop` stops it)" if server
-        else f"PREFECT_HOME={shlex.quote(str(p.prefect))} prefect server start   (or `flywheel server start`)",
+        else "flywheel server start   (one server for every home on this machine)",
         # Without DO_NOT_TRACK `evidently ui` spawns a process per API call that sends usage data.
         "Evidently UI": f"DO_NOT_TRACK=1 evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
         "GX Data Docs": f"python -m webbrowser file://{docs}",

@@ -62,22 +62,25 @@ def without_quarantined(rows: pd.DataFrame, quarantine_dir: Path, batch_id: str,
     return rows[~rows["sample_id"].isin(dropped)].reset_index(drop=True)
 
 
-def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport, dict[str, Any]]:
+def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame,
+                   run_id: str | None = None) -> tuple[pd.DataFrame, StageReport, dict[str, Any]]:
     """GX suites on the clean rows, with bounds from the latest accepted batches; failing rows are
-    quarantined, a bad batch raises BatchRejected."""
+    quarantined, a bad batch raises BatchRejected. The results carry `run_id` as their GX run name."""
     from features.io import load_reference_rows
     from features.validate import validate_rows  # GX takes seconds to import: a cached run never validates
 
     params = validate_params(settings)
     paths = settings.paths
     reference = load_reference_rows(paths.lake_raw, paths.lake_clean, paths.quarantine, batch_id, params.reference_batches)
-    outcome = validate_rows(rows, paths.gx, params, batch_id, reference=reference)
+    outcome = validate_rows(rows, paths.gx, params, batch_id, reference=reference, run_name=run_id)
     failed = rows["sample_id"].isin(outcome.failed)
     quarantined = [
         QuarantineRecord(sid, "validate", "failed_expectation", "; ".join(outcome.failed[sid]), {"sample_id": sid})
         for sid in rows.loc[failed, "sample_id"]
     ]
     notes = {"data_docs": str(outcome.data_docs) if outcome.data_docs else None,
+             "data_docs_page": str(outcome.data_docs_page) if outcome.data_docs_page else None,
+             "gx_run_name": run_id or batch_id,
              "reference_profile": str(outcome.reference_profile) if outcome.reference_profile else None}
     report = StageReport("validate", len(rows), int((~failed).sum()), quarantined, notes=notes)
     return rows[~failed].reset_index(drop=True), report, outcome.statistics

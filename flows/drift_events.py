@@ -21,18 +21,21 @@ def model_resource_id(model_name: str) -> str:
     return f"flywheel.model.{model_name}"
 
 
-def retrain_deployment_exists() -> bool:
+def retrain_deployment_exists(home: str | None = None) -> bool:
     """Whether the retraining deployment is registered on this API (`flywheel schedule`); on an
-    ephemeral API nothing is, and a drift event would go unanswered."""
+    ephemeral API nothing is, and a drift event would go unanswered. With `home`: registered for that
+    FLYWHEEL_HOME (or for whichever the worker has: prefect.yaml leaves `home` null), since the machine's
+    local server is shared, and another home's retraining must not answer this home's drift."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(f"{RETRAIN_FLOW}/{RETRAIN_FLOW}")
+            deployment = client.read_deployment_by_name(f"{RETRAIN_FLOW}/{RETRAIN_FLOW}")
         except ObjectNotFound:
             return False
-    return True
+    owner = (deployment.parameters or {}).get("home")
+    return home is None or owner is None or owner == home
 
 
 def emit_drift_event(settings: Settings, alert: DriftAlert) -> bool:
@@ -40,8 +43,8 @@ def emit_drift_event(settings: Settings, alert: DriftAlert) -> bool:
     (the caller then retrains itself)."""
     from prefect.events import emit_event
 
-    if not retrain_deployment_exists():
-        log.info("no %s deployment on this Prefect API: retraining runs in this flow instead", RETRAIN_FLOW)
+    if not retrain_deployment_exists(str(settings.paths.home)):
+        log.info("no %s deployment for this home on this Prefect API: retraining runs in this flow instead", RETRAIN_FLOW)
         return False
     model = settings.params.registry.model_name
     emitted = emit_event(

@@ -49,7 +49,14 @@ def map_chunks_as_tasks(chunks: list[Chunk], raw_dir: Path, out_dir: Path, param
     return [future.result() for future in futures]
 
 
-@flow(name="clean", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4))
+def clean_run_name() -> str:
+    """The clean subflow's run name: the batch it decodes (its parent, named after the run id, and its tags say which run)."""
+    from prefect.runtime import flow_run
+
+    return f"clean batch {Path(str(flow_run.parameters.get('raw_dir', '?'))).name}"
+
+
+@flow(name="clean", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=4), flow_run_name=clean_run_name)
 def clean_subflow(settings: Settings, raw_dir: Path):
     """The clean stage as a subflow: decoding fans out over chunks of rows as tasks."""
     return stage_clean(settings, raw_dir, map_chunks_as_tasks)
@@ -89,14 +96,33 @@ def call_as_task(name: str, fn: Callable[..., Any], *args: Any) -> Any:
     return stage(*args)
 
 
-def gate_markdown(record: RunRecord) -> str:
-    """The decision as a human reads it: verdict, one row per check (interval of the change), lineage."""
+def flywheel_run_name() -> str:
+    """A flow run's name: flywheel's run id, the `run_id` parameter; a new id when none is given, which the
+    flow then takes as its run id (`run_id_of_this_flow_run`), so the name and the id are the same either way."""
+    from prefect.runtime import flow_run
+
+    return flow_run.parameters.get("run_id") or new_run_id()
+
+
+def run_id_of_this_flow_run(run_id: str | None) -> str:
+    """Inside a flow named by `flywheel_run_name`: the run id given, else the flow run's name."""
+    from prefect.runtime import flow_run
+
+    return run_id or flow_run.name or new_run_id()
+
+
+def gate_markdown(record: RunRecord, version_url: str | None = None) -> str:
+    """The decision as a human reads it: verdict, the version's MLflow page, one row per check (interval of the
+    change), lineage."""
     gate = record.gate
     lineage = gate.get("lineage", {})
     against = f"champion v{lineage['champion_version']}" if lineage.get("champion_version") else "no champion (value bounds only)"
-    lines = [f"# Gate decision for {record.model.get('name')} v{record.model.get('version')}",
+    title = f"{record.model.get('name')} v{record.model.get('version')}"
+    lines = [f"# Gate decision for {title}",
              f"**{'PASSED' if gate.get('passed') else 'REJECTED'}** against {against} on golden set "
              f"`{lineage.get('golden_version')}`: {gate.get('reason', '')}", "",
+             *([f"Model version in MLflow: [{title}]({version_url}) (its description is the model card); "
+                f"flywheel run `{record.run_id}`", ""] if version_url else []),
              "| metric | slice | check | observed | bound | interval | result |", "|---|---|---|---|---|---|---|"]
     for check in gate.get("checks", []):
         interval = f"{check['interval'][0]:+.4f} … {check['interval'][1]:+.4f}" if check.get("interval") else ""
@@ -109,15 +135,17 @@ def gate_markdown(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
-@flow(name="flywheel-lifecycle", validate_parameters=False, log_prints=True)
+@flow(name="flywheel-lifecycle", validate_parameters=False, log_prints=True, flow_run_name=flywheel_run_name)
 def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = None, reuse: bool = True) -> RunRecord:
     # On drift: alerts, and a drift event that the retraining deployment answers (if served).
     # An existing run_id resumes that run; recorded stages are reused unless `reuse` is False.
     # A rejected batch fails the flow after its drift check: the artifacts come from the summary either way.
-    run_id = run_id or new_run_id()
+    from flows.run_links import prefect_links
+
+    run_id = run_id_of_this_flow_run(run_id)
     try:
         return run_stages(settings, source, call=call_as_task, run_id=run_id,
-                          react=reaction(emit_drift_event, call_as_task), reuse=reuse)
+                          react=reaction(emit_drift_event, call_as_task), reuse=reuse, links=prefect_links())
     finally:
         publish_artifacts(settings, run_id)
 
@@ -129,7 +157,10 @@ def publish_artifacts(settings: Settings, run_id: str) -> None:
         return
     record = RunRecord(**json.loads(path.read_text()))
     if record.gate:
-        create_markdown_artifact(gate_markdown(record), key="gate-decision", description="champion/challenger gate")
+        from flows.run_links import model_version_url
+
+        url = model_version_url(settings, str(record.model.get("name")), str(record.model.get("version")))
+        create_markdown_artifact(gate_markdown(record, url), key="gate-decision", description="champion/challenger gate")
     if record.monitor.get("report"):
         from monitoring.reports import drift_markdown
 

@@ -16,7 +16,7 @@ from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.drift_events import DRIFT_EVENT, RETRAIN_FLOW, emit_drift_event, model_resource_id
-from flows.lifecycle import call_as_task
+from flows.lifecycle import call_as_task, flywheel_run_name, run_id_of_this_flow_run
 from flows.loop import reaction, retrain, run_monitor
 from flows.pipeline import run_ingest_stages
 from flows.settings import Settings, load_settings
@@ -29,27 +29,31 @@ def _settings(home: str | None, params: str | None) -> Settings:
     return load_settings(Path(home) if home else None, Path(params) if params else None)
 
 
-@flow(name=RETRAIN_FLOW, log_prints=True)
+# Each flow run is named after flywheel's run id (flows.lifecycle.flywheel_run_name), the one its summary has.
+@flow(name=RETRAIN_FLOW, log_prints=True, flow_run_name=flywheel_run_name)
 def retrain_flow(reason: str = "schedule", home: str | None = None, params: str | None = None) -> dict[str, Any]:
     """Train on the current window → register → gate, at most once per `retrain.min_interval_hours`."""
-    return retrain(_settings(home, params), reason, call=call_as_task)
+    return retrain(_settings(home, params), reason, call=call_as_task, run_id=run_id_of_this_flow_run(None))
 
 
-@flow(name=MONITOR_FLOW, log_prints=True)
+@flow(name=MONITOR_FLOW, log_prints=True, flow_run_name=flywheel_run_name)
 def monitor_flow(batch_id: str | None = None, home: str | None = None, params: str | None = None) -> dict[str, Any]:
     """Drift of a batch (default: the latest) against the champion's window; alerts and a drift event on drift."""
-    record = run_monitor(_settings(home, params), batch_id, call=call_as_task, signal=emit_drift_event)
+    record = run_monitor(_settings(home, params), batch_id, call=call_as_task, signal=emit_drift_event,
+                         run_id=run_id_of_this_flow_run(None))
     return {"run_id": record.run_id, "monitor": record.monitor, "loop": record.loop}
 
 
-@flow(name=INGEST_FLOW, log_prints=True)
+@flow(name=INGEST_FLOW, log_prints=True, flow_run_name=flywheel_run_name)
 def ingest_flow(source: str, home: str | None = None, params: str | None = None, run_id: str | None = None,
                 train_on_drift: bool = True) -> dict[str, Any]:
     """A landing batch through the data stages, then its drift check (training is the retrain flow's job:
     the drift event starts it; with no retraining deployment to answer, this flow retrains itself unless
     `train_on_drift` is False, as for `flywheel ingest`). A rejected batch is monitored, alerted, and fails."""
-    record = run_ingest_stages(_settings(home, params), source, call=call_as_task, run_id=run_id,
-                               react=reaction(emit_drift_event, call_as_task, train_on_drift))
+    from flows.run_links import prefect_links
+
+    record = run_ingest_stages(_settings(home, params), source, call=call_as_task, run_id=run_id_of_this_flow_run(run_id),
+                               react=reaction(emit_drift_event, call_as_task, train_on_drift), links=prefect_links())
     return {"run_id": record.run_id, "batch_id": record.batch_id, "monitor": record.monitor, "loop": record.loop}
 
 
@@ -72,6 +76,35 @@ def build_deployments(settings: Settings, params_path: Path | None = None) -> li
                                    triggers=[on_drift], concurrency_limit=1, tags=["flywheel"]),
         monitor_flow.to_deployment(MONITOR_FLOW, schedules=cron(schedule.monitor), parameters=where, tags=["flywheel"]),
     ]
+
+
+class DeploymentsOfAnotherHome(RuntimeError):
+    """The server already has the loop's deployments, set up for another FLYWHEEL_HOME."""
+
+
+def check_deployments_are_this_homes(settings: Settings, deployments: list[RunnerDeployment]) -> None:
+    """On a server several homes share (the machine's local one), the deployments are named after their flows:
+    registering this home's would silently take over another home's schedules. Raise, naming that home and
+    the ways out, when one of them is registered with another home."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    home = str(settings.paths.home)
+    others: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            try:
+                found = client.read_deployment_by_name(f"{deployment.flow_name}/{deployment.name}")
+            except ObjectNotFound:
+                continue
+            owner = (found.parameters or {}).get("home")
+            if owner and owner != home:
+                others[deployment.name] = owner
+    if others:
+        owners = ", ".join(sorted(set(others.values())))
+        raise DeploymentsOfAnotherHome(
+            f"this Prefect server already runs {', '.join(sorted(others))} for {owners}; `--replace` moves them to "
+            f"{home}, or give this home a server of its own: FLYWHEEL_PREFECT_SERVER_HOME=DIR flywheel schedule")
 
 
 def register_deployments(deployments: list[RunnerDeployment]) -> list[str]:

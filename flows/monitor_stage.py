@@ -187,7 +187,7 @@ def _skip_what_the_family_lacks(loaded, result: MonitorResult) -> MonitorResult:
 
 
 def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champion: str, extra: dict[str, Any]) -> dict[str, Any]:
-    from monitoring.workspace import save_drift, save_predictions
+    from monitoring.workspace import project_id, save_drift, save_predictions
 
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"status": "drift" if result.drift_detected else "no_drift", "champion": champion,
@@ -196,6 +196,8 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
     where = dict(batch_id=extra.get("batch"),
                  rejected_by=f"{rejected['stage']}: {rejected.get('expectation')}" if rejected else None)
     project, classes = settings.params.registry.model_name, settings.task.classes
+    # The run folder is runs/<run id>: the snapshot names the run and the model version it checked against.
+    where["lineage"] = {"run": run_dir.name, "model": project, "model_version": str(champion)}
     if result.data_drift is not None:
         html = run_dir / "drift_report.html"
         summary["evidently_snapshot"] = save_drift(settings.paths.evidently, project, result.data_drift, classes,
@@ -208,5 +210,7 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
         summary["evidently_predictions_snapshot"] = save_predictions(
             settings.paths.evidently, project, result.prediction_report, classes, html_path=html, **where)
         summary["predictions_report"] = str(html)
+    if "evidently_snapshot" in summary:
+        summary["evidently_project_id"] = project_id(settings.paths.evidently, project)
     save_json(run_dir / "monitor.json", summary)
     return summary

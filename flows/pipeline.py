@@ -169,7 +169,10 @@ def run_table(settings: Settings, stages: tuple[Stage, ...], record: RunRecord, 
               trigger: str | None = None) -> RunRecord:
     """Run `stages` (a slice of the table) in order for one run, reusing what earlier runs recorded unless
     `reuse` is False. The summary is written at once, after every stage and whatever happens; a failing
-    stage marks the run failed and re-raises."""
+    stage marks the run failed and re-raises. Whatever happens, the MLflow runs it made get the run id and
+    the links to the other UIs (flows/run_links.py)."""
+    from flows.run_links import link_mlflow_runs
+
     if any(stage.name in ("train", "register", "gate") for stage in stages):
         check_registry_lock(settings)  # the gate's lock must be takeable before any stage runs, not after training
     timed = _timer(record, call)
@@ -179,27 +182,31 @@ def run_table(settings: Settings, stages: tuple[Stage, ...], record: RunRecord, 
     with _recorded(settings, record), ExitStack() as held:
         ctx = RunContext(settings, record, timed, runner, held, source=source, react=react, trigger=trigger)
         on_rejection = _monitored_if_rejected(ctx, stages)
-        for stage in stages:
-            try:
-                stage.step(ctx, stage)
-            except BatchRejected as err:
-                on_rejection(err)
-                raise
+        try:
+            for stage in stages:
+                try:
+                    stage.step(ctx, stage)
+                except BatchRejected as err:
+                    on_rejection(err)
+                    raise
+        finally:
+            link_mlflow_runs(settings, record)
     return record
 
 
 def run_stages(settings: Settings, source: Path | str, call: StageCall = call_directly, run_id: str | None = None,
-               react: StageCall | None = None, reuse: bool = True) -> RunRecord:
+               react: StageCall | None = None, reuse: bool = True, links: dict[str, str] | None = None) -> RunRecord:
     """The lifecycle on one landing batch: data stages, train, register, gate, monitor, and `react`
-    (`flows.loop`: alerts and retraining on drift) when given. An existing `run_id` resumes that run."""
-    record = RunRecord(run_id=run_id or new_run_id(), source=str(source))
+    (`flows.loop`: alerts and retraining on drift) when given. An existing `run_id` resumes that run.
+    `links`: the driver's pages of the run (the Prefect flow run's), kept in the summary."""
+    record = RunRecord(run_id=run_id or new_run_id(), source=str(source), links=dict(links or {}))
     return run_table(settings, lifecycle(stage_table(settings)), record, call, source, react, reuse)
 
 
 def run_ingest_stages(settings: Settings, source: Path | str, call: StageCall = call_directly, run_id: str | None = None,
-                      react: StageCall | None = None, reuse: bool = True) -> RunRecord:
+                      react: StageCall | None = None, reuse: bool = True, links: dict[str, str] | None = None) -> RunRecord:
     """A new landing batch into the lake and the feature store, then its drift check and `react`; no training."""
-    record = RunRecord(run_id=run_id or new_run_id(), source=str(source), command="ingest")
+    record = RunRecord(run_id=run_id or new_run_id(), source=str(source), command="ingest", links=dict(links or {}))
     return run_table(settings, ingest_only(stage_table(settings)), record, call, source, react, reuse)
 
 

@@ -20,21 +20,36 @@ class PrefectStart:
 
 
 def prepare_prefect(settings: Settings, server: bool) -> PrefectStart:
-    """Point Prefect at FLYWHEEL_HOME and, with `server`, spawn (or find) the reusable local server."""
+    """Point Prefect's client at FLYWHEEL_HOME (its profile; the ephemeral API's SQLite with `server` off) and,
+    with `server`, spawn or find the machine's one local server, which every home shares."""
     os.environ.setdefault("PREFECT_HOME", str(settings.paths.prefect))
     home = Path(os.environ["PREFECT_HOME"]).expanduser()
-    # Prefect's server creates its SQLite file but not missing parent folders.
+    # Prefect's ephemeral server creates its SQLite file but not missing parent folders.
     home.mkdir(parents=True, exist_ok=True)
     if "PREFECT_API_URL" in os.environ or not server:
         return PrefectStart(False, lambda: None)
     from flows.prefect_server import spawn_server
 
-    launch = spawn_server(home)
+    if settings.prefect_server_home is None:
+        raise ValueError("settings.prefect_server_home is unset: build the settings with flows.settings.load_settings")
+    launch = spawn_server(settings.prefect_server_home)
 
     def wait() -> None:
         os.environ["PREFECT_API_URL"] = launch.wait()
 
-    return PrefectStart(launch.process is not None, wait)
+    return PrefectStart(launch.spawned, wait)
+
+
+def run_tags(settings: Settings, run_id: str | None = None):
+    """Tags for the flow runs started inside: they tell this home's runs apart on the machine's shared server."""
+    from prefect import tags
+
+    return tags(*flow_run_tags(settings, run_id))
+
+
+def flow_run_tags(settings: Settings, run_id: str | None = None) -> tuple[str, ...]:
+    """flywheel's own tag, the home, and the run id where it is known before the flow starts."""
+    return ("flywheel", f"home:{settings.paths.home}", *([f"run:{run_id}"] if run_id else []))
 
 
 def preload_libraries(with_prefect: bool = True) -> None:
@@ -65,5 +80,5 @@ def run_lifecycle(settings: Settings, source: Path | str, run_id: str, server: b
     from flows.lifecycle import lifecycle_flow
 
     # The heartbeat thread costs ~1 s at the end of every flow run (STACK_NOTES); a local run needs none.
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), run_tags(settings, run_id):
         return lifecycle_flow(settings, source, run_id, reuse)

@@ -32,6 +32,7 @@ class RunRecord:
     rejection: dict[str, Any] = field(default_factory=dict)  # a data stage refused the batch: stage, expectation, observed, bound
     seconds: dict[str, float] = field(default_factory=dict)
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stage: key, cached (reused), computed_by
+    links: dict[str, str] = field(default_factory=dict)  # the driver's pages of this run: prefect_flow_run → URL
     attempts: int = 1  # 1 + the times it was resumed (`flywheel run --resume`)
     error: str | None = None
     failed_stage: str | None = None

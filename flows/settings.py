@@ -313,6 +313,9 @@ class EnvSettings(BaseSettings):
     feast_registry: str | None = None
     # Alert sink URLs carrying credentials, as JSON {sink name: apprise URL}, for sinks without `url` in params.yaml.
     alert_urls: dict[str, str] = {}
+    # FLYWHEEL_PREFECT_SERVER_HOME: the folder of the one local Prefect server every home shares (its SQLite, log
+    # and server.json); None: flows.prefect_server.default_server_home ($XDG_STATE_HOME/flywheel/prefect-server).
+    prefect_server_home: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +332,9 @@ class Settings:
     # The Prefect server this process was started against (PREFECT_API_URL); with an HTTP tracking URI its
     # global concurrency limits lock the registry across machines (flows/registry_locks.py).
     prefect_api_url: str | None = None
+    # The folder of the machine's local Prefect server, shared by every home (flows/prefect_server.py), used
+    # without PREFECT_API_URL; load_settings always sets it (None only in settings built by hand, which start none).
+    prefect_server_home: Path | None = None
     alert_urls: dict[str, str] = field(default_factory=dict)  # sink name -> URL, params.yaml's or the environment's
     feast_online: str | None = None  # Feast online store (redis://…); None: SQLite under paths.feast
     feast_registry: str | None = None  # Feast SQL registry (postgresql+psycopg://…); None: file registry under paths.feast
@@ -372,6 +378,8 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     """Build the settings once, at the entry point."""
     import os
 
+    from flows.prefect_server import default_server_home
+
     env = EnvSettings()
     paths = StatePaths((home or env.home).absolute())
     params_path = params_path or env.params
@@ -396,5 +404,6 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
                     lake_remote=env.lake_remote, lake_endpoint=env.lake_endpoint, storage_options=env.storage_options,
                     dask_address=env.dask_address, registry_lock_uri=env.registry_lock_uri,
                     prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
+                    prefect_server_home=(env.prefect_server_home or default_server_home(os.environ)).expanduser().absolute(),
                     alert_urls=_alert_urls(params, env.alert_urls),
                     feast_online=env.feast_online, feast_registry=env.feast_registry)

@@ -132,7 +132,7 @@ def validate(ctx: RunContext, stage: "Stage") -> None:
     rows, batch = ctx.rows, ctx.record.batch_id
 
     def compute() -> Any:
-        accepted, report, statistics = ctx.timed("validate", stage_validate, ctx.settings, batch, rows)
+        accepted, report, statistics = ctx.timed("validate", stage_validate, ctx.settings, batch, rows, ctx.record.run_id)
         _report(ctx, report)
         ctx.record.stages["validate"]["expectations"] = statistics
         return accepted

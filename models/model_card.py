@@ -36,7 +36,7 @@ NOT_LINEAGE = ("gate.", "lineage.", "promotion.", "rollback.", "mlflow.")
 # Lineage keys the card shows in their own lines; every other key goes to the "More lineage" table.
 SHOWN_KEYS = ("family", "training_run", "flow_run", "training_batches", "data_version", "golden_version",
               "golden_rows", "challenger_version", "champion_version", "champion_after", "decision_artifact",
-              "gate_flow_run")
+              "gate_flow_run", "prefect_flow_run", "data_docs_page")
 
 
 def version_page(model_name: str, version: str) -> str:
@@ -101,11 +101,14 @@ class _Table:
     def lines(self) -> list[str]:
         if not self.rows and not self.dropped:
             return []
-        out = [f"## {self.title}", "", "| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-        out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in self.rows]
+        out = [f"## {self.title}", ""]
+        if self.rows:  # every row dropped: the note alone, not an empty table
+            out += ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+            out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in self.rows]
         if self.dropped:
-            out += ["", f"… {self.dropped} more rows, left out to fit the registry's {CARD_MAX_CHARS} characters: "
-                        f"{self.where_all_are}"]
+            more = "more rows" if self.rows else "rows"
+            out += [""] * bool(self.rows) + [f"… {self.dropped} {more}, left out to fit the registry's {CARD_MAX_CHARS} "
+                                             f"characters: {self.where_all_are}"]
         return out + ([""] + self.notes if self.notes else []) + [""]
 
 
@@ -143,7 +146,8 @@ def _headline_checks(decision: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {_cell(c['metric'])} | {c['kind']} | {_number(c['observed'], signed)} | "
                      f"{_number(c['bound'], signed)} | {_interval(c)} | {_result(c['passed'])} |")
     lines.append("")
-    lines.append("Change checks compare with the champion on the same golden rows: positive is better; "
+    lines.append("Value checks (min, max) hold the version's point value on the golden set to the bound: they have "
+                 "no interval. Change checks compare with the champion on the same golden rows: positive is better; "
                  "the interval is the paired bootstrap's, and its lower end must clear the bound.")
     return lines + [""]
 
@@ -207,7 +211,11 @@ def _training(lineage: Mapping[str, str], run_link: str | None) -> list[str]:
         run = f"[`{lineage['training_run']}`]({run_link})" if run_link else f"`{lineage['training_run']}`"
         lines.append(f"- MLflow training run: {run}")
     if lineage.get("flow_run"):
-        lines.append(f"- flywheel run: `{lineage['flow_run']}`")
+        flow = f" ([Prefect flow run]({lineage['prefect_flow_run']}))" if lineage.get("prefect_flow_run") else ""
+        lines.append(f"- flywheel run: `{lineage['flow_run']}`{flow}; `flywheel lineage {lineage['flow_run']}` "
+                     "prints its whole chain")
+    if lineage.get("data_docs_page"):
+        lines.append(f"- GX validation of its batch (Data Docs page): `{lineage['data_docs_page']}`")
     batches = [b for b in lineage.get("training_batches", "").split(",") if b]
     if batches:
         shown = ", ".join(f"`{b}`" for b in batches[:WINDOW_SHOWN])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +28,39 @@ def snapshot_name(batch_id: str | None, rejected_by: str | None = None, what: st
 
 
 def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, classes: Sequence[str],
-               html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None) -> str:
+               html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None,
+               lineage: Mapping[str, str] | None = None) -> str:
     """Add the drift snapshot as a run of project `project_name`; return the run id.
 
     The project is found by name or created once, with its dashboard panels (`classes`: the task's class
     names, which the prediction panels plot), so runs accumulate in one dashboard. The run is named
     `batch <batch_id>` when given, which the UI lists; `rejected_by` ("validate: <expectation>") marks a
-    batch a data stage refused, in the name and with the tag `rejected`. With `html_path`, also write the
+    batch a data stage refused, in the name and with the tag `rejected`. `lineage` (run id, model name and
+    version) goes into the snapshot's metadata and, as `key:value`, its tags. With `html_path`, also write the
     self-contained HTML report (no CDN needed to view it). Not safe against two processes creating the
     same new project at the same moment.
     """
     return _save_snapshot(workspace_dir, project_name, result.snapshot, classes, html_path,
-                          snapshot_name(batch_id, rejected_by), rejected_by)
+                          snapshot_name(batch_id, rejected_by), rejected_by, lineage)
 
 
 def save_predictions(workspace_dir: Path, project_name: str, snapshot: Any, classes: Sequence[str],
-                     html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None) -> str:
+                     html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None,
+                     lineage: Mapping[str, str] | None = None) -> str:
     """Add a class-mix snapshot (`monitoring.model_drift.build_prediction_report`) as a run of the project,
     named `batch <batch_id> predictions` (`inference log predictions` without a batch); as `save_drift` otherwise."""
     return _save_snapshot(workspace_dir, project_name, snapshot, classes, html_path,
-                          snapshot_name(batch_id, rejected_by, what="predictions"), rejected_by)
+                          snapshot_name(batch_id, rejected_by, what="predictions"), rejected_by, lineage)
 
 
 def _save_snapshot(workspace_dir: Path, project_name: str, snapshot: Any, classes: Sequence[str],
-                   html_path: Path | None, name: str | None, rejected_by: str | None) -> str:
+                   html_path: Path | None, name: str | None, rejected_by: str | None,
+                   lineage: Mapping[str, str] | None = None) -> str:
     workspace = Workspace.create(str(workspace_dir))
     project = ensure_project(workspace, project_name, classes)
+    if lineage:  # as for `rejected` below: on the snapshot add_run stores, the report's own tags untouched
+        snapshot._tags = [*snapshot._tags, *(f"{key}:{value}" for key, value in lineage.items())]
+        snapshot._metadata = {**snapshot._metadata, **lineage}
     if rejected_by:
         # Evidently 0.7.23 takes tags when a report runs; the drift check ran before anyone knew, so they go
         # on the snapshot it returned (what add_run stores), leaving the report's own tags as they were.
@@ -106,6 +113,13 @@ def sync_dashboard(dashboard: DashboardModel, wanted: list[TabPanel]) -> Dashboa
         else:
             panels[existing] = ours.copy(update={"id": existing})
     return DashboardModel(tabs=tabs, panels=list(panels.values()))
+
+
+def project_id(workspace_dir: Path, name: str) -> str | None:
+    """The id of the project named `name` (the one every save picks), None when there is none yet: with a
+    snapshot id it addresses the report in `evidently ui` (/projects/<project id>/reports/<snapshot id>)."""
+    matches = sorted(Workspace.create(str(workspace_dir)).search_project(name), key=lambda project: str(project.id))
+    return str(matches[0].id) if matches else None
 
 
 def _is_ours(panel: DashboardPanelPlot) -> bool:

@@ -19,6 +19,9 @@ import yaml  # noqa: E402
 from examples.digits.demo import generate_demo_batch  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
+# The machine's shared Prefect server (flows/prefect_server.py) is a user's: a test session that starts one uses
+# its own folder, so no test writes into the user's server database or stops their server.
+os.environ.setdefault("FLYWHEEL_PREFECT_SERVER_HOME", tempfile.mkdtemp(prefix="flywheel-test-prefect-server-"))
 SMALL_GOLDEN_SAMPLES = 40  # a golden set for fast tests: every class, few latency items, seconds to score
 
 

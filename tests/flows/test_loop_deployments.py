@@ -114,6 +114,26 @@ def test_a_drift_event_starts_a_retraining_flow_run(registered):
             time.sleep(1)
             runs = client.read_flow_runs(deployment_filter=only_retrain)
     assert runs, "no retraining flow run within 60 s of the drift event"
+    other = load_settings(home.parent / "another-home")  # on a shared server, another home's drift is not its to answer
+    assert retrain_deployment_exists(str(home)) and not retrain_deployment_exists(str(other.paths.home))
+    assert not emit_drift_event(other, alert)
     (run,) = runs
     assert run.parameters["reason"] == f"drift on batch batch-42 ({alert.fingerprint})"
     assert run.parameters["home"] == str(home)  # the deployment's defaults reach the triggered run
+
+
+@pytest.mark.slow
+def test_a_second_home_does_not_take_over_the_first_homes_deployments_unless_told_to(registered, tmp_path):
+    from prefect.client.orchestration import get_client
+
+    from flows.cli import app
+
+    home, _ = registered
+    other = tmp_path / "other-home"
+    refused = CliRunner().invoke(app, ["schedule", "--once", "--home", str(other)], env={"COLUMNS": "300"})
+    assert refused.exit_code == 2, refused.output
+    assert str(home) in refused.output and "--replace" in refused.output and "FLYWHEEL_PREFECT_SERVER_HOME" in refused.output
+    with get_client(sync_client=True) as client:
+        assert client.read_deployment_by_name("flywheel-retrain/flywheel-retrain").parameters["home"] == str(home)
+    again = CliRunner().invoke(app, ["schedule", "--once", "--home", str(home)])
+    assert again.exit_code == 0, again.output  # the home that owns them updates them freely (last: it reschedules)

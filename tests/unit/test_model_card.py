@@ -172,3 +172,56 @@ def test_the_training_runs_note_names_the_run_family_data_and_links_the_version(
     gated = render_run_note("flywheel-imagebind", "5", card_lineage(REGISTERED, decision), decision)
     assert gated.splitlines()[0].endswith("Gate: **rejected**.")  # the verdict before the UI's fold
     assert "The gate's reason: acc min: 0.4000 vs bound 0.5000" in gated
+
+
+def test_every_headline_check_is_a_row_and_value_checks_say_why_they_have_no_interval():
+    decision = decide(scores(0.9, 1), scores(0.8, 0), policy(), groups())
+    card = card_of(decision)
+    rows = [line for line in card[card.index("## Gate checks"):card.index("## Golden-set metrics")].splitlines()
+            if line.startswith("| acc") or line.startswith("| p95")]
+    headline = [c for c in decision.checks if c.slice is None]
+    assert len(rows) == len(headline)
+    for check, row in zip(headline, rows):
+        assert row.startswith(f"| {check.metric} | {check.kind} |")
+        interval = f"| {check.interval[0]:+.4f} … {check.interval[1]:+.4f} |" if check.interval else " |  | "
+        assert interval in row, (check.name, row)
+    assert "Value checks (min, max) hold the version's point value on the golden set to the bound: they have no interval" in card
+
+
+def test_the_card_links_the_prefect_flow_run_and_names_the_data_docs_page_of_the_run_that_trained_it():
+    decision = decide(scores(0.9, 1), scores(0.8, 0), policy(), groups())
+    pages = {"prefect_flow_run": "http://127.0.0.1:4200/flow-runs/flow-run/abc",
+             "data_docs_page": "/home/.flywheel/gx/uncommitted/data_docs/local_site/validations/clean_rows/flow-7/t/b.html"}
+    card = card_of(decision, tags={**REGISTERED, **pages})
+    assert ("- flywheel run: `flow-7` ([Prefect flow run](http://127.0.0.1:4200/flow-runs/flow-run/abc)); "
+            "`flywheel lineage flow-7` prints its whole chain") in card
+    assert f"- GX validation of its batch (Data Docs page): `{pages['data_docs_page']}`" in card
+    assert "| prefect_flow_run |" not in card and "| data_docs_page |" not in card  # said once, in their lines
+
+
+def test_a_table_whose_rows_were_all_left_out_leaves_no_empty_table():
+    """Seen on a real card: 'More lineage' kept its header with no row under it."""
+    classes = 100
+    decision = decide(scores(0.9, 1, n=classes * 6), scores(0.8, 0, n=classes * 6),
+                      policy(**{"class": {"acc": MetricThreshold(min=0.0, max_drop=1.0)}}), groups(classes * 6, classes))
+    card = card_of(decision, tags={**REGISTERED, **{f"extra_{k}": "x" * 150 for k in range(5)}})
+    assert len(card) <= CARD_MAX_CHARS
+    lineage = card[card.index("## More lineage"):]
+    assert "| key | value |" not in lineage
+    assert "… 6 rows, left out to fit the registry's 5000 characters: the version's tags" in lineage
+
+
+def test_run_pages_reads_the_flow_run_and_data_docs_page_from_the_runs_summary(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from flows.model_cards import run_pages
+    from flows.state_paths import StatePaths
+
+    settings = SimpleNamespace(paths=StatePaths(tmp_path))
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "summary.json").write_text(json.dumps(
+        {"run_id": "r1", "links": {"prefect_flow_run": "http://p/flow-runs/flow-run/1"},
+         "stages": {"validate": {"data_docs_page": "/gx/page.html"}}}))
+    assert run_pages(settings, "r1") == {"prefect_flow_run": "http://p/flow-runs/flow-run/1", "data_docs_page": "/gx/page.html"}
+    assert run_pages(settings, "missing") == {} and run_pages(settings, None) == {}
