@@ -217,12 +217,13 @@ def clean_inputs_plan(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> l
     if written != asdict(spec):
         return None
     wanted = np.asarray(rows["sample_id"], dtype=str)
+    wanted_set = set(wanted.tolist())  # one set for every part: np.isin would sort the batch's ids per part
     plan: list[tuple[Path, np.ndarray]] = []
     chosen = [np.array([], dtype=str)]
     for part in sorted(folder.glob(_SHARD_GLOB)):
         with np.load(part, allow_pickle=False) as archive:
             ids = archive["sample_id"]
-        mask = np.isin(ids, wanted)
+        mask = np.fromiter((sample_id in wanted_set for sample_id in ids.tolist()), dtype=bool, count=len(ids))
         plan.append((part, mask))
         chosen.append(ids[mask])
     return plan if np.array_equal(np.concatenate(chosen), wanted) else None
