@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from models.imagebind.config import (
-    AUDIO, AUDIO_CONV_DOWNSAMPLE, AUDIO_MEL_POOL_LAYOUTS, AUDIO_MEL_POOL_TIME_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig,
+    AUDIO, AUDIO_CONV_DOWNSAMPLE, AUDIO_MEL_POOL_LAYOUTS, AUDIO_MEL_POOL_TIME_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL,
+    VISION, ImageBindConfig,
 )
 from models.imagebind.heads import CLSHead, EmbeddingHead, EOTHead, LearnableLogitScaling, scaled_unit
 from models.imagebind.legacy import upgrade_legacy_keys
