@@ -43,6 +43,7 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_one32_speed60  fest_one_speed60 with 32 front-end channels
   fest_one_speed60_band10  fest_one_speed60 with bands (patches) of 10 mel bins: 4 x 5 tokens, each a max over 10 bins
   fest_one_vad  fest_melpool_one with CMVN over content frames only (audio_cmvn_speech_only)
+  fest_one_e45  fest_melpool_one with 45 audio-stage epochs: the CPU the cheaper layout frees, spent on training
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -137,6 +138,7 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_one32_speed60": ("festival_heavy", {**ONE, "audio_mel_pool_channels": 32}, SPEED60, {}),
     "fest_one_speed60_band10": ("festival_heavy", {**ONE, "audio_patch_mels": 10}, SPEED60, {}),
     "fest_one_vad": ("festival_heavy", {**ONE, "audio_cmvn_speech_only": True}, {}, {}),
+    "fest_one_e45": ("festival_heavy", ONE, {}, E45),
 }
 
 
