@@ -32,6 +32,18 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_maxshift2_e45_drop  fest_maxshift2_e45 with stochastic depth 0.1 in the audio tower
   fest_maxshift2_e45_vad, fest_maxshift3_e45_vad  with CMVN over content frames only (audio_cmvn_speech_only)
   fest_melpool_e45  fest_melpool with 45 audio-stage epochs (a ceiling: far over the CPU bound)
+  (the mel-pooling front end runs channels-last from here on: same function, ~1.5x less CPU than the runs above)
+  fest_melpool8  fest_melpool with 8 front-end channels
+  fest_melpool_s4  fest_melpool, audio_mel_pool_layout "stride4_first" (a 5x5 of time stride 4, then a 5x3)
+  fest_melpool_one  fest_melpool, audio_mel_pool_layout "one_9x7" (one 9x7 convolution of time stride 4)
+  fest_melpool_one24, fest_melpool_one32  fest_melpool_one with 24 and 32 front-end channels
+  fest_one_speed70, fest_one_speed60  fest_melpool_one with speed factors from (0.7, 1.3) and (0.6, 1.25) instead of
+                (0.85, 1.15): people speak slower and faster than that
+  fest_one_speed60_p8  fest_one_speed60 with 80 % of clips time-stretched instead of 50 %
+  fest_one32_speed60  fest_one_speed60 with 32 front-end channels
+  fest_one_speed60_band10  fest_one_speed60 with bands (patches) of 10 mel bins: 4 x 5 tokens, each a max over 10 bins
+  fest_one_vad  fest_melpool_one with CMVN over content frames only (audio_cmvn_speech_only)
+  fest_one_e45  fest_melpool_one with 45 audio-stage epochs: the CPU the cheaper layout frees, spent on training
 
 Usage: python benchmarks/robust_speech.py [--configs wide,augment,...] [--eval-samples 800] [--seed 0]
 """
@@ -63,6 +75,8 @@ PITCH_ONLY = {"speed_prob": 0.0, "noise_prob": 0.0, "reverb_prob": 0.0, "gain_pr
 SHIFT4 = {"pitch_prob": 0.8, "pitch_max_bins": 4.0}
 MAXSHIFT2 = {"audio_cmvn": True, "audio_mel_max_shift": 2}
 E45 = {"epochs_stage2": 45}
+MELPOOL = {"audio_cmvn": True, "audio_mel_pool_channels": 16}
+ONE, SPEED60 = {**MELPOOL, "audio_mel_pool_layout": "one_9x7"}, {"speed_range": (0.6, 1.25)}
 # Every config starts from the recipe before this ablation (the example's params.yaml ships its winner since):
 # the plain patch stem, 30 audio-stage epochs, the wide pool's shares above.
 BASE_MODEL, BASE_TRAIN = {"audio_mel_max_shift": 0}, {"epochs_stage2": 30}
@@ -111,6 +125,20 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_maxshift3_e45_vad": ("festival_heavy", {**MAXSHIFT2, "audio_mel_max_shift": 3,
                                                   "audio_cmvn_speech_only": True}, {}, E45),
     "fest_melpool_e45": ("festival_heavy", {"audio_cmvn": True, "audio_mel_pool_channels": 16}, {}, E45),
+    "fest_melpool8": ("festival_heavy", {**MELPOOL, "audio_mel_pool_channels": 8}, {}, {}),
+    "fest_melpool_s4": ("festival_heavy", {**MELPOOL, "audio_mel_pool_layout": "stride4_first"}, {}, {}),
+    "fest_melpool_one": ("festival_heavy", {**MELPOOL, "audio_mel_pool_layout": "one_9x7"}, {}, {}),
+    "fest_melpool_one24": ("festival_heavy", {**MELPOOL, "audio_mel_pool_layout": "one_9x7",
+                                              "audio_mel_pool_channels": 24}, {}, {}),
+    "fest_melpool_one32": ("festival_heavy", {**MELPOOL, "audio_mel_pool_layout": "one_9x7",
+                                              "audio_mel_pool_channels": 32}, {}, {}),
+    "fest_one_speed70": ("festival_heavy", ONE, {"speed_range": (0.7, 1.3)}, {}),
+    "fest_one_speed60": ("festival_heavy", ONE, SPEED60, {}),
+    "fest_one_speed60_p8": ("festival_heavy", ONE, {**SPEED60, "speed_prob": 0.8}, {}),
+    "fest_one32_speed60": ("festival_heavy", {**ONE, "audio_mel_pool_channels": 32}, SPEED60, {}),
+    "fest_one_speed60_band10": ("festival_heavy", {**ONE, "audio_patch_mels": 10}, SPEED60, {}),
+    "fest_one_vad": ("festival_heavy", {**ONE, "audio_cmvn_speech_only": True}, {}, {}),
+    "fest_one_e45": ("festival_heavy", ONE, {}, E45),
 }
 
 

@@ -9,6 +9,7 @@ checkpoint's keys and shapes, so `imagebind_huge.pth` loads strictly.
 
 from models.imagebind.config import (
     AUDIO,
+    AUDIO_MEL_POOL_LAYOUTS,
     BOUND_MODALITIES,
     DEPTH,
     IMU,
@@ -21,5 +22,5 @@ from models.imagebind.config import (
 )
 from models.imagebind.model import ImageBind
 
-__all__ = ["AUDIO", "BOUND_MODALITIES", "DEPTH", "IMU", "MODALITIES", "TEXT", "THERMAL", "VISION", "ImageBind",
-           "ImageBindConfig", "config_modalities"]
+__all__ = ["AUDIO", "AUDIO_MEL_POOL_LAYOUTS", "BOUND_MODALITIES", "DEPTH", "IMU", "MODALITIES", "TEXT", "THERMAL",
+           "VISION", "ImageBind", "ImageBindConfig", "config_modalities"]

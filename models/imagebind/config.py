@@ -23,6 +23,8 @@ IMU = "imu"
 AUDIO_CONV_DOWNSAMPLE = 4
 # The mel-pooling front end halves time twice and keeps every mel bin until its pool (audio_mel_pool_channels).
 AUDIO_MEL_POOL_TIME_DOWNSAMPLE = 4
+# Convolution layouts of the mel-pooling front end (ImageBindConfig.audio_mel_pool_layout; built in model.py).
+AUDIO_MEL_POOL_LAYOUTS: tuple[str, ...] = ("two_5x3", "stride4_first", "one_9x7")
 # Every modality the architecture knows, in the official module order; a config picks a subset.
 MODALITIES: tuple[str, ...] = (VISION, TEXT, AUDIO, DEPTH, THERMAL, IMU)
 
@@ -83,6 +85,10 @@ class ImageBindConfig:
     # pattern a band holds, not on which bin: less keyed on absolute mel position, which speakers move. Same patch
     # grid as the plain stem. 0: none (the official layout); exclusive with audio_conv_channels.
     audio_mel_pool_channels: int = 0
+    # Its convolutions: "two_5x3" (5×3 mel×time, time stride 2, twice), "stride4_first" (a 5×5 of time stride 4,
+    # then a 5×3 of stride 1: the second runs on half the frames, about half the CPU) or "one_9x7" (one 9×7 of
+    # time stride 4, about a fifth of the CPU). Every layout keeps every mel bin until the band's max.
+    audio_mel_pool_layout: str = "two_5x3"
     # Frequency max-pooling of the patch projection (Abdel-Hamid et al., 2014, CNNs for speech): each patch is
     # projected at every mel offset up to ± this many bins around its band and each channel keeps its largest
     # response, so a token stays the same when a speaker moves the band's formants by that much. Costs one wider
@@ -197,6 +203,9 @@ class ImageBindConfig:
                 f"{AUDIO_MEL_POOL_TIME_DOWNSAMPLE}, audio_stride None (tiling patches), and audio_conv_channels 0 "
                 f"(got {self.audio_conv_channels}): one front end at a time"
             )
+        if self.audio_mel_pool_layout not in AUDIO_MEL_POOL_LAYOUTS:
+            raise ValueError(f"audio_mel_pool_layout must be one of {list(AUDIO_MEL_POOL_LAYOUTS)}, "
+                             f"got {self.audio_mel_pool_layout!r}")
         if self.audio_mel_max_shift < 0:
             raise ValueError(f"audio_mel_max_shift must be >= 0 (0: off), got {self.audio_mel_max_shift}")
         if self.audio_mel_max_shift and (

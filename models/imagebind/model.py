@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from models.imagebind.config import (
-    AUDIO, AUDIO_CONV_DOWNSAMPLE, AUDIO_MEL_POOL_TIME_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL, VISION, ImageBindConfig,
+    AUDIO, AUDIO_CONV_DOWNSAMPLE, AUDIO_MEL_POOL_LAYOUTS, AUDIO_MEL_POOL_TIME_DOWNSAMPLE, DEPTH, IMU, TEXT, THERMAL,
+    VISION, ImageBindConfig,
 )
 from models.imagebind.heads import CLSHead, EmbeddingHead, EOTHead, LearnableLogitScaling, scaled_unit
 from models.imagebind.legacy import upgrade_legacy_keys
@@ -96,18 +98,42 @@ def _audio_conv_front_end(c: ImageBindConfig) -> nn.Module:
 
 
 def _audio_mel_pool_front_end(c: ImageBindConfig) -> nn.Module:
-    """Two 5×3 (mel×time) convolutions, time stride 2 each, every mel bin kept; then the largest response over
-    each patch's band of audio_patch_mels bins, so a token tells which local spectral shape (a formant, its slope)
-    its band holds and not on which bin; then the patch projection over time. The same patch grid, tokens and
-    positions as the plain patch stem. (B, 1, M, T) → (B, width, M / patch_mels, T / patch_frames)."""
+    """Convolutions over mels × time that shrink time 4× and keep every mel bin (audio_mel_pool_layout); then the
+    largest response over each patch's band of audio_patch_mels bins, so a token tells which local spectral shape
+    (a formant, its slope) its band holds and not on which bin; then the patch projection over time. The same patch
+    grid, tokens and positions as the plain patch stem. (B, 1, M, T) → (B, width, M / patch_mels, T / patch_frames).
+
+    Channels-last throughout: oneDNN's convolutions of a few channels run ~1.5× faster on the CPU in that layout."""
     hidden = c.audio_mel_pool_channels
     frames = c.audio_patch_frames // AUDIO_MEL_POOL_TIME_DOWNSAMPLE
-    return nn.Sequential(
-        nn.Conv2d(1, hidden, (5, 3), stride=(1, 2), padding=(2, 1)), nn.GroupNorm(1, hidden), nn.GELU(),
-        nn.Conv2d(hidden, hidden, (5, 3), stride=(1, 2), padding=(2, 1)), nn.GroupNorm(1, hidden), nn.GELU(),
+    front = ChannelsLastSequential(
+        *_MEL_POOL_CONVOLUTIONS[c.audio_mel_pool_layout](hidden),
         nn.MaxPool2d((c.audio_patch_mels, 1)),  # (B, hidden, M / patch_mels, T / 4)
         nn.Conv2d(hidden, c.audio_width, (1, frames), stride=(1, frames), bias=False),
     )
+    return front.to(memory_format=torch.channels_last)
+
+
+def _conv_norm_gelu(c_in: int, c_out: int, kernel: tuple[int, int], time_stride: int) -> list[nn.Module]:
+    # "Same" padding along both axes: every mel bin keeps its row; time shrinks by the stride alone.
+    conv = nn.Conv2d(c_in, c_out, kernel, stride=(1, time_stride), padding=(kernel[0] // 2, kernel[1] // 2))
+    return [conv, nn.GroupNorm(1, c_out), nn.GELU()]
+
+
+# audio_mel_pool_layout → its convolutions, (B, 1, M, T) → (B, hidden, M, T / 4).
+_MEL_POOL_CONVOLUTIONS: dict[str, Callable[[int], list[nn.Module]]] = {
+    "two_5x3": lambda h: [*_conv_norm_gelu(1, h, (5, 3), 2), *_conv_norm_gelu(h, h, (5, 3), 2)],
+    "stride4_first": lambda h: [*_conv_norm_gelu(1, h, (5, 5), 4), *_conv_norm_gelu(h, h, (5, 3), 1)],
+    "one_9x7": lambda h: _conv_norm_gelu(1, h, (9, 7), 4),
+}
+assert set(_MEL_POOL_CONVOLUTIONS) == set(AUDIO_MEL_POOL_LAYOUTS), "one builder per layout the config accepts"
+
+
+class ChannelsLastSequential(nn.Sequential):
+    """`nn.Sequential` run on its input in channels-last memory order: values, shapes and weight names unchanged."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
 
 
 class MelMaxPoolPatches(nn.Module):

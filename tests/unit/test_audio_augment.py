@@ -24,7 +24,7 @@ from models.audio_augment import (
     pitch_shift,
     speed_perturb,
 )
-from models.imagebind import AUDIO, ImageBind, ImageBindConfig
+from models.imagebind import AUDIO, AUDIO_MEL_POOL_LAYOUTS, ImageBind, ImageBindConfig
 from models.train import STAGE_AUDIO_IMAGE, train_imagebind
 from tests.unit.params_support import train_config
 from tests.unit.test_paired_baseline import tiny_data
@@ -153,7 +153,10 @@ def test_a_conv_front_end_that_cannot_tile_its_patches_is_refused() -> None:
         ImageBindConfig(audio_conv_channels=-1)
 
 
-@pytest.mark.parametrize("option", [{"audio_conv_channels": 8}, {"audio_mel_pool_channels": 8}, {"audio_mel_max_shift": 2}])
+@pytest.mark.parametrize("option", [
+    {"audio_conv_channels": 8}, {"audio_mel_max_shift": 2},
+    *({"audio_mel_pool_channels": 8, "audio_mel_pool_layout": layout} for layout in AUDIO_MEL_POOL_LAYOUTS),
+])
 def test_the_audio_front_ends_keep_the_token_grid_and_round_trip(tmp_path, option) -> None:
     plain, pooled = ImageBind(ImageBindConfig()).eval(), ImageBind(ImageBindConfig(**option)).eval()
     clips = torch.randn(3, FRAMES, MELS)
@@ -172,6 +175,8 @@ def test_mel_invariant_stems_that_cannot_build_are_refused() -> None:
         ImageBindConfig(audio_mel_pool_channels=8, audio_conv_channels=8)
     with pytest.raises(ValueError, match="audio_mel_pool_channels must be >= 0"):
         ImageBindConfig(audio_mel_pool_channels=-1)
+    with pytest.raises(ValueError, match=r"audio_mel_pool_layout must be one of \['two_5x3'.*got 'three'"):
+        ImageBindConfig(audio_mel_pool_channels=8, audio_mel_pool_layout="three")
     with pytest.raises(ValueError, match="audio_mel_max_shift must be >= 0"):
         ImageBindConfig(audio_mel_max_shift=-1)
     with pytest.raises(ValueError, match="pools the plain patch projection"):
@@ -205,3 +210,12 @@ def test_speech_only_cmvn_ignores_how_much_padding_follows_the_word() -> None:
     plain_short, plain_long = cmvn(short, time_dim=-1), cmvn(long, time_dim=-1)
     assert not torch.allclose(plain_short[..., :40], plain_long[..., :40], atol=1e-2)  # what it fixes
 
+
+
+def test_the_mel_pool_front_ends_keep_every_mel_bin_until_the_bands_max() -> None:
+    """Each layout's convolutions leave the whole mel axis and T / 4 frames for the band's max to pool."""
+    for layout in AUDIO_MEL_POOL_LAYOUTS:
+        config = ImageBindConfig(audio_mel_pool_channels=8, audio_mel_pool_layout=layout)
+        front = ImageBind(config).eval().modality_preprocessors[AUDIO].rgbt_stem.proj
+        with torch.no_grad():  # front[:-2]: before the band's max and the patch projection
+            assert front[:-2](torch.randn(2, 1, MELS, FRAMES)).shape == (2, 8, MELS, FRAMES // 4), layout
