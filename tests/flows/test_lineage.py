@@ -20,6 +20,10 @@ from flows.cli import app
 from flows.lineage import LINEAGE_STEPS, read_lineage
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
+from tests.flows.lineage_browser import (  # noqa: F401 (the browser test and its fixture, on this module's state)
+    browser,
+    test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evidently_to_data_docs,
+)
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
