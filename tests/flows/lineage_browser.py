@@ -4,8 +4,8 @@ model version (its card) → MLflow training run → Evidently snapshot → GX D
 Collected from tests/flows/test_lineage.py (which imports this test), so it reuses that module's lifecycle state
 instead of building another. The links are the addresses `flywheel ui` serves the UIs at (MLflow :5000,
 Evidently :8000) and the Prefect API's own address (the test harness's, whose server has no UI); the test serves
-each UI on a free port and the browser maps those addresses there, so the pages, their links and what a user
-clicks are the product's own. Every request to anything but localhost and file:// is aborted and must not happen.
+each UI on a free port and the browser redirects those addresses there, so the pages, their links and what a
+user clicks are the product's own. Every request to anything but localhost and file:// is aborted and must not happen.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from flows.run_links import evidently_report_url, mlflow_ui_url
 from tests.flows.browser_ui import UI_WAIT_MS, browser, free_port, started, wait_until_answered  # noqa: F401 (browser: the fixture)
 
-LOCAL = ("file:", "data:", "blob:", "http://127.0.0.1", "http://localhost")
+NOT_LOCAL = re.compile(r"^(?!(?:file:|data:|blob:|https?://(?:127\.0\.0\.1|localhost)[:/]))")
 
 
 def _origin(url: str) -> str:
@@ -49,7 +49,7 @@ def _follow(page, link):
 
 
 def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evidently_to_data_docs(
-        state, prefect_api, browser, tmp_path):  # noqa: F811
+        state, browser, tmp_path):  # noqa: F811
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
 
     settings, _, _, second, _ = state
@@ -71,25 +71,22 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
               _origin(snapshot_url): served["evidently"]}
     blocked: list[str] = []
 
-    def only_local(route):
-        url = route.request.url
-        origin = _origin(url) if url.startswith("http") else ""
-        if origin in mapped:
-            route.fulfill(response=route.fetch(url=mapped[origin] + url[len(origin):]))
-        elif url.startswith(LOCAL):
-            route.continue_()
-        else:
-            blocked.append(url)
-            route.abort()
+    def redirected(route):  # a link to a UI's address → the same page where this test serves that UI
+        origin = _origin(route.request.url)
+        route.fulfill(status=307, headers={"Location": mapped[origin] + route.request.url[len(origin):]})
+
+    def aborted(route):
+        blocked.append(route.request.url)
+        route.abort()
 
     with ExitStack() as stack:
         # All three start at once (each takes seconds on a busy machine), then the test waits for each.
         servers = {
-            # The Prefect UI on the harness's database (the harness's server serves no UI), calling the harness's API.
+            # The Prefect UI on the harness's database (the harness's server serves no UI), with an API of its own.
             "prefect": ([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(ports["prefect"]),
                          "--no-services", "--analytics-off"], f"{served['prefect']}/api/health",
                         {"PREFECT_SERVER_DATABASE_CONNECTION_URL": PREFECT_SERVER_DATABASE_CONNECTION_URL.value(),
-                         "PREFECT_UI_API_URL": prefect_api, "PREFECT_SERVER_UI_ENABLED": "1"}),
+                         "PREFECT_UI_API_URL": f"{served['prefect']}/api", "PREFECT_SERVER_UI_ENABLED": "1"}),
             "mlflow": ([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri, "--host", "127.0.0.1",
                         "--port", str(ports["mlflow"]), "--workers", "1"], f"{served['mlflow']}/health", None),
             "evidently": ([str(bin_dir / "evidently"), "ui", "--workspace", str(settings.paths.evidently), "--host",
@@ -100,7 +97,9 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
             wait_until_answered(running[ui], ready_url, ui)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         stack.callback(context.close)
-        context.route("**/*", only_local)
+        # Patterns are matched in the browser's driver: only the requests they name cross over to this process.
+        context.route(re.compile("^(?:" + "|".join(re.escape(origin) for origin in mapped) + ")(?:/|$)"), redirected)
+        context.route(NOT_LOCAL, aborted)
         page = context.new_page()
         page.set_default_timeout(UI_WAIT_MS)
 
