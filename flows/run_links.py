@@ -127,9 +127,8 @@ def link_mlflow_runs(settings: Settings, record: RunRecord) -> None:
         client = registry_for(settings).client()
         for run_id in runs:
             note = note_with_links(client.get_run(run_id).data.tags.get(NOTE_TAG, ""), tags)
-            batch = {**tags, NOTE_TAG: note}
-            client.log_batch(run_id, tags=[RunTag(key, value[:8000 if key == NOTE_TAG else 5000]) for key, value in batch.items()],
-                             synchronous=True)
+            written = [RunTag(key, value[:5000]) for key, value in tags.items()] + [RunTag(NOTE_TAG, note[:8000])]
+            client.log_batch(run_id, tags=written, synchronous=True)
     except Exception as err:  # noqa: BLE001 - any tracking failure; the run's result is already recorded
         log.warning("could not write the links of run %s on its MLflow runs %s: %s", record.run_id, runs, err)
 

@@ -108,6 +108,7 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
         page.get_by_text(f"run:{run_id}", exact=True).first.wait_for()
         page.get_by_role("tab", name="Artifacts").or_(page.get_by_text("Artifacts", exact=True)).first.click()
         page.get_by_text("gate-decision", exact=True).first.wait_for()
+        page.get_by_text("drift-report", exact=True).first.wait_for()
         screenshot(page, "01_prefect_flow_run.png", f"Prefect flow run {run_id}, its Artifacts tab: gate-decision and drift-report")
         page.get_by_text("gate-decision", exact=True).first.click()
         version_link = page.locator(f"a[href$='#/models/{name}/versions/2']")
@@ -128,6 +129,7 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
         note = page.locator("a", has_text="Evidently snapshot").first
         assert note.get_attribute("href") == snapshot_url
         assert page.locator("a", has_text="Prefect flow run").first.get_attribute("href") == flow_run_url
+        assert page.locator(f"a[href$='#/models/{name}/versions/2']").count() >= 1  # "Registered models", back to the card
         # An http page cannot open a file:// link, so the description shows the Data Docs page as a path a user
         # copies into the address bar (step 4 does that).
         data_docs = Path(second["stages"]["validate"]["data_docs_page"])
