@@ -174,3 +174,21 @@ def no_tracking_uri_leak(request):
             os.environ["MLFLOW_TRACKING_URI"] = before
         pytest.fail(f"{request.node.nodeid} left MLFLOW_TRACKING_URI={after!r} (was {before!r}); use MlflowClient(uri) "
                     "or monkeypatch.setenv instead of mlflow.set_tracking_uri")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bounded_prefect_event_drains():
+    """Prefect's test harness drains every events worker of the process with no time limit before it stops
+    its server. On an xdist worker that ran other Prefect tests first, that drain was seen to wait forever
+    (test_stage_retries' harness teardown, both workers idle): an events worker of an earlier, stopped
+    harness never finishes. A minute is plenty for real events; then the harness goes on and stops."""
+    from prefect.events.worker import EventsWorker
+
+    original = EventsWorker.drain_all.__func__
+
+    def drain_all(cls, timeout: float | None = None, at_exit: bool = True):
+        return original(cls, 60.0 if timeout is None else timeout, at_exit)
+
+    EventsWorker.drain_all = classmethod(drain_all)
+    yield
+    EventsWorker.drain_all = classmethod(original)
