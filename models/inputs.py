@@ -171,7 +171,8 @@ def build_model_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> 
 
     Images are read as grayscale or RGB as `spec.image_channels` says (a grayscale file in an RGB task
     repeats its one channel; a colour file in a grayscale task is converted to luminance). The transform
-    stage reads the arrays clean wrote instead (`select_clean_inputs`); this is for clean folders without them.
+    stage reads the arrays clean wrote instead (`load_clean_inputs`, `save_model_input_shards`); this is for
+    clean folders without them.
     """
     builder = InputsBuilder(len(rows), spec)
     mode = image_mode(spec.image_channels)
@@ -189,8 +190,8 @@ def build_model_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> 
 
 
 def _write_archive(path: Path, inputs: ModelInputs) -> None:
-    """Uncompressed: deflate took a quarter of the stage's time and halves little but the all-zero arrays of
-    absent modalities; a shard clean wrote is then linked as is."""
+    """Uncompressed: deflate took about a sixth of the model-input stage's time (0.5 ms a row) for half the
+    bytes, and a shard clean wrote can then be linked as is."""
     np.savez(path, **{f.name: getattr(inputs, f.name) for f in fields(inputs)})
 
 
