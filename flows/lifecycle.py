@@ -162,6 +162,9 @@ def publish_artifacts(settings: Settings, run_id: str) -> None:
         url = model_version_url(settings, str(record.model.get("name")), str(record.model.get("version")))
         create_markdown_artifact(gate_markdown(record, url), key="gate-decision", description="champion/challenger gate")
     if record.monitor.get("report"):
+        from flows.run_links import evidently_report_url
         from monitoring.reports import drift_markdown
 
-        create_markdown_artifact(drift_markdown(record.monitor), key="drift-report", description="drift of this batch")
+        snapshot_url = evidently_report_url(record.monitor) or ""
+        create_markdown_artifact(drift_markdown(record.monitor, snapshot_url if snapshot_url.startswith("http") else None),
+                                 key="drift-report", description="drift of this batch")

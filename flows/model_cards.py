@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from features.transient import call_with_retries
+from flows.run_links import note_with_links
 from flows.settings import Settings
 from flows.stage_config import registry_for
 
@@ -45,5 +46,7 @@ def write_model_card(settings: Settings, version: str, decision: dict[str, Any] 
     run = call_with_retries("read the training run", client.get_run, mv.run_id)
     run_link = run_page(run.info.experiment_id, mv.run_id)
     card = render_model_card(registry.model_name, str(version), lineage, decision, plots, run_link)
-    registry.describe_version(str(version), card, render_run_note(registry.model_name, str(version), lineage, decision))
+    note = render_run_note(registry.model_name, str(version), lineage, decision)
+    # A card rewritten after the run ended (a resumed gate) keeps the links to the other UIs its run's tags hold.
+    registry.describe_version(str(version), card, note_with_links(note, run.data.tags))
     return card

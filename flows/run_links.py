@@ -5,7 +5,8 @@ The run id (`runs/<run_id>/`) names the Prefect flow run, is the MLflow training
 `link_mlflow_runs` writes, on the MLflow runs this run made (training, drift), where the other UIs show
 the same run: the Prefect flow run, the GX Data Docs page of its validation, its drift report and
 Evidently snapshot. Addresses of UIs that are started by hand (MLflow's, Evidently's) are the ports
-`flywheel ui` prints.
+`flywheel ui` prints. MLflow's UI shows tag values as plain text, so the same links also go, clickable, at the
+top of each run's description (`mlflow.note.content`), which the run page renders as Markdown.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 
 from flows.run_record import RunRecord
 from flows.settings import Settings
@@ -25,6 +26,11 @@ RUN_ID_TAG = "flywheel.run_id"  # on every MLflow run a flywheel run made
 LINK_TAG = "links."  # links.<ui>: where the other UIs show this run
 MLFLOW_UI = "http://127.0.0.1:5000"  # `flywheel ui`'s `mlflow ui --port 5000`, when tracking is a local store
 EVIDENTLY_UI = "http://127.0.0.1:8000"  # `flywheel ui`'s `evidently ui --port 8000`
+NOTE_TAG = "mlflow.note.content"  # the run's description, Markdown on the run page
+NOTE_LINKS_START, NOTE_LINKS_END = "<!-- flywheel links -->", "<!-- /flywheel links -->"  # replaced whole on a rerun
+# links.<ui> → how the description names it; an http page cannot open file:// links, so those are shown as paths.
+NOTE_LINK_NAMES = {"prefect_flow_run": "Prefect flow run", "evidently_snapshot": "Evidently snapshot",
+                   "data_docs": "Data Docs validation result", "drift_report": "drift report (HTML)"}
 
 
 def mlflow_ui_url(settings: Settings) -> str:
@@ -73,6 +79,24 @@ def evidently_report_url(monitor: Mapping[str, Any]) -> str | None:
     return f"{EVIDENTLY_UI}/projects/{project}/reports/{snapshot}" if project else str(snapshot)
 
 
+def note_with_links(note: str, links: Mapping[str, str]) -> str:
+    """`note` with a first paragraph linking the other UIs (any earlier one replaced): http(s) links clickable,
+    file:// pages as their paths, to paste in the address bar (a browser opens no file:// link from an http page)."""
+    if NOTE_LINKS_START in note and NOTE_LINKS_END in note:
+        head, _, rest = note.partition(NOTE_LINKS_START)
+        note = head + rest.partition(NOTE_LINKS_END)[2].lstrip("\n")
+    shown = []
+    for name, label in NOTE_LINK_NAMES.items():
+        url = links.get(f"{LINK_TAG}{name}")
+        if url and url.startswith("file://"):
+            shown.append(f"{label}: `{Path(unquote(urlparse(url).path))}`")
+        elif url and url.startswith(("http://", "https://")):
+            shown.append(f"[{label}]({url})")
+    if not shown:
+        return note
+    return f"{NOTE_LINKS_START}\nThis flywheel run in the other UIs: {' · '.join(shown)}\n{NOTE_LINKS_END}\n\n{note}"
+
+
 def mlflow_runs_of(record: RunRecord) -> list[str]:
     """The MLflow runs this flywheel run made: its training and its drift check, not those an earlier run made
     and this one reused from the stage cache (they keep that run's links)."""
@@ -102,7 +126,9 @@ def link_mlflow_runs(settings: Settings, record: RunRecord) -> None:
 
         client = registry_for(settings).client()
         for run_id in runs:
-            client.log_batch(run_id, tags=[RunTag(key, value[:5000]) for key, value in tags.items()], synchronous=True)
+            note = note_with_links(client.get_run(run_id).data.tags.get(NOTE_TAG, ""), tags)
+            written = [RunTag(key, value[:5000]) for key, value in tags.items()] + [RunTag(NOTE_TAG, note[:8000])]
+            client.log_batch(run_id, tags=written, synchronous=True)
     except Exception as err:  # noqa: BLE001 - any tracking failure; the run's result is already recorded
         log.warning("could not write the links of run %s on its MLflow runs %s: %s", record.run_id, runs, err)
 

@@ -45,9 +45,9 @@ def log_drift_run(registry: Registry, batch_id: str, champion: str, result: Drif
     return run_id
 
 
-def drift_markdown(monitor: dict[str, Any]) -> str:
+def drift_markdown(monitor: dict[str, Any], snapshot_url: str | None = None) -> str:
     """The monitor stage's summary as a Prefect markdown artifact: verdict, evidence (a drifted class mix names
-    the classes that moved), where the reports are."""
+    the classes that moved), where the reports are; `snapshot_url`, the snapshot's page in `evidently ui`, links it."""
     verdict = "DRIFT" if monitor.get("drift_detected") else "no drift"
     drifted = ", ".join(f"`{c}`" for c in monitor.get("drifted_columns", [])) or "none"
     report = Path(monitor["report"])
@@ -55,6 +55,8 @@ def drift_markdown(monitor: dict[str, Any]) -> str:
     rejection = ([f"**REJECTED by {rejected.get('stage')}**: {rejected.get('expectation')} observed {rejected.get('observed')}, "
                   f"bound {rejected.get('bound')}; the batch never enters the training window", ""] if rejected else [])
     moves = [f"- `{finding}`: {moved}" for finding, moved in describe_class_moves(monitor.get("checks") or {}).items()]
+    snapshot = f"`{monitor.get('evidently_snapshot')}`"
+    snapshot = f"[{snapshot}]({snapshot_url})" if snapshot_url else snapshot
     class_mix = f", class mix `{monitor['evidently_predictions_snapshot']}`" if monitor.get("evidently_predictions_snapshot") else ""
     return "\n".join([
         f"# Drift{' of batch ' + str(monitor['batch']) if monitor.get('batch') else ''} against champion v{monitor.get('champion')}",
@@ -64,6 +66,6 @@ def drift_markdown(monitor: dict[str, Any]) -> str:
         "| where | what |", "|---|---|",
         f"| HTML report | [{report.name}]({report.absolute().as_uri()}) |",
         f"| MLflow | run `{monitor.get('mlflow_run')}` in experiment `{MONITORING_EXPERIMENT}` |",
-        f"| Evidently | project `{monitor.get('evidently_project')}`, snapshot `{monitor.get('evidently_snapshot')}`{class_mix} |",
+        f"| Evidently | project `{monitor.get('evidently_project')}`, snapshot {snapshot}{class_mix} |",
         f"| reference | batches {', '.join(monitor.get('reference_batches', []))} |",
     ])

@@ -36,27 +36,38 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(command: list[str], ready_url: str, name: str):
-    """Start a UI server in its own process group, wait until `ready_url` answers, stop it after."""
-    server = subprocess.Popen(command, env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL,
+def started(command: list[str], env: dict[str, str] | None = None):
+    """A UI server in its own process group (`env` added to ours), stopped after; see `wait_until_answered`."""
+    server = subprocess.Popen(command, env={**os.environ, **QUIET, **(env or {})}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(ready_url, timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, f"{name} exited with {server.returncode}"
-                assert time.monotonic() < deadline, f"{name} did not answer {ready_url} within 90 s"
-                time.sleep(0.5)
-        yield
+        yield server
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:  # mlflow's job-runner consumers may outlive SIGTERM (STACK_NOTES)
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def wait_until_answered(server: subprocess.Popen, ready_url: str, name: str) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(ready_url, timeout=2)
+            return
+        except OSError:
+            assert server.poll() is None, f"{name} exited with {server.returncode}"
+            assert time.monotonic() < deadline, f"{name} did not answer {ready_url} within 90 s"
+            time.sleep(0.5)
+
+
+@contextmanager
+def serving(command: list[str], ready_url: str, name: str):
+    """Start a UI server, wait until `ready_url` answers, stop it after."""
+    with started(command) as server:
+        wait_until_answered(server, ready_url, name)
+        yield
 
 
 @pytest.fixture

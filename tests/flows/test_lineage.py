@@ -20,6 +20,10 @@ from flows.cli import app
 from flows.lineage import LINEAGE_STEPS, read_lineage
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
+from tests.flows.lineage_browser import (  # noqa: F401 (the browser test and its fixture, on this module's state)
+    browser,
+    test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evidently_to_data_docs,
+)
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -77,7 +81,7 @@ def test_the_prefect_flow_run_is_named_after_the_run_id_and_tagged_with_it_and_t
     assert second["links"]["prefect_flow_run"].endswith(f"/flow-runs/flow-run/{flow_run.id}")
 
 
-def test_the_gate_artifact_links_the_mlflow_model_version(state):
+def test_the_gate_artifact_links_the_mlflow_model_version_and_the_drift_artifact_the_evidently_snapshot(state):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -87,6 +91,10 @@ def test_the_gate_artifact_links_the_mlflow_model_version(state):
     (artifact,) = artifacts  # the plain runs publish none
     assert f"#/models/{settings.params.registry.model_name}/versions/2)" in artifact.data
     assert second["run_id"] in artifact.data
+    with get_client(sync_client=True) as client:
+        (drift,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drift-report"])))
+    monitor = second["monitor"]  # the drift artifact links the snapshot's page in evidently ui
+    assert f"[`{monitor['evidently_snapshot']}`](http://127.0.0.1:8000/projects/{monitor['evidently_project_id']}/reports/" in drift.data
 
 
 def test_the_mlflow_runs_carry_the_run_id_and_link_the_flow_run_the_data_docs_page_and_the_drift_report(state):

@@ -127,3 +127,6 @@ def test_the_drift_report_becomes_an_mlflow_monitoring_run_linked_from_the_champ
                            "drifted_columns": ["img_mean"], "report": str(html), "mlflow_run": run_id,
                            "evidently_project": "m", "evidently_snapshot": "s", "reference_batches": ["b1"]})
     assert "**DRIFT**" in text and html.as_uri() in text and run_id in text
+    assert "snapshot `s`" in text  # no address of evidently ui: the bare id
+    linked = drift_markdown({"report": str(html), "evidently_snapshot": "s"}, "http://127.0.0.1:8000/projects/p/reports/s")
+    assert "snapshot [`s`](http://127.0.0.1:8000/projects/p/reports/s)" in linked
