@@ -17,10 +17,12 @@ the validation itself is unaffected, and online the pages render as GX built the
 from __future__ import annotations
 
 import functools
+import html as html_text
 import logging
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,38 @@ _HEAD_END = "</head>"
 _HEAD_READ_LIMIT = 1 << 20  # a page's <head> is a few KB; stop looking after this much
 _SWEPT_STAMP = ".swept"  # in static/vendor/: its mtime is when the last sweep of the pages began
 _MTIME_SLACK_S = 2.0  # file systems whose timestamps are coarser than the clock
+
+
+# The banner a run's validation page gets at the end of the run, linking the other UIs; replaced whole on a rerun.
+LINKS_START, LINKS_END = "<!-- flywheel links -->", "<!-- /flywheel links -->"
+_FIRST_SECTION = '<div id="section-1"'  # the results column's first section: the banner goes above it
+_BODY_TAG = re.compile(r"<body\b[^>]*>")
+
+
+def link_other_uis(page: Path, run_id: str, links: Sequence[tuple[str, str]]) -> bool:
+    """Put a banner at the top of Data Docs page `page` that links where the other UIs show flywheel run
+    `run_id` (`links`: (label, URL) pairs, in order), in place of an earlier one. GX writes a validation's page
+    once and rebuilds only the index and new pages, so the banner stays. Returns whether the page changed;
+    a missing page, or no links, changes nothing."""
+    if not links or not page.is_file():
+        return False
+    text = page.read_text(encoding="utf-8")
+    if LINKS_START in text and LINKS_END in text:
+        head, _, rest = text.partition(LINKS_START)
+        text = head + rest.partition(LINKS_END)[2]
+    anchors = " · ".join(f'<a href="{html_text.escape(url, quote=True)}">{html_text.escape(label)}</a>'
+                         for label, url in links)
+    banner = (f'{LINKS_START}<div id="flywheel-links" class="alert alert-info mb-3">This flywheel run '
+              f"(<code>{html_text.escape(run_id)}</code>) in the other UIs: {anchors}</div>{LINKS_END}")
+    at = text.find(_FIRST_SECTION)
+    if at < 0:
+        body = _BODY_TAG.search(text)
+        at = body.end() if body else 0
+    changed = text[:at] + banner + text[at:]
+    if changed == page.read_text(encoding="utf-8"):
+        return False
+    atomic_write_text(page, changed)
+    return True
 
 
 def localize_data_docs(site_dir: Path, assets_dir: Path | None = None) -> list[Path]:

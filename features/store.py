@@ -76,10 +76,31 @@ def redis_connection_string(url: str) -> str:
     return ",".join(options)
 
 
-def _import_feast() -> None:
+def _unchecked(target=None, **_options):
+    """typeguard's `@typechecked`, as it is under `python -O`: the function or class unchanged."""
+    return target if target is not None else _unchecked
+
+
+def import_feast() -> None:
     """Import Feast (seconds, so only where a stage needs it), then quieten output again: its modules set
-    DeprecationWarning back to "once" on import."""
-    import feast  # noqa: F401
+    DeprecationWarning back to "once" on import.
+
+    Feast decorates its definition classes with typeguard's `@typechecked`, which re-parses and recompiles the
+    source of every method as the module loads: about two thirds of `import feast`'s CPU time
+    (`benchmarks/feast_import.py`). Those checks catch hand-written definitions of the wrong types; flywheel
+    builds its definitions itself (features/repo/definitions.py, tested), so Feast is imported with the
+    decorator a no-op, as `python -O` would make it, and typeguard is restored for anyone else."""
+    import sys
+
+    if "feast" not in sys.modules:
+        import typeguard
+
+        decorator = typeguard.typechecked
+        typeguard.typechecked = _unchecked
+        try:
+            import feast  # noqa: F401
+        finally:
+            typeguard.typechecked = decorator
 
     from features.env import quiet_library_output
 
@@ -90,7 +111,7 @@ def build_repo_config(feast_dir: Path, services: FeastServices = FeastServices()
     """feature_store.yaml for this state folder, with the online store and registry `services` names."""
     import yaml
 
-    _import_feast()
+    import_feast()
     from feast.repo_config import RepoConfig
 
     os.environ["FLYWHEEL_FEAST_DIR"] = str(feast_dir.absolute())  # the yaml (and the feast CLI) read it
@@ -130,6 +151,7 @@ def _set_aside_unreadable_registry(feast_dir: Path) -> None:
 
 def open_store(feast_dir: Path, services: FeastServices = FeastServices()):
     """A FeatureStore on this state folder (imports Feast lazily: it takes seconds)."""
+    import_feast()
     from feast import FeatureStore
 
     (feast_dir / "data").mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ import json
 import shlex
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import typer
 from flows.cli_common import console
@@ -17,6 +18,7 @@ from flows.settings import Settings
 def ui_commands(settings: Settings) -> dict[str, str]:
     """Commands that open each tool's UI on the embedded stores."""
     from flows.prefect_server import find_running_server
+    from flows.run_links import DATA_DOCS_UI
 
     p = settings.paths
     docs = p.gx / "uncommitted" / "data_docs" / "local_site" / "index.html"
@@ -28,7 +30,10 @@ def ui_commands(settings: Settings) -> dict[str, str]:
         else "flywheel server start   (one server for every home on this machine)",
         # Without DO_NOT_TRACK `evidently ui` spawns a process per API call that sends usage data.
         "Evidently UI": f"DO_NOT_TRACK=1 evidently ui --workspace {shlex.quote(str(p.evidently))} --port 8000",
-        "GX Data Docs": f"python -m webbrowser file://{docs}",
+        # Served over http, as the other UIs' links to a validation result expect (flows/run_links.DATA_DOCS_UI);
+        # the site also opens from the disk: file://<site>/index.html.
+        "GX Data Docs": f"python -m http.server {urlparse(DATA_DOCS_UI).port} --bind 127.0.0.1 --directory "
+                        f"{shlex.quote(str(docs.parent))}  (then open {DATA_DOCS_UI})",
     }
 
 

@@ -186,6 +186,19 @@ def _skip_what_the_family_lacks(loaded, result: MonitorResult) -> MonitorResult:
     return result
 
 
+def _other_ui_links(settings: Settings, run_id: str, champion: str | None) -> list[tuple[str, str]]:
+    """Where the other UIs show this run, for its snapshots: its Prefect flow run and Data Docs validation page
+    (from the run's summary, written as the run goes) and the model version the check was made against."""
+    from flows.model_cards import run_pages
+    from flows.run_links import data_docs_url, other_ui_links, prefect_links
+
+    pages = run_pages(settings, run_id)
+    links = {"prefect_flow_run": pages.get("prefect_flow_run") or prefect_links().get("prefect_flow_run", "")}
+    if pages.get("data_docs_page"):
+        links["data_docs"] = data_docs_url(pages["data_docs_page"])
+    return other_ui_links(settings, links, str(champion) if champion else None, leave_out="evidently_snapshot")
+
+
 def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champion: str, extra: dict[str, Any]) -> dict[str, Any]:
     from monitoring.workspace import project_id, save_drift, save_predictions
 
@@ -198,6 +211,7 @@ def _summarise(settings: Settings, result: MonitorResult, run_dir: Path, champio
     project, classes = settings.params.registry.model_name, settings.task.classes
     # The run folder is runs/<run id>: the snapshot names the run and the model version it checked against.
     where["lineage"] = {"run": run_dir.name, "model": project, "model_version": str(champion)}
+    where["links"] = _other_ui_links(settings, run_dir.name, champion)
     if result.data_drift is not None:
         html = run_dir / "drift_report.html"
         summary["evidently_snapshot"] = save_drift(settings.paths.evidently, project, result.data_drift, classes,

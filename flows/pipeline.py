@@ -170,8 +170,8 @@ def run_table(settings: Settings, stages: tuple[Stage, ...], record: RunRecord, 
     """Run `stages` (a slice of the table) in order for one run, reusing what earlier runs recorded unless
     `reuse` is False. The summary is written at once, after every stage and whatever happens; a failing
     stage marks the run failed and re-raises. Whatever happens, the MLflow runs it made get the run id and
-    the links to the other UIs (flows/run_links.py)."""
-    from flows.run_links import link_mlflow_runs
+    the links to the other UIs, and so does its Data Docs validation page (flows/run_links.py)."""
+    from flows.run_links import link_data_docs_page, link_mlflow_runs
 
     if any(stage.name in ("train", "register", "gate") for stage in stages):
         check_registry_lock(settings)  # the gate's lock must be takeable before any stage runs, not after training
@@ -191,6 +191,7 @@ def run_table(settings: Settings, stages: tuple[Stage, ...], record: RunRecord, 
                     raise
         finally:
             link_mlflow_runs(settings, record)
+            link_data_docs_page(settings, record)
     return record
 
 

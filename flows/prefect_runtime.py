@@ -58,12 +58,13 @@ def preload_libraries(with_prefect: bool = True) -> None:
 
     Feast resets the DeprecationWarning filter on import, so output is quietened again after.
     """
-    import feast  # noqa: F401
-
     import models.registry  # noqa: F401
     import models.train  # noqa: F401
     import monitoring.drift  # noqa: F401
     from features.env import quiet_library_output
+    from features.store import import_feast
+
+    import_feast()  # Feast as the stages import it (features/store.py)
 
     if with_prefect:
         import flows.lifecycle  # noqa: F401

@@ -26,6 +26,9 @@ RUN_ID_TAG = "flywheel.run_id"  # on every MLflow run a flywheel run made
 LINK_TAG = "links."  # links.<ui>: where the other UIs show this run
 MLFLOW_UI = "http://127.0.0.1:5000"  # `flywheel ui`'s `mlflow ui --port 5000`, when tracking is a local store
 EVIDENTLY_UI = "http://127.0.0.1:8000"  # `flywheel ui`'s `evidently ui --port 8000`
+# `flywheel ui`'s `python -m http.server 8001` on the GX Data Docs site: over http, the other UIs' pages can link
+# a validation result (a browser follows no file:// link from an http page).
+DATA_DOCS_UI = "http://127.0.0.1:8001"
 NOTE_TAG = "mlflow.note.content"  # the run's description, Markdown on the run page
 NOTE_LINKS_START, NOTE_LINKS_END = "<!-- flywheel links -->", "<!-- /flywheel links -->"  # replaced whole on a rerun
 # links.<ui> → how the description names it; an http page cannot open file:// links, so those are shown as paths.
@@ -55,13 +58,29 @@ def file_url(path: str | Path) -> str:
     return "file://" + quote(str(Path(path).absolute()))
 
 
+def data_docs_site(page: Path) -> Path | None:
+    """The GX Data Docs site that holds `page`: the nearest folder above it with an index page and validations."""
+    for folder in Path(page).parents:
+        if (folder / "index.html").is_file() and (folder / "validations").is_dir():
+            return folder
+    return None
+
+
+def data_docs_url(page: str | Path) -> str:
+    """`page` as `flywheel ui`'s Data Docs server shows it; its file:// address when it is in no site."""
+    site = data_docs_site(Path(page))
+    if site is None:
+        return file_url(page)
+    return f"{DATA_DOCS_UI}/{quote(Path(page).absolute().relative_to(site.absolute()).as_posix())}"
+
+
 def run_links(record: RunRecord) -> dict[str, str]:
     """Where the other UIs show this run, from its summary: links.<ui> → URL."""
     links = {f"{LINK_TAG}{name}": url for name, url in record.links.items() if url}
     validate = record.stages.get("validate") or {}
     page = validate.get("data_docs_page") or validate.get("data_docs")
     if page:
-        links[f"{LINK_TAG}data_docs"] = file_url(page)
+        links[f"{LINK_TAG}data_docs"] = data_docs_url(page)
     if record.monitor.get("report"):
         links[f"{LINK_TAG}drift_report"] = file_url(record.monitor["report"])
     snapshot = evidently_report_url(record.monitor)
@@ -131,6 +150,36 @@ def link_mlflow_runs(settings: Settings, record: RunRecord) -> None:
             client.log_batch(run_id, tags=written, synchronous=True)
     except Exception as err:  # noqa: BLE001 - any tracking failure; the run's result is already recorded
         log.warning("could not write the links of run %s on its MLflow runs %s: %s", record.run_id, runs, err)
+
+
+def other_ui_links(settings: Settings, links: Mapping[str, str], model_version: str | None,
+                   leave_out: str) -> list[tuple[str, str]]:
+    """(label, URL) of the UIs other than `leave_out` (`prefect_flow_run`, `mlflow`, `data_docs`,
+    `evidently_snapshot`) that show a run: `links` as `run_links` names them (with or without the `links.`
+    prefix), `model_version` the MLflow version it registered or checked. Only http(s) addresses: a page a browser
+    shows can follow those."""
+    named = {key.removeprefix(LINK_TAG): url for key, url in links.items()}
+    if model_version:
+        named["mlflow"] = model_version_url(settings, settings.params.registry.model_name, model_version)
+    labels = {"prefect_flow_run": "Prefect flow run", "mlflow": f"MLflow model version {model_version}",
+              "data_docs": "GX Data Docs validation result", "evidently_snapshot": "Evidently drift snapshot"}
+    return [(label, named[key]) for key, label in labels.items()
+            if key != leave_out and str(named.get(key) or "").startswith(("http://", "https://"))]
+
+
+def link_data_docs_page(settings: Settings, record: RunRecord) -> None:
+    """Put on this run's Data Docs validation page (when this run validated, not an earlier one whose result it
+    reused) a banner linking the Prefect flow run, the model version and the Evidently snapshot."""
+    from features.data_docs import link_other_uis
+
+    page = (record.stages.get("validate") or {}).get("data_docs_page")
+    if not page or (record.cache.get("validate") or {}).get("computed_by", record.run_id) != record.run_id:
+        return
+    links = other_ui_links(settings, run_links(record), (record.model or {}).get("version"), leave_out="data_docs")
+    try:
+        link_other_uis(Path(page), record.run_id, links)
+    except OSError as err:  # a convenience, as the MLflow links are: the run's outcome stands
+        log.warning("could not link the Data Docs page %s of run %s to the other UIs: %s", page, record.run_id, err)
 
 
 def prefect_links() -> dict[str, str]:

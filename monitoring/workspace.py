@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from evidently.legacy.model.widget import BaseWidgetInfo
+from evidently.legacy.renderers.html_widgets import text_widget
 from evidently.sdk.models import DashboardModel, DashboardPanelPlot, DashboardTabModel
 from evidently.ui.workspace import Project, Workspace
 
@@ -29,33 +31,34 @@ def snapshot_name(batch_id: str | None, rejected_by: str | None = None, what: st
 
 def save_drift(workspace_dir: Path, project_name: str, result: DriftResult, classes: Sequence[str],
                html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None,
-               lineage: Mapping[str, str] | None = None) -> str:
+               lineage: Mapping[str, str] | None = None, links: Sequence[tuple[str, str]] = ()) -> str:
     """Add the drift snapshot as a run of project `project_name`; return the run id.
 
     The project is found by name or created once, with its dashboard panels (`classes`: the task's class
     names, which the prediction panels plot), so runs accumulate in one dashboard. The run is named
     `batch <batch_id>` when given, which the UI lists; `rejected_by` ("validate: <expectation>") marks a
     batch a data stage refused, in the name and with the tag `rejected`. `lineage` (run id, model name and
-    version) goes into the snapshot's metadata and, as `key:value`, its tags. With `html_path`, also write the
+    version) goes into the snapshot's metadata and, as `key:value`, its tags; `links`, (label, URL) pairs of the
+    other UIs' pages of the same run, into a text panel at the top of the report. With `html_path`, also write the
     self-contained HTML report (no CDN needed to view it). Not safe against two processes creating the
     same new project at the same moment.
     """
     return _save_snapshot(workspace_dir, project_name, result.snapshot, classes, html_path,
-                          snapshot_name(batch_id, rejected_by), rejected_by, lineage)
+                          snapshot_name(batch_id, rejected_by), rejected_by, lineage, links)
 
 
 def save_predictions(workspace_dir: Path, project_name: str, snapshot: Any, classes: Sequence[str],
                      html_path: Path | None = None, batch_id: str | None = None, rejected_by: str | None = None,
-                     lineage: Mapping[str, str] | None = None) -> str:
+                     lineage: Mapping[str, str] | None = None, links: Sequence[tuple[str, str]] = ()) -> str:
     """Add a class-mix snapshot (`monitoring.model_drift.build_prediction_report`) as a run of the project,
     named `batch <batch_id> predictions` (`inference log predictions` without a batch); as `save_drift` otherwise."""
     return _save_snapshot(workspace_dir, project_name, snapshot, classes, html_path,
-                          snapshot_name(batch_id, rejected_by, what="predictions"), rejected_by, lineage)
+                          snapshot_name(batch_id, rejected_by, what="predictions"), rejected_by, lineage, links)
 
 
 def _save_snapshot(workspace_dir: Path, project_name: str, snapshot: Any, classes: Sequence[str],
                    html_path: Path | None, name: str | None, rejected_by: str | None,
-                   lineage: Mapping[str, str] | None = None) -> str:
+                   lineage: Mapping[str, str] | None = None, links: Sequence[tuple[str, str]] = ()) -> str:
     workspace = Workspace.create(str(workspace_dir))
     project = ensure_project(workspace, project_name, classes)
     if lineage:  # as for `rejected` below: on the snapshot add_run stores, the report's own tags untouched
@@ -66,12 +69,26 @@ def _save_snapshot(workspace_dir: Path, project_name: str, snapshot: Any, classe
         # on the snapshot it returned (what add_run stores), leaving the report's own tags as they were.
         snapshot._tags = [*snapshot._tags, REJECTED_TAG]
         snapshot._metadata = {**snapshot._metadata, "rejected_by": rejected_by}
+    if links:  # Evidently shows tags and metadata as text: the links go in a Markdown panel above the report
+        earlier = [widget for widget in snapshot._widgets if widget.title != LINKS_TITLE]  # saved once before
+        snapshot._widgets = [links_widget(links, (lineage or {}).get("run")), *earlier]
     run = workspace.add_run(project.id, snapshot, name=name)
     if html_path is not None:
         # Snapshot.save_html silently writes nothing when given a Path (Evidently 0.7.23).
         with atomic_path(html_path, suffix=".html") as tmp:  # a reader never sees half a report
             snapshot.save_html(str(tmp))
     return str(run.id)
+
+
+LINKS_TITLE = "This run in the other UIs"
+
+
+def links_widget(links: Sequence[tuple[str, str]], run_id: str | None = None) -> BaseWidgetInfo:
+    """A Markdown text panel of `links` ((label, URL) pairs), which the snapshot page and the HTML report render
+    as links."""
+    anchors = " · ".join(f"[{label}]({url})" for label, url in links)
+    run = f"Run `{run_id}`: " if run_id else ""
+    return text_widget(text=f"{run}{anchors}", title=LINKS_TITLE)
 
 
 def ensure_project(workspace: Workspace, name: str, classes: Sequence[str]) -> Project:

@@ -1,11 +1,14 @@
-"""A user follows one run through the four UIs in a browser, offline: Prefect flow run → gate artifact → MLflow
-model version (its card) → MLflow training run → Evidently snapshot → GX Data Docs result, a screenshot at each step.
+"""A user follows one run around the four UIs in a browser, offline, by links alone: Prefect flow run → gate
+artifact → MLflow model version (its card) → MLflow training run → GX Data Docs result → Evidently snapshot →
+back to the Prefect flow run, a screenshot at each step. The links make a cycle, so from any one of the four UIs
+a user reaches the other three.
 
 Collected from tests/flows/test_lineage.py (which imports this test), so it reuses that module's lifecycle state
 instead of building another. The links are the addresses `flywheel ui` serves the UIs at (MLflow :5000,
-Evidently :8000) and the Prefect API's own address (the test harness's, whose server has no UI); the test serves
-each UI on a free port and the browser redirects those addresses there, so the pages, their links and what a
-user clicks are the product's own. Every request to anything but localhost and file:// is aborted and must not happen.
+Evidently :8000, the Data Docs site :8001) and the Prefect API's own address (the test harness's, whose server
+has no UI); the test serves each UI on a free port and the browser redirects those addresses there, so the pages,
+their links and what a user clicks are the product's own. Every request to anything but localhost is aborted and
+must not happen.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import urlparse
 
-from flows.run_links import evidently_report_url, mlflow_ui_url
+from features.data_docs import LINKS_START
+from flows.run_links import DATA_DOCS_UI, data_docs_site, evidently_report_url, mlflow_ui_url
+from monitoring.workspace import LINKS_TITLE
 from tests.flows.browser_ui import UI_WAIT_MS, browser, free_port, started, wait_until_answered  # noqa: F401 (browser: the fixture)
 
 NOT_LOCAL = re.compile(r"^(?!(?:file:|data:|blob:|https?://(?:127\.0\.0\.1|localhost)[:/]))")
@@ -48,7 +53,7 @@ def _follow(page, link):
     return page
 
 
-def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evidently_to_data_docs(
+def test_a_user_follows_one_run_by_links_from_prefect_through_mlflow_data_docs_and_evidently_back_to_prefect(
         state, browser, tmp_path):  # noqa: F811
     from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
 
@@ -63,12 +68,14 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
         shown.append((shots / file, what))
 
     bin_dir = Path(sys.executable).parent
-    ports = {ui: free_port() for ui in ("prefect", "mlflow", "evidently")}
+    ports = {ui: free_port() for ui in ("prefect", "mlflow", "evidently", "data_docs")}
     served = {ui: f"http://127.0.0.1:{port}" for ui, port in ports.items()}
     # The addresses the links name → where this test serves them.
     snapshot_url = evidently_report_url(monitor)
     mapped = {_origin(flow_run_url): served["prefect"], _origin(mlflow_ui_url(settings)): served["mlflow"],
-              _origin(snapshot_url): served["evidently"]}
+              _origin(snapshot_url): served["evidently"], DATA_DOCS_UI: served["data_docs"]}
+    data_docs = Path(second["stages"]["validate"]["data_docs_page"])
+    assert LINKS_START in data_docs.read_text()  # the run linked its validation page to the other UIs
     blocked: list[str] = []
 
     def redirected(route):  # a link to a UI's address → the same page where this test serves that UI
@@ -80,7 +87,7 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
         route.abort()
 
     with ExitStack() as stack:
-        # All three start at once (each takes seconds on a busy machine), then the test waits for each.
+        # All four start at once (each takes seconds on a busy machine), then the test waits for each.
         servers = {
             # The Prefect UI on the harness's database (the harness's server serves no UI), with an API of its own.
             "prefect": ([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(ports["prefect"]),
@@ -91,6 +98,9 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
                         "--port", str(ports["mlflow"]), "--workers", "1"], f"{served['mlflow']}/health", None),
             "evidently": ([str(bin_dir / "evidently"), "ui", "--workspace", str(settings.paths.evidently), "--host",
                            "127.0.0.1", "--port", str(ports["evidently"])], served["evidently"], None),
+            # What `flywheel ui` prints for the Data Docs.
+            "data_docs": ([sys.executable, "-m", "http.server", str(ports["data_docs"]), "--bind", "127.0.0.1",
+                           "--directory", str(data_docs_site(data_docs))], served["data_docs"], None),
         }
         running = {ui: stack.enter_context(started(command, env)) for ui, (command, _, env) in servers.items()}
         for ui, (_, ready_url, _) in servers.items():
@@ -130,37 +140,44 @@ def test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evi
         assert note.get_attribute("href") == snapshot_url
         assert page.locator("a", has_text="Prefect flow run").first.get_attribute("href") == flow_run_url
         assert page.locator(f"a[href$='#/models/{name}/versions/2']").count() >= 1  # "Registered models", back to the card
-        # An http page cannot open a file:// link, so the description shows the Data Docs page as a path a user
-        # copies into the address bar (step 4 does that).
-        data_docs = Path(second["stages"]["validate"]["data_docs_page"])
-        page.get_by_text(str(data_docs)).first.wait_for()
-        screenshot(page, "04_mlflow_training_run.png", "MLflow training run: its description links the Prefect flow run and "
-                   "Evidently snapshot and names the Data Docs page; the links.* tags")
+        screenshot(page, "04_mlflow_training_run.png", "MLflow training run: its description links the Prefect flow run, "
+                   "the Data Docs validation result and the Evidently snapshot; the links.* tags")
 
-        # 3. Evidently: the snapshot's page, then the project's reports, where its tags and metadata show.
-        page = _follow(page, note)
+        # 3. GX Data Docs: the validation result the run's description links, with the run's banner of links.
+        page = _follow(page, page.locator("a", has_text="Data Docs validation result").first)
+        results = page.locator(".bootstrap-table table", has=page.locator("th", has_text="Observed Value"))
+        results.first.wait_for()
+        assert results.first.locator("tbody tr").count() >= 1
+        banner = page.locator("#flywheel-links")
+        banner.get_by_text(run_id).wait_for()
+        assert banner.locator("a", has_text="Prefect flow run").get_attribute("href") == flow_run_url
+        assert banner.locator("a", has_text="MLflow model version 2").get_attribute("href").endswith(f"#/models/{name}/versions/2")
+        screenshot(page, "05_data_docs_result.png", f"GX Data Docs validation result of run {run_id}: the results table "
+                   "under the banner linking the Prefect flow run, the MLflow model version and the Evidently snapshot")
+
+        # 4. Evidently: the snapshot the banner links, its panel of links, and its tags in the project's reports.
+        page = _follow(page, banner.locator("a", has_text="Evidently drift snapshot"))
         page.get_by_text("Dataset Drift", exact=True).first.wait_for()
-        page.get_by_text(monitor["evidently_snapshot"]).first.wait_for()
-        screenshot(page, "05_evidently_snapshot.png", f"Evidently snapshot {monitor['evidently_snapshot']}: the data drift report")
+        page.get_by_text(LINKS_TITLE).first.wait_for()
+        panel_links = {link.inner_text(): link.get_attribute("href") for link in page.locator("a[href^='http']").all()}
+        assert panel_links.get("Prefect flow run") == flow_run_url, panel_links
+        assert panel_links.get("MLflow model version 2", "").endswith(f"#/models/{name}/versions/2"), panel_links
+        assert panel_links.get("GX Data Docs validation result", "").startswith(DATA_DOCS_UI), panel_links
+        screenshot(page, "06_evidently_snapshot.png", f"Evidently snapshot {monitor['evidently_snapshot']}: the links "
+                   "to the other UIs above the data drift report")
         page.locator("a", has_text=re.compile(r"^Reports$")).first.click()
         row = page.get_by_role("row").filter(has_text=monitor["evidently_snapshot"])
         row.first.wait_for()
         listed = re.sub(r"\s+", "", row.first.inner_text())
-        # Evidently shows tags and metadata as text, no links: the run id and model version lead a user back
-        # (`flywheel lineage RUN_ID`, the MLflow version page).
         assert f"run:{run_id}" in listed and '"model_version":"2"' in listed and f'"run":"{run_id}"' in listed
-        screenshot(page, "06_evidently_reports.png", "Evidently reports list: the snapshot's tags (run:<run id>, model) "
+        screenshot(page, "07_evidently_reports.png", "Evidently reports list: the snapshot's tags (run:<run id>, model) "
                    "and metadata (run, model, model_version 2)")
 
-        # 4. Data Docs: the path from the MLflow run's description, opened as a file:// page.
-        page = context.new_page()
-        page.set_default_timeout(UI_WAIT_MS)
-        page.goto(data_docs.as_uri())
-        results = page.locator(".bootstrap-table table", has=page.locator("th", has_text="Observed Value"))
-        results.first.wait_for()
-        assert results.first.locator("tbody tr").count() >= 1
-        page.get_by_text(run_id).first.wait_for()
-        screenshot(page, "07_data_docs_result.png", f"GX Data Docs validation result of run {run_id}: the results table")
+        # 5. Back to where the user started: the snapshot's link to the Prefect flow run.
+        page.go_back()
+        page = _follow(page, page.locator("a", has_text="Prefect flow run").first)
+        page.get_by_text(f"run:{run_id}", exact=True).first.wait_for()
+        screenshot(page, "08_prefect_flow_run_again.png", f"back at Prefect flow run {run_id}, from the Evidently snapshot")
 
     assert blocked == []  # nothing was asked of the network
     listing = "\n".join(f"{path}: {what}" for path, what in shown)

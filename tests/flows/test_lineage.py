@@ -18,11 +18,12 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.lineage import LINEAGE_STEPS, read_lineage
+from flows.run_links import DATA_DOCS_UI
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
 from tests.flows.lineage_browser import (  # noqa: F401 (the browser test and its fixture, on this module's state)
     browser,
-    test_a_user_follows_one_run_from_the_prefect_flow_run_through_mlflow_and_evidently_to_data_docs,
+    test_a_user_follows_one_run_by_links_from_prefect_through_mlflow_data_docs_and_evidently_back_to_prefect,
 )
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,12 @@ def _summary(settings, run_id: str) -> dict:
 def _local(url: str) -> Path:
     assert url.startswith("file://"), url
     return Path(unquote(urlparse(url).path))
+
+
+def _data_docs_page(settings, url: str) -> Path:
+    """The file behind a Data Docs link: its site, as `flywheel ui` serves it over http."""
+    assert url.startswith(DATA_DOCS_UI + "/"), url
+    return settings.paths.gx / "uncommitted" / "data_docs" / "local_site" / unquote(urlparse(url).path).lstrip("/")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +112,7 @@ def test_the_mlflow_runs_carry_the_run_id_and_link_the_flow_run_the_data_docs_pa
     for tags in (training, drift):
         assert tags["flywheel.run_id"] == second["run_id"]
         assert tags["links.prefect_flow_run"] == second["links"]["prefect_flow_run"]
-        page = _local(tags["links.data_docs"])
+        page = _data_docs_page(settings, tags["links.data_docs"])
         assert page.is_file() and second["run_id"] in page.parts and page.name != "index.html"
         assert _local(tags["links.drift_report"]) == Path(second["monitor"]["report"]) and Path(second["monitor"]["report"]).is_file()
         project, snapshot = second["monitor"]["evidently_project_id"], second["monitor"]["evidently_snapshot"]
@@ -113,7 +120,7 @@ def test_the_mlflow_runs_carry_the_run_id_and_link_the_flow_run_the_data_docs_pa
         assert (settings.paths.evidently / project / "snapshots" / f"{snapshot}.json").is_file()
     plain = client.get_run(first["train"]["mlflow_run_id"]).data.tags
     assert plain["flywheel.run_id"] == first["run_id"] and "links.prefect_flow_run" not in plain  # --plain: no flow run
-    assert first["run_id"] in _local(plain["links.data_docs"]).parts
+    assert first["run_id"] in _data_docs_page(settings, plain["links.data_docs"]).parts
 
 
 def test_the_gx_result_and_the_evidently_snapshot_carry_the_run_id_and_the_model_version(state):

@@ -130,3 +130,23 @@ def test_the_drift_report_becomes_an_mlflow_monitoring_run_linked_from_the_champ
     assert "snapshot `s`" in text  # no address of evidently ui: the bare id
     linked = drift_markdown({"report": str(html), "evidently_snapshot": "s"}, "http://127.0.0.1:8000/projects/p/reports/s")
     assert "snapshot [`s`](http://127.0.0.1:8000/projects/p/reports/s)" in linked
+
+
+def test_a_snapshot_links_the_other_uis_of_its_run_in_a_panel_above_the_report(tmp_path: Path, drift_result) -> None:
+    import json
+
+    from monitoring.workspace import LINKS_TITLE
+
+    links = [("Prefect flow run", "http://127.0.0.1:4200/flow-runs/flow-run/f1"),
+             ("MLflow model version 2", "http://127.0.0.1:5000/#/models/m/versions/2")]
+    html = tmp_path / "run" / "drift_report.html"
+    for _ in range(2):  # a resumed monitor saves its check again: the panel shows once
+        snapshot = save_drift(tmp_path / "ws", "m", drift_result, CLASSES, html_path=html, batch_id="b1",
+                              lineage={"run": "r1"}, links=links)
+    (stored,) = (tmp_path / "ws").glob(f"*/snapshots/{snapshot}.json")
+    widgets = json.loads(stored.read_text())["widgets"]
+    assert [w["title"] for w in widgets].count(LINKS_TITLE) == 1 and widgets[0]["title"] == LINKS_TITLE
+    text = widgets[0]["params"]["text"]
+    assert "`r1`" in text and "[Prefect flow run](http://127.0.0.1:4200/flow-runs/flow-run/f1)" in text
+    assert "[MLflow model version 2](http://127.0.0.1:5000/#/models/m/versions/2)" in text
+    assert "http://127.0.0.1:4200/flow-runs/flow-run/f1" in html.read_text()  # the HTML report shows them too

@@ -10,6 +10,7 @@ import pytest
 
 from features.store import apply_and_materialize, get_online_features, get_training_frame, upsert_batch_table
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from tests.conftest import PROJECT
 
 
 def _stats(ids: list[str], ts: pd.Timestamp) -> pd.DataFrame:
@@ -76,3 +77,24 @@ def test_a_registry_a_killed_apply_cut_off_is_set_aside_and_written_again(store_
     assert any("was unreadable" in r.getMessage() for r in caplog.records)
     cutoff = pd.DataFrame({"sample_id": ["s0"], "event_timestamp": pd.Timestamp("2026-03-01T00:00:00Z")})
     assert get_training_frame(store_dir, cutoff)["label"].tolist() == [1]  # the store works again
+
+
+def test_feast_is_imported_without_typeguards_recompiling_and_typeguard_stays_as_it_was():
+    """import_feast skips Feast's @typechecked instrumentation (two thirds of its import's CPU time,
+    benchmarks/feast_import.py): its classes run their own code, work, and typeguard is untouched after."""
+    import subprocess
+    import sys
+
+    probe = """
+import typeguard
+decorator = typeguard.typechecked
+from features.store import import_feast
+import_feast()
+from feast import Entity, FeatureService, ValueType
+assert "check_argument_types_internal" not in FeatureService.__init__.__code__.co_names
+assert typeguard.typechecked is decorator
+assert Entity(name="sample", join_keys=["sample_id"], value_type=ValueType.STRING).join_key == "sample_id"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
