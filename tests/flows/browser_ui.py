@@ -70,7 +70,7 @@ def serving(command: list[str], ready_url: str, name: str):
         yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH: install Debian's chromium package (make install does)")
@@ -80,6 +80,17 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"])
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(two_runs):
+    """`mlflow ui` on the module's tracking store, started once for the tests that read it."""
+    settings = two_runs[0]
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", settings.tracking_uri,
+               "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1"]
+    with serving(command, f"{base}/health", "mlflow ui"):
+        yield base
 
 
 @pytest.fixture
@@ -113,37 +124,27 @@ def test_evidently_dashboard_shows_the_latest_batchs_drift(two_runs, page):  # n
         page.get_by_text(second.monitor["evidently_snapshot"], exact=True).wait_for()  # newest first
 
 
-def test_mlflow_ui_shows_the_registered_model_at_champion(two_runs, page):  # noqa: F811
+def test_mlflow_ui_shows_the_registered_model_at_champion(two_runs, mlflow_ui, page):  # noqa: F811
     settings, _, second = two_runs
     name = settings.params.registry.model_name
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", settings.tracking_uri,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with serving(command, f"{base}/health", "mlflow ui"):
-        page.goto(f"{base}/#/models/{name}")
-        row = page.get_by_role("row").filter(has_text=re.compile(r"@\s*champion"))  # the chip reads "@ champion"
-        row.first.wait_for()
-        assert row.count() == 1
-        assert re.findall(r"Version \d+", row.first.inner_text()) == [f"Version {second.model['champion']}"]
+    page.goto(f"{mlflow_ui}/#/models/{name}")
+    row = page.get_by_role("row").filter(has_text=re.compile(r"@\s*champion"))  # the chip reads "@ champion"
+    row.first.wait_for()
+    assert row.count() == 1
+    assert re.findall(r"Version \d+", row.first.inner_text()) == [f"Version {second.model['champion']}"]
 
 
-def test_mlflow_version_page_shows_the_model_card(two_runs, page):  # noqa: F811
+def test_mlflow_version_page_shows_the_model_card(two_runs, mlflow_ui, page):  # noqa: F811
     """The version's description renders as the gate's model card: its tables, and the training run's
     plots loaded through the server (models/model_card.py links them relative to the UI)."""
     settings, _, second = two_runs
     name, version = settings.params.registry.model_name, second.model["version"]
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", settings.tracking_uri,
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with serving(command, f"{base}/health", "mlflow ui"):
-        page.goto(f"{base}/#/models/{name}/versions/{version}")
-        page.get_by_text("Golden-set metrics per slice", exact=True).wait_for()
-        page.get_by_text("PASSED" if second.gate["passed"] else "REJECTED", exact=True).first.wait_for()
-        assert page.locator("table", has_text="zero_shot_image_acc").count() >= 2  # checks, metrics, slices
-        plots = page.locator("img[src*='get-artifact']")
-        plots.first.wait_for()
-        assert plots.count() >= 3  # confusion_image.png, recall_at_k.png, embedding_map.png
-        page.wait_for_function("Array.from(document.images).filter(i => i.src.includes('get-artifact'))"
-                               ".every(i => i.complete && i.naturalWidth > 0)")
+    page.goto(f"{mlflow_ui}/#/models/{name}/versions/{version}")
+    page.get_by_text("Golden-set metrics per slice", exact=True).wait_for()
+    page.get_by_text("PASSED" if second.gate["passed"] else "REJECTED", exact=True).first.wait_for()
+    assert page.locator("table", has_text="zero_shot_image_acc").count() >= 2  # checks, metrics, slices
+    plots = page.locator("img[src*='get-artifact']")
+    plots.first.wait_for()
+    assert plots.count() >= 3  # confusion_image.png, recall_at_k.png, embedding_map.png
+    page.wait_for_function("Array.from(document.images).filter(i => i.src.includes('get-artifact'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")

@@ -15,6 +15,7 @@ from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
 # The browser checks of the dashboards run on this module's two lifecycle runs (its fixtures).
 from tests.flows.browser_ui import (  # noqa: F401
     browser,
+    mlflow_ui,
     page,
     test_evidently_dashboard_shows_the_latest_batchs_drift,
     test_mlflow_ui_shows_the_registered_model_at_champion,
@@ -100,53 +101,22 @@ def test_re_ingesting_a_batch_is_skipped_not_duplicated(two_runs, demo_batch_fac
     assert len([p for p in settings.paths.lake_raw.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 2
 
 
-def test_mlflow_ui_on_the_embedded_store_shows_the_runs_and_the_champion(two_runs):
+def test_mlflow_ui_on_the_embedded_store_shows_the_runs_and_the_champion(two_runs, mlflow_ui):  # noqa: F811
     """What a user sees after `mlflow ui --backend-store-uri sqlite:///…/mlflow.db`: asked over its REST API."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
     import urllib.request
-    from pathlib import Path
 
     settings, _, second = two_runs
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mlflow = str(Path(sys.executable).with_name("mlflow"))
-    server = subprocess.Popen(
-        [mlflow, "ui", "--backend-store-uri", settings.tracking_uri, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "mlflow ui did not start within 90 s"
-                time.sleep(0.5)
-        name = settings.params.registry.model_name
-        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion") as r:
-            assert json.loads(r.read())["model_version"]["version"] == second.model["champion"]
-        request = urllib.request.Request(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=flywheel-lifecycle")
-        with urllib.request.urlopen(request) as r:
-            experiment_id = json.loads(r.read())["experiment"]["experiment_id"]
-        body = json.dumps({"experiment_ids": [experiment_id]}).encode()
-        search = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(search) as r:
-            assert len(json.loads(r.read())["runs"]) == 2
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # its job-runner consumers may outlive SIGTERM (STACK_NOTES)
-            os.killpg(server.pid, signal.SIGKILL)
+    name = settings.params.registry.model_name
+    with urllib.request.urlopen(f"{mlflow_ui}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion") as r:
+        assert json.loads(r.read())["model_version"]["version"] == second.model["champion"]
+    request = urllib.request.Request(f"{mlflow_ui}/api/2.0/mlflow/experiments/get-by-name?experiment_name=flywheel-lifecycle")
+    with urllib.request.urlopen(request) as r:
+        experiment_id = json.loads(r.read())["experiment"]["experiment_id"]
+    body = json.dumps({"experiment_ids": [experiment_id]}).encode()
+    search = urllib.request.Request(f"{mlflow_ui}/api/2.0/mlflow/runs/search", data=body,
+                                    headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(search) as r:
+        assert len(json.loads(r.read())["runs"]) == 2
 
 
 def test_labels_combine_human_caption_and_champion_votes_and_reach_mlflow(two_runs):
