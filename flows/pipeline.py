@@ -171,8 +171,9 @@ def run_table(settings: Settings, stages: tuple[Stage, ...], record: RunRecord, 
     `reuse` is False. The summary is written at once, after every stage and whatever happens; a failing
     stage marks the run failed and re-raises. Whatever happens, the MLflow runs it made get the run id and
     the links to the other UIs, and so does its Data Docs validation page (flows/run_links.py)."""
-    from flows.run_links import link_data_docs_page, link_mlflow_runs
+    from flows.run_links import link_data_docs_page, link_mlflow_runs, prefect_links
 
+    record.links = {**prefect_links(), **record.links}  # inside a flow run (retrain, monitor, …): its page
     if any(stage.name in ("train", "register", "gate") for stage in stages):
         check_registry_lock(settings)  # the gate's lock must be takeable before any stage runs, not after training
     timed = _timer(record, call)

@@ -183,7 +183,12 @@ def link_data_docs_page(settings: Settings, record: RunRecord) -> None:
 
 
 def prefect_links() -> dict[str, str]:
-    """The current Prefect flow run's page, inside a flow run (`{}` outside one)."""
+    """The current Prefect flow run's page, inside a flow run (`{}` outside one: a process that never imported
+    Prefect runs none, and a plain run does not pay Prefect's import to find that out)."""
+    import sys
+
+    if "prefect" not in sys.modules:
+        return {}
     from prefect.runtime import flow_run
 
     url = flow_run.ui_url

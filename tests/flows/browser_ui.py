@@ -70,7 +70,8 @@ def serving(command: list[str], ready_url: str, name: str):
         yield
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: Playwright's sync API runs an event loop in this thread while it is open, and
+# Prefect's sync-compatible calls (State.result) then return coroutines to the module's other tests
 def browser():
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH: install Debian's chromium package (make install does)")

@@ -11,6 +11,7 @@ server on Postgres has its own test), so a Completed run can be checked in its r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -73,9 +74,11 @@ def test_the_lifecycle_deployments_run_on_a_worker_of_a_postgres_backed_server(
             flow.from_source(source=str(PROJECT), entrypoint=entrypoint).deploy(
                 name, work_pool_name=POOL, parameters=where, print_next_steps=False)
         _run(f"{INGEST_FLOW}/{INGEST_FLOW}", {"source": str(batch)}, api, worker)
-        _run(f"{RETRAIN_FLOW}/{RETRAIN_FLOW}", {"reason": "integration test"}, api, worker)
+        retrained = _run(f"{RETRAIN_FLOW}/{RETRAIN_FLOW}", {"reason": "integration test"}, api, worker)
 
     settings = load_settings(home, fast_params)
+    summary = json.loads((settings.paths.runs / retrained.name / "summary.json").read_text())  # named after the run id
+    assert summary["links"]["prefect_flow_run"].endswith(f"/flow-runs/flow-run/{retrained.id}")
     registry = registry_for(settings)
     assert registry.alias_version(CHAMPION) == "1"  # trained, registered and promoted inside the worker's runs
     assert registry.version_tags("1")["gate.passed"] == "true"
