@@ -68,7 +68,7 @@ def champion_recipe(params_path: Path):
     """The shipped training recipe of params.yaml (`train:` and `transform:`), as flows.model_stages builds it."""
     params = load_params(params_path)
     return (stage_config.imagebind_config(params.train, stage_config.params_input_spec(params)),
-            stage_config.train_config(params.train))
+            stage_config.train_config(params.train, params.clean.sample_rate))
 
 
 def detect(reference: MonitorData, current: MonitorData, params: CheckParams) -> dict:

@@ -144,6 +144,20 @@ class TrainParams(_Strict):
     # Frequency max-pooling of the audio patch projection over this many mel bins either way (0: off, Meta's
     # layout): a token stays the same when a speaker moves a band's formants that far (benchmarks/robust_speech.py).
     audio_mel_max_shift: int = Field(0, ge=0)
+    # Channels of the mel-pooling audio front end (convolutions that keep every mel bin, then a max over each patch's
+    # mel band; models/imagebind/config.py): a token says which spectral shape a band holds, not on which bin.
+    # 0: off (Meta's layout); exclusive with audio_mel_max_shift.
+    audio_mel_pool_channels: int = Field(0, ge=0)
+    # Its convolutions: two_5x3, stride4_first, or one_9x7 (one 9x7 of time stride 4, the cheapest).
+    audio_mel_pool_layout: Literal["two_5x3", "stride4_first", "one_9x7"] = "two_5x3"
+
+    @model_validator(mode="after")
+    def _one_audio_front_end(self) -> "TrainParams":
+        if self.audio_mel_pool_channels and self.audio_mel_max_shift:
+            raise ValueError(f"train.audio_mel_pool_channels ({self.audio_mel_pool_channels}) and "
+                             f"train.audio_mel_max_shift ({self.audio_mel_max_shift}) are two audio front ends: "
+                             "set one of them to 0")
+        return self
 
     @field_validator("family")
     @classmethod

@@ -43,15 +43,15 @@ def label_params(settings: Settings) -> LabelParams:
                        LabelModelParams(p.prior_accuracy, p.prior_strength, p.heldout_folds))
 
 
-def train_config(train: TrainParams, **run: object):
-    """`train:` as the imagebind family's TrainConfig; `run` sets the fields params.yaml has no say in
-    (checkpoint_dir, device, ...)."""
+def train_config(train: TrainParams, sample_rate: int, **run: object):
+    """`train:` as the imagebind family's TrainConfig for audio at `sample_rate` (params.yaml clean.sample_rate);
+    `run` sets the fields params.yaml has no say in (checkpoint_dir, device, ...)."""
     from models.train import TrainConfig
 
     return TrainConfig(seed=train.seed, batch_size=train.batch_size, epochs_stage1=train.epochs_stage1,
                        epochs_stage2=train.epochs_stage2, lr=train.lr, weight_decay=train.weight_decay,
                        label_aware=train.label_aware, grad_clip=train.grad_clip,
-                       audio_augment=audio_augment(train.audio_augment), **run)  # type: ignore[arg-type]
+                       audio_augment=audio_augment(train.audio_augment, sample_rate), **run)  # type: ignore[arg-type]
 
 
 def imagebind_config(train: TrainParams, spec: InputSpec, **fields: object):
@@ -60,14 +60,17 @@ def imagebind_config(train: TrainParams, spec: InputSpec, **fields: object):
     from models.imagebind import ImageBindConfig
 
     return ImageBindConfig(embed_dim=train.embed_dim, audio_cmvn=train.audio_augment.cmvn,
-                           audio_mel_max_shift=train.audio_mel_max_shift, **spec.config_fields(), **fields)
+                           audio_mel_max_shift=train.audio_mel_max_shift,
+                           audio_mel_pool_channels=train.audio_mel_pool_channels,
+                           audio_mel_pool_layout=train.audio_mel_pool_layout, **spec.config_fields(), **fields)
 
 
-def audio_augment(params: AudioAugmentParams):
-    """`train.audio_augment` as the pure layer's `AudioAugment`; its `cmvn` goes to the model config instead."""
+def audio_augment(params: AudioAugmentParams, sample_rate: int):
+    """`train.audio_augment` as the pure layer's `AudioAugment` for audio at `sample_rate`; its `cmvn` goes to the
+    model config instead."""
     from models.audio_augment import AudioAugment
 
-    return AudioAugment(**params.model_dump(exclude={"cmvn"}))
+    return AudioAugment(**params.model_dump(exclude={"cmvn"}), sample_rate=sample_rate)
 
 
 def lora_settings(lora: LoraParams | ImageBindLoraParams):

@@ -30,15 +30,19 @@ class AudioAugmentParams(_Strict):
     time_mask_frames: int = Field(15, ge=0)  # longest masked run, frames (a short spoken word spans ~40)
     freq_mask_prob: float = Field(0.5, ge=0, le=1)  # share of clips with a SpecAugment frequency mask: channel gaps
     freq_mask_bins: int = Field(6, ge=0)  # widest masked band of mel bins (of 40)
+    # Share of clips whose frequency axis is warped (VTLP, Jaitly & Hinton 2013): vocal tracts differ in length.
+    # Off until a project measures a gain (benchmarks/robust_speech.py vtlp configs).
+    vtlp_prob: float = Field(0.0, ge=0, le=1)
+    vtlp_range: tuple[float, float] = (0.9, 1.1)  # warp factors, Jaitly & Hinton's; adult speakers span about +-10 %
 
     @model_validator(mode="after")
     def _ranges_in_order(self) -> "AudioAugmentParams":
-        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames"):
+        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames", "vtlp_range"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"train.audio_augment.{name} must be [low, high] with low <= high, got {[low, high]}")
-        if self.speed_range[0] <= 0 or self.reverb_decay_frames[0] <= 0:
-            raise ValueError(f"train.audio_augment.speed_range and reverb_decay_frames must be > 0, got "
-                             f"{list(self.speed_range)} and {list(self.reverb_decay_frames)}")
+        if self.speed_range[0] <= 0 or self.reverb_decay_frames[0] <= 0 or self.vtlp_range[0] <= 0:
+            raise ValueError(f"train.audio_augment.speed_range, reverb_decay_frames and vtlp_range must be > 0, got "
+                             f"{list(self.speed_range)}, {list(self.reverb_decay_frames)} and {list(self.vtlp_range)}")
         return self
 

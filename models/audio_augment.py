@@ -21,6 +21,12 @@ CMVN_EPS = 1e-5  # variance floor of CMVN: a constant bin (padding, silence) map
 # Speech-only CMVN counts a frame as content when its mean log-mel is this far (nats, ~4.3 dB) above the clip's
 # quietest frame: the padding floor, a gain change and added noise all move with the clip, so the margin is relative.
 CMVN_CONTENT_MARGIN = 1.0
+# The mel axis of the inputs: Kaldi's filterbank (kaldi-native-fbank's defaults, as models.transforms.waveform_to_log_mel
+# computes it), bins evenly spaced on mel = 1127 ln(1 + f / 700) from this low edge to the Nyquist frequency.
+KALDI_MEL_LOW_HZ = 20.0
+# VTLP's boundary (Jaitly & Hinton, 2013): frequencies up to about this scale by the warp factor; above it a straight
+# line takes the rest of the band to the Nyquist frequency, so no energy leaves the axis.
+VTLP_BOUNDARY_HZ = 4800.0
 
 
 @dataclass(frozen=True)
@@ -43,16 +49,20 @@ class AudioAugment:
     time_mask_frames: int  # longest masked run of frames
     freq_mask_prob: float  # share of clips with a masked band of mel bins
     freq_mask_bins: int  # widest masked band of bins
+    vtlp_prob: float  # share of clips whose frequency axis is warped (VTLP): vocal tracts differ in length
+    vtlp_range: tuple[float, float]  # warp factor range; > 1 moves formants up (a shorter vocal tract)
+    sample_rate: int  # the inputs' sample rate, Hz: where the mel axis ends (VTLP warps in Hz)
 
     def __post_init__(self) -> None:
-        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames"):  # JSON gives lists back
+        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames", "vtlp_range"):  # JSON gives lists back
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("speed_prob", "pitch_prob", "noise_prob", "reverb_prob", "gain_prob", "time_mask_prob",
-                     "freq_mask_prob"):
+                     "freq_mask_prob", "vtlp_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"audio augment {name} must be a probability in [0, 1], got {value}")
-        for name, low_bound in (("speed_range", 0.0), ("noise_snr_db", -math.inf), ("reverb_decay_frames", 0.0)):
+        for name, low_bound in (("speed_range", 0.0), ("noise_snr_db", -math.inf), ("reverb_decay_frames", 0.0),
+                                ("vtlp_range", 0.0)):
             low, high = getattr(self, name)
             if not low_bound < low <= high:
                 raise ValueError(f"audio augment {name} must be (low, high) with {low_bound} < low <= high, "
@@ -60,6 +70,9 @@ class AudioAugment:
         for name in ("pitch_max_bins", "gain_db", "time_mask_frames", "freq_mask_bins"):
             if getattr(self, name) < 0:
                 raise ValueError(f"audio augment {name} must be >= 0, got {getattr(self, name)}")
+        if self.sample_rate <= 2 * KALDI_MEL_LOW_HZ:
+            raise ValueError(f"audio augment sample_rate must be over {2 * KALDI_MEL_LOW_HZ:g} Hz (the mel axis starts "
+                             f"at {KALDI_MEL_LOW_HZ:g} Hz), got {self.sample_rate}")
 
     def __call__(self, batch: Tensor, generator: torch.Generator) -> Tensor:
         """(B, T, M) log-mel → the same shape and dtype, each clip augmented by its own draws."""
@@ -68,6 +81,7 @@ class AudioAugment:
         steps = (
             (self.speed_prob, lambda x, g: speed_perturb(x, self.speed_range, g)),
             (self.pitch_prob, lambda x, g: pitch_shift(x, self.pitch_max_bins, g)),
+            (self.vtlp_prob, lambda x, g: warp_vocal_tract(x, self.vtlp_range, self.sample_rate, g)),
             (self.reverb_prob, lambda x, g: add_reverb(x, self.reverb_decay_frames, g)),
             (self.noise_prob, lambda x, g: add_noise(x, self.noise_snr_db, g)),
             (self.gain_prob, lambda x, g: change_gain(x, self.gain_db, g)),
@@ -128,6 +142,37 @@ def pitch_shift(x: Tensor, max_bins: float, generator: torch.Generator) -> Tenso
     b, _, m = x.shape
     shift = uniform(b, -max_bins, max_bins, generator)  # (B,)
     positions = torch.arange(m, dtype=torch.float32)[None, :] - shift[:, None]  # (B, M)
+    return _interpolate(x, positions, 2, None)
+
+
+def _mel(hz: Tensor) -> Tensor:
+    return 1127.0 * torch.log1p(hz / 700.0)
+
+
+def _hz(mel: Tensor) -> Tensor:
+    return 700.0 * torch.expm1(mel / 1127.0)
+
+
+def warp_vocal_tract(x: Tensor, factor_range: tuple[float, float], sample_rate: int,
+                     generator: torch.Generator) -> Tensor:
+    """VTLP (Jaitly & Hinton, 2013): scale each clip's frequency axis by a factor from `factor_range`, what a
+    longer or shorter vocal tract does to every formant. Energy at f Hz moves to factor × f up to the boundary
+    (VTLP_BOUNDARY_HZ × min(factor, 1) / factor), then along a straight line that keeps the Nyquist frequency
+    fixed. Unlike `pitch_shift`, a constant move along the mel axis, this scales low frequencies (where mel is
+    nearly linear) and shifts high ones. Each output bin reads the input at its centre's unwarped frequency,
+    linearly between bins, edge bins repeated."""
+    b, _, m = x.shape
+    factor = uniform(b, *factor_range, generator)[:, None]  # (B, 1)
+    nyquist = sample_rate / 2
+    low, high = _mel(torch.tensor(KALDI_MEL_LOW_HZ)), _mel(torch.tensor(nyquist))
+    step = (high - low) / (m + 1)  # Kaldi's triangles: bin i spans points i to i + 2, centred on point i + 1
+    centre_hz = _hz(low + step * torch.arange(1, m + 1, dtype=torch.float32))[None, :]  # (1, M)
+    boundary = VTLP_BOUNDARY_HZ * factor.clamp(max=1.0) / factor  # (B, 1): input Hz where the line starts
+    warped_boundary = factor * boundary  # (B, 1): where it lands
+    source_hz = torch.where(  # the inverse of the warp: which input frequency lands on each centre
+        centre_hz <= warped_boundary, centre_hz / factor,
+        nyquist - (nyquist - centre_hz) * (nyquist - boundary) / (nyquist - warped_boundary))  # (B, M)
+    positions = (_mel(source_hz.clamp(min=KALDI_MEL_LOW_HZ)) - low) / step - 1  # fractional bin index
     return _interpolate(x, positions, 2, None)
 
 

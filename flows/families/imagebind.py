@@ -139,7 +139,7 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     model_config = stage_config.imagebind_config(tr, input_spec(settings),
                                                  modalities=config_modalities(modalities_present(inputs)))
     # a checkpoint per epoch, resumed from by a re-run (flows/steps.py keys the folder)
-    train_config = stage_config.train_config(tr, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+    train_config = stage_config.train_config(tr, settings.params.clean.sample_rate, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
     registry = registry_for(settings)
     start = champion_start(settings, model_config)
     if start is not None:

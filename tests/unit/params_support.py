@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from features.task import Task
-from flows.settings import LoraParams, Params, Settings, StatePaths, TrainParams
+from flows.settings import CleanParams, LoraParams, Params, Settings, StatePaths, TrainParams
 from tests.unit.task_support import DIGITS
 
 
@@ -72,7 +72,7 @@ def quality_params(**overrides: Any):
 def train_config(**overrides: Any):
     from flows.stage_config import train_config as build
 
-    return replace(build(TrainParams()), **overrides)
+    return replace(build(TrainParams(), CleanParams().sample_rate), **overrides)
 
 
 def lora_settings(**overrides: Any):

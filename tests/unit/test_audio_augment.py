@@ -23,13 +23,14 @@ from models.audio_augment import (
     mask_time,
     pitch_shift,
     speed_perturb,
+    warp_vocal_tract,
 )
 from models.imagebind import AUDIO, AUDIO_MEL_POOL_LAYOUTS, ImageBind, ImageBindConfig
 from models.train import STAGE_AUDIO_IMAGE, train_imagebind
 from tests.unit.params_support import train_config
 from tests.unit.test_paired_baseline import tiny_data
 
-FRAMES, MELS = 100, 40
+FRAMES, MELS, SAMPLE_RATE = 100, 40, 16_000
 EACH = {
     "speed": lambda x, g: speed_perturb(x, (0.85, 1.15), g),
     "pitch": lambda x, g: pitch_shift(x, 2.0, g),
@@ -38,8 +39,10 @@ EACH = {
     "gain": lambda x, g: change_gain(x, 10.0, g),
     "time_mask": lambda x, g: mask_time(x, 15, g),
     "freq_mask": lambda x, g: mask_mels(x, 6, g),
+    "vtlp": lambda x, g: warp_vocal_tract(x, (0.85, 1.15), SAMPLE_RATE, g),
 }
-PROBS = ("speed_prob", "pitch_prob", "noise_prob", "reverb_prob", "gain_prob", "time_mask_prob", "freq_mask_prob")
+PROBS = ("speed_prob", "pitch_prob", "noise_prob", "reverb_prob", "gain_prob", "time_mask_prob", "freq_mask_prob",
+         "vtlp_prob")
 
 
 def log_mels(rows: int = 8, seed: int = 0) -> torch.Tensor:
@@ -50,7 +53,7 @@ def log_mels(rows: int = 8, seed: int = 0) -> torch.Tensor:
 
 
 def augment_at(**overrides: object) -> AudioAugment:
-    return replace(audio_augment(TrainParams().audio_augment), enabled=True, **overrides)
+    return replace(audio_augment(TrainParams().audio_augment, SAMPLE_RATE), enabled=True, **overrides)
 
 
 @pytest.mark.parametrize("name", EACH)
@@ -92,6 +95,41 @@ def test_gain_is_a_constant_shift_and_noise_only_adds_power() -> None:
     assert (add_reverb(x, (1.0, 8.0), torch.Generator().manual_seed(0)) >= x - 1e-5).all()
 
 
+def formant_clips(bins: tuple[int, ...]) -> torch.Tensor:
+    """(len(bins), T, M) clips, each quiet but for one smooth peak along the mel axis (a formant) in every frame."""
+    centres = torch.tensor(bins, dtype=torch.float32)[:, None]  # (B, 1)
+    peak = -10.0 + 10.0 * torch.exp(-((torch.arange(MELS)[None, :] - centres) ** 2) / 4.5)  # (B, M), ~1.5 bins wide
+    return peak[:, None, :].expand(-1, FRAMES, -1).clone()
+
+
+def peak_bins(x: torch.Tensor) -> torch.Tensor:
+    """(B,) each clip's loudest mel position, the power-weighted mean bin of its first frame."""
+    power = x[:, 0].exp()
+    return (power * torch.arange(MELS)).sum(dim=1) / power.sum(dim=1)
+
+
+def test_vtlp_moves_formants_up_for_a_shorter_vocal_tract_down_for_a_longer_and_scales_rather_than_shifts() -> None:
+    x = formant_clips((4, 20))  # about 250 Hz and 1.9 kHz
+    g = torch.Generator().manual_seed(0)
+    assert torch.allclose(warp_vocal_tract(x, (1.0, 1.0), SAMPLE_RATE, g), x, atol=1e-4)  # factor 1: as it was
+    up = warp_vocal_tract(x, (1.15, 1.15), SAMPLE_RATE, g)
+    down = warp_vocal_tract(x, (0.85, 0.85), SAMPLE_RATE, g)
+    assert up.shape == x.shape and up.dtype == x.dtype
+    before, higher, lower = peak_bins(x), peak_bins(up), peak_bins(down)
+    assert (higher > before + 0.2).all() and (lower < before - 0.2).all()
+    # Hz scaled by the same factor is a small move in mel where mel is nearly linear (low frequencies) and a larger
+    # one higher up, where pitch_shift would move both by the same number of bins.
+    moved = higher - before
+    assert moved[1] > 2 * moved[0]
+
+
+def test_vtlp_keeps_the_top_of_the_band_where_it_is() -> None:
+    x = formant_clips((MELS - 1,))
+    for factor in (0.85, 1.15):
+        warped = warp_vocal_tract(x, (factor, factor), SAMPLE_RATE, torch.Generator().manual_seed(0))
+        assert int(warped[0, 0].argmax()) == MELS - 1, factor
+
+
 def test_a_bad_range_or_probability_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="noise_prob.*1.5"):
         augment_at(noise_prob=1.5)
@@ -99,6 +137,10 @@ def test_a_bad_range_or_probability_is_refused_by_name() -> None:
         augment_at(speed_range=(1.2, 0.8))
     with pytest.raises(ValueError, match="speed_range"):
         TrainParams(audio_augment={"speed_range": (1.2, 0.8)})
+    with pytest.raises(ValueError, match="vtlp_range"):
+        TrainParams(audio_augment={"vtlp_range": (0.0, 1.1)})
+    with pytest.raises(ValueError, match="vtlp_prob.*2"):
+        augment_at(vtlp_prob=2.0)
 
 
 def test_cmvn_gives_each_bin_zero_mean_and_unit_variance_over_time() -> None:
@@ -183,6 +225,22 @@ def test_mel_invariant_stems_that_cannot_build_are_refused() -> None:
         ImageBindConfig(audio_mel_max_shift=2, audio_mel_pool_channels=8)
     with pytest.raises(ValueError, match="needs audio_cmvn True"):
         ImageBindConfig(audio_cmvn_speech_only=True)
+
+
+def test_params_yaml_sets_the_mel_pool_front_end_the_family_builds() -> None:
+    from typing import get_args
+
+    from flows.stage_config import imagebind_config
+    from models.inputs import InputSpec
+
+    assert get_args(TrainParams.model_fields["audio_mel_pool_layout"].annotation) == AUDIO_MEL_POOL_LAYOUTS
+    train = TrainParams(audio_mel_pool_channels=16, audio_mel_pool_layout="one_9x7")
+    config = imagebind_config(train, InputSpec(16, MELS, FRAMES, image_channels=1))
+    assert (config.audio_mel_pool_channels, config.audio_mel_pool_layout) == (16, "one_9x7")
+    with pytest.raises(ValueError, match="two audio front ends"):
+        TrainParams(audio_mel_pool_channels=16, audio_mel_max_shift=2)
+    with pytest.raises(ValueError, match="audio_mel_pool_layout"):
+        TrainParams(audio_mel_pool_channels=16, audio_mel_pool_layout="three")
 
 
 def test_the_patch_max_pool_keeps_each_bands_largest_response_over_its_offsets() -> None:

@@ -43,7 +43,7 @@ def judge(tmp_path_factory):
     model = train_reference_model(
         inputs, labels,
         stage_config.imagebind_config(tr, spec),
-        stage_config.train_config(tr))
+        stage_config.train_config(tr, params.clean.sample_rate))
     prompts = encode_class_prompts(task.prompts)
     accuracy = zero_shot_accuracy(model, inputs, labels, prompts)
     reference = build_monitor_data(features, inputs, model, prompts, labels)

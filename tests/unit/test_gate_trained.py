@@ -79,7 +79,7 @@ def judged(demo_batch_factory, tmp_path_factory):
     assert len(data) >= TRAIN_ROWS - 20, len(data)  # the clean stage may drop a few near duplicates
     tr = settings.params.train
     model_config = stage_config.imagebind_config(tr, input_spec(settings))  # as the family builds it
-    recipe = replace(stage_config.train_config(tr), seed=SEED)
+    recipe = replace(stage_config.train_config(tr, settings.params.clean.sample_rate), seed=SEED)
     training = {"champion": first_rows(data, CHAMPION_ROWS), "sabotaged": first_rows(data, CHAMPION_ROWS, True),
                 "better": data}
     models = {name: train_imagebind(rows, model_config, recipe).model for name, rows in training.items()}

@@ -148,7 +148,7 @@ def test_the_stages_config_objects_carry_the_settings_values():
     assert_carries(label, p.label)
     assert_carries(label.model, p.label)
     assert_carries(stage_config.input_spec(settings), p.transform)
-    assert_carries(stage_config.train_config(p.train), p.train)
+    assert_carries(stage_config.train_config(p.train, p.clean.sample_rate), p.train)
     assert_carries(stage_config.lora_settings(p.train.lora), p.train.lora)
     assert_carries(stage_config.lora_settings(p.train.imagebind_lora), p.train.imagebind_lora)
     assert_carries(stage_config.classifier_training(p.train.lora, p.train.seed), p.train.lora)
