@@ -175,7 +175,8 @@ def test_the_monitor_stage_saves_the_class_mix_beside_its_summary(tmp_path: Path
     from flows.monitor_stage import _summarise
 
     _, _, result = checked
-    settings = SimpleNamespace(paths=SimpleNamespace(evidently=tmp_path / "ws"), task=SimpleNamespace(classes=CLASSES),
+    settings = SimpleNamespace(paths=SimpleNamespace(evidently=tmp_path / "ws", runs=tmp_path / "runs"),
+                               task=SimpleNamespace(classes=CLASSES), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
                                params=SimpleNamespace(registry=SimpleNamespace(model_name="m")))
     summary = _summarise(settings, result, tmp_path / "run", "2", {"inference_records": 350})
     saved = json.loads((tmp_path / "run" / "monitor.json").read_text())
@@ -185,3 +186,8 @@ def test_the_monitor_stage_saves_the_class_mix_beside_its_summary(tmp_path: Path
     (project,) = workspace.list_projects()
     run = workspace.get_run(project.id, summary["evidently_predictions_snapshot"])
     assert run.name == "inference log predictions"
+    # No flow run and no validation behind an inference-log check: its panel links the model version it used.
+    (stored,) = (tmp_path / "ws").glob(f"*/snapshots/{summary['evidently_predictions_snapshot']}.json")
+    panel = json.loads(stored.read_text())["widgets"][0]
+    assert panel["title"] == "This run in the other UIs"
+    assert "[MLflow model version 2](http://127.0.0.1:5000/#/models/m/versions/2)" in panel["params"]["text"]
