@@ -185,20 +185,25 @@ CHUNK_ROWS = 256  # fewest rows per unit of parallel work: amortises per-task ov
 MAX_CHUNK_ROWS = 4096  # most rows per unit: bounds what one worker holds, however large the batch
 CHUNKS_PER_WORKER = 2  # batches between those sizes are cut into this many chunks per worker
 PARTS_DIR = ".parts"  # the chunks' tables, inside the staging folder until they are joined
-CLEAN_INPUTS_ROWS = 256  # rows per part of the model inputs clean writes: 256 x ~22 KB of arrays per worker at most
+# Rows per part a chunk writes (clean table, statistics, model inputs): what one worker holds at most,
+# 256 x ~22 KB of model-input arrays plus the rows' records, however long its chunk.
+PART_ROWS = 256
 
 
-class _ChunkDerived:
-    """What clean derives from each row it has just decoded, for the later stages: the transform's
-    statistics (a table part per chunk) and the model inputs (parts of CLEAN_INPUTS_ROWS rows)."""
+class _ChunkWriter:
+    """What clean writes for the rows of a chunk it has just decoded, PART_ROWS rows at a time, so a worker
+    holds one part whatever the chunk's length: the rows' part of the clean table, the transform's
+    statistics and the model inputs."""
 
     def __init__(self, index: int, out_dir: Path, spec: InputSpec | None) -> None:
         self.index, self.out_dir, self.spec, self.parts = index, out_dir, spec, 0
+        self.records: list[dict[str, Any]] = []
         self.stats: list[dict[str, Any]] = []
         self.images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
-        self.builder = None if spec is None else InputsBuilder(CLEAN_INPUTS_ROWS, spec)
+        self.builder = None if spec is None else InputsBuilder(PART_ROWS, spec)
 
     def add(self, clean: dict[str, Any], decoded: dict[str, Any]) -> None:
+        self.records.append(clean)
         wave, rate = decoded.get("wave"), decoded.get("sample_rate")
         self.stats.append({"sample_id": clean["sample_id"], **sample_stats(None, wave, rate)})
         if decoded.get("gray") is not None:
@@ -206,30 +211,33 @@ class _ChunkDerived:
         if self.builder is not None:
             self.builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), wave, rate,
                              decoded.get("sensors"))
-            if self.builder.full:  # a worker holds one part's arrays, whatever the chunk's length
-                self._write_inputs()
-                self.builder = InputsBuilder(CLEAN_INPUTS_ROWS, self.spec)
+        if len(self.records) == PART_ROWS:
+            self._write_part()
 
     def finish(self) -> None:
-        self.images.finish()
-        save_parquet(self.out_dir / PARTS_DIR / f"stats-{self.index:05d}.parquet", stats_frame(self.stats))
-        if self.builder is not None and (len(self.builder) or not self.parts):
-            self._write_inputs()
+        if self.records or not self.parts:  # an empty chunk still writes its (empty) part
+            self._write_part()
 
-    def _write_inputs(self) -> None:
-        write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, f"{self.index:05d}-{self.parts:04d}",
-                                self.builder.build())
+    def _write_part(self) -> None:
+        name = f"{self.index:05d}-{self.parts:04d}"  # sorted names keep the rows' order
+        save_parquet(self.out_dir / PARTS_DIR / f"part-{name}.parquet", rows_to_frame(self.records))
+        self.images.finish()  # every statistic of the part's rows is filled in
+        save_parquet(self.out_dir / PARTS_DIR / f"stats-{name}.parquet", stats_frame(self.stats))
+        if self.builder is not None:
+            write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, name, self.builder.build())
+            self.builder = InputsBuilder(PART_ROWS, self.spec)
+        self.records, self.stats = [], []
         self.parts += 1
 
 
 def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanParams) -> ChunkOutcome:
-    """Clean one chunk's rows and write its part of the clean table, and of what the later stages need
+    """Clean one chunk's rows and write its parts of the clean table, and of what the later stages need
     (a top-level function, so process and Dask workers can run it); returns what the batch-level steps
     need, not the rows."""
-    records: list[dict[str, Any]] = []
-    derived = _ChunkDerived(chunk.index, out_dir, params.inputs)
+    writer = _ChunkWriter(chunk.index, out_dir, params.inputs)
     quarantined: list[QuarantineRecord] = []
     lines: list[int] = []
+    sample_ids: list[str] = []
     dhashes: list[int] = []
     near_keys = bytearray()
     real_dirs: dict[str, str] = {}  # the raw batch's folders, resolved once for this chunk
@@ -246,17 +254,15 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             except DecodeError as err:
                 quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
                 continue
-            records.append(clean)
-            derived.add(clean, decoded)
+            writer.add(clean, decoded)
             lines.append(line)
+            sample_ids.append(clean["sample_id"])
             dhashes.append(-1 if clean["image_dhash"] is None else int(clean["image_dhash"], 16))
             near_keys += _content_besides_image(row)
-    save_parquet(out_dir / PARTS_DIR / f"part-{chunk.index:05d}.parquet", rows_to_frame(records))
-    derived.finish()
-    has_image = np.array([value >= 0 for value in dhashes], bool)
-    decoded_rows = DecodedRows(np.array(lines, np.int64), pa.array([r["sample_id"] for r in records], pa.string()),
-                               np.array([max(value, 0) for value in dhashes], np.uint64), has_image,
-                               np.frombuffer(bytes(near_keys), "S16"))
+    writer.finish()
+    decoded_rows = DecodedRows(np.array(lines, np.int64), pa.array(sample_ids, pa.string()),
+                               np.array([max(value, 0) for value in dhashes], np.uint64),
+                               np.array([value >= 0 for value in dhashes], bool), np.frombuffer(bytes(near_keys), "S16"))
     return ChunkOutcome(decoded_rows, quarantined)
 
 
