@@ -198,12 +198,17 @@ class _ChunkWriter:
     def __init__(self, index: int, out_dir: Path, spec: InputSpec | None) -> None:
         self.index, self.out_dir, self.spec, self.parts = index, out_dir, spec, 0
         self.records: list[dict[str, Any]] = []
+        self.lines: list[int] = []
+        self.near_keys = bytearray()
+        self.decoded: list[DecodedRows] = []  # per part written: what the batch-level steps need of its rows
         self.stats: list[dict[str, Any]] = []
         self.images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
         self.builder = None if spec is None else InputsBuilder(PART_ROWS, spec)
 
-    def add(self, clean: dict[str, Any], decoded: dict[str, Any]) -> None:
+    def add(self, line: int, row: dict[str, Any], clean: dict[str, Any], decoded: dict[str, Any]) -> None:
         self.records.append(clean)
+        self.lines.append(line)
+        self.near_keys += _content_besides_image(row)
         wave, rate = decoded.get("wave"), decoded.get("sample_rate")
         self.stats.append({"sample_id": clean["sample_id"], **sample_stats(None, wave, rate)})
         if decoded.get("gray") is not None:
@@ -214,9 +219,10 @@ class _ChunkWriter:
         if len(self.records) == PART_ROWS:
             self._write_part()
 
-    def finish(self) -> None:
+    def finish(self) -> DecodedRows:
         if self.records or not self.parts:  # an empty chunk still writes its (empty) part
             self._write_part()
+        return DecodedRows.concat(self.decoded)
 
     def _write_part(self) -> None:
         name = f"{self.index:05d}-{self.parts:04d}"  # sorted names keep the rows' order
@@ -226,7 +232,14 @@ class _ChunkWriter:
         if self.builder is not None:
             write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, name, self.builder.build())
             self.builder = InputsBuilder(PART_ROWS, self.spec)
-        self.records, self.stats = [], []
+        # No Python object of a row outlives its part: kept ones, scattered among the many a row makes and
+        # drops, would pin the allocator's memory and grow the process with the rows (fragmentation).
+        dhashes = [record["image_dhash"] for record in self.records]
+        self.decoded.append(DecodedRows(
+            np.array(self.lines, np.int64), pa.array([record["sample_id"] for record in self.records], pa.string()),
+            np.array([0 if value is None else int(value, 16) for value in dhashes], np.uint64),
+            np.array([value is not None for value in dhashes], bool), np.frombuffer(bytes(self.near_keys), "S16")))
+        self.records, self.stats, self.lines, self.near_keys = [], [], [], bytearray()
         self.parts += 1
 
 
@@ -236,10 +249,6 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     need, not the rows."""
     writer = _ChunkWriter(chunk.index, out_dir, params.inputs)
     quarantined: list[QuarantineRecord] = []
-    lines: list[int] = []
-    sample_ids: list[str] = []
-    dhashes: list[int] = []
-    near_keys = bytearray()
     real_dirs: dict[str, str] = {}  # the raw batch's folders, resolved once for this chunk
     with (raw_dir / RAW_ROWS_NAME).open("rb") as handle:
         handle.seek(chunk.offset)
@@ -254,16 +263,8 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             except DecodeError as err:
                 quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
                 continue
-            writer.add(clean, decoded)
-            lines.append(line)
-            sample_ids.append(clean["sample_id"])
-            dhashes.append(-1 if clean["image_dhash"] is None else int(clean["image_dhash"], 16))
-            near_keys += _content_besides_image(row)
-    writer.finish()
-    decoded_rows = DecodedRows(np.array(lines, np.int64), pa.array(sample_ids, pa.string()),
-                               np.array([max(value, 0) for value in dhashes], np.uint64),
-                               np.array([value >= 0 for value in dhashes], bool), np.frombuffer(bytes(near_keys), "S16"))
-    return ChunkOutcome(decoded_rows, quarantined)
+            writer.add(line, row, clean, decoded)
+    return ChunkOutcome(writer.finish(), quarantined)
 
 
 def map_chunks_with_threads(chunks: list[Chunk], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[ChunkOutcome]:
