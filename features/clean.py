@@ -28,7 +28,7 @@ from features.clean_row import CLEAN_COLUMNS, SENSOR_FIELDS, CleanParams, clean_
 from features.decode import DecodeError
 from features.ingest import ROWS_NAME as RAW_ROWS_NAME
 from features.atomic import make_staging_dir, publish_directory
-from features.io import save_parquet
+from features.io import save_parquet, save_table
 from features.manifest import FILE_FIELDS
 from features.phash import find_near_matches
 from features.records import BatchError, QuarantineRecord, StageReport
@@ -337,20 +337,28 @@ def _quarantine_near_duplicates(
     return dropped_ids, records
 
 
-def _join_parts(staging: Path, dropped: set[str], prefix: str = "part",
-                empty: Callable[[], pd.DataFrame] = lambda: rows_to_frame([])) -> pd.DataFrame:
-    """The chunks' tables in chunk order less the `dropped` sample_ids, as one Arrow table converted once
-    (no per-part frames to concatenate)."""
+def _join_parts(staging: Path, dropped: set[str], prefix: str) -> pa.Table | None:
+    """The chunks' tables in chunk order less the `dropped` sample_ids, as one Arrow table (the parts'
+    buffers, not copies); None when no row is left."""
     parts = _part_tables(staging, prefix)
-    if not parts:
-        return empty()
-    table = pa.concat_tables(parts, promote_options="default")
+    table = pa.concat_tables(parts, promote_options="default") if parts else None
     del parts
-    if dropped:
+    if table is not None and dropped:
         ids = table["sample_id"].cast(pa.string())  # an empty part's all-null column reads back as type null
         table = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(dropped), pa.string()))))
-    frame = table.to_pandas()
-    return frame if len(frame) else empty()  # an empty table keeps the schema's dtypes
+    return table if table is not None and table.num_rows else None
+
+
+def _save_joined_parts(staging: Path, dropped: set[str], prefix: str, path: Path,
+                       empty: Callable[[], pd.DataFrame]) -> pa.Table | None:
+    """Write the joined parts (`_join_parts`) to `path` as they are, or `empty()` when no row is left;
+    returns the table written, None for an empty one."""
+    table = _join_parts(staging, dropped, prefix)
+    if table is None:
+        save_parquet(path, empty())
+    else:
+        save_table(path, table)
+    return table
 
 
 def clean_batch(
@@ -399,10 +407,13 @@ def clean_batch(
                          else (set(), []))
         del decoded
         rejected.extend(near)
-        frame = _join_parts(staging, dropped)
-        save_parquet(staging / STATS_FILE, _join_parts(staging, dropped, "stats", lambda: stats_frame([])))
+        _save_joined_parts(staging, dropped, "stats", staging / STATS_FILE, lambda: stats_frame([]))
+        table = _save_joined_parts(staging, dropped, "part", staging / ROWS_NAME, lambda: rows_to_frame([]))
+        # Converted once, each column's Arrow buffers freed as it is converted: the table and the frame
+        # are never both whole in memory.
+        frame = rows_to_frame([]) if table is None else table.to_pandas(self_destruct=True, split_blocks=True)
+        del table
         shutil.rmtree(staging / PARTS_DIR)
-        save_parquet(staging / ROWS_NAME, frame)
         publish_directory(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
