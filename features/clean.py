@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,10 +244,23 @@ class _ChunkWriter:
         self.parts += 1
 
 
+_SCIPY_IMPORT = threading.Lock()
+
+
+def _import_scipy_once() -> None:
+    """Import the scipy modules decoding uses (resampling, spectra) one thread at a time: worker threads that
+    import scipy at once can fail inside its package init ("cannot import name 'PytestTester' from partially
+    initialized module"); once imported, the stages' lazy imports are dictionary look-ups."""
+    with _SCIPY_IMPORT:
+        import scipy.fft  # noqa: F401
+        import scipy.signal  # noqa: F401
+
+
 def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanParams) -> ChunkOutcome:
     """Clean one chunk's rows and write its parts of the clean table, and of what the later stages need
     (a top-level function, so process and Dask workers can run it); returns what the batch-level steps
     need, not the rows."""
+    _import_scipy_once()
     writer = _ChunkWriter(chunk.index, out_dir, params.inputs)
     quarantined: list[QuarantineRecord] = []
     real_dirs: dict[str, str] = {}  # the raw batch's folders, resolved once for this chunk
