@@ -210,14 +210,23 @@ def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.Data
     return frame
 
 
-def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
-    """The array statistics clean computed, indexed by sample id; None when its folder has none for some row
-    (a folder an older flywheel cleaned): then every row's files are read back."""
+def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The array statistics clean computed, and where each of `rows` is in them; None when its folder has
+    none for some row (a folder an older flywheel cleaned): then every row's files are read back. Ids are
+    matched on Arrow arrays (a hash of the compact column), not on a pandas index of Python strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     try:
-        stats = pd.read_parquet(clean_dir / STATS_FILE).set_index("sample_id")
+        stats = pq.read_table(clean_dir / STATS_FILE)
     except FileNotFoundError:
         return None
-    return stats if rows["sample_id"].isin(stats.index).all() else None
+    wanted = pa.array(rows["sample_id"].to_numpy(dtype=object), pa.string())
+    at = pc.index_in(wanted, value_set=stats["sample_id"].cast(pa.string()))
+    if at.null_count:
+        return None
+    return stats.select(list(ARRAY_STATS)).to_pandas(), at.to_numpy()
 
 
 def _present(column: pd.Series) -> np.ndarray:
@@ -240,10 +249,9 @@ def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
     return columns
 
 
-def _features_from_stats(rows: pd.DataFrame, stats: pd.DataFrame, batch_id: str) -> pd.DataFrame:
-    """The feature table built a column at a time from the clean table and clean's statistics (no per-row
-    records): a statistic is kept where the row has its modality, NaN elsewhere."""
-    at = stats.index.get_indexer(rows["sample_id"])
+def _features_from_stats(rows: pd.DataFrame, stats: pd.DataFrame, at: np.ndarray, batch_id: str) -> pd.DataFrame:
+    """The feature table built a column at a time from the clean table and clean's statistics (row i's are
+    at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere."""
     has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
     columns: dict[str, object] = {
         "sample_id": rows["sample_id"].to_numpy(dtype=object), "event_timestamp": rows["captured_at"].array,
@@ -264,9 +272,9 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
     decoded), taken a column at a time; without it (a folder an older flywheel cleaned) each row's files are
     read back, in chunks, so memory holds the compact feature table and one chunk's records.
     """
-    stats = _clean_stats(clean_dir, rows) if len(rows) else None
-    if stats is not None:
-        return _features_from_stats(rows, stats, batch_id)
+    found = _clean_stats(clean_dir, rows) if len(rows) else None
+    if found is not None:
+        return _features_from_stats(rows, *found, batch_id)
     frames = []
     for start in range(0, len(rows), _CHUNK_ROWS):
         chunk = rows.iloc[start : start + _CHUNK_ROWS]
