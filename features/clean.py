@@ -386,8 +386,9 @@ def clean_batch(
 
     Order of checks: exact duplicates (id or bytes), then per row field types, files and decoding,
     then near-duplicate images among the rows that decoded. An empty batch gives an empty table.
-    Rows stream through in chunks: memory holds one chunk per worker, a few bytes per row for
-    the duplicate indexes, and the clean table at the end.
+    Rows stream through in chunks, written PART_ROWS at a time: memory holds one part per worker, about
+    50 bytes a row of packed digests, hashes and line numbers for the duplicate checks (numpy and Arrow
+    arrays, no per-row Python objects), and the clean table at the end.
     """
     batch_id = raw_dir.name
     rows_path = raw_dir / RAW_ROWS_NAME
