@@ -157,7 +157,7 @@ def estimate_pitch(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax:
 
 
 FEATURE_COLUMNS: tuple[str, ...] = ("sample_id", "event_timestamp", "batch_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
-_CHUNK_ROWS = 4096  # rows whose files are read back and per-row dicts exist at once (a folder without statistics)
+_CHUNK_ROWS = 4096  # rows whose working columns (or, reading files back, per-row dicts) exist at once
 STATS_FILE = "stats.parquet"  # in a clean batch folder: what `sample_stats` gave for each of its rows
 # The statistics computed from a sample's decoded arrays; the other features come from the clean table's columns.
 ARRAY_STATS: tuple[str, ...] = (*IMAGE_FEATURES, "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")
@@ -210,7 +210,7 @@ def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.Data
     return frame
 
 
-def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray] | None:
+def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
     """The array statistics clean computed, and where each of `rows` is in them; None when its folder has
     none for some row (a folder an older flywheel cleaned): then every row's files are read back. Ids are
     matched on Arrow arrays (a hash of the compact column), not on a pandas index of Python strings."""
@@ -226,7 +226,7 @@ def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, np.
     at = pc.index_in(wanted, value_set=stats["sample_id"].cast(pa.string()))
     if at.null_count:
         return None
-    return stats.select(list(ARRAY_STATS)).to_pandas(), at.to_numpy()
+    return {name: stats[name].to_numpy() for name in ARRAY_STATS}, at.to_numpy()
 
 
 def _present(column: pd.Series) -> np.ndarray:
@@ -249,7 +249,7 @@ def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
     return columns
 
 
-def _features_from_stats(rows: pd.DataFrame, stats: pd.DataFrame, at: np.ndarray, batch_id: str) -> pd.DataFrame:
+def _features_from_stats(rows: pd.DataFrame, stats: dict[str, np.ndarray], at: np.ndarray, batch_id: str) -> pd.DataFrame:
     """The feature table built a column at a time from the clean table and clean's statistics (row i's are
     at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere."""
     has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
@@ -258,7 +258,7 @@ def _features_from_stats(rows: pd.DataFrame, stats: pd.DataFrame, at: np.ndarray
         "batch_id": np.full(len(rows), batch_id, object), "language": rows["language"].to_numpy(dtype=object),
     }
     for name in ARRAY_STATS:
-        columns[name] = np.where(has[name[:4]], stats[name].to_numpy(np.float64)[at], np.nan)
+        columns[name] = np.where(has[name[:4]], stats[name][at], np.nan)
     for name, source in (("aud_seconds", "audio_seconds"), ("aud_rms_db", "audio_rms_db"), ("aud_peak", "audio_peak")):
         columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan)
     columns.update(_caption_columns(rows["caption"]))
@@ -270,14 +270,17 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
 
     The image and audio statistics come from the clean stage's `stats.parquet` (computed from the arrays it
     decoded), taken a column at a time; without it (a folder an older flywheel cleaned) each row's files are
-    read back, in chunks, so memory holds the compact feature table and one chunk's records.
+    read back. Rows go in chunks, so memory holds the compact feature table and one chunk's working
+    columns (or records).
     """
     found = _clean_stats(clean_dir, rows) if len(rows) else None
-    if found is not None:
-        return _features_from_stats(rows, *found, batch_id)
     frames = []
-    for start in range(0, len(rows), _CHUNK_ROWS):
+    for start in range(0, len(rows), _CHUNK_ROWS):  # float64 working columns for one chunk at a time
         chunk = rows.iloc[start : start + _CHUNK_ROWS]
-        frames.append(_feature_frame([_sample_record(clean_dir, row, batch_id)
-                                      for row in chunk.itertuples(index=False)]))
+        if found is not None:
+            stats, at = found
+            frames.append(_features_from_stats(chunk, stats, at[start : start + _CHUNK_ROWS], batch_id))
+        else:
+            frames.append(_feature_frame([_sample_record(clean_dir, row, batch_id)
+                                          for row in chunk.itertuples(index=False)]))
     return pd.concat(frames, ignore_index=True) if frames else _feature_frame([])
