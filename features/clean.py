@@ -13,20 +13,25 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.clean_row import CLEAN_COLUMNS, SENSOR_FIELDS, CleanParams, clean_row, output_stem, rows_to_frame
 from features.decode import DecodeError
 from features.ingest import ROWS_NAME as RAW_ROWS_NAME
 from features.atomic import make_staging_dir, publish_directory
-from features.io import save_parquet
+from features.io import save_parquet, save_table
 from features.manifest import FILE_FIELDS
-from features.phash import NearHashIndex
+from features.phash import find_near_matches
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transform import STATS_FILE, ImageStatsBatcher, sample_stats, stats_frame
 from models.inputs import CLEAN_INPUTS_DIR, InputSpec, InputsBuilder, write_clean_inputs_part, write_clean_inputs_spec
@@ -60,58 +65,100 @@ def _content_besides_image(row: dict[str, Any]) -> bytes:
     return _digest((*(row.get(f"{f}_sha256") for f in FILE_FIELDS if f != "image"), row.get("caption")))
 
 
-class DuplicateFilter:
-    """Keeps the first occurrence of each sample_id and of each content; a later one gets a record pointing
-    at the kept row. Remembers an id and a 16-byte digest per kept row, not the rows."""
+def _row_digests(rows_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per non-blank line of the raw rows file: its line number, a 16-byte digest of its sample_id and of its
+    content (file hashes and caption), and whether it has content. Packed arrays, no per-row objects."""
+    lines, ids, contents, has_content = [], bytearray(), bytearray(), bytearray()
+    with rows_path.open("rb") as handle:
+        for line, text in enumerate(handle):
+            if not text.strip():
+                continue
+            row = json.loads(text)
+            key = _content_key(row)
+            lines.append(line)
+            ids += _digest((row["sample_id"],))
+            contents += _digest(key)
+            has_content.append(any(part is not None for part in key))
+    return (np.array(lines, np.int64), np.frombuffer(bytes(ids), "S16"), np.frombuffer(bytes(contents), "S16"),
+            np.frombuffer(bytes(has_content), np.bool_))
 
-    def __init__(self) -> None:
-        self._ids: set[str] = set()
-        self._contents: dict[bytes, str] = {}
 
-    def check(self, row: dict[str, Any]) -> QuarantineRecord | None:
-        sid, key = row["sample_id"], _content_key(row)
-        if sid in self._ids:
-            return QuarantineRecord(sid, "clean", "duplicate_sample", f"sample_id {sid!r} already seen", row)
-        digest = _digest(key) if any(part is not None for part in key) else None
-        if digest is not None and digest in self._contents:
-            return QuarantineRecord(
-                sid, "clean", "duplicate_sample", f"same content as kept sample {self._contents[digest]!r}", row
-            )
-        self._ids.add(sid)
-        if digest is not None:
-            self._contents[digest] = sid
-        return None
+def _repeated(values: np.ndarray) -> np.ndarray:
+    """Where a value occurs more than once in `values`."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return counts[inverse] > 1
+
+
+def find_exact_duplicates(rows_path: Path) -> dict[int, tuple[str, int | None]]:
+    """Lines of the raw rows file to quarantine as duplicates: a row whose sample_id or content (file hashes
+    and caption) an earlier *kept* row has. Returns {line: ("id", None) or ("content", kept line)}.
+
+    Rows are compared by 16-byte digests held in arrays; only rows sharing a digest with another row are
+    walked one by one (a row whose id and content are both unique can clash with none)."""
+    lines, ids, contents, has_content = _row_digests(rows_path)
+    suspect = _repeated(ids)
+    if has_content.any():
+        suspect[has_content] |= _repeated(contents[has_content])
+    seen_ids: set[bytes] = set()
+    kept_contents: dict[bytes, int] = {}
+    duplicates: dict[int, tuple[str, int | None]] = {}
+    for at in np.flatnonzero(suspect):  # in line order, as the rows arrive
+        line, sid, content = int(lines[at]), ids[at].tobytes(), contents[at].tobytes()
+        if sid in seen_ids:
+            duplicates[line] = ("id", None)
+        elif has_content[at] and content in kept_contents:
+            duplicates[line] = ("content", kept_contents[content])
+        else:
+            seen_ids.add(sid)
+            if has_content[at]:
+                kept_contents[content] = line
+    return duplicates
 
 
 @dataclass(frozen=True)
-class DecodedRow:
-    """What clean needs to know of a decoded row after its chunk is done (not the row itself)."""
+class DecodedRows:
+    """What clean needs to know of a chunk's decoded rows after the chunk is done, as columns (no per-row
+    objects): the near-duplicate search over the whole batch reads them."""
 
-    line: int  # its line in the raw rows file: the final table keeps that (manifest) order
-    sample_id: str
-    image_dhash: int | None
-    near_key: bytes  # _content_besides_image of the raw row
-    outputs: tuple[str, ...]  # files written for it under the clean batch folder
+    lines: np.ndarray  # (N,) int64: each row's line in the raw rows file (the final table keeps that order)
+    sample_ids: pa.Array  # (N,) string
+    image_dhashes: np.ndarray  # (N,) uint64; 0 where the row has no image
+    has_image: np.ndarray  # (N,) bool
+    near_keys: np.ndarray  # (N,) S16: _content_besides_image of the raw row
+
+    @classmethod
+    def concat(cls, parts: list[DecodedRows]) -> DecodedRows:
+        """The parts as one, in line order."""
+        if not parts:
+            return cls(np.zeros(0, np.int64), pa.array([], pa.string()), np.zeros(0, np.uint64),
+                       np.zeros(0, bool), np.zeros(0, "S16"))
+        lines = np.concatenate([part.lines for part in parts])
+        order = np.argsort(lines, kind="stable")
+        return cls(lines[order], pa.concat_arrays([part.sample_ids for part in parts]).take(order),
+                   np.concatenate([part.image_dhashes for part in parts])[order],
+                   np.concatenate([part.has_image for part in parts])[order],
+                   np.concatenate([part.near_keys for part in parts])[order])
+
+    def __len__(self) -> int:
+        return len(self.lines)
 
 
-def find_near_duplicates(decoded: list[DecodedRow], max_bits: int) -> tuple[list[DecodedRow], dict[int, str]]:
-    """The rows to keep, and why each other one goes, by line: a row is a near duplicate of an earlier
+def find_near_duplicates(decoded: DecodedRows, max_bits: int) -> dict[int, tuple[str, str]]:
+    """The rows to drop, by line, with their sample_id and why: a row is a near duplicate of an earlier
     kept row when its image's dHash is within `max_bits` and its other content (audio, sensors, caption)
     is identical. Samples sharing one image but differing in speech or caption are all kept."""
-    index = NearHashIndex(max_bits)
-    kept: list[DecodedRow] = []
-    dropped: dict[int, str] = {}
-    for row in decoded:
-        match = None if row.image_dhash is None else index.find(row.near_key, row.image_dhash)
-        if match is None:
-            if row.image_dhash is not None:
-                index.add(row.near_key, row.image_dhash, row.sample_id)
-            kept.append(row)
-            continue
-        kept_id, distance = match
-        dropped[row.line] = (f"image is {distance} bit(s) from kept sample {kept_id!r}'s (dHash, limit {max_bits}),"
-                             " and its audio, sensors and caption are identical (or absent in both)")
-    return kept, dropped
+    with_image = np.flatnonzero(decoded.has_image)
+    _, keys = np.unique(decoded.near_keys[with_image], return_inverse=True)
+    match, distance = find_near_matches(keys.ravel(), decoded.image_dhashes[with_image], max_bits)
+    dropped: dict[int, tuple[str, str]] = {}
+    for at in np.flatnonzero(match >= 0):
+        row, kept = with_image[at], with_image[match[at]]
+        kept_id = decoded.sample_ids[kept].as_py()
+        dropped[int(decoded.lines[row])] = (
+            decoded.sample_ids[row].as_py(),
+            f"image is {int(distance[at])} bit(s) from kept sample {kept_id!r}'s (dHash, limit {max_bits}),"
+            " and its audio, sensors and caption are identical (or absent in both)")
+    return dropped
 
 
 @dataclass(frozen=True)
@@ -127,7 +174,7 @@ class Chunk:
 
 @dataclass
 class ChunkOutcome:
-    decoded: list[DecodedRow]
+    decoded: DecodedRows
     quarantined: list[QuarantineRecord]
 
 
@@ -139,20 +186,30 @@ CHUNK_ROWS = 256  # fewest rows per unit of parallel work: amortises per-task ov
 MAX_CHUNK_ROWS = 4096  # most rows per unit: bounds what one worker holds, however large the batch
 CHUNKS_PER_WORKER = 2  # batches between those sizes are cut into this many chunks per worker
 PARTS_DIR = ".parts"  # the chunks' tables, inside the staging folder until they are joined
-CLEAN_INPUTS_ROWS = 256  # rows per part of the model inputs clean writes: 256 x ~22 KB of arrays per worker at most
+# Rows per part a chunk writes (clean table, statistics, model inputs): what one worker holds at most,
+# 256 x ~22 KB of model-input arrays plus the rows' records, however long its chunk.
+PART_ROWS = 256
 
 
-class _ChunkDerived:
-    """What clean derives from each row it has just decoded, for the later stages: the transform's
-    statistics (a table part per chunk) and the model inputs (parts of CLEAN_INPUTS_ROWS rows)."""
+class _ChunkWriter:
+    """What clean writes for the rows of a chunk it has just decoded, PART_ROWS rows at a time, so a worker
+    holds one part whatever the chunk's length: the rows' part of the clean table, the transform's
+    statistics and the model inputs."""
 
     def __init__(self, index: int, out_dir: Path, spec: InputSpec | None) -> None:
         self.index, self.out_dir, self.spec, self.parts = index, out_dir, spec, 0
+        self.records: list[dict[str, Any]] = []
+        self.lines: list[int] = []
+        self.near_keys = bytearray()
+        self.decoded: list[DecodedRows] = []  # per part written: what the batch-level steps need of its rows
         self.stats: list[dict[str, Any]] = []
         self.images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
-        self.builder = None if spec is None else InputsBuilder(CLEAN_INPUTS_ROWS, spec)
+        self.builder = None if spec is None else InputsBuilder(PART_ROWS, spec)
 
-    def add(self, clean: dict[str, Any], decoded: dict[str, Any]) -> None:
+    def add(self, line: int, row: dict[str, Any], clean: dict[str, Any], decoded: dict[str, Any]) -> None:
+        self.records.append(clean)
+        self.lines.append(line)
+        self.near_keys += _content_besides_image(row)
         wave, rate = decoded.get("wave"), decoded.get("sample_rate")
         self.stats.append({"sample_id": clean["sample_id"], **sample_stats(None, wave, rate)})
         if decoded.get("gray") is not None:
@@ -160,29 +217,52 @@ class _ChunkDerived:
         if self.builder is not None:
             self.builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), wave, rate,
                              decoded.get("sensors"))
-            if self.builder.full:  # a worker holds one part's arrays, whatever the chunk's length
-                self._write_inputs()
-                self.builder = InputsBuilder(CLEAN_INPUTS_ROWS, self.spec)
+        if len(self.records) == PART_ROWS:
+            self._write_part()
 
-    def finish(self) -> None:
-        self.images.finish()
-        save_parquet(self.out_dir / PARTS_DIR / f"stats-{self.index:05d}.parquet", stats_frame(self.stats))
-        if self.builder is not None and (len(self.builder) or not self.parts):
-            self._write_inputs()
+    def finish(self) -> DecodedRows:
+        if self.records or not self.parts:  # an empty chunk still writes its (empty) part
+            self._write_part()
+        return DecodedRows.concat(self.decoded)
 
-    def _write_inputs(self) -> None:
-        write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, f"{self.index:05d}-{self.parts:04d}",
-                                self.builder.build())
+    def _write_part(self) -> None:
+        name = f"{self.index:05d}-{self.parts:04d}"  # sorted names keep the rows' order
+        save_parquet(self.out_dir / PARTS_DIR / f"part-{name}.parquet", rows_to_frame(self.records))
+        self.images.finish()  # every statistic of the part's rows is filled in
+        save_parquet(self.out_dir / PARTS_DIR / f"stats-{name}.parquet", stats_frame(self.stats))
+        if self.builder is not None:
+            write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, name, self.builder.build())
+            self.builder = InputsBuilder(PART_ROWS, self.spec)
+        # No Python object of a row outlives its part: kept ones, scattered among the many a row makes and
+        # drops, would pin the allocator's memory and grow the process with the rows (fragmentation).
+        dhashes = [record["image_dhash"] for record in self.records]
+        self.decoded.append(DecodedRows(
+            np.array(self.lines, np.int64), pa.array([record["sample_id"] for record in self.records], pa.string()),
+            np.array([0 if value is None else int(value, 16) for value in dhashes], np.uint64),
+            np.array([value is not None for value in dhashes], bool), np.frombuffer(bytes(self.near_keys), "S16")))
+        self.records, self.stats, self.lines, self.near_keys = [], [], [], bytearray()
         self.parts += 1
 
 
+_SCIPY_IMPORT = threading.Lock()
+
+
+def _import_scipy_once() -> None:
+    """Import the scipy modules decoding uses (resampling, spectra) one thread at a time: worker threads that
+    import scipy at once can fail inside its package init ("cannot import name 'PytestTester' from partially
+    initialized module"); once imported, the stages' lazy imports are dictionary look-ups."""
+    with _SCIPY_IMPORT:
+        import scipy.fft  # noqa: F401
+        import scipy.signal  # noqa: F401
+
+
 def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanParams) -> ChunkOutcome:
-    """Clean one chunk's rows and write its part of the clean table, and of what the later stages need
+    """Clean one chunk's rows and write its parts of the clean table, and of what the later stages need
     (a top-level function, so process and Dask workers can run it); returns what the batch-level steps
     need, not the rows."""
-    records: list[dict[str, Any]] = []
-    derived = _ChunkDerived(chunk.index, out_dir, params.inputs)
-    outcome = ChunkOutcome([], [])
+    _import_scipy_once()
+    writer = _ChunkWriter(chunk.index, out_dir, params.inputs)
+    quarantined: list[QuarantineRecord] = []
     real_dirs: dict[str, str] = {}  # the raw batch's folders, resolved once for this chunk
     with (raw_dir / RAW_ROWS_NAME).open("rb") as handle:
         handle.seek(chunk.offset)
@@ -195,16 +275,10 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
             try:
                 clean = clean_row(row, raw_dir, out_dir, params, decoded, real_dirs)
             except DecodeError as err:
-                outcome.quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
+                quarantined.append(QuarantineRecord(row["sample_id"], "clean", err.reason, err.detail, row))
                 continue
-            records.append(clean)
-            derived.add(clean, decoded)
-            outputs = tuple(clean[f] for f in ("image", "audio", *SENSOR_FIELDS) if clean.get(f))
-            dhash = None if clean["image_dhash"] is None else int(clean["image_dhash"], 16)
-            outcome.decoded.append(DecodedRow(line, clean["sample_id"], dhash, _content_besides_image(row), outputs))
-    save_parquet(out_dir / PARTS_DIR / f"part-{chunk.index:05d}.parquet", rows_to_frame(records))
-    derived.finish()
-    return outcome
+            writer.add(line, row, clean, decoded)
+    return ChunkOutcome(writer.finish(), quarantined)
 
 
 def map_chunks_with_threads(chunks: list[Chunk], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[ChunkOutcome]:
@@ -213,22 +287,31 @@ def map_chunks_with_threads(chunks: list[Chunk], raw_dir: Path, out_dir: Path, p
 
 
 def plan_chunks(rows_path: Path, params: CleanParams) -> tuple[list[Chunk], list[QuarantineRecord], int]:
-    """One streaming pass over the raw rows: exact duplicates are quarantined here (they need every earlier
-    row), and the rest is cut into chunks by line. Returns the chunks, those records and the row count."""
+    """Exact duplicates are found first (they need every earlier row: find_exact_duplicates), then one
+    streaming pass cuts the rest into chunks by line and reads back the duplicates' raw rows for their
+    records. Returns the chunks, those records and the row count."""
+    duplicates = find_exact_duplicates(rows_path)
+    wanted = set(duplicates) | {kept for kind, kept in duplicates.values() if kind == "content"}
     with rows_path.open("rb") as handle:
         total = sum(1 for text in handle if text.strip())
     size = min(MAX_CHUNK_ROWS, max(CHUNK_ROWS, -(-total // (CHUNKS_PER_WORKER * params.workers))))
-    duplicates, rejected = DuplicateFilter(), []
+    ids: dict[int, str] = {}  # line -> sample_id, of the lines the records name
+    rejected: list[QuarantineRecord] = []
     chunks: list[Chunk] = []
     start = offset = position = rows = 0
     skip: set[int] = set()
     with rows_path.open("rb") as handle:
         for line, text in enumerate(handle):
             if text.strip():
-                record = duplicates.check(json.loads(text))
-                if record is not None:
-                    rejected.append(record)
-                    skip.add(line)
+                if line in wanted:
+                    row = json.loads(text)
+                    ids[line] = sid = row["sample_id"]
+                    if line in duplicates:
+                        kind, kept = duplicates[line]
+                        detail = (f"sample_id {sid!r} already seen" if kind == "id"
+                                  else f"same content as kept sample {ids[kept]!r}")
+                        rejected.append(QuarantineRecord(sid, "clean", "duplicate_sample", detail, row))
+                        skip.add(line)
                 rows += 1
             position += len(text)
             if rows == size:
@@ -239,40 +322,57 @@ def plan_chunks(rows_path: Path, params: CleanParams) -> tuple[list[Chunk], list
     return chunks, rejected, total
 
 
+def _part_tables(staging: Path, prefix: str, columns: list[str] | None = None) -> list[pa.Table]:
+    return [pq.read_table(part, columns=columns) for part in sorted((staging / PARTS_DIR).glob(f"{prefix}-*.parquet"))]
+
+
 def _quarantine_near_duplicates(
-    rows_path: Path, staging: Path, decoded: list[DecodedRow], max_bits: int
+    rows_path: Path, staging: Path, decoded: DecodedRows, max_bits: int
 ) -> tuple[set[str], list[QuarantineRecord]]:
-    """Remove near duplicates' outputs; their records carry the raw row, read back by line."""
-    kept, dropped = find_near_duplicates(decoded, max_bits)
+    """The near duplicates' sample_ids and records; their outputs are removed (their paths read back from
+    the chunks' tables), and their records carry the raw row, read back by line."""
+    dropped = find_near_duplicates(decoded, max_bits)
     if not dropped:
-        return {row.sample_id for row in kept}, []
-    for row in decoded:
-        if row.line in dropped:
-            for output in row.outputs:
-                (staging / output).unlink(missing_ok=True)
+        return set(), []
+    dropped_ids = {sid for sid, _ in dropped.values()}
+    outputs = ["image", "audio", *SENSOR_FIELDS]
+    for table in _part_tables(staging, "part", ["sample_id", *outputs]):
+        table = table.filter(pc.is_in(table["sample_id"].cast(pa.string()), value_set=pa.array(sorted(dropped_ids))))
+        for field in outputs:
+            for output in table[field].to_pylist():
+                if output:
+                    (staging / output).unlink(missing_ok=True)
     records = []
     with rows_path.open("rb") as handle:
         for line, text in enumerate(handle):
             if line in dropped:
                 raw = json.loads(text)
-                records.append(QuarantineRecord(raw["sample_id"], "clean", "near_duplicate", dropped[line], raw))
-    return {row.sample_id for row in kept}, records
+                records.append(QuarantineRecord(raw["sample_id"], "clean", "near_duplicate", dropped[line][1], raw))
+    return dropped_ids, records
 
 
-def _join_parts(staging: Path, keep: set[str], prefix: str = "part",
-                empty: Callable[[], pd.DataFrame] = lambda: rows_to_frame([])) -> pd.DataFrame:
-    """The chunks' tables in chunk order, as one Arrow table converted once (no per-part frames to concatenate)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _join_parts(staging: Path, dropped: set[str], prefix: str) -> pa.Table | None:
+    """The chunks' tables in chunk order less the `dropped` sample_ids, as one Arrow table (the parts'
+    buffers, not copies); None when no row is left."""
+    parts = _part_tables(staging, prefix)
+    table = pa.concat_tables(parts, promote_options="default") if parts else None
+    del parts
+    if table is not None and dropped:
+        ids = table["sample_id"].cast(pa.string())  # an empty part's all-null column reads back as type null
+        table = table.filter(pc.invert(pc.is_in(ids, value_set=pa.array(sorted(dropped), pa.string()))))
+    return table if table is not None and table.num_rows else None
 
-    parts = sorted((staging / PARTS_DIR).glob(f"{prefix}-*.parquet"))
-    if not parts:
-        return empty()
-    table = pa.concat_tables([pq.read_table(part) for part in parts], promote_options="default")
-    ids = table["sample_id"].cast(pa.string())  # an empty part's all-null column reads back as type null
-    table = table.filter(pa.compute.is_in(ids, value_set=pa.array(sorted(keep), pa.string())))
-    frame = table.to_pandas()
-    return frame if len(frame) else empty()  # an empty table keeps the schema's dtypes
+
+def _save_joined_parts(staging: Path, dropped: set[str], prefix: str, path: Path,
+                       empty: Callable[[], pd.DataFrame]) -> pa.Table | None:
+    """Write the joined parts (`_join_parts`) to `path` as they are, or `empty()` when no row is left;
+    returns the table written, None for an empty one."""
+    table = _join_parts(staging, dropped, prefix)
+    if table is None:
+        save_parquet(path, empty())
+    else:
+        save_table(path, table)
+    return table
 
 
 def clean_batch(
@@ -286,8 +386,9 @@ def clean_batch(
 
     Order of checks: exact duplicates (id or bytes), then per row field types, files and decoding,
     then near-duplicate images among the rows that decoded. An empty batch gives an empty table.
-    Rows stream through in chunks: memory holds one chunk per worker, a few bytes per row for
-    the duplicate indexes, and the clean table at the end.
+    Rows stream through in chunks, written PART_ROWS at a time: memory holds one part per worker, about
+    50 bytes a row of packed digests, hashes and line numbers for the duplicate checks (numpy and Arrow
+    arrays, no per-row Python objects), and the clean table at the end.
     """
     batch_id = raw_dir.name
     rows_path = raw_dir / RAW_ROWS_NAME
@@ -306,21 +407,28 @@ def clean_batch(
         outcomes = (map_chunks or map_chunks_with_threads)(chunks, raw_dir, staging, params)
         if len(outcomes) != len(chunks):
             raise RuntimeError(f"the chunk mapper returned {len(outcomes)} outcomes for {len(chunks)} chunks")
-        decoded: list[DecodedRow] = []
+        decoded_parts: list[DecodedRows] = []
+        decoded_rows = 0
         for outcome in outcomes:
-            decoded.extend(outcome.decoded)
+            decoded_parts.append(outcome.decoded)
             rejected.extend(outcome.quarantined)
+            decoded_rows += len(outcome.decoded)
             if progress:
-                progress(len(decoded) + len(rejected), total)
-        decoded.sort(key=lambda row: row.line)
+                progress(decoded_rows + len(rejected), total)
+        decoded = DecodedRows.concat(decoded_parts)
+        del outcomes, decoded_parts
         max_bits = params.near_duplicate_bits
-        keep, near = (_quarantine_near_duplicates(rows_path, staging, decoded, max_bits) if max_bits >= 0
-                      else ({row.sample_id for row in decoded}, []))
+        dropped, near = (_quarantine_near_duplicates(rows_path, staging, decoded, max_bits) if max_bits >= 0
+                         else (set(), []))
+        del decoded
         rejected.extend(near)
-        frame = _join_parts(staging, keep)
-        save_parquet(staging / STATS_FILE, _join_parts(staging, keep, "stats", lambda: stats_frame([])))
+        _save_joined_parts(staging, dropped, "stats", staging / STATS_FILE, lambda: stats_frame([]))
+        table = _save_joined_parts(staging, dropped, "part", staging / ROWS_NAME, lambda: rows_to_frame([]))
+        # Converted once, each column's Arrow buffers freed as it is converted: the table and the frame
+        # are never both whole in memory.
+        frame = rows_to_frame([]) if table is None else table.to_pandas(self_destruct=True, split_blocks=True)
+        del table
         shutil.rmtree(staging / PARTS_DIR)
-        save_parquet(staging / ROWS_NAME, frame)
         publish_directory(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

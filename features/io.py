@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+import pyarrow as pa
 
 from features.atomic import atomic_path, atomic_write_bytes
 from features.records import QuarantineRecord, StageReport
@@ -32,6 +33,15 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 def save_parquet(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
+
+
+def save_table(path: Path, table: pa.Table) -> None:
+    """An Arrow table as parquet, as it is: a table read from parquet parts that pandas wrote keeps their
+    schema and pandas metadata, so it reads back as the frame `save_parquet` would have written."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:

@@ -157,7 +157,7 @@ def estimate_pitch(wave: np.ndarray, sample_rate: int, fmin: float = 60.0, fmax:
 
 
 FEATURE_COLUMNS: tuple[str, ...] = ("sample_id", "event_timestamp", "batch_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
-_CHUNK_ROWS = 4096  # rows whose per-row dicts exist at once; each chunk becomes a compact float32 frame
+_CHUNK_ROWS = 4096  # rows whose working columns (or, reading files back, per-row dicts) exist at once
 STATS_FILE = "stats.parquet"  # in a clean batch folder: what `sample_stats` gave for each of its rows
 # The statistics computed from a sample's decoded arrays; the other features come from the clean table's columns.
 ARRAY_STATS: tuple[str, ...] = (*IMAGE_FEATURES, "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")
@@ -182,19 +182,17 @@ def stats_frame(records: list[dict[str, object]]) -> pd.DataFrame:
     return frame
 
 
-def _sample_record(clean_dir: Path, row, batch_id: str, stats: dict[str, float] | None = None) -> dict[str, object]:
-    """One row's features; `stats` are its array statistics when the clean stage computed them, else the
-    row's files are read back."""
+def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
+    """One row's features, its files read back (a clean folder without statistics)."""
     record: dict[str, object] = dict.fromkeys(NUMERIC_FEATURES, np.nan) | {"cap_script": None}
     record.update(sample_id=row.sample_id, event_timestamp=row.captured_at, batch_id=batch_id, language=row.language)
-    if stats is None:
-        gray = wave = rate = None
-        if row.image:
-            with Image.open(clean_dir / row.image) as image:  # an RGB image is judged by its luma
-                gray = np.asarray(image.convert("L"))
-        if row.audio:
-            wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
-        stats = sample_stats(gray, wave, rate)
+    gray = wave = rate = None
+    if row.image:
+        with Image.open(clean_dir / row.image) as image:  # an RGB image is judged by its luma
+            gray = np.asarray(image.convert("L"))
+    if row.audio:
+        wave, rate = sf.read(str(clean_dir / row.audio), dtype="float32")
+    stats = sample_stats(gray, wave, rate)
     record.update({name: value for name, value in stats.items()
                    if (row.image if name.startswith("img_") else row.audio)})
     if row.audio:
@@ -204,37 +202,85 @@ def _sample_record(clean_dir: Path, row, batch_id: str, stats: dict[str, float] 
     return record
 
 
-def _feature_frame(records: list[dict[str, object]]) -> pd.DataFrame:
-    frame = pd.DataFrame(records, columns=list(FEATURE_COLUMNS))
+def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.DataFrame:
+    """Per-row records or whole columns as the feature table: UTC timestamps, float32 statistics."""
+    frame = pd.DataFrame(data, columns=list(FEATURE_COLUMNS))
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     frame[list(NUMERIC_FEATURES)] = frame[list(NUMERIC_FEATURES)].astype("float32")
     return frame
 
 
-def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> pd.DataFrame | None:
-    """The array statistics clean computed, indexed by sample id; None when its folder has none for some row
-    (a folder an older flywheel cleaned): then every row's files are read back."""
+def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
+    """The array statistics clean computed, and where each of `rows` is in them; None when its folder has
+    none for some row (a folder an older flywheel cleaned): then every row's files are read back. Ids are
+    matched on Arrow arrays (a hash of the compact column), not on a pandas index of Python strings."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     try:
-        stats = pd.read_parquet(clean_dir / STATS_FILE).set_index("sample_id")
+        stats = pq.read_table(clean_dir / STATS_FILE)
     except FileNotFoundError:
         return None
-    return stats if rows["sample_id"].isin(stats.index).all() else None
+    wanted = pa.array(rows["sample_id"].to_numpy(dtype=object), pa.string())
+    at = pc.index_in(wanted, value_set=stats["sample_id"].cast(pa.string()))
+    if at.null_count:
+        return None
+    return {name: stats[name].to_numpy() for name in ARRAY_STATS}, at.to_numpy()
+
+
+def _present(column: pd.Series) -> np.ndarray:
+    """Where a row has the value: a non-empty path or caption (None, "" and NaN-free object columns alike)."""
+    return column.to_numpy(dtype=object).astype(bool)
+
+
+def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
+    """`caption_stats` as columns, NaN (None for the script) without a caption; each distinct caption is
+    described once, as captions repeat (templates, class names)."""
+    present = _present(captions)
+    codes, distinct = pd.factorize(captions[present])
+    described = [caption_stats(caption) for caption in distinct]
+    columns: dict[str, np.ndarray] = {}
+    for name in ("cap_chars", "cap_words", "cap_letter_share", "cap_script"):
+        column = np.full(len(captions), None if name == "cap_script" else np.nan,
+                         object if name == "cap_script" else np.float64)
+        column[present] = np.array([entry[name] for entry in described], column.dtype)[codes]
+        columns[name] = column
+    return columns
+
+
+def _features_from_stats(rows: pd.DataFrame, stats: dict[str, np.ndarray], at: np.ndarray, batch_id: str) -> pd.DataFrame:
+    """The feature table built a column at a time from the clean table and clean's statistics (row i's are
+    at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere."""
+    has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
+    columns: dict[str, object] = {
+        "sample_id": rows["sample_id"].to_numpy(dtype=object), "event_timestamp": rows["captured_at"].array,
+        "batch_id": np.full(len(rows), batch_id, object), "language": rows["language"].to_numpy(dtype=object),
+    }
+    for name in ARRAY_STATS:
+        columns[name] = np.where(has[name[:4]], stats[name][at], np.nan)
+    for name, source in (("aud_seconds", "audio_seconds"), ("aud_rms_db", "audio_rms_db"), ("aud_peak", "audio_peak")):
+        columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan)
+    columns.update(_caption_columns(rows["caption"]))
+    return _feature_frame(columns)
 
 
 def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     """One row per clean sample: entity `sample_id`, `event_timestamp` = captured_at, then the stats.
 
     The image and audio statistics come from the clean stage's `stats.parquet` (computed from the arrays it
-    decoded), or from the clean files when it has none. Rows are taken in chunks, so memory holds the
-    compact feature table and one chunk's records.
+    decoded), taken a column at a time; without it (a folder an older flywheel cleaned) each row's files are
+    read back. Rows go in chunks, so memory holds the compact feature table and one chunk's working
+    columns (or records).
     """
-    stats = _clean_stats(clean_dir, rows) if len(rows) else None
+    found = _clean_stats(clean_dir, rows) if len(rows) else None
     frames = []
-    for start in range(0, len(rows), _CHUNK_ROWS):
+    for start in range(0, len(rows), _CHUNK_ROWS):  # float64 working columns for one chunk at a time
         chunk = rows.iloc[start : start + _CHUNK_ROWS]
-        chunk_stats = (None if stats is None else
-                       stats.loc[chunk["sample_id"], list(ARRAY_STATS)].to_dict("records"))
-        frames.append(_feature_frame([
-            _sample_record(clean_dir, row, batch_id, None if chunk_stats is None else chunk_stats[i])
-            for i, row in enumerate(chunk.itertuples(index=False))]))
+        if found is not None:
+            stats, at = found
+            frames.append(_features_from_stats(chunk, stats, at[start : start + _CHUNK_ROWS], batch_id))
+        else:
+            frames.append(_feature_frame([_sample_record(clean_dir, row, batch_id)
+                                          for row in chunk.itertuples(index=False)]))
     return pd.concat(frames, ignore_index=True) if frames else _feature_frame([])

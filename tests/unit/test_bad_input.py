@@ -22,7 +22,7 @@ from PIL import Image
 from features.clean import CLEAN_COLUMNS, CleanParams, clean_batch
 from features.ingest import ingest_batch
 from features.io import load_quarantine, save_quarantine
-from features.phash import NearHashIndex, compute_dhash, hamming_distance
+from features.phash import compute_dhash, find_near_matches, hamming_distance
 from features.records import REASONS, BatchError
 from tests.unit.task_support import DIGITS, SHAPES
 from models.inputs import load_clean_inputs
@@ -484,19 +484,26 @@ def test_the_demo_batch_loses_no_row_to_near_duplicates(demo_batch_factory, tmp_
     assert close > 0
 
 
-def test_near_hash_index_finds_what_brute_force_finds():
+def test_near_hash_search_finds_what_a_row_by_row_search_finds():
+    """Rows in order, each matched to the closest earlier kept row with its key (earliest on ties); a
+    matched row is not kept, so a later row is never matched to it."""
     rng = np.random.default_rng(0)
-    kept = [int.from_bytes(rng.bytes(8), "big") for _ in range(300)]
-    index = NearHashIndex(max_bits=4)
-    for position, value in enumerate(kept):
-        index.add("key", value, f"s{position}")
-    for value in kept[:100]:
-        flips = rng.choice(64, size=int(rng.integers(0, 7)), replace=False)
-        probe = value ^ sum(1 << int(bit) for bit in flips)
-        best = min(((hamming_distance(probe, k), i) for i, k in enumerate(kept)))
-        found = index.find("key", probe)
-        assert found == ((f"s{best[1]}", best[0]) if best[0] <= 4 else None)
-        assert index.find("other key", probe) is None
+    pictures = [int.from_bytes(rng.bytes(8), "big") for _ in range(30)]
+    hashes, keys = [], []
+    for _ in range(400):  # look-alikes of a few pictures, some beyond the limit, under three keys
+        flips = rng.choice(64, size=int(rng.integers(0, 9)), replace=False)
+        hashes.append(pictures[int(rng.integers(len(pictures)))] ^ sum(1 << int(bit) for bit in flips))
+        keys.append(int(rng.integers(0, 3)))
+    match, distance = find_near_matches(np.array(keys), np.array(hashes, np.uint64), max_bits=4)
+    kept: list[int] = []
+    for row, (key, value) in enumerate(zip(keys, hashes)):
+        best = min(((hamming_distance(value, hashes[k]), k) for k in kept if keys[k] == key), default=(99, -1))
+        if best[0] <= 4:
+            assert (match[row], distance[row]) == (best[1], best[0])
+        else:
+            assert match[row] == -1
+            kept.append(row)
+    assert 0 < (match >= 0).sum() < len(hashes) - len(pictures)  # both outcomes occur
 
 
 def test_dhash_survives_jpeg_and_tells_pictures_apart():

@@ -91,15 +91,20 @@ def test_missing_inputs_name_the_path(tmp_path):
 
 
 def test_clean_writes_its_arrays_in_bounded_parts(cleaned, tmp_path, monkeypatch):
-    """A worker holds one part of CLEAN_INPUTS_ROWS rows, however long its chunk: parts split mid-chunk still
-    give every row once, in order."""
+    """A worker holds one part of PART_ROWS rows, however long its chunk: parts split mid-chunk still
+    give every row once, in order, and the same clean table and statistics."""
+    import pandas as pd
+
     import features.clean
 
-    monkeypatch.setattr(features.clean, "CLEAN_INPUTS_ROWS", 4)
+    monkeypatch.setattr(features.clean, "PART_ROWS", 4)
     raw = cleaned.batch_dir.parents[1] / "raw" / cleaned.batch_dir.name
     again = clean_batch(raw, tmp_path / "clean", clean_params(TASK))
     parts = sorted((again.batch_dir / CLEAN_INPUTS_DIR).glob("part-*.npz"))
     assert len(parts) == -(-len(again.rows) // 4) and all(len(load_model_inputs(p)) <= 4 for p in parts)
+    pd.testing.assert_frame_equal(again.rows, cleaned.rows)
+    pd.testing.assert_frame_equal(pd.read_parquet(again.batch_dir / "stats.parquet"),
+                                  pd.read_parquet(cleaned.batch_dir / "stats.parquet"))
     _assert_same_inputs(load_clean_inputs(again.batch_dir, again.rows, input_spec()),
                         build_model_inputs(again.batch_dir, again.rows, input_spec()))
 
