@@ -23,6 +23,8 @@ import yaml
 
 from tests.conftest import PROJECT, write_fast_lifecycle_params
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it early (tests/conftest.py)
+
 PLUGIN = Path(__file__).parents[1] / "plugins" / "flywheel-probe"
 ANY = {"min": 0.0, "max_drop": 1.0}
 PROBE_GATE = {"thresholds": {"caption_acc": ANY, "p95_latency_ms": {"max": 60_000.0, "max_drop": 60_000.0},

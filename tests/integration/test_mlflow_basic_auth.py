@@ -23,6 +23,8 @@ import pytest
 from tests.conftest import PROJECT
 from tests.integration.services import mlflow_server_env
 
+pytestmark = pytest.mark.slow  # minutes: `make test` starts it early (tests/conftest.py)
+
 ADMIN, PASSWORD = "admin", "change-me-mlflow"  # .env.example's placeholders
 
 
