@@ -78,13 +78,12 @@ run: install golden demo-data
 	$(BIN)/flywheel run --source data/landing/batch-002
 
 # Two pytest workers, each taking whole test files (--dist loadfile keeps a module's fixtures in one
-# process): much of the suite waits on servers, subprocesses and leases, so two overlap on two cores. Modules
-# go out in collection order, the slow ones first (tests/conftest.py), so the two workers end together.
+# process): much of the suite waits on servers, subprocesses and leases, so two overlap on two cores.
 TEST_WORKERS ?= 2
 
 test: install golden
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The documentation site (docs/, mkdocs.yml) into site/; `$(BIN)/mkdocs serve` previews it.
 docs: install

@@ -25,15 +25,6 @@ os.environ.setdefault("FLYWHEEL_PREFECT_SERVER_HOME", tempfile.mkdtemp(prefix="f
 SMALL_GOLDEN_SAMPLES = 40  # a golden set for fast tests: every class, few latency items, seconds to score
 
 
-def pytest_collection_modifyitems(config, items):
-    """Modules marked slow first, each module's tests in their own order. `make test` hands whole modules to
-    two workers in this order (`--dist loadfile --no-loadscope-reorder`), one at a time as each frees up: the
-    long ones start early and the many short ones fill in at the end, so both workers finish together (xdist's
-    own order, most tests first, left the slowest modules, one or two tests each, for last)."""
-    slow_modules = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_modules)  # stable: the order inside a module stays
-
-
 def ensure_example_golden(params_path: Path = PROJECT / "params.yaml") -> Path:
     """The digits example's golden batch (task.golden of the root params.yaml), generated as `flywheel demo-data
     --golden` would when missing: every test that loads the root params.yaml needs it. Written beside the target

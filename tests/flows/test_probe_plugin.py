@@ -23,7 +23,7 @@ import yaml
 
 from tests.conftest import PROJECT, write_fast_lifecycle_params
 
-pytestmark = pytest.mark.slow  # minutes: `make test` starts it early (tests/conftest.py)
+pytestmark = pytest.mark.slow
 
 PLUGIN = Path(__file__).parents[1] / "plugins" / "flywheel-probe"
 ANY = {"min": 0.0, "max_drop": 1.0}

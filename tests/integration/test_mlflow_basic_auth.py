@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import PROJECT
 from tests.integration.services import mlflow_server_env
 
-pytestmark = pytest.mark.slow  # minutes: `make test` starts it early (tests/conftest.py)
+pytestmark = pytest.mark.slow
 
 ADMIN, PASSWORD = "admin", "change-me-mlflow"  # .env.example's placeholders
 

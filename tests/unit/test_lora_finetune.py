@@ -27,7 +27,7 @@ from models.train_ddp import save_training_data
 from tests.unit.test_training_loop import Killed, assert_same_weights, kill_after
 from tests.unit.params_support import lora_settings, train_config
 
-pytestmark = pytest.mark.slow  # minutes: `make test` starts it early (tests/conftest.py)
+pytestmark = pytest.mark.slow
 
 # Official kinds of input at toy sizes: 3-channel images and token ids for a native text trunk.
 CONFIG = ImageBindConfig(image_channels=3, text_input_dim=None, text_vocab_size=1000, text_context_length=12,
