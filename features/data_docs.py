@@ -101,7 +101,7 @@ def link_other_uis(page: Path, run_id: str, links: Sequence[tuple[str, str]]) ->
     a missing page, or no links, changes nothing."""
     if not links or not page.is_file():
         return False
-    text = page.read_text(encoding="utf-8")
+    original = text = page.read_text(encoding="utf-8")
     if LINKS_START in text and LINKS_END in text:
         head, _, rest = text.partition(LINKS_START)
         text = head + rest.partition(LINKS_END)[2]
@@ -114,7 +114,7 @@ def link_other_uis(page: Path, run_id: str, links: Sequence[tuple[str, str]]) ->
         body = _BODY_TAG.search(text)
         at = body.end() if body else 0
     changed = text[:at] + banner + text[at:]
-    if changed == page.read_text(encoding="utf-8"):
+    if changed == original:
         return False
     atomic_write_text(page, changed)
     return True

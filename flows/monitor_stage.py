@@ -188,12 +188,13 @@ def _skip_what_the_family_lacks(loaded, result: MonitorResult) -> MonitorResult:
 
 def _other_ui_links(settings: Settings, run_id: str, champion: str | None) -> list[tuple[str, str]]:
     """Where the other UIs show this run, for its snapshots: its Prefect flow run and Data Docs validation page
-    (from the run's summary, written as the run goes) and the model version the check was made against."""
+    (from the run's summary, which run_table writes with the flow run's page before any stage) and the model
+    version the check was made against."""
     from flows.model_cards import run_pages
-    from flows.run_links import data_docs_url, other_ui_links, prefect_links
+    from flows.run_links import data_docs_url, other_ui_links
 
     pages = run_pages(settings, run_id)
-    links = {"prefect_flow_run": pages.get("prefect_flow_run") or prefect_links().get("prefect_flow_run", "")}
+    links = {"prefect_flow_run": pages.get("prefect_flow_run", "")}
     if pages.get("data_docs_page"):
         links["data_docs"] = data_docs_url(pages["data_docs_page"])
     return other_ui_links(settings, links, str(champion) if champion else None, leave_out="evidently_snapshot")
