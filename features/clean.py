@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -281,8 +282,21 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     return ChunkOutcome(writer.finish(), quarantined)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: `taskset`, a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def map_chunks_with_threads(chunks: list[Chunk], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[ChunkOutcome]:
-    with ThreadPoolExecutor(max_workers=params.workers) as pool:
+    """`params.workers` threads, but no more than the CPUs the process may use: a thread beyond them decodes
+    nothing sooner and holds a part of its own, and its own allocator arena, which keeps what it freed (pinned
+    to one core, four threads left clean's peak 45-53 MB higher at 10k rows, for the same CPU time). With one,
+    the chunks run in this thread.
+    The chunks themselves (plan_chunks) do not depend on it, so neither do the outputs."""
+    threads = min(params.workers, usable_cpus())
+    if threads == 1:
+        return [clean_rows_chunk(chunk, raw_dir, out_dir, params) for chunk in chunks]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(lambda chunk: clean_rows_chunk(chunk, raw_dir, out_dir, params), chunks))
 
 

@@ -195,3 +195,46 @@ def test_clean_gives_the_same_result_however_chunks_are_cut_and_mapped(demo_batc
     assert threaded.report.reason_counts().get("duplicate_sample")  # duplicates across chunk boundaries
     assert threaded.rows.equals(looped.rows) and list(threaded.rows["sample_id"]) == sorted(threaded.rows["sample_id"])
     assert threaded.report.to_summary() == looped.report.to_summary()
+
+
+def _folder_contents(folder: Path) -> dict[str, object]:
+    """Every file under `folder` by relative name: its bytes, or for an .npz its arrays (a zip member carries its
+    write time)."""
+    contents: dict[str, object] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if path.suffix == ".npz":
+            with np.load(path) as archive:
+                contents[str(path.relative_to(folder))] = {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in archive.items()}
+        else:
+            contents[str(path.relative_to(folder))] = path.read_bytes()
+    return contents
+
+
+def test_clean_runs_no_more_threads_than_the_process_has_cpus(demo_batch_factory, tmp_path, monkeypatch):
+    """On one usable CPU the chunks are cleaned in the calling thread (more threads would decode nothing sooner
+    and only hold memory), and every file clean writes is what four threads write."""
+    import threading
+
+    import features.clean
+
+    monkeypatch.setattr(features.clean, "CHUNK_ROWS", 16)  # 80 rows: 5 chunks
+    source = demo_batch_factory(samples=80, seed=3, fault_rate=0.05)
+    ingested = ingest_batch(source, tmp_path / "raw")
+    monkeypatch.setattr(features.clean, "usable_cpus", lambda: 8)
+    threaded = clean_batch(ingested.batch_dir, tmp_path / "a", clean_params(DIGITS, workers=4))
+
+    cleaning_threads: set[int] = set()
+    clean_rows_chunk = features.clean.clean_rows_chunk
+
+    def recording_thread(*args):
+        cleaning_threads.add(threading.get_ident())
+        return clean_rows_chunk(*args)
+
+    monkeypatch.setattr(features.clean, "clean_rows_chunk", recording_thread)
+    monkeypatch.setattr(features.clean, "usable_cpus", lambda: 1)
+    inline = clean_batch(ingested.batch_dir, tmp_path / "b", clean_params(DIGITS, workers=4))
+
+    assert cleaning_threads == {threading.get_ident()}
+    assert threaded.rows.equals(inline.rows)
+    assert threaded.report.to_summary() == inline.report.to_summary()
+    assert _folder_contents(threaded.batch_dir) == _folder_contents(inline.batch_dir)
