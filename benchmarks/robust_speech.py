@@ -51,6 +51,8 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   krb_one_speed60  fest_one_speed60 with festival's Czech child voice krb among the festival voices
   fest_one_speed60_ema99, fest_one_speed60_ema995  fest_one_speed60 ending the audio stage on an exponential moving
                 average of the audio tower's weights, decay 0.99 and 0.995 per step (TrainConfig.ema_decay)
+  fest_one_speed60_mix02, fest_one_speed60_mix04  fest_one_speed60 with mixup of the audio stage's clips, Beta(0.2, 0.2)
+                and Beta(0.4, 0.4) (TrainConfig.audio_mixup_alpha)
 
 --tune chooses among configs without the held-out engine: TUNE_VOICES (two festival voices) leave every training
 pool and are scored in its place (set `held_out_festival`); the evaluation batch holds no flite clip, and the
@@ -167,6 +169,8 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "krb_one_speed60": ("festival_heavy_krb", ONE, SPEED60, {}),
     "fest_one_speed60_ema99": ("festival_heavy", ONE, SPEED60, {"ema_decay": 0.99}),
     "fest_one_speed60_ema995": ("festival_heavy", ONE, SPEED60, {"ema_decay": 0.995}),
+    "fest_one_speed60_mix02": ("festival_heavy", ONE, SPEED60, {"audio_mixup_alpha": 0.2}),
+    "fest_one_speed60_mix04": ("festival_heavy", ONE, SPEED60, {"audio_mixup_alpha": 0.4}),
 }
 
 
