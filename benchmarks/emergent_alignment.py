@@ -25,7 +25,7 @@ held-out engine, within 3 points of text-paired on each set; image→text ≥ 95
 stages at most twice the CPU time of the recipe before issue 16 (eight English espeak-ng voices, no
 augmentation or CMVN: the `before` variant), trained in the same run on the same machine. The issue
 quoted 41 s for it on its author's machine; machines here differ by ×1.7.
-Usage: python benchmarks/emergent_alignment.py [--eval-samples 800] [--seed 0] [--out FILE]
+Usage: python benchmarks/emergent_alignment.py [--eval-samples 800] [--seed 0] [--out FILE] [--params FILE]
 """
 
 from __future__ import annotations
@@ -217,14 +217,16 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=800, help="rows of the evaluation batch (a quarter per set)")
     parser.add_argument("--seed", type=int, default=0, help="offset of every batch's seed, and the training seed")
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "emergent_alignment.json")
+    parser.add_argument("--params", type=Path, default=EXAMPLE_PARAMS,
+                        help="the params.yaml whose train: recipe is measured (a candidate's copy of the example's)")
     args = parser.parse_args()
 
-    params = load_params(EXAMPLE_PARAMS)
+    params = load_params(args.params)
     params = params.model_copy(update={"train": params.train.model_copy(update={"seed": params.train.seed + args.seed})})
     with tempfile.TemporaryDirectory() as tmp:
         train, evaluation, data_seconds = build_data(Path(tmp), params, args.eval_samples, args.seed)
         before_train = training_data(Path(tmp), params, args.seed, speech=ENGLISH_ONLY_SPEECH)
-    prompt_emb = example_prompt_embeddings()
+    prompt_emb = example_prompt_embeddings(args.params)
     print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled); evaluation rows per set "
           f"{ {str(k): int((evaluation['voice_group'] == k).sum()) for k in sorted(set(evaluation['voice_group']))} }; "
           f"data {data_seconds['data_seconds']:.0f} s", flush=True)
