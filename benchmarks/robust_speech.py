@@ -51,8 +51,6 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   krb_one_speed60  fest_one_speed60 with festival's Czech child voice krb among the festival voices
   fest_one_speed60_ema99, fest_one_speed60_ema995  fest_one_speed60 ending the audio stage on an exponential moving
                 average of the audio tower's weights, decay 0.99 and 0.995 per step (TrainConfig.ema_decay)
-  fest_one_speed60_mix02, fest_one_speed60_mix04  fest_one_speed60 with mixup of the audio stage's clips, Beta(0.2, 0.2)
-                and Beta(0.4, 0.4) (TrainConfig.audio_mixup_alpha)
   fest_one_speed60_pitch4  fest_one_speed60 with the mel shift on 80 % of clips up to ±4 bins (was 50 %, ±2)
   fest_one_speed60_drop  fest_one_speed60 with stochastic depth 0.1 in the audio tower (ImageBindConfig.audio_drop_path)
   fest_one_speed60_fmask  fest_one_speed60 with SpecAugment frequency masks on 80 % of clips, up to 10 bins (was 50 %, 6)
@@ -172,8 +170,6 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "krb_one_speed60": ("festival_heavy_krb", ONE, SPEED60, {}),
     "fest_one_speed60_ema99": ("festival_heavy", ONE, SPEED60, {"ema_decay": 0.99}),
     "fest_one_speed60_ema995": ("festival_heavy", ONE, SPEED60, {"ema_decay": 0.995}),
-    "fest_one_speed60_mix02": ("festival_heavy", ONE, SPEED60, {"audio_mixup_alpha": 0.2}),
-    "fest_one_speed60_mix04": ("festival_heavy", ONE, SPEED60, {"audio_mixup_alpha": 0.4}),
     "fest_one_speed60_pitch4": ("festival_heavy", ONE, {**SPEED60, **SHIFT4}, {}),
     "fest_one_speed60_drop": ("festival_heavy", {**ONE, "audio_drop_path": 0.1}, SPEED60, {}),
     "fest_one_speed60_fmask": ("festival_heavy", ONE, {**SPEED60, "freq_mask_prob": 0.8, "freq_mask_bins": 10}, {}),

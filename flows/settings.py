@@ -144,9 +144,6 @@ class TrainParams(_Strict):
     # Binding stages (audio onto frozen images) end on an exponential moving average of their tower's weights,
     # updated every step with this decay (0: off, the last step's weights; 0.99 averages about the last 100 steps).
     ema_decay: float = Field(0.0, ge=0, lt=1)
-    # Mixup of the audio stage's clips: each log-mel blended with another of the batch, λ ~ Beta(α, α), targets alike.
-    # 0: off.
-    audio_mixup_alpha: float = Field(0.0, ge=0)
     # Frequency max-pooling of the audio patch projection over this many mel bins either way (0: off, Meta's
     # layout): a token stays the same when a speaker moves a band's formants that far (benchmarks/robust_speech.py).
     audio_mel_max_shift: int = Field(0, ge=0)

@@ -52,16 +52,12 @@ def symmetric_info_nce(logits: Tensor, targets: Tensor | None = None) -> Tensor:
     return 0.5 * (soft_cross_entropy(logits, targets) + soft_cross_entropy(logits.T, targets_t))
 
 
-def pair_loss(a: Tensor, b: Tensor, labels: Tensor | None = None, mix: tuple[Tensor, float] | None = None) -> Tensor:
+def pair_loss(a: Tensor, b: Tensor, labels: Tensor | None = None) -> Tensor:
     """Symmetric InfoNCE between two (B, D) embedding batches whose rows i are pairs.
 
-    With `labels`, rows sharing a known label count as positives too. With `mix` = (perm, λ), row i of `a` was
-    made of λ of input i and 1−λ of input perm[i] (mixup): its targets are blended the same way.
+    With `labels`, rows sharing a known label count as positives too.
     """
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"paired embeddings must both be (B, D), got {tuple(a.shape)} and {tuple(b.shape)}")
     targets = contrastive_targets(a.shape[0], labels)
-    if mix is not None:
-        perm, lam = mix
-        targets = lam * targets + (1.0 - lam) * targets[perm.to(targets.device)]
     return symmetric_info_nce(a @ b.T, targets)

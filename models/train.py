@@ -77,9 +77,6 @@ class TrainConfig:
     # Binding stages (audio, depth, ... onto frozen images) end on an exponential moving average of their towers'
     # weights, updated after every step with this decay (0: off). Stage 1 is left as trained: it makes the anchor.
     ema_decay: float
-    # Mixup of the audio stage's clips (Zhang et al., 2018): each clip's log-mel blended with another clip of the
-    # batch, weight λ ~ Beta(α, α) (the larger kept for its own), and its targets blended alike. 0: off.
-    audio_mixup_alpha: float
     min_lr_ratio: float = 0.05  # final learning rate as a fraction of the peak
     warmup_fraction: float = 0.05  # share of each stage's steps spent warming up linearly
     image_shift: int = 1  # stage-1 augmentation: random translation of up to this many pixels
@@ -106,8 +103,6 @@ class TrainConfig:
             raise ValueError(f"image_shift must be ≥ 0 pixels, got {self.image_shift}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be ≥ 1 or None, got {self.num_threads}")
-        if self.audio_mixup_alpha < 0:
-            raise ValueError(f"audio_mixup_alpha must be ≥ 0 (0: off), got {self.audio_mixup_alpha}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -265,15 +260,6 @@ def epoch_generators(seed: int, stage_index: int, epoch: int) -> tuple[np.random
     return np.random.default_rng(order_seed), torch.Generator().manual_seed(int(augment_seed))
 
 
-def mix_batch(values: Tensor, alpha: float, rng: np.random.Generator) -> tuple[Tensor, tuple[Tensor, float]]:
-    """Mixup of a (B, ...) batch: row i becomes λ·row i + (1−λ)·row perm[i], λ ~ Beta(α, α) folded onto
-    [0.5, 1] so each row stays mostly itself. Returns the mixed batch and (perm, λ) for `pair_loss`."""
-    lam = float(rng.beta(alpha, alpha))
-    lam = max(lam, 1.0 - lam)
-    perm = torch.from_numpy(rng.permutation(values.shape[0]))
-    return lam * values + (1.0 - lam) * values[perm], (perm, lam)
-
-
 def build_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
     """AdamW that decays only matrices (≥ 2-D), the usual transformer recipe."""
     trainable = [p for p in params if p.requires_grad]
@@ -392,9 +378,6 @@ class _Loop:
         """One pass over the data: the epoch's mean loss (and mean pre-clip gradient norm), and each step's loss.
         `ema`, when given, moves towards `params` after every step."""
         ema_update = None if ema is None else get_ema_multi_avg_fn(self.config.ema_decay)
-        # Mixup draws from its own stream, so turning it on leaves every other draw of the epoch as it was.
-        mix_rng = (np.random.default_rng([self.config.seed, index, epoch, 1])
-                   if self.config.audio_mixup_alpha > 0 and pair[0] == AUDIO and AUDIO not in cached else None)
         order_rng, augment_rng = epoch_generators(self.config.seed, index, epoch)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.config.bf16 and self.device.type == "cuda" else nullcontext())
@@ -403,21 +386,19 @@ class _Loop:
         for batch in iterate_batches(len(self.tensors[pair[0]]), self.config.batch_size, order_rng):
             idx = torch.from_numpy(batch)
             mine = self.parallel.local_rows(len(batch))
-            inputs, mix = {}, None
+            inputs = {}
             for m in pair:
                 if m not in cached:
                     values = self.tensors[m][idx]  # the global batch: every process draws the same jitter
                     if m in self.augment:
                         values = self.augment[m](values, augment_rng)
-                    if m == AUDIO and mix_rng is not None:
-                        values, mix = mix_batch(values, self.config.audio_mixup_alpha, mix_rng)
                     inputs[m] = values[mine].to(self.device, non_blocking=True)
             with autocast:
                 out = forward(inputs)  # each (B_local, D)
             emb = {m: cached[m][idx.to(self.device)] if m in cached
                    else self.parallel.gather_rows(out[m].float(), len(batch)) for m in pair}  # each (B, D)
             labels = None if self.labels is None else self.labels[idx].to(self.device)
-            loss = pair_loss(emb[pair[0]], emb[pair[1]], labels, mix)
+            loss = pair_loss(emb[pair[0]], emb[pair[1]], labels)
             optimizer.zero_grad(set_to_none=True)
             self.parallel.scale_loss(loss).backward()
             if self.config.grad_clip is not None:
