@@ -49,8 +49,6 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_one_speed60_vtlp  fest_one_speed60 with VTLP on half the clips, warp factors 0.85-1.15
   fest_one_speed60_snr0  fest_one_speed60 with noise on half the clips, SNR 0-30 dB instead of 30 % at 5-30 dB
   krb_one_speed60  fest_one_speed60 with festival's Czech child voice krb among the festival voices
-  fest_one_speed60_ema99, fest_one_speed60_ema995  fest_one_speed60 ending the audio stage on an exponential moving
-                average of the audio tower's weights, decay 0.99 and 0.995 per step (TrainConfig.ema_decay)
   fest_one_speed60_pitch4  fest_one_speed60 with the mel shift on 80 % of clips up to ±4 bins (was 50 %, ±2)
   fest_one_speed60_drop  fest_one_speed60 with stochastic depth 0.1 in the audio tower (ImageBindConfig.audio_drop_path)
   fest_one_speed60_fmask  fest_one_speed60 with SpecAugment frequency masks on 80 % of clips, up to 10 bins (was 50 %, 6)
@@ -168,8 +166,6 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_one_speed60_vtlp": ("festival_heavy", ONE, {**SPEED60, "vtlp_prob": 0.5, "vtlp_range": (0.85, 1.15)}, {}),
     "fest_one_speed60_snr0": ("festival_heavy", ONE, {**SPEED60, "noise_prob": 0.5, "noise_snr_db": (0.0, 30.0)}, {}),
     "krb_one_speed60": ("festival_heavy_krb", ONE, SPEED60, {}),
-    "fest_one_speed60_ema99": ("festival_heavy", ONE, SPEED60, {"ema_decay": 0.99}),
-    "fest_one_speed60_ema995": ("festival_heavy", ONE, SPEED60, {"ema_decay": 0.995}),
     "fest_one_speed60_pitch4": ("festival_heavy", ONE, {**SPEED60, **SHIFT4}, {}),
     "fest_one_speed60_drop": ("festival_heavy", {**ONE, "audio_drop_path": 0.1}, SPEED60, {}),
     "fest_one_speed60_fmask": ("festival_heavy", ONE, {**SPEED60, "freq_mask_prob": 0.8, "freq_mask_bins": 10}, {}),

@@ -141,9 +141,6 @@ class TrainParams(_Strict):
     # was 0.978 on seed 0, against 0.953 at 2.0 and 0.919 unclipped.
     grad_clip: float | None = Field(1.0, gt=0)
     audio_augment: AudioAugmentParams = AudioAugmentParams()  # speech augmentation of the audio stage, and CMVN
-    # Binding stages (audio onto frozen images) end on an exponential moving average of their tower's weights,
-    # updated every step with this decay (0: off, the last step's weights; 0.99 averages about the last 100 steps).
-    ema_decay: float = Field(0.0, ge=0, lt=1)
     # Frequency max-pooling of the audio patch projection over this many mel bins either way (0: off, Meta's
     # layout): a token stays the same when a speaker moves a band's formants that far (benchmarks/robust_speech.py).
     audio_mel_max_shift: int = Field(0, ge=0)

@@ -50,7 +50,7 @@ def train_config(train: TrainParams, sample_rate: int, **run: object):
 
     return TrainConfig(seed=train.seed, batch_size=train.batch_size, epochs_stage1=train.epochs_stage1,
                        epochs_stage2=train.epochs_stage2, lr=train.lr, weight_decay=train.weight_decay,
-                       label_aware=train.label_aware, grad_clip=train.grad_clip, ema_decay=train.ema_decay,
+                       label_aware=train.label_aware, grad_clip=train.grad_clip,
                        audio_augment=audio_augment(train.audio_augment, sample_rate), **run)  # type: ignore[arg-type]
 
 

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from models.audio_augment import AudioAugment
 from models.checkpoints import (
@@ -74,9 +73,6 @@ class TrainConfig:
     label_aware: bool  # known shared labels count as extra positives (few classes: many per batch)
     grad_clip: float | None  # max global gradient norm per step; None: off
     audio_augment: AudioAugment  # speech augmentation of the audio stage's batches (its `enabled` off: none)
-    # Binding stages (audio, depth, ... onto frozen images) end on an exponential moving average of their towers'
-    # weights, updated after every step with this decay (0: off). Stage 1 is left as trained: it makes the anchor.
-    ema_decay: float
     min_lr_ratio: float = 0.05  # final learning rate as a fraction of the peak
     warmup_fraction: float = 0.05  # share of each stage's steps spent warming up linearly
     image_shift: int = 1  # stage-1 augmentation: random translation of up to this many pixels
@@ -103,8 +99,6 @@ class TrainConfig:
             raise ValueError(f"image_shift must be ≥ 0 pixels, got {self.image_shift}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"num_threads must be ≥ 1 or None, got {self.num_threads}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip}")
         if self.audio_anchor not in AUDIO_ANCHORS:
@@ -276,13 +270,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, config: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def load_average(params: list[nn.Parameter], average: list[Tensor]) -> None:
-    """Each parameter set to its weight average (the binding stage's EMA): what later stages and the saved model see."""
-    with torch.no_grad():
-        for param, mean in zip(params, average, strict=True):
-            param.copy_(mean)
-
-
 def freeze(modules: list[nn.Module]) -> None:
     """Stop gradients and fix norm/dropout behaviour, so a frozen tower is truly constant."""
     for module in modules:
@@ -324,12 +311,10 @@ class _Loop:
         `resume` is a checkpoint taken inside this stage: optimiser and schedule continue from it.
         """
         start = 0 if resume is None else int(resume["epoch"]) + 1
+        if start >= epochs:
+            return
         params = [p for modality in trained for p in self.model.tower_parameters(modality)
                   if self.adapted is None or id(p) in self.adapted]
-        if start >= epochs:
-            if resume is not None and resume.get("ema") is not None:  # stopped after its last epoch's checkpoint
-                load_average(params, resume["ema"])
-            return
         if not params:
             raise ValueError(f"stage {stage}: nothing to train in towers {list(trained)} (LoRA adapts only native "
                              "transformer trunks; set train_heads to train the heads of the others)")
@@ -341,19 +326,13 @@ class _Loop:
         steps_per_epoch = n // self.config.batch_size + (1 if n % self.config.batch_size >= 2 else 0)
         optimizer = build_optimizer(params, self.config)
         scheduler = build_scheduler(optimizer, max(1, steps_per_epoch * epochs), self.config)
-        # The binding stage's weight average (None: off), a copy of each trained parameter; a resumed run continues it.
-        ema = None
-        if self.config.ema_decay > 0 and stage != STAGE_IMAGE_TEXT:
-            ema = [p.detach().clone() for p in params]
         if resume is not None:
             optimizer.load_state_dict(resume["optimizer"])
             scheduler.load_state_dict(resume["scheduler"])
-            if ema is not None and resume.get("ema") is not None:
-                ema = [e.to(self.device) for e in resume["ema"]]
         with trainable_only(self.model, params):
             forward = self.parallel.wrap(self.model, self.device)
             for epoch in range(start, epochs):
-                metrics, step_losses = self._epoch(forward, optimizer, scheduler, params, pair, cached, index, epoch, ema)
+                metrics, step_losses = self._epoch(forward, optimizer, scheduler, params, pair, cached, index, epoch)
                 if stage == STAGE_IMAGE_TEXT:
                     metrics["text_logit_scale"] = self.model.logit_scale(TEXT)
                 self.history.append({"stage": stage, "epoch": epoch, **metrics})
@@ -363,21 +342,16 @@ class _Loop:
                             "stage": stage, "epoch": epoch, "model": self.model.state_dict(),
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "rng": capture_rng_state(), "history": self.history, "fingerprint": self.fingerprint,
-                            "ema": ema,
                         })
                     if self.on_step_losses is not None:
                         self.on_step_losses(stage, epoch, step_losses)
                     if self.on_epoch is not None:
                         self.on_epoch(stage, epoch, metrics)
-        if ema is not None:
-            load_average(params, ema)
 
     def _epoch(self, forward: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                params: list[nn.Parameter], pair: tuple[str, str], cached: dict[str, Tensor], index: int,
-               epoch: int, ema: list[Tensor] | None = None) -> tuple[dict[str, float], list[float]]:
-        """One pass over the data: the epoch's mean loss (and mean pre-clip gradient norm), and each step's loss.
-        `ema`, when given, moves towards `params` after every step."""
-        ema_update = None if ema is None else get_ema_multi_avg_fn(self.config.ema_decay)
+               epoch: int) -> tuple[dict[str, float], list[float]]:
+        """One pass over the data: the epoch's mean loss (and mean pre-clip gradient norm), and each step's loss."""
         order_rng, augment_rng = epoch_generators(self.config.seed, index, epoch)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.config.bf16 and self.device.type == "cuda" else nullcontext())
@@ -405,8 +379,6 @@ class _Loop:
                 norms.append(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip))
             optimizer.step()
             scheduler.step()
-            if ema_update is not None:
-                ema_update(ema, [p.detach() for p in params], None)
             losses.append(loss.detach())
         stacked = torch.stack(losses)
         step_losses = stacked.tolist()  # one device sync per epoch, not per step
