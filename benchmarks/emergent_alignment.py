@@ -73,9 +73,9 @@ TARGETS = {"held_out_accents": 0.90, "held_out_engine": 0.85, "max_gap_points": 
            "train_cpu_ratio_to_before": 2.0}
 
 
-def example_prompt_embeddings(params_path: Path = EXAMPLE_PARAMS) -> np.ndarray:
-    """(K, 384) frozen-encoder embeddings of the digits example's task.prompts, one row per class."""
-    task = load_params(params_path).task
+def example_prompt_embeddings(task=None) -> np.ndarray:
+    """(K, 384) frozen-encoder embeddings of a task's prompts (the digits example's without one), one row per class."""
+    task = task if task is not None else load_params(EXAMPLE_PARAMS).task
     return encode_class_prompts(build_prompts(tuple(str(c) for c in task.classes), task.prompts))
 
 
@@ -226,7 +226,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train, evaluation, data_seconds = build_data(Path(tmp), params, args.eval_samples, args.seed)
         before_train = training_data(Path(tmp), params, args.seed, speech=ENGLISH_ONLY_SPEECH)
-    prompt_emb = example_prompt_embeddings(args.params)
+    prompt_emb = example_prompt_embeddings(params.task)  # the file --params named, read once
     print(f"{len(train)} training rows ({(train.label >= 0).mean():.0%} labelled); evaluation rows per set "
           f"{ {str(k): int((evaluation['voice_group'] == k).sum()) for k in sorted(set(evaluation['voice_group']))} }; "
           f"data {data_seconds['data_seconds']:.0f} s", flush=True)
