@@ -67,6 +67,24 @@ FESTIVAL_VOICES: dict[str, str] = {
 FESTIVAL_TRIAL_VOICES: dict[str, str] = {"czech_krb": "festvox-czech-krb"}
 # --- flite (held out: never in training) ------------------------------------------------------------
 FLITE_VOICES: tuple[str, ...] = ("awb", "rms", "slt")
+# A festival clip given a pitch (espeak-ng's 0..99 scale, 50 the voice's own) has every F0 target of its intonation
+# scaled by 2 ** ((pitch - 50) / FESTIVAL_PITCH_SPAN): the demo's pitch range 30..70 is 0.79..1.26 times the voice's
+# F0, as other speakers of the same formants would say it. Done in an after-analysis hook, so every voice's own
+# intonation method (int_lr, the Czech contours, Fujisaki) keeps its shape.
+FESTIVAL_PITCH_SPAN = 60.0
+_F0_HOOK = """(define (flywheel-scale-f0 utt)
+  (mapcar (lambda (target) (item.set_feat target "f0" (* flywheel-f0-factor (item.feat target "f0"))))
+          (utt.relation.items utt 'Target))
+  utt)
+(set! flywheel-f0-factor 1.0)"""
+_F0_HOOK_ADD = """(set! after_analysis_hooks (append (cond ((consp after_analysis_hooks) after_analysis_hooks)
+                                           (after_analysis_hooks (list after_analysis_hooks)) (t nil))
+                                     (list flywheel-scale-f0)))"""
+
+
+def festival_f0_factor(pitch: int | None) -> float:
+    """How much a festival clip of this pitch scales its voice's F0 (1.0: the voice's own)."""
+    return 1.0 if pitch is None else 2.0 ** ((pitch - 50) / FESTIVAL_PITCH_SPAN)
 
 
 def engine_of(voice: str) -> str:
@@ -93,8 +111,8 @@ HELD_OUT_ENGINE_VOICES: tuple[str, ...] = tuple(f"{FLITE}:{v}" for v in FLITE_VO
 
 @dataclass(frozen=True)
 class Utterance:
-    """One clip to speak: `word` by `voice` at `speed` (words per minute) and `pitch` (espeak-ng 0..99;
-    None: the voice's own), written as a WAV at `path`."""
+    """One clip to speak: `word` by `voice` at `speed` (words per minute) and `pitch` (espeak-ng's 0..99, which
+    festival_f0_factor maps for festival; None: the voice's own; flite takes none), written as a WAV at `path`."""
 
     voice: str
     word: str
@@ -130,6 +148,18 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def festival_command(script: str) -> list[str]:
+    """festival running `script`, with the address space laid out alike each time (`setarch -R`, util-linux).
+
+    With Linux's address randomisation on, a festival batch of 600 clips came out with one or two clips different
+    between processes (a ked_diphone and a czech_machac clip of one seed in four variants over nine runs, same
+    script); with it off, 12 runs of three environments gave the same bytes. Festival's diphone synthesis reads
+    memory whose contents follow where things were placed; setarch makes that the same every time, so a seed
+    gives the same clips. Without setarch festival runs as it is, and may vary so."""
+    setarch = shutil.which("setarch")
+    return [*([setarch, "-R"] if setarch else []), "festival", "-b", script]
+
+
 def speak_festival(utterances: list[Utterance]) -> None:
     """Write festival clips with one festival process for them all: festival takes a third of a second to
     start, then milliseconds per voice loaded and per clip (one process per voice cost 5x as much)."""
@@ -142,18 +172,23 @@ def speak_festival(utterances: list[Utterance]) -> None:
         raise ValueError(f"festival voices {unknown} are not ones the example uses; known: {sorted(known)}")
     if not by_voice:
         return
-    lines = []
+    pitched = any(u.pitch is not None for u in utterances)
+    lines = [_F0_HOOK] if pitched else []  # without a pitch the script is what it always was, and so are the clips
     for name, group in by_voice.items():
         lines.append(f"(voice_{name})")
         if name.startswith("czech_"):  # its prosody draws from festival's own generator: clips would depend on
             lines.append("(set! czech-randomize nil)")  # what the process spoke before; variety is our seeded speed
+        if pitched:
+            lines.append(_F0_HOOK_ADD)  # selecting a voice resets the hooks
         for u in group:
             lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
+            if pitched:
+                lines.append(f"(set! flywheel-f0-factor {festival_f0_factor(u.pitch):.4f})")
             lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")
     with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     try:
-        result = subprocess.run(["festival", "-b", script.name], capture_output=True, text=True, check=False)
+        result = subprocess.run(festival_command(script.name), capture_output=True, text=True, check=False)
     finally:
         Path(script.name).unlink(missing_ok=True)
     missing = {name: [u for u in group if not u.path.exists()] for name, group in by_voice.items()}
