@@ -29,8 +29,9 @@ import soundfile as sf
 from PIL import Image, ImageFilter
 
 from examples.digits.speech import (
-    ESPEAK, ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS, HELD_OUT_ENGINE_VOICES,
-    HELD_OUT_VOICES, TRAIN_ENGLISH, Utterance, engine_of, required_programs, speak, speak_festival,
+    ESPEAK, ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_PITCH_VOICES, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS,
+    HELD_OUT_ENGINE_VOICES, HELD_OUT_VOICES, TRAIN_ENGLISH, Utterance, engine_of, required_programs, speak,
+    speak_festival, voice_name,
 )
 from examples.digits.vocabulary import DIGIT_WORDS
 
@@ -41,7 +42,7 @@ class VoiceGroup:
     name: str  # the manifest's voice_group
     voices: tuple[str, ...]
     weight: float  # share of rows, relative to the other groups of the profile
-    festival_pitch: bool = False  # festival rows get a pitch too (speech.festival_f0_factor); espeak-ng's always do
+    festival_pitch: bool = False  # festival rows of speech.FESTIVAL_PITCH_VOICES get a pitch too (festival_f0_factor)
 
 
 TRAINING_SPEECH: tuple[VoiceGroup, ...] = (  # espeak-ng and festival only
@@ -252,7 +253,8 @@ def _plan_samples(
     for i in range(samples):
         digit = int(digits[i])
         voice, group = speakers[i]
-        pitched = engine_of(voice) == ESPEAK or (engine_of(voice) == FESTIVAL and group.festival_pitch)
+        pitched = engine_of(voice) == ESPEAK or (engine_of(voice) == FESTIVAL and group.festival_pitch
+                                                 and voice_name(voice) in FESTIVAL_PITCH_VOICES)
         pool = by_digit[digit]
         plans.append(_SamplePlan(
             index=i,

@@ -72,8 +72,13 @@ FLITE_VOICES: tuple[str, ...] = ("awb", "rms", "slt")
 # F0, as other speakers of the same formants would say it. Done in an after-analysis hook, so every voice's own
 # intonation method (int_lr, the Czech contours, Fujisaki) keeps its shape.
 FESTIVAL_PITCH_SPAN = 60.0
+# The voices that take a pitch: the Czech ones crash festival (a segfault in their synthesis) when a lower F0 meets
+# slow speech (czech_machac, "two" at 0.84x F0 and Duration_Stretch 1.2), so they keep their own.
+FESTIVAL_PITCH_VOICES: tuple[str, ...] = ("kal_diphone", "ked_diphone", "suo_fi_lj_diphone", "hy_fi_mv_diphone")
 _F0_HOOK = """(define (flywheel-scale-f0 utt)
-  (mapcar (lambda (target) (item.set_feat target "f0" (* flywheel-f0-factor (item.feat target "f0"))))
+  (mapcar (lambda (target)
+            (if (> (item.feat target "f0") 0)  ; a target without an F0 reads 0: setting it would break the contour
+                (item.set_feat target "f0" (* flywheel-f0-factor (item.feat target "f0")))))
           (utt.relation.items utt 'Target))
   utt)
 (set! flywheel-f0-factor 1.0)"""
@@ -172,6 +177,10 @@ def speak_festival(utterances: list[Utterance]) -> None:
         raise ValueError(f"festival voices {unknown} are not ones the example uses; known: {sorted(known)}")
     if not by_voice:
         return
+    refused = sorted({voice_name(u.voice) for u in utterances if u.pitch is not None} - set(FESTIVAL_PITCH_VOICES))
+    if refused:
+        raise ValueError(f"festival voices {refused} take no pitch (they crash festival at a lower F0); "
+                         f"those that do: {list(FESTIVAL_PITCH_VOICES)}")
     pitched = any(u.pitch is not None for u in utterances)
     lines = [_F0_HOOK] if pitched else []  # without a pitch the script is what it always was, and so are the clips
     for name, group in by_voice.items():

@@ -421,6 +421,14 @@ def test_a_festival_pitch_moves_the_voice_f0_and_pitch_50_is_the_voice_own(tmp_p
     assert f0[2] / f0[0] == pytest.approx(festival_f0_factor(70) / festival_f0_factor(30), rel=0.15)
 
 
+def test_a_pitch_for_a_festival_voice_that_cannot_take_one_is_refused(tmp_path: Path) -> None:
+    from examples.digits.speech import Utterance, speak_festival
+
+    with pytest.raises(ValueError, match="czech_machac"):
+        speak_festival([Utterance("festival:czech_machac", "two", 120, 30, tmp_path / "x.wav")])
+    assert not (tmp_path / "x.wav").exists()
+
+
 def test_an_unknown_festival_voice_is_refused_by_name(tmp_path: Path) -> None:
     from examples.digits.speech import Utterance, speak_festival
 
