@@ -53,6 +53,9 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_one_speed60_drop  fest_one_speed60 with stochastic depth 0.1 in the audio tower (ImageBindConfig.audio_drop_path)
   fest_one_speed60_fmask  fest_one_speed60 with SpecAugment frequency masks on 80 % of clips, up to 10 bins (was 50 %, 6)
   fest_one_speed60_f0  fest_one_speed60 with festival's clips at 0.79-1.26x their voice's F0 (speech.festival_f0_factor)
+  fest_one_speed60_env  fest_one_speed60 with half the clips reduced to their spectral envelope (10-20 cepstral
+                coefficients of the 40 mel bins kept: audio_augment.smooth_envelope)
+  fest_one_speed60_env8  the same on 80 % of clips, keeping 8-16 coefficients
 
 --tune chooses among configs without the held-out engine: TUNE_VOICES (two festival voices) leave every training
 pool and are scored in its place (set `held_out_festival`); the evaluation batch holds no flite clip, and the
@@ -175,6 +178,8 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_one_speed60_drop": ("festival_heavy", {**ONE, "audio_drop_path": 0.1}, SPEED60, {}),
     "fest_one_speed60_fmask": ("festival_heavy", ONE, {**SPEED60, "freq_mask_prob": 0.8, "freq_mask_bins": 10}, {}),
     "fest_one_speed60_f0": ("festival_heavy_f0", ONE, SPEED60, {}),
+    "fest_one_speed60_env": ("festival_heavy", ONE, {**SPEED60, "envelope_prob": 0.5}, {}),
+    "fest_one_speed60_env8": ("festival_heavy", ONE, {**SPEED60, "envelope_prob": 0.8, "envelope_coeffs": (8, 16)}, {}),
 }
 
 
