@@ -56,6 +56,7 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_one_speed60_env  fest_one_speed60 with half the clips reduced to their spectral envelope (10-20 cepstral
                 coefficients of the 40 mel bins kept: audio_augment.smooth_envelope)
   fest_one_speed60_env8  the same on 80 % of clips, keeping 8-16 coefficients
+  fest_one_speed60_wd02  fest_one_speed60 with AdamW weight decay 0.2 instead of 0.05 (both stages)
 
 --tune chooses among configs without the held-out engine: TUNE_VOICES (two festival voices) leave every training
 pool and are scored in its place (set `held_out_festival`); the evaluation batch holds no flite clip, and the
@@ -180,6 +181,7 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_one_speed60_f0": ("festival_heavy_f0", ONE, SPEED60, {}),
     "fest_one_speed60_env": ("festival_heavy", ONE, {**SPEED60, "envelope_prob": 0.5}, {}),
     "fest_one_speed60_env8": ("festival_heavy", ONE, {**SPEED60, "envelope_prob": 0.8, "envelope_coeffs": (8, 16)}, {}),
+    "fest_one_speed60_wd02": ("festival_heavy", ONE, SPEED60, {"weight_decay": 0.2}),
 }
 
 
