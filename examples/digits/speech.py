@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 ESPEAK, FESTIVAL, FLITE = "espeak-ng", "festival", "flite"
@@ -160,9 +161,20 @@ def festival_command(script: str) -> list[str]:
     between processes (a ked_diphone and a czech_machac clip of one seed in four variants over nine runs, same
     script); with it off, 12 runs of three environments gave the same bytes. Festival's diphone synthesis reads
     memory whose contents follow where things were placed; setarch makes that the same every time, so a seed
-    gives the same clips. Without setarch festival runs as it is, and may vary so."""
-    setarch = shutil.which("setarch")
+    gives the same clips. Where that cannot be had (no setarch, or a sandbox that refuses the change: Docker's
+    default seccomp profile does) festival runs as it is, and may vary so."""
+    setarch = _working_setarch()
     return [*([setarch, "-R"] if setarch else []), "festival", "-b", script]
+
+
+@lru_cache(maxsize=1)
+def _working_setarch() -> str | None:
+    """setarch's path if it can turn address randomisation off here, else None (asked once per process)."""
+    setarch = shutil.which("setarch")
+    if setarch is None:
+        return None
+    probe = subprocess.run([setarch, "-R", "true"], capture_output=True, check=False)
+    return setarch if probe.returncode == 0 else None
 
 
 def speak_festival(utterances: list[Utterance]) -> None:
