@@ -35,7 +35,7 @@ class AudioAugmentParams(_Strict):
     vtlp_prob: float = Field(0.0, ge=0, le=1)
     vtlp_range: tuple[float, float] = (0.9, 1.1)  # warp factors, Jaitly & Hinton's; adult speakers span about +-10 %
     # Share of clips reduced to their spectral envelope (low cepstral coefficients along the mel axis): the word's
-    # formants without the voice's harmonics and excitation. Off until a project measures a gain (robust_speech.py).
+    # formants without the speaker's harmonics and excitation. Off until a project measures a gain (robust_speech.py).
     envelope_prob: float = Field(0.0, ge=0, le=1)
     envelope_coeffs: tuple[int, int] = (10, 20)  # cepstral coefficients kept, of n_mels (MFCCs keep 13 of 40)
 

@@ -194,7 +194,7 @@ def _dct_matrix(n: int, dtype: torch.dtype) -> Tensor:
 def smooth_envelope(x: Tensor, coeffs: tuple[int, int], generator: torch.Generator) -> Tensor:
     """Each frame's log-mel reduced to its spectral envelope: the low cepstral coefficients along the mel axis
     kept (between `coeffs` of them, drawn per clip), the rest zeroed. What goes is the fine structure, the
-    harmonics of the voice's pitch and its excitation's texture; what stays is the formant envelope that says the
+    harmonics of the speaker's pitch and the excitation's texture; what stays is the formant envelope that says the
     word. Synthesisers and speakers differ in the first far more than in the second. A constant frame (the
     padding floor) is unchanged."""
     mels = x.shape[-1]
