@@ -229,10 +229,14 @@ def clean_frame(table: pa.Table) -> pd.DataFrame:
 
 def column_objects(column: pd.Series) -> np.ndarray:
     """A column's values as Python objects: an Arrow-backed column's missing values as None (where pandas
-    would give <NA>), an object column's as they are."""
-    if isinstance(column.dtype, pd.ArrowDtype):
-        return column.to_numpy(dtype=object, na_value=None)
-    return column.to_numpy(dtype=object)
+    would give <NA>), and equal values as one object, as pyarrow's conversion to object columns shares them
+    (a language repeated in 100k rows is one string, not 100k); an object column's as they are."""
+    if not isinstance(column.dtype, pd.ArrowDtype):
+        return column.to_numpy(dtype=object)
+    codes, distinct = pd.factorize(column, use_na_sentinel=True)
+    values = np.empty(len(distinct) + 1, dtype=object)  # the last stands for a missing value: code -1
+    values[:-1] = distinct.to_numpy(dtype=object)
+    return values[codes]
 
 
 def rows_as_objects(frame: pd.DataFrame) -> pd.DataFrame:

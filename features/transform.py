@@ -224,7 +224,7 @@ def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, np.ndar
         stats = pq.read_table(clean_dir / STATS_FILE)
     except FileNotFoundError:
         return None
-    wanted = pa.array(column_objects(rows["sample_id"]), pa.string())
+    wanted = pa.array(rows["sample_id"], pa.string())  # Arrow-backed: the column's own buffers
     at = pc.index_in(wanted, value_set=stats["sample_id"].cast(pa.string()))
     if at.null_count:
         return None
