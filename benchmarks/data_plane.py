@@ -4,7 +4,8 @@ once, resamples the audio and computes the model inputs (image array, kaldi-nati
 both pinned to one core, at each batch size; plus a fully cached `flywheel run` as a whole process.
 
 Batches are scaled from the demo source as in benchmarks/data_scaling.py (every row distinct content).
-Each measurement runs in its own process, pinned to CPU 0, so its peak RSS and its core are its own.
+Each measurement runs in its own process, pinned to one core (the first of the CPUs it may use, so
+`taskset -c 1` moves it to core 1), so its peak RSS and its core are its own.
 Reported per size: rows/s of the bare loop and of the stages together, their ratio (target >= 0.7),
 rows/s and peak RSS per stage, peak RSS growth against the smallest size (target <= 1.2x at 100k rows
 against 1k), and the machine's load average before and after each measurement.
@@ -69,7 +70,8 @@ def bare_loop(batch: Path) -> dict:
 
 
 def child(mode: str, batch: Path, work: Path) -> dict:
-    os.sched_setaffinity(0, {0})  # one core, for the bare loop and the stages alike
+    # One core, for the bare loop and the stages alike: the first the process may use (`taskset -c 1` picks it)
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     from features.env import apply_process_environment
 
     apply_process_environment()

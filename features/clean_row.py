@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 
 from features.atomic import link_or_copy
@@ -211,3 +212,38 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for column in ("image_contrast", "audio_seconds", "audio_peak", "audio_rms_db"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
+
+
+# Arrow's string type read as pandas' Arrow-backed strings: the values stay in Arrow's buffers.
+_ARROW_TEXT = {pa.string(): pd.ArrowDtype(pa.string()), pa.large_string(): pd.ArrowDtype(pa.large_string())}
+
+
+def clean_frame(table: pa.Table) -> pd.DataFrame:
+    """The clean-rows table (as written to rows.parquet) as the stages pass it on: its text columns
+    Arrow-backed (`pd.ArrowDtype`), a few bytes a value in Arrow's buffers where a Python string costs
+    about 60 (0.45 KB a row in all, and twice that while converting); the other columns as `rows_to_frame`
+    types them. A missing text value is <NA> here: user code gets the rows through `rows_as_objects` (a
+    project's stage) or as row dicts (labelling functions), where it is None. `table` is consumed."""
+    return table.to_pandas(types_mapper=_ARROW_TEXT.get, self_destruct=True, split_blocks=True)
+
+
+def column_objects(column: pd.Series) -> np.ndarray:
+    """A column's values as Python objects: an Arrow-backed column's missing values as None (where pandas
+    would give <NA>), and equal values as one object, as pyarrow's conversion to object columns shares them
+    (a language repeated in 100k rows is one string, not 100k); an object column's as they are."""
+    if not isinstance(column.dtype, pd.ArrowDtype):
+        return column.to_numpy(dtype=object)
+    codes, distinct = pd.factorize(column, use_na_sentinel=True)
+    values = np.empty(len(distinct) + 1, dtype=object)  # the last stands for a missing value: code -1
+    values[:-1] = distinct.to_numpy(dtype=object)
+    return values[codes]
+
+
+def rows_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` with its Arrow-backed columns as Python objects, None where a value is missing:
+    the clean rows as pandas reads rows.parquet and as user code receives them."""
+    objects = frame.copy()
+    for column, dtype in frame.dtypes.items():
+        if isinstance(dtype, pd.ArrowDtype):
+            objects[column] = column_objects(frame[column])
+    return objects

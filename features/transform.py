@@ -14,6 +14,8 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
+from features.clean_row import column_objects, rows_as_objects
+
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
 IMAGE_FEATURES = ("img_mean", "img_ink_ratio", "img_center_col", "img_center_row", "img_sharpness", "img_contrast")
 AUDIO_FEATURES = ("aud_seconds", "aud_rms_db", "aud_peak", "aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")
@@ -222,7 +224,7 @@ def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, np.ndar
         stats = pq.read_table(clean_dir / STATS_FILE)
     except FileNotFoundError:
         return None
-    wanted = pa.array(rows["sample_id"].to_numpy(dtype=object), pa.string())
+    wanted = pa.array(rows["sample_id"], pa.string())  # Arrow-backed: the column's own buffers
     at = pc.index_in(wanted, value_set=stats["sample_id"].cast(pa.string()))
     if at.null_count:
         return None
@@ -230,8 +232,9 @@ def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, np.ndar
 
 
 def _present(column: pd.Series) -> np.ndarray:
-    """Where a row has the value: a non-empty path or caption (None, "" and NaN-free object columns alike)."""
-    return column.to_numpy(dtype=object).astype(bool)
+    """Where a row has the value: a non-empty path or caption (None or <NA>, and "" have none; NaN-free object
+    columns and Arrow-backed ones alike)."""
+    return column_objects(column).astype(bool)
 
 
 def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
@@ -254,8 +257,8 @@ def _features_from_stats(rows: pd.DataFrame, stats: dict[str, np.ndarray], at: n
     at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere."""
     has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
     columns: dict[str, object] = {
-        "sample_id": rows["sample_id"].to_numpy(dtype=object), "event_timestamp": rows["captured_at"].array,
-        "batch_id": np.full(len(rows), batch_id, object), "language": rows["language"].to_numpy(dtype=object),
+        "sample_id": column_objects(rows["sample_id"]), "event_timestamp": rows["captured_at"].array,
+        "batch_id": np.full(len(rows), batch_id, object), "language": column_objects(rows["language"]),
     }
     for name in ARRAY_STATS:
         columns[name] = np.where(has[name[:4]], stats[name][at], np.nan)
@@ -282,5 +285,5 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
             frames.append(_features_from_stats(chunk, stats, at[start : start + _CHUNK_ROWS], batch_id))
         else:
             frames.append(_feature_frame([_sample_record(clean_dir, row, batch_id)
-                                          for row in chunk.itertuples(index=False)]))
+                                          for row in rows_as_objects(chunk).itertuples(index=False)]))
     return pd.concat(frames, ignore_index=True) if frames else _feature_frame([])

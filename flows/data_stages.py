@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.clean import clean_batch
+from features.clean import clean_batch, rows_as_objects
 from features.ingest import IngestResult, ingest_batch
 from features.label import build_labels
 from features.label_functions import LabellingFunction
@@ -48,9 +48,11 @@ def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):
 
 def load_clean_rows(clean_dir: Path) -> pd.DataFrame:
     """The clean-rows table of a cleaned batch, as `stage_clean` returned it (a cached clean stage)."""
-    from features.clean import ROWS_NAME
+    import pyarrow.parquet as pq
 
-    return pd.read_parquet(clean_dir / ROWS_NAME)
+    from features.clean import ROWS_NAME, clean_frame
+
+    return clean_frame(pq.read_table(clean_dir / ROWS_NAME))
 
 
 def without_quarantined(rows: pd.DataFrame, quarantine_dir: Path, batch_id: str, stage: str) -> pd.DataFrame:
@@ -127,6 +129,7 @@ def stage_label(settings: Settings, batch_id: str, rows: pd.DataFrame, clean_dir
 
     params = label_params(settings)
     functions = labelling_functions(settings) if functions is None else functions
+    rows = rows_as_objects(rows)  # the rows as the labelling functions and the review queue are promised them
     labels, stats = build_labels(rows, settings.task, champion_votes(settings, batch_id), params, functions)
     queue = save_review_queue(settings.paths.review / batch_id, labels, rows, str(clean_dir), params.review_threshold,
                               settings.task)

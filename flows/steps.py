@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable
 
+from features.clean import rows_as_objects
 from features.locks import batch_lock
 from features.records import QuarantineRecord, StageReport
 from flows.data_stages import (
@@ -361,7 +362,7 @@ def extra_stage(ctx: RunContext, stage: "Stage") -> None:
     def compute() -> Any:
         context = ExtraStageContext(stage.name, MappingProxyType(dict(spec["params"])), batch, record.run_id, settings,
                                     MappingProxyType(json.loads(json.dumps(asdict(record), default=str))))
-        given = None if rows is None else rows.copy()
+        given = None if rows is None else rows_as_objects(rows)  # a copy, with None for a missing value
         kept, reasons, notes = _kept_rows(stage, rows, ctx.timed(stage.name, spec["fn"], given, context))
         if rows is None:
             record.stages[stage.name] = {"rows_in": None, "rows_out": None, "rows_quarantined": 0, "reasons": {},

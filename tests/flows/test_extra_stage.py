@@ -47,6 +47,7 @@ def _check_dedupe(settings, record) -> set[str]:
     assert stage["rows_in"] == summary["stages"]["transform"]["rows_out"]
     assert stage["rows_quarantined"] > 0 and stage["reasons"] == {"dropped_by_stage": stage["rows_quarantined"]}
     assert stage["rows_out"] == stage["kept_combinations"] == summary["stages"]["label"]["rows_in"]
+    assert stage["text_dtypes"] == ["object"]  # the rows in flight hold text in Arrow; a stage gets objects
     dropped = load_jsonl(settings.paths.quarantine / record.batch_id / "dedupe_by_metadata.jsonl")
     assert {row["reason"] for row in dropped} == {"dropped_by_stage"}
     assert all(row["detail"].startswith("same voice, language as ") for row in dropped)

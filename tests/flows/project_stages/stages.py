@@ -24,7 +24,9 @@ def keep_one_per(rows: pd.DataFrame, context) -> StageResult:
     kept_for = dict(zip(values[first], rows.loc[first, "sample_id"]))
     reasons = {sid: f"same {', '.join(fields)} as {kept_for[value]}"
                for sid, value in zip(rows.loc[~first, "sample_id"], values[~first])}
-    return StageResult(rows=rows[first], reasons=reasons, notes={"kept_combinations": int(first.sum())})
+    text = ("sample_id", "caption", "language", "meta")  # as a project's stage sees them: Python objects
+    return StageResult(rows=rows[first], reasons=reasons, notes={"kept_combinations": int(first.sum()),
+                                                                 "text_dtypes": sorted({str(rows[c].dtype) for c in text})})
 
 
 def count_rows(rows: pd.DataFrame | None, context) -> dict:
