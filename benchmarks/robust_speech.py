@@ -52,10 +52,8 @@ held-out accents and the held-out engine flite; image→text on held-out images)
   fest_one_speed60_pitch4  fest_one_speed60 with the mel shift on 80 % of clips up to ±4 bins (was 50 %, ±2)
   fest_one_speed60_drop  fest_one_speed60 with stochastic depth 0.1 in the audio tower (ImageBindConfig.audio_drop_path)
   fest_one_speed60_fmask  fest_one_speed60 with SpecAugment frequency masks on 80 % of clips, up to 10 bins (was 50 %, 6)
-  fest_one_speed60_f0  fest_one_speed60 with festival's clips at 0.79-1.26x their voice's F0 (speech.festival_f0_factor)
-  fest_one_speed60_env  fest_one_speed60 with half the clips reduced to their spectral envelope (10-20 cepstral
-                coefficients of the 40 mel bins kept: audio_augment.smooth_envelope)
-  fest_one_speed60_env8  the same on 80 % of clips, keeping 8-16 coefficients
+  (festival's voices at other F0s and a spectral-envelope augmentation were measured with configs of their own,
+  fest_one_speed60_f0 / _env / _env8, in commits 711d58f-941dcc4; both lost and their code was taken out again)
   fest_one_speed60_wd02  fest_one_speed60 with AdamW weight decay 0.2 instead of 0.05 (both stages)
 
 --tune chooses among configs without the held-out engine: TUNE_VOICES (two festival voices) leave every training
@@ -113,10 +111,6 @@ SPEECH: dict[str, tuple[VoiceGroup, ...] | None] = {
     # festival_heavy with festival's Czech child voice among the festival voices (a short vocal tract, a new speaker)
     "festival_heavy_krb": (VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.4),
                            VoiceGroup("train", (*FESTIVAL_TRAINING_VOICES, f"{FESTIVAL}:czech_krb"), 0.6)),
-    # festival_heavy with each festival row's F0 scaled 0.79-1.26x (speech.festival_f0_factor): the same recorded
-    # speakers' formants at other speakers' pitch, as espeak-ng's rows always get
-    "festival_heavy_f0": (VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.4),
-                          VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.6, festival_pitch=True)),
 }
 # --tune: festival voices held out of training and scored instead of flite. Festival's voices are diphones of
 # recorded speakers, the nearest thing training has to an engine built from other recordings; an American English
@@ -178,9 +172,6 @@ CONFIGS: dict[str, tuple[str, dict, dict | None, dict]] = {
     "fest_one_speed60_pitch4": ("festival_heavy", ONE, {**SPEED60, **SHIFT4}, {}),
     "fest_one_speed60_drop": ("festival_heavy", {**ONE, "audio_drop_path": 0.1}, SPEED60, {}),
     "fest_one_speed60_fmask": ("festival_heavy", ONE, {**SPEED60, "freq_mask_prob": 0.8, "freq_mask_bins": 10}, {}),
-    "fest_one_speed60_f0": ("festival_heavy_f0", ONE, SPEED60, {}),
-    "fest_one_speed60_env": ("festival_heavy", ONE, {**SPEED60, "envelope_prob": 0.5}, {}),
-    "fest_one_speed60_env8": ("festival_heavy", ONE, {**SPEED60, "envelope_prob": 0.8, "envelope_coeffs": (8, 16)}, {}),
     "fest_one_speed60_wd02": ("festival_heavy", ONE, SPEED60, {"weight_decay": 0.2}),
 }
 

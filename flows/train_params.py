@@ -34,22 +34,15 @@ class AudioAugmentParams(_Strict):
     # Off until a project measures a gain (benchmarks/robust_speech.py vtlp configs).
     vtlp_prob: float = Field(0.0, ge=0, le=1)
     vtlp_range: tuple[float, float] = (0.9, 1.1)  # warp factors, Jaitly & Hinton's; adult speakers span about +-10 %
-    # Share of clips reduced to their spectral envelope (low cepstral coefficients along the mel axis): the word's
-    # formants without the speaker's harmonics and excitation. Off until a project measures a gain (robust_speech.py).
-    envelope_prob: float = Field(0.0, ge=0, le=1)
-    envelope_coeffs: tuple[int, int] = (10, 20)  # cepstral coefficients kept, of n_mels (MFCCs keep 13 of 40)
 
     @model_validator(mode="after")
     def _ranges_in_order(self) -> "AudioAugmentParams":
-        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames", "vtlp_range", "envelope_coeffs"):
+        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames", "vtlp_range"):
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"train.audio_augment.{name} must be [low, high] with low <= high, got {[low, high]}")
         if self.speed_range[0] <= 0 or self.reverb_decay_frames[0] <= 0 or self.vtlp_range[0] <= 0:
             raise ValueError(f"train.audio_augment.speed_range, reverb_decay_frames and vtlp_range must be > 0, got "
                              f"{list(self.speed_range)}, {list(self.reverb_decay_frames)} and {list(self.vtlp_range)}")
-        if self.envelope_coeffs[0] < 1:
-            raise ValueError(f"train.audio_augment.envelope_coeffs must keep at least 1 coefficient, got "
-                             f"{list(self.envelope_coeffs)}")
         return self
 

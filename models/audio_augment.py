@@ -51,15 +51,13 @@ class AudioAugment:
     freq_mask_bins: int  # widest masked band of bins
     vtlp_prob: float  # share of clips whose frequency axis is warped (VTLP): vocal tracts differ in length
     vtlp_range: tuple[float, float]  # warp factor range; > 1 moves formants up (a shorter vocal tract)
-    envelope_prob: float  # share of clips reduced to their spectral envelope (smooth_envelope)
-    envelope_coeffs: tuple[int, int]  # range of the cepstral coefficients kept (along the mel axis)
     sample_rate: int  # the inputs' sample rate, Hz: where the mel axis ends (VTLP warps in Hz)
 
     def __post_init__(self) -> None:
-        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames", "vtlp_range", "envelope_coeffs"):  # JSON: lists
+        for name in ("speed_range", "noise_snr_db", "reverb_decay_frames", "vtlp_range"):  # JSON gives lists back
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("speed_prob", "pitch_prob", "noise_prob", "reverb_prob", "gain_prob", "time_mask_prob",
-                     "freq_mask_prob", "vtlp_prob", "envelope_prob"):
+                     "freq_mask_prob", "vtlp_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"audio augment {name} must be a probability in [0, 1], got {value}")
@@ -72,9 +70,6 @@ class AudioAugment:
         for name in ("pitch_max_bins", "gain_db", "time_mask_frames", "freq_mask_bins"):
             if getattr(self, name) < 0:
                 raise ValueError(f"audio augment {name} must be >= 0, got {getattr(self, name)}")
-        if not 1 <= self.envelope_coeffs[0] <= self.envelope_coeffs[1]:
-            raise ValueError(f"audio augment envelope_coeffs must be (low, high) with 1 <= low <= high, "
-                             f"got {self.envelope_coeffs}")
         if self.sample_rate <= 2 * KALDI_MEL_LOW_HZ:
             raise ValueError(f"audio augment sample_rate must be over {2 * KALDI_MEL_LOW_HZ:g} Hz (the mel axis starts "
                              f"at {KALDI_MEL_LOW_HZ:g} Hz), got {self.sample_rate}")
@@ -87,7 +82,6 @@ class AudioAugment:
             (self.speed_prob, lambda x, g: speed_perturb(x, self.speed_range, g)),
             (self.pitch_prob, lambda x, g: pitch_shift(x, self.pitch_max_bins, g)),
             (self.vtlp_prob, lambda x, g: warp_vocal_tract(x, self.vtlp_range, self.sample_rate, g)),
-            (self.envelope_prob, lambda x, g: smooth_envelope(x, self.envelope_coeffs, g)),
             (self.reverb_prob, lambda x, g: add_reverb(x, self.reverb_decay_frames, g)),
             (self.noise_prob, lambda x, g: add_noise(x, self.noise_snr_db, g)),
             (self.gain_prob, lambda x, g: change_gain(x, self.gain_db, g)),
@@ -180,29 +174,6 @@ def warp_vocal_tract(x: Tensor, factor_range: tuple[float, float], sample_rate: 
         nyquist - (nyquist - centre_hz) * (nyquist - boundary) / (nyquist - warped_boundary))  # (B, M)
     positions = (_mel(source_hz.clamp(min=KALDI_MEL_LOW_HZ)) - low) / step - 1  # fractional bin index
     return _interpolate(x, positions, 2, None)
-
-
-def _dct_matrix(n: int, dtype: torch.dtype) -> Tensor:
-    """The orthonormal DCT-II as an (n, n) matrix: coefficients = D @ values, values = D.T @ coefficients."""
-    k = torch.arange(n, dtype=torch.float64)[:, None]
-    i = torch.arange(n, dtype=torch.float64)[None, :]
-    d = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2.0 / n)
-    d[0] /= math.sqrt(2.0)
-    return d.to(dtype)
-
-
-def smooth_envelope(x: Tensor, coeffs: tuple[int, int], generator: torch.Generator) -> Tensor:
-    """Each frame's log-mel reduced to its spectral envelope: the low cepstral coefficients along the mel axis
-    kept (between `coeffs` of them, drawn per clip), the rest zeroed. What goes is the fine structure, the
-    harmonics of the speaker's pitch and the excitation's texture; what stays is the formant envelope that says the
-    word. Synthesisers and speakers differ in the first far more than in the second. A constant frame (the
-    padding floor) is unchanged."""
-    mels = x.shape[-1]
-    d = _dct_matrix(mels, x.dtype)
-    keep = torch.randint(coeffs[0], min(coeffs[1], mels) + 1, (x.shape[0],), generator=generator)  # (B,)
-    mask = (torch.arange(mels)[None, :] < keep[:, None]).to(x.dtype)  # (B, M)
-    cepstra = x @ d.T  # (B, T, M) coefficients
-    return (cepstra * mask[:, None, :]) @ d
 
 
 def add_noise(x: Tensor, snr_db: tuple[float, float], generator: torch.Generator) -> Tensor:

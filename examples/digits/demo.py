@@ -29,9 +29,8 @@ import soundfile as sf
 from PIL import Image, ImageFilter
 
 from examples.digits.speech import (
-    ESPEAK, ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_PITCH_VOICES, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS,
-    HELD_OUT_ENGINE_VOICES, HELD_OUT_VOICES, TRAIN_ENGLISH, Utterance, engine_of, required_programs, speak,
-    speak_festival, voice_name,
+    ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS, HELD_OUT_ENGINE_VOICES,
+    HELD_OUT_VOICES, TRAIN_ENGLISH, Utterance, engine_of, required_programs, speak, speak_festival,
 )
 from examples.digits.vocabulary import DIGIT_WORDS
 
@@ -42,7 +41,6 @@ class VoiceGroup:
     name: str  # the manifest's voice_group
     voices: tuple[str, ...]
     weight: float  # share of rows, relative to the other groups of the profile
-    festival_pitch: bool = False  # festival rows of speech.FESTIVAL_PITCH_VOICES get a pitch too (festival_f0_factor)
 
 
 TRAINING_SPEECH: tuple[VoiceGroup, ...] = (  # espeak-ng and festival only
@@ -178,7 +176,7 @@ class _SamplePlan:
     voice: str
     voice_group: str
     speed: int
-    pitch: int | None  # None: the voice's own (flite's always; festival's unless its group has festival_pitch)
+    pitch: int | None  # None: the voice's own (festival and flite take no pitch here)
     language: str
     caption: str
     label: int | None
@@ -215,15 +213,15 @@ def _choose(rng: np.random.Generator, options: tuple[str, ...], size: int) -> li
     return [options[int(u * len(options))] for u in rng.random(size)]
 
 
-def _choose_speech(rng: np.random.Generator, speech: tuple[VoiceGroup, ...], size: int) -> list[tuple[str, VoiceGroup]]:
-    """(voice, its group) per row: a group by weight, then a voice of it; two draws per row, whatever the groups."""
+def _choose_speech(rng: np.random.Generator, speech: tuple[VoiceGroup, ...], size: int) -> list[tuple[str, str]]:
+    """(voice, group name) per row: a group by weight, then a voice of it; two draws per row, whatever the groups."""
     weights = np.array([group.weight for group in speech], dtype=float)
     edges = np.cumsum(weights / weights.sum())
     group_picks, voice_picks = rng.random(size), rng.random(size)
     chosen = []
     for g, v in zip(group_picks, voice_picks):
         group = speech[min(int(np.searchsorted(edges, g, side="right")), len(speech) - 1)]
-        chosen.append((group.voices[int(v * len(group.voices))], group))
+        chosen.append((group.voices[int(v * len(group.voices))], group.name))
     return chosen
 
 
@@ -253,19 +251,16 @@ def _plan_samples(
     plans = []
     for i in range(samples):
         digit = int(digits[i])
-        voice, group = speakers[i]
-        pitched = engine_of(voice) == ESPEAK or (engine_of(voice) == FESTIVAL and group.festival_pitch
-                                                 and voice_name(voice) in FESTIVAL_PITCH_VOICES)
         pool = by_digit[digit]
         plans.append(_SamplePlan(
             index=i,
             sample_id=f"d{seed}-{i:05d}",
             digit=digit,
             image_index=int(pool[int(image_picks[i] * len(pool))]),
-            voice=voice,
-            voice_group=group.name,
+            voice=speakers[i][0],
+            voice_group=speakers[i][1],
             speed=int(speeds[i]),
-            pitch=int(pitches[i]) if pitched else None,
+            pitch=int(pitches[i]) if engine_of(speakers[i][0]) == "espeak-ng" else None,
             language=languages[i],
             caption=_caption(languages[i], digit, bool(generic[i]), float(template_picks[i])),
             label=digit if labelled[i] else None,

@@ -68,29 +68,6 @@ FESTIVAL_VOICES: dict[str, str] = {
 FESTIVAL_TRIAL_VOICES: dict[str, str] = {"czech_krb": "festvox-czech-krb"}
 # --- flite (held out: never in training) ------------------------------------------------------------
 FLITE_VOICES: tuple[str, ...] = ("awb", "rms", "slt")
-# A festival clip given a pitch (espeak-ng's 0..99 scale, 50 the voice's own) has every F0 target of its intonation
-# scaled by 2 ** ((pitch - 50) / FESTIVAL_PITCH_SPAN): the demo's pitch range 30..70 is 0.79..1.26 times the voice's
-# F0, as other speakers of the same formants would say it. Done in an after-analysis hook, so every voice's own
-# intonation method (int_lr, the Czech contours, Fujisaki) keeps its shape.
-FESTIVAL_PITCH_SPAN = 60.0
-# The voices that take a pitch: the Czech ones crash festival (a segfault in their synthesis) when a lower F0 meets
-# slow speech (czech_machac, "two" at 0.84x F0 and Duration_Stretch 1.2), so they keep their own.
-FESTIVAL_PITCH_VOICES: tuple[str, ...] = ("kal_diphone", "ked_diphone", "suo_fi_lj_diphone", "hy_fi_mv_diphone")
-_F0_HOOK = """(define (flywheel-scale-f0 utt)
-  (mapcar (lambda (target)
-            (if (> (item.feat target "f0") 0)  ; a target without an F0 reads 0: setting it would break the contour
-                (item.set_feat target "f0" (* flywheel-f0-factor (item.feat target "f0")))))
-          (utt.relation.items utt 'Target))
-  utt)
-(set! flywheel-f0-factor 1.0)"""
-_F0_HOOK_ADD = """(set! after_analysis_hooks (append (cond ((consp after_analysis_hooks) after_analysis_hooks)
-                                           (after_analysis_hooks (list after_analysis_hooks)) (t nil))
-                                     (list flywheel-scale-f0)))"""
-
-
-def festival_f0_factor(pitch: int | None) -> float:
-    """How much a festival clip of this pitch scales its voice's F0 (1.0: the voice's own)."""
-    return 1.0 if pitch is None else 2.0 ** ((pitch - 50) / FESTIVAL_PITCH_SPAN)
 
 
 def engine_of(voice: str) -> str:
@@ -117,8 +94,8 @@ HELD_OUT_ENGINE_VOICES: tuple[str, ...] = tuple(f"{FLITE}:{v}" for v in FLITE_VO
 
 @dataclass(frozen=True)
 class Utterance:
-    """One clip to speak: `word` by `voice` at `speed` (words per minute) and `pitch` (espeak-ng's 0..99, which
-    festival_f0_factor maps for festival; None: the voice's own; flite takes none), written as a WAV at `path`."""
+    """One clip to speak: `word` by `voice` at `speed` (words per minute) and `pitch` (espeak-ng 0..99;
+    None: the voice's own), written as a WAV at `path`."""
 
     voice: str
     word: str
@@ -189,22 +166,13 @@ def speak_festival(utterances: list[Utterance]) -> None:
         raise ValueError(f"festival voices {unknown} are not ones the example uses; known: {sorted(known)}")
     if not by_voice:
         return
-    refused = sorted({voice_name(u.voice) for u in utterances if u.pitch is not None} - set(FESTIVAL_PITCH_VOICES))
-    if refused:
-        raise ValueError(f"festival voices {refused} take no pitch (they crash festival at a lower F0); "
-                         f"those that do: {list(FESTIVAL_PITCH_VOICES)}")
-    pitched = any(u.pitch is not None for u in utterances)
-    lines = [_F0_HOOK] if pitched else []  # without a pitch the script is what it always was, and so are the clips
+    lines = []
     for name, group in by_voice.items():
         lines.append(f"(voice_{name})")
         if name.startswith("czech_"):  # its prosody draws from festival's own generator: clips would depend on
             lines.append("(set! czech-randomize nil)")  # what the process spoke before; variety is our seeded speed
-        if pitched:
-            lines.append(_F0_HOOK_ADD)  # selecting a voice resets the hooks
         for u in group:
             lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
-            if pitched:
-                lines.append(f"(set! flywheel-f0-factor {festival_f0_factor(u.pitch):.4f})")
             lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")
     with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
         script.write("\n".join(lines) + "\n")

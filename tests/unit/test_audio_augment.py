@@ -22,7 +22,6 @@ from models.audio_augment import (
     mask_mels,
     mask_time,
     pitch_shift,
-    smooth_envelope,
     speed_perturb,
     warp_vocal_tract,
 )
@@ -41,10 +40,9 @@ EACH = {
     "time_mask": lambda x, g: mask_time(x, 15, g),
     "freq_mask": lambda x, g: mask_mels(x, 6, g),
     "vtlp": lambda x, g: warp_vocal_tract(x, (0.85, 1.15), SAMPLE_RATE, g),
-    "envelope": lambda x, g: smooth_envelope(x, (10, 20), g),
 }
 PROBS = ("speed_prob", "pitch_prob", "noise_prob", "reverb_prob", "gain_prob", "time_mask_prob", "freq_mask_prob",
-         "vtlp_prob", "envelope_prob")
+         "vtlp_prob")
 
 
 def log_mels(rows: int = 8, seed: int = 0) -> torch.Tensor:
@@ -132,24 +130,6 @@ def test_vtlp_keeps_the_top_of_the_band_where_it_is() -> None:
         assert int(warped[0, 0].argmax()) == MELS - 1, factor
 
 
-def test_the_envelope_keeps_the_formant_drops_the_harmonics_and_leaves_the_padding_alone() -> None:
-    """A formant with a ripple of harmonics on it (every other bin up and down): the envelope keeps the formant
-    where it was and takes the ripple out; the padding floor, a constant frame, comes back as it went in."""
-    formant = (-10.0 + 8.0 * torch.exp(-((torch.arange(MELS) - 12.0) ** 2) / 50.0)).expand(1, FRAMES, MELS).clone()
-    ripple = 1.5 * torch.tensor([(-1.0) ** m for m in range(MELS)])
-    x = formant + ripple
-    x[:, FRAMES // 2 :] = float(np.log(np.finfo(np.float32).eps))
-    smooth = smooth_envelope(x, (10, 10), torch.Generator().manual_seed(0))
-    assert smooth.shape == x.shape and smooth.dtype == x.dtype
-    speech, padding = slice(0, FRAMES // 2), slice(FRAMES // 2, None)
-    assert torch.allclose(smooth[:, padding], x[:, padding], atol=1e-4)
-    left = (smooth[:, speech] - formant[:, speech]).abs().mean()
-    assert left < 0.2 * ripple.abs().mean()  # most of the ripple is gone
-    assert abs(float(peak_bins(smooth)[0]) - float(peak_bins(formant)[0])) < 0.5
-    everything = smooth_envelope(x, (MELS, MELS), torch.Generator().manual_seed(0))  # every coefficient: as it was
-    assert torch.allclose(everything, x, atol=1e-3)
-
-
 def test_a_bad_range_or_probability_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="noise_prob.*1.5"):
         augment_at(noise_prob=1.5)
@@ -159,10 +139,6 @@ def test_a_bad_range_or_probability_is_refused_by_name() -> None:
         TrainParams(audio_augment={"speed_range": (1.2, 0.8)})
     with pytest.raises(ValueError, match="vtlp_range"):
         TrainParams(audio_augment={"vtlp_range": (0.0, 1.1)})
-    with pytest.raises(ValueError, match="envelope_coeffs"):
-        TrainParams(audio_augment={"envelope_coeffs": (0, 10)})
-    with pytest.raises(ValueError, match="envelope_coeffs"):
-        augment_at(envelope_coeffs=(20, 10))
     with pytest.raises(ValueError, match="vtlp_prob.*2"):
         augment_at(vtlp_prob=2.0)
 

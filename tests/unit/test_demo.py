@@ -405,30 +405,6 @@ def test_festival_runs_without_address_randomisation(tmp_path: Path) -> None:
     assert int(seen.read_text(), 16) & addr_no_randomize
 
 
-def test_a_festival_pitch_moves_the_voice_f0_and_pitch_50_is_the_voice_own(tmp_path: Path) -> None:
-    """A festival row given a pitch is spoken at that share of its voice's F0 (speech.festival_f0_factor);
-    pitch 50 is the voice as it is, byte for byte, so a batch without festival pitches is what it was."""
-    from examples.digits.speech import Utterance, festival_f0_factor, speak_festival
-    from features.transform import estimate_pitch
-
-    own = Utterance("festival:kal_diphone", "seven", 175, None, tmp_path / "own.wav")
-    speak_festival([own])
-    pitched = [Utterance("festival:kal_diphone", "seven", 175, p, tmp_path / f"{p}.wav") for p in (30, 50, 70)]
-    speak_festival(pitched)
-    assert pitched[1].path.read_bytes() == own.path.read_bytes()
-    f0 = [estimate_pitch(read_wave(u.path), 16000) for u in pitched]
-    assert f0[0] < f0[1] < f0[2]
-    assert f0[2] / f0[0] == pytest.approx(festival_f0_factor(70) / festival_f0_factor(30), rel=0.15)
-
-
-def test_a_pitch_for_a_festival_voice_that_cannot_take_one_is_refused(tmp_path: Path) -> None:
-    from examples.digits.speech import Utterance, speak_festival
-
-    with pytest.raises(ValueError, match="czech_machac"):
-        speak_festival([Utterance("festival:czech_machac", "two", 120, 30, tmp_path / "x.wav")])
-    assert not (tmp_path / "x.wav").exists()
-
-
 def test_an_unknown_festival_voice_is_refused_by_name(tmp_path: Path) -> None:
     from examples.digits.speech import Utterance, speak_festival
 
