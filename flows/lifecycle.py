@@ -11,12 +11,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from features.clean import Chunk, ChunkOutcome, CleanParams, clean_rows_chunk, usable_cpus
+from features.clean import Chunk, ChunkOutcome, CleanParams, clean_rows_chunk, decoding_threads
 from flows.data_stages import stage_clean
 from flows.drift_events import emit_drift_event
 from flows.loop import reaction
 from flows.pipeline import RunRecord, new_run_id, run_stages
 from flows.settings import Settings
+from flows.stage_config import clean_params
 from flows.stage_cache import is_cached_restore
 
 
@@ -63,12 +64,11 @@ def clean_subflow(settings: Settings, raw_dir: Path):
 
 
 def run_clean_subflow(settings: Settings, raw_dir: Path):
-    """Local threads by default, as many as the default mapper would start (CleanParams.workers, capped at the
-    CPUs this process may use: `features.clean.map_chunks_with_threads` says why); the Dask cluster at
-    FLYWHEEL_DASK_ADDRESS when one is given."""
+    """Local threads by default, as many as the default mapper starts (`features.clean.decoding_threads`); the
+    Dask cluster at FLYWHEEL_DASK_ADDRESS when one is given."""
     if settings.dask_address is None:
-        threads = min(CleanParams.workers, usable_cpus())
-        return clean_subflow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=threads))(settings, raw_dir)
+        runner = ThreadPoolTaskRunner(max_workers=decoding_threads(clean_params(settings)))
+        return clean_subflow.with_options(task_runner=runner)(settings, raw_dir)
     from prefect_dask import DaskTaskRunner
 
     return clean_subflow.with_options(task_runner=DaskTaskRunner(address=settings.dask_address))(settings, raw_dir)
