@@ -1,18 +1,38 @@
-"""The embedded MLflow store (`sqlite:///…/mlflow.db`), created whole or not at all.
+"""The embedded MLflow store (`sqlite:///…/mlflow.db`), created whole or not at all, and cheaply.
 
 MLflow creates a new SQLite store's tables with its migrations, in the database file itself: a process
 killed meanwhile leaves a database that every later process refuses ("table … already exists"
 while it creates the tables again), so the home would need a hand-deleted `mlflow.db`. Here a new store
-is created in a temporary file beside it (the same migrations, by a real client) and renamed into place:
-a kill leaves no database, which the next process creates afresh, or the finished one.
+is made in a temporary file beside it and renamed into place: a kill leaves no database, which the next
+process creates afresh, or the finished one.
+
+Running the migrations takes 1.3-1.5 s, for every new home. So they run once per MLflow version on a
+machine, by a real client, into an empty store kept in flywheel's cache folder (`cache_dir()`); a new
+home's store is a copy of it, opened once by MLflow's client before its rename (which checks the schema
+and adds MLflow's default experiment). A cached store that MLflow refuses is made again, never trusted.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import sqlite3
 from pathlib import Path
 from urllib.parse import unquote
 
 from features.atomic import atomic_path, remove_orphans
+
+logger = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where flywheel keeps what it can make again on this machine: $FLYWHEEL_CACHE_DIR, else
+    $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel."""
+    if os.environ.get("FLYWHEEL_CACHE_DIR"):
+        return Path(os.environ["FLYWHEEL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"
+
 
 def ensure_sqlite_store(uri: str) -> None:
     """Create the SQLite store `uri` names, atomically, when its file does not exist; other URIs are left alone."""
@@ -27,13 +47,62 @@ def ensure_sqlite_store(uri: str) -> None:
             if not path.exists():
                 remove_orphans(path.parent)  # what a creation killed earlier left
                 with atomic_path(path, suffix=".db") as tmp:
-                    tmp.unlink()  # SQLite creates the file itself
-                    _create_store(f"sqlite:///{tmp}")
+                    _new_store(tmp)
 
 
-def _create_store(uri: str) -> None:
-    """The tables and the default experiment, as MLflow's client creates them on first use (not cached:
-    nothing keeps a connection to the temporary file once it is renamed)."""
+def _new_store(tmp: Path) -> None:
+    """A new store at `tmp`: a copy of the cached empty one where MLflow accepts it, else migrated here (beside
+    `tmp`: MLflow may keep an engine open on a refused copy's file)."""
+    template = _empty_store()
+    if template is not None:
+        shutil.copyfile(template, tmp)
+        try:
+            _open_store(f"sqlite:///{tmp}")
+            return
+        except Exception as err:  # noqa: BLE001 - whatever MLflow refuses in a cached store, it is made again
+            logger.warning("the cached empty MLflow store %s was refused (%s): making it again", template, err)
+            template.unlink(missing_ok=True)
+    fresh = tmp.with_name(tmp.name + ".fresh.db")  # a temporary name of this process: swept if it is killed
+    _open_store(f"sqlite:///{fresh}")
+    os.replace(fresh, tmp)
+
+
+def _empty_store() -> Path | None:
+    """The cached store with MLflow's tables and no experiment for the installed MLflow, made when missing
+    (atomically, once for concurrent callers); None where the cache folder cannot be written."""
+    import mlflow
+    from filelock import FileLock
+
+    folder = cache_dir()
+    template = folder / f"mlflow-{mlflow.__version__}-empty.db"
+    if template.is_file():
+        return template
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(template.with_name(template.name + ".lock"))):
+            if not template.is_file():
+                remove_orphans(folder)
+                with atomic_path(template, suffix=".db") as tmp:
+                    tmp.unlink()
+                    _open_store(f"sqlite:///{tmp}")
+                    _drop_default_experiment(tmp)
+    except OSError as err:
+        logger.info("no cached MLflow store (%s): each new store runs MLflow's migrations", err)
+        return None
+    return template
+
+
+def _drop_default_experiment(database: Path) -> None:
+    """MLflow's client adds its default experiment (id 0) to a store without one, with the artifact folder
+    of the process that opens it: each home's first client gives it its own, not the cache's creator's."""
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM experiments WHERE experiment_id = 0")
+    connection.close()
+
+
+def _open_store(uri: str) -> None:
+    """Open the store as MLflow's client does on first use: the tables made or their schema checked, the default
+    experiment added (not cached: nothing keeps a connection to a temporary file once it is renamed)."""
     from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
 
     store = _get_sqlalchemy_store(uri, None)

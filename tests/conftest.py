@@ -3,11 +3,21 @@ small demo batches, fast params."""
 
 from __future__ import annotations
 
-from features.env import apply_process_environment
+import os
+
+# Each pytest-xdist worker gets its share of the cores for the math libraries' thread pools (torch's OpenMP,
+# numpy's BLAS), inherited by the processes a test starts. Two workers on two cores each running two OpenMP
+# threads stall one another (a parallel region waits for a thread the other worker has descheduled): a
+# lifecycle run took 15 % longer so. Set before anything imports torch or numpy; a value given outside stays.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
+from features.env import apply_process_environment  # noqa: E402
 
 apply_process_environment()
 
-import os  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
