@@ -84,11 +84,13 @@ run: install golden demo-data
 
 # Two pytest workers, each taking whole test files (--dist loadfile keeps a module's fixtures in one
 # process): much of the suite waits on servers, subprocesses and leases, so two overlap on two cores.
+# Files are handed out in the order tests/conftest.py puts them (the slow ones first), not xdist's default
+# (most tests first, which left a long one-test file running alone at the end).
 TEST_WORKERS ?= 2
 
 test: install golden
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The documentation site (docs/, mkdocs.yml) into site/; `$(BIN)/mkdocs serve` previews it.
 docs: install

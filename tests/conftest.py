@@ -202,3 +202,11 @@ def bounded_prefect_event_drains():
     EventsWorker.drain_all = classmethod(drain_all)
     yield
     EventsWorker.drain_all = classmethod(original)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Files marked slow first (in their collected order, each file's tests kept together and in order), the
+    quick ones after: pytest-xdist hands out whole files (`--dist loadfile`) in this order, so the quick
+    files fill in around the long ones instead of one long file running alone at the end of the session."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
