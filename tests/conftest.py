@@ -191,13 +191,14 @@ def bounded_prefect_event_drains():
     """Prefect's test harness drains every events worker of the process with no time limit before it stops
     its server. On an xdist worker that ran other Prefect tests first, that drain was seen to wait forever
     (test_stage_retries' harness teardown, both workers idle): an events worker of an earlier, stopped
-    harness never finishes. A minute is plenty for real events; then the harness goes on and stops."""
+    harness never finishes. 15 s is plenty for real events (they drain in well under a second); then the
+    harness goes on and stops. It was a minute, which that teardown then waited out whole."""
     from prefect.events.worker import EventsWorker
 
     original = EventsWorker.drain_all.__func__
 
     def drain_all(cls, timeout: float | None = None, at_exit: bool = True):
-        return original(cls, 60.0 if timeout is None else timeout, at_exit)
+        return original(cls, 15.0 if timeout is None else timeout, at_exit)
 
     EventsWorker.drain_all = classmethod(drain_all)
     yield

@@ -53,10 +53,10 @@ def prefect_api():
 
 
 @pytest.fixture(scope="module")
-def home(demo_batch_factory, tmp_path_factory, webhook):
+def home(demo_batch_factory, tmp_path_factory, webhook, small_golden_batch):
     """A home whose champion was trained on one batch; alerts go to the webhook."""
     home = tmp_path_factory.mktemp("home")
-    params = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml")
+    params = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml", golden=small_golden_batch)
     values = yaml.safe_load(params.read_text())
     values["alerts"] = {"cooldown_hours": 1.0, "sinks": [{"name": "hook", "kind": "webhook", "url": webhook[0]}]}
     params.write_text(yaml.safe_dump(values))

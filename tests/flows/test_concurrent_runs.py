@@ -23,12 +23,13 @@ PROJECT = Path(__file__).resolve().parents[2]
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
 
 
-def test_two_runs_on_one_batch_ingest_it_once_and_register_at_most_one_version_each(tmp_path, demo_batch_factory):
+def test_two_runs_on_one_batch_ingest_it_once_and_register_at_most_one_version_each(tmp_path, demo_batch_factory,
+                                                                                  small_golden_batch):
     from mlflow import MlflowClient
 
     from flows.settings import load_settings
 
-    home, params = tmp_path / "home", write_fast_lifecycle_params(tmp_path / "params.yaml")
+    home, params = tmp_path / "home", write_fast_lifecycle_params(tmp_path / "params.yaml", golden=small_golden_batch)
     batch = demo_batch_factory(samples=80, seed=31)
     env = {**os.environ, "COLUMNS": "200"}
     command = [FLYWHEEL, "run", "--plain", "--home", str(home), "--params", str(params), "--source", str(batch)]

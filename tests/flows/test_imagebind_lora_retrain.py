@@ -24,8 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def lora_retrain(demo_batch_factory, tmp_path_factory):
-    path = write_fast_lifecycle_params(tmp_path_factory.mktemp("params-iblora") / "params.yaml")
+def lora_retrain(demo_batch_factory, tmp_path_factory, small_golden_batch):
+    path = write_fast_lifecycle_params(tmp_path_factory.mktemp("params-iblora") / "params.yaml", golden=small_golden_batch)
     params = yaml.safe_load(path.read_text())
     params["train"].setdefault("imagebind_lora", {}).update(enabled=True, epochs_stage1=2, epochs_stage2=2)
     path.write_text(yaml.safe_dump(params))

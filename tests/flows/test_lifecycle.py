@@ -34,9 +34,9 @@ def harness():
 
 
 @pytest.fixture(scope="module")
-def two_runs(harness, demo_batch_factory, tmp_path_factory):
+def two_runs(harness, demo_batch_factory, tmp_path_factory, small_golden_batch):
     home = tmp_path_factory.mktemp("home")
-    params = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml")
+    params = write_fast_lifecycle_params(tmp_path_factory.mktemp("params") / "params.yaml", golden=small_golden_batch)
     settings = load_settings(home, params)
     with frequent_system_metrics():
         first = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=11), "run-1")
