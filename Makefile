@@ -82,11 +82,12 @@ run: install golden demo-data
 	$(BIN)/flywheel run --source data/landing/batch-001
 	$(BIN)/flywheel run --source data/landing/batch-002
 
-# Two pytest workers, each taking whole test files (--dist loadfile keeps a module's fixtures in one
-# process): much of the suite waits on servers, subprocesses and leases, so two overlap on two cores.
+# Three pytest workers, each taking whole test files (--dist loadfile keeps a module's fixtures in one
+# process): much of the suite waits on servers, subprocesses and leases (two workers left the 2 cores idle
+# 11 % of the time), so a third fills those waits; each worker's math libraries get one thread (tests/conftest.py).
 # Files are handed out in the order tests/conftest.py puts them (the slow ones first), not xdist's default
 # (most tests first, which left a long one-test file running alone at the end).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 test: install golden
 	$(BIN)/lint-imports
