@@ -292,7 +292,8 @@ def _save_checkpoint(
 
     # The suite saved once: GX's `add_or_update` of a validation definition saves its suite again, and a
     # checkpoint's saves its definitions again, each comparing every stored expectation with every new one
-    # (about 0.7 s of a new home's first validation). Here each object is added, or updated under its id.
+    # (0.2-0.5 s of a validation that saves them, 39 rows, measured on a busy machine). Here each object is
+    # added, or updated under its id; the files written are the same, ids apart.
     suite = context.suites.add_or_update(suite)
     definition = _added_or_updated(context.validation_definitions,
                                    gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=suite))

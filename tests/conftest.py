@@ -191,8 +191,8 @@ def bounded_prefect_event_drains():
     """Prefect's test harness drains every events worker of the process with no time limit before it stops
     its server. On an xdist worker that ran other Prefect tests first, that drain was seen to wait forever
     (test_stage_retries' harness teardown, both workers idle): an events worker of an earlier, stopped
-    harness never finishes. 15 s is plenty for real events (they drain in well under a second); then the
-    harness goes on and stops. It was a minute, which that teardown then waited out whole."""
+    harness never finishes. 15 s leaves real events ample time; then the harness goes on and stops. It was a
+    minute, which that teardown was seen to wait out whole (60.3 s, in a suite where the files ran in another order)."""
     from prefect.events.worker import EventsWorker
 
     original = EventsWorker.drain_all.__func__
