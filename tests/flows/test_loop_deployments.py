@@ -105,6 +105,7 @@ def test_a_drift_event_starts_a_retraining_flow_run(registered):
     assert retrain_deployment_exists()
     alert = DriftAlert(settings.params.registry.model_name, "7", "batch-42", ("audio_rms_db",), 1.0)
     assert emit_drift_event(settings, alert)
+    reason = f"drift on batch batch-42 ({alert.fingerprint})"  # what the triggered run is told
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("flywheel-retrain/flywheel-retrain")
         only_retrain = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
@@ -115,13 +116,13 @@ def test_a_drift_event_starts_a_retraining_flow_run(registered):
             # this alert's runs only: the session's server is shared, and another test's drift event may
             # start a retraining run of the same deployment meanwhile (seen once with three workers)
             runs = [run for run in client.read_flow_runs(deployment_filter=only_retrain)
-                    if run.parameters.get("reason") == f"drift on batch batch-42 ({alert.fingerprint})"]
+                    if run.parameters.get("reason") == reason]
     assert runs, "no retraining flow run within 60 s of the drift event"
     other = load_settings(home.parent / "another-home")  # on a shared server, another home's drift is not its to answer
     assert retrain_deployment_exists(str(home)) and not retrain_deployment_exists(str(other.paths.home))
     assert not emit_drift_event(other, alert)
     (run,) = runs
-    assert run.parameters["reason"] == f"drift on batch batch-42 ({alert.fingerprint})"
+    assert run.parameters["reason"] == reason
     assert run.parameters["home"] == str(home)  # the deployment's defaults reach the triggered run
 
 
