@@ -23,6 +23,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote, urlparse
@@ -234,7 +235,10 @@ def _run_checkpoint(
     checkpoint = _saved_checkpoint(context, asset_name, suite, result_format)
     if checkpoint is None:
         checkpoint = _save_checkpoint(context, asset_name, suite, result_format)
-    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+    # The run time given, so GX does not read one out of the run name: dateutil takes a run id such as
+    # "20261206T093518-3388ad" for a time with a UTC offset of 33:88 hours, and GX's save then fails.
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
     index = _data_docs_index(context)
     if index is not None:  # before any rejection: a rejected batch's result page is the one a user opens
         localize_data_docs(index.parent)

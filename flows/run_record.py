@@ -40,7 +40,26 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    """`<UTC time>-<6 hex digits>`, drawn again while dateutil reads it as a time: GX parses the run name it is
+    given (the run id, features/validate.py) for a time when it renders Data Docs, and an id such as
+    "20261206T093518-3388ad" reads as one with a UTC offset of 33:88 hours, which fails the validate stage
+    (about 1 id in 2,000)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    while _reads_as_time(run_id := f"{stamp}-{uuid.uuid4().hex[:6]}"):
+        pass
+    return run_id
+
+
+def _reads_as_time(text: str) -> bool:
+    from dateutil.parser import ParserError, parse
+
+    try:
+        parse(text)
+    except ParserError:  # no time in it
+        return False
+    except (ValueError, OverflowError):  # a time, with a field out of range
+        return True
+    return True
 
 
 def write_summary(runs: Path, record: RunRecord) -> Path:
