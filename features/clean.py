@@ -34,6 +34,7 @@ from features.ingest import ROWS_NAME as RAW_ROWS_NAME
 from features.atomic import make_staging_dir, publish_directory
 from features.io import save_parquet, save_table
 from features.manifest import FILE_FIELDS
+from features.memory import release_free_memory
 from features.phash import find_near_matches
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transform import STATS_FILE, ImageStatsBatcher, sample_stats, stats_frame
@@ -453,4 +454,5 @@ def clean_batch(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    release_free_memory()  # the decode buffers' pages, so the next stage does not start from clean's peak
     return CleanResult(final, frame, StageReport("clean", total, len(frame), rejected))

@@ -15,6 +15,7 @@ import soundfile as sf
 from PIL import Image
 
 from features.clean_row import column_objects, rows_as_objects
+from features.memory import release_free_memory
 
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
 IMAGE_FEATURES = ("img_mean", "img_ink_ratio", "img_center_col", "img_center_row", "img_sharpness", "img_contrast")
@@ -286,4 +287,7 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
         else:
             frames.append(_feature_frame([_sample_record(clean_dir, row, batch_id)
                                           for row in rows_as_objects(chunk).itertuples(index=False)]))
-    return pd.concat(frames, ignore_index=True) if frames else _feature_frame([])
+    features = pd.concat(frames, ignore_index=True) if frames else _feature_frame([])
+    del frames
+    release_free_memory()  # the chunks' working columns
+    return features

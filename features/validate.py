@@ -57,6 +57,7 @@ from features.expectations import (
     result_config,
 )
 from features.io import save_json
+from features.memory import release_free_memory
 from features.reference import build_reference_profile, build_reference_suite, reject_on_reference_failures
 
 __all__ = [  # the suites' names and parameters live in features.expectations; validation runs here
@@ -154,6 +155,7 @@ def validate_rows(
             reference_batches=len(profile.batch_ids),
             reference_expectations=_plain(result.statistics["evaluated_expectations"]),
         )
+    release_free_memory()  # GX's working copies of the table
     return ValidationOutcome(
         failed=failed,
         statistics=statistics,
