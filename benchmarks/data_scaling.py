@@ -120,10 +120,16 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
 
     ingested = timed("ingest", ingest_batch, batch, work / "raw")
     cleaned = timed("clean", clean_batch, ingested.batch_dir, work / "clean", clean_params(settings))
-    outcome = timed("validate", validate_rows, cleaned.rows, work / "gx", validate_params(settings), ingested.batch_id)
-    accepted = cleaned.rows[~cleaned.rows["sample_id"].isin(outcome.failed)]
-    timed("transform", compute_sample_features, cleaned.batch_dir, accepted, ingested.batch_id)
-    timed("model_inputs", save_model_input_shards, work / "inputs", cleaned.batch_dir, accepted, input_spec(settings))
+    clean_dir, rows = cleaned.batch_dir, cleaned.rows
+    del cleaned
+    outcome = timed("validate", validate_rows, rows, work / "gx", validate_params(settings), ingested.batch_id)
+    # As the lifecycle holds them (flows/data_stages.py stage_validate): the accepted rows only, the same table
+    # when no row failed
+    failed = rows["sample_id"].isin(outcome.failed)
+    accepted = rows[~failed].reset_index(drop=True) if failed.any() else rows
+    del rows, failed
+    timed("transform", compute_sample_features, clean_dir, accepted, ingested.batch_id)
+    timed("model_inputs", save_model_input_shards, work / "inputs", clean_dir, accepted, input_spec(settings))
     rows = ingested.report.rows_in
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},

@@ -209,7 +209,9 @@ def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.Data
     """Per-row records or whole columns as the feature table: UTC timestamps, float32 statistics."""
     frame = pd.DataFrame(data, columns=list(FEATURE_COLUMNS))
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-    frame[list(NUMERIC_FEATURES)] = frame[list(NUMERIC_FEATURES)].astype("float32")
+    wider = [name for name in NUMERIC_FEATURES if frame[name].dtype != np.float32]  # columns come as float32
+    if wider:
+        frame[wider] = frame[wider].astype("float32")
     return frame
 
 
@@ -255,17 +257,19 @@ def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
 
 def _features_from_stats(rows: pd.DataFrame, stats: dict[str, np.ndarray], at: np.ndarray, batch_id: str) -> pd.DataFrame:
     """The feature table built a column at a time from the clean table and clean's statistics (row i's are
-    at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere."""
+    at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere. Each
+    column is made float32 as it is made, so one float64 working column exists at a time."""
     has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
     columns: dict[str, object] = {
         "sample_id": column_objects(rows["sample_id"]), "event_timestamp": rows["captured_at"].array,
         "batch_id": np.full(len(rows), batch_id, object), "language": column_objects(rows["language"]),
     }
     for name in ARRAY_STATS:
-        columns[name] = np.where(has[name[:4]], stats[name][at], np.nan)
+        columns[name] = np.where(has[name[:4]], stats[name][at], np.nan).astype(np.float32)
     for name, source in (("aud_seconds", "audio_seconds"), ("aud_rms_db", "audio_rms_db"), ("aud_peak", "audio_peak")):
-        columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan)
-    columns.update(_caption_columns(rows["caption"]))
+        columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan).astype(np.float32)
+    columns.update({name: column.astype(np.float32) if column.dtype == np.float64 else column
+                    for name, column in _caption_columns(rows["caption"]).items()})
     return _feature_frame(columns)
 
 
@@ -273,21 +277,20 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
     """One row per clean sample: entity `sample_id`, `event_timestamp` = captured_at, then the stats.
 
     The image and audio statistics come from the clean stage's `stats.parquet` (computed from the arrays it
-    decoded), taken a column at a time; without it (a folder an older flywheel cleaned) each row's files are
-    read back. Rows go in chunks, so memory holds the compact feature table and one chunk's working
-    columns (or records).
+    decoded), taken a column at a time for the whole table (no chunks to join: the table exists once, plus
+    one working column). Without it (a folder an older flywheel cleaned) each row's files are read back, in
+    chunks of rows, so memory holds the feature table's chunks and one chunk's per-row records.
     """
     found = _clean_stats(clean_dir, rows) if len(rows) else None
-    frames = []
-    for start in range(0, len(rows), _CHUNK_ROWS):  # float64 working columns for one chunk at a time
-        chunk = rows.iloc[start : start + _CHUNK_ROWS]
-        if found is not None:
-            stats, at = found
-            frames.append(_features_from_stats(chunk, stats, at[start : start + _CHUNK_ROWS], batch_id))
-        else:
-            frames.append(_feature_frame([_sample_record(clean_dir, row, batch_id)
-                                          for row in rows_as_objects(chunk).itertuples(index=False)]))
-    features = pd.concat(frames, ignore_index=True) if frames else _feature_frame([])
-    del frames
-    release_free_memory()  # the chunks' working columns
+    if found is not None:
+        stats, at = found
+        features = _features_from_stats(rows, stats, at, batch_id)
+        del stats, at
+    else:
+        frames = [_feature_frame([_sample_record(clean_dir, row, batch_id)
+                                  for row in rows_as_objects(rows.iloc[start : start + _CHUNK_ROWS]).itertuples(index=False)])
+                  for start in range(0, len(rows), _CHUNK_ROWS)]
+        features = pd.concat(frames, ignore_index=True) if frames else _feature_frame([])
+        del frames
+    release_free_memory()  # the working columns' pages
     return features

@@ -85,7 +85,8 @@ def stage_validate(settings: Settings, batch_id: str, rows: pd.DataFrame,
              "gx_run_name": run_id or batch_id,
              "reference_profile": str(outcome.reference_profile) if outcome.reference_profile else None}
     report = StageReport("validate", len(rows), int((~failed).sum()), quarantined, notes=notes)
-    return rows[~failed].reset_index(drop=True), report, outcome.statistics
+    accepted = rows[~failed].reset_index(drop=True) if failed.any() else rows  # no copy of a batch that all passed
+    return accepted, report, outcome.statistics
 
 
 def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd.DataFrame) -> tuple[pd.DataFrame, StageReport]:
