@@ -58,7 +58,9 @@ def load_human_labels(settings: Settings, rows: pd.DataFrame) -> pd.Series:
     if table.exists():
         stored = pd.read_parquet(table, columns=["sample_id", "label", "label_source"])
         stored = stored[(stored["label_source"] == "human") & stored["sample_id"].isin(rows["sample_id"])]
-        labels = pd.concat([labels, stored.set_index("sample_id")["label"]])
+        imported = stored.set_index("sample_id")["label"]
+        # no empty part in the concat: pandas deprecates their effect on the result's dtype
+        labels = pd.concat([labels, imported]) if len(labels) and len(imported) else (imported if len(imported) else labels)
     return labels[~labels.index.duplicated(keep="last")].astype(float)
 
 

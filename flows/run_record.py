@@ -40,7 +40,7 @@ class RunRecord:
 
 
 def new_run_id() -> str:
-    """`<UTC time>-<6 hex digits>`, drawn again while dateutil reads it as a time: GX parses the run name it is
+    """`<UTC time>-<6 hex characters>`, drawn again while dateutil reads it as a time: GX parses the run name it is
     given (the run id, features/validate.py) for a time when it renders Data Docs, and an id such as
     "20261206T093518-3388ad" reads as one with a UTC offset of 33:88 hours, which fails the validate stage
     (about 1 id in 2,000)."""

@@ -1,4 +1,4 @@
-"""Run ids: `<UTC time>-<6 hex digits>`, never one a date parser reads as a time (GX parses its run name, the run
+"""Run ids: `<UTC time>-<6 hex characters>`, never one a date parser reads as a time (GX parses its run name, the run
 id, for a time when it renders Data Docs: "…-3388ad" read as a UTC offset of 33:88 hours failed a validate stage)."""
 
 from __future__ import annotations
