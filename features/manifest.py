@@ -30,6 +30,21 @@ _QUOTED_TEXT_CHARS = 500  # how much of an unreadable line a quarantine record k
 _LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n)|([^\r\n]+)\Z")
 
 
+def reads_as_time(text: str) -> bool:
+    """Whether dateutil's parser finds a time in `text`, or one with a field out of range (it raises then). GX reads
+    its run names so (features/validate.py), and fails on such times: "…-3388ad" has a UTC offset of 33:88
+    hours, an all-numeric batch id overflows."""
+    from dateutil.parser import ParserError, parse
+
+    try:
+        parse(text)
+    except ParserError:  # no time in it
+        return False
+    except (ValueError, OverflowError):  # a time, with a field out of range
+        return True
+    return True
+
+
 def parse_timestamp(value: Any) -> datetime:
     """ISO 8601 → aware datetime; a naive timestamp is taken as UTC."""
     if not isinstance(value, str):

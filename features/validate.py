@@ -57,6 +57,7 @@ from features.expectations import (
     result_config,
 )
 from features.io import save_json
+from features.manifest import reads_as_time
 from features.memory import release_free_memory
 from features.reference import build_reference_profile, build_reference_suite, reject_on_reference_failures
 
@@ -237,9 +238,11 @@ def _run_checkpoint(
     checkpoint = _saved_checkpoint(context, asset_name, suite, result_format)
     if checkpoint is None:
         checkpoint = _save_checkpoint(context, asset_name, suite, result_format)
-    # The run time given, so GX does not read one out of the run name: dateutil takes a run id such as
-    # "20261206T093518-3388ad" for a time with a UTC offset of 33:88 hours, and GX's save then fails.
-    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(timezone.utc))
+    # GX reads its run name for a time (dateutil), to stamp the result when no time is given and to title its
+    # Data Docs page, and fails on a name that reads as one out of range: the time is given, and such a name (a
+    # numeric batch id overflows; run ids never read as a time, flows/run_record.py) gets a prefix.
+    name = f"batch-{run_name}" if reads_as_time(run_name) else run_name
+    run_id = RunIdentifier(run_name=name, run_time=datetime.now(timezone.utc))
     result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
     index = _data_docs_index(context)
     if index is not None:  # before any rejection: a rejected batch's result page is the one a user opens

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from features.io import save_json, save_quarantine
+from features.manifest import reads_as_time
 from features.records import StageReport
 
 
@@ -45,21 +46,9 @@ def new_run_id() -> str:
     "20261206T093518-3388ad" reads as one with a UTC offset of 33:88 hours, which fails the validate stage
     (about 1 id in 2,000)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    while _reads_as_time(run_id := f"{stamp}-{uuid.uuid4().hex[:6]}"):
+    while reads_as_time(run_id := f"{stamp}-{uuid.uuid4().hex[:6]}"):
         pass
     return run_id
-
-
-def _reads_as_time(text: str) -> bool:
-    from dateutil.parser import ParserError, parse
-
-    try:
-        parse(text)
-    except ParserError:  # no time in it
-        return False
-    except (ValueError, OverflowError):  # a time, with a field out of range
-        return True
-    return True
 
 
 def write_summary(runs: Path, record: RunRecord) -> Path:
