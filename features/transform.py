@@ -241,15 +241,15 @@ def _present(column: pd.Series) -> np.ndarray:
 
 
 def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
-    """`caption_stats` as columns, NaN (None for the script) without a caption; each distinct caption is
-    described once, as captions repeat (templates, class names)."""
+    """`caption_stats` as columns (float32, the feature table's), NaN (None for the script) without a caption; each
+    distinct caption is described once, as captions repeat (templates, class names)."""
     present = _present(captions)
     codes, distinct = pd.factorize(captions[present])
     described = [caption_stats(caption) for caption in distinct]
     columns: dict[str, np.ndarray] = {}
     for name in ("cap_chars", "cap_words", "cap_letter_share", "cap_script"):
         column = np.full(len(captions), None if name == "cap_script" else np.nan,
-                         object if name == "cap_script" else np.float64)
+                         object if name == "cap_script" else np.float32)
         column[present] = np.array([entry[name] for entry in described], column.dtype)[codes]
         columns[name] = column
     return columns
@@ -268,8 +268,7 @@ def _features_from_stats(rows: pd.DataFrame, stats: dict[str, np.ndarray], at: n
         columns[name] = np.where(has[name[:4]], stats[name][at], np.nan).astype(np.float32)
     for name, source in (("aud_seconds", "audio_seconds"), ("aud_rms_db", "audio_rms_db"), ("aud_peak", "audio_peak")):
         columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan).astype(np.float32)
-    columns.update({name: column.astype(np.float32) if column.dtype == np.float64 else column
-                    for name, column in _caption_columns(rows["caption"]).items()})
+    columns.update(_caption_columns(rows["caption"]))
     return _feature_frame(columns)
 
 
@@ -283,9 +282,8 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
     """
     found = _clean_stats(clean_dir, rows) if len(rows) else None
     if found is not None:
-        stats, at = found
-        features = _features_from_stats(rows, stats, at, batch_id)
-        del stats, at
+        features = _features_from_stats(rows, *found, batch_id)
+        del found  # clean's statistics, so that their pages can go back below
     else:
         frames = [_feature_frame([_sample_record(clean_dir, row, batch_id)
                                   for row in rows_as_objects(rows.iloc[start : start + _CHUNK_ROWS]).itertuples(index=False)])

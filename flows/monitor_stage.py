@@ -59,8 +59,8 @@ def load_human_labels(settings: Settings, rows: pd.DataFrame) -> pd.Series:
         stored = pd.read_parquet(table, columns=["sample_id", "label", "label_source"])
         stored = stored[(stored["label_source"] == "human") & stored["sample_id"].isin(rows["sample_id"])]
         imported = stored.set_index("sample_id")["label"]
-        # no empty part in the concat: pandas deprecates their effect on the result's dtype
-        labels = pd.concat([labels, imported]) if len(labels) and len(imported) else (imported if len(imported) else labels)
+        if len(imported):  # no empty part in a concat: pandas deprecates their effect on the result's dtype
+            labels = pd.concat([labels, imported]) if len(labels) else imported
     return labels[~labels.index.duplicated(keep="last")].astype(float)
 
 
