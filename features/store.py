@@ -22,8 +22,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from features.io import save_parquet
+from features.atomic import atomic_write_text
+from features.io import save_table
 from features.transient import retry_transient
 from features.transform import AUDIO_FEATURES, CAPTION_FEATURES, CATEGORICAL_FEATURES, IMAGE_FEATURES
 
@@ -37,16 +41,148 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
 KEYS = ("sample_id", "event_timestamp", "batch_id")
 
 
+# One parquet file per batch and table (`data/<table>/<batch>.parquet`), all with the table's schema: a run
+# writes its own batch's file and reads no other, so its time and memory, and what DVC stores and pushes of
+# `feast/data` per run, do not grow with the batches before it (one file per table, rewritten whole by each
+# run, made every run read, rewrite and version the whole history). Feast reads each table's folder by glob.
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    table: pa.schema([
+        ("sample_id", pa.string()), ("event_timestamp", pa.timestamp("ns", tz="UTC")), ("batch_id", pa.string()),
+        *types,
+    ])
+    for table, types in {
+        "image_stats": [(name, pa.float32()) for name in IMAGE_FEATURES],
+        "audio_stats": [(name, pa.float32()) for name in AUDIO_FEATURES],
+        "caption_stats": [*((name, pa.float32()) for name in CAPTION_FEATURES),
+                          *((name, pa.string()) for name in CATEGORICAL_FEATURES)],
+        "labels": [("label", pa.int64()), ("label_source", pa.string()), ("label_confidence", pa.float64()),
+                   ("label_votes", pa.string())],
+    }.items()
+}
+
+
+def table_dir(feast_dir: Path, table: str) -> Path:
+    """The folder of a feature table's per-batch parquet files (Feast's source reads `<folder>/*.parquet`)."""
+    if table not in TABLE_COLUMNS:
+        raise ValueError(f"unknown feature table {table!r}; the tables are {sorted(TABLE_COLUMNS)}")
+    return feast_dir / "data" / table
+
+
+def batch_file(feast_dir: Path, table: str, batch_id: str) -> Path:
+    """A batch's file in a table: its id as the name when that is a plain file name, else a slug and a hash."""
+    from features.clean_row import output_stem
+
+    return table_dir(feast_dir, table) / f"{output_stem(batch_id)}.parquet"
+
+
+def table_files(feast_dir: Path, table: str) -> list[Path]:
+    """The table's batch files, by name (temporary files of a write in progress start with a dot: skipped)."""
+    folder = table_dir(feast_dir, table)
+    return sorted(path for path in folder.glob("*.parquet") if not path.name.startswith(".")) if folder.is_dir() else []
+
+
+def _as_table(frame: pd.DataFrame, table: str, fill_missing: bool = False) -> pa.Table:
+    """The frame's columns of `table` in the table's schema, so Feast's glob over the folder reads every file
+    alike; `fill_missing`: a column the frame lacks (a file written before it existed) is nulls, else an error."""
+    schema = TABLE_SCHEMAS[table]
+    missing = [name for name in schema.names if name not in frame.columns]
+    if missing and not fill_missing:
+        raise ValueError(f"the {table} rows lack the column(s) {missing}; the table has {schema.names}")
+    columns = {}
+    for field in schema:
+        values = frame[field.name] if field.name in frame.columns else pd.Series([None] * len(frame), dtype=object)
+        if pa.types.is_timestamp(field.type):
+            values = pd.to_datetime(values, utc=True)
+        columns[field.name] = pa.array(values, type=field.type, from_pandas=True)
+    return pa.table(columns, schema=schema)
+
+
+def _split_legacy_table(feast_dir: Path, table: str) -> None:
+    """A table an earlier flywheel kept as one file (`data/<table>.parquet`) becomes one file per batch, then the
+    old file goes; a kill midway leaves it, and the next write splits it again (each batch file is atomic)."""
+    legacy = feast_dir / "data" / f"{table}.parquet"
+    if not legacy.exists():
+        return
+    frame = pd.read_parquet(legacy)
+    for batch_id, rows in frame.groupby("batch_id", sort=False, dropna=False):
+        save_table(batch_file(feast_dir, table, str(batch_id)), _as_table(rows, table, fill_missing=True))
+    legacy.unlink()
+
+
+SCHEMA_MARK = ".schema"  # in a table's folder: the schema all its files have (dot-named: no glob of Feast's sees it)
+
+
+def _upgrade_schemas(feast_dir: Path, table: str) -> None:
+    """Batch files written before a column was added (their schema from the file's footer) are written again
+    with it, as nulls: Feast's reader takes the folder's files as one table of one schema. The folder's mark
+    names the schema they were last checked against, so their footers are read only when it changes."""
+    schema = TABLE_SCHEMAS[table]
+    mark = table_dir(feast_dir, table) / SCHEMA_MARK
+    if mark.exists() and mark.read_text() == schema.to_string():
+        return
+    for path in table_files(feast_dir, table):
+        if not pq.read_schema(path).remove_metadata().equals(schema):
+            save_table(path, _as_table(pd.read_parquet(path), table, fill_missing=True))
+    atomic_write_text(mark, schema.to_string())
+
+
+def split_legacy_tables(feast_dir: Path) -> None:
+    """Every table an earlier flywheel kept as one file, split by batch (a stat per table when there is none):
+    Feast's sources read the tables' folders, so a store is split before Feast reads it."""
+    legacy = [table for table in TABLE_COLUMNS if (feast_dir / "data" / f"{table}.parquet").exists()]
+    if legacy:
+        from features.locks import feature_store_lock
+
+        with feature_store_lock(feast_dir):
+            for table in legacy:
+                _split_legacy_table(feast_dir, table)
+
+
 def upsert_batch_table(feast_dir: Path, table: str, batch_id: str, frame: pd.DataFrame) -> Path:
-    """Replace this batch's rows in a feature table; other batches stay. Re-running a batch never duplicates."""
-    path = feast_dir / "data" / f"{table}.parquet"
-    columns = [*KEYS, *TABLE_COLUMNS[table]]
-    fresh = frame.assign(batch_id=batch_id)[columns]
-    if path.exists():
-        existing = pd.read_parquet(path)
-        fresh = pd.concat([existing[existing["batch_id"] != batch_id], fresh], ignore_index=True)
-    save_parquet(path, fresh)
+    """Replace this batch's rows in a feature table (its own file); other batches' files are not read or
+    written. Re-running a batch never duplicates. Callers hold `features.locks.feature_store_lock`."""
+    _split_legacy_table(feast_dir, table)
+    _upgrade_schemas(feast_dir, table)
+    path = batch_file(feast_dir, table, batch_id)
+    save_table(path, _as_table(frame.assign(batch_id=batch_id), table))
     return path
+
+
+def has_feature_table(feast_dir: Path, table: str) -> bool:
+    """Whether the table has a batch (or an earlier flywheel's single file)."""
+    return bool(table_files(feast_dir, table)) or (feast_dir / "data" / f"{table}.parquet").exists()
+
+
+def feature_table_rows(feast_dir: Path, table: str) -> int:
+    """Rows in a table, from its files' footers (no data read)."""
+    legacy = feast_dir / "data" / f"{table}.parquet"
+    files = table_files(feast_dir, table) + ([legacy] if legacy.exists() else [])
+    return sum(pq.read_metadata(path).num_rows for path in files)
+
+
+def read_feature_table(feast_dir: Path, table: str, batch_ids: list[str] | None = None,
+                       columns: list[str] | None = None) -> pd.DataFrame:
+    """A table's rows, of some batches (only their files are read) or of all, with the table's columns (or
+    `columns`); an earlier flywheel's single file is read too, until a write splits it."""
+    schema = TABLE_SCHEMAS[table]
+    wanted = columns or schema.names
+    if batch_ids is None:
+        files = table_files(feast_dir, table)
+    else:
+        files = [path for path in (batch_file(feast_dir, table, str(b)) for b in dict.fromkeys(batch_ids)) if path.exists()]
+    parts = [pq.read_table(path) for path in files]
+    legacy = feast_dir / "data" / f"{table}.parquet"
+    if legacy.exists():  # until a write splits it; a batch already split (a split under way) is read from its file
+        old = pq.read_table(legacy)
+        split = {str(value) for part in parts for value in part["batch_id"].unique().to_pylist()}
+        keep = set(map(str, batch_ids)) - split if batch_ids is not None else None
+        ids = old["batch_id"].cast(pa.string())
+        old = old.filter(pc.is_in(ids, value_set=pa.array(sorted(keep), pa.string())) if keep is not None
+                         else pc.invert(pc.is_in(ids, value_set=pa.array(sorted(split), pa.string()))))
+        parts.append(old)
+    frames = [_as_table(part.to_pandas(), table, fill_missing=True).select(wanted) for part in parts]
+    joined = pa.concat_tables(frames) if frames else schema.empty_table().select(wanted)
+    return joined.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # a label with nulls stays an integer
 
 
 REGISTRY_SCHEMES = ("postgresql", "postgresql+psycopg", "sqlite", "mysql", "mysql+pymysql")  # Feast's SQL registry via SQLAlchemy
@@ -155,6 +291,7 @@ def open_store(feast_dir: Path, services: FeastServices = FeastServices()):
     from feast import FeatureStore
 
     (feast_dir / "data").mkdir(parents=True, exist_ok=True)
+    split_legacy_tables(feast_dir)
     if not services.registry:  # the SQL registry (Postgres) writes in transactions
         _set_aside_unreadable_registry(feast_dir)
     return FeatureStore(repo_path=str(REPO_DIR), config=build_repo_config(feast_dir, services))
@@ -180,12 +317,12 @@ def apply_and_materialize(feast_dir: Path, start: datetime, end: datetime | None
     store = open_store(feast_dir, services)
     defs = _definitions()
     views = [defs.image_stats, defs.audio_stats, defs.caption_stats, defs.labels]
-    present = [view for view in views if (feast_dir / "data" / f"{view.name}.parquet").exists()]
+    present = [view for view in views if has_feature_table(feast_dir, view.name)]
     store.apply([defs.sample, *views, defs.training])
     with contextlib.redirect_stdout(io.StringIO()):  # Feast prints a coloured line per view
         store.materialize(start_date=start, end_date=end or datetime.now(timezone.utc),
                           feature_views=[view.name for view in present])
-    return {view.name: len(pd.read_parquet(feast_dir / "data" / f"{view.name}.parquet")) for view in present}
+    return {view.name: feature_table_rows(feast_dir, view.name) for view in present}
 
 
 @retry_transient("read the training frame from the feature store")
@@ -205,14 +342,11 @@ def get_online_features(feast_dir: Path, sample_ids: list[str], features: list[s
 
 
 def load_feature_frame(feast_dir: Path, batch_ids: list[str]) -> pd.DataFrame:
-    """The stats tables of some batches joined on sample_id, straight from the offline parquet files."""
+    """The stats tables of some batches joined on sample_id, straight from their batches' parquet files."""
     frames = []
     for table in ("image_stats", "audio_stats", "caption_stats"):
-        path = feast_dir / "data" / f"{table}.parquet"
-        if not path.exists():
-            raise FileNotFoundError(f"feature table {path} does not exist; run the transform stage first")
-        frame = pd.read_parquet(path)
-        # A table written before a feature existed lacks its column: missing values, not an error.
-        frame = frame[frame["batch_id"].isin(batch_ids)].set_index("sample_id").reindex(columns=list(TABLE_COLUMNS[table]))
-        frames.append(frame)
+        if not has_feature_table(feast_dir, table):
+            raise FileNotFoundError(f"feature table {table_dir(feast_dir, table)} does not exist; run the transform stage first")
+        frame = read_feature_table(feast_dir, table, batch_ids, ["sample_id", *TABLE_COLUMNS[table]])
+        frames.append(frame.set_index("sample_id"))
     return pd.concat(frames, axis=1).reset_index()

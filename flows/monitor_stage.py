@@ -54,9 +54,10 @@ def load_human_labels(settings: Settings, rows: pd.DataFrame) -> pd.Series:
     """sample_id -> human label: the manifest's labels in the clean rows, then labels imported later
     from review (the feature store's `labels` table, label_source == "human") on top."""
     labels = rows.set_index("sample_id")["label"].dropna() if "label" in rows.columns else pd.Series(dtype=float)
-    table = settings.paths.feast / "data" / "labels.parquet"
-    if table.exists():
-        stored = pd.read_parquet(table, columns=["sample_id", "label", "label_source"])
+    from features.store import has_feature_table, read_feature_table
+
+    if has_feature_table(settings.paths.feast, "labels"):
+        stored = read_feature_table(settings.paths.feast, "labels", columns=["sample_id", "label", "label_source"])
         stored = stored[(stored["label_source"] == "human") & stored["sample_id"].isin(rows["sample_id"])]
         imported = stored.set_index("sample_id")["label"]
         if len(imported):  # no empty part in a concat: pandas deprecates their effect on the result's dtype

@@ -1,11 +1,12 @@
 """Feast definitions: the `sample` entity, one feature view per stats table and for labels, and
-the training feature service. Declarative only; the parquet files live under FLYWHEEL_FEAST_DIR."""
+the training feature service. Declarative only; the parquet files live under FLYWHEEL_FEAST_DIR/data/<table>/."""
 
 import os
 from datetime import timedelta
 from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_format import ParquetFormat
 from feast.types import Float32, Int64, String
 
 DATA_DIR = Path(os.environ.get("FLYWHEEL_FEAST_DIR", ".flywheel/feast")).absolute() / "data"
@@ -15,7 +16,9 @@ sample = Entity(name="sample", join_keys=["sample_id"], value_type=ValueType.STR
 
 
 def _view(name: str, fields: list[Field], description: str) -> FeatureView:
-    source = FileSource(name=f"{name}_source", path=str(DATA_DIR / f"{name}.parquet"), timestamp_field="event_timestamp")
+    # One parquet file per batch in the table's folder (features/store.py); DuckDB reads them as one table.
+    source = FileSource(name=f"{name}_source", path=str(DATA_DIR / name / "*.parquet"), file_format=ParquetFormat(),
+                        timestamp_field="event_timestamp")
     return FeatureView(name=name, entities=[sample], ttl=TTL, schema=fields, source=source, online=True, description=description)
 
 

@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from features.ingest import list_ingested_batches
+from features.store import read_feature_table
 from tests.conftest import write_fast_lifecycle_params
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def test_two_runs_on_one_batch_ingest_it_once_and_register_at_most_one_version_e
     # The feature store holds each accepted sample once per table.
     accepted = next(iter(summaries.values()))["stages"]["transform"]["rows_out"]
     for table in ("image_stats", "audio_stats", "caption_stats", "labels"):
-        frame = pd.read_parquet(home / "feast" / "data" / f"{table}.parquet")
+        frame = read_feature_table(home / "feast", table)
         assert frame["sample_id"].is_unique and len(frame) == accepted, table
 
     # At most one version per run; every version in the registry belongs to one of the runs; the

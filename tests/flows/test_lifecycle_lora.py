@@ -13,6 +13,7 @@ import yaml
 from mlflow import MlflowClient
 from prefect.testing.utilities import prefect_test_harness
 
+from features.store import read_feature_table
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
@@ -110,7 +111,7 @@ def test_the_logged_classifier_carries_the_task_it_was_trained_for(lora_runs, tm
 
 def test_a_lora_champion_votes_on_captions_and_monitoring_skips_embeddings_with_a_reason(lora_runs):
     settings, _, second = lora_runs
-    labels = pd.read_parquet(settings.paths.feast / "data" / "labels.parquet")
+    labels = read_feature_table(settings.paths.feast, "labels")
     votes = [json.loads(v) for v in labels["label_votes"]]
     assert any("champion_text" in v for v in votes)  # run 2's batch, labelled while v1 was champion
     assert not any("champion_image" in v for v in votes)

@@ -61,8 +61,8 @@ with TestClient(build_app(settings)) as client:
     out["embed"] = [refused.status_code, refused.json()["detail"]]
 scored = score_batch(settings, second.batch_id)
 out["scored"] = {"records": scored.records, "per_modality": scored.per_modality}
-import pandas as pd
-labels = pd.read_parquet(settings.paths.feast / "data" / "labels.parquet")
+from features.store import read_feature_table
+labels = read_feature_table(settings.paths.feast, "labels")
 out["votes"] = sorted({key for votes in labels["label_votes"] for key in json.loads(votes)})
 print("RESULT " + json.dumps(out, default=str))
 """

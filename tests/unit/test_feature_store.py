@@ -6,9 +6,22 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
-from features.store import apply_and_materialize, get_online_features, get_training_frame, upsert_batch_table
+from features.store import (
+    SCHEMA_MARK,
+    TABLE_SCHEMAS,
+    apply_and_materialize,
+    batch_file,
+    feature_table_rows,
+    get_online_features,
+    get_training_frame,
+    load_feature_frame,
+    read_feature_table,
+    table_files,
+    upsert_batch_table,
+)
 from features.transform import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from tests.conftest import PROJECT
 
@@ -98,3 +111,72 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_batch_is_written_to_its_own_file_and_other_batches_files_are_not_touched(store_dir):
+    """One file per batch: a run neither reads nor rewrites earlier batches (their bytes, and so what DVC stores
+    of `feast/data`, stay as they were), and Feast's training set and online store see every batch."""
+    first = batch_file(store_dir, "image_stats", "b1")
+    before = (first.read_bytes(), first.stat().st_mtime_ns)
+    second = upsert_batch_table(store_dir, "image_stats", "b2", _stats(["t0", "t1"], pd.Timestamp("2026-01-02T00:00:00Z")))
+    assert table_files(store_dir, "image_stats") == [first, second]
+    assert (first.read_bytes(), first.stat().st_mtime_ns) == before
+    assert feature_table_rows(store_dir, "image_stats") == 8
+    apply_and_materialize(store_dir, start=datetime(2025, 12, 31, tzinfo=timezone.utc))
+    entities = pd.DataFrame({"sample_id": ["s2", "t1"], "event_timestamp": pd.Timestamp("2026-03-01T00:00:00Z")})
+    served = get_training_frame(store_dir, entities).set_index("sample_id")
+    assert served.loc["s2", "img_mean"] == pytest.approx(2.0) and served.loc["t1", "img_mean"] == pytest.approx(1.0)
+    assert get_online_features(store_dir, ["t1"], ["image_stats:img_mean"])["img_mean"].tolist() == [pytest.approx(1.0)]
+    assert load_feature_frame(store_dir, ["b2"])["sample_id"].tolist() == ["t0", "t1"]  # only b2's files are read
+
+
+def test_a_single_file_table_of_an_earlier_flywheel_is_split_by_batch_on_the_next_write(tmp_path):
+    feast_dir = tmp_path / "feast"
+    (feast_dir / "data").mkdir(parents=True)
+    legacy = pd.concat([_stats(["a0", "a1"], pd.Timestamp("2026-01-01T00:00:00Z")).assign(batch_id="old-a"),
+                        _stats(["b0"], pd.Timestamp("2026-01-02T00:00:00Z")).assign(batch_id="old/b")])
+    legacy.drop(columns=["img_contrast"]).to_parquet(feast_dir / "data" / "image_stats.parquet")  # before a column
+    assert read_feature_table(feast_dir, "image_stats")["sample_id"].tolist() == ["a0", "a1", "b0"]  # read as it is
+    upsert_batch_table(feast_dir, "image_stats", "new", _stats(["n0"], pd.Timestamp("2026-01-03T00:00:00Z")))
+    assert not (feast_dir / "data" / "image_stats.parquet").exists()
+    assert len(table_files(feast_dir, "image_stats")) == 3  # "old/b" got a file name of its own, not a subfolder
+    table = read_feature_table(feast_dir, "image_stats")
+    assert sorted(table["sample_id"]) == ["a0", "a1", "b0", "n0"]
+    assert table.set_index("sample_id").loc["b0", "batch_id"] == "old/b"
+    assert table.set_index("sample_id")["img_contrast"].isna().to_dict() == {"a0": True, "a1": True, "b0": True, "n0": False}
+    for path in table_files(feast_dir, "image_stats"):
+        assert pq.read_schema(path).remove_metadata().equals(TABLE_SCHEMAS["image_stats"])
+
+
+def test_a_batch_file_from_before_a_column_existed_is_rewritten_with_it(store_dir):
+    """Feast reads a table's folder as one table: every file must have the table's columns."""
+    path = batch_file(store_dir, "caption_stats", "b1")
+    pd.read_parquet(path).drop(columns=["cap_script"]).to_parquet(path)
+    (path.parent / SCHEMA_MARK).unlink()  # as a folder from before the column has no mark of today's schema
+    upsert_batch_table(store_dir, "caption_stats", "b2", _stats(["t0"], pd.Timestamp("2026-01-02T00:00:00Z")))
+    assert "cap_script" in pq.read_schema(path).names
+    assert read_feature_table(store_dir, "caption_stats", ["b1"])["cap_script"].isna().all()
+
+
+def test_rows_that_lack_a_column_of_the_table_are_refused(store_dir):
+    with pytest.raises(ValueError, match=r"lack the column\(s\) \['label_votes'\]"):
+        upsert_batch_table(store_dir, "labels", "b2", pd.DataFrame({
+            "sample_id": ["t0"], "event_timestamp": pd.Timestamp("2026-01-02T00:00:00Z"),
+            "label": pd.array([1], dtype="Int64"), "label_source": "human", "label_confidence": 1.0}))
+    assert read_feature_table(store_dir, "labels")["label"].dtype == "Int64"
+
+
+def test_a_store_of_an_earlier_flywheel_serves_its_features_before_any_new_write(tmp_path):
+    """Retraining without a new batch reads the store through Feast first: opening it splits the old files."""
+    feast_dir = tmp_path / "feast"
+    (feast_dir / "data").mkdir(parents=True)
+    stats = _stats(["a0", "a1"], pd.Timestamp("2026-01-01T00:00:00Z")).assign(batch_id="old")
+    labels = stats[["sample_id", "event_timestamp", "batch_id"]].assign(
+        label=pd.array([3, 4], dtype="Int64"), label_source="human", label_confidence=1.0, label_votes="{}")
+    for table in ("image_stats", "audio_stats", "caption_stats", "labels"):
+        (labels if table == "labels" else stats).to_parquet(feast_dir / "data" / f"{table}.parquet")
+    apply_and_materialize(feast_dir, start=datetime(2025, 12, 31, tzinfo=timezone.utc))
+    assert not list((feast_dir / "data").glob("*.parquet"))
+    entities = pd.DataFrame({"sample_id": ["a1"], "event_timestamp": pd.Timestamp("2026-03-01T00:00:00Z")})
+    served = get_training_frame(feast_dir, entities)
+    assert served["img_mean"].tolist() == [pytest.approx(1.0)] and served["label"].tolist() == [4]

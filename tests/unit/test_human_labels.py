@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from features.store import upsert_batch_table
 from flows.monitor_stage import load_human_labels
 from flows.settings import load_settings
 from tests.conftest import PROJECT
@@ -14,9 +15,9 @@ from tests.conftest import PROJECT
 
 def _settings(tmp_path, stored: pd.DataFrame | None):
     settings = load_settings(tmp_path / "home", PROJECT / "params.yaml")
-    if stored is not None:
-        (settings.paths.feast / "data").mkdir(parents=True, exist_ok=True)
-        stored.to_parquet(settings.paths.feast / "data" / "labels.parquet")
+    if stored is not None:  # as the label stage and review imports store them
+        upsert_batch_table(settings.paths.feast, "labels", "b", stored.assign(
+            event_timestamp=pd.Timestamp("2026-01-01T00:00:00Z"), label_confidence=1.0, label_votes="{}"))
     return settings
 
 
