@@ -87,6 +87,22 @@ def test_a_batch_id_that_reads_as_a_time_still_gets_its_data_docs_page(tmp_path:
     assert page is not None and page.is_file() and "batch-5537131626864212" in page.parts
 
 
+def test_the_data_docs_index_lists_the_latest_results_and_every_result_keeps_its_page(tmp_path: Path, monkeypatch) -> None:
+    """GX reads every stored result to build the index at each run, which made validation slower with every batch
+    before it: the index lists the latest DATA_DOCS_INDEX_RESULTS (3 here), and older results keep their pages."""
+    import features.validate as validate
+
+    monkeypatch.setattr(validate, "DATA_DOCS_INDEX_RESULTS", 3)
+    rows = make_clean_rows(rows=12)
+    pages = [validate_rows(rows, tmp_path / "gx", PARAMS, batch_id="b1", run_name=f"run{i}").data_docs_page
+             for i in range(5)]
+    assert all(page is not None and page.is_file() for page in pages)
+    index = pages[-1].parents[4] / "index.html"  # validations/<suite>/<run name>/<time>/<batch>.html
+    listed = {name for name in (f"run{i}" for i in range(5)) if f"/{name}/" in index.read_text()}
+    assert listed == {"run2", "run3", "run4"}
+    assert "validation_results_limit: 3" in (tmp_path / "gx" / "great_expectations.yml").read_text()
+
+
 def test_each_bad_row_is_reported_with_the_expectation_it_failed(tmp_path: Path) -> None:
     rows = make_clean_rows()
     rows.loc[1, "label"] = 12
