@@ -161,27 +161,34 @@ def feature_table_rows(feast_dir: Path, table: str) -> int:
 
 
 def read_feature_table(feast_dir: Path, table: str, batch_ids: list[str] | None = None,
-                       columns: list[str] | None = None) -> pd.DataFrame:
+                       columns: list[str] | None = None, where: pc.Expression | None = None) -> pd.DataFrame:
     """A table's rows, of some batches (only their files are read) or of all, with the table's columns (or
-    `columns`); an earlier flywheel's single file is read too, until a write splits it."""
+    `columns`); `where`, an Arrow filter on the table's columns, is applied file by file, so memory holds the
+    rows it keeps (and one file's), not the table. An earlier flywheel's single file is read too, until a write
+    splits it."""
     schema = TABLE_SCHEMAS[table]
     wanted = columns or schema.names
+    read = list(dict.fromkeys([*wanted, "batch_id"]))
     if batch_ids is None:
         files = table_files(feast_dir, table)
     else:
         files = [path for path in (batch_file(feast_dir, table, str(b)) for b in dict.fromkeys(batch_ids)) if path.exists()]
-    parts = [pq.read_table(path) for path in files]
+    import pyarrow.dataset as ds
+
+    def scan(paths: list[Path]) -> pa.Table:  # file by file, in the table's schema (a column a file lacks: nulls)
+        return ds.dataset([str(path) for path in paths], schema=schema, format="parquet").to_table(columns=read, filter=where)
+
+    parts = [scan(files)] if files else []
     legacy = feast_dir / "data" / f"{table}.parquet"
     if legacy.exists():  # until a write splits it; a batch already split (a split under way) is read from its file
-        old = pq.read_table(legacy)
+        old = scan([legacy])
         split = {str(value) for part in parts for value in part["batch_id"].unique().to_pylist()}
         keep = set(map(str, batch_ids)) - split if batch_ids is not None else None
         ids = old["batch_id"].cast(pa.string())
         old = old.filter(pc.is_in(ids, value_set=pa.array(sorted(keep), pa.string())) if keep is not None
                          else pc.invert(pc.is_in(ids, value_set=pa.array(sorted(split), pa.string()))))
         parts.append(old)
-    frames = [_as_table(part.to_pandas(), table, fill_missing=True).select(wanted) for part in parts]
-    joined = pa.concat_tables(frames) if frames else schema.empty_table().select(wanted)
+    joined = pa.concat_tables(parts).select(wanted) if parts else schema.empty_table().select(wanted)
     return joined.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # a label with nulls stays an integer
 
 

@@ -57,8 +57,12 @@ def load_human_labels(settings: Settings, rows: pd.DataFrame) -> pd.Series:
     from features.store import has_feature_table, read_feature_table
 
     if has_feature_table(settings.paths.feast, "labels"):
-        stored = read_feature_table(settings.paths.feast, "labels", columns=["sample_id", "label", "label_source"])
-        stored = stored[(stored["label_source"] == "human") & stored["sample_id"].isin(rows["sample_id"])]
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        ids = pa.array(pd.unique(rows["sample_id"].astype(str)), pa.string())
+        human = (pc.field("label_source") == "human") & pc.field("sample_id").isin(ids)  # file by file
+        stored = read_feature_table(settings.paths.feast, "labels", columns=["sample_id", "label"], where=human)
         imported = stored.set_index("sample_id")["label"]
         if len(imported):  # no empty part in a concat: pandas deprecates their effect on the result's dtype
             labels = pd.concat([labels, imported]) if len(labels) else imported
