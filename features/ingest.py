@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 import shutil
 import tempfile
@@ -25,7 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 from features.atomic import make_staging_dir, publish_directory, work_name
 from features.io import save_json
 from features.locks import ingest_lock
-from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, resolve_inside
+from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, iter_manifest_with_paths, resolve_inside
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transient import retry_transient
 
@@ -42,18 +43,18 @@ class IngestResult:
     report: StageReport
 
 
-def hash_file(path: Path) -> str:
+def hash_file(path: Path | str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def _hash_if_readable(path: Path) -> str | None:
+def _hash_if_readable(path: Path | str) -> str | None:
     """The file's sha256, or None when it is missing, not a regular file (a FIFO is never opened) or unreadable."""
     try:
-        return hash_file(path) if path.is_file() else None
+        return hash_file(path) if os.path.isfile(path) else None
     except OSError:  # permission denied, name too long, vanished meanwhile
         return None
 
@@ -115,15 +116,14 @@ def _scan_batch(source: Path, data: bytes, origin: str | None = None) -> _Scan:
     """
     digest = hashlib.sha256(data)
     rows_in, accepted, rejected = 0, 0, []
-    real_dirs: dict[str, str] = {}
-    for outcome in iter_manifest(data, source):
+    for outcome, paths in iter_manifest_with_paths(data, source):
         rows_in += 1
         if isinstance(outcome, QuarantineRecord):
             rejected.append(outcome)
             continue
         accepted += 1
         for field in _file_fields(outcome):
-            sha = _hash_if_readable(resolve_inside(source, outcome[field], real_dirs))
+            sha = _hash_if_readable(paths[field])
             if sha is not None:
                 digest.update(f"{field}:{outcome[field]}:{sha}".encode())
     _refuse_unreadable_manifest(origin or str(source), accepted, rejected)
@@ -135,50 +135,50 @@ def compute_batch_id(source: Path) -> str:
     return _scan_batch(source, _read_manifest(source)).batch_id
 
 
-def _copy_and_hash(path: Path, target: Path, made: set[Path] | None = None) -> str:
+def _copy_and_hash(path: str, target: str, made: set[str]) -> str:
     """Copy the bytes of `path` (never a link) to `target`, returning the sha256 of what was copied.
     `made`: folders this pass created already (a mkdir per file costs more than the copy of a small one)."""
     digest = hashlib.sha256()
-    if made is None or target.parent not in made:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if made is not None:
-            made.add(target.parent)
-    with path.open("rb") as source, target.open("wb") as copy:
+    folder = os.path.dirname(target)
+    if folder not in made:
+        os.makedirs(folder, exist_ok=True)
+        made.add(folder)
+    with open(path, "rb") as source, open(target, "wb") as copy:
         while chunk := source.read(_CHUNK):
             digest.update(chunk)
             copy.write(chunk)
     return digest.hexdigest()
 
 
-def _copy_files(source: Path, staging: Path, row: dict, digest: Any, real_dirs: dict[str, str], made: set[Path],
-                root: Path) -> None:
-    """Copy the row's files to the same place under `staging` (paths normalised), setting `<field>_sha256`
-    from the bytes copied and feeding `digest` as the scan did; a missing or unreadable file gets None
-    and clean quarantines it as missing_file."""
+def _copy_files(staging: str, row: dict, paths: dict[str, Path], digest: Any, made: set[str], root: str) -> None:
+    """Copy the row's files (`paths`, as the manifest pass resolved them inside the batch) to the same place
+    under `staging` (paths normalised), setting `<field>_sha256` from the bytes copied and feeding `digest`
+    as the scan did; a missing or unreadable file gets None and clean quarantines it as missing_file."""
     for field in _file_fields(row):
-        path = resolve_inside(source, row[field], real_dirs)
+        path = str(paths[field])
+        relative = path[len(root) + 1:] if path.startswith(root + os.sep) else None  # None: the batch folder itself
         try:
-            sha = _copy_and_hash(path, staging / path.relative_to(root), made) if path.is_file() else None
+            sha = (_copy_and_hash(path, os.path.join(staging, relative), made)
+                   if relative and os.path.isfile(path) else None)
         except OSError:  # unreadable, or vanished since the scan
             sha = None
         row[f"{field}_sha256"] = sha
         if sha is not None:
             digest.update(f"{field}:{row[field]}:{sha}".encode())
-            row[field] = path.relative_to(root).as_posix()
+            row[field] = relative if os.sep == "/" else Path(relative).as_posix()
 
 
 def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan) -> None:
     """Manifest, files and `rows.jsonl` into `staging`, row by row; the bytes copied must be the bytes scanned."""
     (staging / MANIFEST_NAME).write_bytes(data)
     digest = hashlib.sha256(data)
-    real_dirs: dict[str, str] = {}  # the landing folder's folders, resolved once for this pass
-    made: set[Path] = set()  # the snapshot's folders created so far
-    root = source.resolve()
+    made: set[str] = set()  # the snapshot's folders created so far
+    root = os.path.realpath(source)  # as resolve_inside resolves the batch folder
     with (staging / ROWS_NAME).open("w", encoding="utf-8") as rows:
-        for outcome in iter_manifest(data, source):
+        for outcome, paths in iter_manifest_with_paths(data, source):
             if isinstance(outcome, QuarantineRecord):
                 continue
-            _copy_files(source, staging, outcome, digest, real_dirs, made, root)
+            _copy_files(str(staging), outcome, paths, digest, made, root)
             rows.write(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
     if digest.hexdigest()[:16] != scan.batch_id:
         raise BatchError(

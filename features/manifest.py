@@ -131,7 +131,8 @@ def _shown_id(sample_id: Any) -> str | None:
 
 
 def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str,
-               real_dirs: dict[str, str] | None = None) -> QuarantineRecord | None:
+               real_dirs: dict[str, str] | None = None, paths: dict[str, Path] | None = None) -> QuarantineRecord | None:
+    """Why the row is refused, or None; `paths` receives the file each file field resolves to."""
     if not isinstance(row, dict):
         return QuarantineRecord(
             None, stage, "bad_json", f"line {line_no}: expected a JSON object, got {type(row).__name__}", {"line": line_no}
@@ -158,14 +159,16 @@ def _check_row(row: Any, batch_dir: Path, line_no: int, stage: str,
                 str(sid), stage, "bad_field", f"line {line_no}: {name} must be a relative path string, got {value!r}", row
             )
         try:
-            resolve_inside(batch_dir, value, real_dirs)
+            resolved = resolve_inside(batch_dir, value, real_dirs)
         except ValueError as err:
             return QuarantineRecord(str(sid), stage, "unsafe_path", f"line {line_no}: {name}: {err}", row)
+        if paths is not None:
+            paths[name] = resolved
     return None
 
 
-def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str,
-                real_dirs: dict[str, str] | None = None) -> dict[str, Any] | QuarantineRecord:
+def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str, real_dirs: dict[str, str] | None = None,
+                paths: dict[str, Path] | None = None) -> dict[str, Any] | QuarantineRecord:
     """One manifest line → a well-formed row, or the record saying why it was refused."""
     quoted = {"line": line_no, "text": raw[:_QUOTED_TEXT_CHARS].decode("utf-8", "backslashreplace")}
     try:
@@ -184,7 +187,7 @@ def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str,
         surrogate = err.object[err.start : err.end]
         detail = f"line {line_no}: a string holds {surrogate!r}, an unpaired surrogate that is not Unicode text"
         return QuarantineRecord(None, stage, "bad_encoding", detail, quoted)
-    problem = _check_row(row, batch_dir, line_no, stage, real_dirs)
+    problem = _check_row(row, batch_dir, line_no, stage, real_dirs, paths)
     if problem:
         return problem
     row["sample_id"] = str(row["sample_id"])
@@ -211,9 +214,19 @@ def manifest_lines(data: bytes | str) -> list[tuple[int, bytes]]:
 
 def iter_manifest(data: bytes | str, batch_dir: Path, stage: str = "ingest") -> Iterator[dict[str, Any] | QuarantineRecord]:
     """Each non-blank line as a well-formed row or the record saying why it was refused, in manifest order."""
+    for outcome, _ in iter_manifest_with_paths(data, batch_dir, stage):
+        yield outcome
+
+
+def iter_manifest_with_paths(data: bytes | str, batch_dir: Path, stage: str = "ingest") -> Iterator[
+        tuple[dict[str, Any] | QuarantineRecord, dict[str, Path]]]:
+    """`iter_manifest`, each row with the files its file fields resolve to (as `resolve_inside` gives them,
+    checked inside the batch), so a caller that opens them does not resolve them again; {} for a record."""
     real_dirs: dict[str, str] = {}  # the batch's folders, resolved once for this pass
     for line_no, line in iter_manifest_lines(data):
-        yield _parse_line(line, line_no, batch_dir, stage, real_dirs)
+        paths: dict[str, Path] = {}
+        outcome = _parse_line(line, line_no, batch_dir, stage, real_dirs, paths)
+        yield outcome, ({} if isinstance(outcome, QuarantineRecord) else paths)
 
 
 def parse_manifest(
