@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from features.atomic import atomic_write_text
@@ -173,7 +174,6 @@ def read_feature_table(feast_dir: Path, table: str, batch_ids: list[str] | None 
         files = table_files(feast_dir, table)
     else:
         files = [path for path in (batch_file(feast_dir, table, str(b)) for b in dict.fromkeys(batch_ids)) if path.exists()]
-    import pyarrow.dataset as ds
 
     def scan(paths: list[Path]) -> pa.Table:  # file by file, in the table's schema (a column a file lacks: nulls)
         return ds.dataset([str(path) for path in paths], schema=schema, format="parquet").to_table(columns=read, filter=where)
