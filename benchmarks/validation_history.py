@@ -1,7 +1,7 @@
 """The validate stage as validation results accumulate in the GX context: seconds a validation takes after K earlier.
 
 GX builds the Data Docs index at each checkpoint run from every stored validation result; flywheel lists the
-latest `features.validate.DATA_DOCS_INDEX_RESULTS` there. This runs the clean-rows suite on the same 200-row
+latest `validate.data_docs_index_results` there (params.yaml). This runs the clean-rows suite on the same 200-row
 demo-like table `--runs` times into one context, with that limit and with none (GX's default), each in its own
 process pinned to one core, and reports the median seconds of the 9 validations around a few run counts.
 
@@ -11,6 +11,7 @@ Usage: python benchmarks/validation_history.py [--runs 300] [--out FILE]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -30,19 +31,19 @@ def child(limit: bool, runs: int) -> list[float]:
     from features.env import apply_process_environment
 
     apply_process_environment()
-    import features.validate as validate
+    from features.validate import validate_rows
     from tests.unit.params_support import validate_params
     from tests.unit.test_validate import make_clean_rows
 
-    if not limit:
-        validate.DATA_DOCS_INDEX_RESULTS = None  # GX's default: the index lists every result
     params = validate_params(n_classes=10, languages=("en", "de", "fr", "es"))
+    if not limit:
+        params = dataclasses.replace(params, data_docs_index_results=None)  # GX's default: every result listed
     rows = make_clean_rows(rows=200)
     seconds = []
     with tempfile.TemporaryDirectory() as home:
         for run in range(runs):
             started = time.perf_counter()
-            validate.validate_rows(rows, Path(home) / "gx", params, batch_id=f"b{run:05d}", run_name=f"run{run:05d}")
+            validate_rows(rows, Path(home) / "gx", params, batch_id=f"b{run:05d}", run_name=f"run{run:05d}")
             seconds.append(time.perf_counter() - started)
     return seconds
 
@@ -56,8 +57,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child == "limited", args.runs)))
         return
-    from features.validate import DATA_DOCS_INDEX_RESULTS
+    from tests.unit.params_support import validate_params
 
+    index_results = validate_params().data_docs_index_results
     series = {}
     for mode in ("unlimited", "limited"):
         done = subprocess.run([sys.executable, __file__, "--child", mode, "--runs", str(args.runs)],
@@ -71,9 +73,9 @@ def main() -> None:
         entry["ratio"] = entry["unlimited"] / entry["limited"]
         report.append(entry)
         print(f"after {at:>4} validations: {entry['unlimited']:.2f} s with every result on the index, "
-              f"{entry['limited']:.2f} s with the latest {DATA_DOCS_INDEX_RESULTS} (x{entry['ratio']:.2f})", flush=True)
+              f"{entry['limited']:.2f} s with the latest {index_results} (x{entry['ratio']:.2f})", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": args.runs, "index_results": DATA_DOCS_INDEX_RESULTS, "report": report,
+    args.out.write_text(json.dumps({"runs": args.runs, "index_results": index_results, "report": report,
                                     "seconds": series, "load_avg": os.getloadavg()}, indent=2))
     print(f"written to {args.out}")
 

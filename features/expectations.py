@@ -66,6 +66,7 @@ class ValidateParams:
     distribution_columns: tuple[str, ...]  # numeric columns whose batch mean is bounded
     min_reference_rows: int  # a thinner reference bounds nothing: reference checks skipped
     reference_batches: int  # the latest accepted batches that make up the reference
+    data_docs_index_results: int  # validation results the Data Docs index lists, newest first
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.max_bad_row_share <= 1.0:

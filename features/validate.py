@@ -71,11 +71,6 @@ PROFILES_DIR = "profiles"  # under gx_dir: the reference profile each batch was 
 _DATASOURCE_NAME = "flywheel"
 _BATCH_DEFINITION_NAME = "whole_table"  # the caller hands one in-memory frame per batch
 _DOCS_SITE = "local_site"  # the site a file-mode context scaffolds
-# The Data Docs index lists the latest this many validation results (every result keeps its page, and a run's
-# summary links its own). GX reads every stored result to build the index, at each checkpoint run: with no
-# limit a validation took 0.54 s on the first batch and 1.24 s after 200 (+3.5 ms per earlier result), so a
-# year of hourly runs would spend half a minute a suite building one index page.
-DATA_DOCS_INDEX_RESULTS = 60
 
 # COMPLETE lists every failing row; the id column turns row positions into sample_ids.
 _ROW_RESULT_FORMAT: dict[str, Any] = {
@@ -129,7 +124,7 @@ def validate_rows(
             bound=1,
             sample_ids=[],
         )
-    context = _open_context(gx_dir)
+    context = _open_context(gx_dir, params.data_docs_index_results)
     run_name = run_name or batch_id
     identifier, suite_result = _run_checkpoint(context, SUITE_NAME, build_suite(params), rows, run_name,
                                                _ROW_RESULT_FORMAT)
@@ -172,10 +167,10 @@ def validate_rows(
     )
 
 
-def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str) -> ValidationOutcome:
+def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str, index_results: int) -> ValidationOutcome:
     """Validate the feature table of one batch; return the rows out of range, or raise
-    BatchRejected when its schema is not the transform's."""
-    context = _open_context(gx_dir)
+    BatchRejected when its schema is not the transform's. `index_results`: as ValidateParams.data_docs_index_results."""
+    context = _open_context(gx_dir, index_results)
     _, suite_result = _run_checkpoint(
         context, FEATURES_SUITE_NAME, build_features_suite(), features, batch_id, _ROW_RESULT_FORMAT
     )
@@ -214,8 +209,10 @@ def _set_aside_unreadable_configs(gx_dir: Path) -> None:
                        "from params.yaml", name, why)
 
 
-def _open_context(gx_dir: Path) -> FileDataContext:
-    """Open (scaffolding on first use) the file context, with progress bars and analytics off."""
+def _open_context(gx_dir: Path, index_results: int) -> FileDataContext:
+    """Open (scaffolding on first use) the file context, with progress bars and analytics off and the Data Docs
+    index listing the latest `index_results` validation results: GX reads every result it lists to build the
+    index at each checkpoint run, so an unbounded index made each validation slower than the one before."""
     gx_dir.mkdir(parents=True, exist_ok=True)
     _set_aside_unreadable_configs(gx_dir)
     context = gx.get_context(mode="file", context_root_dir=gx_dir)
@@ -223,13 +220,13 @@ def _open_context(gx_dir: Path) -> FileDataContext:
     bars_off = bars is not None and bars.get("globally") is False and bars.get("metric_calculations") is False
     sites = context.variables.data_docs_sites or {}
     index = sites.get(_DOCS_SITE, {}).get("site_index_builder")
-    index_limited = index is None or index.get("validation_results_limit") == DATA_DOCS_INDEX_RESULTS
+    index_limited = index is None or index.get("validation_results_limit") == index_results
     if not bars_off or context.variables.analytics_enabled is not False or not index_limited:
         # Saved in great_expectations.yml, so the settings also hold for the CLI and notebooks.
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         context.variables.analytics_enabled = False
         if not index_limited:
-            index["validation_results_limit"] = DATA_DOCS_INDEX_RESULTS
+            index["validation_results_limit"] = index_results
             context.variables.data_docs_sites = sites
         context.variables.save()
     return context

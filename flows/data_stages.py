@@ -101,7 +101,8 @@ def stage_transform(settings: Settings, batch_id: str, clean_dir: Path, rows: pd
     features = compute_sample_features(clean_dir, rows, batch_id)
     from features.validate import validate_features
 
-    checked = validate_features(features, settings.paths.gx, batch_id)  # the feature table's own suite
+    checked = validate_features(features, settings.paths.gx, batch_id,  # the feature table's own suite
+                                validate_params(settings).data_docs_index_results)
     bad = features["sample_id"].isin(checked.failed)
     quarantined = [QuarantineRecord(sid, "transform", "failed_expectation", "; ".join(checked.failed[sid]), {"sample_id": sid})
                    for sid in features.loc[bad, "sample_id"]]

@@ -78,6 +78,10 @@ class ValidateSettings(_Strict):
     distribution_columns: tuple[str, ...] = ("image_contrast", "audio_seconds", "caption_chars")
     min_reference_rows: int = Field(100, ge=1)  # a thinner reference bounds nothing reliably: reference checks skipped
     reference_batches: int = Field(10, ge=1)  # the latest accepted batches that make up the reference
+    # Validation results the Data Docs index lists, newest first (each result keeps its page). GX reads every
+    # listed result to build the index at each validation: unbounded, validation slowed with each earlier run
+    # (0.55 s, then 1.65 s after 295; benchmarks/validation_history.py). A run makes two or three.
+    data_docs_index_results: int = Field(60, ge=1)
 
 
 class LabelSettings(_Strict):

@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +88,12 @@ def test_a_batch_id_that_reads_as_a_time_still_gets_its_data_docs_page(tmp_path:
     assert page is not None and page.is_file() and "batch-5537131626864212" in page.parts
 
 
-def test_the_data_docs_index_lists_the_latest_results_and_every_result_keeps_its_page(tmp_path: Path, monkeypatch) -> None:
+def test_the_data_docs_index_lists_the_latest_results_and_every_result_keeps_its_page(tmp_path: Path) -> None:
     """GX reads every stored result to build the index at each run, which made validation slower with every batch
-    before it: the index lists the latest DATA_DOCS_INDEX_RESULTS (3 here), and older results keep their pages."""
-    import features.validate as validate
-
-    monkeypatch.setattr(validate, "DATA_DOCS_INDEX_RESULTS", 3)
+    before it: the index lists the latest `data_docs_index_results` (3 here), and older results keep their pages."""
+    params = replace(PARAMS, data_docs_index_results=3)
     rows = make_clean_rows(rows=12)
-    pages = [validate_rows(rows, tmp_path / "gx", PARAMS, batch_id="b1", run_name=f"run{i}").data_docs_page
+    pages = [validate_rows(rows, tmp_path / "gx", params, batch_id="b1", run_name=f"run{i}").data_docs_page
              for i in range(5)]
     assert all(page is not None and page.is_file() for page in pages)
     index = pages[-1].parents[4] / "index.html"  # validations/<suite>/<run name>/<time>/<batch>.html
@@ -348,22 +347,22 @@ def make_features(clean_dir: Path) -> pd.DataFrame:
 
 def test_feature_suite_passes_the_transform_output_and_catches_an_out_of_range_ink_ratio(tmp_path: Path) -> None:
     features = make_features(tmp_path / "clean")
-    assert validate_features(features, tmp_path / "gx", "b1").failed == {}
+    assert validate_features(features, tmp_path / "gx", "b1", PARAMS.data_docs_index_results).failed == {}
     broken = features.copy()
     broken.loc[1, "img_ink_ratio"] = 1.5
 
-    outcome = validate_features(broken, tmp_path / "gx", "b1")
+    outcome = validate_features(broken, tmp_path / "gx", "b1", PARAMS.data_docs_index_results)
 
     assert outcome.failed == {"s0001": ["expect_column_values_to_be_between(img_ink_ratio)"]}
     assert outcome.suite_name == "sample_features" and outcome.statistics["failed_rows"] == 1
     with pytest.raises(BatchRejected, match=r"expect_column_type_to_be\(img_ink_ratio\)"):
-        validate_features(features.astype({"img_ink_ratio": "float64"}), tmp_path / "gx", "b1")
+        validate_features(features.astype({"img_ink_ratio": "float64"}), tmp_path / "gx", "b1", PARAMS.data_docs_index_results)
 
 
 def test_every_suite_has_a_data_docs_page(tmp_path: Path) -> None:
     gx_dir = tmp_path / "gx"
     outcome = validate_rows(make_clean_rows(REFERENCE_BATCH_ROWS, seed=7), gx_dir, PARAMS, "b1", reference=make_reference())
-    validate_features(make_features(tmp_path / "clean"), gx_dir, "b1")
+    validate_features(make_features(tmp_path / "clean"), gx_dir, "b1", PARAMS.data_docs_index_results)
 
     assert outcome.data_docs is not None
     index = outcome.data_docs.read_text()
