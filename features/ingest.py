@@ -156,7 +156,8 @@ def _copy_files(staging: str, row: dict, paths: dict[str, Path], digest: Any, ma
     as the scan did; a missing or unreadable file gets None and clean quarantines it as missing_file."""
     for field in _file_fields(row):
         path = str(paths[field])
-        relative = path[len(root) + 1:] if path.startswith(root + os.sep) else None  # None: the batch folder itself
+        prefix = root.rstrip(os.sep) + os.sep  # as resolve_inside checks it (a batch at "/" included)
+        relative = path[len(prefix):] if path.startswith(prefix) else None  # None: the batch folder itself
         try:
             sha = (_copy_and_hash(path, os.path.join(staging, relative), made)
                    if relative and os.path.isfile(path) else None)
