@@ -150,13 +150,12 @@ def _copy_and_hash(path: str, target: str, made: set[str]) -> str:
     return digest.hexdigest()
 
 
-def _copy_files(staging: str, row: dict, paths: dict[str, Path], digest: Any, made: set[str], root: str) -> None:
-    """Copy the row's files (`paths`, as the manifest pass resolved them inside the batch) to the same place
-    under `staging` (paths normalised), setting `<field>_sha256` from the bytes copied and feeding `digest`
-    as the scan did; a missing or unreadable file gets None and clean quarantines it as missing_file."""
+def _copy_files(staging: str, row: dict, paths: dict[str, Path], digest: Any, made: set[str], prefix: str) -> None:
+    """Copy the row's files (`paths`, as the manifest pass resolved them inside the batch, under `prefix`) to the
+    same place under `staging` (paths normalised), setting `<field>_sha256` from the bytes copied and feeding
+    `digest` as the scan did; a missing or unreadable file gets None and clean quarantines it as missing_file."""
     for field in _file_fields(row):
         path = str(paths[field])
-        prefix = root.rstrip(os.sep) + os.sep  # as resolve_inside checks it (a batch at "/" included)
         relative = path[len(prefix):] if path.startswith(prefix) else None  # None: the batch folder itself
         try:
             sha = (_copy_and_hash(path, os.path.join(staging, relative), made)
@@ -174,12 +173,12 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan) -> No
     (staging / MANIFEST_NAME).write_bytes(data)
     digest = hashlib.sha256(data)
     made: set[str] = set()  # the snapshot's folders created so far
-    root = os.path.realpath(source)  # as resolve_inside resolves the batch folder
+    prefix = os.path.realpath(source).rstrip(os.sep) + os.sep  # the batch folder as resolve_inside checks paths in it
     with (staging / ROWS_NAME).open("w", encoding="utf-8") as rows:
         for outcome, paths in iter_manifest_with_paths(data, source):
             if isinstance(outcome, QuarantineRecord):
                 continue
-            _copy_files(str(staging), outcome, paths, digest, made, root)
+            _copy_files(str(staging), outcome, paths, digest, made, prefix)
             rows.write(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
     if digest.hexdigest()[:16] != scan.batch_id:
         raise BatchError(

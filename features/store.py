@@ -46,20 +46,21 @@ KEYS = ("sample_id", "event_timestamp", "batch_id")
 # writes its own batch's file and reads no other, so its time and memory, and what DVC stores and pushes of
 # `feast/data` per run, do not grow with the batches before it (one file per table, rewritten whole by each
 # run, made every run read, rewrite and version the whole history). Feast reads each table's folder by glob.
-TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    table: pa.schema([
-        ("sample_id", pa.string()), ("event_timestamp", pa.timestamp("ns", tz="UTC")), ("batch_id", pa.string()),
-        *types,
-    ])
-    for table, types in {
-        "image_stats": [(name, pa.float32()) for name in IMAGE_FEATURES],
-        "audio_stats": [(name, pa.float32()) for name in AUDIO_FEATURES],
-        "caption_stats": [*((name, pa.float32()) for name in CAPTION_FEATURES),
-                          *((name, pa.string()) for name in CATEGORICAL_FEATURES)],
-        "labels": [("label", pa.int64()), ("label_source", pa.string()), ("label_confidence", pa.float64()),
-                   ("label_votes", pa.string())],
-    }.items()
+_KEY_TYPES = {"sample_id": pa.string(), "event_timestamp": pa.timestamp("ns", tz="UTC"), "batch_id": pa.string()}
+_VALUE_TYPES = {  # a column not named here is a float32 statistic
+    **dict.fromkeys(CATEGORICAL_FEATURES, pa.string()),
+    "label": pa.int64(), "label_source": pa.string(), "label_confidence": pa.float64(), "label_votes": pa.string(),
 }
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    table: pa.schema([*((key, _KEY_TYPES[key]) for key in KEYS),
+                      *((name, _VALUE_TYPES.get(name, pa.float32())) for name in columns)])
+    for table, columns in TABLE_COLUMNS.items()
+}
+
+
+def _legacy_file(feast_dir: Path, table: str) -> Path:
+    """Where an earlier flywheel kept the whole table as one file."""
+    return feast_dir / "data" / f"{table}.parquet"
 
 
 def table_dir(feast_dir: Path, table: str) -> Path:
@@ -101,7 +102,7 @@ def _as_table(frame: pd.DataFrame, table: str, fill_missing: bool = False) -> pa
 def _split_legacy_table(feast_dir: Path, table: str) -> None:
     """A table an earlier flywheel kept as one file (`data/<table>.parquet`) becomes one file per batch, then the
     old file goes; a kill midway leaves it, and the next write splits it again (each batch file is atomic)."""
-    legacy = feast_dir / "data" / f"{table}.parquet"
+    legacy = _legacy_file(feast_dir, table)
     if not legacy.exists():
         return
     frame = pd.read_parquet(legacy)
@@ -130,7 +131,7 @@ def _upgrade_schemas(feast_dir: Path, table: str) -> None:
 def split_legacy_tables(feast_dir: Path) -> None:
     """Every table an earlier flywheel kept as one file, split by batch (a stat per table when there is none):
     Feast's sources read the tables' folders, so a store is split before Feast reads it."""
-    legacy = [table for table in TABLE_COLUMNS if (feast_dir / "data" / f"{table}.parquet").exists()]
+    legacy = [table for table in TABLE_COLUMNS if _legacy_file(feast_dir, table).exists()]
     if legacy:
         from features.locks import feature_store_lock
 
@@ -151,12 +152,12 @@ def upsert_batch_table(feast_dir: Path, table: str, batch_id: str, frame: pd.Dat
 
 def has_feature_table(feast_dir: Path, table: str) -> bool:
     """Whether the table has a batch (or an earlier flywheel's single file)."""
-    return bool(table_files(feast_dir, table)) or (feast_dir / "data" / f"{table}.parquet").exists()
+    return bool(table_files(feast_dir, table)) or _legacy_file(feast_dir, table).exists()
 
 
 def feature_table_rows(feast_dir: Path, table: str) -> int:
     """Rows in a table, from its files' footers (no data read)."""
-    legacy = feast_dir / "data" / f"{table}.parquet"
+    legacy = _legacy_file(feast_dir, table)
     files = table_files(feast_dir, table) + ([legacy] if legacy.exists() else [])
     return sum(pq.read_metadata(path).num_rows for path in files)
 
@@ -179,7 +180,7 @@ def read_feature_table(feast_dir: Path, table: str, batch_ids: list[str] | None 
         return ds.dataset([str(path) for path in paths], schema=schema, format="parquet").to_table(columns=read, filter=where)
 
     parts = [scan(files)] if files else []
-    legacy = feast_dir / "data" / f"{table}.parquet"
+    legacy = _legacy_file(feast_dir, table)
     if legacy.exists():  # until a write splits it; a batch already split (a split under way) is read from its file
         old = scan([legacy])
         split = {str(value) for part in parts for value in part["batch_id"].unique().to_pylist()}

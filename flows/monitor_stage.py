@@ -54,18 +54,17 @@ def load_human_labels(settings: Settings, rows: pd.DataFrame) -> pd.Series:
     """sample_id -> human label: the manifest's labels in the clean rows, then labels imported later
     from review (the feature store's `labels` table, label_source == "human") on top."""
     labels = rows.set_index("sample_id")["label"].dropna() if "label" in rows.columns else pd.Series(dtype=float)
-    from features.store import has_feature_table, read_feature_table
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if has_feature_table(settings.paths.feast, "labels"):
-        import pyarrow as pa
-        import pyarrow.compute as pc
+    from features.store import read_feature_table
 
-        ids = pa.array(pd.unique(rows["sample_id"].astype(str)), pa.string())
-        human = (pc.field("label_source") == "human") & pc.field("sample_id").isin(ids)  # file by file
-        stored = read_feature_table(settings.paths.feast, "labels", columns=["sample_id", "label"], where=human)
-        imported = stored.set_index("sample_id")["label"]
-        if len(imported):  # no empty part in a concat: pandas deprecates their effect on the result's dtype
-            labels = pd.concat([labels, imported]) if len(labels) else imported
+    ids = pa.array(pd.unique(rows["sample_id"].astype(str)), pa.string())
+    human = (pc.field("label_source") == "human") & pc.field("sample_id").isin(ids)  # file by file
+    stored = read_feature_table(settings.paths.feast, "labels", columns=["sample_id", "label"], where=human)  # none: empty
+    imported = stored.set_index("sample_id")["label"]
+    if len(imported):  # no empty part in a concat: pandas deprecates their effect on the result's dtype
+        labels = pd.concat([labels, imported]) if len(labels) else imported
     return labels[~labels.index.duplicated(keep="last")].astype(float)
 
 
