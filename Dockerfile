@@ -19,7 +19,7 @@ ENV DO_NOT_TRACK=1 \
 # espeak-ng, festival and its voices, flite: the demo batches' speech (Makefile SYSTEM_PACKAGES).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends espeak-ng festival flite festvox-kallpc16k festvox-kdlpc16k \
-       festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac festvox-czech-ph \
+       festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-ca-ona-hts \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

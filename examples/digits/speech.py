@@ -49,8 +49,7 @@ HELD_OUT_ACCENTS: tuple[str, ...] = ("de", "es", "fr-fr", "hi", "it", "pl", "ru"
 
 # --- festival (the second training engine) ----------------------------------------------------------
 # Voice -> the Debian package that holds it (Makefile SYSTEM_PACKAGES installs them). Left out: the
-# Italian and Russian voices (held-out accents' languages), us_slt (the speaker of flite's slt), the
-# Catalan HTS voice (it ignores Duration_Stretch, so a row's speed would not be what it says), and the
+# Italian and Russian voices (held-out accents' languages), us_slt (the speaker of flite's slt), and the
 # Hindi, Marathi and Telugu voices (festival crashes on Latin text with them).
 FESTIVAL_VOICES: dict[str, str] = {
     "kal_diphone": "festvox-kallpc16k",
@@ -60,7 +59,12 @@ FESTIVAL_VOICES: dict[str, str] = {
     "czech_dita": "festvox-czech-dita",
     "czech_machac": "festvox-czech-machac",
     "czech_ph": "festvox-czech-ph",
+    "upc_ca_ona_hts": "festvox-ca-ona-hts",
 }
+# Festival voices that speak through HTS (a statistical model of a recorded speaker, spoken by a vocoder) rather
+# than by joining recorded diphones: they ignore Duration_Stretch and take their speed as the HTS engine's speech
+# rate ("-r", >1 faster). The Catalan voice ona is the only one training may hear (us_slt is flite's slt speaker).
+FESTIVAL_HTS_VOICES: frozenset[str] = frozenset({"upc_ca_ona_hts"})
 # Festival voices the example can render but training does not hear (benchmarks/robust_speech.py tries them):
 # the Czech child voice krb. With it in training, two festival voices held out of training scored 83.6 / 84.3 / 77.7 %
 # against 76.3 / 72.9 / 73.1 (robust_speech.py --tune, seeds 0-2), but flite 75.2 / 80.3 / 77.8 % against
@@ -172,7 +176,11 @@ def speak_festival(utterances: list[Utterance]) -> None:
         if name.startswith("czech_"):  # its prosody draws from festival's own generator: clips would depend on
             lines.append("(set! czech-randomize nil)")  # what the process spoke before; variety is our seeded speed
         for u in group:
-            lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
+            if name in FESTIVAL_HTS_VOICES:
+                lines.append(f"(set! hts_engine_params (append {name}::hts_engine_params "
+                             f"(list (list \"-r\" {u.speed / DEFAULT_WPM:.3f}))))")
+            else:
+                lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
             lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")
     with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
         script.write("\n".join(lines) + "\n")

@@ -370,11 +370,13 @@ def test_golden_batch_holds_every_kind_of_held_out_speech(tmp_path: Path) -> Non
         assert len(wave) > 4000 and np.abs(wave).max() > 0.05, row["voice"]
 
 
-def test_festival_clips_follow_the_drawn_speed(tmp_path: Path) -> None:
-    """One festival process speaks a batch's festival rows; a slower draw gives a longer clip."""
+@pytest.mark.parametrize("voice", ["festival:kal_diphone", "festival:upc_ca_ona_hts"])
+def test_festival_clips_follow_the_drawn_speed(tmp_path: Path, voice: str) -> None:
+    """One festival process speaks a batch's festival rows; a slower draw gives a longer clip, from a diphone
+    voice (Duration_Stretch) and from an HTS voice (which ignores that and takes the HTS engine's speech rate)."""
     from examples.digits.speech import Utterance, speak_festival
 
-    slow, fast = (Utterance("festival:kal_diphone", "seven", wpm, None, tmp_path / f"{wpm}.wav") for wpm in (120, 200))
+    slow, fast = (Utterance(voice, "seven", wpm, None, tmp_path / f"{wpm}.wav") for wpm in (120, 200))
     speak_festival([slow, fast])
     assert len(read_wave(slow.path)) > 1.3 * len(read_wave(fast.path))
 
