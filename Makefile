@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # golden batch (examples/digits/speech.py); festvox-czech-krb: a voice benchmarks/robust_speech.py tries, not in
 # training (speech.py FESTIVAL_TRIAL_VOICES); chromium: the dashboards' browser test (Playwright drives it, downloads none)
 FESTIVAL_VOICES := festvox-kallpc16k festvox-kdlpc16k festvox-suopuhe-lj festvox-suopuhe-mv \
-	festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-ca-ona-hts festvox-czech-krb festvox-mr-nsk festvox-te-nsk
+	festvox-czech-dita festvox-czech-machac festvox-czech-ph festvox-ca-ona-hts festvox-czech-krb
 SYSTEM_PACKAGES := espeak-ng festival $(FESTIVAL_VOICES) flite chromium
 
 # Telemetry off for every process make starts (see features/env.py for the full list).

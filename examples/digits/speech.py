@@ -60,14 +60,6 @@ FESTIVAL_VOICES: dict[str, str] = {
     "czech_machac": "festvox-czech-machac",
     "czech_ph": "festvox-czech-ph",
     "upc_ca_ona_hts": "festvox-ca-ona-hts",
-    "marathi_NSK_diphone": "festvox-mr-nsk",
-    "telugu_NSK_diphone": "festvox-te-nsk",
-}
-SCRIPT_WORDS = {
-    "marathi_NSK_diphone": dict(zip(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
-        ("झीरो", "वन", "टू", "थ्री", "फोर", "फाइव", "सिक्स", "सेवन", "एट", "नाइन"))),
-    "telugu_NSK_diphone": dict(zip(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"),
-        ("జీరో", "వన్", "టూ", "త్రీ", "ఫోర్", "ఫైవ్", "సిక్స్", "సెవెన్", "ఎయిట్", "నైన్"))),
 }
 # Festival voices that speak through HTS (a statistical model of a recorded speaker, spoken by a vocoder) rather
 # than by joining recorded diphones: they ignore Duration_Stretch and take their speed as the HTS engine's speech
@@ -167,13 +159,6 @@ def _working_setarch() -> str | None:
 
 
 def speak_festival(utterances: list[Utterance]) -> None:
-    own = [u for u in utterances if voice_name(u.voice) in SCRIPT_WORDS]
-    for name in sorted({voice_name(u.voice) for u in own}):
-        _speak_festival([u for u in own if voice_name(u.voice) == name])
-    _speak_festival([u for u in utterances if voice_name(u.voice) not in SCRIPT_WORDS])
-
-
-def _speak_festival(utterances: list[Utterance]) -> None:
     """Write festival clips with one festival process for them all: festival takes a third of a second to
     start, then milliseconds per voice loaded and per clip (one process per voice cost 5x as much)."""
     by_voice: dict[str, list[Utterance]] = {}
@@ -196,8 +181,7 @@ def _speak_festival(utterances: list[Utterance]) -> None:
                              f"(list (list \"-r\" {u.speed / DEFAULT_WPM:.3f}))))")
             else:
                 lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
-            word = SCRIPT_WORDS.get(name, {}).get(u.word, u.word)
-            lines.append(f"(utt.save.wave (SynthText {_scheme_string(word)}) {_scheme_string(str(u.path))} 'riff)")
+            lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")
     with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     try:
