@@ -311,26 +311,7 @@ def _render_audio(plan: _SamplePlan, out: Path, rng: np.random.Generator, effect
     if engine_of(plan.voice) != FESTIVAL:
         speak(_utterance(plan, out))
     wave, rate = sf.read(path, dtype="float64")
-    if engine_of(plan.voice) == FESTIVAL and plan.voice_group == "train":
-        vrng = np.random.default_rng(plan.effect_seed + 17)
-        if vrng.random() < 0.5:
-            wave = _vocode(wave, rate, float(np.exp(vrng.uniform(np.log(0.7), np.log(1.4)))), float(vrng.uniform(0.88, 1.15)))
     sf.write(path, effect(wave, rate, rng), rate, subtype="PCM_16")
-
-
-def _vocode(wave, rate, f0_factor, warp):
-    import pyworld as pw
-    x = np.ascontiguousarray(wave, dtype=np.float64)
-    f0, t = pw.dio(x, rate, frame_period=5.0)
-    f0 = pw.stonemask(x, f0, t, rate)
-    sp = pw.cheaptrick(x, f0, t, rate)
-    ap = pw.d4c(x, f0, t, rate)
-    n = sp.shape[1]
-    src = np.clip(np.arange(n) / warp, 0, n - 1)
-    sp = np.stack([np.interp(src, np.arange(n), row) for row in sp])
-    y = pw.synthesize(f0 * f0_factor, sp, ap, rate, frame_period=5.0)
-    peak = np.abs(y).max()
-    return y * (0.9 / peak) if peak > 0.9 else y
 
 
 def _render_sample(plan: _SamplePlan, out: Path, profile: _Profile) -> None:
