@@ -45,10 +45,11 @@ class VoiceGroup:
 
 TRAINING_SPEECH: tuple[VoiceGroup, ...] = (  # espeak-ng and festival only
     VoiceGroup("train", ESPEAK_TRAINING_VOICES, 0.4),
-    # festival's voices are diphones of real speakers, the closest training comes to the held-out engine's. A 60 %
-    # share alone moved flite by +1 / +8.5 / -5 points on three seeds; with the mel-pooling stem and wider speed
-    # range of params.yaml's recipe it is part of what took flite from 71.5 to 81.4 % (emergent_alignment.py; 74.7 %
-    # over five seeds once festival ran deterministically: README)
+    # festival's voices are real speakers (diphones, and ona through an HTS vocoder), the closest training comes to
+    # the held-out engine's. A 60 % share alone moved flite by +1 / +8.5 / -5 points on three seeds; with the
+    # mel-pooling stem and wider speed range of params.yaml's recipe it is part of what took flite from 71.5 to
+    # 81.4 % (emergent_alignment.py; 74.7 % over five seeds once festival ran deterministically, 78.3 % with ona:
+    # README). ona at 15 % of rows instead of an eighth of the 60 % scored the same (78.3 against 78.7 % on four seeds)
     VoiceGroup("train", FESTIVAL_TRAINING_VOICES, 0.6),
 )
 # The golden batch: a quarter each of training speech and of the three kinds of speech training never hears.
