@@ -217,3 +217,17 @@ def test_shipped_params_file_is_valid_and_every_gate_metric_is_evaluated():
     for key in declared:  # a section, or a dotted entry inside one (demo.golden_seed)
         section, _, entry = key.partition(".")
         assert section in raw and (not entry or entry in raw[section]), f"dvc.yaml names {key}, not in params.yaml"
+
+
+def test_every_festival_voice_the_demo_speaks_is_installed_by_the_project_files():
+    """A voice added to examples/digits/speech.py without its Debian package would fail only on a fresh machine."""
+    from examples.digits.speech import FESTIVAL_TRIAL_VOICES, FESTIVAL_VOICES
+
+    makefile = (PROJECT / "Makefile").read_text()
+    declared = re.search(r"^FESTIVAL_VOICES := (.*?)(?<!\\)$", makefile, re.M | re.S)
+    assert declared, "the Makefile declares FESTIVAL_VOICES"
+    make_packages = set(declared.group(1).replace("\\\n", " ").split())
+    missing = sorted((set(FESTIVAL_VOICES.values()) | set(FESTIVAL_TRIAL_VOICES.values())) - make_packages)
+    assert not missing, f"Makefile FESTIVAL_VOICES lacks {missing}"
+    dockerfile = (PROJECT / "Dockerfile").read_text()
+    assert not [p for p in FESTIVAL_VOICES.values() if p not in dockerfile.split()], "the image installs every training voice"
