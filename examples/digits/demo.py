@@ -29,9 +29,8 @@ import soundfile as sf
 from PIL import Image, ImageFilter
 
 from examples.digits.speech import (
-    DEFAULT_WPM, ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_HTS_VOICES, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS,
-    HELD_OUT_ENGINE_VOICES, HELD_OUT_VOICES, TRAIN_ENGLISH, Utterance, engine_of, required_programs, speak,
-    speak_festival, voice_name,
+    ESPEAK_TRAINING_VOICES, FESTIVAL, FESTIVAL_TRAINING_VOICES, HELD_OUT_ACCENTS, HELD_OUT_ENGINE_VOICES,
+    HELD_OUT_VOICES, TRAIN_ENGLISH, Utterance, engine_of, required_programs, speak, speak_festival,
 )
 from examples.digits.vocabulary import DIGIT_WORDS
 
@@ -261,7 +260,7 @@ def _plan_samples(
             image_index=int(pool[int(image_picks[i] * len(pool))]),
             voice=speakers[i][0],
             voice_group=speakers[i][1],
-            speed=DEFAULT_WPM if voice_name(speakers[i][0]) in FESTIVAL_HTS_VOICES else int(speeds[i]),
+            speed=int(speeds[i]),
             pitch=int(pitches[i]) if engine_of(speakers[i][0]) == "espeak-ng" else None,
             language=languages[i],
             caption=_caption(languages[i], digit, bool(generic[i]), float(template_picks[i])),

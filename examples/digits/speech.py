@@ -62,10 +62,11 @@ FESTIVAL_VOICES: dict[str, str] = {
     "upc_ca_ona_hts": "festvox-ca-ona-hts",
 }
 # Festival voices that speak through HTS (a statistical model of a recorded speaker, spoken by a vocoder) rather
-# than by joining recorded diphones. They ignore Duration_Stretch, and the HTS engine's speech rate ("-r")
-# stretches only their pauses (ona's "seven": phones the same at rate 0.6, the leading pause 0.49 -> 1.25 s), so
-# they speak at their own rate and a row of theirs records DEFAULT_WPM. The Catalan voice ona is the only one
-# training may hear (us_slt is flite's slt speaker).
+# than by joining recorded diphones: they ignore Duration_Stretch and take the drawn speed as the HTS engine's
+# speech rate ("-r", >1 faster). That rate stretches their pauses, not their phones (ona's "seven" at 0.6: phones
+# unchanged, the leading pause 0.49 -> 1.25 s), and the pauses are breath noise ~35 dB under the word that the
+# clean stage's 40 dB trim keeps: the word starts 0.3-1.2 s into the clip. Cutting clips to their phones lost
+# flite points (models.md), so they stay as spoken. ona is the only such voice training may hear (us_slt is flite's slt).
 FESTIVAL_HTS_VOICES: frozenset[str] = frozenset({"upc_ca_ona_hts"})
 # Festival voices the example can render but training does not hear (benchmarks/robust_speech.py tries them):
 # the Czech child voice krb. With it in training, two festival voices held out of training scored 83.6 / 84.3 / 77.7 %
@@ -160,35 +161,6 @@ def _working_setarch() -> str | None:
     return setarch if probe.returncode == 0 else None
 
 
-# An HTS voice speaks its leading and trailing pauses as breath noise about 35 dB under the word, which the clean
-# stage's 40 dB trim keeps: ona's words began half a second into the model's one-second window (past it when the
-# pauses were stretched), and a model trained on one demo batch heard its own training audio at 0.71 instead of
-# 0.86. Festival knows where the phones are; clips of HTS voices are cut to them.
-_SPOKEN_SPAN_SCHEME = """(define (flywheel_save_and_span utt path)
-  (let ((start nil) (end nil))
-    (utt.save.wave utt path 'riff)
-    (mapcar (lambda (seg) (if (not (string-equal (item.name seg) "pau"))
-                              (begin (if (not start) (set! start (item.feat seg "segment_start")))
-                                     (set! end (item.feat seg "end")))))
-            (utt.relation.items utt 'Segment))
-    (if start (format t "SPOKEN\t%s\t%f\t%f\n" path start end))))"""
-SPOKEN_MARGIN_S = 0.05  # kept before the first phone and after the last
-
-
-def _cut_to_spoken_spans(festival_stdout: str) -> None:
-    """Cut each clip festival reported a spoken span for (SPOKEN, path, start s, end s) to that span and a margin."""
-    import soundfile as sf
-
-    for line in festival_stdout.splitlines():
-        fields = line.split("\t")
-        if len(fields) != 4 or fields[0] != "SPOKEN":
-            continue
-        path, start, end = Path(fields[1]), float(fields[2]), float(fields[3])
-        wave, rate = sf.read(path, dtype="int16")
-        first, last = max(int((start - SPOKEN_MARGIN_S) * rate), 0), int((end + SPOKEN_MARGIN_S) * rate)
-        sf.write(path, wave[first:last], rate, subtype="PCM_16")
-
-
 def speak_festival(utterances: list[Utterance]) -> None:
     """Write festival clips with one festival process for them all: festival takes a third of a second to
     start, then milliseconds per voice loaded and per clip (one process per voice cost 5x as much)."""
@@ -201,18 +173,18 @@ def speak_festival(utterances: list[Utterance]) -> None:
         raise ValueError(f"festival voices {unknown} are not ones the example uses; known: {sorted(known)}")
     if not by_voice:
         return
-    lines = [_SPOKEN_SPAN_SCHEME]
+    lines = []
     for name, group in by_voice.items():
         lines.append(f"(voice_{name})")
         if name.startswith("czech_"):  # its prosody draws from festival's own generator: clips would depend on
             lines.append("(set! czech-randomize nil)")  # what the process spoke before; variety is our seeded speed
         for u in group:
-            path = _scheme_string(str(u.path))
-            if name in FESTIVAL_HTS_VOICES:  # at the voice's own rate (the plan draws none for it)
-                lines.append(f"(flywheel_save_and_span (SynthText {_scheme_string(u.word)}) {path})")
+            if name in FESTIVAL_HTS_VOICES:
+                lines.append(f"(set! hts_engine_params (append {name}::hts_engine_params "
+                             f"(list (list \"-r\" {u.speed / DEFAULT_WPM:.3f}))))")
             else:
                 lines.append(f"(Parameter.set 'Duration_Stretch {DEFAULT_WPM / u.speed:.3f})")
-                lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {path} 'riff)")
+            lines.append(f"(utt.save.wave (SynthText {_scheme_string(u.word)}) {_scheme_string(str(u.path))} 'riff)")
     with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     try:
@@ -221,8 +193,6 @@ def speak_festival(utterances: list[Utterance]) -> None:
         Path(script.name).unlink(missing_ok=True)
     missing = {name: [u for u in group if not u.path.exists()] for name, group in by_voice.items()}
     missing = {name: group for name, group in missing.items() if group}
-    if result.returncode == 0 and not missing:
-        _cut_to_spoken_spans(result.stdout)
     if result.returncode != 0 or missing:
         packages = sorted({known[name] for name in missing or by_voice})
         raise RuntimeError(
