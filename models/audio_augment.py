@@ -79,7 +79,6 @@ class AudioAugment:
         if not self.enabled:
             return batch
         steps = (
-            (0.5, lambda x, g: delay_onset(x, 40, g)),
             (self.speed_prob, lambda x, g: speed_perturb(x, self.speed_range, g)),
             (self.pitch_prob, lambda x, g: pitch_shift(x, self.pitch_max_bins, g)),
             (self.vtlp_prob, lambda x, g: warp_vocal_tract(x, self.vtlp_range, self.sample_rate, g)),
@@ -135,14 +134,6 @@ def speed_perturb(x: Tensor, speed_range: tuple[float, float], generator: torch.
     b, t, _ = x.shape
     factor = uniform(b, *speed_range, generator)  # (B,)
     positions = torch.arange(t, dtype=torch.float32)[None, :] * factor[:, None]  # (B, T)
-    return _interpolate(x, positions, 1, x.amin(dim=(1, 2)))
-
-
-def delay_onset(x: Tensor, max_frames: int, generator: torch.Generator) -> Tensor:
-    """Move each clip's content later by 0..max_frames frames, the start filled with its quietest value."""
-    b, t, _ = x.shape
-    delay = uniform(b, 0.0, float(max_frames), generator).round()
-    positions = torch.arange(t, dtype=torch.float32)[None, :] - delay[:, None]
     return _interpolate(x, positions, 1, x.amin(dim=(1, 2)))
 
 
