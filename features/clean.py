@@ -4,7 +4,7 @@ unsafe, oversized or corrupt files, and duplicate or near-duplicate samples.
 Output per batch (`lake/clean/<batch_id>/`): PNGs (grayscale, or RGB for a task with 3 image
 channels), 16 kHz mono WAVs, sensor `.npy` files and `rows.parquet`, the clean-rows table that validation and transform read.
 Each file is decoded once: from the arrays just decoded, clean also computes what the transform stage needs,
-`stats.parquet` (per-sample image and audio statistics) and `inputs/` (the model inputs by chunk, see
+`stats-v2.parquet` (per-sample image and audio statistics) and `inputs/` (the model inputs by chunk, see
 models.inputs), so no later stage opens an image or a clip again.
 """
 
@@ -37,7 +37,7 @@ from features.manifest import FILE_FIELDS
 from features.memory import release_free_memory
 from features.phash import find_near_matches
 from features.records import BatchError, QuarantineRecord, StageReport
-from features.transform import STATS_FILE, ImageStatsBatcher, sample_stats, stats_frame
+from features.transform import ARRAY_STATS, STATS_FILE, AudioStatsBatcher, ImageStatsBatcher, stats_frame
 from models.inputs import CLEAN_INPUTS_DIR, InputSpec, InputsBuilder, write_clean_inputs_part, write_clean_inputs_spec
 
 __all__ = [  # one row's cleaning lives in features.clean_row; these names are imported from here too
@@ -208,6 +208,7 @@ class _ChunkWriter:
         self.decoded: list[DecodedRows] = []  # per part written: what the batch-level steps need of its rows
         self.stats: list[dict[str, Any]] = []
         self.images = ImageStatsBatcher()  # image statistics a group of same-shape images at a time
+        self.audio = AudioStatsBatcher()  # audio statistics a few clips at a time
         self.builder = None if spec is None else InputsBuilder(PART_ROWS, spec)
 
     def add(self, line: int, row: dict[str, Any], clean: dict[str, Any], decoded: dict[str, Any]) -> None:
@@ -215,9 +216,11 @@ class _ChunkWriter:
         self.lines.append(line)
         self.near_keys += _content_besides_image(row)
         wave, rate = decoded.get("wave"), decoded.get("sample_rate")
-        self.stats.append({"sample_id": clean["sample_id"], **sample_stats(None, wave, rate)})
+        self.stats.append({"sample_id": clean["sample_id"], **dict.fromkeys(ARRAY_STATS, np.nan)})  # NaN: absent
         if decoded.get("gray") is not None:
             self.images.add(self.stats[-1], decoded["gray"])
+        if wave is not None:
+            self.audio.add(self.stats[-1], wave, rate)
         if self.builder is not None:
             self.builder.add(clean["sample_id"], clean["caption"], decoded.get("image"), wave, rate,
                              decoded.get("sensors"))
@@ -233,6 +236,7 @@ class _ChunkWriter:
         name = f"{self.index:05d}-{self.parts:04d}"  # sorted names keep the rows' order
         save_parquet(self.out_dir / PARTS_DIR / f"part-{name}.parquet", rows_to_frame(self.records))
         self.images.finish()  # every statistic of the part's rows is filled in
+        self.audio.finish()
         save_parquet(self.out_dir / PARTS_DIR / f"stats-{name}.parquet", stats_frame(self.stats))
         if self.builder is not None:
             write_clean_inputs_part(self.out_dir / CLEAN_INPUTS_DIR, name, self.builder.build())

@@ -275,6 +275,13 @@ class Params(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _a_filterbank_at_the_clean_rate(self) -> "Params":
+        from models.transforms import check_filterbank  # numpy and Pillow: imported when params are checked
+
+        check_filterbank(self.clean.sample_rate, self.transform.n_mels)
+        return self
+
+    @model_validator(mode="after")
     def _slices_of_the_task(self) -> "Params":
         known = {"class", *self.task.slices}
         for where, slices in ((f"gate.families.{name}.slices", gate.slices) for name, gate in self.gate.families.items()):

@@ -31,6 +31,7 @@ from scipy.signal import resample_poly
 
 from models.imagebind.config import AUDIO, DEPTH, TEXT, THERMAL, VISION
 from models.imagebind.official import OFFICIAL_DEFAULTS, OFFICIAL_FIXED
+from models.transforms import kaldi_mel_weights
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -132,21 +133,6 @@ def official_clip_bounds(
     return [(int(step * i * rate), int((step * i + seconds) * rate)) for i in range(clips)]
 
 
-def _kaldi_mel_weights(n_mels: int, n_fft: int, rate: int, low_hz: float = 20.0) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters on Kaldi's mel scale, 1127 ln(1 + f / 700).
-
-    Triangles are evenly spaced in mel from `low_hz` to Nyquist and the Nyquist FFT bin gets
-    no weight, as in Kaldi. A triangle narrower than the FFT bin spacing covers no bin and
-    stays all zero (its log energy is the floor), as torchaudio leaves it.
-    """
-    mel_low, mel_high = 1127.0 * np.log1p(low_hz / 700.0), 1127.0 * np.log1p(rate / 2 / 700.0)
-    step = (mel_high - mel_low) / (n_mels + 1)
-    left = mel_low + step * np.arange(n_mels)[:, None]  # (n_mels, 1); centre = left + step
-    fft_mels = 1127.0 * np.log1p(rate / n_fft * np.arange(n_fft // 2)[None] / 700.0)  # (1, n_fft / 2)
-    weights = np.clip(np.minimum(fft_mels - left, left + 2 * step - fft_mels) / step, 0.0, None)
-    return np.pad(weights, ((0, 0), (0, 1)))
-
-
 def clip_to_official_fbank(
     clip: np.ndarray, rate: int = AUDIO_SAMPLE_RATE, n_mels: int = AUDIO_MEL_BINS, frames: int = AUDIO_FRAMES
 ) -> np.ndarray:
@@ -174,7 +160,7 @@ def clip_to_official_fbank(
     x[:, 0] *= 1 - 0.97
     n_fft = 1 << (length - 1).bit_length()  # next power of two: 512 for 400 samples
     power = np.abs(np.fft.rfft(x * np.hanning(length), n=n_fft)) ** 2  # symmetric Hann, as Kaldi's "hanning"
-    energies = power @ _kaldi_mel_weights(n_mels, n_fft, rate).T  # (n_frames, n_mels)
+    energies = power @ kaldi_mel_weights(n_mels, n_fft, rate).T  # (n_frames, n_mels)
     log_mel = np.log(np.maximum(energies, np.finfo(np.float32).eps))
     out = np.zeros((n_mels, frames), dtype=np.float32)
     kept = min(n_frames, frames)

@@ -103,8 +103,8 @@ def test_clean_writes_its_arrays_in_bounded_parts(cleaned, tmp_path, monkeypatch
     parts = sorted((again.batch_dir / CLEAN_INPUTS_DIR).glob("part-*.npz"))
     assert len(parts) == -(-len(again.rows) // 4) and all(len(load_model_inputs(p)) <= 4 for p in parts)
     pd.testing.assert_frame_equal(again.rows, cleaned.rows)
-    pd.testing.assert_frame_equal(pd.read_parquet(again.batch_dir / "stats.parquet"),
-                                  pd.read_parquet(cleaned.batch_dir / "stats.parquet"))
+    pd.testing.assert_frame_equal(pd.read_parquet(again.batch_dir / STATS_FILE),
+                                  pd.read_parquet(cleaned.batch_dir / STATS_FILE))
     _assert_same_inputs(load_clean_inputs(again.batch_dir, again.rows, input_spec()),
                         build_model_inputs(again.batch_dir, again.rows, input_spec()))
 

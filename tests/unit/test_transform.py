@@ -31,11 +31,16 @@ def test_silence_ratio_and_centroid_follow_the_signal():
 
 
 def _numpy_reference(wave: np.ndarray) -> tuple[float, float]:
-    """The centroid and pitch as flywheel computed them before the scipy FFT (issue 17): numpy, frame by frame."""
-    spectrum = np.abs(np.fft.rfft(wave))
-    centroid = float((spectrum * np.fft.rfftfreq(len(wave), 1.0 / SR)).sum() / spectrum.sum())
+    """The centroid and pitch computed frame by frame with numpy: 40 ms Hann frames every 20 ms, each frame's
+    magnitude spectrum summed for the centroid, the voiced frames' autocorrelations (padded to twice a frame,
+    as flywheel computed them before issue 17) for the pitch."""
+    from scipy.fft import next_fast_len
+
     frame, hop = int(0.04 * SR), int(0.02 * SR)
     frames = np.stack([wave[i : i + frame] for i in range(0, len(wave) - frame + 1, hop)]) * np.hanning(frame)
+    n_fft = next_fast_len(frame + SR // 60, real=True)  # the spectra's length in features.transform
+    spectrum = np.abs(np.fft.rfft(frames, n=n_fft, axis=1)).sum(axis=0)
+    centroid = float((spectrum * np.fft.rfftfreq(n_fft, 1.0 / SR)).sum() / spectrum.sum())
     energy = (frames**2).sum(axis=1)
     voiced = frames[energy >= energy.max() * 10 ** (-30 / 10)]
     autocorr = np.fft.irfft(np.abs(np.fft.rfft(voiced, n=2 * frame, axis=1)) ** 2, axis=1)[:, :frame]
@@ -47,7 +52,7 @@ def _numpy_reference(wave: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("length", [6007, 11059, 17291])  # clip lengths are arbitrary, primes included
-def test_the_fast_spectra_keep_the_features_within_1e_5_of_numpys(length):
+def test_the_batched_spectra_keep_the_features_within_1e_5_of_numpys_frame_by_frame(length):
     rng = np.random.default_rng(length)
     t = np.arange(length) / SR
     voiced = np.sin(2 * np.pi * 130 * t) + 0.5 * np.sin(2 * np.pi * 260 * t) + 0.05 * rng.normal(size=length)
@@ -56,6 +61,34 @@ def test_the_fast_spectra_keep_the_features_within_1e_5_of_numpys(length):
         centroid, pitch = _numpy_reference(wave / np.abs(wave).max())
         assert stats["aud_centroid_hz"] == pytest.approx(centroid, rel=1e-5)
         assert stats["aud_pitch_hz"] == pytest.approx(pitch, rel=1e-5, nan_ok=True)
+
+
+@pytest.mark.parametrize("freq", [300.0, 1000.0, 3000.0])
+def test_the_centroid_of_a_tone_is_its_frequency(freq):
+    t = np.arange(SR) / SR
+    assert audio_stats(np.sin(2 * np.pi * freq * t), SR)["aud_centroid_hz"] == pytest.approx(freq, rel=0.05)
+
+
+def test_clips_described_together_match_one_by_one():
+    """The clean stage describes a few clips at a time: each clip's values are those it gets alone, whatever
+    its neighbours (a clip shorter than a frame, silence, noise, a tone, a long clip)."""
+    from features.transform import AudioStatsBatcher, audio_stats_batch
+
+    rng = np.random.default_rng(7)
+    t = np.arange(2 * SR) / SR
+    waves = [np.sin(2 * np.pi * 180 * t[: SR // 2]), rng.normal(size=300) * 0.2, np.zeros(5000),
+             rng.normal(size=9001) * 0.3, np.sin(2 * np.pi * 120 * t) * np.hanning(2 * SR), np.ones(641)]
+    waves = [w.astype(np.float32) for w in waves]
+    alone = [audio_stats(w, SR) for w in waves]
+    together = audio_stats_batch(waves, SR)
+    batcher, records = AudioStatsBatcher(max_frames=60), [{} for _ in waves]  # flushes part-way through
+    for record, wave in zip(records, waves):
+        batcher.add(record, wave, SR)
+    batcher.finish()
+    for i, expected in enumerate(alone):
+        assert records[i] == pytest.approx(expected, nan_ok=True)
+        assert {name: together[name][i] for name in expected} == pytest.approx(expected, nan_ok=True)
+    assert alone[0]["aud_pitch_hz"] == pytest.approx(180, rel=0.03) and np.isnan(alone[1]["aud_pitch_hz"])
 
 
 def test_image_centre_of_mass_and_ink_follow_the_strokes():
