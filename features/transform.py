@@ -8,6 +8,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -282,8 +283,12 @@ def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
 
 
 def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.DataFrame:
-    """Per-row records or whole columns as the feature table: UTC timestamps, float32 statistics."""
+    """Per-row records or whole columns as the feature table: UTC timestamps, float32 statistics, the sample ids
+    Arrow-backed (a few bytes an id in Arrow's buffers, where a Python string costs about 60: 6 MB at 100k rows)."""
+    import pyarrow as pa
+
     frame = pd.DataFrame(data, columns=list(FEATURE_COLUMNS))
+    frame["sample_id"] = pd.array(pa.array(frame["sample_id"], pa.string()), dtype=pd.ArrowDtype(pa.string()))
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     wider = [name for name in NUMERIC_FEATURES if frame[name].dtype != np.float32]  # columns come as float32
     if wider:
@@ -291,28 +296,37 @@ def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.Data
     return frame
 
 
-def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    """The array statistics clean computed, and where each of `rows` is in them; None when its folder has
-    none for some row (a folder an older flywheel cleaned): then every row's files are read back. Ids are
-    matched on Arrow arrays (a hash of the compact column), not on a pandas index of Python strings."""
+def _clean_stats(clean_dir: Path, rows: pd.DataFrame) -> tuple[Any, np.ndarray] | None:
+    """Clean's statistics file (an open `pyarrow.parquet.ParquetFile`, read a column at a time) and where each of
+    `rows` is in it; None when the folder has none for some row (a folder an older flywheel cleaned): then every
+    row's files are read back. Ids are matched on Arrow arrays (a hash of the compact column), not on a pandas
+    index of Python strings."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     try:
-        stats = pq.read_table(clean_dir / STATS_FILE)
+        stats = pq.ParquetFile(clean_dir / STATS_FILE)
     except FileNotFoundError:
         return None
     wanted = pa.array(rows["sample_id"], pa.string())  # Arrow-backed: the column's own buffers
-    at = pc.index_in(wanted, value_set=stats["sample_id"].cast(pa.string()))
+    at = pc.index_in(wanted, value_set=stats.read(columns=["sample_id"])["sample_id"].cast(pa.string()))
     if at.null_count:
+        stats.close()
         return None
-    return {name: stats[name].to_numpy() for name in ARRAY_STATS}, at.to_numpy()
+    return stats, at.to_numpy()
 
 
 def _present(column: pd.Series) -> np.ndarray:
     """Where a row has the value: a non-empty path or caption (None or <NA>, and "" have none; NaN-free object
-    columns and Arrow-backed ones alike)."""
+    columns and Arrow-backed ones alike). An Arrow-backed text column is judged in Arrow, without making a
+    Python string of each value (7 MB of them for a path column at 100k rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(column.dtype, pd.ArrowDtype) and pa.types.is_string(column.dtype.pyarrow_dtype):
+        has = pc.fill_null(pc.greater(pc.utf8_length(pa.array(column)), 0), False)
+        return np.asarray(has.to_numpy(zero_copy_only=False), dtype=bool)
     return column_objects(column).astype(bool)
 
 
@@ -331,17 +345,19 @@ def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
     return columns
 
 
-def _features_from_stats(rows: pd.DataFrame, stats: dict[str, np.ndarray], at: np.ndarray, batch_id: str) -> pd.DataFrame:
-    """The feature table built a column at a time from the clean table and clean's statistics (row i's are
+def _features_from_stats(rows: pd.DataFrame, stats: Any, at: np.ndarray, batch_id: str) -> pd.DataFrame:
+    """The feature table built a column at a time from the clean table and clean's statistics file (row i's are
     at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere. Each
-    column is made float32 as it is made, so one float64 working column exists at a time."""
+    statistic is read, taken and made float32 on its own, so one float64 working column exists at a time."""
     has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
     columns: dict[str, object] = {
-        "sample_id": column_objects(rows["sample_id"]), "event_timestamp": rows["captured_at"].array,
+        "sample_id": rows["sample_id"].array, "event_timestamp": rows["captured_at"].array,
         "batch_id": np.full(len(rows), batch_id, object), "language": column_objects(rows["language"]),
     }
     for name in ARRAY_STATS:
-        columns[name] = np.where(has[name[:4]], stats[name][at], np.nan).astype(np.float32)
+        values = stats.read(columns=[name])[name].to_numpy()
+        columns[name] = np.where(has[name[:4]], values[at], np.nan).astype(np.float32)
+    del values
     for name, source in (("aud_seconds", "audio_seconds"), ("aud_rms_db", "audio_rms_db"), ("aud_peak", "audio_peak")):
         columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan).astype(np.float32)
     columns.update(_caption_columns(rows["caption"]))
@@ -358,8 +374,10 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
     """
     found = _clean_stats(clean_dir, rows) if len(rows) else None
     if found is not None:
-        features = _features_from_stats(rows, *found, batch_id)
-        del found  # clean's statistics, so that their pages can go back below
+        stats, at = found
+        with stats:
+            features = _features_from_stats(rows, stats, at, batch_id)
+        del found, at
     else:
         frames = [_feature_frame([_sample_record(clean_dir, row, batch_id)
                                   for row in rows_as_objects(rows.iloc[start : start + _CHUNK_ROWS]).itertuples(index=False)])

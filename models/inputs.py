@@ -239,17 +239,27 @@ def clean_inputs_plan(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> l
         return None
     if written != asdict(spec):
         return None
-    wanted = np.asarray(rows["sample_id"], dtype=str)
-    wanted_set = set(wanted.tolist())  # one set for every part: np.isin would sort the batch's ids per part
+    import pyarrow as pa
+
+    # The rows are the parts' rows in order, less some: each part's wanted rows are the next ones of `wanted`, so
+    # one pass matches them, holding one part's ids and a window of as many wanted ones (no set or array of the
+    # batch's ids: 25 MB at 100k rows)
+    wanted = pa.array(rows["sample_id"], pa.string())  # an Arrow-backed column's own buffers (maybe chunked)
     plan: list[tuple[Path, np.ndarray]] = []
-    chosen = [np.array([], dtype=str)]
+    taken = 0
     for part in sorted(folder.glob(_SHARD_GLOB)):
         with np.load(part, allow_pickle=False) as archive:
-            ids = archive["sample_id"]
-        mask = np.fromiter((sample_id in wanted_set for sample_id in ids.tolist()), dtype=bool, count=len(ids))
+            ids = archive["sample_id"].tolist()
+        window = wanted.slice(taken, len(ids)).to_pylist()
+        mask = np.zeros(len(ids), dtype=bool)
+        matched = 0
+        for i, sample_id in enumerate(ids):
+            if matched < len(window) and sample_id == window[matched]:
+                mask[i] = True
+                matched += 1
         plan.append((part, mask))
-        chosen.append(ids[mask])
-    return plan if np.array_equal(np.concatenate(chosen), wanted) else None
+        taken += matched
+    return plan if taken == len(wanted) else None
 
 
 def load_clean_inputs(clean_dir: Path, rows: pd.DataFrame, spec: InputSpec) -> ModelInputs:
