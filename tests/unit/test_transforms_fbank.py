@@ -1,27 +1,13 @@
 """flywheel's Kaldi filterbank (numpy, a few clips at a time) against kaldi-native-fbank, which it replaced in
 `models.transforms.waveform_to_log_mel` for speed (issue 17): same model inputs within float32 rounding."""
 
-import kaldi_native_fbank as knf
 import numpy as np
 import pytest
 
+# What `waveform_to_log_mel` returned before: kaldi-native-fbank's defaults, no dither, cropped or padded (the
+# issue-17 benchmark's bare loop computes it so)
+from benchmarks.data_plane import kaldi_native_log_mel as _kaldi_native
 from models.transforms import LOG_MEL_FLOOR, waveform_to_log_mel, waveforms_to_log_mel
-
-
-def _kaldi_native(wave: np.ndarray, rate: int, n_mels: int, frames: int) -> np.ndarray:
-    """What `waveform_to_log_mel` returned before: kaldi-native-fbank's defaults, no dither, cropped or padded."""
-    opts = knf.FbankOptions()
-    opts.frame_opts.dither = 0.0
-    opts.frame_opts.samp_freq = rate
-    opts.mel_opts.num_bins = n_mels
-    fbank = knf.OnlineFbank(opts)
-    fbank.accept_waveform(rate, np.ascontiguousarray(wave, dtype=np.float32))
-    fbank.input_finished()
-    n = fbank.num_frames_ready
-    feats = np.array([fbank.get_frame(i) for i in range(n)], dtype=np.float32).reshape(n, n_mels)
-    if n >= frames:
-        return feats[(n - frames) // 2 :][:frames]
-    return np.concatenate([feats, np.full((frames - n, n_mels), LOG_MEL_FLOOR, np.float32)])
 
 
 def _speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
