@@ -5,7 +5,11 @@ of every batch and the loss is computed over the gathered global batch, so the u
 up to the order of float additions. Adam divides by the gradient's running RMS, which turns
 rounding noise in near-zero gradients into small steps; the attention key biases have an
 exactly zero gradient (softmax ignores a constant added to every key), so there Adam's steps
-are pure noise of either sign and those slices are left out of the comparison.
+are pure noise of either sign and those slices are left out of the comparison. A weight whose
+input the data barely reaches drifts the same way: on these tones one element of 248,130 (an
+MLP weight of about -0.004) ended 0.0014 apart once the filterbank's values moved by 1e-4
+(issue 17), while the embeddings agreed within 1.3e-4. So at most one element in 10,000 may
+differ, and the two models must embed the training data alike.
 """
 
 from __future__ import annotations
@@ -60,9 +64,20 @@ def test_two_gloo_processes_train_the_same_model_as_one(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     single = train_imagebind(data, CONFIG, TRAIN)
 
-    parallel = load_model(tmp_path / "run" / "model").state_dict()
+    parallel_model = load_model(tmp_path / "run" / "model")
+    parallel = without_key_bias(parallel_model.state_dict())
+    apart, total = {}, 0
     for name, value in without_key_bias(single.model.state_dict()).items():
-        torch.testing.assert_close(without_key_bias(parallel)[name], value, rtol=1e-4, atol=2e-4, msg=name)
+        close = torch.isclose(parallel[name], value, rtol=1e-4, atol=2e-4)
+        total += close.numel()
+        if not close.all():
+            apart[name] = int((~close).sum())
+    assert sum(apart.values()) <= total // 10_000, apart
+    inputs = {"audio": torch.from_numpy(data.audio), "vision": torch.from_numpy(data.image)}
+    with torch.no_grad():
+        one, two = single.model.eval()(inputs), parallel_model.eval()(inputs)
+    for modality in inputs:
+        torch.testing.assert_close(two[modality], one[modality], rtol=0, atol=5e-4, msg=modality)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [(h["stage"], h["epoch"]) for h in history] == [(h["stage"], h["epoch"]) for h in single.history]
     for got, want in zip(history, single.history):
