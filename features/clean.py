@@ -35,7 +35,7 @@ from features.ingest import ROWS_NAME as RAW_ROWS_NAME
 from features.atomic import make_staging_dir, publish_directory
 from features.io import save_parquet, save_table
 from features.manifest import FILE_FIELDS
-from features.memory import release_free_memory
+from features.memory import release_free_memory, steady_allocation
 from features.phash import find_near_matches
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transform import ARRAY_STATS, STATS_FILE, AudioStatsBatcher, ImageStatsBatcher, stats_frame
@@ -270,6 +270,11 @@ def clean_rows_chunk(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanPa
     (a top-level function, so process and Dask workers can run it); returns what the batch-level steps
     need, not the rows."""
     _import_scipy_once()
+    with steady_allocation():  # a Dask worker's allocator settings cost a third of its time (features.memory)
+        return _clean_rows(chunk, raw_dir, out_dir, params)
+
+
+def _clean_rows(chunk: Chunk, raw_dir: Path, out_dir: Path, params: CleanParams) -> ChunkOutcome:
     writer = _ChunkWriter(chunk.index, out_dir, params.inputs)
     quarantined: list[QuarantineRecord] = []
     real_dirs: dict[str, str] = {}  # the raw batch's folders, resolved once for this chunk

@@ -27,3 +27,36 @@ def test_freed_heap_pages_are_returned_even_with_live_blocks_among_them():
     after = _rss_mb()
     assert before - after > 100, (before, after)  # most of the 157 MB freed
     assert all(block.sum() == 512 for block in kept)  # what is alive is untouched
+
+
+_WORKER = """
+import os
+import numpy as np
+from features.memory import steady_allocation
+
+def rss():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+start = rss()
+with steady_allocation():
+    held = [np.ones(300_000 // 8) for _ in range(400)]  # 120 MB of 300 KB arrays, glibc's mmap size
+    del held
+    inside = rss()
+print(start, inside, rss())
+"""
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="the C library has no malloc_trim")
+def test_a_dask_worker_keeps_freed_arrays_while_a_chunk_runs_and_gives_them_back_after():
+    """Under Dask's MALLOC_TRIM_THRESHOLD_ every 300 KB array would be its own mmap, unmapped when freed; while a
+    chunk runs the heap keeps them for reuse, and when it ends the memory goes back to the system."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", _WORKER], env=env, capture_output=True, text=True, check=True)
+    start, inside, end = map(float, done.stdout.split())
+    assert inside - start > 80, (start, inside, end)  # freed inside the chunk, kept by the heap for reuse
+    assert end - start < 20, (start, inside, end)  # handed back when it ends
