@@ -108,13 +108,16 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     sampler = RssSampler()
 
     cpu_seconds: dict[str, float] = {}
+    system_seconds: dict[str, float] = {}  # the kernel's share of cpu_seconds (file creation on a busy disk)
 
     def timed(name, fn, *args):
         sampler.reset()
         started, cpu_started = time.perf_counter(), time.process_time()
+        system_started = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         result = fn(*args)
         seconds[name] = time.perf_counter() - started
         cpu_seconds[name] = time.process_time() - cpu_started  # every thread of the process: core-seconds
+        system_seconds[name] = resource.getrusage(resource.RUSAGE_SELF).ru_stime - system_started
         stage_peak_mb[name] = sampler.peak_mb()
         return result
 
@@ -134,6 +137,7 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},
               "total_s": sum(seconds.values()), "cpu_seconds": dict(cpu_seconds), "total_cpu_s": sum(cpu_seconds.values()),
+              "system_seconds": dict(system_seconds), "total_system_s": sum(system_seconds.values()),
               "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb}
     if prefect:
         result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
