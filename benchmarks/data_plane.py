@@ -11,7 +11,7 @@ rows/s and peak RSS per stage, peak RSS growth against the smallest size (target
 against 1k), and the machine's load average before and after each measurement.
 
 The bare loop computes its log-mel with kaldi-native-fbank, as the issue defines it. flywheel itself no
-longer does (models.transforms has its own filterbank, five times faster in groups of clips); each pair
+longer does (models.fbank has its own filterbank, five times faster in groups of clips); each pair
 also runs the loop with that filterbank, one clip at a time, and reports the CPU ratio against it too
 (`cpu_ratio_to_flywheel_fbank_loop`): what the stages cost beyond a decode with today's model inputs.
 
@@ -52,7 +52,7 @@ def kaldi_native_log_mel(wave, rate: int, n_mels: int, frames: int):
     import kaldi_native_fbank as knf
     import numpy as np
 
-    from models.transforms import fit_frames
+    from models.fbank import fit_frames
 
     opts = knf.FbankOptions()
     opts.frame_opts.dither = 0.0
@@ -67,7 +67,7 @@ def kaldi_native_log_mel(wave, rate: int, n_mels: int, frames: int):
 
 def bare_loop(batch: Path, fbank: str = "kaldi-native-fbank") -> dict:
     """Each row's PNG and WAV decoded once, the audio resampled and both turned into model inputs. `fbank`:
-    the log-mel of kaldi-native-fbank (the issue's yardstick), or "flywheel" (models.transforms'
+    the log-mel of kaldi-native-fbank (the issue's yardstick), or "flywheel" (models.fbank'
     filterbank, one clip at a time), which makes the loop itself faster."""
     import numpy as np
     import soundfile as sf

@@ -300,7 +300,7 @@ def single_threaded_blas() -> Iterator[None]:
     """numpy's BLAS on one thread while chunks decode: clean runs a chunk per CPU already, and OpenBLAS's own
     threads (one per CPU, spinning while they wait) fought the decoding threads for the cores. The log-mel's
     mel product is the one BLAS call; with two decoding threads on two cores, 2,000 demo rows took 7.1 s and
-    13.3 CPU-s with OpenBLAS's threads, 5.6 s and 9.0 CPU-s without. Process workers (Dask) already run with
+    13.3 CPU-s with OpenBLAS's threads, 4.1-6.2 s and 6.6-9.3 CPU-s with one. Process workers (Dask) already run with
     one OpenMP thread each."""
     from threadpoolctl import threadpool_limits
 

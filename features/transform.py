@@ -17,6 +17,7 @@ from PIL import Image
 
 from features.clean_row import column_objects, rows_as_objects
 from features.memory import release_free_memory
+from models.fbank import ClipGroups
 
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
 IMAGE_FEATURES = ("img_mean", "img_ink_ratio", "img_center_col", "img_center_row", "img_sharpness", "img_contrast")
@@ -207,31 +208,21 @@ def estimate_pitch(wave: np.ndarray, sample_rate: int) -> float:
     return audio_stats(wave, sample_rate)["aud_pitch_hz"]
 
 
-class AudioStatsBatcher:
+class AudioStatsBatcher(ClipGroups):
     """Collects clips and fills their statistics into the rows' stats records `AUDIO_STATS_FRAMES` spectral
     frames at a time (`audio_stats_batch`); clips of another sample rate start a group of their own."""
 
     def __init__(self, max_frames: int = AUDIO_STATS_FRAMES) -> None:
-        self.max_frames = max_frames
-        self._pending: list[tuple[dict[str, object], np.ndarray]] = []
-        self._rate: int | None = None
-        self._frames = 0
+        super().__init__(self._fill, lambda n, rate: max(pitch_frame_count(n, rate), 1), max_frames)
 
-    def add(self, record: dict[str, object], wave: np.ndarray, sample_rate: int) -> None:
-        if sample_rate != self._rate:
-            self.finish()
-            self._rate = sample_rate
-        self._pending.append((record, wave))
-        self._frames += max(pitch_frame_count(len(wave), sample_rate), 1)
-        if self._frames >= self.max_frames:
-            self.finish()
+    @staticmethod
+    def _fill(records: list[dict[str, object]], waves: list[np.ndarray], sample_rate: int) -> None:
+        values = audio_stats_batch(waves, sample_rate)
+        for i, record in enumerate(records):
+            record.update({name: float(column[i]) for name, column in values.items()})
 
     def finish(self) -> None:
-        if self._pending:
-            values = audio_stats_batch([wave for _, wave in self._pending], self._rate)
-            for i, (record, _) in enumerate(self._pending):
-                record.update({name: float(column[i]) for name, column in values.items()})
-        self._pending, self._frames = [], 0
+        self.flush()
 
 
 FEATURE_COLUMNS: tuple[str, ...] = ("sample_id", "event_timestamp", "batch_id", *NUMERIC_FEATURES, *CATEGORICAL_FEATURES)

@@ -276,7 +276,7 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _a_filterbank_at_the_clean_rate(self) -> "Params":
-        from models.transforms import check_filterbank  # numpy and Pillow: imported when params are checked
+        from models.fbank import check_filterbank  # numpy only, imported when params are checked
 
         check_filterbank(self.clean.sample_rate, self.transform.n_mels)
         return self

@@ -94,7 +94,7 @@ def _table() -> tuple[Stage, ...]:
         # Clean also builds the transform's statistics and model inputs from what it decodes: `transform:` is its param.
         Stage("clean", steps.clean, DATA, ("clean", "transform", "task.classes", "task.image_channels"),
               ("features.clean", "features.clean_row", "features.decode", "features.phash", "features.transform",
-               "models.inputs", "models.transforms", "flows.data_stages"),
+               "models.inputs", "models.transforms", "models.fbank", "flows.data_stages"),
               dvc=rows),
         Stage("validate", steps.validate, DATA, ("validate", "task.classes", "task.languages"),
               ("features.validate", "features.expectations", "features.reference", "flows.data_stages"),

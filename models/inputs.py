@@ -22,10 +22,8 @@ import soundfile as sf
 from PIL import Image
 
 from features.atomic import atomic_path, link_or_copy, staged_directory
-from models.transforms import (
-    LOG_MEL_BATCH_FRAMES, fbank_frame_count, image_mode, image_to_input, imu_to_input, sensor_map_to_input,
-    waveforms_to_log_mel,
-)
+from models.fbank import LOG_MEL_BATCH_FRAMES, ClipGroups, fbank_frame_count, waveforms_to_log_mel
+from models.transforms import image_mode, image_to_input, imu_to_input, sensor_map_to_input
 
 SHARD_ROWS = 2048  # rows per shard: 2048 × (16×16 image + 100×40 log-mel + 2 × 16×16 maps + 6×160 imu) float32 ≈ 47 MB
 _SHARD_GLOB = "part-*.npz"
@@ -128,9 +126,7 @@ class InputsBuilder:
         self._has = {kind: np.zeros(n, bool) for kind in ("image", "audio", *SENSOR_KINDS)}
         self._mode = image_mode(spec.image_channels)
         # Clips whose log-mel is still to compute: a few hundred frames go through the filterbank at once
-        self._waves: list[tuple[int, np.ndarray]] = []
-        self._wave_rate: int | None = None
-        self._wave_frames = 0
+        self._clips = ClipGroups(self._put_log_mels, fbank_frame_count, LOG_MEL_BATCH_FRAMES)
 
     def add(self, sample_id: str, caption: object, image: np.ndarray | None = None, wave: np.ndarray | None = None,
             sample_rate: int | None = None, sensors: dict[str, np.ndarray] | None = None) -> None:
@@ -145,14 +141,8 @@ class InputsBuilder:
             self._image[i] = image_to_input(image, self.spec.image_size)
             self._has["image"][i] = True
         if wave is not None:
-            if sample_rate != self._wave_rate:
-                self._flush_audio()
-                self._wave_rate = sample_rate
-            self._waves.append((i, wave))
-            self._wave_frames += fbank_frame_count(len(wave), sample_rate)
+            self._clips.add(i, wave, sample_rate)
             self._has["audio"][i] = True
-            if self._wave_frames >= LOG_MEL_BATCH_FRAMES:
-                self._flush_audio()
         for kind, values in (sensors or {}).items():
             self._sensors[kind][i] = self._to_input[kind](values)
             self._has[kind][i] = True
@@ -160,13 +150,9 @@ class InputsBuilder:
         self._captions.append(caption if isinstance(caption, str) else "")
         self._n += 1
 
-    def _flush_audio(self) -> None:
-        """The pending clips' log-mels, computed together (a clip's values do not depend on its neighbours)."""
-        if self._waves:
-            rows = [i for i, _ in self._waves]
-            self._audio[rows] = waveforms_to_log_mel([wave for _, wave in self._waves], self._wave_rate,
-                                                     self.spec.n_mels, self.spec.audio_frames)
-        self._waves, self._wave_frames = [], 0
+    def _put_log_mels(self, rows: list[int], waves: list[np.ndarray], sample_rate: int) -> None:
+        """A group of clips' log-mels, computed together (a clip's values do not depend on its neighbours)."""
+        self._audio[rows] = waveforms_to_log_mel(waves, sample_rate, self.spec.n_mels, self.spec.audio_frames)
 
     def __len__(self) -> int:
         return self._n
@@ -177,7 +163,7 @@ class InputsBuilder:
 
     def build(self) -> ModelInputs:
         """The rows added so far, in order."""
-        self._flush_audio()
+        self._clips.flush()
         n = self._n
         captions = np.array(self._captions, dtype=str)
         return ModelInputs(

@@ -31,7 +31,7 @@ from scipy.signal import resample_poly
 
 from models.imagebind.config import AUDIO, DEPTH, TEXT, THERMAL, VISION
 from models.imagebind.official import OFFICIAL_DEFAULTS, OFFICIAL_FIXED
-from models.transforms import kaldi_mel_weights
+from models.fbank import kaldi_mel_weights
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer

@@ -7,7 +7,7 @@ import pytest
 # What `waveform_to_log_mel` returned before: kaldi-native-fbank's defaults, no dither, cropped or padded (the
 # issue-17 benchmark's bare loop computes it so)
 from benchmarks.data_plane import kaldi_native_log_mel as _kaldi_native
-from models.transforms import LOG_MEL_FLOOR, waveform_to_log_mel, waveforms_to_log_mel
+from models.fbank import LOG_MEL_FLOOR, waveform_to_log_mel, waveforms_to_log_mel
 
 
 def _speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:
