@@ -115,6 +115,18 @@ def registry_for(settings: Settings):
                     lock=choose_registry_lock(settings))  # one choice for the gate, promote and rollback
 
 
+def champion_version(settings: Settings) -> str | None:
+    """The champion's version, for a key (the monitor's): read from the embedded store's file where it can
+    answer (`models.tracking_store.read_alias_from_file`; no MLflow import, so a fully cached run stays
+    cheap), else through MLflow's client (a tracking server, a store not made yet)."""
+    from models.tracking_store import CHAMPION, AliasUnreadable, read_alias_from_file
+
+    try:
+        return read_alias_from_file(settings.tracking_uri, settings.params.registry.model_name, CHAMPION)
+    except AliasUnreadable:
+        return registry_for(settings).alias_version(CHAMPION)
+
+
 def gate_policy(settings: Settings, family=None) -> GatePolicy:
     """The gate's thresholds for `family` (a ModelFamily or its name; default: params.yaml's `train.family`):
     `gate.families.<name>.thresholds` and `.slices`, each metric judged in the direction the family declares;

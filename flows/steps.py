@@ -264,11 +264,9 @@ def gate(ctx: RunContext, stage: "Stage") -> None:
 
 
 def monitor_key(ctx: RunContext, upstream: str | None, rejected_at: str | None = None) -> str:
-    from models.registry import CHAMPION
+    from flows.stage_config import champion_version
 
-    from flows.stage_config import registry_for
-
-    champion = registry_for(ctx.settings).alias_version(CHAMPION)
+    champion = champion_version(ctx.settings)
     extra: dict[str, Any] = {"champion": champion}
     if rejected_at:
         extra["rejected_at"] = rejected_at

@@ -33,6 +33,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from features.transient import call_with_retries, retry_transient
+from models.tracking_store import CHALLENGER, CHAMPION, PREVIOUS  # noqa: F401 - the aliases, defined without MLflow
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from models.registry_lock import LockFactory
     from models.tracking import RunEvaluation, TrainingDataset
 
-CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"
 _NO_ALIAS = ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST")  # alias unset, or the model not registered yet
 EXPERIMENT = "flywheel-lifecycle"
 # Explicit requirements: inferring them costs 3-7 s per log_model (STACK_NOTES).

@@ -24,6 +24,7 @@ from urllib.parse import unquote
 from features.atomic import atomic_path, remove_orphans
 
 logger = logging.getLogger(__name__)
+CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"  # the registry's aliases (models.registry)
 
 
 def cache_dir() -> Path:
@@ -107,3 +108,43 @@ def _open_store(uri: str) -> None:
 
     store = _get_sqlalchemy_store(uri, None)
     store.engine.dispose()
+
+
+class AliasUnreadable(LookupError):
+    """The store's file cannot answer an alias read on its own (not an embedded store, no file yet, another
+    schema, locked): ask MLflow's client."""
+
+
+def read_alias_from_file(uri: str, model_name: str, alias: str) -> str | None:
+    """The version `alias` of `model_name` points at in the embedded store `uri`, read from the database file
+    with sqlite3 (None: unset, or the model not registered), without importing MLflow, whose import and store
+    set-up were about 2 s of a 3.3 s fully cached run (benchmarks/cached_run.py). The query reads the table
+    MLflow's own alias lookup reads (`registered_model_aliases`, in MLflow's default workspace), read-only;
+    raises AliasUnreadable wherever the file cannot say (then MLflow's client must). The answer equals
+    `Registry.alias_version`'s (tests/unit/test_tracking_store.py checks both on the same store)."""
+    if not uri.startswith("sqlite:///"):
+        raise AliasUnreadable(f"{uri} is not an embedded store")
+    path = Path(unquote(uri.removeprefix("sqlite:///")))
+    if not path.is_file():
+        raise AliasUnreadable(f"{path} does not exist yet")
+    try:
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as err:
+        raise AliasUnreadable(f"{path}: {err}") from err
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(registered_model_aliases)")}
+        if not {"name", "alias", "version"} <= columns:
+            raise AliasUnreadable(f"{path} has no registered_model_aliases table of the known schema")
+        query = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = ?"
+        arguments: tuple[str, ...] = (model_name, alias)
+        if "workspace" in columns:  # MLflow 3's workspaces: flywheel's models live in the default one
+            query, arguments = query + " AND workspace = ?", (*arguments, _DEFAULT_WORKSPACE)
+        found = connection.execute(query, arguments).fetchall()
+    except sqlite3.Error as err:  # locked past the timeout, or a file that is not a database
+        raise AliasUnreadable(f"{path}: {err}") from err
+    finally:
+        connection.close()
+    return str(found[0][0]) if found else None
+
+
+_DEFAULT_WORKSPACE = "default"  # mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_NAME

@@ -101,3 +101,63 @@ def test_an_existing_store_is_left_as_it_is(tmp_path):
     assert database.stat().st_mtime_ns == before
     ensure_sqlite_store("http://127.0.0.1:5000")  # a server is none of its business
     assert not Path("127.0.0.1:5000").exists()
+
+
+ALIAS_READ_WITHOUT_MLFLOW = """
+import sys
+from models.tracking_store import read_alias_from_file
+print(read_alias_from_file(sys.argv[1], sys.argv[2], "champion"), "mlflow" in sys.modules)
+"""
+
+
+def test_an_alias_read_from_the_store_file_agrees_with_mlflows_client_and_needs_no_mlflow(tmp_path):
+    """The fully cached run keys its drift check on the champion read straight from mlflow.db (MLflow's import
+    and store set-up were most of that run): the answer must be the client's, whatever the registry's state."""
+    from models.registry import CHAMPION, PREVIOUS, Registry
+    from models.tracking_store import read_alias_from_file
+
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "alias-test", tmp_path / "artifacts")
+    client = registry.client()
+
+    def both(alias: str = CHAMPION) -> tuple[str | None, str | None]:
+        return read_alias_from_file(registry.tracking_uri, registry.model_name, alias), registry.alias_version(alias)
+
+    assert both() == (None, None)  # no model registered yet
+    client.create_registered_model(registry.model_name)
+    assert both() == (None, None)  # registered, no version, no alias
+    for _ in range(3):
+        client.create_model_version(registry.model_name, (tmp_path / "artifacts").absolute().as_uri())
+    client.set_registered_model_alias(registry.model_name, CHAMPION, "2")
+    assert both() == ("2", "2") and both(PREVIOUS) == (None, None)
+    client.set_registered_model_alias(registry.model_name, CHAMPION, "3")
+    client.set_registered_model_alias(registry.model_name, PREVIOUS, "2")
+    assert both() == ("3", "3") and both(PREVIOUS) == ("2", "2")
+    client.delete_model_version(registry.model_name, "3")  # its alias goes with it
+    assert both() == (None, None)
+    client.create_registered_model("another-model")  # another model's alias is not this one's
+    client.create_model_version("another-model", (tmp_path / "artifacts").absolute().as_uri())
+    client.set_registered_model_alias("another-model", CHAMPION, "1")
+    assert both() == (None, None)
+
+    read = subprocess.run([sys.executable, "-c", ALIAS_READ_WITHOUT_MLFLOW, registry.tracking_uri, "another-model"],
+                          cwd=PROJECT, capture_output=True, text=True, env=os.environ, check=True)
+    assert read.stdout.split() == ["1", "False"]  # read in a process that never imports MLflow
+
+
+def test_a_store_the_file_cannot_answer_for_is_left_to_mlflows_client(tmp_path):
+    from models.tracking_store import AliasUnreadable, read_alias_from_file
+
+    not_a_database = tmp_path / "mlflow.db"
+    not_a_database.write_text("not a database")
+    unanswerable = ["http://127.0.0.1:5000", "postgresql://localhost/mlflow",  # a server: only its client knows
+                    f"sqlite:///{tmp_path / 'not-made-yet.db'}",  # a home's first run: the client creates it
+                    f"sqlite:///{not_a_database}"]
+    empty = tmp_path / "empty.db"
+    import sqlite3
+
+    sqlite3.connect(empty).close()  # a database without MLflow's tables
+    unanswerable.append(f"sqlite:///{empty}")
+    for uri in unanswerable:
+        with pytest.raises(AliasUnreadable):
+            read_alias_from_file(uri, "model", "champion")
+    assert not (tmp_path / "not-made-yet.db").exists()  # a read creates nothing
