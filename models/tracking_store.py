@@ -10,6 +10,9 @@ Running the migrations takes 1.3-1.5 s, for every new home. So they run once per
 machine, by a real client, into an empty store kept in flywheel's cache folder (`cache_dir()`); a new
 home's store is a copy of it, opened once by MLflow's client before its rename (which checks the schema
 and adds MLflow's default experiment). A cached store that MLflow refuses is made again, never trusted.
+
+A registry alias (the champion a fully cached run keys its drift check on) is read from the store's file with
+sqlite3 where it can be (`read_alias_from_file`), so such a run never imports MLflow.
 """
 
 from __future__ import annotations
