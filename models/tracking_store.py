@@ -131,7 +131,7 @@ def read_alias_from_file(uri: str, model_name: str, alias: str) -> str | None:
     if not path.is_file():
         raise AliasUnreadable(f"{path} does not exist yet")
     try:
-        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=5)
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5)  # sqlite:///x.db: relative
     except sqlite3.Error as err:
         raise AliasUnreadable(f"{path}: {err}") from err
     try:

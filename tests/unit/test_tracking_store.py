@@ -110,7 +110,7 @@ print(read_alias_from_file(sys.argv[1], sys.argv[2], "champion"), "mlflow" in sy
 """
 
 
-def test_an_alias_read_from_the_store_file_agrees_with_mlflows_client_and_needs_no_mlflow(tmp_path):
+def test_an_alias_read_from_the_store_file_agrees_with_mlflows_client_and_needs_no_mlflow(tmp_path, monkeypatch):
     """The fully cached run keys its drift check on the champion read straight from mlflow.db (MLflow's import
     and store set-up were most of that run): the answer must be the client's, whatever the registry's state."""
     from models.registry import CHAMPION, PREVIOUS, Registry
@@ -138,6 +138,9 @@ def test_an_alias_read_from_the_store_file_agrees_with_mlflows_client_and_needs_
     client.create_model_version("another-model", (tmp_path / "artifacts").absolute().as_uri())
     client.set_registered_model_alias("another-model", CHAMPION, "1")
     assert both() == (None, None)
+
+    monkeypatch.chdir(tmp_path)  # a relative store path, as a user's MLFLOW_TRACKING_URI may give it
+    assert read_alias_from_file("sqlite:///mlflow.db", "another-model", CHAMPION) == "1"
 
     read = subprocess.run([sys.executable, "-c", ALIAS_READ_WITHOUT_MLFLOW, registry.tracking_uri, "another-model"],
                           cwd=PROJECT, capture_output=True, text=True, env=os.environ, check=True)
