@@ -213,10 +213,12 @@ class AudioStatsBatcher(ClipGroups):
     frames at a time (`audio_stats_batch`); clips of another sample rate start a group of their own."""
 
     def __init__(self, max_frames: int = AUDIO_STATS_FRAMES) -> None:
-        super().__init__(self._fill, lambda n, rate: max(pitch_frame_count(n, rate), 1), max_frames)
+        super().__init__(max_frames)
 
-    @staticmethod
-    def _fill(records: list[dict[str, object]], waves: list[np.ndarray], sample_rate: int) -> None:
+    def frames_of(self, n_samples: int, sample_rate: int) -> int:
+        return max(pitch_frame_count(n_samples, sample_rate), 1)
+
+    def analyse(self, records: list[dict[str, object]], waves: list[np.ndarray], sample_rate: int) -> None:
         values = audio_stats_batch(waves, sample_rate)
         for i, record in enumerate(records):
             record.update({name: float(column[i]) for name, column in values.items()})

@@ -7,7 +7,7 @@ input transforms (models.transforms) re-export `waveform_to_log_mel` and `wavefo
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -137,15 +137,24 @@ def waveform_to_log_mel(wave: np.ndarray, sample_rate: int, n_mels: int, frames:
 class ClipGroups:
     """Clips analysed a group at a time: `analyse(keys, waves, sample_rate)` runs when the pending clips reach
     `max_frames` frames (as `frames_of(n_samples, sample_rate)` counts them), before a clip of another sample
-    rate joins, and on `flush()`. Groups of a few hundred frames stay in the CPU caches."""
+    rate joins, and on `flush()`. Groups of a few hundred frames stay in the CPU caches.
 
-    def __init__(self, analyse: Callable[[list[Any], list[np.ndarray], int], None],
-                 frames_of: Callable[[int, int], int], max_frames: int) -> None:
-        self.analyse, self.frames_of, self.max_frames = analyse, frames_of, max_frames
+    A subclass says what a group's analysis is by overriding both methods: methods, not callables handed in, so
+    whoever holds a ClipGroups never ends up referring to itself through it (a builder that passed its own bound
+    method was a reference cycle, kept with its arrays until Python's cyclic collector ran)."""
+
+    def __init__(self, max_frames: int) -> None:
+        self.max_frames = max_frames
         self._keys: list[Any] = []
         self._waves: list[np.ndarray] = []
         self._rate: int | None = None
         self._frames = 0
+
+    def frames_of(self, n_samples: int, sample_rate: int) -> int:
+        raise NotImplementedError
+
+    def analyse(self, keys: list[Any], waves: list[np.ndarray], sample_rate: int) -> None:
+        raise NotImplementedError
 
     def add(self, key: Any, wave: np.ndarray, sample_rate: int) -> None:
         if sample_rate != self._rate:

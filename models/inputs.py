@@ -104,6 +104,21 @@ def _sensor_path(row: object, kind: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+class _LogMelGroups(ClipGroups):
+    """A few hundred frames of clips go through the filterbank at once, into their rows of `audio`."""
+
+    def __init__(self, audio: np.ndarray, spec: InputSpec) -> None:
+        super().__init__(LOG_MEL_BATCH_FRAMES)
+        self.audio, self.spec = audio, spec
+
+    def frames_of(self, n_samples: int, sample_rate: int) -> int:
+        return fbank_frame_count(n_samples, sample_rate)
+
+    def analyse(self, rows: list[int], waves: list[np.ndarray], sample_rate: int) -> None:
+        """A group of clips' log-mels, computed together (a clip's values do not depend on its neighbours)."""
+        self.audio[rows] = waveforms_to_log_mel(waves, sample_rate, self.spec.n_mels, self.spec.audio_frames)
+
+
 class InputsBuilder:
     """Fills the model inputs of up to `capacity` rows, one decoded sample at a time: the clean stage feeds it
     the arrays it has just decoded, `build_model_inputs` the ones it reads back from the clean files; both
@@ -125,16 +140,7 @@ class InputsBuilder:
                           "imu": lambda v: imu_to_input(v, spec.imu_length)}
         self._has = {kind: np.zeros(n, bool) for kind in ("image", "audio", *SENSOR_KINDS)}
         self._mode = image_mode(spec.image_channels)
-        # Clips whose log-mel is still to compute: a few hundred frames go through the filterbank at once. Not a
-        # bound method: a builder holding one of its own would be a reference cycle, freed only by the cyclic GC,
-        # and a clean of 20k rows kept dozens of dropped builders' arrays (about 6 MB each) until it ran.
-        audio = self._audio
-
-        def put_log_mels(rows: list[int], waves: list[np.ndarray], sample_rate: int) -> None:
-            """A group of clips' log-mels, computed together (a clip's values do not depend on its neighbours)."""
-            audio[rows] = waveforms_to_log_mel(waves, sample_rate, spec.n_mels, spec.audio_frames)
-
-        self._clips = ClipGroups(put_log_mels, fbank_frame_count, LOG_MEL_BATCH_FRAMES)
+        self._clips = _LogMelGroups(self._audio, spec)  # clips whose log-mel is still to compute
 
     def add(self, sample_id: str, caption: object, image: np.ndarray | None = None, wave: np.ndarray | None = None,
             sample_rate: int | None = None, sensors: dict[str, np.ndarray] | None = None) -> None:

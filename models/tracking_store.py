@@ -28,6 +28,7 @@ from features.atomic import atomic_path, remove_orphans
 
 logger = logging.getLogger(__name__)
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"  # the registry's aliases (models.registry)
+_DEFAULT_WORKSPACE = "default"  # mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_NAME: where flywheel's models live
 
 
 def cache_dir() -> Path:
@@ -149,5 +150,3 @@ def read_alias_from_file(uri: str, model_name: str, alias: str) -> str | None:
         connection.close()
     return str(found[0][0]) if found else None
 
-
-_DEFAULT_WORKSPACE = "default"  # mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_NAME
