@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import types
 
 import numpy as np
 import pytest
@@ -62,9 +63,14 @@ def test_a_dask_worker_keeps_freed_arrays_while_a_chunk_runs_and_gives_them_back
     assert end - start < 20, (start, inside, end)  # handed back when it ends
 
 
+def _owner(obj: object) -> object:
+    # A bound method counts as its instance. No getattr on the object itself: some objects in gc.garbage (an
+    # SQLAlchemy class registry, once another test imported it) raise NameError for a missing attribute.
+    return obj.__self__ if isinstance(obj, types.MethodType) else obj
+
+
 def _flywheel_object(obj: object) -> bool:
-    owner = getattr(obj, "__self__", obj)  # a bound method counts as its instance
-    module = getattr(type(owner), "__module__", "") or ""
+    module = getattr(type(_owner(obj)), "__module__", "") or ""
     return module.split(".")[0] in ("features", "models", "flows")
 
 
@@ -95,4 +101,4 @@ def test_clean_leaves_no_reference_cycles_of_its_own_for_the_garbage_collector(d
         gc.set_debug(0)
         gc.garbage.clear()
         gc.enable()
-    assert not cyclic, sorted({f"{type(getattr(o, '__self__', o)).__qualname__}" for o in cyclic})
+    assert not cyclic, sorted({type(_owner(o)).__qualname__ for o in cyclic})
