@@ -32,6 +32,7 @@ import great_expectations as gx
 import great_expectations.exceptions as gx_exceptions
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.expectation_validation_result import (
     ExpectationSuiteValidationResult,
@@ -390,7 +391,11 @@ def _reject_unusable_ids(rows: pd.DataFrame, batch_id: str) -> None:
             bound=0,
             sample_ids=[],
         )
-    odd_ids = rows.loc[~rows["sample_id"].map(lambda value: isinstance(value, str)), "sample_id"]
+    ids = rows["sample_id"]
+    if isinstance(ids.dtype, pd.ArrowDtype) and (pa.types.is_string(ids.dtype.pyarrow_dtype)
+                                               or pa.types.is_large_string(ids.dtype.pyarrow_dtype)):
+        return  # Arrow-backed text (the clean stage's table) holds strings only: no Python object a row to check
+    odd_ids = rows.loc[~ids.map(lambda value: isinstance(value, str)), "sample_id"]
     if not odd_ids.empty:
         examples = odd_ids.head(IDS_IN_MESSAGE).tolist()
         raise BatchRejected(

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from features.clean import ROWS_NAME, clean_batch, rows_as_objects
@@ -48,6 +49,10 @@ def test_clean_rows_keep_their_values_and_missing_text_is_none_as_objects(cleane
     result, _, _ = cleaned
     text = ("sample_id", "caption", "language", "source", "meta", "image", "image_dhash", "audio")
     assert all(isinstance(result.rows[column].dtype, pd.ArrowDtype) for column in text)
+    # the demo has no sensors: Parquet stores those columns as its null type, and they arrive as Arrow-backed
+    # text, missing throughout, not as a Python None a row
+    for column in ("depth", "thermal", "imu"):
+        assert result.rows[column].dtype == pd.ArrowDtype(pa.string()) and result.rows[column].isna().all()
     assert pd.isna(_row(result.rows, STRIPPED)["caption"]) and pd.isna(_row(result.rows, SILENT)["audio"])
     objects = rows_as_objects(result.rows)
     # the values pandas reads from rows.parquet, with its dtypes: None for a missing text value
