@@ -17,7 +17,7 @@ import yaml
 import features.data_docs as data_docs
 from features.data_docs import ASSET_FOLDERS, CDN_ASSETS, localize_data_docs
 from features.validate import validate_rows
-from tests.flows.browser_ui import browser  # noqa: F401 (the fixture)
+from tests.flows.browser_ui import UI_WAIT_MS, browser  # noqa: F401 (browser: the fixture)
 from tests.unit.test_validate import PARAMS, make_clean_rows
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -168,8 +168,8 @@ def offline_page(browser, tmp_path):  # noqa: F811
             route.abort()
 
     context.route("**/*", only_local)
+    context.set_default_timeout(UI_WAIT_MS)  # the page's waits, and any for a new tab, bounded alike on a busy machine
     page = context.new_page()
-    page.set_default_timeout(30_000)
     page.blocked = blocked
     yield page
     page.screenshot(path=str(tmp_path / "last_page.png"), full_page=True)  # left for a failing run's reader
