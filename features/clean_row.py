@@ -218,6 +218,12 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 _ARROW_TEXT = {pa.string(): pd.ArrowDtype(pa.string()), pa.large_string(): pd.ArrowDtype(pa.large_string())}
 
 
+def is_arrow_text(column: pd.Series) -> bool:
+    """Whether `column` is Arrow-backed text, as `clean_frame` reads it: strings or missing values only, so
+    its values can be judged in Arrow without a Python object a row."""
+    return isinstance(column.dtype, pd.ArrowDtype) and column.dtype.pyarrow_dtype in _ARROW_TEXT
+
+
 def clean_frame(table: pa.Table) -> pd.DataFrame:
     """The clean-rows table (as written to rows.parquet) as the stages pass it on: its text columns
     Arrow-backed (`pd.ArrowDtype`), a few bytes a value in Arrow's buffers where a Python string costs

@@ -15,7 +15,7 @@ import pandas as pd
 import soundfile as sf
 from PIL import Image
 
-from features.clean_row import column_objects, rows_as_objects
+from features.clean_row import column_objects, is_arrow_text, rows_as_objects
 from features.memory import release_free_memory
 from models.fbank import ClipGroups
 
@@ -319,7 +319,7 @@ def _present(column: pd.Series) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if isinstance(column.dtype, pd.ArrowDtype) and pa.types.is_string(column.dtype.pyarrow_dtype):
+    if is_arrow_text(column):
         has = pc.fill_null(pc.greater(pc.utf8_length(pa.array(column)), 0), False)
         return np.asarray(has.to_numpy(zero_copy_only=False), dtype=bool)
     return column_objects(column).astype(bool)

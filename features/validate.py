@@ -32,7 +32,6 @@ import great_expectations as gx
 import great_expectations.exceptions as gx_exceptions
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.core.expectation_validation_result import (
     ExpectationSuiteValidationResult,
@@ -43,6 +42,7 @@ from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.datasource.fluent import PandasDatasource
 
+from features.clean_row import is_arrow_text
 from features.data_docs import localize_data_docs
 from features.expectations import (
     FEATURE_RANGES,
@@ -391,11 +391,9 @@ def _reject_unusable_ids(rows: pd.DataFrame, batch_id: str) -> None:
             bound=0,
             sample_ids=[],
         )
-    ids = rows["sample_id"]
-    if isinstance(ids.dtype, pd.ArrowDtype) and (pa.types.is_string(ids.dtype.pyarrow_dtype)
-                                               or pa.types.is_large_string(ids.dtype.pyarrow_dtype)):
-        return  # Arrow-backed text (the clean stage's table) holds strings only: no Python object a row to check
-    odd_ids = rows.loc[~ids.map(lambda value: isinstance(value, str)), "sample_id"]
+    if is_arrow_text(rows["sample_id"]):
+        return  # the clean stage's table: strings only, no Python object a row to check
+    odd_ids = rows.loc[~rows["sample_id"].map(lambda value: isinstance(value, str)), "sample_id"]
     if not odd_ids.empty:
         examples = odd_ids.head(IDS_IN_MESSAGE).tolist()
         raise BatchRejected(

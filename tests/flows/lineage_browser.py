@@ -44,11 +44,9 @@ def _screenshots_dir(tmp_path: Path) -> Path:
 def _follow(page, link):
     """Click `link` as a user does; the page the destination opened in (a new tab for target=_blank)."""
     if link.get_attribute("target") == "_blank":
-        with page.context.expect_page(timeout=UI_WAIT_MS) as opened:  # a busy machine opens a tab slowly
+        with page.context.expect_page() as opened:  # the context's bound (UI_WAIT_MS), for the tab and its page
             link.click()
-        new = opened.value
-        new.set_default_timeout(UI_WAIT_MS)
-        return new
+        return opened.value
     link.click()
     return page
 
@@ -106,13 +104,12 @@ def test_a_user_follows_one_run_by_links_from_prefect_through_mlflow_data_docs_a
         for ui, (_, ready_url, _) in servers.items():
             wait_until_answered(running[ui], ready_url, ui)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(UI_WAIT_MS)  # also what waiting for a new tab allows (Playwright's own: 30 s)
+        context.set_default_timeout(UI_WAIT_MS)  # its pages and new tabs (Playwright: 30 s otherwise)
         stack.callback(context.close)
         # Patterns are matched in the browser's driver: only the requests they name cross over to this process.
         context.route(re.compile("^(?:" + "|".join(re.escape(origin) for origin in mapped) + ")(?:/|$)"), redirected)
         context.route(NOT_LOCAL, aborted)
         page = context.new_page()
-        page.set_default_timeout(UI_WAIT_MS)
 
         # 1. Prefect: the flow run named after the run id (the link `flywheel lineage` prints), its gate artifact.
         page.goto(flow_run_url)
