@@ -16,7 +16,7 @@ import soundfile as sf
 from PIL import Image
 
 from features.clean_row import column_objects, is_arrow_text, rows_as_objects
-from features.memory import release_free_memory
+from features.memory import release_free_memory, table_allocation
 from models.fbank import ClipGroups
 
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
@@ -277,13 +277,18 @@ def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
     return record
 
 
-def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.DataFrame:
-    """Per-row records or whole columns as the feature table: UTC timestamps, float32 statistics, the sample ids
-    Arrow-backed (a few bytes an id in Arrow's buffers, where a Python string costs about 60: 6 MB at 100k rows)."""
+def _arrow_ids(ids: Any) -> Any:
+    """Sample ids Arrow-backed: a few bytes an id in Arrow's buffers, where a Python string costs about 60 (6 MB
+    at 100k rows)."""
     import pyarrow as pa
 
+    return pd.array(pa.array(ids, pa.string()), dtype=pd.ArrowDtype(pa.string()))
+
+
+def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.DataFrame:
+    """Per-row records as the feature table: UTC timestamps, float32 statistics, the sample ids Arrow-backed."""
     frame = pd.DataFrame(data, columns=list(FEATURE_COLUMNS))
-    frame["sample_id"] = pd.array(pa.array(frame["sample_id"], pa.string()), dtype=pd.ArrowDtype(pa.string()))
+    frame["sample_id"] = _arrow_ids(frame["sample_id"])
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     wider = [name for name in NUMERIC_FEATURES if frame[name].dtype != np.float32]  # columns come as float32
     if wider:
@@ -325,40 +330,47 @@ def _present(column: pd.Series) -> np.ndarray:
     return column_objects(column).astype(bool)
 
 
-def _caption_columns(captions: pd.Series) -> dict[str, np.ndarray]:
-    """`caption_stats` as columns (float32, the feature table's), NaN (None for the script) without a caption; each
-    distinct caption is described once, as captions repeat (templates, class names)."""
+def _caption_columns(captions: pd.Series, numeric: dict[str, np.ndarray]) -> np.ndarray:
+    """`caption_stats` written into the feature table's float32 columns `numeric` (NaN stays without a caption);
+    returns the script column (None without one). Each distinct caption is described once, as captions repeat
+    (templates, class names)."""
     present = _present(captions)
     codes, distinct = pd.factorize(captions[present])
     described = [caption_stats(caption) for caption in distinct]
-    columns: dict[str, np.ndarray] = {}
-    for name in ("cap_chars", "cap_words", "cap_letter_share", "cap_script"):
-        column = np.full(len(captions), None if name == "cap_script" else np.nan,
-                         object if name == "cap_script" else np.float32)
-        column[present] = np.array([entry[name] for entry in described], column.dtype)[codes]
-        columns[name] = column
-    return columns
+    for name in ("cap_chars", "cap_words", "cap_letter_share"):
+        numeric[name][present] = np.array([entry[name] for entry in described], np.float32)[codes]
+    script = np.full(len(captions), None, object)
+    script[present] = np.array([entry["cap_script"] for entry in described], object)[codes]
+    return script
 
 
 def _features_from_stats(rows: pd.DataFrame, stats: Any, at: np.ndarray, batch_id: str) -> pd.DataFrame:
     """The feature table built a column at a time from the clean table and clean's statistics file (row i's are
-    at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere. Each
-    statistic is read, taken and made float32 on its own, so one float64 working column exists at a time."""
+    at `at[i]`; no per-row records): a statistic is kept where the row has its modality, NaN elsewhere.
+
+    The numeric features are one float32 block, NaN at first and filled a column at a time, which becomes the
+    table's block as it is (pandas would otherwise stack separate columns into a second copy): at 100k rows the
+    stage's peak is the table and one float64 statistic, not the table twice."""
     has = {"img_": _present(rows["image"]), "aud_": _present(rows["audio"])}
-    columns: dict[str, object] = {
-        "sample_id": rows["sample_id"].array, "event_timestamp": rows["captured_at"].array,
-        "batch_id": np.full(len(rows), batch_id, object), "language": column_objects(rows["language"]),
-    }
+    block = np.full((len(NUMERIC_FEATURES), len(rows)), np.nan, np.float32)
+    numeric = dict(zip(NUMERIC_FEATURES, block))  # each a view of its row of the block
     for name in ARRAY_STATS:
-        values = stats.read(columns=[name])[name].to_numpy()
-        columns[name] = np.where(has[name[:4]], values[at], np.nan).astype(np.float32)
-    del values
+        where = has[name[:4]]
+        numeric[name][where] = stats.read(columns=[name])[name].to_numpy()[at[where]]
     for name, source in (("aud_seconds", "audio_seconds"), ("aud_rms_db", "audio_rms_db"), ("aud_peak", "audio_peak")):
-        columns[name] = np.where(has["aud_"], rows[source].to_numpy(np.float64), np.nan).astype(np.float32)
-    columns.update(_caption_columns(rows["caption"]))
-    return _feature_frame(columns)
+        numeric[name][has["aud_"]] = rows[source].to_numpy(np.float64)[has["aud_"]]
+    script = _caption_columns(rows["caption"], numeric)
+    frame = pd.DataFrame(block.T, columns=list(NUMERIC_FEATURES), copy=False)  # the block itself (its transpose's)
+    for position, (name, values) in enumerate((("sample_id", _arrow_ids(rows["sample_id"])),
+                                          ("event_timestamp", pd.to_datetime(rows["captured_at"], utc=True).array),
+                                          ("batch_id", np.full(len(rows), batch_id, object)))):
+        frame.insert(position, name, values)
+    frame["language"] = column_objects(rows["language"])
+    frame["cap_script"] = script
+    return frame
 
 
+@table_allocation()  # the working columns, each unmapped when freed
 def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     """One row per clean sample: entity `sample_id`, `event_timestamp` = captured_at, then the stats.
 

@@ -59,7 +59,7 @@ from features.expectations import (
 )
 from features.io import save_json
 from features.manifest import reads_as_time
-from features.memory import release_free_memory
+from features.memory import release_free_memory, table_allocation
 from features.reference import build_reference_profile, build_reference_suite, reject_on_reference_failures
 
 __all__ = [  # the suites' names and parameters live in features.expectations; validation runs here
@@ -101,6 +101,7 @@ class ValidationOutcome:
 
 
 
+@table_allocation()  # GX's copies of the table, each unmapped when freed
 def validate_rows(
     rows: pd.DataFrame,
     gx_dir: Path,
@@ -168,6 +169,7 @@ def validate_rows(
     )
 
 
+@table_allocation()
 def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str, index_results: int) -> ValidationOutcome:
     """Validate the feature table of one batch; return the rows out of range, or raise
     BatchRejected when its schema is not the transform's. `index_results`: as ValidateParams.data_docs_index_results."""

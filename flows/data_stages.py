@@ -51,8 +51,10 @@ def load_clean_rows(clean_dir: Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     from features.clean import ROWS_NAME, clean_frame
+    from features.memory import table_allocation
 
-    return clean_frame(pq.read_table(clean_dir / ROWS_NAME))
+    with table_allocation():
+        return clean_frame(pq.read_table(clean_dir / ROWS_NAME))
 
 
 def without_quarantined(rows: pd.DataFrame, quarantine_dir: Path, batch_id: str, stage: str) -> pd.DataFrame:

@@ -102,3 +102,93 @@ def test_clean_leaves_no_reference_cycles_of_its_own_for_the_garbage_collector(d
         gc.garbage.clear()
         gc.enable()
     assert not cyclic, sorted({type(_owner(o)).__qualname__ for o in cyclic})
+
+
+_TABLE_STAGE = """
+import os, sys
+import numpy as np
+from features.memory import table_allocation
+
+def rss():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+def stage():
+    # A whole-table stage's pattern: column-size working copies freed among small blocks that stay alive (the
+    # holes they leave are too small for the next, larger copies), then the larger copies it keeps.
+    small, copies = [], []
+    for _ in range(150):
+        copies.append(np.ones(400_000 // 8))
+        small.append(np.ones(64_000 // 8))
+    del copies
+    kept = [np.ones(600_000 // 8) for _ in range(150)]
+    return rss(), small, kept
+
+big = np.ones((8 << 20) // 8)  # freed: as after decoding, glibc's adaptive threshold has risen past a column's size
+del big
+start = rss()
+if sys.argv[1] == "table":
+    with table_allocation():
+        inside, *held = stage()
+else:
+    inside, *held = stage()
+print(inside - start)
+"""
+
+
+@pytest.mark.skipif(_malloc_trim() is None, reason="glibc's malloc only")
+def test_a_table_stage_holds_what_it_keeps_not_the_holes_its_freed_copies_left():
+    """Kept: 90 MB of copies and 10 MB of small blocks. Under glibc's adaptive threshold the 60 MB of freed
+    copies stay resident between the small blocks as well; inside table_allocation each copy was its own
+    mapping, gone when freed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    growth = {mode: float(subprocess.run([sys.executable, "-c", _TABLE_STAGE, mode], env=env, capture_output=True,
+                                         text=True, check=True).stdout)
+              for mode in ("adaptive", "table")}
+    assert growth["adaptive"] > 140, growth  # the freed copies' 60 MB on top of the 100 MB kept
+    assert growth["table"] < 120, growth
+
+
+def test_table_allocation_leaves_the_thresholds_where_the_adaptive_ones_end_and_nests():
+    """After a table stage the process decodes as fast as before: arrays under 32 MB come from the heap again,
+    also after a nested use; inside, even the inner use's end leaves column-size arrays mapped."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = """
+import ctypes, numpy as np
+from features.memory import table_allocation
+
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+
+def mapped_by(size):
+    before = libc.mallinfo2().hblkhd
+    array = np.ones(size // 8)
+    return libc.mallinfo2().hblkhd - before >= size
+
+with table_allocation():
+    with table_allocation():
+        pass
+    inside = mapped_by(1 << 20)
+after = mapped_by(1 << 20), mapped_by(8 << 20), mapped_by(40 << 20)
+print(inside, *after)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    if "mallinfo2" in done.stderr:
+        pytest.skip("the C library has no mallinfo2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False", "True"]
