@@ -279,9 +279,12 @@ def _sample_record(clean_dir: Path, row, batch_id: str) -> dict[str, object]:
 
 def _arrow_ids(ids: Any) -> Any:
     """Sample ids Arrow-backed: a few bytes an id in Arrow's buffers, where a Python string costs about 60 (6 MB
-    at 100k rows)."""
+    at 100k rows). Ids Arrow-backed already (the clean table's) share its immutable buffers: a new array object
+    (pandas' shallow copy), so that setting a value in one table leaves the other as it is."""
     import pyarrow as pa
 
+    if isinstance(ids, pd.arrays.ArrowExtensionArray) and ids.dtype == pd.ArrowDtype(pa.string()):
+        return ids.copy()
     return pd.array(pa.array(ids, pa.string()), dtype=pd.ArrowDtype(pa.string()))
 
 
@@ -335,7 +338,7 @@ def _caption_columns(captions: pd.Series, numeric: dict[str, np.ndarray]) -> np.
     returns the script column (None without one). Each distinct caption is described once, as captions repeat
     (templates, class names)."""
     present = _present(captions)
-    codes, distinct = pd.factorize(captions[present])
+    codes, distinct = pd.factorize(captions if present.all() else captions[present])  # no copy when all have one
     described = [caption_stats(caption) for caption in distinct]
     for name in ("cap_chars", "cap_words", "cap_letter_share"):
         numeric[name][present] = np.array([entry[name] for entry in described], np.float32)[codes]
@@ -361,7 +364,7 @@ def _features_from_stats(rows: pd.DataFrame, stats: Any, at: np.ndarray, batch_i
         numeric[name][has["aud_"]] = rows[source].to_numpy(np.float64)[has["aud_"]]
     script = _caption_columns(rows["caption"], numeric)
     frame = pd.DataFrame(block.T, columns=list(NUMERIC_FEATURES), copy=False)  # the block itself (its transpose's)
-    for position, (name, values) in enumerate((("sample_id", _arrow_ids(rows["sample_id"])),
+    for position, (name, values) in enumerate((("sample_id", _arrow_ids(rows["sample_id"].array)),
                                           ("event_timestamp", pd.to_datetime(rows["captured_at"], utc=True).array),
                                           ("batch_id", np.full(len(rows), batch_id, object)))):
         frame.insert(position, name, values)
