@@ -105,6 +105,7 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
 
     seconds: dict[str, float] = {}
     stage_peak_mb: dict[str, float] = {}
+    stage_start_mb: dict[str, float] = {}  # what the process holds when a stage starts: the floor its peak includes
     sampler = RssSampler()
 
     cpu_seconds: dict[str, float] = {}
@@ -112,6 +113,7 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
 
     def timed(name, fn, *args):
         sampler.reset()
+        stage_start_mb[name] = sampler.peak_mb()
         started, cpu_started = time.perf_counter(), time.process_time()
         system_started = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         result = fn(*args)
@@ -138,7 +140,7 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},
               "total_s": sum(seconds.values()), "cpu_seconds": dict(cpu_seconds), "total_cpu_s": sum(cpu_seconds.values()),
               "system_seconds": dict(system_seconds), "total_system_s": sum(system_seconds.values()),
-              "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb}
+              "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb, "stage_start_rss_mb": stage_start_mb}
     if prefect:
         result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
         result["clean_prefect_ratio"] = result["clean_prefect_s"] / seconds["clean"]

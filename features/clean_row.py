@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import wave
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from PIL import Image
 
 from features.atomic import link_or_copy
 from features.decode import DecodeError, decode_audio, decode_image, decode_sensor, to_grayscale
-from features.manifest import FILE_FIELDS, parse_timestamp, resolve_inside
+from features.manifest import FILE_FIELDS, parse_timestamp, resolved_inside
 from features.phash import compute_dhash
 from features.task import Task, UnknownClass
 from models.inputs import InputSpec
@@ -87,19 +88,16 @@ def _check_text_fields(row: dict[str, Any]) -> None:
             raise DecodeError("bad_field", f"{name} must be a string or null, got {type(value).__name__} {value!r:.80}")
 
 
-def _batch_file(raw_dir: Path, row: dict[str, Any], field: str, real_dirs: dict[str, str] | None = None) -> Path:
-    """The row's file for `field`, checked again here: clean reads nothing outside the raw batch."""
+def _batch_file(raw_dir: Path, row: dict[str, Any], field: str, real_dirs: dict[str, str] | None = None) -> str:
+    """The row's file for `field`, checked again here: clean reads nothing outside the raw batch. A string, not a
+    Path (features.manifest.resolved_inside: a Path per file grows the interpreter's interned strings for good)."""
     if row.get(f"{field}_sha256") is None:
         raise DecodeError("missing_file", f"{field} file {row[field]!r} does not exist in the batch or was unreadable")
     try:
-        path = resolve_inside(raw_dir, row[field], real_dirs)
+        path = resolved_inside(raw_dir, row[field], real_dirs)
     except ValueError as err:
         raise DecodeError("unsafe_path", f"{field}: {err}") from err
-    try:
-        regular = path.is_file()  # a FIFO or device would block or never end: it is never opened
-    except OSError:
-        regular = False
-    if not regular:
+    if not os.path.isfile(path):  # a FIFO or device would block or never end: it is never opened
         raise DecodeError("missing_file", f"{field} file {row[field]!r} is not a regular file in the batch")
     return path
 
@@ -163,18 +161,19 @@ def write_pcm16_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
         handle.writeframes(samples.astype("<i2").tobytes())
 
 
-def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: CleanParams, clean: dict[str, Any],
+def _decode_files(files: dict[str, str], out_dir: Path, stem: str, params: CleanParams, clean: dict[str, Any],
                   decoded: dict[str, Any]) -> None:
     """Decode each file, write its normalised version under `out_dir`, fill its columns in `clean` and put
-    the arrays as written in `decoded`."""
+    the arrays as written in `decoded`. Output paths are strings, as the input ones (`_batch_file`)."""
+    out = str(out_dir)
     if "image" in files:
         image = decode_image(files["image"], params.max_image_pixels, params.image_channels)
         pixels = image.pixels  # (H, W) or (H, W, 3)
         clean["image"] = f"images/{stem}.png"
         if image.canonical:  # a PNG in the task's mode is its own clean version: linked, not encoded again
-            link_or_copy(files["image"], out_dir / clean["image"])
+            link_or_copy(files["image"], os.path.join(out, clean["image"]))
         else:
-            Image.fromarray(pixels).save(out_dir / clean["image"])
+            Image.fromarray(pixels).save(os.path.join(out, clean["image"]))
         decoded["image"] = pixels
         decoded["gray"] = gray = to_grayscale(pixels)  # contrast and dHash judge brightness, whatever the channels
         clean["image_height"], clean["image_width"] = gray.shape
@@ -184,7 +183,7 @@ def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: Clea
         audio = decode_audio(files["audio"], params.sample_rate, params.max_audio_seconds, params.silence_db)
         clean["audio"] = f"audio/{stem}.wav"
         samples = to_pcm16(audio.wave)
-        write_pcm16_wav(out_dir / clean["audio"], samples, audio.sample_rate)
+        write_pcm16_wav(os.path.join(out, clean["audio"]), samples, audio.sample_rate)
         decoded["wave"], decoded["sample_rate"] = samples.astype(np.float32) / np.float32(32768), audio.sample_rate
         clean["audio_seconds"] = len(audio.wave) / audio.sample_rate
         clean["audio_peak"] = audio.source_peak
@@ -193,7 +192,7 @@ def _decode_files(files: dict[str, Path], out_dir: Path, stem: str, params: Clea
         if kind in files:
             array = decode_sensor(files[kind], kind, params.max_sensor_values)
             clean[kind] = f"sensors/{stem}.{kind}.npy"
-            np.save(out_dir / clean[kind], array, allow_pickle=False)
+            np.save(os.path.join(out, clean[kind]), array, allow_pickle=False)
             decoded.setdefault("sensors", {})[kind] = array
 
 

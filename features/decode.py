@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
 from dataclasses import dataclass
@@ -75,13 +76,13 @@ def to_grayscale(pixels: np.ndarray) -> np.ndarray:
     return pixels if pixels.ndim == 2 else np.asarray(Image.fromarray(pixels, "RGB").convert("L"), dtype=np.uint8)
 
 
-def find_wav_truncation(path: Path) -> str | None:
+def find_wav_truncation(path: Path | str) -> str | None:
     """For a RIFF/WAVE file, why its data chunk is shorter than its header says; None when it is whole.
 
     libsndfile reads a truncated WAV without complaint, silently returning fewer samples.
     """
-    size = path.stat().st_size
-    with path.open("rb") as handle:
+    size = os.stat(path).st_size
+    with open(path, "rb") as handle:
         if handle.read(12)[:4] != b"RIFF":
             return None
         offset = 12

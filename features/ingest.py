@@ -150,12 +150,12 @@ def _copy_and_hash(path: str, target: str, made: set[str]) -> str:
     return digest.hexdigest()
 
 
-def _copy_files(staging: str, row: dict, paths: dict[str, Path], digest: Any, made: set[str], prefix: str) -> None:
+def _copy_files(staging: str, row: dict, paths: dict[str, str], digest: Any, made: set[str], prefix: str) -> None:
     """Copy the row's files (`paths`, as the manifest pass resolved them inside the batch, under `prefix`) to the
     same place under `staging` (paths normalised), setting `<field>_sha256` from the bytes copied and feeding
     `digest` as the scan did; a missing or unreadable file gets None and clean quarantines it as missing_file."""
     for field in _file_fields(row):
-        path = str(paths[field])
+        path = paths[field]
         relative = path[len(prefix):] if path.startswith(prefix) else None  # None: the batch folder itself
         try:
             sha = (_copy_and_hash(path, os.path.join(staging, relative), made)
