@@ -170,7 +170,7 @@ def remove_orphans(folder: Path) -> list[Path]:
     return removed
 
 
-def link_or_copy(source: Path, target: Path) -> None:
+def link_or_copy(source: Path | str, target: Path | str) -> None:
     """`target` holds `source`'s bytes: a hard link where the file system allows it (no bytes written, and
     DVC stores the content once), else a copy. Only for files nothing rewrites in place (flywheel's writes
     are atomic replaces, which give the path a new file and leave the linked one as it was)."""

@@ -152,7 +152,7 @@ def to_pcm16(samples: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(samples.astype(np.float32) * np.float32(32768)), -32768, 32767).astype(np.int16)
 
 
-def write_pcm16_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+def write_pcm16_wav(path: Path | str, samples: np.ndarray, sample_rate: int) -> None:
     """A mono 16-bit PCM WAV (no per-file sync to disk: the stage publishes its folder as a whole)."""
     with wave.open(str(path), "wb") as handle:
         handle.setnchannels(1)

@@ -45,7 +45,7 @@ class DecodedImage:
     canonical: bool  # the file is a PNG already in that mode: it decodes to these pixels as it is
 
 
-def decode_image(path: Path, max_pixels: int, channels: int) -> DecodedImage:
+def decode_image(path: Path | str, max_pixels: int, channels: int) -> DecodedImage:
     """PNG/JPEG → (H, W) uint8 grayscale (channels 1) or (H, W, 3) uint8 RGB (channels 3; a grayscale
     file is converted, a transparent one loses its alpha); the header is checked against `max_pixels`
     before decoding."""
@@ -100,7 +100,7 @@ def find_wav_truncation(path: Path | str) -> str | None:
     return None
 
 
-def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: float) -> DecodedAudio:
+def decode_audio(path: Path | str, sample_rate: int, max_seconds: float, silence_db: float) -> DecodedAudio:
     """WAV/FLAC → mono float32 at `sample_rate`, silence-trimmed and peak-normalised."""
     try:
         truncation = find_wav_truncation(path)
@@ -130,7 +130,7 @@ def decode_audio(path: Path, sample_rate: int, max_seconds: float, silence_db: f
     return DecodedAudio((trimmed / peak).astype(np.float32), sample_rate, min(peak, 1.0), rms_db)
 
 
-def decode_sensor(path: Path, kind: str, max_values: int) -> np.ndarray:
+def decode_sensor(path: Path | str, kind: str, max_values: int) -> np.ndarray:
     """`.npy` sensor array → float32; never unpickles, and checks the header (shape, dtype, size) before reading.
 
     The file is memory-mapped, so a header claiming a huge array costs nothing until it is refused.
