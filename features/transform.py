@@ -288,7 +288,7 @@ def _arrow_ids(ids: Any) -> Any:
     return pd.array(pa.array(ids, pa.string()), dtype=pd.ArrowDtype(pa.string()))
 
 
-def _feature_frame(data: list[dict[str, object]] | dict[str, object]) -> pd.DataFrame:
+def _feature_frame(data: list[dict[str, object]]) -> pd.DataFrame:
     """Per-row records as the feature table: UTC timestamps, float32 statistics, the sample ids Arrow-backed."""
     frame = pd.DataFrame(data, columns=list(FEATURE_COLUMNS))
     frame["sample_id"] = _arrow_ids(frame["sample_id"])
