@@ -35,7 +35,7 @@ from features.ingest import ROWS_NAME as RAW_ROWS_NAME
 from features.atomic import make_staging_dir, publish_directory
 from features.io import save_parquet, save_table
 from features.manifest import FILE_FIELDS
-from features.memory import release_free_memory, steady_allocation, table_allocation
+from features.memory import steady_allocation, table_allocation
 from features.phash import find_near_matches
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transform import ARRAY_STATS, STATS_FILE, AudioStatsBatcher, ImageStatsBatcher, stats_frame
@@ -467,7 +467,9 @@ def clean_batch(
                          else (set(), []))
         del decoded
         rejected.extend(near)
-        with table_allocation():  # the batch's tables joined from the chunks' parts (features.memory)
+        # The batch's tables joined from the chunks' parts (features.memory); on the way out the decode buffers'
+        # pages go back too, so the next stage does not start from clean's peak
+        with table_allocation():
             _save_joined_parts(staging, dropped, "stats", staging / STATS_FILE, lambda: stats_frame([]))
             table = _save_joined_parts(staging, dropped, "part", staging / ROWS_NAME, lambda: rows_to_frame([]))
             # Text stays in the table's Arrow buffers (clean_frame): as Python strings it cost about 0.45 KB a
@@ -479,5 +481,4 @@ def clean_batch(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    release_free_memory()  # the decode buffers' pages, so the next stage does not start from clean's peak
     return CleanResult(final, frame, StageReport("clean", total, len(frame), rejected))

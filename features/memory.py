@@ -21,6 +21,8 @@ from typing import Iterator
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 GLIBC_MMAP_THRESHOLD = 128 * 1024  # glibc's default, where a threshold set by the environment leaves it
+GLIBC_DYNAMIC_MMAP_MAX = 32 << 20  # where glibc's adaptive threshold stops rising (64-bit); its trim follows at 2x
+TABLE_MMAP_THRESHOLD = 256 * 1024  # a column of 32k float64 values or more: its own mapping while a table stage runs
 
 
 @lru_cache(maxsize=1)
@@ -53,13 +55,12 @@ def steady_allocation() -> Iterator[None]:
     if trim is None or mallopt is None or not trim.isdigit():
         yield
         return
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(M_MMAP_THRESHOLD, GLIBC_DYNAMIC_MMAP_MAX)
     mallopt(M_TRIM_THRESHOLD, 256 << 20)
     try:
         yield
     finally:
-        mallopt(M_TRIM_THRESHOLD, int(trim))
-        mallopt(M_MMAP_THRESHOLD, GLIBC_MMAP_THRESHOLD)
+        _restore_thresholds(mallopt)
         release_free_memory()
 
 
@@ -74,8 +75,6 @@ def release_free_memory() -> None:
         trim(0)
 
 
-TABLE_MMAP_THRESHOLD = 256 * 1024  # a column of 32k float64 values or more: its own mapping while a table stage runs
-GLIBC_DYNAMIC_MMAP_MAX = 32 << 20  # where glibc's adaptive threshold stops rising (64-bit); its trim follows at 2x
 _table_depth = 0
 _table_lock = threading.Lock()
 
@@ -98,25 +97,24 @@ def table_allocation() -> Iterator[None]:
     under the adaptive one), or, where the environment sets the thresholds (a Dask worker's
     MALLOC_TRIM_THRESHOLD_), back to what that gives. Nested uses keep the threshold until the outermost ends."""
     global _table_depth
-    mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is None:
-        yield
-        return
+    mallopt = getattr(_libc(), "mallopt", None)  # None off glibc: only the release at the end applies
     with _table_lock:
         _table_depth += 1
-        if _table_depth == 1:
+        if _table_depth == 1 and mallopt is not None:
             mallopt(M_MMAP_THRESHOLD, TABLE_MMAP_THRESHOLD)
     try:
         yield
     finally:
         with _table_lock:
             _table_depth -= 1
-            if _table_depth == 0:
+            if _table_depth == 0 and mallopt is not None:
                 _restore_thresholds(mallopt)
-        release_free_memory()
+        release_free_memory()  # what the stage freed, in whichever allocator
 
 
 def _restore_thresholds(mallopt) -> None:
+    """The thresholds as the environment fixed them (a Dask worker's MALLOC_TRIM_THRESHOLD_), else where glibc's
+    adaptive ones end up."""
     mmap, trim = os.environ.get("MALLOC_MMAP_THRESHOLD_", ""), os.environ.get("MALLOC_TRIM_THRESHOLD_", "")
     if mmap.isdigit() or trim.isdigit():  # thresholds the environment fixed
         mallopt(M_MMAP_THRESHOLD, int(mmap) if mmap.isdigit() else GLIBC_MMAP_THRESHOLD)

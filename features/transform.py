@@ -16,7 +16,7 @@ import soundfile as sf
 from PIL import Image
 
 from features.clean_row import column_objects, is_arrow_text, rows_as_objects
-from features.memory import release_free_memory, table_allocation
+from features.memory import table_allocation
 from models.fbank import ClipGroups
 
 # Centre-of-mass columns avoid "_x"/"_y" suffixes: Feast 0.67 duckdb retrieval drops such columns as join leftovers.
@@ -394,5 +394,4 @@ def compute_sample_features(clean_dir: Path, rows: pd.DataFrame, batch_id: str) 
                   for start in range(0, len(rows), _CHUNK_ROWS)]
         features = pd.concat(frames, ignore_index=True) if frames else _feature_frame([])
         del frames
-    release_free_memory()  # the working columns' pages
     return features

@@ -59,7 +59,7 @@ from features.expectations import (
 )
 from features.io import save_json
 from features.manifest import reads_as_time
-from features.memory import release_free_memory, table_allocation
+from features.memory import table_allocation
 from features.reference import build_reference_profile, build_reference_suite, reject_on_reference_failures
 
 __all__ = [  # the suites' names and parameters live in features.expectations; validation runs here
@@ -158,7 +158,6 @@ def validate_rows(
             reference_batches=len(profile.batch_ids),
             reference_expectations=_plain(result.statistics["evaluated_expectations"]),
         )
-    release_free_memory()  # GX's working copies of the table
     return ValidationOutcome(
         failed=failed,
         statistics=statistics,

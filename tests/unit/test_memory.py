@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from features.memory import _malloc_trim, release_free_memory
+
+
+def _child_env(**thresholds: str) -> dict[str, str]:
+    """A child Python's environment: the project importable, glibc's thresholds as given (none: adaptive)."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")}
+    return {**env, **thresholds, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
 
 
 def _rss_mb() -> float:
@@ -54,9 +62,8 @@ def test_a_dask_worker_keeps_freed_arrays_while_a_chunk_runs_and_gives_them_back
     chunk runs the heap keeps them for reuse, and when it ends the memory goes back to the system."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = _child_env(MALLOC_TRIM_THRESHOLD_="65536")
     done = subprocess.run([sys.executable, "-c", _WORKER], env=env, capture_output=True, text=True, check=True)
     start, inside, end = map(float, done.stdout.split())
     assert inside - start > 80, (start, inside, end)  # freed inside the chunk, kept by the heap for reuse
@@ -143,11 +150,8 @@ def test_a_table_stage_holds_what_it_keeps_not_the_holes_its_freed_copies_left()
     mapping, gone when freed."""
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    env = _child_env()
     growth = {mode: float(subprocess.run([sys.executable, "-c", _TABLE_STAGE, mode], env=env, capture_output=True,
                                          text=True, check=True).stdout)
               for mode in ("adaptive", "table")}
@@ -160,7 +164,6 @@ def test_table_allocation_leaves_the_thresholds_where_the_adaptive_ones_end_and_
     also after a nested use; inside, even the inner use's end leaves column-size arrays mapped."""
     import subprocess
     import sys
-    from pathlib import Path
 
     script = """
 import ctypes, numpy as np
@@ -184,9 +187,7 @@ with table_allocation():
 after = mapped_by(1 << 20), mapped_by(8 << 20), mapped_by(40 << 20)
 print(inside, *after)
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    env = _child_env()
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     if "mallinfo2" in done.stderr:
         pytest.skip("the C library has no mallinfo2")
