@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -26,7 +26,15 @@ from fsspec.implementations.local import LocalFileSystem
 from features.atomic import make_staging_dir, publish_directory, work_name
 from features.io import save_json
 from features.locks import ingest_lock
-from features.manifest import FILE_FIELDS, MANIFEST_NAME, iter_manifest, iter_manifest_with_paths, resolve_inside
+from features.memory import steady_allocation
+from features.manifest import (
+    FILE_FIELDS,
+    MANIFEST_NAME,
+    iter_manifest,
+    iter_manifest_with_paths,
+    resolve_inside,
+    split_manifest,
+)
 from features.records import BatchError, QuarantineRecord, StageReport
 from features.transient import retry_transient
 
@@ -34,6 +42,17 @@ ROWS_NAME = "rows.jsonl"
 DONE_NAME = "_SUCCESS.json"
 _CHUNK = 1 << 20
 _UNREADABLE = {"bad_json", "bad_encoding"}  # reasons that mean a line was not a JSON object at all
+# Manifest lines per unit of parallel work (a chunk, hashed by the scan and copied by the snapshot):
+# CHUNKS_PER_WORKER units per worker, but at least CHUNK_LINES lines, so a small batch pays little per-unit
+# overhead, and at most MAX_CHUNK_LINES, so a worker's part of `rows.jsonl` stays small. The chunks change
+# how the work is spread, never the batch id or the snapshot.
+CHUNK_LINES, MAX_CHUNK_LINES, CHUNKS_PER_WORKER = 512, 4096, 2
+
+_Part = TypeVar("_Part")
+# Runs `fn(chunk, *args)` for every chunk and yields the results in chunk order. The default runs them one
+# after the other in this thread, as they are cut; the lifecycle flow passes one that maps them on its Dask
+# cluster when one is configured (flows/lifecycle.py).
+ChunkMapper = Callable[..., Iterable[Any]]
 
 
 @dataclass(frozen=True)
@@ -91,6 +110,35 @@ def _refuse_unreadable_manifest(origin: str, accepted: int, rejected: list[Quara
 
 
 @dataclass(frozen=True)
+class ManifestChunk:
+    """A run of the manifest's lines, cut at a line end; whoever hashes or copies its rows (this thread, a
+    Prefect task on a Dask worker) parses them as one pass over the whole manifest would."""
+
+    index: int
+    first_line: int  # the 1-based number of its first line in the manifest
+    text: bytes
+
+
+@dataclass(frozen=True)
+class ScanPart:
+    """What the scan of one chunk learns: its rows' counts and records, and what its files add to the batch id."""
+
+    rows_in: int
+    accepted: int
+    rejected: list[QuarantineRecord]
+    files: bytes  # "<field>:<path>:<sha256>" of each existing file, in manifest order
+
+
+@dataclass(frozen=True)
+class CopyPart:
+    """What the copy of one chunk wrote: its lines of `rows.jsonl`, and the sha256 of what the bytes it
+    copied add to the batch id (equal to the scan's, unless a file changed in between)."""
+
+    rows: bytes
+    files_sha256: bytes
+
+
+@dataclass(frozen=True)
 class _Scan:
     """What one pass over a landing batch learns without keeping its rows."""
 
@@ -98,6 +146,47 @@ class _Scan:
     rows_in: int  # non-blank manifest lines
     accepted: int
     rejected: list[QuarantineRecord]
+    chunk_lines: int = 0  # lines per chunk: the snapshot copies the chunks the scan hashed
+    chunk_sha256: tuple[bytes, ...] = ()  # per chunk, the sha256 of its ScanPart.files
+
+
+def chunk_lines(data: bytes, workers: int) -> int:
+    """Lines per chunk for `workers` workers (CHUNK_LINES ... MAX_CHUNK_LINES, about CHUNKS_PER_WORKER each)."""
+    lines = data.count(b"\n") + 1  # line ends other than \n only make the chunks longer
+    return min(MAX_CHUNK_LINES, max(CHUNK_LINES, -(-lines // (CHUNKS_PER_WORKER * max(1, workers)))))
+
+
+def manifest_chunks(data: bytes, lines: int) -> Iterator[ManifestChunk]:
+    """The manifest's lines in chunks of `lines` lines, cut as they are reached."""
+    for index, (first_line, text) in enumerate(split_manifest(data, lines)):
+        yield ManifestChunk(index, first_line, text)
+
+
+def map_in_order(fn: Callable[..., _Part], chunks: Iterable[ManifestChunk], *args: Any) -> Iterator[_Part]:
+    """The default mapper: each chunk in turn, in this thread, cut as it is reached, so one chunk's text is
+    held at a time. (Threads gain nothing here: creating files in one folder takes the folder's lock.)"""
+    return (fn(chunk, *args) for chunk in chunks)
+
+
+def scan_manifest_chunk(chunk: ManifestChunk, source: Path) -> ScanPart:
+    """Parse the chunk's rows and hash the files they name (a top-level function, so a Dask worker can run it)."""
+    with steady_allocation():  # in a Dask worker, each 1 MB read buffer would be a fresh mmap (features.memory)
+        return _scan_rows(chunk, source)
+
+
+def _scan_rows(chunk: ManifestChunk, source: Path) -> ScanPart:
+    rows_in, accepted, rejected, files = 0, 0, [], bytearray()
+    for outcome, paths in iter_manifest_with_paths(chunk.text, source, first_line=chunk.first_line):
+        rows_in += 1
+        if isinstance(outcome, QuarantineRecord):
+            rejected.append(outcome)
+            continue
+        accepted += 1
+        for field in _file_fields(outcome):
+            sha = _hash_if_readable(paths[field])
+            if sha is not None:
+                files += f"{field}:{outcome[field]}:{sha}".encode()
+    return ScanPart(rows_in, accepted, rejected, bytes(files))
 
 
 def _file_fields(row: dict) -> Iterator[str]:
@@ -108,26 +197,23 @@ def _file_fields(row: dict) -> Iterator[str]:
             yield field
 
 
-def _scan_batch(source: Path, data: bytes, origin: str | None = None) -> _Scan:
-    """Rows are parsed and their files hashed one at a time: memory does not grow with the batch.
+def _scan_batch(source: Path, data: bytes, origin: str | None = None, map_chunks: ChunkMapper | None = None,
+                workers: int = 1) -> _Scan:
+    """Rows are parsed and their files hashed a chunk at a time: memory does not grow with the batch.
 
-    The batch id hashes the manifest and every existing file it names (in manifest order).
+    The batch id hashes the manifest and every existing file it names (in manifest order), whatever the chunks.
     `origin` names the batch in error messages when `source` is a local copy of a remote one.
     """
     digest = hashlib.sha256(data)
-    rows_in, accepted, rejected = 0, 0, []
-    for outcome, paths in iter_manifest_with_paths(data, source):
-        rows_in += 1
-        if isinstance(outcome, QuarantineRecord):
-            rejected.append(outcome)
-            continue
-        accepted += 1
-        for field in _file_fields(outcome):
-            sha = _hash_if_readable(paths[field])
-            if sha is not None:
-                digest.update(f"{field}:{outcome[field]}:{sha}".encode())
+    rows_in, accepted, rejected, chunk_sha256 = 0, 0, [], []
+    lines = chunk_lines(data, workers)
+    for part in (map_chunks or map_in_order)(scan_manifest_chunk, manifest_chunks(data, lines), source):
+        digest.update(part.files)
+        chunk_sha256.append(hashlib.sha256(part.files).digest())
+        rows_in, accepted = rows_in + part.rows_in, accepted + part.accepted
+        rejected.extend(part.rejected)
     _refuse_unreadable_manifest(origin or str(source), accepted, rejected)
-    return _Scan(digest.hexdigest()[:16], rows_in, accepted, rejected)
+    return _Scan(digest.hexdigest()[:16], rows_in, accepted, rejected, lines, tuple(chunk_sha256))
 
 
 def compute_batch_id(source: Path) -> str:
@@ -168,23 +254,39 @@ def _copy_files(staging: str, row: dict, paths: dict[str, str], digest: Any, mad
             row[field] = relative if os.sep == "/" else Path(relative).as_posix()
 
 
-def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan) -> None:
-    """Manifest, files and `rows.jsonl` into `staging`, row by row; the bytes copied must be the bytes scanned."""
-    (staging / MANIFEST_NAME).write_bytes(data)
-    digest = hashlib.sha256(data)
-    made: set[str] = set()  # the snapshot's folders created so far
+def copy_manifest_chunk(chunk: ManifestChunk, source: Path, staging: Path) -> CopyPart:
+    """Copy the files of the chunk's rows into `staging` and give back its lines of `rows.jsonl` (a top-level
+    function, so a Dask worker can run it)."""
+    with steady_allocation():
+        return _copy_rows(chunk, source, staging)
+
+
+def _copy_rows(chunk: ManifestChunk, source: Path, staging: Path) -> CopyPart:
+    digest = hashlib.sha256()
+    made: set[str] = set()  # the snapshot's folders this chunk created so far
     prefix = os.path.realpath(source).rstrip(os.sep) + os.sep  # the batch folder as resolve_inside checks paths in it
-    with (staging / ROWS_NAME).open("w", encoding="utf-8") as rows:
-        for outcome, paths in iter_manifest_with_paths(data, source):
-            if isinstance(outcome, QuarantineRecord):
-                continue
-            _copy_files(str(staging), outcome, paths, digest, made, prefix)
-            rows.write(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
-    if digest.hexdigest()[:16] != scan.batch_id:
-        raise BatchError(
-            f"{source} changed while it was ingested (a file was written, replaced or removed between the hash"
-            " and the copy); nothing was ingested: retry once the upload is complete"
-        )
+    rows: list[str] = []
+    for outcome, paths in iter_manifest_with_paths(chunk.text, source, first_line=chunk.first_line):
+        if isinstance(outcome, QuarantineRecord):
+            continue
+        _copy_files(str(staging), outcome, paths, digest, made, prefix)
+        rows.append(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
+    return CopyPart("".join(rows).encode("utf-8"), digest.digest())
+
+
+def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan, map_chunks: ChunkMapper | None = None) -> None:
+    """Manifest, files and `rows.jsonl` into `staging`, a chunk at a time; the bytes copied must be the bytes scanned."""
+    (staging / MANIFEST_NAME).write_bytes(data)
+    with (staging / ROWS_NAME).open("wb") as rows:
+        chunks = manifest_chunks(data, scan.chunk_lines)
+        parts = (map_chunks or map_in_order)(copy_manifest_chunk, chunks, source, staging)
+        for part, scanned in zip(parts, scan.chunk_sha256, strict=True):  # the same chunks as the scan's
+            if part.files_sha256 != scanned:
+                raise BatchError(
+                    f"{source} changed while it was ingested (a file was written, replaced or removed between the"
+                    " hash and the copy); nothing was ingested: retry once the upload is complete"
+                )
+            rows.write(part.rows)
 
 
 def _inside_prefix(relative: Any) -> str | None:
@@ -253,7 +355,8 @@ def _open_filesystem(uri: str, storage_options: dict[str, Any] | None) -> tuple[
         ) from err
 
 
-def ingest_batch(source: Path | str, lake_raw: Path, storage_options: dict[str, Any] | None = None) -> IngestResult:
+def ingest_batch(source: Path | str, lake_raw: Path, storage_options: dict[str, Any] | None = None,
+                 map_chunks: ChunkMapper | None = None, workers: int = 1) -> IngestResult:
     """Copy the batch's manifest rows and files into `lake_raw/<batch_id>/`; a known batch is skipped.
 
     `source` is a local folder (a Path or a plain path string) or an fsspec URI such as
@@ -264,29 +367,36 @@ def ingest_batch(source: Path | str, lake_raw: Path, storage_options: dict[str, 
     manifest, or whose manifest holds no JSON object at all, or a URI that cannot be opened or
     read raises BatchError. An empty manifest is an empty batch (0 rows), which validation later
     rejects as a whole.
+
+    `map_chunks` spreads the chunks of manifest lines over `workers` workers (`ChunkMapper`; default: one
+    after the other in this thread); the batch id and the snapshot are the same either way.
     """
     if isinstance(source, Path):
-        return _ingest_folder(source, lake_raw, str(source.resolve()))
+        return _ingest_folder(source, lake_raw, str(source.resolve()), map_chunks=map_chunks, workers=workers)
     fs, root = _open_filesystem(source, storage_options)
     if isinstance(fs, LocalFileSystem):
         folder = Path(root)
-        return _ingest_folder(folder, lake_raw, source if "://" in source else str(folder.resolve()))
+        return _ingest_folder(folder, lake_raw, source if "://" in source else str(folder.resolve()),
+                              map_chunks=map_chunks, workers=workers)
     lake_raw.mkdir(parents=True, exist_ok=True)
-    return _ingest_remote(fs, root, source, lake_raw)
+    return _ingest_remote(fs, root, source, lake_raw, map_chunks, workers)
 
 
 @retry_transient("copy a landing batch from its object store")
-def _ingest_remote(fs: fsspec.AbstractFileSystem, root: str, uri: str, lake_raw: Path) -> IngestResult:
-    """Download into a fresh local landing folder and ingest it; an unreachable store (BatchError raised
-    from a connection error) is tried again from scratch, never from a half-downloaded folder."""
+def _ingest_remote(fs: fsspec.AbstractFileSystem, root: str, uri: str, lake_raw: Path,
+                   map_chunks: ChunkMapper | None = None, workers: int = 1) -> IngestResult:
+    """Download into a fresh local landing folder (inside the lake, where workers that share it see it too) and
+    ingest it; an unreachable store (BatchError raised from a connection error) is tried again from scratch,
+    never from a half-downloaded folder."""
     with tempfile.TemporaryDirectory(dir=lake_raw, prefix=work_name("landing")) as landing:
         _download_batch(fs, root, uri, Path(landing))
-        return _ingest_folder(Path(landing), lake_raw, uri, origin=uri)
+        return _ingest_folder(Path(landing), lake_raw, uri, origin=uri, map_chunks=map_chunks, workers=workers)
 
 
-def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None) -> IngestResult:
+def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None,
+                   map_chunks: ChunkMapper | None = None, workers: int = 1) -> IngestResult:
     data = _read_manifest(source)
-    scan = _scan_batch(source, data, origin)
+    scan = _scan_batch(source, data, origin, map_chunks, workers)
     final = lake_raw / scan.batch_id
     with ingest_lock(lake_raw, scan.batch_id):  # a concurrent ingest of the same bytes waits, then skips
         if (final / DONE_NAME).is_file():
@@ -297,7 +407,7 @@ def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: s
 
         staging = make_staging_dir(final)
         try:
-            _write_snapshot(source, data, staging, scan)
+            _write_snapshot(source, data, staging, scan, map_chunks)
             save_json(staging / DONE_NAME, {"batch_id": scan.batch_id, "source": recorded_source, "rows": scan.accepted})
             publish_directory(staging, final)
         except BaseException:

@@ -205,12 +205,14 @@ def _parse_line(raw: bytes, line_no: int, batch_dir: Path, stage: str, real_dirs
     return row
 
 
-def iter_manifest_lines(data: bytes | str) -> Iterator[tuple[int, bytes]]:
+def iter_manifest_lines(data: bytes | str, first_line: int = 1) -> Iterator[tuple[int, bytes]]:
     """Non-blank lines with their 1-based numbers, one at a time; split on bytes, so U+2028 inside a
-    caption splits nothing. Nothing but the current line is copied, however long the manifest."""
+    caption splits nothing. Nothing but the current line is copied, however long the manifest.
+    `first_line`: the number of the first line of `data`, a run of lines cut from a manifest at a line end
+    (`split_manifest`); only the manifest's start may carry a byte-order mark."""
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    start = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    for number, match in enumerate(_LINE.finditer(raw, start), start=1):
+    start = len(codecs.BOM_UTF8) if first_line == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+    for number, match in enumerate(_LINE.finditer(raw, start), start=first_line):
         line = match.group(1) if match.group(1) is not None else match.group(2)
         if line.strip():
             yield number, line
@@ -220,18 +222,33 @@ def manifest_lines(data: bytes | str) -> list[tuple[int, bytes]]:
     return list(iter_manifest_lines(data))
 
 
+def split_manifest(data: bytes, lines: int) -> Iterator[tuple[int, bytes]]:
+    """The manifest cut at line ends into runs of `lines` lines (blank ones included), each with the number of
+    its first line: parsed one by one with `iter_manifest_lines(text, first_line)`, they give the lines the
+    whole manifest gives, with the same numbers. One run is copied at a time."""
+    start, first, count = 0, 1, 0
+    for match in _LINE.finditer(data):
+        count += 1
+        if count == lines:
+            yield first, data[start:match.end()]
+            start, first, count = match.end(), first + lines, 0
+    if start < len(data):
+        yield first, data[start:]
+
+
 def iter_manifest(data: bytes | str, batch_dir: Path, stage: str = "ingest") -> Iterator[dict[str, Any] | QuarantineRecord]:
     """Each non-blank line as a well-formed row or the record saying why it was refused, in manifest order."""
     for outcome, _ in iter_manifest_with_paths(data, batch_dir, stage):
         yield outcome
 
 
-def iter_manifest_with_paths(data: bytes | str, batch_dir: Path, stage: str = "ingest") -> Iterator[
+def iter_manifest_with_paths(data: bytes | str, batch_dir: Path, stage: str = "ingest", first_line: int = 1) -> Iterator[
         tuple[dict[str, Any] | QuarantineRecord, dict[str, str]]]:
     """`iter_manifest`, each row with the files its file fields resolve to (as `resolved_inside` gives them,
-    checked inside the batch), so a caller that opens them does not resolve them again; {} for a record."""
+    checked inside the batch), so a caller that opens them does not resolve them again; {} for a record.
+    `first_line`: as in `iter_manifest_lines`, for a run of the manifest's lines."""
     real_dirs: dict[str, str] = {}  # the batch's folders, resolved once for this pass
-    for line_no, line in iter_manifest_lines(data):
+    for line_no, line in iter_manifest_lines(data, first_line):
         paths: dict[str, str] = {}
         outcome = _parse_line(line, line_no, batch_dir, stage, real_dirs, paths)
         yield outcome, ({} if isinstance(outcome, QuarantineRecord) else paths)

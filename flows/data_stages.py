@@ -36,9 +36,10 @@ def _window_start(rows: pd.DataFrame) -> datetime:
     return pd.Timestamp(rows["captured_at"].min()).to_pydatetime() - pd.Timedelta(seconds=1)
 
 
-def stage_ingest(settings: Settings, source: Path | str) -> IngestResult:
-    """A local folder, or any fsspec URI (s3://, memory://, …) with options from FLYWHEEL_STORAGE_OPTIONS."""
-    return ingest_batch(source, settings.paths.lake_raw, settings.storage_options or None)
+def stage_ingest(settings: Settings, source: Path | str, map_chunks=None, workers: int = 1) -> IngestResult:
+    """A local folder, or any fsspec URI (s3://, memory://, …) with options from FLYWHEEL_STORAGE_OPTIONS;
+    `map_chunks` spreads the chunks of manifest lines over `workers` workers (default: one after the other)."""
+    return ingest_batch(source, settings.paths.lake_raw, settings.storage_options or None, map_chunks, workers)
 
 
 def stage_clean(settings: Settings, raw_dir: Path, map_chunks=None):

@@ -192,22 +192,29 @@ def test_imported_review_labels_get_a_data_version_at_once(two_runs, tmp_path):
     assert version in " ".join(result.output.split()) and version != second.data_versions["features"]
 
 
-def test_clean_on_a_dask_cluster_matches_local_threads(harness, demo_batch_factory, tmp_path):
-    """FLYWHEEL_DASK_ADDRESS sends clean's chunks to a Dask cluster (2 worker processes): same result."""
+def test_ingest_and_clean_on_a_dask_cluster_match_local_threads(harness, demo_batch_factory, tmp_path):
+    """FLYWHEEL_DASK_ADDRESS sends ingest's and clean's chunks to a Dask cluster (2 worker processes): same result."""
     import dataclasses
 
     from distributed import LocalCluster
 
     from features.ingest import ingest_batch
-    from flows.lifecycle import run_clean_subflow
+    from flows.lifecycle import ingest_on_cluster, run_clean_subflow
 
     from tests.conftest import PROJECT
 
     settings = load_settings(tmp_path / "home", PROJECT / "params.yaml")
-    source = demo_batch_factory(samples=600, seed=13, fault_rate=0.02)  # three 256-row chunks
+    source = demo_batch_factory(samples=600, seed=13, fault_rate=0.02)  # two chunks of lines, three 256-row chunks
     raw = ingest_batch(source, settings.paths.lake_raw)
     local = run_clean_subflow(settings, raw.batch_dir)
+    home = tmp_path / "home-dask"
+    dask_settings = load_settings(home, PROJECT / "params.yaml")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        on_dask = run_clean_subflow(dataclasses.replace(settings, dask_address=cluster.scheduler_address), raw.batch_dir)
+        dask_settings = dataclasses.replace(dask_settings, dask_address=cluster.scheduler_address)
+        dask_raw = ingest_on_cluster(dask_settings, source)
+        on_dask = run_clean_subflow(dask_settings, dask_raw.batch_dir)
+    assert dask_raw.batch_id == raw.batch_id and not dask_raw.report.skipped
+    assert (dask_raw.batch_dir / "rows.jsonl").read_bytes() == (raw.batch_dir / "rows.jsonl").read_bytes()
+    assert dask_raw.report.to_summary() == raw.report.to_summary()
     assert on_dask.rows.equals(local.rows)
     assert on_dask.report.to_summary() == local.report.to_summary()
