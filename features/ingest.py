@@ -111,8 +111,8 @@ def _refuse_unreadable_manifest(origin: str, accepted: int, rejected: list[Quara
 
 @dataclass(frozen=True)
 class ManifestChunk:
-    """A run of the manifest's lines, cut at a line end; whoever hashes or copies its rows (this thread, a
-    Prefect task on a Dask worker) parses them as one pass over the whole manifest would."""
+    """A run of the manifest's lines, cut at a line end; whoever hashes or copies its rows (this thread, a task
+    on a Dask worker) parses them as one pass over the whole manifest would."""
 
     index: int
     first_line: int  # the 1-based number of its first line in the manifest
