@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +175,19 @@ def scan_manifest_chunk(chunk: ManifestChunk, source: Path) -> ScanPart:
         return _scan_rows(chunk, source)
 
 
+def _refuse_unseen(folder: Path, role: str) -> None:
+    """A worker that does not see the batch (no shared filesystem) must stop the ingest, not find every file
+    missing (the scan) or write the snapshot on its own disk (the copy): the folder's manifest is there wherever
+    the chunk runs, since the flow read it (the landing folder) or wrote it (the snapshot) before."""
+    if not os.path.isfile(os.path.join(folder, MANIFEST_NAME)):
+        raise BatchError(
+            f"{role} {folder} is not visible on {socket.gethostname()}, where a chunk of the ingest runs: workers"
+            " must see the landing folder and FLYWHEEL_HOME at the same paths as the flow (a shared filesystem)"
+        )
+
+
 def _scan_rows(chunk: ManifestChunk, source: Path) -> ScanPart:
+    _refuse_unseen(source, "the landing folder")
     rows_in, accepted, rejected, files = 0, 0, [], bytearray()
     for outcome, paths in iter_manifest_with_paths(chunk.text, source, first_line=chunk.first_line):
         rows_in += 1
@@ -262,6 +275,8 @@ def copy_manifest_chunk(chunk: ManifestChunk, source: Path, staging: Path) -> Co
 
 
 def _copy_rows(chunk: ManifestChunk, source: Path, staging: Path) -> CopyPart:
+    _refuse_unseen(source, "the landing folder")
+    _refuse_unseen(staging, "the lake's snapshot folder")
     digest = hashlib.sha256()
     made: set[str] = set()  # the snapshot's folders this chunk created so far
     prefix = os.path.realpath(source).rstrip(os.sep) + os.sep  # the batch folder as resolve_inside checks paths in it

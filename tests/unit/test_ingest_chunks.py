@@ -128,3 +128,15 @@ def test_a_file_changed_in_a_later_chunk_between_the_passes_stops_the_ingest(awk
     with pytest.raises(BatchError, match="changed while it was ingested"):
         ingest_batch(awkward_batch, tmp_path / "lake")
     assert [p.name for p in (tmp_path / "lake").iterdir() if p.name != ".locks"] == []
+
+
+def test_a_worker_that_does_not_see_the_batch_stops_the_ingest_instead_of_finding_every_file_missing(
+        awkward_batch, tmp_path):
+    """A Dask worker without the shared filesystem: the chunk names the folder it cannot see."""
+    chunk = next(ingest.manifest_chunks((awkward_batch / "manifest.jsonl").read_bytes(), 4))
+    elsewhere = tmp_path / "not-shared" / "landing"
+    with pytest.raises(BatchError, match="landing folder .*not-shared/landing is not visible"):
+        ingest.scan_manifest_chunk(chunk, elsewhere)
+    with pytest.raises(BatchError, match="snapshot folder .*not-shared/staging is not visible"):
+        ingest.copy_manifest_chunk(chunk, awkward_batch, tmp_path / "not-shared" / "staging")
+    assert not (tmp_path / "not-shared").exists()  # nothing written where the lake is not
