@@ -57,6 +57,7 @@ from features.expectations import (
     expectation_name,
     result_config,
 )
+from features.gx_session import CONFIG_FOLDERS, gx_session
 from features.io import save_json
 from features.manifest import reads_as_time
 from features.memory import table_allocation
@@ -126,66 +127,65 @@ def validate_rows(
             bound=1,
             sample_ids=[],
         )
-    context = _open_context(gx_dir, params.data_docs_index_results)
-    run_name = run_name or batch_id
-    identifier, suite_result = _run_checkpoint(context, SUITE_NAME, build_suite(params), rows, run_name,
-                                               _ROW_RESULT_FORMAT)
-    page = _result_page(context, identifier)
-    _reject_on_schema_failures(suite_result, batch_id)
-    _raise_on_expectation_errors(suite_result)
-    _reject_unusable_ids(rows, batch_id)
-    ids_by_expectation = _failing_ids_by_expectation(suite_result)
-    failed = _failed_by_sample(ids_by_expectation)
-    passed = ~rows["sample_id"].isin(failed.keys())
-    bad_rows = int((~passed).sum())
-    _reject_if_too_many_bad(bad_rows, len(rows), ids_by_expectation, params, batch_id)
+    with gx_session(gx_dir):  # GX's config writes undone if a kill cuts one off
+        context = _open_context(gx_dir, params.data_docs_index_results)
+        run_name = run_name or batch_id
+        identifier, suite_result = _run_checkpoint(context, SUITE_NAME, build_suite(params), rows, run_name,
+                                                   _ROW_RESULT_FORMAT)
+        page = _result_page(context, identifier)
+        _reject_on_schema_failures(suite_result, batch_id)
+        _raise_on_expectation_errors(suite_result)
+        _reject_unusable_ids(rows, batch_id)
+        ids_by_expectation = _failing_ids_by_expectation(suite_result)
+        failed = _failed_by_sample(ids_by_expectation)
+        passed = ~rows["sample_id"].isin(failed.keys())
+        bad_rows = int((~passed).sum())
+        _reject_if_too_many_bad(bad_rows, len(rows), ids_by_expectation, params, batch_id)
 
-    statistics = {**_statistics(suite_result), "rows": len(rows), "failed_rows": bad_rows}
-    statistics.update(reference_batches=0, reference_expectations=0)
-    if reference is not None and "batch_id" in reference.columns:
-        reference = reference[reference["batch_id"].astype(str) != batch_id]  # a re-run is not its own reference
-    profile_path = None
-    if reference is not None and len(reference) >= params.min_reference_rows:
-        profile = build_reference_profile(reference, params)
-        profile_path = gx_dir / PROFILES_DIR / f"{batch_id}.json"
-        save_json(profile_path, asdict(profile))
-        accepted = rows[passed]  # a quarantined outlier must not move the batch's mean
-        suite = build_reference_suite(profile, accepted, params)
-        _, result = _run_checkpoint(context, REFERENCE_SUITE_NAME, suite, accepted, run_name, _BATCH_RESULT_FORMAT)
-        _raise_on_expectation_errors(result)
-        reject_on_reference_failures(result, accepted, profile, batch_id)
-        statistics.update(
-            reference_batches=len(profile.batch_ids),
-            reference_expectations=_plain(result.statistics["evaluated_expectations"]),
+        statistics = {**_statistics(suite_result), "rows": len(rows), "failed_rows": bad_rows}
+        statistics.update(reference_batches=0, reference_expectations=0)
+        if reference is not None and "batch_id" in reference.columns:
+            reference = reference[reference["batch_id"].astype(str) != batch_id]  # a re-run is not its own reference
+        profile_path = None
+        if reference is not None and len(reference) >= params.min_reference_rows:
+            profile = build_reference_profile(reference, params)
+            profile_path = gx_dir / PROFILES_DIR / f"{batch_id}.json"
+            save_json(profile_path, asdict(profile))
+            accepted = rows[passed]  # a quarantined outlier must not move the batch's mean
+            suite = build_reference_suite(profile, accepted, params)
+            _, result = _run_checkpoint(context, REFERENCE_SUITE_NAME, suite, accepted, run_name, _BATCH_RESULT_FORMAT)
+            _raise_on_expectation_errors(result)
+            reject_on_reference_failures(result, accepted, profile, batch_id)
+            statistics.update(
+                reference_batches=len(profile.batch_ids),
+                reference_expectations=_plain(result.statistics["evaluated_expectations"]),
+            )
+        return ValidationOutcome(
+            failed=failed,
+            statistics=statistics,
+            data_docs=_data_docs_index(context),
+            suite_name=SUITE_NAME,
+            reference_profile=profile_path,
+            data_docs_page=page,
         )
-    return ValidationOutcome(
-        failed=failed,
-        statistics=statistics,
-        data_docs=_data_docs_index(context),
-        suite_name=SUITE_NAME,
-        reference_profile=profile_path,
-        data_docs_page=page,
-    )
 
 
 @table_allocation()
 def validate_features(features: pd.DataFrame, gx_dir: Path, batch_id: str, index_results: int) -> ValidationOutcome:
     """Validate the feature table of one batch; return the rows out of range, or raise
     BatchRejected when its schema is not the transform's. `index_results`: as ValidateParams.data_docs_index_results."""
-    context = _open_context(gx_dir, index_results)
-    _, suite_result = _run_checkpoint(
-        context, FEATURES_SUITE_NAME, build_features_suite(), features, batch_id, _ROW_RESULT_FORMAT
-    )
-    _reject_on_schema_failures(suite_result, batch_id)
-    _raise_on_expectation_errors(suite_result)
-    failed = _failed_by_sample(_failing_ids_by_expectation(suite_result))
-    statistics = {**_statistics(suite_result), "rows": len(features), "failed_rows": len(failed)}
-    return ValidationOutcome(
-        failed=failed, statistics=statistics, data_docs=_data_docs_index(context), suite_name=FEATURES_SUITE_NAME
-    )
-
-
-_CONFIG_FOLDERS = ("expectations", "validation_definitions", "checkpoints")  # GX's stores of derived objects
+    with gx_session(gx_dir):
+        context = _open_context(gx_dir, index_results)
+        _, suite_result = _run_checkpoint(
+            context, FEATURES_SUITE_NAME, build_features_suite(), features, batch_id, _ROW_RESULT_FORMAT
+        )
+        _reject_on_schema_failures(suite_result, batch_id)
+        _raise_on_expectation_errors(suite_result)
+        failed = _failed_by_sample(_failing_ids_by_expectation(suite_result))
+        statistics = {**_statistics(suite_result), "rows": len(features), "failed_rows": len(failed)}
+        return ValidationOutcome(
+            failed=failed, statistics=statistics, data_docs=_data_docs_index(context), suite_name=FEATURES_SUITE_NAME
+        )
 
 
 def _set_aside_unreadable_configs(gx_dir: Path) -> None:
@@ -195,14 +195,14 @@ def _set_aside_unreadable_configs(gx_dir: Path) -> None:
     suite by id, so when one of a suite's objects is unreadable all three (named after the suite) are
     renamed aside (`<name>.json.unreadable`, kept for inspection) and logged, never read again."""
     unreadable: dict[str, str] = {}
-    for folder in _CONFIG_FOLDERS:
+    for folder in CONFIG_FOLDERS:
         for path in sorted((gx_dir / folder).glob("*.json")):
             try:
                 json.loads(path.read_text())
             except (ValueError, UnicodeDecodeError) as err:
                 unreadable.setdefault(path.stem, f"{folder}/{path.name}: {err}")
     for name, why in unreadable.items():
-        for folder in _CONFIG_FOLDERS:
+        for folder in CONFIG_FOLDERS:
             path = gx_dir / folder / f"{name}.json"
             if path.exists():
                 os.replace(path, path.with_name(path.name + ".unreadable"))

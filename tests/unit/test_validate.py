@@ -389,3 +389,66 @@ def test_a_gx_config_a_killed_run_cut_off_is_set_aside_and_saved_again(tmp_path:
     assert suite_file.with_name(suite_file.name + ".unreadable").exists()  # the cut-off one kept for inspection
     assert any("unreadable" in r.getMessage() and suite_file.name in r.getMessage() for r in caplog.records)
     assert all(list((gx_dir / folder).glob("*.json.unreadable")) for folder in ("validation_definitions", "checkpoints"))
+
+
+def _validate_killed_at_a_config_write(gx_dir: Path, clean_dir: Path, written: float) -> None:
+    """A run's validation of the feature table, SIGKILLed while GX rewrites great_expectations.yml: the file is
+    truncated and `written` of the new text is on disk when the process dies (in a forked child)."""
+    import signal
+
+    from great_expectations.data_context.data_context import file_data_context
+    from great_expectations.data_context.store import inline_store_backend
+
+    class KilledMidWrite:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __getattr__(self, name):  # encoding and the like, which YAML writers look at
+            return getattr(self.handle, name)
+
+        def write(self, text: str) -> None:
+            self.handle.write(text[: int(len(text) * written)])
+            self.handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def killing_open(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        return KilledMidWrite(handle) if "w" in mode and str(path).endswith("great_expectations.yml") else handle
+
+    file_data_context.open = killing_open  # the module globals GX's two writers of the file resolve `open` in
+    inline_store_backend.open = killing_open
+    validate_features(make_features(clean_dir), gx_dir, "b1", index_results=10)
+    os._exit(3)  # not reached: the validation adds the feature table's asset, a config write
+
+
+@pytest.mark.parametrize("first_use", [False, True], ids=["after-a-whole-run", "first-use-of-the-folder"])
+@pytest.mark.parametrize("written", [0.0, 0.5], ids=["empty", "half"])
+def test_a_run_killed_while_gx_rewrites_its_project_config_leaves_a_folder_the_next_run_opens(
+        tmp_path: Path, caplog, written: float, first_use: bool) -> None:
+    """GX rewrites great_expectations.yml in place; a kill between the truncation and the write (CI: a run killed
+    1.58 s in) left it empty or cut off, and every later run of the home failed to open GX. The config as the
+    killed run found it is put back (or the scaffold redone), its half-saved objects saved again, and it says so."""
+    import multiprocessing
+
+    gx_dir = tmp_path / "gx"
+    rows = make_clean_rows()
+    if not first_use:
+        validate_rows(rows, gx_dir, PARAMS, batch_id="b0")
+    child = multiprocessing.get_context("fork").Process(
+        target=_validate_killed_at_a_config_write, args=(gx_dir, tmp_path / "clean", written))
+    child.start()
+    child.join()
+    assert child.exitcode == -9  # killed inside GX's write, as a kill at that moment leaves it
+    assert (gx_dir / "great_expectations.yml").stat().st_size < 4000  # cut off: what the next run finds
+    with caplog.at_level("WARNING", logger="flywheel.validate"):
+        assert validate_rows(rows, gx_dir, PARAMS, batch_id="b1").failed == {}
+        assert validate_features(make_features(tmp_path / "clean"), gx_dir, "b1", index_results=10).failed == {}
+    assert any("was killed while GX may have been writing" in r.getMessage() for r in caplog.records)
+    assert sorted(p.stem for p in (gx_dir / "checkpoints").glob("*.json")) == ["clean_rows", "sample_features"]
+    assert not list(gx_dir.glob(".flywheel-session.json"))  # no journal left once a session ends
