@@ -2,8 +2,8 @@
 
 The stages run as the lifecycle runs them on a cluster, with FLYWHEEL_DASK_ADDRESS set
 (`Settings.dask_address`): ingest's chunks of manifest lines as Dask tasks
-(`flows.lifecycle.ingest_on_cluster`), clean's chunks of raw rows as Prefect tasks on the Prefect Dask
-task runner (`run_clean_subflow`); validate, the transform's features and the model inputs, table-level
+(`flows.lifecycle.ingest_on_cluster`), clean's chunks of raw rows as Dask tasks too, inside one Prefect task
+(`run_clean_stage`); validate, the transform's features and the model inputs, table-level
 steps of about a second at 100k rows, in the flow's process, as `flows.data_stages` calls them. Both clusters are
 `distributed.LocalCluster`s with `threads_per_worker=1` (one thread per process: the worker count is the
 only difference), started before the first timed run and warmed by one untimed run each, then timed
@@ -45,7 +45,7 @@ def time_data_stages(settings, landing: Path, home: Path) -> tuple[dict[str, flo
     """Ingest through model inputs of the landing batch into a fresh home; seconds per stage and rows kept."""
     from features.transform import compute_sample_features
     from features.validate import validate_rows
-    from flows.lifecycle import ingest_on_cluster, run_clean_subflow
+    from flows.lifecycle import ingest_on_cluster, run_clean_stage
     from flows.stage_config import input_spec, validate_params
     from models.inputs import save_model_input_shards
 
@@ -59,7 +59,7 @@ def time_data_stages(settings, landing: Path, home: Path) -> tuple[dict[str, flo
         return result
 
     raw = timed("ingest", ingest_on_cluster, settings, landing)
-    cleaned = timed("clean", run_clean_subflow, settings, raw.batch_dir)
+    cleaned = timed("clean", run_clean_stage, settings, raw.batch_dir)
     outcome = timed("validate", validate_rows, cleaned.rows, home / "gx", validate_params(settings), raw.batch_id)
     rows = cleaned.rows[~cleaned.rows["sample_id"].isin(outcome.failed)].reset_index(drop=True)
     timed("transform", compute_sample_features, cleaned.batch_dir, rows, raw.batch_id)

@@ -158,13 +158,13 @@ def measure_prefect_clean(raw_dir: Path, work: Path) -> float:
     os.environ["PREFECT_HOME"] = str(work / "prefect")
     from prefect import flow
 
-    from flows.lifecycle import run_clean_subflow
+    from flows.lifecycle import run_clean_stage
     from flows.settings import load_settings
 
     flow(name="warm-up")(lambda: None)()
     settings = load_settings(work / "home", PROJECT / "params.yaml")
     started = time.perf_counter()
-    run_clean_subflow(settings, raw_dir)
+    run_clean_stage(settings, raw_dir)
     return time.perf_counter() - started
 
 

@@ -193,28 +193,36 @@ def test_imported_review_labels_get_a_data_version_at_once(two_runs, tmp_path):
 
 
 def test_ingest_and_clean_on_a_dask_cluster_match_local_threads(harness, demo_batch_factory, tmp_path):
-    """FLYWHEEL_DASK_ADDRESS sends ingest's and clean's chunks to a Dask cluster (2 worker processes): same result."""
+    """FLYWHEEL_DASK_ADDRESS sends ingest's and clean's chunks to a Dask cluster (2 worker processes): same result,
+    and the clean task's page has a progress bar at 100 % (ingest, called here outside a task, draws none)."""
     import dataclasses
 
     from distributed import LocalCluster
 
     from features.ingest import ingest_batch
-    from flows.lifecycle import ingest_on_cluster, run_clean_subflow
+    from flows.lifecycle import ingest_on_cluster, run_clean_stage
 
     from tests.conftest import PROJECT
 
     settings = load_settings(tmp_path / "home", PROJECT / "params.yaml")
     source = demo_batch_factory(samples=600, seed=13, fault_rate=0.02)  # two chunks of lines, three 256-row chunks
     raw = ingest_batch(source, settings.paths.lake_raw)
-    local = run_clean_subflow(settings, raw.batch_dir)
+    local = run_clean_stage(settings, raw.batch_dir)
     home = tmp_path / "home-dask"
     dask_settings = load_settings(home, PROJECT / "params.yaml")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         dask_settings = dataclasses.replace(dask_settings, dask_address=cluster.scheduler_address)
         dask_raw = ingest_on_cluster(dask_settings, source)
-        on_dask = run_clean_subflow(dask_settings, dask_raw.batch_dir)
+        on_dask = run_clean_stage(dask_settings, dask_raw.batch_dir)
     assert dask_raw.batch_id == raw.batch_id and not dask_raw.report.skipped
     assert (dask_raw.batch_dir / "rows.jsonl").read_bytes() == (raw.batch_dir / "rows.jsonl").read_bytes()
     assert dask_raw.report.to_summary() == raw.report.to_summary()
     assert on_dask.rows.equals(local.rows)
     assert on_dask.report.to_summary() == local.report.to_summary()
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+
+    with get_client(sync_client=True) as client:
+        bars = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+    bars = [(bar.description, bar.data) for bar in bars if bar.description.startswith("clean_rows_chunk")]
+    assert bars == [("clean_rows_chunk on the Dask cluster: 3 chunks", 100.0)]
