@@ -295,13 +295,20 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan, map_c
     with (staging / ROWS_NAME).open("wb") as rows:
         chunks = manifest_chunks(data, scan.chunk_lines)
         parts = (map_chunks or map_in_order)(copy_manifest_chunk, chunks, source, staging)
-        for part, scanned in zip(parts, scan.chunk_sha256, strict=True):  # the same chunks as the scan's
-            if part.files_sha256 != scanned:
-                raise BatchError(
-                    f"{source} changed while it was ingested (a file was written, replaced or removed between the"
-                    " hash and the copy); nothing was ingested: retry once the upload is complete"
-                )
-            rows.write(part.rows)
+        try:
+            for part, scanned in zip(parts, scan.chunk_sha256, strict=True):  # the same chunks as the scan's
+                if part.files_sha256 != scanned:
+                    raise BatchError(
+                        f"{source} changed while it was ingested (a file was written, replaced or removed between"
+                        " the hash and the copy); nothing was ingested: retry once the upload is complete"
+                    )
+                rows.write(part.rows)
+        finally:
+            # Closed here, before the caller removes `staging`: a mapper stopped early lets the chunks it started
+            # end first (the Dask mapper waits for them), so none writes into a folder already removed
+            close = getattr(parts, "close", None)
+            if close is not None:
+                close()
 
 
 def _inside_prefix(relative: Any) -> str | None:

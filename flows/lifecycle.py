@@ -100,12 +100,19 @@ def dask_chunk_mapper(address: str) -> Iterator[tuple[Callable[..., Iterator[Any
             chunks = list(chunks)
             futures = client.map(fn, chunks, *([arg] * len(chunks) for arg in args), pure=False)
             moved = progress_bar(f"{fn.__name__} on the Dask cluster: {len(chunks)} chunks")
-            for at in range(len(futures)):  # in chunk order, each result let go once handed back
-                result = futures[at].result()
-                futures[at].release()
-                futures[at] = None
-                moved(100.0 * (at + 1) / len(futures))
-                yield result
+            try:
+                for at in range(len(futures)):  # in chunk order, each result let go once handed back
+                    result = futures[at].result()
+                    futures[at].release()
+                    futures[at] = None
+                    moved(100.0 * (at + 1) / len(futures))
+                    yield result
+            finally:
+                # Stopped early (a chunk failed, or the caller closed the generator): the chunks still queued or
+                # running end before the stage goes on to remove the folder they write into.
+                for future in (future for future in futures if future is not None):
+                    future.exception()  # returns once the chunk has ended, whether it succeeded or failed
+                    future.release()
 
         yield on_cluster, max(1, sum(client.nthreads().values()))
 

@@ -192,6 +192,32 @@ def test_imported_review_labels_get_a_data_version_at_once(two_runs, tmp_path):
     assert version in " ".join(result.output.split()) and version != second.data_versions["features"]
 
 
+def _write_after_a_pause(chunk: int, folder: Path) -> int:
+    """A chunk of work that writes into `folder` a while after it starts, as ingest's and clean's chunks write into
+    the stage's staging folder."""
+    import time
+
+    time.sleep(0.3)
+    (folder / f"chunk-{chunk}").write_text("written")
+    return chunk
+
+
+def test_the_dask_mapper_stopped_early_lets_its_chunks_end_before_the_caller_goes_on(tmp_path):
+    """A stage that stops reading the mapper's results (ingest finding a file changed in one chunk) removes its
+    staging folder next: by then no chunk may still be queued or running, or it would write into the removed
+    folder (or make it again). Closing the mapper's results waits for them."""
+    from distributed import LocalCluster
+
+    from flows.lifecycle import dask_chunk_mapper
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with dask_chunk_mapper(cluster.scheduler_address) as (on_cluster, _):
+            results = on_cluster(_write_after_a_pause, range(4), tmp_path)
+            assert next(results) == 0
+            results.close()  # what the stage's `finally` does before it removes the folder
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk-0", "chunk-1", "chunk-2", "chunk-3"]
+
+
 def test_ingest_and_clean_on_a_dask_cluster_match_local_threads(harness, demo_batch_factory, tmp_path):
     """FLYWHEEL_DASK_ADDRESS sends ingest's and clean's chunks to a Dask cluster (2 worker processes): same result,
     and the clean task's page has a progress bar at 100 % (ingest, called here outside a task, draws none)."""
