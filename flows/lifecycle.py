@@ -131,8 +131,8 @@ def ingest_on_cluster(settings: Settings, source: Path | str):
 def clean_on_cluster(settings: Settings, raw_dir: Path):
     """The clean stage with its chunks of rows as plain Dask tasks on the cluster at FLYWHEEL_DASK_ADDRESS (the
     same chunks as local threads get, so the same outputs). As Prefect tasks on prefect-dask's runner, each
-    chunk's task run also took the flow's and the server's CPU, on the cores the workers decode on: 10k demo rows
-    cleaned x1.4-1.56 faster on two workers than on one, against x1.74 as plain tasks (benchmarks/dask_scaling.py).
+    chunk's task run also took the flow's and the server's CPU, on the cores the workers decode on: on 10k demo
+    rows, clean on two workers against one went from x1.56 to x1.62-1.70 as plain tasks (benchmarks/dask_scaling.py).
     The task's page shows a progress bar instead of a task per chunk."""
     with dask_chunk_mapper(settings.dask_address) as (on_cluster, _):
         def on_dask(chunks: list[Chunk], raw_dir: Path, out_dir: Path, params: CleanParams) -> list[ChunkOutcome]:
