@@ -427,8 +427,8 @@ def _validate_killed_at_a_config_write(gx_dir: Path, clean_dir: Path, written: f
     os._exit(3)  # not reached: the validation adds the feature table's asset, a config write
 
 
-@pytest.mark.parametrize("first_use", [False, True], ids=["after-a-whole-run", "first-use-of-the-folder"])
-@pytest.mark.parametrize("written", [0.0, 0.5], ids=["empty", "half"])
+@pytest.mark.parametrize(("written", "first_use"), [(0.0, False), (0.5, True)],
+                         ids=["empty-after-a-whole-run", "half-written-on-the-folders-first-use"])
 def test_a_run_killed_while_gx_rewrites_its_project_config_leaves_a_folder_the_next_run_opens(
         tmp_path: Path, caplog, written: float, first_use: bool) -> None:
     """GX rewrites great_expectations.yml in place; a kill between the truncation and the write (CI: a run killed
