@@ -141,7 +141,8 @@ def clean_on_cluster(settings: Settings, raw_dir: Path):
         return stage_clean(settings, raw_dir, on_dask)
 
 
-# Stages whose body spreads work over the cluster when one is configured: still one Prefect task each.
+# Stages whose body spreads work over the cluster when one is configured: still one Prefect task each. Clean,
+# a subflow on local threads, picks its cluster task (clean_on_cluster) in run_clean_stage.
 ON_CLUSTER: dict[str, Callable[..., Any]] = {"ingest": ingest_on_cluster}
 SUBFLOWS: dict[str, Callable[..., Any]] = {"clean": run_clean_stage}
 
