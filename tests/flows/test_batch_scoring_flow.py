@@ -4,7 +4,7 @@ caption of each batch lands in the inference log exactly once, with the champion
 from __future__ import annotations
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
+from tests.prefect_support import prefect_harness
 
 from flows.batch_scoring import batch_scoring_flow
 from flows.stage_config import registry_for
@@ -19,8 +19,8 @@ MODALITY_PRESENT = {"image": "has_image", "audio": "has_audio", "text": "has_cap
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
+def harness(tmp_path_factory):
+    with prefect_harness(tmp_path_factory):
         yield
 
 

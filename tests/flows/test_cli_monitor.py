@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
+from tests.prefect_support import prefect_harness
 from tests.integration.sinks import webhook_server
 
 pytestmark = pytest.mark.slow
@@ -42,12 +43,11 @@ def webhook():
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
+def prefect_api(tmp_path_factory):
     """Prefect's test API, also in the environment, so the CLI's Prefect driver uses it (no local server)."""
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120), pytest.MonkeyPatch.context() as env:
+    with prefect_harness(tmp_path_factory), pytest.MonkeyPatch.context() as env:
         env.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
         yield
 

@@ -76,15 +76,15 @@ def test_a_projects_stage_runs_where_it_says_and_is_cached(tmp_path, demo_batch_
     assert not _summary(other, third)["cache"]["dedupe_by_metadata"]["cached"]
 
 
-def test_the_prefect_driver_runs_it_as_a_task_with_the_same_result(tmp_path, demo_batch_factory):
-    from prefect.testing.utilities import prefect_test_harness
+def test_the_prefect_driver_runs_it_as_a_task_with_the_same_result(tmp_path, tmp_path_factory, demo_batch_factory):
+    from tests.prefect_support import prefect_harness
 
     from flows.lifecycle import call_as_task
     from flows.pipeline import run_ingest_stages
 
     settings = load_settings(tmp_path / "home", _params(tmp_path, [DEDUPE, REPORT]))
     batch = demo_batch_factory(samples=80, seed=31)
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_harness(tmp_path_factory):
         from prefect import flow
 
         @flow(name="ingest-with-a-project-stage")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
+from tests.prefect_support import prefect_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
@@ -28,8 +28,8 @@ DATA_STAGES = ("ingest", "clean", "validate", "transform", "label")
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
+def harness(tmp_path_factory):
+    with prefect_harness(tmp_path_factory):
         yield
 
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
-from prefect.testing.utilities import prefect_test_harness
 
 from features.store import read_feature_table
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
+from tests.prefect_support import prefect_harness
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def write_lora_params(path):
 def lora_runs(demo_batch_factory, tmp_path_factory):
     home = tmp_path_factory.mktemp("home-lora")
     settings = load_settings(home, write_lora_params(tmp_path_factory.mktemp("params-lora") / "params.yaml"))
-    with prefect_test_harness(server_startup_timeout=120), frequent_system_metrics():
+    with prefect_harness(tmp_path_factory), frequent_system_metrics():
         first = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=11), "lora-run-1")
         second = lifecycle_flow(settings, demo_batch_factory(samples=80, seed=12), "lora-run-2")
     return settings, first, second

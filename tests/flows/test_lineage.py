@@ -21,6 +21,7 @@ from flows.lineage import LINEAGE_STEPS, read_lineage
 from flows.run_links import DATA_DOCS_UI
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
+from tests.prefect_support import prefect_harness
 from tests.flows.lineage_browser import (  # noqa: F401 (the browser test and its fixture, on this module's state)
     browser,
     test_a_user_follows_one_run_by_links_from_prefect_through_mlflow_data_docs_and_evidently_back_to_prefect,
@@ -50,12 +51,11 @@ def _data_docs_page(settings, url: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
+def prefect_api(tmp_path_factory):
     """Prefect's test API, also in the environment, so the CLI's Prefect driver uses it."""
     from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120), pytest.MonkeyPatch.context() as env:
+    with prefect_harness(tmp_path_factory), pytest.MonkeyPatch.context() as env:
         env.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
         yield PREFECT_API_URL.value()
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
 from tests.conftest import UNREACHABLE_LATENCY_BOUNDS, example_params
+from tests.prefect_support import prefect_harness
 from tests.flows.shapes_task import COLOURS, SHAPES, TASK, draw_shape, write_shapes_batch
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def shapes_runs(tmp_path_factory):
     data = tmp_path_factory.mktemp("shapes")
     golden = write_shapes_batch(data / "golden", samples=45, seed=900, label_rate=1.0)
     settings = load_settings(data / ".flywheel", shapes_params(data / "params.yaml", golden))
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_harness(tmp_path_factory):
         first = lifecycle_flow(settings, write_shapes_batch(data / "batch-1", 120, seed=1, label_rate=0.5), "shapes-1")
         second = lifecycle_flow(settings, write_shapes_batch(data / "batch-2", 120, seed=2, label_rate=0.5), "shapes-2")
     return settings, first, second

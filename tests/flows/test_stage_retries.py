@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from prefect import flow
-from prefect.testing.utilities import prefect_test_harness
+from tests.prefect_support import prefect_harness
 
 from flows.lifecycle import call_as_task
 
@@ -14,8 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def harness():
-    with prefect_test_harness(server_startup_timeout=120):
+def harness(tmp_path_factory):
+    with prefect_harness(tmp_path_factory):
         yield
 
 

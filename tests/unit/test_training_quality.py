@@ -46,6 +46,11 @@ CAPTION_TEMPLATES = ("a handwritten {}", "the number {}", "a drawing of the digi
 SAMPLE_RATE = 16_000
 KNOWN_LABEL_FRACTION = 0.2
 SEED = 0
+# Half the shipped schedule (params.yaml train: 40 + 30 epochs): the alignment is what is judged here, and half
+# the epochs clear every bound below with room. Measured (session 18): image 0.914 / 0.881, audio 0.964 / 0.953,
+# held-out voices >= 0.87 at seeds 0 / 1, against 0.975 / 0.978 for the whole schedule at seed 0; 22 s of training
+# instead of 44 on one core.
+EPOCHS = {"epochs_stage1": 20, "epochs_stage2": 15}
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ def test_emergent_audio_to_text_zero_shot_on_held_out_voices(
     digits_dataset: tuple[TrainingData, EvalData, np.ndarray, float],
 ) -> None:
     train, held_out, prompt_emb, build_seconds = digits_dataset
-    result = train_imagebind(train, ImageBindConfig(), train_config(seed=SEED))
+    result = train_imagebind(train, ImageBindConfig(), train_config(seed=SEED, **EPOCHS))
     metrics = evaluate_model(result.model, held_out, prompt_emb)
     slices = evaluate_slices(result.model, held_out, prompt_emb)
     print(
