@@ -58,6 +58,7 @@ from features.expectations import (
     result_config,
 )
 from features.gx_session import CONFIG_FOLDERS, gx_session
+from features.gx_views import VIEW_CONFIGS
 from features.io import save_json
 from features.manifest import reads_as_time
 from features.memory import table_allocation
@@ -214,24 +215,50 @@ def _set_aside_unreadable_configs(gx_dir: Path) -> None:
 def _open_context(gx_dir: Path, index_results: int) -> FileDataContext:
     """Open (scaffolding on first use) the file context, with progress bars and analytics off and the Data Docs
     index listing the latest `index_results` validation results: GX reads every result it lists to build the
-    index at each checkpoint run, so an unbounded index made each validation slower than the one before."""
+    index at each checkpoint run, so an unbounded index made each validation slower than the one before. The
+    site's pages are rendered by GX's views on a template cache of the process (features/gx_views.py)."""
     gx_dir.mkdir(parents=True, exist_ok=True)
     _set_aside_unreadable_configs(gx_dir)
     context = gx.get_context(mode="file", context_root_dir=gx_dir)
     bars = context.variables.progress_bars
     bars_off = bars is not None and bars.get("globally") is False and bars.get("metric_calculations") is False
     sites = context.variables.data_docs_sites or {}
-    index = sites.get(_DOCS_SITE, {}).get("site_index_builder")
+    site = sites.get(_DOCS_SITE)
+    index = site.get("site_index_builder") if site else None
     index_limited = index is None or index.get("validation_results_limit") == index_results
-    if not bars_off or context.variables.analytics_enabled is not False or not index_limited:
+    views_set = site is None or _site_views(site) == _SITE_VIEWS
+    if not bars_off or context.variables.analytics_enabled is not False or not index_limited or not views_set:
         # Saved in great_expectations.yml, so the settings also hold for the CLI and notebooks.
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         context.variables.analytics_enabled = False
         if not index_limited:
             index["validation_results_limit"] = index_results
+        if not views_set:
+            sections = site.setdefault("site_section_builders", {})
+            for section, view in _SITE_VIEWS["sections"].items():
+                sections.setdefault(section, {})["view"] = dict(view)
+            site.setdefault("site_index_builder", {"class_name": "DefaultSiteIndexBuilder"})["view"] = dict(
+                _SITE_VIEWS["index"])
+        if not index_limited or not views_set:
             context.variables.data_docs_sites = sites
         context.variables.save()
     return context
+
+
+# The views a Data Docs site renders its sections (GX's three) and its index with: features/gx_views.py.
+_SITE_VIEWS: dict[str, Any] = {
+    "sections": {section: VIEW_CONFIGS["page"] for section in ("expectations", "validations", "profiling")},
+    "index": VIEW_CONFIGS["index"],
+}
+
+
+def _site_views(site: dict[str, Any]) -> dict[str, Any]:
+    """The views a site's configuration names, in `_SITE_VIEWS`' shape."""
+    sections = site.get("site_section_builders") or {}
+    return {
+        "sections": {name: (sections.get(name) or {}).get("view") for name in _SITE_VIEWS["sections"]},
+        "index": (site.get("site_index_builder") or {}).get("view"),
+    }
 
 
 def _run_checkpoint(

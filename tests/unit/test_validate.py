@@ -374,6 +374,62 @@ def test_every_suite_has_a_data_docs_page(tmp_path: Path) -> None:
     ]
 
 
+def test_data_docs_pages_render_as_gx_renders_them_with_each_template_compiled_once_per_process(tmp_path, monkeypatch):
+    """features/gx_views.py: GX made a Jinja environment per site build and compiled a page's templates at every
+    checkpoint run. The site names flywheel's views (GX's, on one template cache per process); a home whose
+    site config predates them gets them on its next validation; later validations compile no template but a
+    new home's own styles file, and their pages hold what GX's own views render (ids and times apart)."""
+    import re
+
+    import great_expectations as gx
+    import jinja2
+    import yaml
+
+    from features.data_docs import localize_data_docs
+    from features.gx_views import VIEW_CONFIGS, compiled_templates, forget_compiled_templates
+
+    forget_compiled_templates()  # as a process that has rendered no page yet
+    compiles = []
+    original = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile",
+                        lambda env, source, name=None, *a, **k: compiles.append(name) or original(env, source, name, *a, **k))
+    first = validate_rows(make_clean_rows(), tmp_path / "first", PARAMS, "b1")
+    assert compiles and compiled_templates() >= len(compiles)  # the first pages of this process compiled them
+    site = yaml.safe_load((tmp_path / "first" / "great_expectations.yml").read_text())["data_docs_sites"]["local_site"]
+    assert site["site_index_builder"]["view"] == VIEW_CONFIGS["index"]
+    assert {name: section["view"] for name, section in site["site_section_builders"].items()} == dict.fromkeys(
+        ("expectations", "validations", "profiling"), VIEW_CONFIGS["page"])
+
+    compiles.clear()
+    again = validate_rows(make_clean_rows(), tmp_path / "second", PARAMS, "b1")  # a new home, the same process
+    assert compiles == ["data_docs_custom_styles.css"]  # only the new home's own file (its styles folder)
+    compiles.clear()
+    validate_rows(make_clean_rows(), tmp_path / "second", PARAMS, "b9")
+    assert compiles == []
+
+    def page_text(outcome) -> str:  # the page without the ids and times that differ between two builds
+        html = outcome.data_docs_page.read_text()
+        return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{8}T\d{6}\.\d+Z|"
+                      r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)?", "", html)
+
+    ours = page_text(again)
+    assert ours == page_text(first)
+    # GX's own views, on the same result, render the same page; a site config without flywheel's views (a home
+    # from before them) gets them back at the next validation.
+    context = gx.get_context(mode="file", context_root_dir=tmp_path / "second")
+    sites = context.variables.data_docs_sites
+    del sites["local_site"]["site_section_builders"], sites["local_site"]["site_index_builder"]["view"]
+    context.variables.data_docs_sites = sites
+    context.variables.save()
+    context.build_data_docs(site_names=["local_site"])
+    localize_data_docs(again.data_docs.parent)  # as every validation does: the scripts from local copies
+    assert page_text(again) == ours  # the page file, now written by GX's views
+    validate_rows(make_clean_rows(), tmp_path / "second", PARAMS, "b2")
+    site = yaml.safe_load((tmp_path / "second" / "great_expectations.yml").read_text())["data_docs_sites"]["local_site"]
+    assert site["site_index_builder"]["view"] == VIEW_CONFIGS["index"]
+    assert site["site_section_builders"]["validations"]["view"] == VIEW_CONFIGS["page"]
+
+
 def test_a_gx_config_a_killed_run_cut_off_is_set_aside_and_saved_again(tmp_path: Path, caplog) -> None:
     """GX writes suites, validation definitions and checkpoints in place: a kill mid-write left a cut-off JSON
     file that every later context refused to open. It is renamed aside, logged, and saved again."""
