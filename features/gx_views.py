@@ -1,8 +1,10 @@
 """GX's Data Docs page views, with each Jinja template compiled once per process.
 
 GX renders a Data Docs page through a Jinja view whose environment it makes anew for every site build, so each
-checkpoint run parsed and compiled the ~50 templates of a page again: 0.8 of the 1.3 s its Data Docs update
-took, on a 39-row batch with two checkpoints per run (a profile of a whole lifecycle run). These views are GX's
+checkpoint run parsed and compiled the ~50 templates of a page again. A 200-row validation took 0.77 CPU-s so
+against 0.63 with the templates kept (median of 16 pairs, x1.21; 8 pairs on a loaded machine: x1.09;
+benchmarks/data_docs_templates.py). A profile of a lifecycle run had put the compilation at 0.8 s of a run's
+two validations: the profiler inflates Jinja's pure-Python compiler several-fold. These views are GX's
 own (`DefaultJinjaPageView`, `DefaultJinjaIndexPageView`): the same templates, filters and output. Only their
 environments share one in-memory bytecode cache, keyed by template name and source checksum as Jinja keys its
 caches, so a template is compiled the first time a process renders it and reused after. The site configuration
