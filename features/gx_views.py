@@ -62,24 +62,23 @@ def forget_compiled_templates() -> None:
     _TEMPLATES.clear()
 
 
-class CompiledOncePageView(DefaultJinjaPageView):
+class _OnProcessCache:
+    """Put a GX view's Jinja environment on the process's template cache, after GX's view made it."""
+
+    # The parameters named, not *args: GX passes a view only the settings its __init__ names (the project's
+    # custom styles and views folders), so a catch-all signature rendered pages without the project's styles.
+    def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None) -> None:
+        super().__init__(custom_styles_directory=custom_styles_directory,  # type: ignore[call-arg]
+                         custom_views_directory=custom_views_directory)
+        self.env.bytecode_cache = _TEMPLATES  # type: ignore[attr-defined]
+
+
+class CompiledOncePageView(_OnProcessCache, DefaultJinjaPageView):
     """GX's page view (expectation suites, validation results) on the process's template cache."""
 
-    # The parameters named, not *args: GX passes a view only the settings its __init__ names (the project's
-    # custom styles and views folders), so a catch-all signature rendered pages without the project's styles.
-    def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None) -> None:
-        super().__init__(custom_styles_directory=custom_styles_directory, custom_views_directory=custom_views_directory)
-        self.env.bytecode_cache = _TEMPLATES
 
-
-class CompiledOnceIndexPageView(DefaultJinjaIndexPageView):
+class CompiledOnceIndexPageView(_OnProcessCache, DefaultJinjaIndexPageView):
     """GX's index page view on the process's template cache."""
-
-    # The parameters named, not *args: GX passes a view only the settings its __init__ names (the project's
-    # custom styles and views folders), so a catch-all signature rendered pages without the project's styles.
-    def __init__(self, custom_styles_directory: str | None = None, custom_views_directory: str | None = None) -> None:
-        super().__init__(custom_styles_directory=custom_styles_directory, custom_views_directory=custom_views_directory)
-        self.env.bytecode_cache = _TEMPLATES
 
 
 # As a Data Docs site's configuration names them: the page view for each section builder, the index view.
