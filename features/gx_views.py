@@ -21,7 +21,7 @@ from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
 
 __all__ = ["CompiledOnceIndexPageView", "CompiledOncePageView", "VIEW_CONFIGS", "compiled_templates",
-           "forget_compiled_templates"]
+           "forget_compiled_templates", "name_views"]
 
 
 class _ProcessTemplateCache(BytecodeCache):
@@ -86,3 +86,19 @@ VIEW_CONFIGS: dict[str, dict[str, str]] = {
     "page": {"module_name": __name__, "class_name": CompiledOncePageView.__name__},
     "index": {"module_name": __name__, "class_name": CompiledOnceIndexPageView.__name__},
 }
+SECTIONS = ("expectations", "validations", "profiling")  # GX's section builders of a site
+
+
+def name_views(site: dict[str, Any]) -> bool:
+    """Name these views in a Data Docs site's configuration (in place): the page view in each of GX's section
+    builders, the index view in its index builder. True when the configuration changed and must be saved."""
+    sections = site.setdefault("site_section_builders", {})
+    builders = [(sections.setdefault(name, {}), VIEW_CONFIGS["page"]) for name in SECTIONS]
+    builders.append((site.setdefault("site_index_builder", {"class_name": "DefaultSiteIndexBuilder"}),
+                     VIEW_CONFIGS["index"]))
+    changed = False
+    for builder, view in builders:
+        if builder.get("view") != view:
+            builder["view"] = dict(view)
+            changed = True
+    return changed

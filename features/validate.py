@@ -58,7 +58,7 @@ from features.expectations import (
     result_config,
 )
 from features.gx_session import CONFIG_FOLDERS, gx_session
-from features.gx_views import VIEW_CONFIGS
+from features.gx_views import name_views
 from features.io import save_json
 from features.manifest import reads_as_time
 from features.memory import table_allocation
@@ -226,39 +226,17 @@ def _open_context(gx_dir: Path, index_results: int) -> FileDataContext:
     site = sites.get(_DOCS_SITE)
     index = site.get("site_index_builder") if site else None
     index_limited = index is None or index.get("validation_results_limit") == index_results
-    views_set = site is None or _site_views(site) == _SITE_VIEWS
-    if not bars_off or context.variables.analytics_enabled is not False or not index_limited or not views_set:
+    views_named = site is not None and name_views(site)  # True: the site named other views until now
+    if not bars_off or context.variables.analytics_enabled is not False or not index_limited or views_named:
         # Saved in great_expectations.yml, so the settings also hold for the CLI and notebooks.
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         context.variables.analytics_enabled = False
         if not index_limited:
             index["validation_results_limit"] = index_results
-        if not views_set:
-            sections = site.setdefault("site_section_builders", {})
-            for section, view in _SITE_VIEWS["sections"].items():
-                sections.setdefault(section, {})["view"] = dict(view)
-            site.setdefault("site_index_builder", {"class_name": "DefaultSiteIndexBuilder"})["view"] = dict(
-                _SITE_VIEWS["index"])
-        if not index_limited or not views_set:
+        if not index_limited or views_named:
             context.variables.data_docs_sites = sites
         context.variables.save()
     return context
-
-
-# The views a Data Docs site renders its sections (GX's three) and its index with: features/gx_views.py.
-_SITE_VIEWS: dict[str, Any] = {
-    "sections": {section: VIEW_CONFIGS["page"] for section in ("expectations", "validations", "profiling")},
-    "index": VIEW_CONFIGS["index"],
-}
-
-
-def _site_views(site: dict[str, Any]) -> dict[str, Any]:
-    """The views a site's configuration names, in `_SITE_VIEWS`' shape."""
-    sections = site.get("site_section_builders") or {}
-    return {
-        "sections": {name: (sections.get(name) or {}).get("view") for name in _SITE_VIEWS["sections"]},
-        "index": (site.get("site_index_builder") or {}).get("view"),
-    }
 
 
 def _run_checkpoint(

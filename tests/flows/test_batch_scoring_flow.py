@@ -4,13 +4,13 @@ caption of each batch lands in the inference log exactly once, with the champion
 from __future__ import annotations
 
 import pytest
-from tests.prefect_support import prefect_harness
 
 from flows.batch_scoring import batch_scoring_flow
 from flows.stage_config import registry_for
 from models.inputs import iter_model_inputs, save_model_inputs
 from models.registry import CHAMPION
 from models.serving.inference_log import load_inference_log
+from tests.prefect_support import prefect_harness
 from tests.unit.serving_support import build_registry, demo_inputs
 
 pytestmark = pytest.mark.slow

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from tests.prefect_support import prefect_harness
 
 from flows.lifecycle import lifecycle_flow
 from flows.settings import load_settings
 from tests.conftest import frequent_system_metrics, write_fast_lifecycle_params
+from tests.prefect_support import prefect_harness
 # The browser checks of the dashboards run on this module's two lifecycle runs (its fixtures).
 from tests.flows.browser_ui import (  # noqa: F401
     browser,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 from prefect import flow
-from tests.prefect_support import prefect_harness
 
 from flows.lifecycle import call_as_task
+from tests.prefect_support import prefect_harness
 
 pytestmark = pytest.mark.slow
 
