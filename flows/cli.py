@@ -22,6 +22,7 @@ from flows.cli_common import (  # noqa: E402
     cli_settings,
     console,
     exit_on_user_error,
+    require_dask_cluster,
     require_registry_lock,
 )
 from flows.cli_lineage import lineage  # noqa: E402
@@ -173,6 +174,7 @@ def run(
     if resume is not None:
         source = resumable_source(settings, resume, "run")
     require_registry_lock(settings)
+    require_dask_cluster(settings, plain)
     batch = landing_source(source)
     run_id = resume or new_run_id()
 
@@ -214,6 +216,7 @@ def ingest(
     elif source is None:
         console.print("[red]missing option:[/red] --source DIR (or --resume RUN_ID)")
         raise typer.Exit(2)
+    require_dask_cluster(settings, plain)
     batch = landing_source(source)
     run_id = resume or new_run_id()
 

@@ -35,6 +35,20 @@ def require_registry_lock(settings: Settings) -> None:
         raise typer.Exit(2) from err
 
 
+def require_dask_cluster(settings: Settings, plain: bool) -> None:
+    """A Prefect run whose data stages would go to the Dask cluster at FLYWHEEL_DASK_ADDRESS stops before any
+    work when that cluster does not answer or has no worker, with exit code 2 (a --plain run never uses it)."""
+    if plain or settings.dask_address is None:
+        return
+    from flows.dask_cluster import DaskClusterUnusable, check_cluster_of
+
+    try:
+        check_cluster_of(settings)
+    except DaskClusterUnusable as err:
+        console.print(f"[red]configuration error:[/red] {err}")
+        raise typer.Exit(2) from err
+
+
 HOME_OPTION = typer.Option(None, "--home", help="state folder (default: $FLYWHEEL_HOME or .flywheel)")
 PARAMS_OPTION = typer.Option(None, "--params", help="params file (default: $FLYWHEEL_PARAMS or params.yaml)")
 

@@ -213,8 +213,10 @@ def lifecycle_flow(settings: Settings, source: Path | str, run_id: str | None = 
     # On drift: alerts, and a drift event that the retraining deployment answers (if served).
     # An existing run_id resumes that run; recorded stages are reused unless `reuse` is False.
     # A rejected batch fails the flow after its drift check: the artifacts come from the summary either way.
+    from flows.dask_cluster import check_cluster_of
     from flows.run_links import prefect_links
 
+    check_cluster_of(settings)  # a cluster that cannot take the data stages' chunks stops the flow before any stage
     run_id = run_id_of_this_flow_run(run_id)
     try:
         return run_stages(settings, source, call=call_as_task, run_id=run_id,

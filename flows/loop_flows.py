@@ -50,9 +50,12 @@ def ingest_flow(source: str, home: str | None = None, params: str | None = None,
     """A landing batch through the data stages, then its drift check (training is the retrain flow's job:
     the drift event starts it; with no retraining deployment to answer, this flow retrains itself unless
     `train_on_drift` is False, as for `flywheel ingest`). A rejected batch is monitored, alerted, and fails."""
+    from flows.dask_cluster import check_cluster_of
     from flows.run_links import prefect_links
 
-    record = run_ingest_stages(_settings(home, params), source, call=call_as_task, run_id=run_id_of_this_flow_run(run_id),
+    settings = _settings(home, params)
+    check_cluster_of(settings)  # before any stage, as lifecycle_flow
+    record = run_ingest_stages(settings, source, call=call_as_task, run_id=run_id_of_this_flow_run(run_id),
                                react=reaction(emit_drift_event, call_as_task, train_on_drift), links=prefect_links())
     return {"run_id": record.run_id, "batch_id": record.batch_id, "monitor": record.monitor, "loop": record.loop}
 

@@ -219,16 +219,18 @@ def test_the_dask_mapper_stopped_early_lets_its_chunks_end_before_the_caller_goe
 
 
 def test_ingest_and_clean_on_a_dask_cluster_match_local_threads(harness, demo_batch_factory, tmp_path):
-    """FLYWHEEL_DASK_ADDRESS sends ingest's and clean's chunks to a Dask cluster (2 worker processes): same result,
-    and the clean task's page has a progress bar at 100 % (ingest, called here outside a task, draws none)."""
+    """FLYWHEEL_DASK_ADDRESS sends ingest's and clean's chunks to a Dask cluster: same result, and the clean task's
+    page has a progress bar at 100 % (ingest, called here outside a task, draws none). The cluster is the compose
+    stack's dask-scheduler and dask-worker (2 worker processes), started here with their compose commands, and
+    passes the flows' start-up check."""
     import dataclasses
 
-    from distributed import LocalCluster
-
     from features.ingest import ingest_batch
+    from flows.dask_cluster import check_dask_cluster
     from flows.lifecycle import ingest_on_cluster, run_clean_stage
 
     from tests.conftest import PROJECT
+    from tests.integration.services import dask_cluster_as_composed
 
     settings = load_settings(tmp_path / "home", PROJECT / "params.yaml")
     source = demo_batch_factory(samples=600, seed=13, fault_rate=0.02)  # two chunks of lines, three 256-row chunks
@@ -236,8 +238,9 @@ def test_ingest_and_clean_on_a_dask_cluster_match_local_threads(harness, demo_ba
     local = run_clean_stage(settings, raw.batch_dir)
     home = tmp_path / "home-dask"
     dask_settings = load_settings(home, PROJECT / "params.yaml")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        dask_settings = dataclasses.replace(dask_settings, dask_address=cluster.scheduler_address)
+    with dask_cluster_as_composed(tmp_path) as address:
+        assert check_dask_cluster(address) == 2  # the compose default: 2 worker processes of one thread
+        dask_settings = dataclasses.replace(dask_settings, dask_address=address)
         dask_raw = ingest_on_cluster(dask_settings, source)
         on_dask = run_clean_stage(dask_settings, dask_raw.batch_dir)
     assert dask_raw.batch_id == raw.batch_id and not dask_raw.report.skipped

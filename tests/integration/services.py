@@ -118,3 +118,53 @@ def stop_program(process: subprocess.Popen, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):  # children of the group that ignored SIGTERM
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
+
+
+def compose_argv(service: str) -> list[str]:
+    """A compose service's `command` as the argument list compose runs (no shell), `${VAR:-default}` as its default."""
+    import re
+    import shlex
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    command = compose["services"][service]["command"]
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    return [re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", arg) for arg in argv]
+
+
+def with_option(argv: list[str], option: str, value: str) -> list[str]:
+    """`argv` with `option`'s value replaced (the option must be there)."""
+    at = argv.index(option)
+    return [*argv[:at + 1], value, *argv[at + 2:]]
+
+
+@contextlib.contextmanager
+def dask_cluster_as_composed(log_dir: Path) -> Iterator[str]:
+    """The compose stack's dask-scheduler and dask-worker services, started here with their compose commands
+    (host names and ports made local ones); yields the scheduler's address once both answer their health checks."""
+    import sys
+
+    from features.env import TELEMETRY_OFF
+
+    dask = str(Path(sys.executable).with_name("dask"))
+    port, dashboard, worker_dashboard = free_port(), free_port(), free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = compose_argv("dask-scheduler")
+    scheduler = with_option(with_option(with_option(scheduler, "--host", "127.0.0.1"), "--port", str(port)),
+                            "--dashboard-address", f"127.0.0.1:{dashboard}")
+    worker = compose_argv("dask-worker")
+    worker = [address if arg.startswith("tcp://dask-scheduler:") else arg for arg in worker]
+    worker = with_option(worker, "--dashboard-address", f"127.0.0.1:{worker_dashboard}")
+    assert scheduler[:2] == ["dask", "scheduler"] and worker[:2] == ["dask", "worker"], (scheduler, worker)
+    env = {**os.environ, **TELEMETRY_OFF}
+    started: list[subprocess.Popen] = []
+    try:
+        for argv, health, name in ((scheduler, dashboard, "scheduler"), (worker, worker_dashboard, "worker")):
+            log = log_dir / f"dask-{name}.log"
+            started.append(start_program([dask, *argv[1:]], env, log))
+            wait_healthy(started[-1], f"http://127.0.0.1:{health}/health", log, timeout=60)
+        yield address
+    finally:
+        for process in reversed(started):
+            stop_program(process)

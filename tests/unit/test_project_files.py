@@ -19,7 +19,8 @@ from flows.settings import load_params
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-STACK_SERVICES = {"postgres", "minio", "minio-init", "redis", "mlflow", "prefect-server", "prefect-worker", "evidently-ui"}
+STACK_SERVICES = {"postgres", "minio", "minio-init", "redis", "mlflow", "prefect-server", "prefect-worker", "evidently-ui",
+                  "dask-scheduler", "dask-worker"}
 ONE_SHOT = {"minio-init"}  # run to completion at start; every other service is long-running
 TELEMETRY_OFF = {"DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                  "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1"}
@@ -178,6 +179,25 @@ def test_the_worker_in_the_stack_gets_the_same_settings_as_a_shell_on_stack_env(
         assert worker_env[key] == exported[key]
     assert worker_env["FLYWHEEL_REGISTRY_LOCK_URI"].endswith("@postgres:5432/mlflow")
     assert exported["FLYWHEEL_REGISTRY_LOCK_URI"].endswith("@localhost:5432/mlflow")
+
+
+def test_the_worker_sends_its_data_steps_to_the_stacks_dask_cluster_whose_workers_share_its_home():
+    """The prefect-worker's flows decode on the dask-worker service (FLYWHEEL_DASK_ADDRESS), which must see the
+    lake where the flows see it: the same volume at the same path (each chunk writes its part of the lake)."""
+    from tests.integration.services import compose_argv
+
+    services = load_compose()["services"]
+    worker = services["prefect-worker"]
+    scheduler, dask_worker = compose_argv("dask-scheduler"), compose_argv("dask-worker")
+    address = f"tcp://dask-scheduler:{scheduler[scheduler.index('--port') + 1]}"
+    assert worker["environment"]["FLYWHEEL_DASK_ADDRESS"] == address and address in dask_worker
+    assert dask_worker[dask_worker.index("--nthreads") + 1] == "1"  # a process per core (decoding holds the GIL)
+    home = worker["environment"]["FLYWHEEL_HOME"]
+    mounted = {volume.split(":")[1]: volume.split(":")[0] for volume in services["dask-worker"]["volumes"]}
+    homes = [volume.split(":")[0] for volume in worker["volumes"] if volume.split(":")[1] == home]
+    assert homes and mounted.get(home) == homes[0], f"dask-worker must mount {homes} at {home}, as prefect-worker does"
+    assert services["dask-worker"]["environment"]["FLYWHEEL_HOME"] == home
+    assert "dask-worker" in worker["depends_on"]  # the flows' start-up check finds a worker (flows/dask_cluster.py)
 
 
 def test_flywheel_image_installs_like_the_makefile_and_serves_prefect_yaml_from_its_workdir():
