@@ -4,12 +4,15 @@ The stages run as the lifecycle runs them on a cluster, with FLYWHEEL_DASK_ADDRE
 (`Settings.dask_address`): ingest's chunks of manifest lines as Dask tasks
 (`flows.lifecycle.ingest_on_cluster`), clean's chunks of raw rows as Dask tasks too, inside one Prefect task
 (`run_clean_stage`); validate, the transform's features and the model inputs, table-level
-steps of about a second at 100k rows, in the flow's process, as `flows.data_stages` calls them. Both clusters are
+steps of about a second at 100k rows, in the flow's process, as `flows.data_stages` calls them. The clusters are
 `distributed.LocalCluster`s with `threads_per_worker=1` (one thread per process: the worker count is the
-only difference), started before the first timed run and warmed by one untimed run each, then timed
-alternately on the same landing batch (from `data_scaling.build_scaled_batch`), each run into a fresh
-home (all removed at the end), so machine noise hits both alike. Prefect runs on its ephemeral API, started by a warm-up flow,
-with the end-of-flow heartbeat off as `flywheel run` has it.
+only difference), timed alternately on the same landing batch (from `data_scaling.build_scaled_batch`), each run
+into a fresh home (all removed at the end), so machine noise hits both alike. Each timed run has a cluster of its
+own, started just before it, warmed by an untimed run on the 400-row batch the landing batch is scaled from
+(worker imports, code paths), and closed after it: only the cluster being timed is on the machine. (Until
+session 19 both clusters stayed up through every run; an idle Dask worker process with its nanny and scheduler
+takes about 0.1 of a core, which the idle cluster took from the cores of the timed one.) Prefect runs on its
+ephemeral API, started by a warm-up flow, with the end-of-flow heartbeat off as `flywheel run` has it.
 
 Throughput = rows / median wall time of the data stages; ratio = 2-worker throughput / 1-worker
 throughput (also per repeat, from the two runs taken back to back, since other work on the machine
@@ -17,7 +20,7 @@ drifts), for the stages together (issue 17's target: >= 1.7) and for ingest and 
 On a machine with N free cores the ceiling is min(2, N); the serial parts (planning chunks,
 near-duplicate search, joining the chunk tables, the table-level stages) bound it below that.
 
-Usage: python benchmarks/dask_scaling.py [--rows 3000] [--repeats 3] [--out FILE]
+Usage: python benchmarks/dask_scaling.py [--rows 3000] [--repeats 3] [--out FILE] [--idle-other-cluster]
 """
 
 from __future__ import annotations
@@ -69,8 +72,10 @@ def time_data_stages(settings, landing: Path, home: Path) -> tuple[dict[str, flo
     return seconds, len(rows)
 
 
-def measure(work: Path, rows: int, repeats: int) -> dict:
-    """Build the landing batch, then time the data stages on each cluster, alternating, after a warm-up each."""
+def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> dict:
+    """Build the landing batch, then time the data stages on each cluster, alternating, after a warm-up each.
+    `idle_other`: each repeat also times both worker counts with both clusters up (the method before session 19),
+    so the cost of an idle cluster beside the timed one is measured in the same run."""
     from distributed import LocalCluster
     from prefect import flow
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -88,54 +93,70 @@ def measure(work: Path, rows: int, repeats: int) -> dict:
     print(f"{rows} rows generated in {time.perf_counter() - started:.0f} s", flush=True)
 
     os.environ["PREFECT_HOME"] = str(work / "prefect")
-    seconds: dict[int, list[dict[str, float]]] = {n: [] for n in WORKER_COUNTS}
+    methods = ("alone", "beside_idle_cluster") if idle_other else ("alone",)
+    seconds: dict[str, dict[int, list[dict[str, float]]]] = {m: {n: [] for n in WORKER_COUNTS} for m in methods}
     kept: set[int] = set()
-    clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
-                for n in WORKER_COUNTS}
-    try:
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            flow(name="warm-up")(lambda: None)()  # starts the ephemeral API outside the timings
-            on = {n: dataclasses.replace(settings, dask_address=c.scheduler_address) for n, c in clusters.items()}
-            for n in WORKER_COUNTS:  # warm: worker imports, Prefect's task registration, file caches
-                warm, _ = time_data_stages(on[n], landing, work / f"home-warm-{n}")
-                print(f"{n} worker(s): warm-up {sum(warm.values()):.1f} s", flush=True)
-            for repeat in range(repeats):
-                for n in WORKER_COUNTS:
-                    stage_s, rows_kept = time_data_stages(on[n], landing, work / f"home-{n}-{repeat}")
-                    seconds[n].append(stage_s)
-                    kept.add(rows_kept)
-                    total = sum(stage_s.values())
-                    print(f"{n} worker(s), run {repeat + 1}: {total:.2f} s, {rows / total:,.0f} rows/s ("
-                          + ", ".join(f"{k} {v:.1f} s" for k, v in stage_s.items()) + ")", flush=True)
-    finally:
-        for cluster in clusters.values():
-            cluster.close()
+    homes = iter(range(1 << 30))
+
+    def cluster(n: int):
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")
+
+    def warm(address: str) -> None:  # untimed, on the 400-row batch: worker imports, code paths
+        time_data_stages(dataclasses.replace(settings, dask_address=address), work / "base", work / f"warm-{next(homes)}")
+
+    def timed(method: str, n: int, address: str, repeat: int) -> None:
+        stage_s, rows_kept = time_data_stages(dataclasses.replace(settings, dask_address=address), landing,
+                                              work / f"home-{next(homes)}")
+        seconds[method][n].append(stage_s)
+        kept.add(rows_kept)
+        total = sum(stage_s.values())
+        print(f"{n} worker(s){'' if method == 'alone' else ', the other cluster up'}, run {repeat + 1}: {total:.2f} s,"
+              f" {rows / total:,.0f} rows/s (" + ", ".join(f"{k} {v:.1f} s" for k, v in stage_s.items()) + ")", flush=True)
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        flow(name="warm-up")(lambda: None)()  # starts the ephemeral API outside the timings
+        for repeat in range(repeats):
+            for n in WORKER_COUNTS:
+                with cluster(n) as alone:
+                    warm(alone.scheduler_address)
+                    timed("alone", n, alone.scheduler_address, repeat)
+            if idle_other:
+                with cluster(1) as one, cluster(2) as two:
+                    both = {1: one.scheduler_address, 2: two.scheduler_address}
+                    for n in WORKER_COUNTS:
+                        warm(both[n])
+                    for n in WORKER_COUNTS:
+                        timed("beside_idle_cluster", n, both[n], repeat)
     if len(kept) != 1:
         raise RuntimeError(f"the data stages kept different row counts across runs: {sorted(kept)}")
 
-    def totals(n: int, names: tuple[str, ...]) -> list[float]:
-        return [sum(run[name] for name in names) for run in seconds[n]]
+    def totals(method: str, n: int, names: tuple[str, ...]) -> list[float]:
+        return [sum(run[name] for name in names) for run in seconds[method][n]]
 
-    def ratios(names: tuple[str, ...]) -> dict:
-        one, two = totals(1, names), totals(2, names)
+    def ratios(names: tuple[str, ...], method: str = "alone") -> dict:
+        one, two = totals(method, 1, names), totals(method, 2, names)
         return {"ratio_2_over_1": statistics.median(one) / statistics.median(two),
                 # Each repeat's 1-worker time over its 2-worker time, taken back to back: robust to load that drifts.
                 "pair_ratios": [a / b for a, b in zip(one, two)]}
 
-    per_workers = {str(n): {"stage_seconds": seconds[n], "median_s": statistics.median(totals(n, STAGES)),
-                            "rows_per_s": rows / statistics.median(totals(n, STAGES))} for n in WORKER_COUNTS}
+    def per_workers(method: str) -> dict:
+        return {str(n): {"stage_seconds": seconds[method][n], "median_s": statistics.median(totals(method, n, STAGES)),
+                         "rows_per_s": rows / statistics.median(totals(method, n, STAGES))} for n in WORKER_COUNTS}
+
     stages = ratios(STAGES)
     return {
         "rows": rows,
         "rows_kept": kept.pop(),
         "repeats": repeats,
         "threads_per_worker": 1,
-        "workers": per_workers,
+        "workers": per_workers("alone"),
         "ratio_2_over_1": stages["ratio_2_over_1"],
         "pair_ratios": stages["pair_ratios"],
         "target_ratio": TARGET_RATIO,
         "met": stages["ratio_2_over_1"] >= TARGET_RATIO,
         "per_stage": {"ingest": ratios(("ingest",)), "clean": ratios(("clean",))},
+        **({"beside_idle_cluster": {"workers": per_workers("beside_idle_cluster"),
+                                    **ratios(STAGES, "beside_idle_cluster")}} if idle_other else {}),
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": load_at_start, "load_avg_1m_at_end": os.getloadavg()[0],
                     "python": platform.python_version()},
     }
@@ -146,6 +167,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "dask_scaling.json")
+    parser.add_argument("--idle-other-cluster", action="store_true",
+                        help="also time each worker count with the other cluster up and idle, as before session 19")
     args = parser.parse_args()
 
     sys.path.insert(0, str(PROJECT))
@@ -154,7 +177,7 @@ def main() -> None:
     apply_process_environment()
     work = Path(tempfile.mkdtemp(prefix="flywheel-dask-"))
     try:
-        result = measure(work, args.rows, args.repeats)
+        result = measure(work, args.rows, args.repeats, args.idle_other_cluster)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     one, two = result["workers"]["1"], result["workers"]["2"]
@@ -164,6 +187,10 @@ def main() -> None:
           f"met: {result['met']}); "
           + ", ".join(f"{name} ×{r['ratio_2_over_1']:.2f}" for name, r in result["per_stage"].items())
           + f" ({result['machine']['cpus']} cpus, load {result['machine']['load_avg_1m_at_end']:.1f})")
+    if "beside_idle_cluster" in result:
+        beside = result["beside_idle_cluster"]
+        print(f"with the other cluster up and idle: ratio ×{beside['ratio_2_over_1']:.2f} (per repeat "
+              + ", ".join(f"×{r:.2f}" for r in beside["pair_ratios"]) + ")")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")
