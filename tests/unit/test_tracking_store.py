@@ -13,7 +13,8 @@ import alembic.command
 import pytest
 from mlflow import MlflowClient
 
-from models.tracking_store import cache_dir, ensure_sqlite_store
+from features.env import cache_dir
+from models.tracking_store import ensure_sqlite_store
 from tests.conftest import PROJECT
 
 # A first run that dies (SIGKILL) in the middle of MLflow's migrations, after some tables exist.
