@@ -26,7 +26,9 @@ BATCH = "batch-001"
 
 
 def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYWHEEL_", "MLFLOW_TRACKING", "DVC_"))}
+    # The project's own settings only, but the session's cache folder (tests/conftest.shared_cache_dir), not ~/.cache
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FLYWHEEL_", "MLFLOW_TRACKING", "DVC_")) or k == "FLYWHEEL_CACHE_DIR"}
     return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONPATH": str(PROJECT),
             "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
             "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
