@@ -164,6 +164,11 @@ def dask_cluster_as_composed(log_dir: Path) -> Iterator[str]:
             log = log_dir / f"dask-{name}.log"
             started.append(start_program([dask, *argv[1:]], env, log))
             wait_healthy(started[-1], f"http://127.0.0.1:{health}/health", log, timeout=60)
+        # The health check answers once the first worker process is up; the others may join a moment later
+        from distributed import Client
+
+        with Client(address, timeout=30, set_as_default=False) as client:
+            client.wait_for_workers(int(worker[worker.index("--nworkers") + 1]), timeout=60)
         yield address
     finally:
         for process in reversed(started):
