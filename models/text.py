@@ -95,8 +95,9 @@ def _keep_prompts(path: Path, embeddings: np.ndarray) -> None:
 
 def encode_class_prompts(prompts: "Sequence[Sequence[str]]") -> np.ndarray:
     """Per class, its prompt texts → one (K, 384) float32 unit embedding: the mean of the texts'
-    embeddings, renormalised (several wordings of a class make a steadier zero-shot target).
-    Read from flywheel's cache folder when an earlier process encoded the same prompts with the same encoder (`features.env.cache_dir()`)."""
+    embeddings, renormalised (several wordings of a class make a steadier zero-shot target). Read from
+    flywheel's cache folder (`features.env.cache_dir()`) when an earlier process encoded the same prompts with
+    the same encoder."""
     prompts = [[str(text) for text in texts] for texts in prompts]
     path = _prompts_path(prompts)
     kept = _read_prompts(path, len(prompts))

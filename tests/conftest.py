@@ -188,8 +188,9 @@ def no_tracking_uri_leak(request):
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_cache_dir(tmp_path_factory):
-    """flywheel's cache folder (models.text: the class prompts' embeddings) in this session's temporary folder,
-    shared by the xdist workers and the processes the tests start, never the user's ~/.cache."""
+    """flywheel's cache folder (features.env.cache_dir: the empty MLflow store, the class prompts' embeddings) in
+    this session's temporary folder, shared by the xdist workers and the processes the tests start, never the
+    user's ~/.cache."""
     if os.environ.get("FLYWHEEL_CACHE_DIR"):
         yield Path(os.environ["FLYWHEEL_CACHE_DIR"])
         return
