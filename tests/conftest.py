@@ -186,6 +186,12 @@ def no_tracking_uri_leak(request):
                     "or monkeypatch.setenv instead of mlflow.set_tracking_uri")
 
 
+def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test session's temporary folder, the same for every pytest-xdist worker (each has its own under it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_cache_dir(tmp_path_factory):
     """flywheel's cache folder (features.env.cache_dir: the empty MLflow store, the class prompts' embeddings) in
@@ -194,8 +200,7 @@ def shared_cache_dir(tmp_path_factory):
     if os.environ.get("FLYWHEEL_CACHE_DIR"):
         yield Path(os.environ["FLYWHEEL_CACHE_DIR"])
         return
-    base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "flywheel-cache"
+    folder = session_folder(tmp_path_factory) / "flywheel-cache"
     os.environ["FLYWHEEL_CACHE_DIR"] = str(folder)
     yield folder
     os.environ.pop("FLYWHEEL_CACHE_DIR", None)

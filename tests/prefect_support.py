@@ -31,8 +31,9 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     first, the others waiting on its lock) and published by a rename, so no worker copies a half-made one."""
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the session's folder under xdist
+    from tests.conftest import session_folder
+
+    shared = session_folder(tmp_path_factory)
     template = shared / "prefect-migrated.db"
     with FileLock(str(shared / "prefect-migrated.db.lock")):
         if not template.is_file():
