@@ -3,6 +3,11 @@
 The batch id is a hash of the manifest bytes and of every file it names, so the same bytes
 are one batch however often they arrive, and a changed file makes a new batch.
 
+A batch whose manifest no snapshot in the lake has is new: its files are read once, copied into an unnamed
+staging folder and hashed on the way, and the folder is named from the hashes afterwards. A manifest the
+lake already holds is likely a repeat: its files are hashed first (reads only), so a known batch is skipped
+without writing anything, and a changed one is copied and checked against that scan.
+
 A source is a local folder or any fsspec URI (`file://`, `memory://`, `s3://` on MinIO...). A
 remote batch is first copied to a local landing folder, the manifest and only the files it
 names, so it gets the id that the same bytes get from a local folder.
@@ -16,6 +21,7 @@ import os
 import posixpath
 import shutil
 import socket
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,11 +138,11 @@ class ScanPart:
 
 @dataclass(frozen=True)
 class CopyPart:
-    """What the copy of one chunk wrote: its lines of `rows.jsonl`, and the sha256 of what the bytes it
-    copied add to the batch id (equal to the scan's, unless a file changed in between)."""
+    """What the copy of one chunk wrote and learnt: its lines of `rows.jsonl`, and the scan of the bytes it
+    copied (equal to a scan made before, unless a file changed in between)."""
 
     rows: bytes
-    files_sha256: bytes
+    scan: ScanPart
 
 
 @dataclass(frozen=True)
@@ -210,23 +216,36 @@ def _file_fields(row: dict) -> Iterator[str]:
             yield field
 
 
+class _ScanFold:
+    """The chunks' scans folded, in chunk order, into the batch's: the id hashes the manifest and every existing
+    file it names (in manifest order), whatever the chunks."""
+
+    def __init__(self, data: bytes, lines: int) -> None:
+        self.digest, self.lines = hashlib.sha256(data), lines
+        self.rows_in, self.accepted, self.rejected, self.chunk_sha256 = 0, 0, [], []
+
+    def add(self, part: ScanPart) -> bytes:
+        """Fold in the next chunk's scan; returns the sha256 of what its files add to the id."""
+        self.digest.update(part.files)
+        self.chunk_sha256.append(hashlib.sha256(part.files).digest())
+        self.rows_in, self.accepted = self.rows_in + part.rows_in, self.accepted + part.accepted
+        self.rejected.extend(part.rejected)
+        return self.chunk_sha256[-1]
+
+    def result(self, origin: str) -> _Scan:
+        _refuse_unreadable_manifest(origin, self.accepted, self.rejected)
+        return _Scan(self.digest.hexdigest()[:16], self.rows_in, self.accepted, self.rejected, self.lines,
+                     tuple(self.chunk_sha256))
+
+
 def _scan_batch(source: Path, data: bytes, origin: str | None = None, map_chunks: ChunkMapper | None = None,
                 workers: int = 1) -> _Scan:
     """Rows are parsed and their files hashed a chunk at a time: memory does not grow with the batch.
-
-    The batch id hashes the manifest and every existing file it names (in manifest order), whatever the chunks.
-    `origin` names the batch in error messages when `source` is a local copy of a remote one.
-    """
-    digest = hashlib.sha256(data)
-    rows_in, accepted, rejected, chunk_sha256 = 0, 0, [], []
-    lines = chunk_lines(data, workers)
-    for part in (map_chunks or map_in_order)(scan_manifest_chunk, manifest_chunks(data, lines), source):
-        digest.update(part.files)
-        chunk_sha256.append(hashlib.sha256(part.files).digest())
-        rows_in, accepted = rows_in + part.rows_in, accepted + part.accepted
-        rejected.extend(part.rejected)
-    _refuse_unreadable_manifest(origin or str(source), accepted, rejected)
-    return _Scan(digest.hexdigest()[:16], rows_in, accepted, rejected, lines, tuple(chunk_sha256))
+    `origin` names the batch in error messages when `source` is a local copy of a remote one."""
+    fold = _ScanFold(data, chunk_lines(data, workers))
+    for part in (map_chunks or map_in_order)(scan_manifest_chunk, manifest_chunks(data, fold.lines), source):
+        fold.add(part)
+    return fold.result(origin or str(source))
 
 
 def compute_batch_id(source: Path) -> str:
@@ -249,21 +268,43 @@ def _copy_and_hash(path: str, target: str, made: set[str]) -> str:
     return digest.hexdigest()
 
 
-def _copy_files(staging: str, row: dict, paths: dict[str, str], digest: Any, made: set[str], prefix: str) -> None:
+def _changed(before: os.stat_result, after: os.stat_result) -> bool:
+    """Whether a file was written or replaced between two stats (what rsync compares, plus the inode)."""
+    return (before.st_ino, before.st_size, before.st_mtime_ns) != (after.st_ino, after.st_size, after.st_mtime_ns)
+
+
+def _copy_checked(path: str, target: str, made: set[str]) -> str | None:
+    """`_copy_and_hash`, for a regular file the source holds unchanged until its copy is done; None for a file
+    that is missing, not a regular file (a FIFO is never opened) or unreadable. A file written or replaced while
+    it was copied (an upload still running) stops the ingest: its snapshot would hold a mix of two versions."""
+    try:
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        sha = _copy_and_hash(path, target, made)
+        after = os.stat(path)
+    except OSError:  # unreadable, or vanished meanwhile
+        return None
+    if _changed(before, after):
+        raise BatchError(
+            f"{path} changed while it was ingested (written or replaced during its copy); nothing was ingested:"
+            " retry once the upload is complete"
+        )
+    return sha
+
+
+def _copy_files(staging: str, row: dict, paths: dict[str, str], files: bytearray, made: set[str], prefix: str) -> None:
     """Copy the row's files (`paths`, as the manifest pass resolved them inside the batch, under `prefix`) to the
-    same place under `staging` (paths normalised), setting `<field>_sha256` from the bytes copied and feeding
-    `digest` as the scan did; a missing or unreadable file gets None and clean quarantines it as missing_file."""
+    same place under `staging` (paths normalised), setting `<field>_sha256` from the bytes copied and adding to
+    `files` what the scan would (ScanPart.files); a missing or unreadable file gets None and clean quarantines it
+    as missing_file."""
     for field in _file_fields(row):
         path = paths[field]
         relative = path[len(prefix):] if path.startswith(prefix) else None  # None: the batch folder itself
-        try:
-            sha = (_copy_and_hash(path, os.path.join(staging, relative), made)
-                   if relative and os.path.isfile(path) else None)
-        except OSError:  # unreadable, or vanished since the scan
-            sha = None
+        sha = _copy_checked(path, os.path.join(staging, relative), made) if relative else None
         row[f"{field}_sha256"] = sha
         if sha is not None:
-            digest.update(f"{field}:{row[field]}:{sha}".encode())
+            files += f"{field}:{row[field]}:{sha}".encode()
             row[field] = relative if os.sep == "/" else Path(relative).as_posix()
 
 
@@ -277,27 +318,35 @@ def copy_manifest_chunk(chunk: ManifestChunk, source: Path, staging: Path) -> Co
 def _copy_rows(chunk: ManifestChunk, source: Path, staging: Path) -> CopyPart:
     _refuse_unseen(source, "the landing folder")
     _refuse_unseen(staging, "the lake's snapshot folder")
-    digest = hashlib.sha256()
+    files = bytearray()
     made: set[str] = set()  # the snapshot's folders this chunk created so far
     prefix = os.path.realpath(source).rstrip(os.sep) + os.sep  # the batch folder as resolve_inside checks paths in it
     rows: list[str] = []
+    rows_in, accepted, rejected = 0, 0, []
     for outcome, paths in iter_manifest_with_paths(chunk.text, source, first_line=chunk.first_line):
+        rows_in += 1
         if isinstance(outcome, QuarantineRecord):
+            rejected.append(outcome)
             continue
-        _copy_files(str(staging), outcome, paths, digest, made, prefix)
+        accepted += 1
+        _copy_files(str(staging), outcome, paths, files, made, prefix)
         rows.append(json.dumps(outcome, default=str, ensure_ascii=False) + "\n")
-    return CopyPart("".join(rows).encode("utf-8"), digest.digest())
+    return CopyPart("".join(rows).encode("utf-8"), ScanPart(rows_in, accepted, rejected, bytes(files)))
 
 
-def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan, map_chunks: ChunkMapper | None = None) -> None:
-    """Manifest, files and `rows.jsonl` into `staging`, a chunk at a time; the bytes copied must be the bytes scanned."""
+def _write_snapshot(source: Path, data: bytes, staging: Path, lines: int, origin: str,
+                    map_chunks: ChunkMapper | None = None, scanned: _Scan | None = None) -> _Scan:
+    """Manifest, files and `rows.jsonl` into `staging`, a chunk of `lines` lines at a time; returns the scan of
+    the bytes copied. With `scanned` (a scan made before, with the same chunks), the bytes copied must be the
+    bytes scanned."""
     (staging / MANIFEST_NAME).write_bytes(data)
+    fold = _ScanFold(data, lines)
+    expected = iter(scanned.chunk_sha256) if scanned is not None else None
     with (staging / ROWS_NAME).open("wb") as rows:
-        chunks = manifest_chunks(data, scan.chunk_lines)
-        parts = (map_chunks or map_in_order)(copy_manifest_chunk, chunks, source, staging)
+        parts = (map_chunks or map_in_order)(copy_manifest_chunk, manifest_chunks(data, lines), source, staging)
         try:
-            for part, scanned in zip(parts, scan.chunk_sha256, strict=True):  # the same chunks as the scan's
-                if part.files_sha256 != scanned:
+            for part in parts:
+                if fold.add(part.scan) != (next(expected, None) if expected is not None else fold.chunk_sha256[-1]):
                     raise BatchError(
                         f"{source} changed while it was ingested (a file was written, replaced or removed between"
                         " the hash and the copy); nothing was ingested: retry once the upload is complete"
@@ -309,6 +358,7 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, scan: _Scan, map_c
             close = getattr(parts, "close", None)
             if close is not None:
                 close()
+    return fold.result(origin)
 
 
 def _inside_prefix(relative: Any) -> str | None:
@@ -415,27 +465,54 @@ def _ingest_remote(fs: fsspec.AbstractFileSystem, root: str, uri: str, lake_raw:
         return _ingest_folder(Path(landing), lake_raw, uri, origin=uri, map_chunks=map_chunks, workers=workers)
 
 
+def _manifest_in_lake(lake_raw: Path, data: bytes) -> bool:
+    """Whether a snapshot in the lake has this manifest, byte for byte (a stat per snapshot, a read only of a
+    manifest of the same size)."""
+    if not lake_raw.is_dir():
+        return False
+    for entry in os.scandir(lake_raw):
+        if entry.name.startswith("."):  # work in progress, locks
+            continue
+        manifest = os.path.join(entry.path, MANIFEST_NAME)
+        try:
+            if os.stat(manifest).st_size == len(data):
+                with open(manifest, "rb") as handle:
+                    if handle.read() == data:
+                        return True
+        except OSError:  # not a snapshot, or removed meanwhile
+            continue
+    return False
+
+
+def _known(final: Path, scan: _Scan) -> IngestResult:
+    """The result for a batch already in the lake: skipped, with the rows its snapshot kept."""
+    with (final / ROWS_NAME).open("rb") as stored:
+        kept = sum(1 for line in stored if line.strip())
+    return IngestResult(scan.batch_id, final, StageReport("ingest", scan.rows_in, kept, scan.rejected, skipped=True))
+
+
 def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None,
                    map_chunks: ChunkMapper | None = None, workers: int = 1) -> IngestResult:
     data = _read_manifest(source)
-    scan = _scan_batch(source, data, origin, map_chunks, workers)
-    final = lake_raw / scan.batch_id
-    with ingest_lock(lake_raw, scan.batch_id):  # a concurrent ingest of the same bytes waits, then skips
-        if (final / DONE_NAME).is_file():
-            with (final / ROWS_NAME).open("rb") as stored:
-                kept = sum(1 for line in stored if line.strip())
-            report = StageReport("ingest", scan.rows_in, kept, scan.rejected, skipped=True)
-            return IngestResult(scan.batch_id, final, report)
-
-        staging = make_staging_dir(final)
-        try:
-            _write_snapshot(source, data, staging, scan, map_chunks)
-            save_json(staging / DONE_NAME, {"batch_id": scan.batch_id, "source": recorded_source, "rows": scan.accepted})
+    origin = origin or str(source)
+    scan = _scan_batch(source, data, origin, map_chunks, workers) if _manifest_in_lake(lake_raw, data) else None
+    if scan is not None and (lake_raw / scan.batch_id / DONE_NAME).is_file():
+        return _known(lake_raw / scan.batch_id, scan)  # no lock needed: a published snapshot never changes
+    # A new manifest is copied before its id is known: into a staging folder named for no batch
+    staging = make_staging_dir(lake_raw / ("incoming" if scan is None else scan.batch_id))
+    try:
+        copied = _write_snapshot(source, data, staging, chunk_lines(data, workers), origin, map_chunks, scan)
+        final = lake_raw / copied.batch_id
+        with ingest_lock(lake_raw, copied.batch_id):  # a concurrent ingest of the same bytes publishes it once
+            if (final / DONE_NAME).is_file():
+                shutil.rmtree(staging)
+                return _known(final, copied)
+            save_json(staging / DONE_NAME, {"batch_id": copied.batch_id, "source": recorded_source, "rows": copied.accepted})
             publish_directory(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return IngestResult(scan.batch_id, final, StageReport("ingest", scan.rows_in, scan.accepted, scan.rejected))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return IngestResult(copied.batch_id, final, StageReport("ingest", copied.rows_in, copied.accepted, copied.rejected))
 
 
 def list_ingested_batches(lake_raw: Path) -> list[str]:

@@ -81,25 +81,29 @@ def test_ingest_same_bytes_is_skipped_and_a_changed_file_is_a_new_batch(tmp_path
     assert not ingest_batch(source, lake).report.skipped
 
 
-def test_a_file_changed_while_ingesting_is_refused_not_snapshotted(tmp_path, monkeypatch):
-    """The id hashes the bytes scanned; if the bytes copied differ (an upload still running), nothing lands."""
+def test_a_file_written_while_it_is_copied_is_refused_not_snapshotted(tmp_path, monkeypatch):
+    """An upload still writing a file while ingest copies it: the snapshot would hold a mix of two versions,
+    so nothing lands, and nothing is left to clear by hand."""
     import features.ingest as ingest
     from features.records import BatchError
 
     rows = [{"sample_id": "s1", "captured_at": "2026-01-01T00:00:00Z", "image": "img/s1.png"}]
     source = _write_batch(tmp_path / "landing", rows, {"img/s1.png": _png(1)})
-    scan = ingest._scan_batch
+    copy = ingest._copy_and_hash
 
-    def scan_then_upload_more(*args, **kwargs):
-        result = scan(*args, **kwargs)
-        (source / "img/s1.png").write_bytes(_png(2))  # the uploader rewrites the file between the passes
-        return result
+    def copy_while_the_upload_goes_on(path, target, made):
+        sha = copy(path, target, made)
+        with open(path, "ab") as upload:  # the uploader's next block arrives while the copy ends
+            upload.write(b"more")
+        return sha
 
-    monkeypatch.setattr(ingest, "_scan_batch", scan_then_upload_more)
-    with pytest.raises(BatchError, match="changed while it was ingested"):
+    monkeypatch.setattr(ingest, "_copy_and_hash", copy_while_the_upload_goes_on)
+    with pytest.raises(BatchError, match="s1.png changed while it was ingested"):
         ingest_batch(source, tmp_path / "lake")
     # no snapshot, no staging folder left (the ingest lock's own folder is not state)
     assert [p.name for p in (tmp_path / "lake").iterdir() if p.name != ".locks"] == []
+    monkeypatch.undo()
+    assert not ingest_batch(source, tmp_path / "lake").report.skipped  # once the upload is complete
 
 
 def test_clean_quarantines_every_demo_fault_with_its_reason(demo_batch_factory, tmp_path):

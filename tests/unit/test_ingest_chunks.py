@@ -115,8 +115,16 @@ def test_chunks_run_in_other_processes_give_the_same_batch(awkward_batch, tmp_pa
         whole.batch_id, _snapshot(whole.batch_dir), _records(whole))
 
 
-def test_a_file_changed_in_a_later_chunk_between_the_passes_stops_the_ingest(awkward_batch, tmp_path, monkeypatch):
+def _lake_entries(lake: Path) -> list[str]:
+    return sorted(p.name for p in lake.iterdir() if p.name != ".locks")  # the ingest lock's own folder is not state
+
+
+def test_a_known_manifest_whose_file_changes_between_the_passes_stops_the_ingest(awkward_batch, tmp_path, monkeypatch):
+    """A manifest already in the lake is scanned before it is copied; a later chunk's file rewritten in between
+    (an upload still running) lands nothing."""
     _in_chunks_of(monkeypatch, 3)
+    first = ingest_batch(awkward_batch, tmp_path / "lake")
+    (awkward_batch / "img" / "1.png").write_bytes(_png(98))  # the same manifest, a new batch
     scan = ingest._scan_batch
 
     def scan_then_upload_more(*args, **kwargs):
@@ -127,7 +135,31 @@ def test_a_file_changed_in_a_later_chunk_between_the_passes_stops_the_ingest(awk
     monkeypatch.setattr(ingest, "_scan_batch", scan_then_upload_more)
     with pytest.raises(BatchError, match="changed while it was ingested"):
         ingest_batch(awkward_batch, tmp_path / "lake")
-    assert [p.name for p in (tmp_path / "lake").iterdir() if p.name != ".locks"] == []
+    assert _lake_entries(tmp_path / "lake") == [first.batch_id]
+
+
+def test_a_new_batch_is_read_once_and_a_repeat_is_only_read(awkward_batch, tmp_path, monkeypatch):
+    """A new manifest's files are hashed as they are copied (no scan first); the same batch again is hashed and
+    skipped without a byte written."""
+    _in_chunks_of(monkeypatch, 4)
+    calls = {"hash": 0, "copy": 0}
+    hash_file, copy_and_hash = ingest.hash_file, ingest._copy_and_hash
+
+    def counted(name, fn):
+        def call(*args):
+            calls[name] += 1
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(ingest, "hash_file", counted("hash", hash_file))
+    monkeypatch.setattr(ingest, "_copy_and_hash", counted("copy", copy_and_hash))
+    first = ingest_batch(awkward_batch, tmp_path / "lake")
+    assert calls == {"hash": 0, "copy": 12} and not first.report.skipped
+    again = ingest_batch(awkward_batch, tmp_path / "lake")
+    assert calls == {"hash": 12, "copy": 12} and again.report.skipped
+    assert (again.batch_id, again.report.rows_in, again.report.rows_out, _records(again)) == (
+        first.batch_id, first.report.rows_in, first.report.rows_out, _records(first))
+    assert _lake_entries(tmp_path / "lake") == [first.batch_id]
 
 
 def test_a_worker_that_does_not_see_the_batch_stops_the_ingest_instead_of_finding_every_file_missing(
