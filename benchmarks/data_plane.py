@@ -22,6 +22,14 @@ reported, each the median of the pairs.
 Each size runs --repeats interleaved pairs (bare loop, then stages); the pair with the median ratio is
 reported, with every pair's ratio, so a busy spell on a shared machine shows as spread, not as a result.
 
+Nothing a run writes is deleted before the benchmark ends. On ext4, creating a file right after many were
+deleted is slow: looking for a free inode, the kernel skips those freed in the last minutes, reading each
+one's record to tell (`recently_deleted`, most of the kernel's time in a profile). Measured here, creating
+10,000 empty files took 0.24 s of system time after five quiet minutes and 3.5 s right after deleting 30,000;
+the stages create three files a row, so deleting the previous run's folder moved the ratio by more than any
+change to the code. Before each stages run the benchmark times creating PROBE_FILES empty files where the
+run writes (`create_us_per_file`), so a slow disk shows in the results.
+
 Usage: python benchmarks/data_plane.py [--sizes 1000 10000 100000] [--repeats 3] [--no-cached-run] [--out FILE]
 """
 
@@ -44,6 +52,36 @@ sys.path.insert(0, str(PROJECT))
 from benchmarks.data_scaling import BASE_SAMPLES, RssSampler, build_scaled_batch, measure  # noqa: E402
 
 TARGET_RATIO, TARGET_MEMORY_GROWTH = 0.7, 1.2
+PROBE_FILES = 2000
+# What one stages run writes, against the landing batch's bytes (its snapshot, the clean media, the shards);
+# the folders are kept to the end (see above), so the disk must hold them all.
+WRITTEN_PER_BATCH_BYTE = 2.0
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in folder.rglob("*") if entry.is_file())
+
+
+def file_creation_probe(folder: Path, files: int = PROBE_FILES) -> float:
+    """Microseconds of this process's CPU time (the kernel's, mostly) per empty file created in `folder`;
+    the files stay, as every run's do, until the benchmark ends."""
+    folder.mkdir(parents=True)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    for index in range(files):
+        with open(folder / f"{index}.probe", "wb"):
+            pass
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / files * 1e6
+
+
+def require_disk(root: Path, batch: Path, runs: int) -> None:
+    """Stop before a size's runs when the disk cannot hold their folders (kept until the end)."""
+    needed = int(folder_bytes(batch) * WRITTEN_PER_BATCH_BYTE * runs)
+    free = shutil.disk_usage(root).free
+    if free < needed + (1 << 30):
+        raise SystemExit(f"{root} has {free / 2**30:.1f} GiB free; {runs} stages runs of {batch.name} keep about"
+                         f" {needed / 2**30:.1f} GiB until the benchmark ends (plus 1 GiB spare): free some space or"
+                         " pass fewer --repeats")
 
 
 def kaldi_native_log_mel(wave, rate: int, n_mels: int, frames: int):
@@ -139,11 +177,12 @@ def main() -> None:
         for size in args.sizes:
             batch = root / f"batch-{size}"
             build_scaled_batch(root / "base", batch, size)
+            require_disk(root, batch, args.repeats)
             pairs = []
             for repeat in range(args.repeats):  # interleaved, so a busy spell on the machine hits both alike
                 bare = run_child("bare", batch, root / f"bare-{size}")
-                stages = run_child("stages", batch, root / f"work-{size}")
-                shutil.rmtree(root / f"work-{size}", ignore_errors=True)
+                create_us = file_creation_probe(root / f"probe-{size}-{repeat}")
+                stages = {**run_child("stages", batch, root / f"work-{size}-{repeat}"), "create_us_per_file": create_us}
                 own = run_child("bare-flywheel-fbank", batch, root / f"bare-{size}")
                 pairs.append({"bare": bare, "stages": stages, "bare_flywheel_fbank": own,
                               "ratio": stages["rows"] / stages["total_s"] / bare["rows_per_s"],
@@ -173,8 +212,8 @@ def main() -> None:
                   f"(pairs {[round(pair['user_ratio'], 2) for pair in pairs]}); system s "
                   + ", ".join(f"{k} {v:.1f}" for k, v in stages["system_seconds"].items()) + "; per stage "
                   + ", ".join(f"{k} {v:.1f} s" for k, v in stages["seconds"].items()) + "; peak RSS "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in stages["stage_peak_rss_mb"].items()) + " MB", flush=True)
-            shutil.rmtree(batch)
+                  + ", ".join(f"{k} {v:.0f}" for k, v in stages["stage_peak_rss_mb"].items()) + " MB; creating a file "
+                  + ", ".join(f"{pair['stages']['create_us_per_file']:.0f}" for pair in pairs) + " us", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     smallest = sizes[0]["stages"]["stage_peak_rss_mb"]
