@@ -136,6 +136,19 @@ def _silence_ratio(wave: np.ndarray, sample_rate: int) -> float:
     return float((energy < 10 ** (-30 / 20)).mean())
 
 
+def _silence_ratios(waves: list[np.ndarray], sample_rate: int) -> np.ndarray:
+    """`_silence_ratio` of several clips, their whole frames judged together (each frame's mean as alone)."""
+    frame = max(int(SILENCE_FRAME_SECONDS * sample_rate), 1)
+    counts = np.array([len(wave) // frame for wave in waves])
+    whole = [wave[: n * frame].reshape(-1, frame) for wave, n in zip(waves, counts) if n]
+    quiet = np.sqrt((np.concatenate(whole) ** 2).mean(axis=1)) < 10 ** (-30 / 20) if whole else np.zeros(0, bool)
+    clip = np.repeat(np.arange(len(waves)), counts)  # each frame's clip
+    ratios = np.bincount(clip, weights=quiet, minlength=len(waves)).astype(np.float64) / np.maximum(counts, 1)
+    for i in np.flatnonzero(counts == 0):  # shorter than a frame: the clip is its one frame
+        ratios[i] = _silence_ratio(waves[i], sample_rate)
+    return ratios
+
+
 def pitch_frame_count(n_samples: int, sample_rate: int) -> int:
     """How many 40 ms frames, every 20 ms, a clip of `n_samples` holds (none when it is shorter than one)."""
     frame, hop = int(PITCH_FRAME_SECONDS * sample_rate), int(PITCH_HOP_SECONDS * sample_rate)
@@ -166,18 +179,25 @@ def audio_stats_batch(waves: list[np.ndarray], sample_rate: int) -> dict[str, np
     # the pitch looks at; a length the FFT factors well.
     n_fft = fft.next_fast_len(frame + hi, real=True)
     counts = [pitch_frame_count(len(wave), sample_rate) for wave in waves]
-    window = np.hanning(frame)
-    windowed = np.concatenate([  # (F, frame) float64; a clip shorter than a frame is one frame, unwindowed
-        np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop] * window if n
-        else np.pad(np.asarray(wave, np.float64), (0, frame - len(wave)))[None]
-        for wave, n in zip(waves, counts)])
-    spectrum = fft.rfft(windowed, n=n_fft, axis=1)  # (F, n_fft // 2 + 1) of every clip's frames
-    energy = np.einsum("ij,ij->i", windowed, windowed)
-    del windowed
-    magnitude = np.abs(spectrum)
-    del spectrum
     sizes = np.maximum(counts, 1)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    window = np.hanning(frame)
+    # Every clip's frames, windowed straight into one zero-padded (F, n_fft) float64 array that the FFT may
+    # overwrite: padding a separate array of frames (what rfft(n=...) does) cost as much as the FFT itself
+    padded = np.zeros((int(sizes.sum()), n_fft))
+    for wave, n, start in zip(waves, counts, starts):
+        if n:
+            np.multiply(np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop], window,
+                        out=padded[start : start + n, :frame])
+        else:  # a clip shorter than a frame is one frame, unwindowed
+            padded[start, : len(wave)] = wave
+    windowed = padded[:, :frame]
+    energy = np.einsum("ij,ij->i", windowed, windowed)
+    del windowed
+    spectrum = fft.rfft(padded, axis=1, overwrite_x=True)  # (F, n_fft // 2 + 1) of every clip's frames
+    del padded
+    magnitude = np.abs(spectrum)
+    del spectrum
     summed = np.add.reduceat(magnitude, starts, axis=0)  # (N, bins): each clip's frames' spectra summed
     total = summed.sum(axis=1)
     centroid = np.divide(summed @ np.fft.rfftfreq(n_fft, 1.0 / sample_rate), total, out=np.zeros(len(waves)),
@@ -194,7 +214,7 @@ def audio_stats_batch(waves: list[np.ndarray], sample_rate: int) -> dict[str, np
     bounds = np.searchsorted(clip_of, np.arange(len(waves) + 1))  # f0 of clip i: f0[bounds[i]:bounds[i + 1]]
     pitch = np.array([np.median(f0[bounds[i] : bounds[i + 1]]) if bounds[i + 1] > bounds[i] else np.nan
                       for i in range(len(waves))])
-    silence = np.array([_silence_ratio(wave, sample_rate) for wave in waves])
+    silence = _silence_ratios(waves, sample_rate)
     return {"aud_silence_ratio": silence, "aud_centroid_hz": centroid, "aud_pitch_hz": pitch}
 
 
