@@ -49,8 +49,8 @@ ROWS_NAME = "rows.jsonl"
 DONE_NAME = "_SUCCESS.json"
 _CHUNK = 1 << 20
 _UNREADABLE = {"bad_json", "bad_encoding"}  # reasons that mean a line was not a JSON object at all
-# Manifest lines per unit of parallel work (a chunk, hashed by the scan and copied by the snapshot):
-# CHUNKS_PER_WORKER units per worker, but at least CHUNK_LINES lines, so a small batch pays little per-unit
+# Manifest lines per unit of parallel work (a chunk: copied into the snapshot, and hashed by a scan before when
+# the manifest is known): CHUNKS_PER_WORKER units per worker, but at least CHUNK_LINES lines, so a small batch pays little per-unit
 # overhead, and at most MAX_CHUNK_LINES, so a worker's part of `rows.jsonl` stays small. The chunks change
 # how the work is spread, never the batch id or the snapshot.
 CHUNK_LINES, MAX_CHUNK_LINES, CHUNKS_PER_WORKER = 512, 4096, 2
@@ -346,7 +346,8 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, lines: int, origin
         parts = (map_chunks or map_in_order)(copy_manifest_chunk, manifest_chunks(data, lines), source, staging)
         try:
             for part in parts:
-                if fold.add(part.scan) != (next(expected, None) if expected is not None else fold.chunk_sha256[-1]):
+                copied = fold.add(part.scan)
+                if expected is not None and copied != next(expected, None):  # the scan's chunks are these
                     raise BatchError(
                         f"{source} changed while it was ingested (a file was written, replaced or removed between"
                         " the hash and the copy); nothing was ingested: retry once the upload is complete"
