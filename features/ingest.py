@@ -50,9 +50,9 @@ DONE_NAME = "_SUCCESS.json"
 _CHUNK = 1 << 20
 _UNREADABLE = {"bad_json", "bad_encoding"}  # reasons that mean a line was not a JSON object at all
 # Manifest lines per unit of parallel work (a chunk: copied into the snapshot, and hashed by a scan before when
-# the manifest is known): CHUNKS_PER_WORKER units per worker, but at least CHUNK_LINES lines, so a small batch pays little per-unit
-# overhead, and at most MAX_CHUNK_LINES, so a worker's part of `rows.jsonl` stays small. The chunks change
-# how the work is spread, never the batch id or the snapshot.
+# the manifest is known): CHUNKS_PER_WORKER units per worker, but at least CHUNK_LINES lines, so a small batch
+# pays little per-unit overhead, and at most MAX_CHUNK_LINES, so a worker's part of `rows.jsonl` stays small.
+# The chunks change how the work is spread, never the batch id or the snapshot.
 CHUNK_LINES, MAX_CHUNK_LINES, CHUNKS_PER_WORKER = 512, 4096, 2
 
 _Part = TypeVar("_Part")
@@ -508,7 +508,8 @@ def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: s
             if (final / DONE_NAME).is_file():
                 shutil.rmtree(staging)
                 return _known(final, copied)
-            save_json(staging / DONE_NAME, {"batch_id": copied.batch_id, "source": recorded_source, "rows": copied.accepted})
+            save_json(staging / DONE_NAME,
+                      {"batch_id": copied.batch_id, "source": recorded_source, "rows": copied.accepted})
             publish_directory(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
