@@ -26,7 +26,7 @@ Nothing a run writes is deleted before the benchmark ends. On ext4, creating a f
 deleted is slow: looking for a free inode, the kernel skips those freed in the last minutes, reading each
 one's record to tell (`recently_deleted`, most of the kernel's time in a profile). Measured here, creating
 10,000 empty files took 0.24 s of system time after five quiet minutes and 3.5 s right after deleting about 40,000;
-the stages create three files a row, so deleting the previous run's folder moved the ratio by more than any
+the stages create three files a row, so deleting the previous run's folder could move the ratio more than any
 change to the code. Before each stages run the benchmark times creating PROBE_FILES empty files where the
 run writes (`create_us_per_file`), so a slow disk shows in the results.
 
