@@ -153,7 +153,6 @@ class _Scan:
     rows_in: int  # non-blank manifest lines
     accepted: int
     rejected: list[QuarantineRecord]
-    chunk_lines: int = 0  # lines per chunk: the snapshot copies the chunks the scan hashed
     chunk_sha256: tuple[bytes, ...] = ()  # per chunk, the sha256 of its ScanPart.files
 
 
@@ -220,8 +219,8 @@ class _ScanFold:
     """The chunks' scans folded, in chunk order, into the batch's: the id hashes the manifest and every existing
     file it names (in manifest order), whatever the chunks."""
 
-    def __init__(self, data: bytes, lines: int) -> None:
-        self.digest, self.lines = hashlib.sha256(data), lines
+    def __init__(self, data: bytes) -> None:
+        self.digest = hashlib.sha256(data)
         self.rows_in, self.accepted, self.rejected, self.chunk_sha256 = 0, 0, [], []
 
     def add(self, part: ScanPart) -> bytes:
@@ -234,23 +233,23 @@ class _ScanFold:
 
     def result(self, origin: str) -> _Scan:
         _refuse_unreadable_manifest(origin, self.accepted, self.rejected)
-        return _Scan(self.digest.hexdigest()[:16], self.rows_in, self.accepted, self.rejected, self.lines,
-                     tuple(self.chunk_sha256))
+        return _Scan(self.digest.hexdigest()[:16], self.rows_in, self.accepted, self.rejected, tuple(self.chunk_sha256))
 
 
-def _scan_batch(source: Path, data: bytes, origin: str | None = None, map_chunks: ChunkMapper | None = None,
-                workers: int = 1) -> _Scan:
-    """Rows are parsed and their files hashed a chunk at a time: memory does not grow with the batch.
-    `origin` names the batch in error messages when `source` is a local copy of a remote one."""
-    fold = _ScanFold(data, chunk_lines(data, workers))
-    for part in (map_chunks or map_in_order)(scan_manifest_chunk, manifest_chunks(data, fold.lines), source):
+def _scan_batch(source: Path, data: bytes, lines: int, origin: str | None = None,
+                map_chunks: ChunkMapper | None = None) -> _Scan:
+    """Rows are parsed and their files hashed a chunk of `lines` lines at a time: memory does not grow with the
+    batch. `origin` names the batch in error messages when `source` is a local copy of a remote one."""
+    fold = _ScanFold(data)
+    for part in (map_chunks or map_in_order)(scan_manifest_chunk, manifest_chunks(data, lines), source):
         fold.add(part)
     return fold.result(origin or str(source))
 
 
 def compute_batch_id(source: Path) -> str:
     """Content hash of the manifest and of every existing file it names (in manifest order)."""
-    return _scan_batch(source, _read_manifest(source)).batch_id
+    data = _read_manifest(source)
+    return _scan_batch(source, data, chunk_lines(data, workers=1)).batch_id
 
 
 def _copy_and_hash(path: str, target: str, made: set[str]) -> str:
@@ -340,7 +339,7 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, lines: int, origin
     the bytes copied. With `scanned` (a scan made before, with the same chunks), the bytes copied must be the
     bytes scanned."""
     (staging / MANIFEST_NAME).write_bytes(data)
-    fold = _ScanFold(data, lines)
+    fold = _ScanFold(data)
     expected = iter(scanned.chunk_sha256) if scanned is not None else None
     with (staging / ROWS_NAME).open("wb") as rows:
         parts = (map_chunks or map_in_order)(copy_manifest_chunk, manifest_chunks(data, lines), source, staging)
@@ -495,14 +494,14 @@ def _known(final: Path, scan: _Scan) -> IngestResult:
 def _ingest_folder(source: Path, lake_raw: Path, recorded_source: str, origin: str | None = None,
                    map_chunks: ChunkMapper | None = None, workers: int = 1) -> IngestResult:
     data = _read_manifest(source)
-    origin = origin or str(source)
-    scan = _scan_batch(source, data, origin, map_chunks, workers) if _manifest_in_lake(lake_raw, data) else None
+    origin, lines = origin or str(source), chunk_lines(data, workers)  # the scan and the copy cut the same chunks
+    scan = _scan_batch(source, data, lines, origin, map_chunks) if _manifest_in_lake(lake_raw, data) else None
     if scan is not None and (lake_raw / scan.batch_id / DONE_NAME).is_file():
         return _known(lake_raw / scan.batch_id, scan)  # no lock needed: a published snapshot never changes
     # A new manifest is copied before its id is known: into a staging folder named for no batch
     staging = make_staging_dir(lake_raw / ("incoming" if scan is None else scan.batch_id))
     try:
-        copied = _write_snapshot(source, data, staging, chunk_lines(data, workers), origin, map_chunks, scan)
+        copied = _write_snapshot(source, data, staging, lines, origin, map_chunks, scan)
         final = lake_raw / copied.batch_id
         with ingest_lock(lake_raw, copied.batch_id):  # a concurrent ingest of the same bytes publishes it once
             if (final / DONE_NAME).is_file():
