@@ -225,3 +225,25 @@ def test_ingest_and_clean_leave_no_file_name_in_the_interpreters_interned_string
     assert not interned, interned[:5]
     clean_batch(raw, tmp_path / "clean", clean_params(load_settings(tmp_path / "home", PROJECT / "params.yaml")))
     assert not interned, interned[:5]
+
+
+_COPY_ON_WRITE = """
+from features.env import apply_process_environment
+apply_process_environment()
+import numpy as np
+import pandas as pd
+table = pd.DataFrame({"a": np.arange(100_000.0), "b": np.ones(100_000)})
+kept = table[table["a"].notnull()]  # what GX does per expectation: every row passes, so a copy of all of them
+shared = np.shares_memory(kept["b"].to_numpy(), table["b"].to_numpy())
+kept.loc[0, "b"] = 5.0  # a write to one side copies it then; the other keeps its values
+print(shared, table.loc[0, "b"], kept.loc[0, "b"])
+"""
+
+
+def test_a_flywheel_process_copies_a_table_only_when_a_copy_is_written():
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in _child_env().items() if key != "PANDAS_COPY_ON_WRITE"}
+    done = subprocess.run([sys.executable, "-c", _COPY_ON_WRITE], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "1.0", "5.0"]

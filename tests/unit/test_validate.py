@@ -81,6 +81,15 @@ def test_the_result_carries_the_run_id_as_its_gx_run_name_and_names_its_own_data
     assert len(stored) == 1 and json.loads(stored[0].read_text())["meta"]["run_id"]["run_name"] == run_id
 
 
+def test_gx_does_not_hash_every_value_of_the_table(tmp_path: Path) -> None:
+    # GX fingerprints a batch by hashing each value (a Python string per Arrow-backed value: 16 MB at 100k rows,
+    # benchmarks/data_plane.py); flywheel turns it off through GX's threshold, and reads no fingerprint.
+    validate_rows(make_clean_rows(), tmp_path / "gx", PARAMS, batch_id="b1")
+    (stored,) = (tmp_path / "gx").rglob("validations/clean_rows/*/*/*.json")
+    markers = json.loads(stored.read_text())["meta"]["batch_markers"]
+    assert "ge_load_time" in markers and "pandas_data_fingerprint" not in markers
+
+
 def test_a_batch_id_that_reads_as_a_time_still_gets_its_data_docs_page(tmp_path: Path) -> None:
     # Without a run id the batch id is the run name; an all-numeric one overflows dateutil, with which GX titles the page.
     outcome = validate_rows(make_clean_rows(), tmp_path / "gx", PARAMS, batch_id="5537131626864212")
