@@ -40,8 +40,9 @@ MEMORY_DEFAULTS: dict[str, str] = {
     "ARROW_DEFAULT_MEMORY_POOL": "system",
     # pandas' Copy-on-Write (the default from pandas 3): a copy shares its data until one side is written.
     # GX copies the whole clean table for each per-row expectation (to drop the column's nulls; a column
-    # without any is "filtered" by a full copy), so validation's peak over its start at 100k rows fell from
-    # 18-19 MB to 9-13. flywheel's results are the same in either mode; a value set outside stays.
+    # without any is "filtered" by a full copy); with GX's fingerprint off too (features/validate.py),
+    # validation's peak over its start at 100k rows fell from 18-19 MB to 9-13 under it. flywheel's results are
+    # the same in either mode; a value set outside stays.
     "PANDAS_COPY_ON_WRITE": "1",
 }
 

@@ -93,8 +93,9 @@ _BATCH_RESULT_FORMAT: dict[str, Any] = {
 # GX fingerprints every in-memory batch (a hash of every value, kept as a batch marker in the result) when the
 # frame's shallow size is under this threshold. flywheel reads no marker, and the hash makes a Python string of
 # every value of an Arrow-backed text column: at 100k clean rows, 16 MB of validation's 22 MB peak over its start
-# (benchmarks/data_plane.py) and the time to hash each column. A threshold of 0 skips it; the name is GX 1.x's
-# (tests/unit/test_validate.py fails when an upgrade renames it).
+# and the time to hash each column (docs/reference/testing.md, session 21). A threshold of 0 skips it, for every
+# pandas batch GX validates in this process; the name is GX 1.x's (tests/unit/test_validate.py fails when an
+# upgrade renames it).
 pandas_execution_engine.HASH_THRESHOLD = 0
 
 

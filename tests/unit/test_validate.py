@@ -83,7 +83,7 @@ def test_the_result_carries_the_run_id_as_its_gx_run_name_and_names_its_own_data
 
 def test_gx_does_not_hash_every_value_of_the_table(tmp_path: Path) -> None:
     # GX fingerprints a batch by hashing each value (a Python string per Arrow-backed value: 16 MB at 100k rows,
-    # benchmarks/data_plane.py); flywheel turns it off through GX's threshold, and reads no fingerprint.
+    # docs/reference/testing.md); flywheel turns it off through GX's threshold, and reads no fingerprint.
     validate_rows(make_clean_rows(), tmp_path / "gx", PARAMS, batch_id="b1")
     (stored,) = (tmp_path / "gx").rglob("validations/clean_rows/*/*/*.json")
     markers = json.loads(stored.read_text())["meta"]["batch_markers"]
