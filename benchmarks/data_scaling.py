@@ -86,6 +86,18 @@ class RssSampler:
         return max(self._max, self._rss()) / 2**20
 
 
+def _anon_huge_pages_mb() -> float | None:
+    """The process's anonymous memory held in transparent huge pages, MB (None where the kernel does not say)."""
+    try:
+        with open("/proc/self/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     """Run the data stages as plain functions; seconds and peak RSS per stage and for the process; with
     `prefect`, also clean through the lifecycle's Prefect subflow."""
@@ -137,10 +149,14 @@ def measure(batch: Path, work: Path, prefect: bool = True) -> dict:
     timed("model_inputs", save_model_input_shards, work / "inputs", clean_dir, accepted, input_spec(settings))
     rows = ingested.report.rows_in
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before Prefect joins the process
+    # Transparent huge pages in RSS (numpy advises them for large arrays): a 2 MB page counts whole, so a run that
+    # gets them reads higher than one that does not (the floor moved 291 <-> 313 MB with the same code in session 21)
+    huge_mb = _anon_huge_pages_mb()
     result = {"rows": rows, "seconds": dict(seconds), "rows_per_s": {k: rows / v for k, v in seconds.items()},
               "total_s": sum(seconds.values()), "cpu_seconds": dict(cpu_seconds), "total_cpu_s": sum(cpu_seconds.values()),
               "system_seconds": dict(system_seconds), "total_system_s": sum(system_seconds.values()),
-              "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb, "stage_start_rss_mb": stage_start_mb}
+              "peak_rss_mb": peak_mb, "stage_peak_rss_mb": stage_peak_mb, "stage_start_rss_mb": stage_start_mb,
+              "anon_huge_pages_mb": huge_mb}
     if prefect:
         result["clean_prefect_s"] = measure_prefect_clean(ingested.batch_dir, work)
         result["clean_prefect_ratio"] = result["clean_prefect_s"] / seconds["clean"]
