@@ -219,8 +219,8 @@ def main() -> None:
     smallest = sizes[0]["stages"]["stage_peak_rss_mb"]
     for entry in sizes:
         entry["stage_peak_growth"] = {k: v / smallest[k] for k, v in entry["stages"]["stage_peak_rss_mb"].items()}
-        # The ratio depends on the process's floor (its imports: 289 MB in session 20, 313 with the same code on
-        # session 21's install), so the growth in MB and the floor are kept beside it
+        # The ratio depends on the process's floor (what it holds when ingest starts: 291 or 313 MB with the same
+        # code within session 21), so the growth in MB and the floor are kept beside it
         entry["stage_peak_growth_mb"] = {k: v - smallest[k] for k, v in entry["stages"]["stage_peak_rss_mb"].items()}
         entry["process_floor_mb"] = entry["stages"]["stage_start_rss_mb"]["ingest"]
     if len(sizes) > 1:
