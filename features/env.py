@@ -33,6 +33,15 @@ QUIET_DEFAULTS: dict[str, str] = {
     "TRANSFORMERS_VERBOSITY": "error",
 }
 
+# Server features flywheel never uses, off in every server a flywheel process starts (`flywheel ui`, a test's
+# `mlflow server`) unless set outside. MLflow's job execution (a job runner and up to 10 huey consumers per
+# `mlflow server` or `mlflow ui` with a database store) serves GenAI scorers, evaluation and prompt optimisation:
+# idle, those consumers polled through 52 CPU-s of the test suite's 1,560 (session 22). The compose stack's
+# server sets the same.
+UNUSED_SERVICES_OFF: dict[str, str] = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
 # How the table libraries hold memory; read when pyarrow and pandas are imported, so set before either is.
 MEMORY_DEFAULTS: dict[str, str] = {
     # Arrow's default jemalloc pool keeps freed buffers for reuse, so a clean of 20k rows ended
@@ -61,7 +70,7 @@ MLFLOW_HTTP_RETRIES: dict[str, str] = {
 
 def cache_dir() -> Path:
     """Where flywheel keeps what it can make again on this machine (an empty MLflow store, the class prompts'
-    embeddings): $FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel. Everything in it
+    and the captions' embeddings): $FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel. Everything in it
     is keyed by what it was made from: removing it costs a recomputation, never a result."""
     if os.environ.get("FLYWHEEL_CACHE_DIR"):
         return Path(os.environ["FLYWHEEL_CACHE_DIR"])
@@ -70,11 +79,11 @@ def cache_dir() -> Path:
 
 def apply_process_environment() -> None:
     """Switch every library's telemetry off and keep model hubs offline for this process and its children;
-    Arrow's and pandas' memory modes (MEMORY_DEFAULTS: before either is imported); MLflow's per-request
-    retries sized for a server blip."""
+    server features flywheel never uses off (UNUSED_SERVICES_OFF); Arrow's and pandas' memory modes
+    (MEMORY_DEFAULTS: before either is imported); MLflow's per-request retries sized for a server blip."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
-    for key, value in {**QUIET_DEFAULTS, **MEMORY_DEFAULTS, **MLFLOW_HTTP_RETRIES}.items():
+    for key, value in {**QUIET_DEFAULTS, **UNUSED_SERVICES_OFF, **MEMORY_DEFAULTS, **MLFLOW_HTTP_RETRIES}.items():
         os.environ.setdefault(key, value)
 
 

@@ -32,8 +32,7 @@ def run_pages(settings: Settings, run_id: str | None) -> dict[str, str]:
 def write_model_card(settings: Settings, version: str, decision: dict[str, Any] | None = None) -> str:
     """Render and write `version`'s card from its tags, the gate's `decision` (None: not gated yet) and
     the plots its training run logged; returns the card. The same inputs write the same text."""
-    from models.model_card import card_lineage, render_model_card, render_run_note, run_page
-    from models.tracking import PLOTS_DIR
+    from models.model_card import PLOTS_DIR, card_lineage, render_model_card, render_run_note, run_page
 
     registry = registry_for(settings)
     client = registry.client()

@@ -27,6 +27,10 @@ from urllib.parse import quote, urlencode
 
 from models.gate import NOT_APPLICABLE, Check
 
+# The training run's artifact folder of figures (models.tracking logs them; the card links them). Here, not in
+# models.tracking: the register and gate stages write cards without importing the plotting libraries.
+PLOTS_DIR = "plots"
+
 CARD_MAX_CHARS = 5000  # MLflow's SQL stores keep a model version's description in a VARCHAR(5000)
 NOTE_MAX_CHARS = 5000  # a run tag holds 8000; the note stays a summary that points at the card
 WINDOW_SHOWN = 12  # training batches named on the card; the rest are counted (all are in `training_batches`)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,10 @@ ENCODE_BATCH_SIZE = 64  # sentences per forward pass; short captions, so memory 
 # `dvc repro`, a model server starting) never imports sentence-transformers: 5.0 CPU-s of imports after torch
 # and MLflow, plus 0.35 s to load and run the encoder. FLYWHEEL_CACHE_DIR moves the folder.
 PROMPTS_CACHE = "class-prompts"
+# Each distinct text's embedding (captions, mostly), kept the same way in one SQLite file per encoder version:
+# a retraining on batches seen before, or the next `dvc repro` stage, reads them instead of loading the encoder.
+TEXTS_CACHE = "text-embeddings"
+_KEYS_PER_QUERY = 900  # under SQLite's bound on a statement's parameters (999 in older builds)
 
 
 @lru_cache(maxsize=1)
@@ -122,3 +127,85 @@ def _encode_class_prompts(prompts: list[list[str]]) -> np.ndarray:
         out.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
         start += len(texts)
     return np.asarray(out, dtype=np.float32).reshape(len(prompts), TEXT_EMBED_DIM)
+
+
+def embed_texts(texts: Sequence[str]) -> np.ndarray:
+    """`encode_texts` through flywheel's cache folder (`features.env.cache_dir()`): a text this machine's encoder
+    (the same package versions) embedded before is read back, the others are encoded and kept. Every caller gets
+    the kept values, so two processes that encode the same new text at once still train on the same numbers.
+    A cache that cannot be read or written costs a warning and the encoder, never a result."""
+    if isinstance(texts, str):
+        raise TypeError("embed_texts takes a list of strings, not a single string")
+    texts = [str(text) for text in texts]
+    if not texts:
+        return np.zeros((0, TEXT_EMBED_DIM), dtype=np.float32)
+    distinct = list(dict.fromkeys(texts))
+    keys = [hashlib.sha256(text.encode("utf-8")).digest()[:16] for text in distinct]
+    try:
+        kept = _TextStore(_texts_path()).embed(keys, distinct)
+    except (sqlite3.Error, OSError) as err:
+        log.warning("text embeddings cache %s unusable (%s): encoding %d texts", _texts_path(), err, len(distinct))
+        return encode_texts(texts)
+    by_text = dict(zip(distinct, (kept[key] for key in keys)))
+    return np.stack([by_text[text] for text in texts])
+
+
+def _texts_path() -> Path:
+    from features.env import cache_dir
+
+    key = hashlib.sha256(json.dumps({"encoder": _encoder_versions()}).encode()).hexdigest()[:32]
+    return cache_dir() / TEXTS_CACHE / f"{key}.sqlite"
+
+
+class _TextStore:
+    """Embeddings by text key in one SQLite file (WAL: readers never wait for a writer; each write is a
+    transaction, so a process killed mid-write leaves the file as it was). A file that is not such a database
+    (cut short by a copy, another program's) is removed and made again: it holds nothing that cannot be encoded."""
+
+    VECTOR_BYTES = TEXT_EMBED_DIM * 4
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def embed(self, keys: list[bytes], texts: list[str]) -> dict[bytes, np.ndarray]:
+        try:
+            return self._embed(keys, texts)
+        except sqlite3.DatabaseError as err:
+            if isinstance(err, sqlite3.OperationalError):  # locked past the timeout, disk full: not the file's fault
+                raise
+            log.warning("text embeddings cache %s is not a database this code wrote (%s): made again", self.path, err)
+            for leftover in (self.path, self.path.with_name(self.path.name + "-wal"),
+                             self.path.with_name(self.path.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+            return self._embed(keys, texts)
+
+    def _embed(self, keys: list[bytes], texts: list[str]) -> dict[bytes, np.ndarray]:
+        connection = sqlite3.connect(self.path, timeout=60.0)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL)"
+                               " WITHOUT ROWID")
+            kept = self._read(connection, keys)
+            missing = [at for at, key in enumerate(keys) if key not in kept]
+            if missing:
+                encoded = encode_texts([texts[at] for at in missing])
+                with connection:  # one transaction; a valid vector another process kept first stays
+                    connection.executemany(
+                        "INSERT INTO embeddings (key, vector) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
+                        f" vector = excluded.vector WHERE length(vector) != {self.VECTOR_BYTES}",
+                        ((keys[at], encoded[row].tobytes()) for row, at in enumerate(missing)))
+                kept.update(self._read(connection, [keys[at] for at in missing]))
+            return kept
+        finally:
+            connection.close()
+
+    def _read(self, connection: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        kept: dict[bytes, np.ndarray] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            part = keys[start:start + _KEYS_PER_QUERY]
+            query = f"SELECT key, vector FROM embeddings WHERE key IN ({','.join('?' * len(part))})"
+            for key, vector in connection.execute(query, part):
+                if len(vector) == self.VECTOR_BYTES:  # another length: not this code's, encoded again
+                    kept[key] = np.frombuffer(vector, dtype=np.float32)
+        return kept

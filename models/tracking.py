@@ -37,13 +37,13 @@ from mlflow.types.schema import Array, ColSpec, Schema
 from features.transient import retry_transient
 from models.evaluate import EvalData, evaluated_modalities, predict_zero_shot
 from models.imagebind import VISION, ImageBind, ImageBindConfig
+from models.model_card import PLOTS_DIR
 from models.plots import confusion_matrix_figure, embedding_map_figure, recall_curves_figure
 from models.retrieval import arithmetic_metrics, embed_eval_data, recall_curve, retrieval_metrics
 from models.train import STAGE_IMAGE_TEXT, TrainConfig, lr_at
 
 SYSTEM_METRICS_INTERVAL_S = 2.0  # MLflow's default (10 s) gives a 60 s demo training run only ~6 samples
 DATASET_NAME = "training-window"
-PLOTS_DIR = "plots"
 MAX_METRICS_PER_REQUEST = 1000  # MLflow's log_batch limit; an epoch of a large window has more steps
 # What DVC sets for the commands it runs (dvc/env.py), as tags: `dvc exp run` names the experiment, so the
 # MLflow UI finds the training runs `dvc exp show` lists (search `tags."dvc.exp_name" = '<name>'`).

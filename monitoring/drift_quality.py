@@ -35,13 +35,13 @@ def train_reference_model(inputs: ModelInputs, labels: pd.Series, model_config, 
     """An ImageBind trained on the reference window's complete rows (image <-> caption, audio -> image),
     with `train_config` (a TrainConfig) and `model_config` (an ImageBindConfig; None: its defaults)."""
     from models.imagebind import ImageBindConfig
-    from models.text import encode_texts
+    from models.text import embed_texts
     from models.train import TrainingData, train_imagebind
 
     keep = np.flatnonzero(inputs.has_image & inputs.has_audio & inputs.has_caption)
     part = inputs.take(keep)
     label = labels.reindex(part.sample_id).fillna(-1).to_numpy(dtype=np.int64)
-    data = TrainingData(image=part.image, audio=part.audio, text_emb=encode_texts(list(part.caption)), label=label)
+    data = TrainingData(image=part.image, audio=part.audio, text_emb=embed_texts(list(part.caption)), label=label)
     return train_imagebind(data, model_config or ImageBindConfig(), train_config).model
 
 

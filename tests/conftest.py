@@ -231,3 +231,29 @@ def pytest_collection_modifyitems(session, config, items):
     files fill in around the long ones instead of one long file running alone at the end of the session."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With FLYWHEEL_TEST_CPU_LOG set to a folder, each worker appends a line per test to a file there: the CPU
+    seconds (user + system) of the worker and of the child processes it reaped while the test ran (its setup,
+    a module fixture's included, and teardown), and the wall seconds. docs/reference/testing.md sums them by file."""
+    folder = os.environ.get("FLYWHEEL_TEST_CPU_LOG")
+    if not folder:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    cpu_before, wall_before = cpu(), time.perf_counter()
+    yield
+    line = {"test": item.nodeid, "cpu_s": round(cpu() - cpu_before, 2), "wall_s": round(time.perf_counter() - wall_before, 2)}
+    path = Path(folder) / f"cpu-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as log:
+        log.write(json.dumps(line) + "\n")

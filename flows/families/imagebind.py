@@ -126,14 +126,14 @@ def train_imagebind(request: TrainRequest) -> TrainOutcome:
     from models.imagebind import config_modalities
     from models.inputs import modalities_present
     from models.registry import log_training_run
-    from models.text import encode_class_prompts, encode_texts
+    from models.text import embed_texts, encode_class_prompts
     from models.tracking import EpochLogger, RunEvaluation, TrainingDataset, config_params, start_training_run
     from models.train import STAGE_IMAGE_TEXT, train_imagebind as fit, training_data_from_inputs
 
     settings, run_name, checkpoint_dir = request.settings, request.run_name, request.checkpoint_dir
     window = training_window(settings, captions_only=False)
     batches, inputs, label = window.batches, window.inputs, window.label
-    data = training_data_from_inputs(inputs, encode_texts(list(inputs.caption)), label)
+    data = training_data_from_inputs(inputs, embed_texts(list(inputs.caption)), label)
     tr = settings.params.train
     # The towers follow the data: vision and text always, plus each modality the window carries.
     model_config = stage_config.imagebind_config(tr, input_spec(settings),

@@ -56,11 +56,11 @@ def present_rows(inputs: ModelInputs, modality: str) -> np.ndarray:
 
 def lake_values(inputs: ModelInputs, modality: str, rows: np.ndarray) -> np.ndarray:
     """The model's input for `rows` of one API modality, as the API prepares a payload of it (captions
-    through the frozen MiniLM text encoder)."""
-    from models.text import encode_texts
+    through the frozen MiniLM text encoder, or flywheel's cache of its embeddings)."""
+    from models.text import embed_texts
 
     values = getattr(inputs, INPUT_FIELDS[modality])[rows]
-    return encode_texts(list(values)) if modality == "text" else values
+    return embed_texts(list(values)) if modality == "text" else values
 
 
 def raw_captions(inputs: ModelInputs, modality: str, rows: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The class prompts' embeddings are kept in flywheel's cache folder (models/text.py): a process that needs only
-them reads them without importing sentence-transformers, and gets exactly what encoding gave."""
+"""The class prompts' and the captions' embeddings are kept in flywheel's cache folder (models/text.py): a process
+that needs only them reads them without importing sentence-transformers, and gets exactly what encoding gave."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from models.text import PROMPTS_CACHE, encode_class_prompts
+from models.text import PROMPTS_CACHE, TEXTS_CACHE, embed_texts, encode_class_prompts, encode_texts
 
 PROMPTS = [["a photo of the digit zero", "zero"], ["a photo of the digit one", "one"]]
 READ_IN_A_NEW_PROCESS = """
@@ -53,3 +53,46 @@ def test_a_cut_short_or_foreign_cache_file_is_encoded_again_and_replaced(tmp_pat
     np.save(path, np.zeros((3, 384), np.float32))  # another shape under that name
     assert np.array_equal(encode_class_prompts(PROMPTS), encoded)
     assert np.array_equal(np.load(path), encoded)  # replaced by the right embeddings
+
+
+READ_TEXTS_IN_A_NEW_PROCESS = """
+import json, sys
+import numpy as np
+from models.text import embed_texts
+np.save(sys.argv[2], embed_texts(json.loads(sys.argv[1])))
+print(json.dumps({"sentence_transformers": "sentence_transformers" in sys.modules}))
+"""
+CAPTIONS = ["a handwritten seven", "the digit two, spoken", "a handwritten seven", "drei"]
+
+
+def test_a_later_process_reads_caption_embeddings_without_loading_the_encoder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_CACHE_DIR", str(tmp_path / "cache"))
+    embedded = embed_texts(CAPTIONS)
+    assert embedded.shape == (4, 384) and embedded.dtype == np.float32
+    assert np.allclose(embedded, encode_texts(CAPTIONS), atol=1e-6)  # what the encoder gives, row for row
+    assert np.array_equal(embedded[0], embedded[2])  # a repeated caption: one embedding
+    assert len(list((tmp_path / "cache" / TEXTS_CACHE).glob("*.sqlite"))) == 1
+    out = tmp_path / "read.npy"
+    done = subprocess.run([sys.executable, "-c", READ_TEXTS_IN_A_NEW_PROCESS, json.dumps(CAPTIONS[::-1]), str(out)],
+                          env={**os.environ, "FLYWHEEL_CACHE_DIR": str(tmp_path / "cache")},
+                          capture_output=True, text=True, check=True)
+    assert not json.loads(done.stdout.strip().splitlines()[-1])["sentence_transformers"]
+    assert np.array_equal(np.load(out), embedded[::-1])  # the very numbers, in the order asked
+
+    more = embed_texts(["a caption never seen", *CAPTIONS])  # only the new one is encoded; the rest as kept
+    assert np.array_equal(more[1:], embedded)
+    assert np.allclose(more[0], encode_texts(["a caption never seen"])[0], atol=1e-6)
+    assert embed_texts([]).shape == (0, 384)
+
+
+def test_a_damaged_caption_cache_is_made_again_with_a_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("FLYWHEEL_CACHE_DIR", str(tmp_path / "cache"))
+    embedded = embed_texts(CAPTIONS)
+    (path,) = (tmp_path / "cache" / TEXTS_CACHE).glob("*.sqlite")
+    path.write_bytes(b"not a database, a copy cut short" * 100)
+    for leftover in path.parent.glob("*.sqlite-*"):
+        leftover.unlink()
+    with caplog.at_level("WARNING", logger="models.text"):
+        again = embed_texts(CAPTIONS)
+    assert np.allclose(again, embedded, atol=1e-6) and "not a database this code wrote" in caplog.text
+    assert np.array_equal(embed_texts(CAPTIONS), again)  # kept again in the new file

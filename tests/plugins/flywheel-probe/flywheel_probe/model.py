@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.text import encode_texts
+from models.text import embed_texts, encode_texts
 
 FAMILY = "probe"
 EMBED_DIM = 384  # all-MiniLM-L6-v2's sentence embedding
@@ -39,14 +39,15 @@ class LinearProbe(torch.nn.Module):
 
 
 def fit_probe(captions: Sequence[str], labels: np.ndarray, n_classes: int, c: float, seed: int) -> LinearProbe:
-    """Logistic regression on the frozen embeddings of labelled captions (labels: class indices)."""
+    """Logistic regression on the frozen embeddings of labelled captions (labels: class indices), read from
+    flywheel's cache of them where an earlier training embedded the same captions."""
     from sklearn.linear_model import LogisticRegression
 
     labels = np.asarray(labels, dtype=np.int64)
     seen = np.unique(labels)
     if len(seen) < 2:
         raise ValueError(f"the probe needs captions of at least two classes; the window's labelled captions have {seen.tolist()}")
-    fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(encode_texts(list(captions)), labels)
+    fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(embed_texts(list(captions)), labels)
     probe = LinearProbe(n_classes)
     weight = np.zeros((n_classes, EMBED_DIM), np.float32)
     bias = np.full(n_classes, UNSEEN_CLASS_BIAS, np.float32)
