@@ -139,15 +139,16 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     texts = [str(text) for text in texts]
     if not texts:
         return np.zeros((0, TEXT_EMBED_DIM), dtype=np.float32)
-    distinct = list(dict.fromkeys(texts))
+    position: dict[str, int] = {}  # each distinct text's row in `distinct`
+    rows = np.fromiter((position.setdefault(text, len(position)) for text in texts), dtype=np.int64, count=len(texts))
+    distinct = list(position)
     keys = [hashlib.sha256(text.encode("utf-8")).digest()[:16] for text in distinct]
     try:
         kept = _TextStore(_texts_path()).embed(keys, distinct)
     except (sqlite3.Error, OSError) as err:
         log.warning("text embeddings cache %s unusable (%s): encoding %d texts", _texts_path(), err, len(distinct))
         return encode_texts(texts)
-    by_text = dict(zip(distinct, (kept[key] for key in keys)))
-    return np.stack([by_text[text] for text in texts])
+    return np.stack([kept[key] for key in keys])[rows]
 
 
 def _texts_path() -> Path:
