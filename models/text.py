@@ -197,6 +197,8 @@ class _TextStore:
                         f" vector = excluded.vector WHERE length(vector) != {self.VECTOR_BYTES}",
                         ((keys[at], encoded[row].tobytes()) for row, at in enumerate(missing)))
                 kept.update(self._read(connection, [keys[at] for at in missing]))
+                for row, at in enumerate(missing):  # not readable back (another program's row): as encoded here
+                    kept.setdefault(keys[at], encoded[row])
             return kept
         finally:
             connection.close()
