@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,13 @@ def test_a_record_of_a_killed_server_is_replaced_by_a_new_server(server_home):
 def test_a_recorded_pid_now_running_another_program_is_stale_and_left_alone(server_home):
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
+        # Popen returns while the kernel may still be laying out the new program's arguments: until then its
+        # /proc cmdline reads empty, which flywheel takes for a server of its own just started (seen once, on
+        # 2 busy cores). The case here is a pid that already runs another program.
+        cmdline = Path(f"/proc/{other.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while cmdline.exists() and not cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
         record = {"pid": other.pid, "api_url": "http://127.0.0.1:9/api", "command": fake_server(9)}
         (server_home / STATE_FILE).write_text(json.dumps(record))
         assert find_running_server(server_home) is None
