@@ -1,14 +1,14 @@
 """What keeping the captions' embeddings (models.text.embed_texts) saves a process that needs them.
 
-Training, the drift-quality reference and batch scoring embed the captions of their rows with the frozen MiniLM
-text encoder. A new process that finds them in flywheel's cache folder reads them from one SQLite file instead of
-importing sentence-transformers, loading the encoder and running it. This times that as whole processes, in
-pairs: each pair starts a process on an empty cache folder (it encodes every distinct caption and keeps them: the
-baseline, what every process paid before) and then one on the folder the first filled (flywheel now). Both
-import torch first, as every process that embeds captions (to train or score a model) does. Per process: CPU seconds (user + system, from the parent's view of its reaped child) and wall seconds; per pair, the
-ratio baseline / kept. The embeddings the two processes return are compared bit for bit. The captions are a
-manifest's `caption` field (default: the digits example's golden batch), repeated up to --rows. The machine's
-load average is recorded before and after.
+Training, the drift-quality reference and batch scoring embed the captions of their rows with the frozen MiniLM text
+encoder. A new process that finds them in flywheel's cache folder reads them from one SQLite file instead of
+importing sentence-transformers, loading the encoder and running it. This times that as whole processes, in pairs:
+each pair starts a process on an empty cache folder (it encodes every distinct caption and keeps them: the baseline,
+what every process paid before) and then one on the folder the first filled (flywheel now). Both import torch first,
+as every process that embeds captions (to train or score a model) does. Per process: CPU seconds (user + system,
+from the parent's view of its reaped child) and wall seconds; per pair, the ratio baseline / kept. The embeddings
+the two processes return are compared bit for bit. The captions are a manifest's `caption` field (default: the
+digits example's golden batch), repeated up to --rows. The machine's load average is recorded before and after.
 
 Usage: python benchmarks/caption_cache.py [--manifest FILE] [--rows 2000] [--pairs 3] [--out FILE]
 """
@@ -70,7 +70,8 @@ def timed_process(captions_file: Path, out: Path, cache: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--manifest", type=Path, default=PROJECT / "examples" / "digits" / "data" / "golden" / "manifest.jsonl")
+    parser.add_argument("--manifest", type=Path,
+                        default=PROJECT / "examples" / "digits" / "data" / "golden" / "manifest.jsonl")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=PROJECT / "benchmarks" / "results" / "caption_cache.json")
@@ -95,19 +96,21 @@ def main() -> None:
             pairs.append({"empty_cache": encoded, "kept": kept, "same_embeddings": same,
                           "cpu_ratio": round(encoded["cpu_s"] / kept["cpu_s"], 2),
                           "wall_ratio": round(encoded["wall_s"] / kept["wall_s"], 2)})
-            print(f"pair {pair + 1}/{args.pairs}: empty cache {encoded['cpu_s']:.2f} CPU-s ({encoded['wall_s']:.2f} s), "
-                  f"kept {kept['cpu_s']:.2f} CPU-s ({kept['wall_s']:.2f} s, encoder imported: "
-                  f"{kept['encoder_imported']}), x{pairs[-1]['cpu_ratio']:.2f} CPU, same embeddings: {same}", flush=True)
+            print(f"pair {pair + 1}/{args.pairs}: empty cache {encoded['cpu_s']:.2f} CPU-s "
+                  f"({encoded['wall_s']:.2f} s), kept {kept['cpu_s']:.2f} CPU-s ({kept['wall_s']:.2f} s, encoder "
+                  f"imported: {kept['encoder_imported']}), x{pairs[-1]['cpu_ratio']:.2f} CPU, same embeddings: {same}",
+                  flush=True)
     result = {
         "captions": len(captions), "distinct": len(set(captions)), "manifest": str(args.manifest),
         "pairs": pairs,
         "median_cpu_ratio": statistics.median(p["cpu_ratio"] for p in pairs),
         "median_wall_ratio": statistics.median(p["wall_ratio"] for p in pairs),
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": load_before[0], "load_avg_1m_after": os.getloadavg()[0]},
+        "machine": {"cpus": os.cpu_count(), "load_avg_1m_before": load_before[0],
+                    "load_avg_1m_after": os.getloadavg()[0]},
     }
     print(f"{result['captions']} captions ({result['distinct']} distinct): a process with them kept took "
-          f"1/{result['median_cpu_ratio']:.2f} of the CPU (1/{result['median_wall_ratio']:.2f} of the wall time) of one that "
-          "encoded them")
+          f"1/{result['median_cpu_ratio']:.2f} of the CPU (1/{result['median_wall_ratio']:.2f} of the wall time) "
+          "of one that encoded them")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")

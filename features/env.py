@@ -70,8 +70,8 @@ MLFLOW_HTTP_RETRIES: dict[str, str] = {
 
 def cache_dir() -> Path:
     """Where flywheel keeps what it can make again on this machine (an empty MLflow store, the class prompts'
-    and the captions' embeddings): $FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel. Everything in it
-    is keyed by what it was made from: removing it costs a recomputation, never a result."""
+    and the captions' embeddings): $FLYWHEEL_CACHE_DIR, else $XDG_CACHE_HOME/flywheel, else ~/.cache/flywheel.
+    Everything in it is keyed by what it was made from: removing it costs a recomputation, never a result."""
     if os.environ.get("FLYWHEEL_CACHE_DIR"):
         return Path(os.environ["FLYWHEEL_CACHE_DIR"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"

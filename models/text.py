@@ -143,10 +143,11 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     rows = np.fromiter((position.setdefault(text, len(position)) for text in texts), dtype=np.int64, count=len(texts))
     distinct = list(position)
     keys = [hashlib.sha256(text.encode("utf-8")).digest()[:16] for text in distinct]
+    path = _texts_path()
     try:
-        kept = _TextStore(_texts_path()).embed(keys, distinct)
+        kept = _TextStore(path).embed(keys, distinct)
     except (sqlite3.Error, OSError) as err:
-        log.warning("text embeddings cache %s unusable (%s): encoding %d texts", _texts_path(), err, len(distinct))
+        log.warning("text embeddings cache %s unusable (%s): encoding %d texts", path, err, len(distinct))
         return encode_texts(texts)
     return np.stack([kept[key] for key in keys])[rows]
 

@@ -252,7 +252,8 @@ def pytest_runtest_protocol(item, nextitem):
 
     cpu_before, wall_before = cpu(), time.perf_counter()
     yield
-    line = {"test": item.nodeid, "cpu_s": round(cpu() - cpu_before, 2), "wall_s": round(time.perf_counter() - wall_before, 2)}
+    line = {"test": item.nodeid, "cpu_s": round(cpu() - cpu_before, 2),
+            "wall_s": round(time.perf_counter() - wall_before, 2)}
     path = Path(folder) / f"cpu-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as log:

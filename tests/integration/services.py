@@ -20,19 +20,16 @@ from typing import Iterator
 
 POSTGRES_URI = os.environ.get("FLYWHEEL_TEST_POSTGRES_URI", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URI = os.environ.get("FLYWHEEL_TEST_REDIS_URI", "redis://127.0.0.1:6379/5")  # a database no one else uses
-# Every `mlflow server` the tests start runs without job execution: its job runner and 7 huey consumers
-# (10 processes, 2.0 GB RSS for the tree, against 2 and 0.5 GB without) serve only GenAI scorers, evaluation
-# and prompt optimisation, which nothing here submits; the compose stack's server runs the same way. It is a
-# flywheel process default (features.env.UNUSED_SERVICES_OFF); named here too, so a value set outside the
-# suite does not turn it back on for these servers.
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def mlflow_server_env(**extra: str) -> dict[str, str]:
-    """This process's environment for an `mlflow server`: telemetry and job execution off, plus `extra`."""
-    from features.env import TELEMETRY_OFF
+    """This process's environment for an `mlflow server`: telemetry and the server features flywheel never uses
+    off (features.env.UNUSED_SERVICES_OFF: MLflow's job runner and 7 huey consumers, 10 processes and 2.0 GB RSS
+    for the tree against 2 and 0.5 GB without), even where a value set outside the suite turned one on, plus
+    `extra`."""
+    from features.env import TELEMETRY_OFF, UNUSED_SERVICES_OFF
 
-    return {**os.environ, **TELEMETRY_OFF, **MLFLOW_SERVER_ENV, **extra}
+    return {**os.environ, **TELEMETRY_OFF, **UNUSED_SERVICES_OFF, **extra}
 
 
 def postgres_unreachable_reason() -> str | None:
