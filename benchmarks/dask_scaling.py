@@ -19,6 +19,10 @@ throughput (also per repeat, from the two runs taken back to back, since other w
 drifts), for the stages together (issue 17's target: >= 1.7) and for ingest and clean alone.
 On a machine with N free cores the ceiling is min(2, N); the serial parts (planning chunks,
 near-duplicate search, joining the chunk tables, the table-level stages) bound it below that.
+On a virtual machine whose cores the host shares with other guests, the ceiling itself moves from minute
+to minute: before and after each repeat, two units of pure-Python work run one after the other and then side by side
+in a warm pool of two processes, and their ratio (the mean of the two) is recorded beside the pair's
+(`machine_ceiling`).
 
 Usage: python benchmarks/dask_scaling.py [--rows 3000] [--repeats 3] [--out FILE] [--idle-other-cluster]
 """
@@ -29,6 +33,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -36,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -43,6 +49,31 @@ WORKER_COUNTS = (1, 2)
 BASE_SAMPLES = 400  # real demo samples the scaled batch is perturbed from (as in data_scaling.py)
 TARGET_RATIO = 1.7
 STAGES = ("ingest", "clean", "validate", "transform", "model_inputs")
+
+
+CEILING_LOOP = 15_000_000  # additions of the calibration's pure-Python loop: about a second on this machine
+
+
+def _spin(_: int) -> float:
+    """The calibration's unit of work: a pure-Python loop, timed inside its process."""
+    started = time.perf_counter()
+    total = 0
+    for value in range(CEILING_LOOP):
+        total += value
+    return time.perf_counter() - started
+
+
+def machine_ceiling(pool) -> float:
+    """What two processes get done against one on this machine right now: two units of `_spin` one after the other
+    over the same two side by side, in a warm pool of two processes. On a machine whose cores are shared with other
+    guests this moves from minute to minute (×1.27-2.24 in one session), and no code scales past it."""
+    started = time.perf_counter()
+    for unit in range(2):
+        pool.submit(_spin, unit).result()
+    serial = time.perf_counter() - started
+    started = time.perf_counter()
+    list(pool.map(_spin, range(2)))
+    return serial / (time.perf_counter() - started)
 
 
 def time_data_stages(settings, landing: Path, home: Path) -> tuple[dict[str, float], int]:
@@ -114,13 +145,19 @@ def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> di
         print(f"{n} worker(s){'' if method == 'alone' else ', the other cluster up'}, run {repeat + 1}: {total:.2f} s,"
               f" {rows / total:,.0f} rows/s (" + ", ".join(f"{k} {v:.1f} s" for k, v in stage_s.items()) + ")", flush=True)
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    ceilings: list[float] = []
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+            ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         flow(name="warm-up")(lambda: None)()  # starts the ephemeral API outside the timings
+        list(pool.map(_spin, range(2)))  # both pool processes started and warm
         for repeat in range(repeats):
+            before = machine_ceiling(pool)
             for n in WORKER_COUNTS:
                 with cluster(n) as alone:
                     warm(alone.scheduler_address)
                     timed("alone", n, alone.scheduler_address, repeat)
+            ceilings.append((before + machine_ceiling(pool)) / 2)
+            print(f"the machine's ceiling around repeat {repeat + 1}: ×{ceilings[-1]:.2f}", flush=True)
             if idle_other:
                 with cluster(1) as one, cluster(2) as two:
                     both = {1: one.scheduler_address, 2: two.scheduler_address}
@@ -156,6 +193,10 @@ def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> di
         "target_ratio": TARGET_RATIO,
         "met": stages["ratio_2_over_1"] >= TARGET_RATIO,
         "per_stage": {"ingest": ratios(("ingest",)), "clean": ratios(("clean",))},
+        # Two processes of pure Python against one, measured before and after each repeat's pair (their mean):
+        # the most any code could scale to on this machine at that time, and the stages' share of it
+        "machine_ceiling": {"per_repeat": ceilings, "median": statistics.median(ceilings),
+                            "pair_ratios_over_ceiling": [r / c for r, c in zip(stages["pair_ratios"], ceilings)]},
         **({"beside_idle_cluster": {"workers": per_workers("beside_idle_cluster"),
                                     **ratios(STAGES, "beside_idle_cluster")}} if idle_other else {}),
         "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_start": load_at_start, "load_avg_1m_at_end": os.getloadavg()[0],
@@ -187,7 +228,9 @@ def main() -> None:
           f"(per repeat {', '.join(f'×{r:.2f}' for r in result['pair_ratios'])}; target ≥ {TARGET_RATIO}, "
           f"met: {result['met']}); "
           + ", ".join(f"{name} ×{r['ratio_2_over_1']:.2f}" for name, r in result["per_stage"].items())
-          + f" ({result['machine']['cpus']} cpus, load {result['machine']['load_avg_1m_at_end']:.1f})")
+          + f" ({result['machine']['cpus']} cpus, load {result['machine']['load_avg_1m_at_end']:.1f}); the machine's"
+          f" ceiling ×{result['machine_ceiling']['median']:.2f} (per repeat "
+          + ", ".join(f"×{c:.2f}" for c in result["machine_ceiling"]["per_repeat"]) + ")")
     if "beside_idle_cluster" in result:
         beside = result["beside_idle_cluster"]
         print(f"with the other cluster up and idle: ratio ×{beside['ratio_2_over_1']:.2f} (per repeat "
