@@ -32,7 +32,7 @@ from features.clean_row import (
 )
 from features.decode import DecodeError
 from features.ingest import ROWS_NAME as RAW_ROWS_NAME
-from features.atomic import make_staging_dir, publish_directory, writing_back
+from features.atomic import make_staging_dir, publish_directory
 from features.io import save_parquet, save_table
 from features.manifest import FILE_FIELDS
 from features.memory import steady_allocation, table_allocation
@@ -448,7 +448,7 @@ def clean_batch(
             (staging / sub).mkdir()
         if params.inputs is not None:
             write_clean_inputs_spec(staging / CLEAN_INPUTS_DIR, params.inputs)
-        with single_threaded_blas(), writing_back():
+        with single_threaded_blas():
             outcomes = (map_chunks or map_chunks_with_threads)(chunks, raw_dir, staging, params)
         if len(outcomes) != len(chunks):
             raise RuntimeError(f"the chunk mapper returned {len(outcomes)} outcomes for {len(chunks)} chunks")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, TypeVar
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from features.atomic import make_staging_dir, publish_directory, work_name, writing_back
+from features.atomic import make_staging_dir, publish_directory, work_name
 from features.io import save_json
 from features.locks import ingest_lock
 from features.memory import steady_allocation
@@ -341,7 +341,7 @@ def _write_snapshot(source: Path, data: bytes, staging: Path, lines: int, origin
     (staging / MANIFEST_NAME).write_bytes(data)
     fold = _ScanFold(data)
     expected = iter(scanned.chunk_sha256) if scanned is not None else None
-    with (staging / ROWS_NAME).open("wb") as rows, writing_back():
+    with (staging / ROWS_NAME).open("wb") as rows:
         parts = (map_chunks or map_in_order)(copy_manifest_chunk, manifest_chunks(data, lines), source, staging)
         try:
             for part in parts:

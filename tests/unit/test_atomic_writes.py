@@ -178,31 +178,3 @@ def test_the_next_write_into_a_folder_removes_what_killed_writers_left_there(tmp
     left.write_text('{"half": ')
     save_json(tmp_path / "record-b.json", {"stage": "b"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["record-b.json"]
-
-
-def test_files_are_written_back_while_a_staging_folder_fills_and_not_after(tmp_path, monkeypatch):
-    """`writing_back` flushes in the background during the block (so the publish's flush has little left), and
-    its thread is gone once the block ends, also when the block raises."""
-    import threading
-
-    from features import atomic
-
-    flushed = threading.Event()
-    calls: list[float] = []
-    real_sync = os.sync
-
-    def recording_sync() -> None:
-        calls.append(time.monotonic())
-        real_sync()
-        flushed.set()
-
-    monkeypatch.setattr(atomic.os, "sync", recording_sync)
-    with pytest.raises(RuntimeError, match="the chunk failed"):
-        with atomic.writing_back(interval_s=0.01):
-            (tmp_path / "part-0.bin").write_bytes(os.urandom(1 << 16))
-            assert flushed.wait(timeout=60), "no background flush while the folder was being written"
-            raise RuntimeError("the chunk failed")
-    assert not [thread for thread in threading.enumerate() if thread.name == "flywheel-writeback"]
-    after = len(calls)
-    time.sleep(0.1)  # ten intervals: a thread left running would flush again
-    assert len(calls) == after
