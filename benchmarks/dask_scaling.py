@@ -51,7 +51,7 @@ TARGET_RATIO = 1.7
 STAGES = ("ingest", "clean", "validate", "transform", "model_inputs")
 
 
-CEILING_LOOP = 15_000_000  # additions of the calibration's pure-Python loop: about a second on this machine
+CEILING_LOOP = 15_000_000  # additions of the calibration's pure-Python loop: about 0.8 s on session 23's machine
 
 
 def _spin(_: int) -> float:
@@ -63,17 +63,17 @@ def _spin(_: int) -> float:
     return time.perf_counter() - started
 
 
-def machine_ceiling(pool) -> float:
+def machine_ceiling(pool) -> tuple[float, float]:
     """What two processes get done against one on this machine right now: two units of `_spin` one after the other
     over the same two side by side, in a warm pool of two processes. On a machine whose cores are shared with other
-    guests this moves from minute to minute (×1.27-2.24 in one session), and no code scales past it."""
+    guests this moves from minute to minute (×1.27-2.24 in one session), and no code scales past it. Returns that
+    ratio and the seconds one unit took alone (the machine's speed: the same loop on another machine or day)."""
     started = time.perf_counter()
-    for unit in range(2):
-        pool.submit(_spin, unit).result()
+    alone = [pool.submit(_spin, unit).result() for unit in range(2)]
     serial = time.perf_counter() - started
     started = time.perf_counter()
     list(pool.map(_spin, range(2)))
-    return serial / (time.perf_counter() - started)
+    return serial / (time.perf_counter() - started), min(alone)
 
 
 def time_data_stages(settings, landing: Path, home: Path) -> tuple[dict[str, float], int]:
@@ -146,18 +146,22 @@ def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> di
               f" {rows / total:,.0f} rows/s (" + ", ".join(f"{k} {v:.1f} s" for k, v in stage_s.items()) + ")", flush=True)
 
     ceilings: list[float] = []
+    unit_seconds: list[float] = []
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
             ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         flow(name="warm-up")(lambda: None)()  # starts the ephemeral API outside the timings
         list(pool.map(_spin, range(2)))  # both pool processes started and warm
         for repeat in range(repeats):
-            before = machine_ceiling(pool)
+            before, unit_s = machine_ceiling(pool)
             for n in WORKER_COUNTS:
                 with cluster(n) as alone:
                     warm(alone.scheduler_address)
                     timed("alone", n, alone.scheduler_address, repeat)
-            ceilings.append((before + machine_ceiling(pool)) / 2)
-            print(f"the machine's ceiling around repeat {repeat + 1}: ×{ceilings[-1]:.2f}", flush=True)
+            after, unit_after_s = machine_ceiling(pool)
+            ceilings.append((before + after) / 2)
+            unit_seconds.append(min(unit_s, unit_after_s))
+            print(f"the machine's ceiling around repeat {repeat + 1}: ×{ceilings[-1]:.2f} (one unit alone"
+                  f" {unit_seconds[-1]:.2f} s)", flush=True)
             if idle_other:
                 with cluster(1) as one, cluster(2) as two:
                     both = {1: one.scheduler_address, 2: two.scheduler_address}
@@ -196,6 +200,7 @@ def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> di
         # Two processes of pure Python against one, measured before and after each repeat's pair (their mean):
         # the most any code could scale to on this machine at that time, and the stages' share of it
         "machine_ceiling": {"per_repeat": ceilings, "median": statistics.median(ceilings),
+                            "unit_s_per_repeat": unit_seconds, "unit_additions": CEILING_LOOP,
                             "pair_ratios_over_ceiling": [r / c for r, c in zip(stages["pair_ratios"], ceilings)]},
         **({"beside_idle_cluster": {"workers": per_workers("beside_idle_cluster"),
                                     **ratios(STAGES, "beside_idle_cluster")}} if idle_other else {}),
