@@ -161,7 +161,7 @@ def measure(work: Path, rows: int, repeats: int, idle_other: bool = False) -> di
             after, unit_after_s = machine_ceiling(pool)
             ceilings.append((before + after) / 2)
             unit_seconds.append(min(unit_s, unit_after_s))
-            print(f"the machine's ceiling around repeat {repeat + 1}: ×{ceilings[-1]:.2f} (one unit alone"
+            print(f"the machine's two-process reading around repeat {repeat + 1}: ×{ceilings[-1]:.2f} (one unit alone"
                   f" {unit_seconds[-1]:.2f} s)", flush=True)
             if idle_other:
                 with cluster(1) as one, cluster(2) as two:
@@ -234,8 +234,8 @@ def main() -> None:
           f"(per repeat {', '.join(f'×{r:.2f}' for r in result['pair_ratios'])}; target ≥ {TARGET_RATIO}, "
           f"met: {result['met']}); "
           + ", ".join(f"{name} ×{r['ratio_2_over_1']:.2f}" for name, r in result["per_stage"].items())
-          + f" ({result['machine']['cpus']} cpus, load {result['machine']['load_avg_1m_at_end']:.1f}); the machine's"
-          f" ceiling ×{result['machine_ceiling']['median']:.2f} (per repeat "
+          + f" ({result['machine']['cpus']} cpus, load {result['machine']['load_avg_1m_at_end']:.1f}); pure Python on"
+          f" two processes against one ×{result['machine_ceiling']['median']:.2f} (per repeat "
           + ", ".join(f"×{c:.2f}" for c in result["machine_ceiling"]["per_repeat"]) + ")")
     if "beside_idle_cluster" in result:
         beside = result["beside_idle_cluster"]
