@@ -77,6 +77,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flywheel"
 
 
+TEXT_CACHE_MAX_ROWS = 200_000  # captions' embeddings kept per encoder version: about 420 MB at 2.1 KB a row
+
+
+def text_cache_max_rows() -> int:
+    """How many captions' embeddings the cache folder keeps per encoder version: $FLYWHEEL_TEXT_CACHE_MAX_ROWS, else
+    TEXT_CACHE_MAX_ROWS. Past it, the rows kept longest go first. 0 keeps none (every caller encodes). A value that is
+    not a whole number of 0 or more raises ValueError, which `flows.settings.load_settings` raises at start-up."""
+    value = os.environ.get("FLYWHEEL_TEXT_CACHE_MAX_ROWS", "").strip()
+    if not value:
+        return TEXT_CACHE_MAX_ROWS
+    try:
+        rows = int(value)
+    except ValueError:
+        rows = -1
+    if rows < 0:
+        raise ValueError(f"FLYWHEEL_TEXT_CACHE_MAX_ROWS={value!r}: expected a whole number of rows (0 keeps no"
+                         f" caption's embedding; unset: {TEXT_CACHE_MAX_ROWS:,})")
+    return rows
+
+
 def apply_process_environment() -> None:
     """Switch every library's telemetry off and keep model hubs offline for this process and its children;
     server features flywheel never uses off (UNUSED_SERVICES_OFF); Arrow's and pandas' memory modes

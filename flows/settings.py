@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from features.env import text_cache_max_rows
 from features.task import Task, build_prompts, check_golden_batch
 from flows.gate_params import BootstrapParams, FamilyGate, GateParams, Threshold, check_family_metrics  # noqa: F401  (re-exported)
 from flows.params_base import _Strict
@@ -406,6 +407,7 @@ def load_settings(home: Path | None = None, params_path: Path | None = None) -> 
     from flows.prefect_server import default_server_home
 
     env = EnvSettings()
+    text_cache_max_rows()  # a cap on the captions' cache that cannot work stops here, before any stage runs
     paths = StatePaths((home or env.home).absolute())
     params_path = params_path or env.params
     params = load_params(params_path)

@@ -33,6 +33,8 @@ PROMPTS_CACHE = "class-prompts"
 # Each distinct text's embedding (captions, mostly), kept the same way in one SQLite file per encoder version:
 # a retraining on batches seen before, or the next `dvc repro` stage, reads them instead of loading the encoder.
 TEXTS_CACHE = "text-embeddings"
+TEXTS_LAYOUT = 2  # the captions' file: 2, a rowid table kept to a cap (1: WITHOUT ROWID, no cap, named without it)
+_WAL_LIMIT_BYTES = 16 << 20
 _KEYS_PER_QUERY = 900  # under SQLite's bound on a statement's parameters (999 in older builds)
 
 
@@ -143,9 +145,14 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     rows = np.fromiter((position.setdefault(text, len(position)) for text in texts), dtype=np.int64, count=len(texts))
     distinct = list(position)
     keys = [hashlib.sha256(text.encode("utf-8")).digest()[:16] for text in distinct]
+    from features.env import text_cache_max_rows
+
+    max_rows = text_cache_max_rows()
+    if max_rows == 0:
+        return encode_texts(texts)
     path = _texts_path()
     try:
-        kept = _TextStore(path).embed(keys, distinct)
+        kept = _TextStore(path, max_rows).embed(keys, distinct)
     except (sqlite3.Error, OSError) as err:
         log.warning("text embeddings cache %s unusable (%s): encoding %d texts", path, err, len(distinct))
         return encode_texts(texts)
@@ -156,19 +163,26 @@ def _texts_path() -> Path:
     from features.env import cache_dir
 
     key = hashlib.sha256(json.dumps({"encoder": _encoder_versions()}).encode()).hexdigest()[:32]
-    return cache_dir() / TEXTS_CACHE / f"{key}.sqlite"
+    return cache_dir() / TEXTS_CACHE / f"{key}.v{TEXTS_LAYOUT}.sqlite"
 
 
 class _TextStore:
     """Embeddings by text key in one SQLite file (WAL: readers never wait for a writer; each write is a
     transaction, so a process killed mid-write leaves the file as it was). A file that is not such a database
-    (cut short by a copy, another program's) is removed and made again: it holds nothing that cannot be encoded."""
+    (cut short by a copy, another program's) is removed and made again: it holds nothing that cannot be encoded.
+    It keeps at most `max_rows` rows: each write that takes it past them removes the rows written longest ago
+    (first in, first out; a read does not renew a row, so reading costs no write). The file of the layout before
+    (a WITHOUT ROWID table, session 22) is removed when this one is first opened."""
 
     VECTOR_BYTES = TEXT_EMBED_DIM * 4
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, max_rows: int) -> None:
+        self.path, self.max_rows = path, max_rows
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # the same encoder's file in the layout before, a name without the layout
+            before = path.with_name(path.name.replace(f".v{TEXTS_LAYOUT}.sqlite", ".sqlite"))
+            for leftover in (before, before.with_name(before.name + "-wal"), before.with_name(before.name + "-shm")):
+                leftover.unlink(missing_ok=True)
 
     def embed(self, keys: list[bytes], texts: list[str]) -> dict[bytes, np.ndarray]:
         try:
@@ -186,8 +200,10 @@ class _TextStore:
         connection = sqlite3.connect(self.path, timeout=60.0)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB PRIMARY KEY, vector BLOB NOT NULL)"
-                               " WITHOUT ROWID")
+            connection.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")  # a big write's WAL shrinks after it
+            # A rowid table: a 1.5 KB vector fits in its leaf page (2.1 KB a row on disk), where a WITHOUT ROWID
+            # table spilled each to an overflow page (4.7 KB a row); and the rowid is the order rows came in
+            connection.execute("CREATE TABLE IF NOT EXISTS embeddings (key BLOB NOT NULL UNIQUE, vector BLOB NOT NULL)")
             kept = self._read(connection, keys)
             missing = [at for at, key in enumerate(keys) if key not in kept]
             if missing:
@@ -197,12 +213,20 @@ class _TextStore:
                         "INSERT INTO embeddings (key, vector) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET"
                         f" vector = excluded.vector WHERE length(vector) != {self.VECTOR_BYTES}",
                         ((keys[at], encoded[row].tobytes()) for row, at in enumerate(missing)))
+                    self._evict(connection)
                 kept.update(self._read(connection, [keys[at] for at in missing]))
                 for row, at in enumerate(missing):  # not readable back (another program's row): as encoded here
                     kept.setdefault(keys[at], encoded[row])
             return kept
         finally:
             connection.close()
+
+    def _evict(self, connection: sqlite3.Connection) -> None:
+        """Inside the writing transaction: the rows past `max_rows`, oldest first (rowid order), removed."""
+        (rows,) = connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()
+        if rows > self.max_rows:
+            connection.execute("DELETE FROM embeddings WHERE rowid IN (SELECT rowid FROM embeddings ORDER BY rowid"
+                               " LIMIT ?)", (rows - self.max_rows,))
 
     def _read(self, connection: sqlite3.Connection, keys: list[bytes]) -> dict[bytes, np.ndarray]:
         kept: dict[bytes, np.ndarray] = {}
