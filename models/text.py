@@ -135,7 +135,10 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     """`encode_texts` through flywheel's cache folder (`features.env.cache_dir()`): a text this machine's encoder
     (the same package versions) embedded before is read back, the others are encoded and kept. Every caller gets
     the kept values, so two processes that encode the same new text at once still train on the same numbers.
-    A cache that cannot be read or written costs a warning and the encoder, never a result."""
+    A cache that cannot be read or written costs a warning and the encoder, never a result. The cache keeps at most
+    `features.env.text_cache_max_rows()` texts, the latest written."""
+    from features.env import text_cache_max_rows
+
     if isinstance(texts, str):
         raise TypeError("embed_texts takes a list of strings, not a single string")
     texts = [str(text) for text in texts]
@@ -145,17 +148,15 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
     rows = np.fromiter((position.setdefault(text, len(position)) for text in texts), dtype=np.int64, count=len(texts))
     distinct = list(position)
     keys = [hashlib.sha256(text.encode("utf-8")).digest()[:16] for text in distinct]
-    from features.env import text_cache_max_rows
-
     max_rows = text_cache_max_rows()
-    if max_rows == 0:
-        return encode_texts(texts)
+    if max_rows == 0:  # no cache: each distinct text encoded once, as the cache would have been filled
+        return encode_texts(distinct)[rows]
     path = _texts_path()
     try:
         kept = _TextStore(path, max_rows).embed(keys, distinct)
     except (sqlite3.Error, OSError) as err:
         log.warning("text embeddings cache %s unusable (%s): encoding %d texts", path, err, len(distinct))
-        return encode_texts(texts)
+        return encode_texts(distinct)[rows]
     return np.stack([kept[key] for key in keys])[rows]
 
 
